@@ -1,0 +1,2622 @@
+"""task-scheduler: a resilient, persistent, observable task scheduler in one module.
+
+One process runs APScheduler 3 with its jobs and every run's history in a database (SQLite by
+default, PostgreSQL for production), applies edits of ``jobs.yaml`` live, and serves a JSON REST API
+and a web GUI from one Bottle app on one threaded port.
+
+Run it::
+
+    python -m task_scheduler                 # or: task-scheduler run --config jobs.yaml
+    task-scheduler validate jobs.yaml        # check a file before saving it
+
+Environment: TS_CONFIG, TS_DATABASE_URL, TS_HOST, TS_PORT, TS_API_TOKEN, TS_LOG_LEVEL, TS_TIMEZONE
+(command-line flags win).
+
+Embed it::
+
+    from task_scheduler import Config, SchedulerService, create_app
+    service = SchedulerService(Config(config_path="jobs.yaml", database_url="sqlite:///ts.sqlite"))
+    service.start()
+    app = create_app(service)          # a WSGI app
+    service.stop()
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import contextvars
+import dataclasses
+import datetime as dt
+import fcntl
+import functools
+import hashlib
+import hmac
+import importlib
+import io
+import json
+import logging
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import wsgiref.simple_server
+import zoneinfo
+from typing import Annotated, Any, Literal, Optional, Union
+
+import bottle
+import sqlalchemy as sa
+import yaml
+from apscheduler.executors.pool import BasePoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
+from apscheduler.triggers.combining import OrTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.util import convert_to_datetime
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+__version__ = "0.1.0"
+__all__ = [
+    "Config",
+    "SchedulerService",
+    "create_app",
+    "serve_in_thread",
+    "execute_job",
+    "JobDefinition",
+    "SchedulerError",
+    "JobNotFound",
+    "RunNotFound",
+    "InvalidJob",
+    "InvalidConfig",
+    "JobConflict",
+    "BadRequest",
+    "load_jobs_file",
+    "http_check",
+    "main",
+]
+log = logging.getLogger("task_scheduler")
+
+
+# --------------------------------------------------------------------------------------------
+# Constants and configuration
+# --------------------------------------------------------------------------------------------
+
+SCHEMA_VERSION = 1
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "interrupted", "missed",
+                "skipped", "cancelled")
+FINAL_STATUSES = frozenset(RUN_STATUSES) - {"queued", "running"}
+RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup")
+JOB_STATES = ("scheduled", "paused", "disabled")
+SCRIPT_SUFFIXES = (".sh", ".bash", ".bat", ".cmd", ".ps1", ".py")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of one service; build it with ``from_env()``/``from_args()`` or by hand."""
+
+    config_path: Optional[str] = "jobs.yaml"
+    database_url: str = "sqlite:///task_scheduler.sqlite"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: Optional[str] = None
+    log_level: str = "INFO"
+    timezone: Optional[str] = None        # default for triggers without one; None: the system's
+    node: str = dataclasses.field(default_factory=socket.gethostname)
+    max_workers: int = 10
+    output_limit: int = 1 << 20           # bytes kept per stream and run (head + tail)
+    keep_runs: int = 1000                 # runs kept per job
+    keep_days: float = 30                 # runs older than this are pruned
+    shutdown_grace: float = 30.0          # seconds running runs get on stop
+    kill_grace: float = 5.0               # seconds between TERM and KILL
+    watch: bool = True                    # watchdog on the folder of config_path
+    poll_interval: float = 30.0           # hash poll for file systems without events
+    debounce: float = 0.3                 # one editor save is several events
+
+    _ENV = {"config_path": "TS_CONFIG", "database_url": "TS_DATABASE_URL", "host": "TS_HOST",
+            "port": "TS_PORT", "token": "TS_API_TOKEN", "log_level": "TS_LOG_LEVEL",
+            "timezone": "TS_TIMEZONE"}
+
+    @classmethod
+    def from_env(cls, env: Optional[dict] = None, **overrides: Any) -> Config:
+        env = os.environ if env is None else env
+        values = {name: env[var] for name, var in cls._ENV.items() if env.get(var)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "port" in values:
+            values["port"] = _parse_port(values["port"])
+        return cls(**values)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Optional[dict] = None) -> Config:
+        return cls.from_env(env, config_path=args.config, database_url=args.db, host=args.host,
+                            port=args.port, token=args.token, log_level=args.log_level)
+
+    @property
+    def base_dir(self) -> str:
+        """The folder of jobs.yaml: relative scripts and python modules resolve against it."""
+        return os.path.dirname(os.path.abspath(self.config_path or "jobs.yaml"))
+
+
+def _parse_port(value: Any) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise SchedulerError(f"port: {value!r} is not a number (1-65535, or 0 for any)") from None
+    if not 0 <= port <= 65535:
+        raise SchedulerError(f"port: {port} is out of range (1-65535, or 0 for any)")
+    return port
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+class SchedulerError(Exception):
+    """Root of our errors; ``status`` is the HTTP status, ``details`` lists field errors."""
+
+    status = 500
+    code = "error"
+
+    def __init__(self, message: str, details: Optional[list] = None):
+        super().__init__(message)
+        self.details = details or []
+
+
+class BadRequest(SchedulerError, ValueError): status = 400; code = "bad_request"  # noqa: E701,E702
+class Unauthorized(SchedulerError): status = 401; code = "unauthorized"  # noqa: E701,E702
+class JobNotFound(SchedulerError, LookupError): status = 404; code = "not_found"  # noqa: E701,E702
+class RunNotFound(SchedulerError, LookupError): status = 404; code = "not_found"  # noqa: E701,E702
+class JobConflict(SchedulerError): status = 409; code = "conflict"  # noqa: E701,E702
+class PayloadTooLarge(SchedulerError): status = 413; code = "too_large"  # noqa: E701,E702
+class UnsupportedMedia(SchedulerError): status = 415; code = "unsupported_media_type"  # noqa: E701,E702
+class InvalidJob(SchedulerError, ValueError): status = 422; code = "invalid"  # noqa: E701,E702
+class InvalidConfig(InvalidJob): code = "invalid_config"  # noqa: E701,E702
+class StoreBusy(SchedulerError): status = 503; code = "unavailable"  # noqa: E701,E702
+
+
+# --------------------------------------------------------------------------------------------
+# Models: the jobs.yaml schema, validation with line numbers, dict shapes of the API
+# --------------------------------------------------------------------------------------------
+
+Number = Union[StrictInt, StrictFloat]
+CronField = Union[StrictStr, StrictInt]
+DateValue = Union[StrictStr, dt.datetime, dt.date]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _TriggerBase(_Model):
+    timezone: Optional[StrictStr] = None
+    jitter: Optional[Annotated[Number, Field(ge=0)]] = None
+
+
+class IntervalSpec(_TriggerBase):
+    type: Literal["interval"]
+    weeks: Annotated[Number, Field(ge=0)] = 0
+    days: Annotated[Number, Field(ge=0)] = 0
+    hours: Annotated[Number, Field(ge=0)] = 0
+    minutes: Annotated[Number, Field(ge=0)] = 0
+    seconds: Annotated[Number, Field(ge=0)] = 0
+    start_date: Optional[DateValue] = None
+    end_date: Optional[DateValue] = None
+
+    @model_validator(mode="after")
+    def _positive(self) -> IntervalSpec:
+        if _interval_seconds(self) <= 0:
+            raise ValueError("an interval needs one of weeks, days, hours, minutes, seconds > 0")
+        return self
+
+
+class CronSpec(_TriggerBase):
+    type: Literal["cron"]
+    expression: Optional[StrictStr] = None
+    year: Optional[CronField] = None
+    month: Optional[CronField] = None
+    day: Optional[CronField] = None
+    week: Optional[CronField] = None
+    day_of_week: Optional[CronField] = None
+    hour: Optional[CronField] = None
+    minute: Optional[CronField] = None
+    second: Optional[CronField] = None
+    start_date: Optional[DateValue] = None
+    end_date: Optional[DateValue] = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> CronSpec:
+        fields = [f for f in _CRON_FIELDS if getattr(self, f) is not None]
+        if self.expression is not None and fields:
+            raise ValueError(f"give either expression or fields ({', '.join(fields)}), not both")
+        if self.expression is None and not fields:
+            raise ValueError("give expression: '30 2 * * *' or fields such as hour and minute")
+        return self
+
+
+class DateSpec(_TriggerBase):
+    type: Literal["date"]
+    run_date: DateValue
+
+
+TriggerSpec = Annotated[Union[IntervalSpec, CronSpec, DateSpec], Field(discriminator="type")]
+_CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
+
+
+class RetrySpec(_Model):
+    max: Annotated[StrictInt, Field(ge=0, le=100)] = 0
+    delay: Annotated[Number, Field(ge=0)] = 0
+    backoff: Annotated[Number, Field(ge=1)] = 1
+
+
+class JobDefinition(_Model):
+    """One entry of jobs.yaml, and the body of ``POST /api/jobs``."""
+
+    id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    func: Optional[StrictStr] = Field(None, description="pkg.mod:func, or a script path")
+    command: Union[StrictStr, list[StrictStr], None] = None
+    shell: StrictBool = False
+    args: list[Any] = []
+    kwargs: dict[StrictStr, Any] = {}
+    description: StrictStr = ""
+    tags: list[StrictStr] = []
+    is_enabled: StrictBool = True
+    trigger: TriggerSpec
+    max_instances: Annotated[StrictInt, Field(ge=1, le=1000)] = 1
+    coalesce: StrictBool = True
+    misfire_grace_time: Optional[Annotated[Number, Field(gt=0)]] = 60
+    timeout: Optional[Annotated[Number, Field(gt=0)]] = None
+    retries: Optional[RetrySpec] = None
+    env: dict[StrictStr, StrictStr] = {}
+    cwd: Optional[StrictStr] = None
+    replace_existing: StrictBool = True
+
+    @model_validator(mode="after")
+    def _one_target(self) -> JobDefinition:
+        if (self.func is None) == (self.command is None):
+            raise ValueError("give exactly one of func (a python callable or a script) or command")
+        if self.command is not None and not self.command:
+            raise ValueError("command: must not be empty")
+        if self.shell and not isinstance(self.command, str):
+            raise ValueError("shell: true needs command as a string")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "command" if self.command is not None or _is_script(self.func) else "python"
+
+    def dump(self) -> dict:
+        """The definition as given (defaults left out), JSON- and YAML-ready."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+def _is_script(func: Optional[str]) -> bool:
+    return bool(func) and ("/" in func or "\\" in func or func.lower().endswith(SCRIPT_SUFFIXES))
+
+
+def _interval_seconds(spec: IntervalSpec) -> float:
+    return (spec.weeks * 604800 + spec.days * 86400 + spec.hours * 3600 + spec.minutes * 60
+            + spec.seconds)
+
+
+def definition_hash(defn: JobDefinition) -> str:
+    return hashlib.sha256(json.dumps(defn.dump(), sort_keys=True).encode()).hexdigest()
+
+
+def parse_job(data: Any, base_dir: str, where: str = "") -> JobDefinition:
+    """Validate one job (a dict) fully: schema, trigger, callable or script. Raises InvalidJob."""
+    if not isinstance(data, dict):
+        raise InvalidJob(f"{where}a job must be a mapping, got {_type_name(data)}",
+                         [{"field": "", "message": "must be a mapping", "line": None}])
+    try:
+        defn = JobDefinition.model_validate(data)
+    except ValidationError as exc:
+        details = [_pydantic_detail(err) for err in exc.errors()]
+        details += _partial_checks(data, details, base_dir)
+        raise InvalidJob(_details_text(details, data.get("id")), details) from None
+    details = check_job(defn, base_dir)
+    if details:
+        raise InvalidJob(_details_text(details, defn.id), details)
+    return defn
+
+
+def check_job(defn: JobDefinition, base_dir: str) -> list[dict]:
+    """What pydantic cannot see: the trigger builds, the callable imports, the script exists."""
+    details = [{"field": f"trigger.{f}" if f else "trigger", "message": m, "line": None}
+               for f, m in trigger_problems(defn.trigger)]
+    problem = _target_problem(defn, base_dir)
+    if problem:
+        details.append({"field": problem[0], "message": problem[1], "line": None})
+    return details
+
+
+_CRON_RANGES = {"year": "1970-9999", "month": "1-12 or jan-dec", "day": "1-31 or last",
+                "week": "1-53", "day_of_week": "0-6 or mon-sun", "hour": "0-23",
+                "minute": "0-59", "second": "0-59"}
+
+
+def trigger_problems(spec) -> list[tuple[str, str]]:
+    """Each wrong part of a trigger as (field, message), field by field."""
+    utc = dt.timezone.utc
+    if spec.timezone:
+        try:
+            _zone(spec.timezone)
+        except ValueError as exc:
+            return [("timezone", str(exc).removeprefix("timezone: "))]
+    problems = []
+    for name in ("run_date", "start_date", "end_date"):
+        value = getattr(spec, name, None)
+        if isinstance(value, str):
+            try:
+                convert_to_datetime(value, utc, name)
+            except ValueError:
+                problems.append((name, f"{value!r} is not a date/time (ISO 8601, e.g. "
+                                       f"'2026-12-24 18:00:00' or '2026-12-24T18:00:00+01:00')"))
+    if isinstance(spec, CronSpec):
+        fields = (dict(zip(("minute", "hour", "day", "month"), spec.expression.split()))
+                  if spec.expression else {f: getattr(spec, f) for f in _CRON_FIELDS})
+        for name, value in fields.items():
+            if value is None:
+                continue
+            try:
+                CronTrigger(**{name: value}, timezone=utc)
+            except ValueError:
+                where = "expression" if spec.expression else name
+                problems.append((where, f"{value!r} is not a valid {name.replace('_', ' ')} "
+                                        f"field ({_CRON_RANGES[name]}, '*', '*/N', 'a-b')"))
+    if not problems:
+        try:
+            build_trigger(spec, utc)
+        except (ValueError, TypeError) as exc:
+            field = _trigger_field(exc).lstrip(".")
+            problems.append((field, _clean(exc).removeprefix(f"{field}: ")))
+    return problems
+
+
+def _partial_checks(data: dict, details: list, base_dir: str) -> list:
+    """When the schema fails elsewhere, still check the trigger and the target on their own, so
+    one pass reports every error of a job."""
+    failed = {d["field"].split(".")[0] for d in details}
+    stub = {"id": "x", "trigger": {"type": "date", "run_date": "2000-01-01"}, "command": "true"}
+    parts = []
+    if "trigger" not in failed and "trigger" in data:
+        parts.append({**stub, "trigger": data["trigger"]})
+    if not failed & {"func", "command", "shell", "args", "env", "cwd"}:
+        keys = ("func", "command", "shell", "args", "env", "cwd")
+        target = {k: data[k] for k in keys if k in data}
+        if "func" in target or "command" in target:
+            parts.append({**stub, "command": None, **target})
+    found = []
+    for part in parts:
+        try:
+            found += check_job(JobDefinition.model_validate(part), base_dir)
+        except ValidationError:
+            continue   # already reported by the full validation
+    return found
+
+
+def _target_problem(defn: JobDefinition, base_dir: str) -> Optional[tuple[str, str]]:
+    if defn.kind == "python":
+        try:
+            resolve_callable(defn.func, base_dir)
+        except InvalidJob as exc:
+            return "func", str(exc)
+        return None
+    if defn.shell:
+        return None
+    argv = command_argv(defn, base_dir)
+    field = "func" if defn.command is None else "command"
+    exe = argv[0]
+    if os.sep in exe or "/" in exe:
+        if not os.path.isfile(exe):
+            return field, f"script {exe} does not exist"
+        if not os.access(exe, os.X_OK):
+            return field, f"script {exe} is not executable (chmod +x {shlex.quote(exe)})"
+    elif shutil.which(exe, path=_job_env(defn).get("PATH")) is None:
+        return field, f"program {exe!r} is not found on PATH"
+    return None
+
+
+def resolve_callable(ref: str, base_dir: Optional[str] = None):
+    """Import ``pkg.mod:func`` or ``pkg.mod.func``; the folder of jobs.yaml is importable."""
+    if base_dir and base_dir not in sys.path:
+        sys.path.insert(0, base_dir)
+    module_name, sep, attr = ref.partition(":")
+    if not sep:
+        module_name, _, attr = ref.rpartition(".")
+    if not module_name or not attr:
+        raise InvalidJob(f"{ref!r} is not a callable reference (use 'package.module:function')")
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time error of user code is a validation error
+        raise InvalidJob(f"cannot import module {module_name!r}: {_clean(exc)}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise InvalidJob(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise InvalidJob(f"{ref!r} is not callable")
+    return obj
+
+
+def command_argv(defn: JobDefinition, base_dir: str) -> list[str]:
+    """The argv of a command job; relative script paths resolve against the jobs.yaml folder."""
+    extra = [str(a) for a in defn.args]
+    if defn.command is None:
+        return [_resolve_path(defn.func, base_dir), *extra]
+    if defn.shell:
+        return ["/bin/sh", "-c", defn.command, "sh", *extra]
+    argv = shlex.split(defn.command) if isinstance(defn.command, str) else list(defn.command)
+    if argv and ("/" in argv[0]) and not os.path.isabs(argv[0]):
+        argv[0] = _resolve_path(argv[0], base_dir)
+    return [*argv, *extra]
+
+
+def _resolve_path(path: str, base_dir: str) -> str:
+    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+
+
+def _job_env(defn: JobDefinition) -> dict:
+    return {**os.environ, **defn.env}
+
+
+def load_jobs_file(path: str) -> tuple[list[JobDefinition], str]:
+    """Read, parse and validate a whole jobs.yaml. Returns (jobs, sha256); raises InvalidConfig."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        detail = {"line": None, "job": None, "field": "", "message": f"cannot read: {exc.strerror}"}
+        raise InvalidConfig(f"{path}: cannot read: {exc.strerror}", [detail]) from None
+    digest = hashlib.sha256(raw).hexdigest()
+    return parse_jobs_text(raw.decode("utf-8", "replace"), path), digest
+
+
+def parse_jobs_text(text: str, path: str = "jobs.yaml") -> list[JobDefinition]:
+    """Validate a whole file; any error rejects all of it with ``file:line: job: field: message``."""
+    base_dir = os.path.dirname(os.path.abspath(path))
+    root, data = _yaml_compose(text, path)
+    items, details = _job_items(root, data)
+    prefix = ["jobs"] if isinstance(data, dict) else []
+    jobs, first_line = [], {}
+    for index, item in enumerate(items):
+        jid = item.get("id") if isinstance(item, dict) else None
+        where = [*prefix, index]
+        if isinstance(jid, str) and jid in first_line:
+            details.append({"line": _line_of(root, [*where, "id"]), "job": jid, "field": "id",
+                            "message": f"duplicate id (first defined on line {first_line[jid]})"})
+            continue
+        if isinstance(jid, str):
+            first_line[jid] = _line_of(root, [*where, "id"])
+        try:
+            jobs.append(parse_job(item, base_dir))
+        except InvalidJob as exc:
+            for d in exc.details:
+                fpath = d.pop("path", None) or d["field"].split(".")
+                details.append({**d, "job": jid or f"#{index + 1}",
+                                "line": _line_of(root, [*where, *fpath]),
+                                "message": d["message"] + _yaml_hint(root, [*where, *fpath])})
+    if details:
+        raise InvalidConfig(_config_error_text(path, details), details)
+    return jobs
+
+
+def _yaml_compose(text: str, path: str):
+    if not text.strip():
+        detail = {"line": 1, "job": None, "field": "",
+                  "message": "file is empty; write [] to remove every job"}
+        raise InvalidConfig(_config_error_text(path, [detail]), [detail])
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        return root, loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as exc:
+        detail = _yaml_error_detail(exc, text)
+        raise InvalidConfig(_config_error_text(path, [detail]), [detail]) from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_error_detail(exc: yaml.YAMLError, text: str) -> dict:
+    mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark else None
+    message = f"YAML syntax: {getattr(exc, 'problem', None) or exc}"
+    for mark in (getattr(exc, "context_mark", None), getattr(exc, "problem_mark", None)):
+        token = _token_at(text, mark)
+        if token[:1] in ("*", "%", "@", "`"):
+            return {"line": mark.line + 1, "job": None, "field": "",
+                    "message": f"`{token}` must be quoted in YAML: '{token}'"}
+    return {"line": line, "job": None, "field": "", "message": message}
+
+
+def _token_at(text: str, mark) -> str:
+    """The plain token around a YAML error mark (``*/5`` for an unquoted cron step)."""
+    if mark is None:
+        return ""
+    lines = text.splitlines()
+    source = lines[mark.line] if mark.line < len(lines) else ""
+    start = mark.column
+    while start > 0 and source[start - 1] not in " \t{[,:":
+        start -= 1
+    rest = source[start:]
+    end = next((i for i, ch in enumerate(rest) if ch in " \t,}]#"), len(rest))
+    return rest[:end]
+
+
+def _job_items(root, data) -> tuple[list, list]:
+    """The list of job mappings of either form, with ``defaults`` merged in."""
+    if data is None:
+        return [], []
+    if isinstance(data, list):
+        return data, []
+    if not isinstance(data, dict):
+        return [], [{"line": 1, "job": None, "field": "",
+                     "message": f"expected a list of jobs or {{defaults, jobs}}, got "
+                                f"{_type_name(data)}"}]
+    unknown = sorted(set(data) - {"defaults", "jobs"})
+    if "id" in data:
+        return [], [{"line": 1, "job": None, "field": "",
+                     "message": "this is one job, not a list: start each job with '- ', or use "
+                                "{defaults: ..., jobs: [...]}"}]
+    if unknown:
+        return [], [{"line": _line_of(root, [unknown[0]]), "job": None, "field": unknown[0],
+                     "message": "unknown top-level key (valid: defaults, jobs)"}]
+    defaults, jobs = data.get("defaults") or {}, data.get("jobs") or []
+    if not isinstance(defaults, dict) or not isinstance(jobs, list):
+        return [], [{"line": 1, "job": None, "field": "defaults" if not isinstance(defaults, dict)
+                     else "jobs", "message": "defaults must be a mapping and jobs a list"}]
+    return [{**defaults, **j} if isinstance(j, dict) else j for j in jobs], []
+
+
+def _node_at(root, path: list):
+    node = root
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            match = [v for k, v in node.value if k.value == str(key)]
+            if not match:
+                return node
+            node = match[0]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        elif isinstance(node, yaml.SequenceNode) and str(key).isdigit():
+            idx = int(key)
+            if idx >= len(node.value):
+                return node
+            node = node.value[idx]
+        else:
+            return node
+    return node
+
+
+def _line_of(root, path: list) -> Optional[int]:
+    node = _node_at(root, [p for p in path if p != ""]) if root is not None else None
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def _yaml_hint(root, path: list) -> str:
+    """Explain YAML 1.1 surprises at the failing value: on/no, 12:30, 010."""
+    node = _node_at(root, [p for p in path if p != ""]) if root is not None else None
+    if not isinstance(node, yaml.ScalarNode) or node.style is not None:
+        return ""
+    value, tag = node.value, node.tag.rsplit(":", 1)[-1]
+    if tag == "bool" and value.lower() not in ("true", "false"):
+        return f" (YAML reads unquoted {value} as a boolean; quote it: '{value}')"
+    if tag in ("int", "float") and ":" in value:
+        return f" (YAML reads unquoted {value} as a base-60 number; quote it: '{value}')"
+    if tag == "int" and len(value) > 1 and value.startswith("0") and value.isdigit():
+        return f" (YAML reads unquoted {value} as an octal number; quote it: '{value}')"
+    return ""
+
+
+def _pydantic_detail(err: dict) -> dict:
+    loc = [str(p) for p in err["loc"]]
+    # Drop the union branch names pydantic inserts (trigger.cron.minute -> trigger.minute).
+    if len(loc) >= 2 and loc[0] == "trigger" and loc[1] in ("interval", "cron", "date"):
+        loc = [loc[0], *loc[2:]]
+    loc = [p for p in loc if not (p.startswith(("str", "int", "float", "list[", "datetime", "date",
+                                                 "function-")) or p in ("bool", "dict"))]
+    field = ".".join(loc)
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
+        message = "type must be one of: interval, cron, date"
+        field = "trigger.type"
+    elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+        message = f"{message} (got {_short(err['input'])})"
+    return {"field": field, "message": message, "line": None, "path": loc}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _details_text(details: list, job_id: Any) -> str:
+    head = f"job {job_id}: " if job_id else ""
+    return "; ".join(f"{head}{d['field'] + ': ' if d['field'] else ''}{d['message']}"
+                     for d in details)
+
+
+def _config_error_text(path: str, details: list) -> str:
+    lines = []
+    for d in details:
+        parts = [f"{path}:{d['line'] or 1}", d.get("job"), d.get("field"), d["message"]]
+        lines.append(": ".join(str(p) for p in parts if p))
+    return "\n".join(lines)
+
+
+def _trigger_field(exc: Exception) -> str:
+    text = str(exc)
+    for name in ("expression", *_CRON_FIELDS, "timezone", "run_date", "start_date", "end_date"):
+        if f"'{name}'" in text or text.startswith(name):
+            return "." + name
+    return ""
+
+
+def _clean(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0] if text else text
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__)
+
+
+# Triggers: our specs -> APScheduler trigger objects
+
+def build_trigger(spec, default_tz):
+    """An APScheduler trigger for a spec; ``default_tz`` applies where the spec names none."""
+    tz = _zone(spec.timezone) if spec.timezone else default_tz
+    if isinstance(spec, IntervalSpec):
+        return IntervalTrigger(weeks=0, days=0, hours=0, minutes=0, seconds=_interval_seconds(spec),
+                               start_date=spec.start_date, end_date=spec.end_date, timezone=tz,
+                               jitter=spec.jitter)
+    if isinstance(spec, DateSpec):
+        return DateTrigger(run_date=spec.run_date, timezone=tz)
+    if spec.expression is not None:
+        return crontab_trigger(spec.expression, tz, spec.jitter, spec.start_date, spec.end_date)
+    fields = {f: getattr(spec, f) for f in _CRON_FIELDS if getattr(spec, f) is not None}
+    return CronTrigger(**fields, start_date=spec.start_date, end_date=spec.end_date, timezone=tz,
+                       jitter=spec.jitter)
+
+
+def crontab_trigger(expression: str, tz=None, jitter=None, start_date=None, end_date=None):
+    """A trigger with crontab's meaning: 0 and 7 are Sunday, and when both day-of-month and
+    day-of-week are restricted a day matching either fires (APScheduler's from_crontab differs)."""
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ValueError(f"expression: {expression!r} needs 5 fields (minute hour day month "
+                         f"day-of-week), got {len(parts)}")
+    minute, hour, day, month, dow = parts
+    dow = _crontab_dow(dow)
+    common = dict(minute=minute, hour=hour, month=month, timezone=tz, jitter=jitter,
+                  start_date=start_date, end_date=end_date)
+    if day != "*" and dow != "*":
+        return OrTrigger([CronTrigger(day=day, **common), CronTrigger(day_of_week=dow, **common)])
+    return CronTrigger(day=day, day_of_week=dow, **common)
+
+
+_DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _crontab_dow(field: str) -> str:
+    """Crontab day-of-week (0-7, Sunday = 0 or 7, names) to an explicit APScheduler name list."""
+    if field in ("*", "?"):
+        return "*"
+    days: set[int] = set()
+    for part in field.lower().split(","):
+        rng, _, step = part.partition("/")
+        lo, hi = _dow_range(rng, bool(step))
+        days.update(range(lo, hi + 1, int(step) if step.isdigit() and int(step) > 0 else 1))
+        if step and not (step.isdigit() and int(step) > 0):
+            raise ValueError(f"expression: day-of-week step {step!r} is not a positive number")
+    return ",".join(dict.fromkeys(_DOW_NAMES[d] for d in sorted(days)))
+
+
+def _dow_range(rng: str, stepped: bool) -> tuple[int, int]:
+    if rng == "*":
+        return 0, 6
+    lo, _, hi = rng.partition("-")
+    a = _dow_number(lo)
+    b = _dow_number(hi) if hi else (6 if stepped else a)
+    if a > b:
+        raise ValueError(f"expression: day-of-week range {rng!r} runs backwards")
+    return a, b
+
+
+def _dow_number(token: str) -> int:
+    if token.isdigit() and 0 <= int(token) <= 7:
+        return int(token)
+    if token[:3] in _DOW_NAMES:
+        return _DOW_NAMES.index(token[:3])
+    raise ValueError(f"expression: day-of-week {token!r} is not 0-7 or a day name (sun-sat)")
+
+
+def _zone(name: str):
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"timezone: {name!r} is not a known IANA time zone "
+                         f"(e.g. 'UTC', 'Europe/Berlin')") from None
+
+
+def trigger_text(spec) -> str:
+    """A short human description of a trigger spec."""
+    zone = f" ({spec.timezone})" if spec.timezone else ""
+    if isinstance(spec, IntervalSpec):
+        return f"every {_duration_text(_interval_seconds(spec))}{zone}"
+    if isinstance(spec, DateSpec):
+        return f"once at {spec.run_date}{zone}"
+    if spec.expression is not None:
+        return f"cron {spec.expression}{zone}"
+    return "cron " + " ".join(f"{f}={getattr(spec, f)}" for f in _CRON_FIELDS
+                              if getattr(spec, f) is not None) + zone
+
+
+def _duration_text(seconds: float) -> str:
+    parts, rest = [], seconds
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if rest >= size:
+            parts.append(f"{int(rest // size)}{unit}")
+            rest %= size
+    if rest or not parts:
+        parts.append(f"{rest:g}s")
+    return " ".join(parts)
+
+
+# Dict shapes of the API and the GUI
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _naive_utc(value: Optional[dt.datetime]) -> Optional[dt.datetime]:
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _iso(value: Optional[dt.datetime]) -> Optional[str]:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc).isoformat()
+
+
+def run_to_dict(row: Any, output: bool = False) -> dict:
+    """A run row (or live run dict) in the API's Run shape."""
+    get = row.get if isinstance(row, dict) else row._mapping.get
+    started, finished = get("started_at"), get("finished_at")
+    out = {
+        "id": get("id"), "job_id": get("job_id"), "status": get("status"),
+        "trigger": get("trigger"), "attempt": get("attempt") or 0,
+        "scheduled_at": _iso(get("scheduled_at")), "started_at": _iso(started),
+        "finished_at": _iso(finished),
+        "duration_s": round((finished - started).total_seconds(), 3)
+        if started and finished else None,
+        "exit_code": get("exit_code"), "error": get("error"), "truncated": bool(get("truncated")),
+        "node": get("node"),
+    }
+    if output:
+        out["stdout"], out["stderr"] = get("stdout") or "", get("stderr") or ""
+    return out
+
+
+class Page(list):
+    """A list of results with the ``total`` count of all matches (before limit/offset)."""
+
+    total: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Store: tables, migrations, the history writer
+# --------------------------------------------------------------------------------------------
+
+_metadata = sa.MetaData()
+ts_meta = sa.Table(
+    "ts_meta", _metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+ts_jobs = sa.Table(
+    "ts_jobs", _metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(8), nullable=False),
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("definition_hash", sa.String(64), nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+ts_runs = sa.Table(
+    "ts_runs", _metadata,
+    sa.Column("id", sa.String(32), primary_key=True),   # time-ordered: newest sorts last
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, default=0),
+    sa.Column("scheduled_at", sa.DateTime, nullable=False),
+    sa.Column("started_at", sa.DateTime),
+    sa.Column("finished_at", sa.DateTime),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("stdout", sa.Text),
+    sa.Column("stderr", sa.Text),
+    sa.Column("truncated", sa.Boolean, nullable=False, default=False),
+    sa.Column("node", sa.String(255)),
+    sa.UniqueConstraint("job_id", "scheduled_at", "trigger", "attempt", name="uq_ts_runs_fire"),
+    sa.Index("ix_ts_runs_job_id", "job_id", "id"),
+    sa.Index("ix_ts_runs_scheduled_at", "scheduled_at"),
+    sa.Index("ix_ts_runs_status", "status"),
+)
+APS_TABLE = "ts_apscheduler_jobs"
+_SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr")]
+
+
+def new_run_id() -> str:
+    """Sortable by creation time (microseconds, hex) with random bits against collisions."""
+    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(3)}"
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine tuned for us: SQLite in WAL mode with a private file; PostgreSQL with pre-ping."""
+    if url.startswith("sqlite"):
+        _make_private_sqlite(url)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")   # writers queue for up to 30 s instead of failing
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_path(url: str) -> Optional[str]:
+    path = sa.make_url(url).database
+    return None if not path or path == ":memory:" or path.startswith("file:") else path
+
+
+def _make_private_sqlite(url: str) -> None:
+    """The job store holds pickles: the file is created 0600 (SQLite gives -wal/-shm the same)."""
+    path = _sqlite_path(url)
+    if path is None:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    os.chmod(path, 0o600)
+
+
+def migrate(engine: sa.Engine) -> int:
+    """Create or upgrade our tables; refuse a schema newer than this code. Returns the version."""
+    _metadata.create_all(engine)
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(ts_meta.c.value).where(ts_meta.c.key == "schema_version"))
+        version = int(row.scalar() or 0)
+        if version > SCHEMA_VERSION:
+            raise SchedulerError(f"the database has schema version {version}, newer than this "
+                                 f"task-scheduler {__version__} knows ({SCHEMA_VERSION}); upgrade it")
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            _MIGRATIONS.get(step, lambda c: None)(conn)
+        if version == 0:
+            conn.execute(ts_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+        elif version < SCHEMA_VERSION:
+            conn.execute(ts_meta.update().where(ts_meta.c.key == "schema_version")
+                         .values(value=str(SCHEMA_VERSION)))
+    return SCHEMA_VERSION
+
+
+# Forward migrations by target version: {2: lambda conn: conn.execute(sa.text("ALTER ..."))}.
+_MIGRATIONS: dict = {}
+
+
+class _Write:
+    __slots__ = ("kind", "run_id", "fields", "done", "ok")
+
+    def __init__(self, kind: str, run_id: Optional[str] = None, fields: Optional[dict] = None,
+                 wait: bool = False):
+        self.kind, self.run_id, self.fields = kind, run_id, fields or {}
+        self.done = threading.Event() if wait else None
+        self.ok = True
+
+
+class HistoryWriter:
+    """One thread owns every write to ts_runs: runs are inserted and updated in batches, so the
+    scheduler and the workers never wait on the database (only a claim waits, see ``insert``)."""
+
+    BATCH = 500
+    RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)   # about a minute of outage is bridged
+
+    def __init__(self, engine: sa.Engine, prune=None, prune_every: float = 600):
+        self._engine, self._prune = engine, prune
+        self._queue: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._prune_every, self._next_prune = prune_every, time.monotonic() + 5
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="ts-history", daemon=True)
+        self.dropped = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def insert(self, fields: dict, wait: Optional[float] = None) -> Optional[bool]:
+        """Queue a new run. With ``wait``, block until written: False if the unique key
+        (job, scheduled time, trigger, attempt) already exists, None on time-out."""
+        item = self._put(_Write("insert", fields["id"], dict(fields), wait is not None))
+        if wait is None:
+            return True
+        return item.ok if item.done.wait(wait) else None
+
+    def update(self, run_id: str, **fields: Any) -> None:
+        self._put(_Write("update", run_id, fields))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued before this call is committed."""
+        return self._put(_Write("barrier", wait=True)).done.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.flush(timeout)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _put(self, item: _Write) -> _Write:
+        with self._cond:
+            self._queue.append(item)
+            self._cond.notify()
+        return item
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue or self._stopping, timeout=30)
+                if self._stopping and not self._queue:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(self.BATCH, len(self._queue)))]
+            try:
+                self._write_with_retry(batch)
+                self._maybe_prune()
+            except Exception:
+                log.exception("history writer: unexpected error; continuing")
+
+    def _write_with_retry(self, batch: list) -> None:
+        writes = [w for w in batch if w.kind != "barrier"]
+        for delay in (*self.RETRY_DELAYS, None):
+            try:
+                self._write(writes)
+                break
+            except sa.exc.DBAPIError as exc:
+                if delay is None or self._stopping:
+                    self.dropped += len(writes)
+                    log.error("history writer: dropping %d run records after retries: %s",
+                              len(writes), _clean(exc))
+                    break
+                log.warning("history writer: database error, retrying in %ss: %s", delay,
+                            _clean(exc))
+                time.sleep(delay)
+        for w in batch:
+            if w.done is not None:
+                w.done.set()
+
+    def _write(self, writes: list) -> None:
+        merged: dict[str, _Write] = {}
+        for w in writes:
+            prev = merged.get(w.run_id)
+            if prev is not None and prev.kind == "insert" and w.kind == "update":
+                prev.fields.update(w.fields)
+            elif prev is not None and w.kind == "update":
+                prev.fields.update(w.fields)
+            else:
+                merged[w.run_id] = w
+        inserts = [w for w in merged.values() if w.kind == "insert"]
+        updates = [w for w in merged.values() if w.kind == "update"]
+        with self._engine.begin() as conn:
+            self._insert_all(conn, inserts)
+            for w in updates:
+                conn.execute(ts_runs.update().where(ts_runs.c.id == w.run_id).values(**w.fields))
+
+    def _insert_all(self, conn, inserts: list) -> None:
+        if not inserts:
+            return
+        try:
+            with conn.begin_nested():
+                conn.execute(ts_runs.insert(), [_row_defaults(w.fields) for w in inserts])
+            return
+        except sa.exc.IntegrityError:
+            pass  # a duplicate fire in the batch: find it row by row below
+        for w in inserts:
+            try:
+                with conn.begin_nested():
+                    conn.execute(ts_runs.insert().values(**_row_defaults(w.fields)))
+            except sa.exc.IntegrityError:
+                w.ok = False
+
+    def _maybe_prune(self) -> None:
+        if self._prune and time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + self._prune_every
+            self._prune()
+
+
+def _row_defaults(fields: dict) -> dict:
+    row = {c.name: None for c in ts_runs.c}
+    row.update(attempt=0, truncated=False)
+    row.update(fields)
+    return row
+
+
+def prune_runs(engine: sa.Engine, keep_runs: int, keep_days: float) -> int:
+    """Retention: delete finished runs older than keep_days, and all but keep_runs per job."""
+    cutoff = _utcnow() - dt.timedelta(days=keep_days)
+    deleted = 0
+    with engine.begin() as conn:
+        deleted += conn.execute(ts_runs.delete().where(
+            ts_runs.c.scheduled_at < cutoff, ts_runs.c.status.in_(FINAL_STATUSES))).rowcount
+        counts = conn.execute(sa.select(ts_runs.c.job_id).group_by(ts_runs.c.job_id)
+                              .having(sa.func.count() > keep_runs)).scalars().all()
+        for job_id in counts:
+            edge = conn.execute(sa.select(ts_runs.c.id).where(ts_runs.c.job_id == job_id)
+                                .order_by(ts_runs.c.id.desc()).offset(keep_runs - 1)
+                                .limit(1)).scalar()
+            deleted += conn.execute(ts_runs.delete().where(
+                ts_runs.c.job_id == job_id, ts_runs.c.id < edge)).rowcount
+    if deleted:
+        log.info("retention: pruned %d runs", deleted)
+    return deleted
+
+
+# --------------------------------------------------------------------------------------------
+# Executor: execute_job(), python and command runners, output capture
+# --------------------------------------------------------------------------------------------
+
+_fire: contextvars.ContextVar = contextvars.ContextVar("task_scheduler_fire")
+
+
+def execute_job(job_id: str) -> None:
+    """The one function every APScheduler job calls. Our executor sets the context (service,
+    scheduled time) around the call; user callables are never pickled into the job store."""
+    try:
+        service, scheduled_at, trigger = _fire.get()
+    except LookupError:
+        raise SchedulerError("execute_job runs only inside a task-scheduler executor") from None
+    service._execute(job_id, scheduled_at, trigger)
+
+
+class CappedOutput:
+    """Bytes of one stream, capped: the head and the tail are kept, a marker stands between."""
+
+    def __init__(self, limit: int):
+        self._half = max(limit // 2, 1)
+        self._head = bytearray()
+        self._tail: collections.deque = collections.deque()
+        self._tail_size = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            room = self._half - len(self._head)
+            if room > 0:
+                self._head += data[:room]
+                data = data[room:]
+            if not data:
+                return
+            self._tail.append(bytes(data))
+            self._tail_size += len(data)
+            while self._tail_size - len(self._tail[0]) >= self._half:
+                self._tail_size -= len(self._tail[0])
+                self.dropped += len(self._tail.popleft())
+
+    @property
+    def truncated(self) -> bool:
+        return self.dropped > 0
+
+    def text(self) -> str:
+        with self._lock:
+            tail = b"".join(self._tail)
+            extra = max(len(tail) - self._half, 0)
+            dropped = self.dropped + extra
+            tail = tail[extra:]
+            head = bytes(self._head)
+        if not dropped:
+            return (head + tail).decode("utf-8", "replace")
+        return (head.decode("utf-8", "replace") + f"\n[... {dropped} bytes truncated ...]\n"
+                + tail.decode("utf-8", "replace"))
+
+
+class _ThreadRouter(io.TextIOBase):
+    """Stands in for sys.stdout/sys.stderr: writes from a thread bound to a run go to that run's
+    capture, everything else to the real stream."""
+
+    def __init__(self, original):
+        self._original = original
+        self._local = threading.local()
+
+    def bind(self, sink: Optional[CappedOutput]) -> None:
+        self._local.sink = sink
+
+    def write(self, text: str) -> int:
+        sink = getattr(self._local, "sink", None)
+        if sink is None:
+            return self._original.write(text)
+        sink.write(text.encode("utf-8", "replace"))
+        return len(text)
+
+    def flush(self) -> None:
+        if getattr(self._local, "sink", None) is None:
+            self._original.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._original, name)
+
+
+class _RunLogHandler(logging.Handler):
+    """Log records emitted by a thread that runs a python job go to that run's stderr."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self._local = threading.local()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def bind(self, sink: Optional[CappedOutput]) -> None:
+        self._local.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sink = getattr(self._local, "sink", None)
+        if sink is not None:
+            sink.write((self.format(record) + "\n").encode("utf-8", "replace"))
+
+
+_capture_lock = threading.Lock()
+
+
+def _capture_routers() -> tuple[_ThreadRouter, _ThreadRouter, _RunLogHandler]:
+    """Install (once, and again if someone replaced sys.stdout since) the per-thread routers."""
+    with _capture_lock:
+        for name in ("stdout", "stderr"):
+            if not isinstance(getattr(sys, name), _ThreadRouter):
+                setattr(sys, name, _ThreadRouter(getattr(sys, name)))
+        root = logging.getLogger()
+        handler = next((h for h in root.handlers if isinstance(h, _RunLogHandler)), None)
+        if handler is None:
+            handler = _RunLogHandler()
+            root.addHandler(handler)
+        return sys.stdout, sys.stderr, handler
+
+
+@dataclasses.dataclass
+class _Outcome:
+    status: str
+    exit_code: Optional[int] = None
+    error: Optional[str] = None
+    stdout: str = ""
+    stderr: str = ""
+    truncated: bool = False
+
+
+@dataclasses.dataclass
+class _ActiveRun:
+    run: dict
+    proc: Optional[subprocess.Popen] = None
+    stop_reason: Optional[str] = None    # "cancelled" or "interrupted" once we end it
+
+
+def run_python(func, args: list, kwargs: dict, limit: int) -> _Outcome:
+    """Call a python job in this thread with its output and log records captured."""
+    out, err = CappedOutput(limit), CappedOutput(limit)
+    stdout, stderr, handler = _capture_routers()
+    for target, sink in ((stdout, out), (stderr, err), (handler, err)):
+        target.bind(sink)
+    try:
+        func(*args, **kwargs)
+        status, error = "succeeded", None
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt in a job are failures too
+        status = "failed"
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+    finally:
+        for target in (stdout, stderr, handler):
+            target.bind(None)
+    return _Outcome(status, None, error, out.text(), err.text(), out.truncated or err.truncated)
+
+
+def run_command(argv: list, env: dict, cwd: str, timeout: Optional[float], limit: int,
+                kill_grace: float, active: _ActiveRun) -> _Outcome:
+    """Run a command in its own session (process group); on timeout or cancel the whole group
+    gets TERM, then KILL after ``kill_grace``."""
+    out, err = CappedOutput(limit), CappedOutput(limit)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=cwd, env=env, start_new_session=True)
+    except OSError as exc:
+        return _Outcome("failed", 127 if isinstance(exc, FileNotFoundError) else 126,
+                        f"cannot start {argv[0]}: {exc.strerror or exc}")
+    active.proc = proc
+    pumps = [threading.Thread(target=_pump, args=(pipe, sink), daemon=True)
+             for pipe, sink in ((proc.stdout, out), (proc.stderr, err))]
+    for p in pumps:
+        p.start()
+    timed_out = False
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        kill_group(proc, kill_grace)
+        code = proc.wait()
+    _drain(pumps, proc, kill_grace)
+    return _Outcome(*_command_status(code, timed_out, active.stop_reason, timeout), out.text(),
+                    err.text(), out.truncated or err.truncated)
+
+
+def _pump(pipe, sink: CappedOutput) -> None:
+    try:
+        for chunk in iter(functools.partial(pipe.read1, 65536), b""):
+            sink.write(chunk)
+    except (OSError, ValueError) as exc:
+        log.debug("output pipe closed: %s", exc)
+    finally:
+        pipe.close()
+
+
+def _drain(pumps: list, proc: subprocess.Popen, grace: float) -> None:
+    """Children that outlive the command keep its pipes open: give them ``grace``, then end them."""
+    for p in pumps:
+        p.join(grace)
+    if any(p.is_alive() for p in pumps):
+        _signal_group(proc.pid, signal.SIGKILL)
+        for p in pumps:
+            p.join(grace)
+
+
+def kill_group(proc: subprocess.Popen, grace: float) -> None:
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass  # still alive after TERM: KILL follows
+    _signal_group(proc.pid, signal.SIGKILL)   # also children that ignored TERM
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        log.debug("process group %d already gone", pgid)
+
+
+def _command_status(code: int, timed_out: bool, stop_reason: Optional[str], timeout) -> tuple:
+    if stop_reason == "cancelled":
+        return "cancelled", code, "cancelled by request"
+    if stop_reason == "interrupted":
+        return "interrupted", code, "the service stopped; process group killed"
+    if timed_out:
+        return "timeout", code, f"timed out after {timeout:g}s; process group killed"
+    if code == 0:
+        return "succeeded", 0, None
+    if code < 0:
+        return "failed", code, f"killed by signal {signal.Signals(-code).name}"
+    return "failed", code, f"exit code {code}"
+
+
+# --------------------------------------------------------------------------------------------
+# Scheduler service
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class JobRecord:
+    """A job definition as applied: one row of ts_jobs, kept in memory for fast reads."""
+
+    definition: JobDefinition
+    source: str
+    paused: bool
+    hash: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    trigger: Any = None   # the built APScheduler trigger, for next fire times
+
+    @property
+    def state(self) -> str:
+        if not self.definition.is_enabled:
+            return "disabled"
+        return "paused" if self.paused else "scheduled"
+
+
+class _Scheduler(BackgroundScheduler):
+    """APScheduler's scheduler, made to survive database errors in its loop (pitfall A8) and to
+    process nothing once it is stopping (pitfall A9)."""
+
+    retry_wait = 5.0
+
+    def _process_jobs(self):
+        if self.state != STATE_RUNNING:
+            return None
+        try:
+            wait = super()._process_jobs()
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {_clean(exc)}"
+            log.error("scheduler loop: %s; retrying in %ss", self.last_error, self.retry_wait)
+            return self.retry_wait
+        self.last_error = None
+        self.heartbeat = time.monotonic()
+        return wait
+
+    def alive(self) -> bool:
+        thread = getattr(self, "_thread", None)
+        return self.running and thread is not None and thread.is_alive()
+
+
+class _RunExecutor(BasePoolExecutor):
+    """Runs fires in a thread pool and tells the service each fire's scheduled time."""
+
+    def __init__(self, service: SchedulerService, max_workers: int):
+        super().__init__(concurrent.futures.ThreadPoolExecutor(max_workers, "ts-run"))
+        self._service = service
+
+    def _do_submit_job(self, job, run_times):
+        future = self._pool.submit(self._service._run_fires, job, list(run_times))
+        future.add_done_callback(functools.partial(self._done, job.id))
+
+    def _done(self, job_id: str, future: concurrent.futures.Future) -> None:
+        exc = future.exception()
+        if exc is not None:
+            self._run_job_error(job_id, exc, exc.__traceback__)
+        else:
+            self._run_job_success(job_id, [])
+
+    def submit(self, fn, *args):
+        return self._pool.submit(fn, *args)
+
+
+class SchedulerService:
+    """The scheduler, its store, reloader and history: everything but HTTP. Thread-safe."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.engine = create_engine(config.database_url)
+        self.timezone = _zone(config.timezone) if config.timezone else _local_zone()
+        self._lock = threading.RLock()
+        self._records: dict[str, JobRecord] = {}
+        self._active: dict[str, _ActiveRun] = {}
+        self._running = collections.Counter()
+        self._last_runs: dict[str, dict] = {}
+        self._timers: set[threading.Timer] = set()
+        self._config_state = {"path": config.config_path and os.path.abspath(config.config_path),
+                              "loaded_at": None, "hash": None, "jobs": 0, "error": None,
+                              "errors": [], "reloads": 0, "failures": 0}
+        self._seen_hash: Optional[str] = None
+        self._lockfile = None
+        self.started_at: Optional[dt.datetime] = None
+        self.stopping = False
+        self._executor = _RunExecutor(self, config.max_workers)
+        self.scheduler = _Scheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=self.engine, tablename=APS_TABLE,
+                                                     pickle_protocol=4)},
+            executors={"default": self._executor}, timezone=self.timezone)
+        self.history = HistoryWriter(self.engine, prune=self.prune)
+        self.reloader = Reloader(self) if config.config_path else None
+
+    # lifecycle
+
+    def start(self) -> SchedulerService:
+        """Migrate, recover from a crash, apply jobs.yaml, then start firing. Returns at once."""
+        self._lock_database()
+        migrate(self.engine)
+        self.started_at = _utcnow()
+        self._recover_interrupted()
+        self._load_records()
+        self.history.start()
+        self.scheduler.add_listener(self._on_aps_event, _APS_EVENTS)
+        self.scheduler.start(paused=True)
+        self._ensure_scheduled()
+        if self.config.config_path:
+            try:
+                self.reload(initial=True)
+            except InvalidConfig:
+                log.warning("starting with the jobs stored in the database")
+        self.scheduler.resume()
+        if self.reloader is not None:
+            self.reloader.start()
+        log.info("task-scheduler %s started: %d jobs, database %s", __version__,
+                 len(self._records), self.engine.url.render_as_string(hide_password=True))
+        return self
+
+    def stop(self, grace: Optional[float] = None) -> None:
+        """Stop firing, give running runs ``grace`` seconds, end what is left, record it all."""
+        if self.stopping:
+            return
+        self.stopping = True
+        grace = self.config.shutdown_grace if grace is None else grace
+        if self.reloader is not None:
+            self.reloader.stop()
+        for timer in list(self._timers):
+            timer.cancel()
+        if self.scheduler.running:
+            self.scheduler.pause()
+        self._wait_active(grace)
+        self._end_active()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self._executor._pool.shutdown(wait=False, cancel_futures=True)
+        self.history.stop()
+        self.engine.dispose()
+        if self._lockfile is not None:
+            self._lockfile.close()
+        log.info("task-scheduler stopped")
+
+    def _lock_database(self) -> None:
+        """Two schedulers on one SQLite store run every job twice (pitfall A1): refuse."""
+        path = _sqlite_path(self.config.database_url)
+        if path is None:
+            return
+        self._lockfile = open(path + ".lock", "a+")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lockfile.seek(0)
+            holder = self._lockfile.read().strip() or "another process"
+            self._lockfile.close()
+            self._lockfile = None
+            raise SchedulerError(f"database {path} is already used by a running task-scheduler "
+                                 f"({holder}); only one scheduler may use a database") from None
+        self._lockfile.truncate(0)
+        self._lockfile.write(f"pid {os.getpid()} on {self.config.node}\n")
+        self._lockfile.flush()
+
+    def _wait_active(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        while self._active and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _end_active(self) -> None:
+        """Commands still running get TERM then KILL; python threads cannot be killed, so their
+        runs are recorded as interrupted now."""
+        for active in list(self._active.values()):
+            if active.proc is not None and active.proc.poll() is None:
+                active.stop_reason = "interrupted"
+                kill_group(active.proc, self.config.kill_grace)
+        self._wait_active(self.config.kill_grace + 1)
+        now = _utcnow()
+        for run_id, active in list(self._active.items()):
+            self._finish_run(active.run, _Outcome("interrupted", error="service stopped"), now)
+
+    def _recover_interrupted(self) -> None:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                ts_runs.update().where(ts_runs.c.status.in_(("running", "queued")))
+                .values(status="interrupted", finished_at=_utcnow(),
+                        error=f"interrupted: the service stopped without finishing this run "
+                              f"(found at start-up on {self.config.node})"))
+        if result.rowcount:
+            log.warning("marked %d runs interrupted (left running by a crash)", result.rowcount)
+
+    def _load_records(self) -> None:
+        with self.engine.begin() as conn:
+            rows = conn.execute(sa.select(ts_jobs)).all()
+            last = conn.execute(
+                sa.select(*_SUMMARY_COLUMNS).where(ts_runs.c.id.in_(
+                    sa.select(sa.func.max(ts_runs.c.id)).group_by(ts_runs.c.job_id)))).all()
+        for row in rows:
+            try:
+                defn = JobDefinition.model_validate(json.loads(row.definition))
+            except (ValidationError, ValueError) as exc:
+                log.error("job %s in the database no longer validates, skipped: %s", row.id,
+                          _clean(exc))
+                continue
+            self._records[row.id] = JobRecord(defn, row.source, row.paused, row.definition_hash,
+                                              row.created_at, row.updated_at)
+        self._last_runs = {r.job_id: run_to_dict(r) for r in last}
+
+    def _ensure_scheduled(self) -> None:
+        """Jobs whose APScheduler row is missing (a lost store, or a restored DB) get one again;
+        rows of jobs we no longer know are removed. Existing rows are never touched."""
+        with self.engine.begin() as conn:
+            aps_ids = set(conn.execute(sa.text(f"SELECT id FROM {APS_TABLE}")).scalars())
+        for job_id, rec in self._records.items():
+            if job_id not in aps_ids and rec.definition.is_enabled:
+                self._aps_add(rec, only_future=True)
+        for job_id in aps_ids - set(self._records):
+            self._aps_remove(job_id)
+
+    # health and status
+
+    def health(self) -> tuple[bool, dict]:
+        scheduler_ok = self.scheduler.alive() and not getattr(self.scheduler, "last_error", None)
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            db = "ok"
+        except sa.exc.SQLAlchemyError as exc:
+            db = f"error: {_clean(exc)}"
+        body = {"status": "ok" if scheduler_ok and db == "ok" else "unavailable",
+                "scheduler": "running" if scheduler_ok else "down", "db": db}
+        return body["status"] == "ok", body
+
+    def status(self) -> dict:
+        counts = collections.Counter(r.state for r in self._records.values())
+        return {
+            "version": __version__,
+            "started_at": _iso(self.started_at),
+            "uptime_s": round((_utcnow() - self.started_at).total_seconds(), 1)
+            if self.started_at else 0,
+            "node": self.config.node,
+            "role": "leader",
+            "scheduler": self._scheduler_state(),
+            "timezone": str(self.timezone),
+            "jobs": {"total": len(self._records), **{s: counts.get(s, 0) for s in JOB_STATES}},
+            "runs_24h": self.run_counts(_utcnow() - dt.timedelta(hours=24)),
+            "active_runs": len(self._active),
+            "config": self.config_status(),
+        }
+
+    def _scheduler_state(self) -> str:
+        if self.stopping or not self.scheduler.running:
+            return "stopped"
+        return "running" if self.scheduler.alive() else "down"
+
+    def config_status(self) -> dict:
+        state = self._config_state
+        return {k: state[k] for k in ("path", "loaded_at", "hash", "jobs", "error", "errors")}
+
+    def metrics_state(self) -> dict:
+        return {"reloads": self._config_state["reloads"],
+                "reload_failures": self._config_state["failures"],
+                "history_dropped": self.history.dropped}
+
+    def run_counts(self, since: dt.datetime) -> dict:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(ts_runs.c.status, sa.func.count())
+                                .where(ts_runs.c.scheduled_at >= since)
+                                .group_by(ts_runs.c.status)).all()
+        return {status: count for status, count in rows}
+
+    # jobs: reads
+
+    def jobs(self, q: Optional[str] = None, state: Optional[str] = None,
+             source: Optional[str] = None, kind: Optional[str] = None, tag: Optional[str] = None,
+             limit: Optional[int] = None, offset: int = 0) -> Page:
+        """Jobs matching every given filter, by id; ``.total`` counts all matches."""
+        needle = q.lower() if q else None
+        matches = [r for _, r in sorted(self._records.items())
+                   if (state is None or r.state == state)
+                   and (source is None or r.source == source)
+                   and (kind is None or r.definition.kind == kind)
+                   and (tag is None or tag in r.definition.tags)
+                   and (needle is None or needle in _search_text(r))]
+        page = Page(matches[offset:offset + limit if limit is not None else None])
+        next_times = self._next_run_times([r.definition.id for r in page])
+        page[:] = [self._job_dict(r, next_times.get(r.definition.id)) for r in page]
+        page.total = len(matches)
+        return page
+
+    def job(self, job_id: str) -> dict:
+        rec = self._record(job_id)
+        return self._job_dict(rec, self._next_run_times([job_id]).get(job_id))
+
+    def _record(self, job_id: str) -> JobRecord:
+        rec = self._records.get(job_id)
+        if rec is None:
+            raise JobNotFound(f"job {job_id!r} does not exist")
+        return rec
+
+    def _next_run_times(self, ids: list) -> dict:
+        if not ids:
+            return {}
+        table = sa.table(APS_TABLE, sa.column("id"), sa.column("next_run_time"))
+        query = sa.select(table.c.id, table.c.next_run_time)
+        if len(ids) < 500:   # an IN list of a page; a full scan beats a huge IN list
+            query = query.where(table.c.id.in_(ids))
+        with self.engine.connect() as conn:
+            return {i: t for i, t in conn.execute(query) if t is not None}
+
+    def _job_dict(self, rec: JobRecord, next_ts: Optional[float]) -> dict:
+        d = rec.definition
+        next_time = (dt.datetime.fromtimestamp(next_ts, dt.timezone.utc)
+                     if next_ts is not None and rec.state == "scheduled" else None)
+        return {
+            "id": d.id, "description": d.description, "kind": d.kind, "func": d.func,
+            "command": _command_list(d), "args": d.args, "kwargs": d.kwargs,
+            "trigger": d.trigger.model_dump(mode="json", exclude_none=True),
+            "trigger_text": trigger_text(d.trigger), "source": rec.source, "state": rec.state,
+            "next_run_time": _iso(next_time),
+            "next_run_times": [_iso(t) for t in self._fire_times(rec, next_time, 5)],
+            "max_instances": d.max_instances, "coalesce": d.coalesce,
+            "misfire_grace_time": d.misfire_grace_time, "timeout": d.timeout, "tags": d.tags,
+            "is_enabled": d.is_enabled, "paused": rec.paused,
+            "last_run": self._last_runs.get(d.id), "definition": d.dump(),
+            "created_at": _iso(rec.created_at), "updated_at": _iso(rec.updated_at),
+        }
+
+    def _fire_times(self, rec: JobRecord, first: Optional[dt.datetime], count: int) -> list:
+        if first is None:
+            return []
+        if rec.trigger is None:
+            rec.trigger = build_trigger(rec.definition.trigger, self.timezone)
+        return fire_times(rec.trigger, first, count)
+
+    def preview_trigger(self, trigger: dict, count: int = 5) -> list:
+        """The next fire times of a trigger spec (for forms); raises InvalidJob."""
+        try:
+            spec = JobDefinition.model_validate({"id": "preview", "command": "true",
+                                                 "trigger": trigger}).trigger
+            trig = build_trigger(spec, self.timezone)
+        except ValidationError as exc:
+            details = [_pydantic_detail(e) for e in exc.errors()]
+            raise InvalidJob(_details_text(details, None), details) from None
+        except (ValueError, TypeError) as exc:
+            raise InvalidJob(f"trigger: {_clean(exc)}", [{"field": "trigger" + _trigger_field(
+                exc), "message": _clean(exc), "line": None}]) from None
+        first = trig.get_next_fire_time(None, dt.datetime.now(self.timezone))
+        return [_iso(t) for t in fire_times(trig, first, count)] if first else []
+
+    # jobs: writes (all through reconcile)
+
+    def add_job(self, definition: dict, source: str = "api") -> dict:
+        defn = parse_job(definition, self.config.base_dir)
+        with self._lock:
+            if defn.id in self._records:
+                raise JobConflict(f"job {defn.id!r} already exists (source "
+                                  f"{self._records[defn.id].source}); use PUT to replace it")
+            self.reconcile({defn.id: defn}, source, remove_missing=False)
+        return self.job(defn.id)
+
+    def replace_job(self, job_id: str, definition: dict) -> dict:
+        if isinstance(definition, dict) and definition.get("id", job_id) != job_id:
+            raise InvalidJob(f"id: {definition.get('id')!r} in the body differs from {job_id!r} "
+                             f"in the path", [{"field": "id", "message": "differs from the path",
+                                               "line": None}])
+        defn = parse_job({**definition, "id": job_id} if isinstance(definition, dict)
+                         else definition, self.config.base_dir)
+        with self._lock:
+            self._editable(job_id)
+            self.reconcile({job_id: defn}, "api", remove_missing=False)
+        return self.job(job_id)
+
+    def delete_job(self, job_id: str) -> None:
+        with self._lock:
+            self._editable(job_id)
+            self._remove(job_id)
+
+    def _editable(self, job_id: str) -> JobRecord:
+        rec = self._record(job_id)
+        if rec.source == "yaml":
+            raise JobConflict(f"job {job_id!r} is defined in {self.config.config_path}; edit the "
+                              f"file to change or remove it (pause, resume and run work here)")
+        return rec
+
+    def pause(self, job_id: str) -> dict:
+        return self._set_paused(job_id, True)
+
+    def resume(self, job_id: str) -> dict:
+        return self._set_paused(job_id, False)
+
+    def _set_paused(self, job_id: str, paused: bool) -> dict:
+        with self._lock:
+            rec = self._record(job_id)
+            if rec.paused != paused:
+                with self.engine.begin() as conn:
+                    conn.execute(ts_jobs.update().where(ts_jobs.c.id == job_id)
+                                 .values(paused=paused, updated_at=_utcnow()))
+                rec.paused = paused
+                if rec.definition.is_enabled:
+                    self._aps_call("pause_job" if paused else "resume_job", job_id)
+                log.info("job %s %s", job_id, "paused" if paused else "resumed")
+        return self.job(job_id)
+
+    def reconcile(self, desired: dict, source: str, remove_missing: bool = True) -> dict:
+        """The one path every change takes: diff desired definitions against the applied ones by
+        id and hash; add, reschedule (trigger changed), modify (options only: the next fire time
+        is kept) or remove. Untouched jobs keep their schedule and pause state."""
+        changes: dict[str, list] = {"added": [], "rescheduled": [], "modified": [],
+                                    "removed": [], "unchanged": []}
+        with self._lock:
+            for job_id, defn in desired.items():
+                rec = self._records.get(job_id)
+                if rec is not None and rec.source != source:
+                    raise JobConflict(f"job {job_id!r} already exists with source {rec.source}")
+                kind = self._apply(rec, defn, source)
+                changes[kind].append(job_id)
+            if remove_missing:
+                for job_id in [i for i, r in self._records.items()
+                               if r.source == source and i not in desired]:
+                    self._remove(job_id)
+                    changes["removed"].append(job_id)
+        touched = {k: v for k, v in changes.items() if v and k != "unchanged"}
+        if touched:
+            log.info("reconcile (%s): %s", source,
+                     ", ".join(f"{k} {len(v)}" for k, v in touched.items()))
+        return changes
+
+    def _apply(self, rec: Optional[JobRecord], defn: JobDefinition, source: str) -> str:
+        digest = definition_hash(defn)
+        if rec is not None and rec.hash == digest:
+            return "unchanged"
+        now = _utcnow()
+        new = JobRecord(defn, source, rec.paused if rec else False, digest,
+                        rec.created_at if rec else now, now)
+        values = dict(source=source, definition=json.dumps(defn.dump()), definition_hash=digest,
+                      paused=new.paused, updated_at=now)
+        with self.engine.begin() as conn:
+            if rec is None:
+                conn.execute(ts_jobs.insert().values(id=defn.id, created_at=now, **values))
+            else:
+                conn.execute(ts_jobs.update().where(ts_jobs.c.id == defn.id).values(**values))
+        self._records[defn.id] = new
+        if rec is None:
+            if defn.is_enabled:
+                self._aps_add(new)
+            return "added"
+        old = rec.definition
+        if old.is_enabled != defn.is_enabled or old.trigger != defn.trigger:
+            self._aps_remove(defn.id)
+            if defn.is_enabled:
+                self._aps_add(new)
+            return "rescheduled"
+        if defn.is_enabled:
+            self._aps_call("modify_job", defn.id, **_aps_options(defn))
+        return "modified"
+
+    def _remove(self, job_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(ts_jobs.delete().where(ts_jobs.c.id == job_id))
+        self._records.pop(job_id, None)
+        self._aps_remove(job_id)
+
+    def _aps_add(self, rec: JobRecord, only_future: bool = False) -> None:
+        defn = rec.definition
+        rec.trigger = build_trigger(defn.trigger, self.timezone)
+        now = dt.datetime.now(self.timezone)
+        first = rec.trigger.get_next_fire_time(None, now)
+        if first is None or (only_future and isinstance(defn.trigger, DateSpec) and first < now):
+            return   # a date job whose time has passed: nothing left to schedule
+        self.scheduler.add_job(
+            "task_scheduler:execute_job", trigger=rec.trigger, args=[defn.id], id=defn.id,
+            name=defn.id, replace_existing=True, **_aps_options(defn),
+            **({"next_run_time": None} if rec.paused else {}))
+
+    def _aps_remove(self, job_id: str) -> None:
+        try:
+            self.scheduler.remove_job(job_id)
+        except JobLookupError:
+            log.debug("job %s had no APScheduler entry", job_id)
+
+    def _aps_call(self, method: str, job_id: str, **kwargs) -> None:
+        try:
+            getattr(self.scheduler, method)(job_id, **kwargs)
+        except JobLookupError:
+            log.debug("job %s has no APScheduler entry (done or disabled)", job_id)
+
+    # reload
+
+    def reload(self, initial: bool = False, force: bool = False) -> dict:
+        """Read jobs.yaml and apply it if it validates; else keep everything and record why.
+        Returns the config status; raises InvalidConfig when the file is bad."""
+        path = self.config.config_path
+        if not path:
+            raise BadRequest("this service has no jobs.yaml (config_path is not set)")
+        with self._lock:
+            try:
+                jobs, digest = load_jobs_file(path)
+            except InvalidConfig as exc:
+                return self._reload_failed(exc, _file_hash(path))
+            if digest == self._seen_hash and not force and not self._config_state["error"]:
+                return self.config_status()
+            try:
+                conflicts = [j.id for j in jobs
+                             if j.id in self._records and self._records[j.id].source != "yaml"]
+                if conflicts:
+                    raise InvalidConfig(
+                        f"{path}: ids already used by jobs created through the API: "
+                        f"{', '.join(conflicts)}",
+                        [{"line": None, "job": i, "field": "id",
+                          "message": "already used by a job created through the API"}
+                         for i in conflicts])
+                changes = self.reconcile({j.id: j for j in jobs}, "yaml")
+            except InvalidConfig as exc:
+                return self._reload_failed(exc, digest)
+            self._seen_hash = digest
+            self._config_state.update(loaded_at=_iso(_utcnow()), hash=digest, jobs=len(jobs),
+                                      error=None, errors=[], reloads=self._config_state[
+                                          "reloads"] + (0 if initial else 1))
+            self._config_state["changes"] = {k: len(v) for k, v in changes.items()}
+        return self.config_status()
+
+    def _reload_failed(self, exc: InvalidConfig, digest: Optional[str]) -> dict:
+        new_error = digest != self._seen_hash or self._config_state["error"] != str(exc)
+        self._seen_hash = digest
+        self._config_state.update(error=str(exc), errors=exc.details)
+        if new_error:
+            self._config_state["failures"] += 1
+            log.error("jobs.yaml not applied, the running configuration is kept:\n%s", exc)
+        raise exc
+
+    # runs: reads
+
+    def runs(self, job_id: Optional[str] = None, status: Optional[str] = None,
+             since: Optional[dt.datetime] = None, limit: int = 50, offset: int = 0,
+             trigger: Optional[str] = None) -> Page:
+        """Runs newest first (without their output); ``.total`` counts all matches."""
+        conds = []
+        if job_id:
+            conds.append(ts_runs.c.job_id == job_id)
+        if status:
+            conds.append(ts_runs.c.status == status)
+        if trigger:
+            conds.append(ts_runs.c.trigger == trigger)
+        if since:
+            conds.append(ts_runs.c.scheduled_at >= _naive_utc(since))
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*_SUMMARY_COLUMNS).where(*conds)
+                                .order_by(ts_runs.c.id.desc()).limit(limit).offset(offset)).all()
+            total = conn.execute(sa.select(sa.func.count()).select_from(ts_runs)
+                                 .where(*conds)).scalar()
+        page = Page(self._fresh(run_to_dict(r)) for r in rows)
+        page.total = total
+        return page
+
+    def run(self, run_id: str) -> dict:
+        """One run with its stdout and stderr (live output for a run still going)."""
+        active = self._active.get(run_id)
+        if active is not None:
+            return run_to_dict(active.run, output=True)
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(ts_runs).where(ts_runs.c.id == run_id)).first()
+        if row is None:
+            raise RunNotFound(f"run {run_id!r} does not exist")
+        return run_to_dict(row, output=True)
+
+    def _fresh(self, run: dict) -> dict:
+        active = self._active.get(run["id"])
+        return run_to_dict(active.run) if active is not None else run
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the run history written so far is in the database (tests, shutdown)."""
+        return self.history.flush(timeout)
+
+    # runs: writes
+
+    def run_now(self, job_id: str) -> dict:
+        """Queue a manual run; returns it (status queued, trigger manual)."""
+        rec = self._record(job_id)
+        with self._lock:
+            if self._running[job_id] >= rec.definition.max_instances:
+                raise JobConflict(f"job {job_id!r} is already running "
+                                  f"(max_instances={rec.definition.max_instances})")
+            now = _utcnow()
+            run = self._new_run(job_id, "manual", now, status="queued")
+            self._running[job_id] += 1
+            self._active[run["id"]] = _ActiveRun(run)
+        queued = run_to_dict(run)   # before a worker starts changing it
+        self.history.insert(run)
+        self._executor.submit(self._execute_queued, run)
+        return queued
+
+    def cancel(self, run_id: str) -> dict:
+        """Cancel a queued run, or kill a running command's process group."""
+        active = self._active.get(run_id)
+        if active is None:
+            run = self.run(run_id)
+            raise JobConflict(f"run {run_id} is not running (status {run['status']})")
+        if active.run["status"] == "running" and active.proc is None:
+            raise JobConflict(f"run {run_id} is a python job; a running thread cannot be "
+                              f"cancelled (set a timeout or make the job return)")
+        active.stop_reason = "cancelled"
+        if active.proc is not None:
+            threading.Thread(target=kill_group, args=(active.proc, self.config.kill_grace),
+                             daemon=True).start()
+        log.info("run %s of %s cancelled", run_id, active.run["job_id"])
+        return run_to_dict(active.run)
+
+    def _new_run(self, job_id: str, trigger: str, scheduled_at: dt.datetime, status: str,
+                 attempt: int = 0) -> dict:
+        return {"id": new_run_id(), "job_id": job_id, "trigger": trigger, "attempt": attempt,
+                "scheduled_at": _naive_utc(scheduled_at), "started_at": None,
+                "finished_at": None, "status": status, "exit_code": None, "error": None,
+                "truncated": False, "node": self.config.node}
+
+    def _run_fires(self, job, run_times: list) -> None:
+        """Called in a worker for each APScheduler submission: one fire per scheduled time."""
+        for run_time in run_times:
+            late = (dt.datetime.now(dt.timezone.utc) - run_time).total_seconds()
+            if job.misfire_grace_time is not None and late > job.misfire_grace_time:
+                self._record_only(job.id, run_time, "missed",
+                                  f"missed by {late:.1f}s (misfire_grace_time "
+                                  f"{job.misfire_grace_time:g}s)")
+                continue
+            trigger = "catchup" if _naive_utc(run_time) < self.started_at else "schedule"
+            token = _fire.set((self, run_time, trigger))
+            try:
+                job.func(*job.args, **job.kwargs)
+            finally:
+                _fire.reset(token)
+
+    def _execute(self, job_id: str, scheduled_at: dt.datetime, trigger: str) -> None:
+        rec = self._records.get(job_id)
+        if rec is None or self.stopping:
+            return
+        with self._lock:
+            if self._running[job_id] >= rec.definition.max_instances:
+                running = self._running[job_id]
+                skip = True
+            else:
+                self._running[job_id] += 1
+                skip = False
+        if skip:
+            self._record_only(job_id, scheduled_at, "skipped",
+                              f"{running} run(s) still going (max_instances="
+                              f"{rec.definition.max_instances})")
+            return
+        run = self._new_run(job_id, trigger, scheduled_at, "running")
+        run["started_at"] = _utcnow()
+        self._active[run["id"]] = _ActiveRun(run)
+        if self.history.insert(run, wait=10) is False:
+            # Another process already ran this fire (the unique key): don't run it twice.
+            log.warning("fire of %s at %s already recorded; not running it again", job_id,
+                        scheduled_at)
+            self._release(run["id"], job_id)
+            return
+        self._run_and_finish(rec, run)
+
+    def _execute_queued(self, run: dict) -> None:
+        active = self._active.get(run["id"])
+        rec = self._records.get(run["job_id"])
+        if active is None:
+            return
+        if active.stop_reason or rec is None or self.stopping:
+            reason = "cancelled by request" if active.stop_reason else "job removed or service stopping"
+            self._finish_run(run, _Outcome("cancelled", error=reason), _utcnow())
+            return
+        run.update(status="running", started_at=_utcnow())
+        self.history.update(run["id"], status="running", started_at=run["started_at"])
+        self._run_and_finish(rec, run)
+
+    def _run_and_finish(self, rec: JobRecord, run: dict) -> None:
+        try:
+            outcome = self._run_job(rec.definition, self._active[run["id"]])
+        except Exception as exc:  # our own failure: record it rather than lose the run
+            log.exception("run %s of %s failed inside task-scheduler", run["id"], run["job_id"])
+            outcome = _Outcome("failed", error=f"task-scheduler error: {exc}\n"
+                                                f"{traceback.format_exc()}")
+        self._finish_run(run, outcome, _utcnow())
+        self._maybe_retry(rec.definition, run, outcome)
+
+    def _run_job(self, defn: JobDefinition, active: _ActiveRun) -> _Outcome:
+        limit = self.config.output_limit
+        if defn.kind == "python":
+            try:
+                func = resolve_callable(defn.func, self.config.base_dir)
+            except InvalidJob as exc:
+                return _Outcome("failed", error=f"func: {exc}")
+            return run_python(func, defn.args, defn.kwargs, limit)
+        env = {**_job_env(defn), "TS_JOB_ID": defn.id, "TS_RUN_ID": active.run["id"],
+               "TS_SCHEDULED_AT": _iso(active.run["scheduled_at"]) or ""}
+        cwd = _resolve_path(defn.cwd, self.config.base_dir) if defn.cwd else self.config.base_dir
+        return run_command(command_argv(defn, self.config.base_dir), env, cwd, defn.timeout,
+                           limit, self.config.kill_grace, active)
+
+    def _finish_run(self, run: dict, outcome: _Outcome, now: dt.datetime) -> None:
+        if not self._release(run["id"], run["job_id"]):
+            return   # already recorded (the service stopped while this run went on)
+        fields = dict(status=outcome.status, finished_at=now, exit_code=outcome.exit_code,
+                      error=outcome.error, stdout=outcome.stdout, stderr=outcome.stderr,
+                      truncated=outcome.truncated)
+        run.update(fields)
+        self.history.update(run["id"], **fields)
+        self._last_runs[run["job_id"]] = run_to_dict(run)
+        level = logging.INFO if outcome.status == "succeeded" else logging.WARNING
+        log.log(level, "run %s of %s: %s%s", run["id"], run["job_id"], outcome.status,
+                f" ({_clean(Exception(outcome.error))})" if outcome.error else "")
+
+    def _release(self, run_id: str, job_id: str) -> bool:
+        """Forget an active run; False if it was already forgotten."""
+        with self._lock:
+            if self._active.pop(run_id, None) is None:
+                return False
+            self._running[job_id] -= 1
+            if self._running[job_id] <= 0:
+                del self._running[job_id]
+            return True
+
+    def _record_only(self, job_id: str, scheduled_at: dt.datetime, status: str, error: str):
+        """A fire that did not run (missed, skipped) still gets a row: the history shows gaps."""
+        run = self._new_run(job_id, "schedule", scheduled_at, status)
+        run.update(finished_at=_utcnow(), error=error)
+        self.history.insert(run)
+        self._last_runs[job_id] = run_to_dict(run)
+        log.warning("fire of %s at %s %s: %s", job_id, _iso(run["scheduled_at"]), status, error)
+
+    def _maybe_retry(self, defn: JobDefinition, run: dict, outcome: _Outcome) -> None:
+        spec = defn.retries
+        if (spec is None or outcome.status not in ("failed", "timeout") or self.stopping
+                or run["attempt"] >= spec.max):
+            return
+        delay = spec.delay * spec.backoff ** run["attempt"]
+        timer = threading.Timer(delay, self._start_retry, args=(defn.id, run))
+        timer.daemon = True
+        self._timers.add(timer)
+        timer.start()
+        log.info("run %s of %s will be retried in %ss (attempt %d of %d)", run["id"], defn.id,
+                 delay, run["attempt"] + 1, spec.max)
+
+    def _start_retry(self, job_id: str, failed: dict) -> None:
+        self._timers = {t for t in self._timers if t.is_alive()}
+        rec = self._records.get(job_id)
+        if rec is None or self.stopping:
+            return
+        with self._lock:
+            run = self._new_run(job_id, "retry", failed["scheduled_at"], "queued",
+                                failed["attempt"] + 1)
+            self._running[job_id] += 1
+            self._active[run["id"]] = _ActiveRun(run)
+        self.history.insert(run)
+        self._executor.submit(self._execute_queued, run)
+
+    def _on_aps_event(self, event) -> None:
+        if event.code == _EVENT_MAX_INSTANCES:
+            rec = self._records.get(event.job_id)
+            limit = rec.definition.max_instances if rec else "?"
+            for run_time in event.scheduled_run_times:
+                self._record_only(event.job_id, run_time, "skipped",
+                                  f"previous run still going (max_instances={limit})")
+
+    def prune(self) -> int:
+        return prune_runs(self.engine, self.config.keep_runs, self.config.keep_days)
+
+
+def fire_times(trigger, first: dt.datetime, count: int) -> list:
+    times, current = [first], first
+    while len(times) < count:
+        current = trigger.get_next_fire_time(current, current)
+        if current is None or current <= times[-1]:
+            break
+        times.append(current)
+    return times
+
+
+def _aps_options(defn: JobDefinition) -> dict:
+    return dict(max_instances=defn.max_instances, coalesce=defn.coalesce,
+                misfire_grace_time=defn.misfire_grace_time)
+
+
+def _command_list(defn: JobDefinition) -> Optional[list]:
+    if defn.command is None:
+        return [defn.func, *map(str, defn.args)] if defn.kind == "command" else None
+    if isinstance(defn.command, list) or defn.shell:
+        return [defn.command] if defn.shell else list(defn.command)
+    return shlex.split(defn.command)
+
+
+def _search_text(rec: JobRecord) -> str:
+    d = rec.definition
+    return " ".join([d.id, d.description, d.func or "", str(d.command or ""), *d.tags]).lower()
+
+
+def _local_zone():
+    from tzlocal import get_localzone   # APScheduler's own dependency
+    return get_localzone()
+
+
+def _file_hash(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return None
+
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES as _EVENT_MAX_INSTANCES  # noqa: E402
+
+_APS_EVENTS = _EVENT_MAX_INSTANCES
+
+
+# --------------------------------------------------------------------------------------------
+# Reloader: watchdog on the folder, debounce, validate-then-apply
+# --------------------------------------------------------------------------------------------
+
+class Reloader:
+    """Watches the folder of jobs.yaml (editors save by rename), debounces bursts of events, and
+    reloads in its own thread; a slow hash poll catches what events miss (NFS, symlink swaps)."""
+
+    def __init__(self, service: SchedulerService):
+        self._service = service
+        self._path = os.path.abspath(service.config.config_path)
+        self._cond = threading.Condition()
+        self._due: Optional[float] = None
+        self._stopping = False
+        self._observer = None
+        self._thread = threading.Thread(target=self._loop, name="ts-reloader", daemon=True)
+
+    def start(self) -> None:
+        if self._service.config.watch:
+            self._observer = self._watch()
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(5)
+        self._thread.join(5)
+
+    def poke(self, delay: Optional[float] = None) -> None:
+        """Ask for a reload after the debounce delay (a later poke pushes it back)."""
+        with self._cond:
+            self._due = time.monotonic() + (self._service.config.debounce if delay is None
+                                            else delay)
+            self._cond.notify()
+
+    def _watch(self):
+        from watchdog.observers import Observer
+        observer = Observer()
+        try:
+            observer.schedule(_FileEvents(self), os.path.dirname(self._path), recursive=False)
+            observer.start()
+        except OSError as exc:
+            log.warning("cannot watch %s (%s); polling every %ss instead", self._path,
+                        _clean(exc), self._service.config.poll_interval)
+            return None
+        return observer
+
+    def _loop(self) -> None:
+        next_poll = time.monotonic() + self._service.config.poll_interval
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                wake = min(next_poll, self._due if self._due is not None else next_poll)
+                self._cond.wait_for(lambda: self._stopping or (
+                    self._due is not None and self._due <= time.monotonic()),
+                    timeout=max(wake - now, 0))
+                if self._stopping:
+                    return
+                due = self._due is not None and self._due <= time.monotonic()
+                if due:
+                    self._due = None
+            if due or time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + self._service.config.poll_interval
+                self._reload()
+
+    def _reload(self) -> None:
+        try:
+            self._service.reload()
+        except InvalidConfig:
+            pass  # recorded and logged by reload(); the running configuration stays
+        except Exception:
+            log.exception("reloader: unexpected error; the running configuration is kept")
+
+
+class _FileEvents:
+    """A watchdog handler that only pokes the reloader; it can never raise (pitfall C5)."""
+
+    def __init__(self, reloader: Reloader):
+        self._reloader = reloader
+        self._name = os.path.basename(reloader._path)
+
+    def dispatch(self, event) -> None:
+        try:
+            if event.event_type not in ("created", "modified", "moved", "closed", "deleted"):
+                return
+            paths = (getattr(event, "dest_path", "") or "", event.src_path or "")
+            if any(os.path.basename(os.fsdecode(p)) == self._name for p in paths):
+                self._reloader.poke()
+        except Exception:
+            log.exception("reloader: bad file event %r", event)
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP: API handlers, route table, create_app(), server
+# --------------------------------------------------------------------------------------------
+
+MAX_BODY = 1 << 20   # a job definition is a few hundred bytes; 1 MiB is generous
+
+
+def api_health(service):
+    ok, body = service.health()
+    return (200 if ok else 503), body
+
+
+def api_status(service):
+    return service.status()
+
+
+def api_list_jobs(service):
+    page = service.jobs(q=_query("q"), state=_query("state", JOB_STATES),
+                        source=_query("source", ("yaml", "api")),
+                        kind=_query("kind", ("python", "command")), tag=_query("tag"),
+                        limit=_query_int("limit", 100, 1, 10000),
+                        offset=_query_int("offset", 0, 0, None))
+    return {"jobs": list(page), "total": page.total}
+
+
+def api_create_job(service):
+    return 201, service.add_job(_json_body())
+
+
+def api_get_job(service, job_id):
+    return service.job(job_id)
+
+
+def api_replace_job(service, job_id):
+    return service.replace_job(job_id, _json_body())
+
+
+def api_delete_job(service, job_id):
+    service.delete_job(job_id)
+    return 204, None
+
+
+def api_pause_job(service, job_id):
+    return service.pause(job_id)
+
+
+def api_resume_job(service, job_id):
+    return service.resume(job_id)
+
+
+def api_run_job(service, job_id):
+    return 202, {"run": service.run_now(job_id)}
+
+
+def api_list_runs(service):
+    page = service.runs(job_id=_query("job_id"), status=_query("status", RUN_STATUSES),
+                        trigger=_query("trigger", RUN_TRIGGERS), since=_query_time("since"),
+                        limit=_query_int("limit", 50, 1, 1000),
+                        offset=_query_int("offset", 0, 0, None))
+    return {"runs": list(page), "total": page.total}
+
+
+def api_get_run(service, run_id):
+    return service.run(run_id)
+
+
+def api_run_stdout(service, run_id):
+    return _text(service.run(run_id)["stdout"])
+
+
+def api_run_stderr(service, run_id):
+    return _text(service.run(run_id)["stderr"])
+
+
+def api_cancel_run(service, run_id):
+    return service.cancel(run_id)
+
+
+def api_reload(service):
+    return {"config": service.reload(force=True)}
+
+
+API_ROUTES = [
+    ("GET", "/api/health", api_health),
+    ("GET", "/api/status", api_status),
+    ("GET", "/api/jobs", api_list_jobs),
+    ("POST", "/api/jobs", api_create_job),
+    ("GET", "/api/jobs/<job_id>", api_get_job),
+    ("PUT", "/api/jobs/<job_id>", api_replace_job),
+    ("DELETE", "/api/jobs/<job_id>", api_delete_job),
+    ("POST", "/api/jobs/<job_id>/pause", api_pause_job),
+    ("POST", "/api/jobs/<job_id>/resume", api_resume_job),
+    ("POST", "/api/jobs/<job_id>/run", api_run_job),
+    ("GET", "/api/runs", api_list_runs),
+    ("GET", "/api/runs/<run_id>", api_get_run),
+    ("GET", "/api/runs/<run_id>/stdout", api_run_stdout),
+    ("GET", "/api/runs/<run_id>/stderr", api_run_stderr),
+    ("POST", "/api/runs/<run_id>/cancel", api_cancel_run),
+    ("POST", "/api/reload", api_reload),
+]
+_OPEN_ROUTES = {"/api/health"}
+
+
+def create_app(service: SchedulerService) -> bottle.Bottle:
+    """The WSGI app: the JSON API under /api and the GUI, on one Bottle app."""
+    app = bottle.Bottle(autojson=False, catchall=True)
+    for method, path, handler in API_ROUTES:
+        app.route(path, method, functools.partial(_call_api, service, handler, path))
+    for code in (400, 404, 405, 413, 500):
+        app.error(code)(_error_page)
+    app.add_hook("after_request", _common_headers)
+    try:
+        import task_scheduler_web
+    except ImportError:
+        log.debug("task_scheduler_web is not installed: API only")
+    else:
+        task_scheduler_web.install_gui(app, service)
+    return app
+
+
+def _call_api(service, handler, path, **kwargs):
+    try:
+        if path not in _OPEN_ROUTES:
+            _check_token(service)
+        result = handler(service, **kwargs)
+    except SchedulerError as exc:
+        return _json_response(exc.status, _error_body(exc.code, str(exc), exc.details))
+    except bottle.HTTPResponse:
+        raise
+    except Exception:
+        log.exception("API %s %s failed", bottle.request.method, bottle.request.path)
+        return _json_response(500, _error_body("internal", "internal error; see the server log"))
+    if isinstance(result, bottle.HTTPResponse):
+        return result
+    status, body = result if isinstance(result, tuple) else (200, result)
+    return _json_response(status, body)
+
+
+def _check_token(service) -> None:
+    token = service.config.token
+    if not token:
+        return
+    given = bottle.request.get_header("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
+                                                               token.encode()):
+        raise Unauthorized("missing or wrong token: send 'Authorization: Bearer <token>'")
+
+
+def _json_response(status: int, body: Any) -> bottle.HTTPResponse:
+    if body is None:
+        return bottle.HTTPResponse(status=status)
+    return bottle.HTTPResponse(json.dumps(body, default=_json_default), status=status,
+                               headers={"Content-Type": "application/json"})
+
+
+def _json_default(value: Any):
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    return str(value)
+
+
+def _error_body(code: str, message: str, details: Optional[list] = None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details or []}}
+
+
+def _text(body: str) -> bottle.HTTPResponse:
+    return bottle.HTTPResponse(body, headers={"Content-Type": "text/plain; charset=utf-8"})
+
+
+def _error_page(error: bottle.HTTPError):
+    """Bottle's own errors (unknown route, wrong method): JSON under /api, plain text elsewhere."""
+    status = error.status_code
+    messages = {404: f"no route for {bottle.request.method} {bottle.request.path}",
+                405: f"method {bottle.request.method} is not allowed on {bottle.request.path}",
+                413: "request body too large"}
+    message = messages.get(status, error.body if isinstance(error.body, str) and status < 500
+                           else "internal error; see the server log")
+    if status >= 500 and error.exception is not None:
+        log.error("unhandled error on %s", bottle.request.path, exc_info=error.exception)
+    if bottle.request.path.startswith("/api/") or bottle.request.path == "/metrics":
+        bottle.response.content_type = "application/json"
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                413: "too_large"}.get(status, "internal")
+        return json.dumps(_error_body(code, message))
+    bottle.response.content_type = "text/plain; charset=utf-8"
+    return f"{status}: {message}\n"
+
+
+def _common_headers() -> None:
+    bottle.response.set_header("X-Content-Type-Options", "nosniff")
+
+
+def _query(name: str, choices: Optional[tuple] = None) -> Optional[str]:
+    value = bottle.request.query.getunicode(name)
+    if value is None or value == "":
+        return None
+    if choices is not None and value not in choices:
+        raise BadRequest(f"query parameter {name}: {value!r} is not one of {', '.join(choices)}",
+                         [{"field": name, "message": f"one of {', '.join(choices)}"}])
+    return value
+
+
+def _query_int(name: str, default: int, low: int, high: Optional[int]) -> int:
+    value = _query(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(f"query parameter {name}: {value!r} is not an integer",
+                         [{"field": name, "message": "not an integer"}]) from None
+    if number < low or (high is not None and number > high):
+        span = f"{low}..{high}" if high is not None else f">= {low}"
+        raise BadRequest(f"query parameter {name}: {number} is out of range ({span})",
+                         [{"field": name, "message": f"out of range ({span})"}])
+    return number
+
+
+def _query_time(name: str) -> Optional[dt.datetime]:
+    value = _query(name)
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"query parameter {name}: {value!r} is not an ISO 8601 time "
+                         f"(e.g. 2026-01-31T12:00:00Z)",
+                         [{"field": name, "message": "not an ISO 8601 time"}]) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def _json_body() -> Any:
+    request = bottle.request
+    ctype = (request.content_type or "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise UnsupportedMedia(f"send the body as JSON with Content-Type: application/json "
+                               f"(got {ctype or 'none'})")
+    if request.content_length > MAX_BODY:
+        raise PayloadTooLarge(f"body of {request.content_length} bytes is over the limit of "
+                              f"{MAX_BODY} bytes")
+    raw = request.environ["wsgi.input"].read(max(request.content_length, 0))
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+                         [{"field": "", "message": exc.msg, "line": exc.lineno}]) from None
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, fmt, *args) -> None:
+        log.debug("http %s - %s", self.address_string(), fmt % args)
+
+
+def make_server(app, host: str, port: int) -> _ThreadingServer:
+    """The threaded stdlib server (wsgiref alone serves one request at a time)."""
+    if ":" in host:
+        _ThreadingServer.address_family = socket.AF_INET6
+    return wsgiref.simple_server.make_server(host, port, app, server_class=_ThreadingServer,
+                                             handler_class=_QuietHandler)
+
+
+def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> _ThreadingServer:
+    """Serve ``app`` from a background thread; ``server.server_port`` tells the port."""
+    server = make_server(app, host, port)
+    threading.Thread(target=server.serve_forever, name="ts-http", daemon=True).start()
+    return server
+
+
+# --------------------------------------------------------------------------------------------
+# Built-in jobs
+# --------------------------------------------------------------------------------------------
+
+def http_check(url: str, timeout: float = 10.0, expect_status: int = 200,
+               contains: Optional[str] = None) -> None:
+    """A health check: GET ``url``; fails (raises) unless the status and body are as expected."""
+    import urllib.error
+    import urllib.request
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            status, body = resp.status, resp.read(1 << 20).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read(1 << 20).decode("utf-8", "replace")
+    elapsed = time.monotonic() - started
+    print(f"GET {url} -> {status} in {elapsed * 1000:.0f} ms")
+    if status != expect_status:
+        raise RuntimeError(f"{url} answered {status}, expected {expect_status}")
+    if contains is not None and contains not in body:
+        raise RuntimeError(f"{url} answered without {contains!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+def main(argv: Optional[list] = None) -> int:
+    """``task-scheduler [run] [...]``, ``task-scheduler validate [PATH]``, ``--version``."""
+    args = _parser().parse_args(_default_command(sys.argv[1:] if argv is None else argv))
+    if args.command == "validate":
+        return _cmd_validate(args.path)
+    try:
+        config = Config.from_args(args)
+        logging.basicConfig(level=config.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return _cmd_run(config)
+    except SchedulerError as exc:
+        print(f"task-scheduler: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="task-scheduler", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"task-scheduler {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the scheduler with its API and GUI (the default)")
+    run.add_argument("--config", help="jobs.yaml path (TS_CONFIG; default ./jobs.yaml)")
+    run.add_argument("--db", help="database URL (TS_DATABASE_URL; default "
+                                  "sqlite:///./task_scheduler.sqlite)")
+    run.add_argument("--host", help="bind address (TS_HOST; default 127.0.0.1)")
+    run.add_argument("--port", help="port (TS_PORT; default 8000)")
+    run.add_argument("--token", help="API/GUI bearer token (TS_API_TOKEN)")
+    run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (TS_LOG_LEVEL)")
+    val = sub.add_parser("validate", help="check a jobs.yaml; exit 1 with file:line errors")
+    val.add_argument("path", nargs="?", default=os.environ.get("TS_CONFIG", "jobs.yaml"))
+    return parser
+
+
+def _default_command(argv: list) -> list:
+    if argv and argv[0] in ("run", "validate", "-h", "--help", "--version"):
+        return argv
+    return ["run", *argv]
+
+
+def _cmd_validate(path: str) -> int:
+    try:
+        jobs, _ = load_jobs_file(path)
+    except InvalidConfig as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"{path}: OK, {len(jobs)} jobs")
+    return 0
+
+
+def _cmd_run(config: Config) -> int:
+    if config.host not in LOOPBACK_HOSTS and not config.token:
+        raise SchedulerError(f"refusing to bind {config.host} without a token: anyone who can "
+                             f"reach it could run commands. Set --token or TS_API_TOKEN, or bind "
+                             f"127.0.0.1")
+    service = SchedulerService(config)
+    service.start()
+    try:
+        server = make_server(create_app(service), config.host, config.port)
+    except OSError as exc:
+        service.stop(0)
+        raise SchedulerError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") \
+            from None
+    stop = threading.Event()
+
+    def on_stop(signum, _frame):
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    if service.reloader is not None:
+        signal.signal(signal.SIGHUP, lambda *_: service.reloader.poke(0))
+    log.info("serving on http://%s:%d/", config.host, server.server_port)
+    server.serve_forever()
+    server.server_close()
+    service.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    import task_scheduler   # one copy of the module: job references resolve to it
+    sys.exit(task_scheduler.main())

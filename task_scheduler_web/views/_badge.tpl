@@ -1,0 +1,1 @@
+<span class="badge b-{{status}}">{{status}}</span>

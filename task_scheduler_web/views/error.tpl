@@ -1,0 +1,6 @@
+% rebase('base.tpl')
+<section class="panel narrow" data-testid="error">
+  <h1>{{code}} · {{title}}</h1>
+  <p>{{message}}</p>
+  <p><a href="/">Back to the dashboard</a></p>
+</section>

@@ -1,0 +1,230 @@
+"""jobs.yaml: the schema, line-numbered errors, YAML traps, the CLI's validate and settings."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import task_scheduler as ts
+from conftest import ROOT, child_env, write_jobs
+
+SEED = ROOT / "docs" / "examples" / "seed"
+
+
+def errors_of(tmp_path, text):
+    path = write_jobs(tmp_path / "jobs.yaml", text)
+    with pytest.raises(ts.InvalidConfig) as info:
+        ts.load_jobs_file(str(path))
+    return str(info.value), info.value.details
+
+
+def test_seed_readme_examples_load_unchanged(tmp_path):
+    folder = tmp_path / "seed"
+    shutil.copytree(SEED, folder)
+    jobs, digest = ts.load_jobs_file(str(folder / "jobs.yaml"))
+    by_id = {j.id: j for j in jobs}
+    assert set(by_id) == {"api_health_check", "daily_backup"}
+    assert by_id["api_health_check"].kind == "python"
+    assert by_id["api_health_check"].description == "5分ごとにAPIのヘルスチェックを実行します。"
+    assert by_id["api_health_check"].kwargs == {"api_endpoint": "http://127.0.0.1:8000/"}
+    assert by_id["daily_backup"].kind == "command"
+    assert ts.trigger_text(by_id["daily_backup"].trigger) == \
+        "cron day_of_week=mon-sun hour=2 minute=30"
+    assert len(digest) == 64
+
+
+def test_sample_jobs_yaml_is_valid():
+    jobs, _ = ts.load_jobs_file(str(ROOT / "jobs.yaml"))
+    assert {"self_health_check", "disk_usage", "nightly_backup"} <= {j.id for j in jobs}
+    assert {j.id: j.is_enabled for j in jobs}["nightly_backup"] is False
+
+
+def test_mapping_form_with_defaults(tmp_path):
+    path = write_jobs(tmp_path / "jobs.yaml", """
+        defaults: {timeout: 30, tags: [ops]}
+        jobs:
+          - {id: a, command: 'true', trigger: {type: interval, seconds: 5}}
+          - {id: b, command: 'true', timeout: 5, trigger: {type: interval, seconds: 5}}
+    """)
+    jobs, _ = ts.load_jobs_file(str(path))
+    assert [(j.id, j.timeout, j.tags) for j in jobs] == [("a", 30, ["ops"]), ("b", 5, ["ops"])]
+
+
+@pytest.mark.parametrize("text, expected", [
+    # unknown key, with its line
+    ("- id: a\n  command: 'true'\n  trigger: {type: interval, seconds: 1}\n  colour: red\n",
+     "jobs.yaml:4: a: colour: unknown key"),
+    # wrong type
+    ("- id: a\n  command: 'true'\n  max_instances: many\n  trigger: {type: interval, seconds: 1}\n",
+     "jobs.yaml:3: a: max_instances: Input should be a valid integer"),
+    # invalid cron field
+    ("- id: a\n  command: 'true'\n  trigger: {type: cron, minute: '*/61'}\n",
+     "jobs.yaml:3: a: trigger.minute: '*/61' is not a valid minute field (0-59"),
+    # invalid crontab expression
+    ("- id: a\n  command: 'true'\n  trigger: {type: cron, expression: '61 * * * *'}\n",
+     "a: trigger.expression: '61' is not a valid minute field"),
+    # unknown trigger type
+    ("- id: a\n  command: 'true'\n  trigger: {type: weekly}\n",
+     "jobs.yaml:3: a: trigger.type: type must be one of: interval, cron, date"),
+    # duplicate id
+    ("- {id: a, command: 'true', trigger: {type: interval, seconds: 1}}\n"
+     "- {id: a, command: 'true', trigger: {type: interval, seconds: 1}}\n",
+     "jobs.yaml:2: a: id: duplicate id (first defined on line 1)"),
+    # unimportable callable
+    ("- id: a\n  func: 'no_such_pkg.mod:run'\n  trigger: {type: interval, seconds: 1}\n",
+     "jobs.yaml:2: a: func: cannot import module 'no_such_pkg.mod'"),
+    # missing attribute
+    ("- id: a\n  func: 'os:no_such_function'\n  trigger: {type: interval, seconds: 1}\n",
+     "a: func: module 'os' has no attribute 'no_such_function'"),
+    # missing script
+    ("- id: a\n  func: './missing.sh'\n  trigger: {type: interval, seconds: 1}\n",
+     "missing.sh does not exist"),
+    # unknown program
+    ("- id: a\n  command: 'no-such-program-xyz --flag'\n  trigger: {type: interval, seconds: 1}\n",
+     "a: command: program 'no-such-program-xyz' is not found on PATH"),
+    # neither func nor command
+    ("- id: a\n  trigger: {type: interval, seconds: 1}\n",
+     "give exactly one of func"),
+    # bad id
+    ("- id: 'has space'\n  command: 'true'\n  trigger: {type: interval, seconds: 1}\n",
+     "jobs.yaml:1: has space: id: String should match pattern"),
+    # zero interval
+    ("- id: a\n  command: 'true'\n  trigger: {type: interval}\n",
+     "a: trigger: an interval needs one of weeks"),
+    # bad time zone
+    ("- id: a\n  command: 'true'\n  trigger: {type: cron, hour: 1, timezone: Mars/Base}\n",
+     "a: trigger.timezone: 'Mars/Base' is not a known IANA time zone"),
+    # bad date
+    ("- id: a\n  command: 'true'\n  trigger: {type: date, run_date: soon}\n",
+     "a: trigger.run_date: 'soon' is not a date/time"),
+    # not a list
+    ("id: a\n", "jobs.yaml:1: this is one job, not a list: start each job with '- '"),
+    ("jobs: []\nextra: 1\n", "jobs.yaml:2: extra: unknown top-level key (valid: defaults, jobs)"),
+    ("just text\n", "expected a list of jobs or {defaults, jobs}, got a string"),
+    # empty file
+    ("\n", "file is empty; write [] to remove every job"),
+])
+def test_each_error_class_names_job_field_and_line(tmp_path, text, expected):
+    message, details = errors_of(tmp_path, text)
+    assert expected in message, message
+    assert details and all("message" in d for d in details)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("- id: a\n  command: 'true'\n  trigger:\n    type: cron\n    minute: */5\n",
+     "jobs.yaml:5: `*/5` must be quoted in YAML: '*/5'"),
+    ("- id: a\n  command: 'true'\n  tags: [on]\n  trigger: {type: interval, seconds: 1}\n",
+     "YAML reads unquoted on as a boolean; quote it: 'on'"),
+    ("- id: a\n  command: 'true'\n  trigger: {type: cron, hour: 12:30}\n",
+     "jobs.yaml:3: a: trigger.hour: 750 is not a valid hour field"),
+    ("- id: a\n  command: 'true'\n  trigger: {type: cron, hour: 12:30}\n",
+     "YAML reads unquoted 12:30 as a base-60 number; quote it: '12:30'"),
+    ("- id: a\n  command: 'true'\n  env: {MODE: 010}\n  trigger: {type: interval, seconds: 1}\n",
+     "YAML reads unquoted 010 as an octal number"),
+    ("- id: a\n  command: 'true'\n  trigger: {type: interval, seconds: 1\n",
+     "jobs.yaml:3: YAML syntax: expected ',' or '}'"),
+])
+def test_yaml_traps_are_explained(tmp_path, text, expected):
+    message, _ = errors_of(tmp_path, text)
+    assert expected in message, message
+
+
+def test_all_errors_of_a_file_are_reported_at_once(tmp_path):
+    message, details = errors_of(tmp_path, """\
+        - id: a
+          command: 'true'
+          trigger: {type: cron, minute: '99'}
+          bogus: 1
+        - id: b
+          func: 'os:nothing_here'
+          trigger: {type: interval, seconds: 1}
+    """)
+    fields = {(d["job"], d["field"]) for d in details}
+    assert {("a", "bogus"), ("a", "trigger.minute"), ("b", "func")} <= fields
+
+
+def test_script_must_be_executable(tmp_path):
+    script = tmp_path / "noexec.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    message, _ = errors_of(tmp_path, "- {id: a, func: ./noexec.sh, trigger: {type: interval, "
+                                     "seconds: 1}}\n")
+    assert "is not executable (chmod +x" in message
+
+
+def test_jobs_folder_is_importable(tmp_path):
+    (tmp_path / "mytasks.py").write_text("def work(n):\n    print('n =', n)\n")
+    path = write_jobs(tmp_path / "jobs.yaml", """
+        - {id: a, func: 'mytasks.work', args: [3], trigger: {type: interval, seconds: 1}}
+    """)
+    jobs, _ = ts.load_jobs_file(str(path))
+    assert jobs[0].kind == "python"
+
+
+@pytest.mark.parametrize("expression, days", [
+    ("0 9 * * 0", "sun"), ("0 9 * * 7", "sun"), ("0 9 * * 1-5", "mon,tue,wed,thu,fri"),
+    ("0 9 * * */2", "sun,tue,thu,sat"), ("0 9 * * sat,sun", "sun,sat"), ("0 9 * * 5-7", "fri,sat,sun"),
+])
+def test_crontab_day_of_week_means_what_cron_means(expression, days):
+    assert ts._crontab_dow(expression.split()[4]) == days
+
+
+def test_crontab_sunday_fires_on_sunday():
+    import datetime as dt
+    trig = ts.crontab_trigger("0 9 * * 0", dt.timezone.utc)
+    start = dt.datetime(2026, 11, 30, tzinfo=dt.timezone.utc)   # a Monday
+    fire = trig.get_next_fire_time(None, start)
+    assert fire.weekday() == 6 and fire.hour == 9   # Sunday
+
+
+def test_crontab_day_and_weekday_fire_on_either():
+    import datetime as dt
+    trig = ts.crontab_trigger("0 0 13 * 5", dt.timezone.utc)   # the 13th, or any Friday
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    fires = ts.fire_times(trig, trig.get_next_fire_time(None, start), 4)
+    assert [f.day for f in fires] == [6, 13, 20, 27]   # Fridays 6, 20, 27 and Friday the 13th
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "task_scheduler", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=60, env=child_env())
+
+
+def test_cli_validate_ok_and_errors(tmp_path):
+    good = write_jobs(tmp_path / "good.yaml", "- {id: a, command: 'true', trigger: "
+                                              "{type: interval, seconds: 1}}\n")
+    bad = write_jobs(tmp_path / "bad.yaml", "- id: a\n  command: 'true'\n  trigger: "
+                                            "{type: cron, minute: '*/61'}\n")
+    ok = cli("validate", str(good))
+    assert ok.returncode == 0 and "OK, 1 jobs" in ok.stdout
+    failed = cli("validate", str(bad))
+    assert failed.returncode == 1
+    assert f"{bad}:3: a: trigger.minute: '*/61' is not a valid minute field" in failed.stderr
+
+
+def test_cli_version():
+    result = cli("--version")
+    assert result.returncode == 0 and ts.__version__ in result.stdout
+
+
+def test_cli_refuses_public_bind_without_token(tmp_path):
+    result = cli("--host", "0.0.0.0", "--db", f"sqlite:///{tmp_path / 'x.sqlite'}",
+                 "--config", str(ROOT / "jobs.yaml"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "refusing to bind 0.0.0.0 without a token" in result.stderr
+
+
+def test_config_from_env_and_flags_win():
+    env = {"TS_CONFIG": "/etc/jobs.yaml", "TS_PORT": "9000", "TS_API_TOKEN": "s3cret",
+           "TS_DATABASE_URL": "sqlite:///x.db", "TS_HOST": "0.0.0.0", "TS_LOG_LEVEL": "DEBUG"}
+    config = ts.Config.from_env(env)
+    assert (config.config_path, config.port, config.token, config.host) == \
+        ("/etc/jobs.yaml", 9000, "s3cret", "0.0.0.0")
+    args = ts._parser().parse_args(["run", "--port", "9100", "--config", "mine.yaml"])
+    config = ts.Config.from_args(args, env)
+    assert (config.port, config.config_path, config.token) == (9100, "mine.yaml", "s3cret")
+    with pytest.raises(ts.SchedulerError, match="port: 'eighty' is not a number"):
+        ts.Config.from_env({"TS_PORT": "eighty"})
