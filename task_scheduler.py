@@ -359,7 +359,7 @@ _CRON_RANGES = {"year": "1970-9999", "month": "1-12 or jan-dec", "day": "1-31 or
 
 def trigger_problems(spec) -> list[tuple[str, str]]:
     """Each wrong part of a trigger as (field, message), field by field."""
-    utc = dt.timezone.utc
+    utc = dt.UTC
     if spec.timezone:
         try:
             _zone(spec.timezone)
@@ -375,7 +375,8 @@ def trigger_problems(spec) -> list[tuple[str, str]]:
                 problems.append((name, f"{value!r} is not a date/time (ISO 8601, e.g. "
                                        f"'2026-12-24 18:00:00' or '2026-12-24T18:00:00+01:00')"))
     if isinstance(spec, CronSpec):
-        fields = (dict(zip(("minute", "hour", "day", "month"), spec.expression.split()))
+        fields = (dict(zip(("minute", "hour", "day", "month"), spec.expression.split()[:4],
+                           strict=False))
                   if spec.expression else {f: getattr(spec, f) for f in _CRON_FIELDS})
         for name, value in fields.items():
             if value is None:
@@ -496,7 +497,7 @@ def load_jobs_file(path: str) -> tuple[list[JobDefinition], str]:
 
 
 def parse_jobs_text(text: str, path: str = "jobs.yaml") -> list[JobDefinition]:
-    """Validate a whole file; any error rejects all of it with ``file:line: job: field: message``."""
+    """Validate a whole file; any error rejects all of it (``file:line: job: field: message``)."""
     base_dir = os.path.dirname(os.path.abspath(path))
     root, data = _yaml_compose(text, path)
     items, details = _job_items(root, data)
@@ -792,21 +793,21 @@ def _duration_text(seconds: float) -> str:
 # Dict shapes of the API and the GUI
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def _naive_utc(value: Optional[dt.datetime]) -> Optional[dt.datetime]:
     if value is None or value.tzinfo is None:
         return value
-    return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def _iso(value: Optional[dt.datetime]) -> Optional[str]:
     if value is None:
         return None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).isoformat()
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat()
 
 
 def run_to_dict(row: Any, output: bool = False) -> dict:
@@ -928,7 +929,8 @@ def migrate(engine: sa.Engine) -> int:
         version = int(row.scalar() or 0)
         if version > SCHEMA_VERSION:
             raise SchedulerError(f"the database has schema version {version}, newer than this "
-                                 f"task-scheduler {__version__} knows ({SCHEMA_VERSION}); upgrade it")
+                                 f"task-scheduler {__version__} knows ({SCHEMA_VERSION}); "
+                                 f"upgrade task-scheduler")
         for step in range(version + 1, SCHEMA_VERSION + 1):
             _MIGRATIONS.get(step, lambda c: None)(conn)
         if version == 0:
@@ -1264,6 +1266,8 @@ def run_command(argv: list, env: dict, cwd: str, timeout: Optional[float], limit
         return _Outcome("failed", 127 if isinstance(exc, FileNotFoundError) else 126,
                         f"cannot start {argv[0]}: {exc.strerror or exc}")
     active.proc = proc
+    if active.stop_reason:   # cancelled while starting
+        kill_group(proc, kill_grace)
     pumps = [threading.Thread(target=_pump, args=(pipe, sink), daemon=True)
              for pipe, sink in ((proc.stdout, out), (proc.stderr, err))]
     for p in pumps:
@@ -1411,6 +1415,8 @@ class SchedulerService:
         self._active: dict[str, _ActiveRun] = {}
         self._running = collections.Counter()
         self._last_runs: dict[str, dict] = {}
+        self._recent: collections.OrderedDict = collections.OrderedDict()   # finished, maybe
+        # not yet committed by the history writer: reads must still find them
         self._timers: set[threading.Timer] = set()
         self._config_state = {"path": config.config_path and os.path.abspath(config.config_path),
                               "loaded_at": None, "hash": None, "jobs": 0, "error": None,
@@ -1508,7 +1514,7 @@ class SchedulerService:
                 kill_group(active.proc, self.config.kill_grace)
         self._wait_active(self.config.kill_grace + 1)
         now = _utcnow()
-        for run_id, active in list(self._active.items()):
+        for active in list(self._active.values()):
             self._finish_run(active.run, _Outcome("interrupted", error="service stopped"), now)
 
     def _recover_interrupted(self) -> None:
@@ -1642,7 +1648,7 @@ class SchedulerService:
 
     def _job_dict(self, rec: JobRecord, next_ts: Optional[float]) -> dict:
         d = rec.definition
-        next_time = (dt.datetime.fromtimestamp(next_ts, dt.timezone.utc)
+        next_time = (dt.datetime.fromtimestamp(next_ts, dt.UTC)
                      if next_ts is not None and rec.state == "scheduled" else None)
         return {
             "id": d.id, "description": d.description, "kind": d.kind, "func": d.func,
@@ -1887,9 +1893,10 @@ class SchedulerService:
 
     def run(self, run_id: str) -> dict:
         """One run with its stdout and stderr (live output for a run still going)."""
-        active = self._active.get(run_id)
-        if active is not None:
-            return run_to_dict(active.run, output=True)
+        live = self._active.get(run_id)
+        live = live.run if live is not None else self._recent.get(run_id)
+        if live is not None:
+            return run_to_dict(live, output=True)
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(ts_runs).where(ts_runs.c.id == run_id)).first()
         if row is None:
@@ -1928,7 +1935,8 @@ class SchedulerService:
         if active is None:
             run = self.run(run_id)
             raise JobConflict(f"run {run_id} is not running (status {run['status']})")
-        if active.run["status"] == "running" and active.proc is None:
+        rec = self._records.get(active.run["job_id"])
+        if active.run["status"] == "running" and rec and rec.definition.kind == "python":
             raise JobConflict(f"run {run_id} is a python job; a running thread cannot be "
                               f"cancelled (set a timeout or make the job return)")
         active.stop_reason = "cancelled"
@@ -1948,7 +1956,7 @@ class SchedulerService:
     def _run_fires(self, job, run_times: list) -> None:
         """Called in a worker for each APScheduler submission: one fire per scheduled time."""
         for run_time in run_times:
-            late = (dt.datetime.now(dt.timezone.utc) - run_time).total_seconds()
+            late = (dt.datetime.now(dt.UTC) - run_time).total_seconds()
             if job.misfire_grace_time is not None and late > job.misfire_grace_time:
                 self._record_only(job.id, run_time, "missed",
                                   f"missed by {late:.1f}s (misfire_grace_time "
@@ -1994,7 +2002,8 @@ class SchedulerService:
         if active is None:
             return
         if active.stop_reason or rec is None or self.stopping:
-            reason = "cancelled by request" if active.stop_reason else "job removed or service stopping"
+            reason = ("cancelled by request" if active.stop_reason
+                      else "job removed or service stopping")
             self._finish_run(run, _Outcome("cancelled", error=reason), _utcnow())
             return
         run.update(status="running", started_at=_utcnow())
@@ -2033,10 +2042,17 @@ class SchedulerService:
                       truncated=outcome.truncated)
         run.update(fields)
         self.history.update(run["id"], **fields)
-        self._last_runs[run["job_id"]] = run_to_dict(run)
+        self._remember(run)
         level = logging.INFO if outcome.status == "succeeded" else logging.WARNING
         log.log(level, "run %s of %s: %s%s", run["id"], run["job_id"], outcome.status,
                 f" ({_clean(Exception(outcome.error))})" if outcome.error else "")
+
+    def _remember(self, run: dict) -> None:
+        self._last_runs[run["job_id"]] = run_to_dict(run)
+        with self._lock:
+            self._recent[run["id"]] = run
+            while len(self._recent) > 500:   # far more than one writer batch can hold back
+                self._recent.popitem(last=False)
 
     def _release(self, run_id: str, job_id: str) -> bool:
         """Forget an active run; False if it was already forgotten."""
@@ -2053,7 +2069,7 @@ class SchedulerService:
         run = self._new_run(job_id, "schedule", scheduled_at, status)
         run.update(finished_at=_utcnow(), error=error)
         self.history.insert(run)
-        self._last_runs[job_id] = run_to_dict(run)
+        self._remember(run)
         log.warning("fire of %s at %s %s: %s", job_id, _iso(run["scheduled_at"]), status, error)
 
     def _maybe_retry(self, defn: JobDefinition, run: dict, outcome: _Outcome) -> None:
@@ -2464,7 +2480,7 @@ def _query_time(name: str) -> Optional[dt.datetime]:
         raise BadRequest(f"query parameter {name}: {value!r} is not an ISO 8601 time "
                          f"(e.g. 2026-01-31T12:00:00Z)",
                          [{"field": name, "message": "not an ISO 8601 time"}]) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _json_body() -> Any:

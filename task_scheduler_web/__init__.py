@@ -108,7 +108,11 @@ def gui_job_update(service, job_id: str) -> str:
     job = _fetch(service.job, job_id)
     form = _form()
     form["id"] = job_id
-    definition, errors = _form_to_definition(form, base=job.get("definition") or {})
+    base = job.get("definition") or {}
+    definition, errors = _form_to_definition(form, base=base)
+    if _same_trigger(form, _job_to_form(job)) and base.get("trigger"):
+        # Keep what the form cannot show (cron seconds, jitter, start_date...) when untouched.
+        definition["trigger"] = base["trigger"]
     if not errors and bottle.request.forms.get("action") == "preview":
         return _render("job_edit", nav="jobs", title=f"Edit {job_id}", job=job, form=form,
                        errors=errors, preview=_preview(service, definition, form, errors))
@@ -172,7 +176,13 @@ def gui_config(service) -> str:
 
 
 def gui_reload(service) -> None:
-    config = _act(service.reload, "/config")
+    from task_scheduler import SchedulerError
+    try:
+        config = service.reload()
+    except SchedulerError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid file"
+        _redirect("/config", f"jobs.yaml was not applied, the running configuration is kept: "
+                             f"{_shorten(first, 160)}", "error")
     _redirect("/config", f"jobs.yaml reloaded: {config.get('jobs', '?')} jobs.")
 
 
@@ -431,6 +441,11 @@ def _trigger_to_form(trigger: dict) -> dict[str, str]:
     return {"cron_expression": " ".join(str(trigger.get(f, "*")) for f in fields)}
 
 
+def _same_trigger(form: dict[str, str], before: dict[str, str]) -> bool:
+    keys = ("trigger_type", "timezone", TRIGGER_FIELD.get(form["trigger_type"], "trigger_type"))
+    return all(form[k] == before[k] for k in keys)
+
+
 def _attempt(call: Callable[[], Any], form: dict[str, str]) -> dict[str, str]:
     """Run a service call; turn its validation errors into {form field: message}."""
     from task_scheduler import SchedulerError
@@ -644,5 +659,5 @@ def _str(value: Any) -> str:
 
 NAV = [("dashboard", "/", "Dashboard"), ("jobs", "/jobs", "Jobs"), ("runs", "/runs", "Runs"),
        ("config", "/config", "Config"), ("new", "/jobs/new", "New job")]
-HELPERS = {"nav": NAV, "time": _fmt_time, "ago": _fmt_ago, "duration": _fmt_duration, "span": _fmt_span,
-           "run_statuses": RUN_STATUSES, "job_states": JOB_STATES}
+HELPERS = {"nav": NAV, "time": _fmt_time, "ago": _fmt_ago, "duration": _fmt_duration,
+           "span": _fmt_span, "run_statuses": RUN_STATUSES, "job_states": JOB_STATES}

@@ -67,7 +67,7 @@
       % include('_field_error.tpl', name='timezone')
     </div>
     % if preview is not None:
-    <div class="preview" data-testid="preview">
+    <div class="preview" data-testid="preview" id="preview">
       <h3>Next fire times</h3>
       % if preview:
       <ol class="times">
@@ -107,7 +107,7 @@
   </fieldset>
   <div class="form-buttons">
     <button type="submit" name="action" value="save" class="btn btn-primary">{{'Save' if editing else 'Create job'}}</button>
-    <button type="submit" name="action" value="preview" class="btn">Preview</button>
+    <button type="submit" name="action" value="preview" class="btn" formaction="{{action}}#preview">Preview</button>
     <a class="btn btn-quiet" href="{{cancel}}">Cancel</a>
   </div>
 </form>

@@ -14,6 +14,9 @@
     <p class="big"><span class="badge b-{{status.get('scheduler', 'unknown')}}">{{status.get('scheduler', 'unknown')}}</span></p>
     <p class="muted">node {{status.get('node', '')}} · {{status.get('role', '')}}</p>
     <p class="muted">up {{h['span'](status.get('uptime_s') or 0)}} · v{{status.get('version', '')}}</p>
+    % if status.get('active_runs'):
+    <p><a href="/runs?status=running">{{status['active_runs']}} active run(s)</a></p>
+    % end
   </div>
   <div class="card">
     <h2 class="card-title">Jobs</h2>
@@ -79,7 +82,7 @@
         % for lane in timeline['lanes']:
         <g class="lane lane-{{lane['state']}}">
           <rect class="lane-bg" x="0" y="{{lane['y']}}" width="{{timeline['width']}}" height="{{lane['height']}}"></rect>
-          <a href="/jobs/{{lane['job_id']}}"><text class="lane-label" x="8" y="{{lane['text_y']}}">{{lane['label']}}<title>{{lane['job_id']}} ({{lane['state']}})</title></text></a>
+          <a href="/jobs/{{lane['job_id']}}"><title>{{lane['job_id']}} ({{lane['state']}})</title><text class="lane-label" x="8" y="{{lane['text_y']}}">{{lane['label']}}</text></a>
         </g>
         % end
         % for tick in timeline['ticks']:

@@ -30,11 +30,21 @@ JOBS_YAML = textwrap.dedent("""\
       tags: [demo]
     - id: xss_job
       description: "<b>not bold</b> <script>window.__pwned = 3</script>"
-      command: ["sh", "-c", "echo '<script>window.__pwned = 1</script><img src=x onerror=window.__pwned=2>'"]
+      command:
+        - sh
+        - -c
+        - echo '<script>window.__pwned = 1</script><img src=x onerror=window.__pwned=2>'
       trigger: {type: cron, expression: '0 3 1 1 *'}
     - id: pause_job
       command: "true"
       trigger: {type: interval, seconds: 3600}
+    - id: slow_job
+      description: Takes a moment
+      command: ["sh", "-c", "echo started; sleep 2; echo finished"]
+      trigger: {type: cron, expression: '0 3 1 1 *'}
+    - id: sleepy_job
+      command: ["sleep", "60"]
+      trigger: {type: cron, expression: '0 3 1 1 *'}
     - id: clock_job
       func: "time:time"
       description: A python job
@@ -78,6 +88,15 @@ def gui_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def token_server(tmp_path_factory):
     server, httpd = _start_server(tmp_path_factory.mktemp("gui_token"), TOKEN)
+    yield server
+    httpd.shutdown()
+    server.service.stop()
+
+
+@pytest.fixture
+def fresh_server(tmp_path):
+    """A server of its own, for tests that would crowd the shared one."""
+    server, httpd = _start_server(tmp_path, None)
     yield server
     httpd.shutdown()
     server.service.stop()

@@ -53,6 +53,7 @@ def test_every_page_renders_for_screenshots(gui_server, page, shot):
         response = page.goto(gui_server.url(path))
         assert response.status == 200, path
         expect(page.locator("main h1")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280, path
         shot(page, name)
     page.set_viewport_size({"width": 390, "height": 844})
     for path, name in (("/", "phone_dashboard"), ("/jobs", "phone_jobs"),
@@ -134,6 +135,7 @@ def test_preview_shows_next_fire_times_and_creates_nothing(gui_server, page, sho
                   trigger_type="interval", interval_seconds="90")
     page.get_by_role("button", name="Preview").click()
     expect(page.get_by_test_id("preview").locator("li")).to_have_count(5)
+    expect(page).to_have_url(re.compile(r"#preview$"))  # scrolled to the times
     expect(page.locator('[name="interval_seconds"]')).to_have_value("90")
     shot(page, "preview")
     assert_no_job(gui_server.service, "preview_only")
@@ -206,6 +208,59 @@ def test_script_in_output_is_shown_as_text_and_never_runs(gui_server, page, shot
     assert page.evaluate("window.__pwned") is None
 
 
+def test_running_run_page_refreshes_itself(gui_server, page, shot):
+    run = gui_server.service.run_now("slow_job")
+    page.goto(gui_server.url(f"/runs/{run['id']}"))
+    detail = page.get_by_test_id("run-detail")
+    expect(detail).to_have_attribute("data-autorefresh", re.compile(r"\d+"))
+    expect(detail).to_have_attribute("data-status", re.compile("queued|running"))
+    shot(page, "running")
+    page.evaluate("window.__same_page = true")
+    expect(detail).to_have_attribute("data-status", "succeeded", timeout=RUN_DONE)
+    expect(page.get_by_test_id("run-stdout")).to_contain_text("finished")
+    expect(detail).not_to_have_attribute("data-autorefresh", re.compile(".*"))
+    # Updated in place by app.js, not by a navigation.
+    assert page.evaluate("window.__same_page") is True
+    shot(page, "finished")
+
+
+def test_cancel_a_running_run(gui_server, page, shot):
+    page.goto(gui_server.url("/jobs/sleepy_job"))
+    page.get_by_test_id("job-detail").get_by_role("button", name="Run").click()
+    page.get_by_test_id("flash").get_by_role("link").click()
+    detail = page.get_by_test_id("run-detail")
+    expect(detail).to_have_attribute("data-status", "running", timeout=RUN_DONE)
+    run_id = detail.get_attribute("data-run-id")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_test_id("flash")).to_contain_text("cancel")
+    expect(detail).to_have_attribute("data-status", "cancelled", timeout=RUN_DONE)
+    expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    shot(page, "cancelled")
+    assert gui_server.service.run(run_id)["status"] == "cancelled"
+
+
+def test_timeline_stays_readable_with_100_jobs(fresh_server, page, shot):
+    service = fresh_server.service
+    for i in range(100):
+        service.add_job({"id": f"bulk_{i:03d}", "command": "true",
+                         "trigger": {"type": "interval", "seconds": 1800 + 60 * i}})
+    run = service.run_now("bulk_057")
+    page.goto(fresh_server.url(f"/runs/{run['id']}"))
+    expect(page.get_by_test_id("run-detail")).to_have_attribute("data-status", "succeeded",
+                                                                timeout=RUN_DONE)
+    page.goto(fresh_server.url("/"))
+    labels = page.get_by_test_id("timeline").locator("text.lane-label")
+    expect(labels).to_have_count(len(service.jobs()))
+    expect(labels.first).to_have_text("bulk_057")  # most recently active first
+    lanes = page.locator(".timeline-y")
+    assert lanes.evaluate("el => el.scrollHeight > el.clientHeight + 100")  # lanes scroll
+    assert page.evaluate("document.documentElement.scrollHeight") < 2000  # the page does not
+    shot(page, "dashboard_100_jobs")
+    page.goto(fresh_server.url("/jobs"))
+    expect(page.get_by_test_id("job-row")).to_have_count(100)
+    expect(page.locator(".pager")).to_contain_text("of 106")
+
+
 def test_pause_and_resume_from_the_list(gui_server, page, shot):
     page.goto(gui_server.url("/jobs"))
     row(page, "pause_job").get_by_role("button", name="Pause").click()
@@ -249,7 +304,7 @@ def test_filtering_jobs_with_a_bookmarkable_query(gui_server, page, shot):
     page.goto(gui_server.url("/jobs?source=yaml&kind=command"))
     ids = page.get_by_test_id("job-row").evaluate_all(
         "rows => rows.map(r => r.dataset.jobId).sort()")
-    assert ids == ["echo_job", "pause_job", "xss_job"]
+    assert ids == ["echo_job", "pause_job", "sleepy_job", "slow_job", "xss_job"]
 
 
 # -- Configuration --------------------------------------------------------------------------------

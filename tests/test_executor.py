@@ -1,0 +1,220 @@
+"""Execution: python and command runs record status, output, exit code and duration; timeouts
+kill whole process groups; output is capped; retries; anything a job raises is a failed run."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import task_scheduler as ts
+from conftest import final_runs, wait_for
+
+TASKS = '''
+import logging
+import sys
+import time
+
+def hello(name, punctuation="!"):
+    print(f"hello {name}{punctuation}")
+    print("to stderr", file=sys.stderr)
+    logging.getLogger("tasks").warning("a log record")
+
+def boom():
+    raise ValueError("kaputt")
+
+def leave():
+    sys.exit(3)
+
+def interrupt():
+    raise KeyboardInterrupt
+
+def slow(seconds):
+    time.sleep(seconds)
+'''
+
+
+@pytest.fixture
+def tasks(tmp_path):
+    (tmp_path / "ts_test_tasks.py").write_text(TASKS)
+    return tmp_path
+
+
+def add(service, **definition):
+    definition.setdefault("trigger", {"type": "interval", "hours": 1})
+    return service.add_job(definition)
+
+
+def run_and_wait(service, job_id, timeout=15.0):
+    run = service.run_now(job_id)
+    assert run["status"] == "queued" and run["trigger"] == "manual"
+    wait_for(lambda: service.run(run["id"])["status"] in ts.FINAL_STATUSES, timeout,
+             message=f"run of {job_id} to finish")
+    service.flush()
+    return service.run(run["id"])
+
+
+def test_python_job_output_log_and_duration(tasks, service):
+    add(service, id="hello", func="ts_test_tasks:hello", args=["world"],
+        kwargs={"punctuation": "?"})
+    run = run_and_wait(service, "hello")
+    assert run["status"] == "succeeded"
+    assert run["stdout"] == "hello world?\n"
+    assert "to stderr" in run["stderr"] and "WARNING tasks: a log record" in run["stderr"]
+    assert run["duration_s"] is not None and run["duration_s"] >= 0
+    assert run["started_at"] <= run["finished_at"]
+
+
+@pytest.mark.parametrize("func, error", [
+    ("ts_test_tasks:boom", "ValueError: kaputt"),
+    ("ts_test_tasks:leave", "SystemExit: 3"),
+    ("ts_test_tasks:interrupt", "KeyboardInterrupt"),
+])
+def test_python_job_raising_anything_is_a_failed_run(tasks, service, func, error):
+    add(service, id="bad", func=func)
+    run = run_and_wait(service, "bad")
+    assert run["status"] == "failed"
+    assert run["error"].startswith(error) and "Traceback" in run["error"]
+    assert service.health()[0], "a failing job must not harm the scheduler"
+
+
+def test_command_job_status_output_exit_code(service):
+    add(service, id="cmd", command="sh -c 'echo out; echo err >&2; exit 3'")
+    run = run_and_wait(service, "cmd")
+    assert (run["status"], run["exit_code"], run["error"]) == ("failed", 3, "exit code 3")
+    assert (run["stdout"], run["stderr"]) == ("out\n", "err\n")
+    ok = add(service, id="ok", command=["echo", "fine"], args=["and", "dandy"])
+    assert ok["kind"] == "command"
+    run = run_and_wait(service, "ok")
+    assert (run["status"], run["exit_code"], run["stdout"]) == ("succeeded", 0, "fine and dandy\n")
+
+
+def test_command_env_cwd_and_run_variables(tmp_path, service):
+    (tmp_path / "work").mkdir()
+    add(service, id="envjob", command='echo "$GREETING $TS_JOB_ID $(pwd)"', shell=True,
+        env={"GREETING": "hi"}, cwd="work")
+    run = run_and_wait(service, "envjob")
+    assert run["stdout"].strip() == f"hi envjob {tmp_path / 'work'}"
+
+
+def test_script_job_relative_to_jobs_folder(tmp_path, service):
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho \"script says $1\"\n")
+    script.chmod(0o755)
+    add(service, id="script", func="./script.sh", args=["moo"])
+    run = run_and_wait(service, "script")
+    assert (run["status"], run["stdout"]) == ("succeeded", "script says moo\n")
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:   # a zombie counts as gone
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path, service):
+    pidfile = tmp_path / "child.pid"
+    add(service, id="hang", shell=True, timeout=1,
+        command=f"sleep 300 & echo $! > {pidfile}; trap '' TERM; sleep 300")
+    started = time.monotonic()
+    run = run_and_wait(service, "hang", timeout=20)
+    assert run["status"] == "timeout" and "timed out after 1s" in run["error"]
+    assert time.monotonic() - started < 10
+    child = int(pidfile.read_text())
+    wait_for(lambda: not pid_alive(child), 5, message="the background child to be killed")
+
+
+def test_output_is_capped_head_and_tail_kept(make_service):
+    service = make_service(output_limit=1000)
+    add(service, id="flood", shell=True,
+        command="echo START; head -c 5000000 /dev/zero | tr '\\0' x; echo; echo END")
+    run = run_and_wait(service, "flood")
+    assert run["status"] == "succeeded" and run["truncated"] is True
+    assert run["stdout"].startswith("START\n") and run["stdout"].endswith("END\n")
+    assert "bytes truncated" in run["stdout"] and len(run["stdout"]) < 1200
+
+
+def test_undecodable_output_is_replaced(service):
+    add(service, id="binary", command=["printf", "ok \\377\\376 done"])
+    run = run_and_wait(service, "binary")
+    assert run["stdout"] == "ok \ufffd\ufffd done"
+
+
+def test_missing_program_is_a_failed_run(tmp_path, service):
+    script = tmp_path / "gone.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    add(service, id="gone", func="./gone.sh")
+    script.unlink()
+    run = run_and_wait(service, "gone")
+    assert run["status"] == "failed" and run["exit_code"] == 127
+    assert "cannot start" in run["error"]
+
+
+def test_retries_run_again_with_trigger_retry(service):
+    add(service, id="flaky", command=["false"], retries={"max": 2, "delay": 0.1, "backoff": 2})
+    service.run_now("flaky")
+    runs = final_runs(service, "flaky", count=3)
+    assert sorted((r["trigger"], r["attempt"]) for r in runs) == \
+        [("manual", 0), ("retry", 1), ("retry", 2)]
+    assert all(r["status"] == "failed" for r in runs)
+    assert len({r["scheduled_at"] for r in runs}) == 1   # attempts of one fire
+
+
+def test_scheduled_runs_are_recorded(service):
+    add(service, id="tick", command=["echo", "tick"], trigger={"type": "interval", "seconds": 0.3})
+    runs = final_runs(service, "tick", count=2)
+    assert all(r["trigger"] == "schedule" and r["status"] == "succeeded" for r in runs)
+    assert runs[0]["scheduled_at"] > runs[1]["scheduled_at"]   # newest first
+
+
+def test_overlapping_fires_are_skipped(service):
+    add(service, id="long", command=["sleep", "2"], max_instances=1,
+        trigger={"type": "interval", "seconds": 0.3})
+    skipped = wait_for(lambda: service.flush() and service.runs(job_id="long", status="skipped"),
+                       10, message="a skipped fire")
+    assert "max_instances=1" in skipped[0]["error"]
+
+
+def test_manual_run_beyond_max_instances_is_a_conflict(service):
+    add(service, id="busy", command=["sleep", "5"])
+    first = service.run_now("busy")
+    with pytest.raises(ts.JobConflict, match="already running"):
+        service.run_now("busy")
+    service.cancel(first["id"])
+
+
+def test_cancel_kills_a_running_command(service):
+    add(service, id="sleepy", command=["sleep", "60"])
+    run = service.run_now("sleepy")
+    wait_for(lambda: service.run(run["id"])["status"] == "running", 5)
+    wait_for(lambda: service._active[run["id"]].proc is not None, 5)
+    service.cancel(run["id"])
+    wait_for(lambda: service.run(run["id"])["status"] == "cancelled", 10)
+    with pytest.raises(ts.JobConflict, match="not running"):
+        service.cancel(run["id"])
+
+
+def test_python_job_capture_is_per_thread(tasks, service):
+    add(service, id="a", func="ts_test_tasks:hello", args=["a"], max_instances=5)
+    add(service, id="b", func="ts_test_tasks:hello", args=["b"], max_instances=5)
+    runs = [service.run_now(j) for j in ("a", "b", "a", "b")]
+    for run in runs:
+        wait_for(lambda r=run: service.run(r["id"])["status"] == "succeeded", 10)
+        assert service.run(run["id"])["stdout"] == f"hello {run['job_id']}!\n"
+
+
+def test_capped_output_unit():
+    out = ts.CappedOutput(10)
+    for chunk in (b"abc", b"defgh", b"ijklmnop", b"qrstuvwxyz"):
+        out.write(chunk)
+    text = out.text()
+    assert text.startswith("abcde") and text.endswith("vwxyz") and out.truncated
+    assert "[... 16 bytes truncated ...]" in text

@@ -1,0 +1,284 @@
+"""The service: reconcile of jobs.yaml into the store, restarts that keep schedule phase and pause
+state, crash recovery, the database lock, retention, schema versions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import time
+
+import pytest
+import sqlalchemy as sa
+
+import task_scheduler as ts
+from conftest import final_runs, free_port, start_process, wait_for, write_jobs
+
+TWO_JOBS = """
+- id: every_hour
+  command: 'true'
+  trigger: {type: interval, hours: 1}
+- id: nightly
+  command: 'true'
+  trigger: {type: cron, expression: '30 2 * * *'}
+- id: dormant
+  command: 'true'
+  is_enabled: false
+  trigger: {type: interval, seconds: 1}
+"""
+
+
+def test_yaml_jobs_become_rows_and_schedules(jobs_file, make_service):
+    write_jobs(jobs_file, TWO_JOBS)
+    service = make_service()
+    jobs = {j["id"]: j for j in service.jobs()}
+    assert set(jobs) == {"every_hour", "nightly", "dormant"}
+    assert jobs["every_hour"]["source"] == "yaml" and jobs["every_hour"]["state"] == "scheduled"
+    assert jobs["dormant"]["state"] == "disabled" and jobs["dormant"]["next_run_time"] is None
+    assert jobs["nightly"]["next_run_time"].endswith("+00:00")
+    assert len(jobs["nightly"]["next_run_times"]) == 5
+    with service.engine.connect() as conn:
+        rows = conn.execute(sa.select(ts.ts_jobs.c.id, ts.ts_jobs.c.source)).all()
+        aps = conn.execute(sa.text(f"SELECT id FROM {ts.APS_TABLE}")).scalars().all()
+    assert sorted(rows) == [("dormant", "yaml"), ("every_hour", "yaml"), ("nightly", "yaml")]
+    assert sorted(aps) == ["every_hour", "nightly"]   # a disabled job is never fired
+
+
+def test_every_aps_job_calls_execute_job_with_the_id(jobs_file, make_service):
+    write_jobs(jobs_file, TWO_JOBS)
+    service = make_service()
+    job = service.scheduler.get_job("nightly")
+    assert job.func_ref == "task_scheduler:execute_job" and job.args == ("nightly",)
+
+
+def test_restart_keeps_phase_pause_and_history(jobs_file, make_config):
+    write_jobs(jobs_file, TWO_JOBS)
+    config = make_config()
+    first = ts.SchedulerService(config).start()
+    before = first.job("every_hour")["next_run_time"]
+    first.pause("nightly")
+    run = first.run_now("every_hour")
+    wait_for(lambda: first.run(run["id"])["status"] == "succeeded", 10)
+    first.stop()
+    time.sleep(1.1)   # a restart that reset the schedule would now compute a later phase
+    second = ts.SchedulerService(config).start()
+    try:
+        assert second.job("every_hour")["next_run_time"] == before
+        assert second.job("nightly")["state"] == "paused"
+        assert second.job("nightly")["next_run_time"] is None
+        assert second.run(run["id"])["status"] == "succeeded"
+        assert second.job("every_hour")["last_run"]["id"] == run["id"]
+    finally:
+        second.stop()
+
+
+def test_changes_apply_by_id(jobs_file, make_service):
+    write_jobs(jobs_file, TWO_JOBS)
+    service = make_service()
+    phase = service.job("every_hour")["next_run_time"]
+    nightly = service.job("nightly")["next_run_time"]
+    service.pause("every_hour")
+    write_jobs(jobs_file, TWO_JOBS.replace("expression: '30 2 * * *'", "expression: '45 3 * * *'")
+               .replace("interval, hours: 1}", "interval, hours: 1}\n  timeout: 9"))
+    changes_before = service.status()["config"]
+    service.reload()
+    after = service.job("every_hour")
+    assert after["timeout"] == 9 and after["state"] == "paused"   # option change keeps pause
+    service.resume("every_hour")
+    assert service.job("every_hour")["next_run_time"] == phase    # ... and the phase
+    assert service.job("nightly")["next_run_time"] != nightly      # trigger change reschedules
+    assert ":45:00" in service.job("nightly")["next_run_time"]
+    assert service.status()["config"]["hash"] != changes_before["hash"]
+
+
+def test_removed_yaml_job_keeps_its_history(jobs_file, make_service):
+    write_jobs(jobs_file, TWO_JOBS)
+    service = make_service()
+    run = service.run_now("nightly")
+    final_runs(service, "nightly")
+    write_jobs(jobs_file, "- {id: every_hour, command: 'true', "
+                          "trigger: {type: interval, hours: 1}}")
+    service.reload()
+    with pytest.raises(ts.JobNotFound):
+        service.job("nightly")
+    assert service.scheduler.get_job("nightly") is None
+    assert service.run(run["id"])["job_id"] == "nightly"
+
+
+def test_broken_file_at_start_keeps_stored_jobs(jobs_file, make_config):
+    write_jobs(jobs_file, TWO_JOBS)
+    config = make_config()
+    ts.SchedulerService(config).start().stop()
+    write_jobs(jobs_file, "- id: [broken\n")
+    service = ts.SchedulerService(config).start()
+    try:
+        assert {j["id"] for j in service.jobs()} == {"every_hour", "nightly", "dormant"}
+        assert "YAML syntax" in service.status()["config"]["error"]
+    finally:
+        service.stop()
+
+
+def test_api_jobs_are_not_touched_by_yaml(jobs_file, make_service):
+    service = make_service()
+    service.add_job({"id": "mine", "command": "true", "trigger": {"type": "interval", "hours": 2}})
+    write_jobs(jobs_file, TWO_JOBS)
+    service.reload()
+    assert service.job("mine")["source"] == "api"
+    write_jobs(jobs_file, "- {id: mine, command: 'true', trigger: {type: interval, hours: 1}}")
+    with pytest.raises(ts.InvalidConfig, match="already used by jobs created through the API"):
+        service.reload()
+    assert {j["id"] for j in service.jobs()} == {"every_hour", "nightly", "dormant", "mine"}
+
+
+def test_yaml_job_cannot_be_edited_through_the_api(jobs_file, make_service):
+    write_jobs(jobs_file, TWO_JOBS)
+    service = make_service()
+    with pytest.raises(ts.JobConflict, match="edit the file"):
+        service.delete_job("nightly")
+    with pytest.raises(ts.JobConflict, match="edit the file"):
+        service.replace_job("nightly", {"command": "true", "trigger": {"type": "interval",
+                                                                       "hours": 1}})
+
+
+def test_sqlite_file_is_private(tmp_path):
+    url = f"sqlite:///{tmp_path / 'private.sqlite'}"
+    service = ts.SchedulerService(ts.Config(config_path=None, database_url=url)).start()
+    try:
+        for suffix in ("", "-wal"):
+            mode = stat.S_IMODE(os.stat(tmp_path / f"private.sqlite{suffix}").st_mode)
+            assert mode == 0o600, (suffix, oct(mode))
+    finally:
+        service.stop()
+
+
+def test_second_scheduler_on_one_sqlite_file_is_refused(tmp_path):
+    config = ts.Config(config_path=None, database_url=f"sqlite:///{tmp_path / 'one.sqlite'}")
+    first = ts.SchedulerService(config).start()
+    try:
+        with pytest.raises(ts.SchedulerError, match="already used by a running task-scheduler"):
+            ts.SchedulerService(config).start()
+    finally:
+        first.stop()
+    ts.SchedulerService(config).start().stop()   # free again after a stop
+
+
+def test_newer_schema_is_refused_older_is_migrated(sqlite_url):
+    engine = ts.create_engine(sqlite_url)
+    assert ts.migrate(engine) == ts.SCHEMA_VERSION
+    with engine.begin() as conn:
+        conn.execute(ts.ts_meta.update().values(value=str(ts.SCHEMA_VERSION + 1)))
+    with pytest.raises(ts.SchedulerError, match="newer than this task-scheduler"):
+        ts.migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(ts.ts_meta.delete())
+    assert ts.migrate(engine) == ts.SCHEMA_VERSION
+    engine.dispose()
+
+
+def test_retention_by_count_and_age(make_service):
+    service = make_service(keep_runs=3, keep_days=1)
+    service.add_job({"id": "r", "command": "true", "trigger": {"type": "interval", "hours": 1}})
+    old = ts._utcnow().replace(year=2000)
+    for i in range(6):
+        service.history.insert({**service._new_run("r", "manual", ts._utcnow(), "succeeded"),
+                                "id": f"000{i}"})
+    service.history.insert({**service._new_run("r", "manual", old, "succeeded"), "id": "0000z"})
+    service.flush()
+    assert service.runs(job_id="r").total == 7
+    service.prune()
+    remaining = service.runs(job_id="r")
+    assert [r["id"] for r in remaining] == ["0005", "0004", "0003"]
+
+
+def test_unique_fire_key_runs_a_fire_once(make_service):
+    service = make_service()
+    row = service._new_run("x", "schedule", ts._utcnow(), "running")
+    assert service.history.insert(row, wait=5) is True
+    assert service.history.insert({**row, "id": ts.new_run_id()}, wait=5) is False
+
+
+def test_kill_9_mid_run_then_restart(tmp_path, database_url):
+    """A real process killed with SIGKILL during a run: after restart the jobs, the schedule
+    phase, the pause state and the history are intact, and the cut-off run is interrupted."""
+    jobs = write_jobs(tmp_path / "jobs.yaml", """
+        - {id: phase, command: 'true', trigger: {type: interval, hours: 3}}
+        - {id: paused_one, command: 'true', trigger: {type: interval, hours: 1}}
+        - {id: slow, command: 'sleep 60', trigger: {type: interval, hours: 1}}
+    """)
+    port = free_port()
+    args = ["--config", str(jobs), "--db", database_url, "--port", str(port)]
+    proc = start_process(args, tmp_path)
+    base = f"http://127.0.0.1:{port}/api"
+    try:
+        import json
+        import urllib.request
+
+        def call(path, method="GET"):
+            req = urllib.request.Request(base + path, method=method)
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return json.loads(resp.read() or b"null")
+
+        def up():
+            try:
+                return call("/health")["status"] == "ok"
+            except OSError:
+                return False
+        wait_for(up, 30, 0.1, "the service to start")
+        phase = call("/jobs/phase")["next_run_time"]
+        call("/jobs/paused_one/pause", "POST")
+        done = call("/jobs/phase/run", "POST")["run"]
+        wait_for(lambda: call(f"/runs/{done['id']}")["status"] == "succeeded", 10)
+        run = call("/jobs/slow/run", "POST")["run"]
+        wait_for(lambda: call(f"/runs/{run['id']}")["status"] == "running", 10)
+        # the writer commits "running" within a batch; give it a moment to be durable
+        service_db = ts.create_engine(database_url)
+        wait_for(lambda: _status_in_db(service_db, run["id"]) == "running", 10)
+        wait_for(lambda: _status_in_db(service_db, done["id"]) == "succeeded", 10)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        service_db.dispose()
+        proc = start_process(args, tmp_path)
+        wait_for(up, 30, 0.1, "the service to restart")
+        assert call("/jobs/phase")["next_run_time"] == phase
+        assert call("/jobs/paused_one")["state"] == "paused"
+        assert call(f"/runs/{done['id']}")["status"] == "succeeded"
+        cut = call(f"/runs/{run['id']}")
+        assert cut["status"] == "interrupted" and "interrupted" in cut["error"]
+        assert {j["id"] for j in call("/jobs")["jobs"]} == {"phase", "paused_one", "slow"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def _status_in_db(engine, run_id):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(ts.ts_runs.c.status)
+                            .where(ts.ts_runs.c.id == run_id)).scalar()
+
+
+def test_sigterm_waits_for_runs_and_exits_0(tmp_path, sqlite_url):
+    jobs = write_jobs(tmp_path / "jobs.yaml", """
+        - {id: short, command: 'sleep 1', trigger: {type: interval, hours: 1}}
+    """)
+    port = free_port()
+    proc = start_process(["--config", str(jobs), "--db", sqlite_url, "--port", str(port)],
+                         tmp_path)
+    import json
+    import urllib.request
+
+    def up():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
+                return True
+        except OSError:
+            return False
+    wait_for(up, 30, 0.1, "the service to start")
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/jobs/short/run", method="POST")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        run_id = json.loads(resp.read())["run"]["id"]
+    time.sleep(0.3)  # let the command start before the signal
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    engine = ts.create_engine(sqlite_url)
+    assert _status_in_db(engine, run_id) == "succeeded"   # finished within the grace period
+    engine.dispose()
