@@ -1,0 +1,265 @@
+"""Faults injected for real: a locked or restarted database, downtime with missed fires, clocks
+that change, duplicate schedulers, processes that die by signals, jobs that never return."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+import sqlite3
+import threading
+import time
+import zoneinfo
+
+import pytest
+import sqlalchemy as sa
+
+import task_scheduler as ts
+from conftest import final_runs, wait_for, write_jobs
+
+UTC = dt.UTC
+
+
+def add(service, **definition):
+    definition.setdefault("trigger", {"type": "interval", "hours": 1})
+    return service.add_job(definition)
+
+
+# -- database faults ---------------------------------------------------------------------------
+
+def test_sqlite_locked_beyond_busy_timeout_scheduler_survives(tmp_path, make_service, sqlite_url):
+    service = make_service(database_url=sqlite_url, busy_timeout=0.2)
+    service.scheduler.retry_wait = 0.3
+    add(service, id="tick", command=["true"], trigger={"type": "interval", "seconds": 0.5})
+    final_runs(service, "tick", count=1)
+    path = sqlite_url.removeprefix("sqlite:///")
+    locker = sqlite3.connect(path, timeout=5)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        wait_for(lambda: not service.health()[0], 10, message="health to report the fault")
+        assert service.health()[1]["scheduler"] == "down"
+    finally:
+        locker.rollback()
+        locker.close()
+    wait_for(lambda: service.health()[0], 15, message="health to recover")
+    assert service.scheduler.alive()
+    before = len(final_runs(service, "tick", count=1))
+    final_runs(service, "tick", count=before + 2, timeout=15)   # firing resumed by itself
+    service.flush()
+    runs = service.runs(job_id="tick", limit=1000)
+    keys = [(r["scheduled_at"], r["trigger"], r["attempt"]) for r in runs]
+    assert len(keys) == len(set(keys)), "a fire time was recorded twice"
+
+
+@pytest.mark.postgres
+def test_postgres_connections_killed_mid_run(postgres_url, make_service):
+    service = make_service(database_url=postgres_url)
+    add(service, id="slow", command=["sleep", "1"])
+    add(service, id="tick", command=["true"], trigger={"type": "interval", "seconds": 0.5})
+    final_runs(service, "tick", count=1)
+    run = service.run_now("slow")
+    wait_for(lambda: service.run(run["id"])["status"] == "running", 5)
+    admin = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.connect() as conn:
+        killed = conn.execute(sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'task-scheduler' AND pid <> pg_backend_pid()")).scalar()
+    admin.dispose()
+    assert killed >= 1
+    wait_for(lambda: service.run(run["id"])["status"] == "succeeded", 15)
+    service.flush()
+    with service.engine.connect() as conn:
+        status = conn.execute(sa.select(ts.ts_runs.c.status)
+                              .where(ts.ts_runs.c.id == run["id"])).scalar()
+    assert status == "succeeded"
+    count = len(final_runs(service, "tick", count=1))
+    final_runs(service, "tick", count=count + 2, timeout=15)
+    assert service.health()[0]
+
+
+def test_health_reports_503_when_the_database_is_gone(make_service, client_factory=None):
+    service = make_service()
+    app = ts.create_app(service)
+    from conftest import Client
+    http = Client(app)
+    assert http.get("/api/health").status == 200
+    service.engine.dispose()
+    real_connect = service.engine.connect
+
+    def broken():
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+    service.engine.connect = broken
+    try:
+        answer = http.get("/api/health")
+        assert answer.status == 503 and answer.json["db"].startswith("error")
+    finally:
+        service.engine.connect = real_connect
+    assert http.get("/api/health").status == 200
+
+
+# -- downtime: catch-up and missed fires ---------------------------------------------------------
+
+def _downtime(jobs_file, make_config, job_yaml, seconds):
+    write_jobs(jobs_file, job_yaml)
+    config = make_config()
+    first = ts.SchedulerService(config).start()
+    first.stop()
+    time.sleep(seconds)   # the downtime itself: the service is stopped, nothing to poll
+    return ts.SchedulerService(config).start()
+
+
+def test_missed_fires_within_grace_run_as_one_catchup(jobs_file, make_config):
+    service = _downtime(jobs_file, make_config, """
+        - {id: j, command: 'true', misfire_grace_time: 60, coalesce: true,
+           trigger: {type: interval, seconds: 1}}
+    """, 3.2)
+    try:
+        runs = final_runs(service, "j", count=1)
+        catchups = [r for r in service.runs(job_id="j", limit=100) if r["trigger"] == "catchup"]
+        assert len(catchups) == 1 and catchups[0]["status"] == "succeeded"
+        assert runs[-1]["trigger"] == "catchup"
+    finally:
+        service.stop()
+
+
+def test_missed_fires_without_coalesce_each_run(jobs_file, make_config):
+    service = _downtime(jobs_file, make_config, """
+        - {id: j, command: 'true', misfire_grace_time: 60, coalesce: false, max_instances: 10,
+           trigger: {type: interval, seconds: 1}}
+    """, 3.2)
+    try:
+        wait_for(lambda: service.flush() and len(service.runs(job_id="j", trigger="catchup",
+                                                              status="succeeded")) >= 3, 10)
+    finally:
+        service.stop()
+
+
+def test_missed_fires_beyond_grace_are_recorded_missed(jobs_file, make_config):
+    service = _downtime(jobs_file, make_config, """
+        - {id: j, command: 'true', misfire_grace_time: 1, coalesce: false, max_instances: 5,
+           trigger: {type: interval, seconds: 1}}
+    """, 3.2)
+    try:
+        missed = wait_for(lambda: service.flush() and service.runs(job_id="j", status="missed"),
+                          10, message="a missed run")
+        assert "misfire_grace_time 1s" in missed[0]["error"]
+        assert missed[0]["started_at"] is None
+    finally:
+        service.stop()
+
+
+# -- processes and python jobs -------------------------------------------------------------------
+
+def test_command_killed_by_a_signal_is_failed(service):
+    add(service, id="suicide", command="kill -9 $$", shell=True)
+    run = service.run_now("suicide")
+    wait_for(lambda: service.run(run["id"])["status"] == "failed", 10)
+    got = service.run(run["id"])
+    assert got["exit_code"] == -9 and got["error"] == "killed by signal SIGKILL"
+
+
+def test_python_job_that_never_returns_is_visible_and_blocks_only_itself(tmp_path, service):
+    name = f"blocker_{tmp_path.name.replace('-', '_')}"   # a fresh module for each run
+    (tmp_path / f"{name}.py").write_text(
+        "import threading\nrelease = threading.Event()\n"
+        "def wait():\n    release.wait(30)\n")
+    add(service, id="stuck", func=f"{name}:wait", trigger={"type": "interval", "seconds": 0.3})
+    add(service, id="other", command=["true"], trigger={"type": "interval", "seconds": 0.3})
+    wait_for(lambda: any(r["status"] == "running" for r in service.runs(job_id="stuck")), 10)
+    final_runs(service, "other", count=3)
+    skipped = wait_for(lambda: service.flush() and service.runs(job_id="stuck", status="skipped"),
+                       10)
+    assert skipped
+    with pytest.raises(ts.JobConflict, match="python job"):
+        service.cancel(service.runs(job_id="stuck", status="running")[0]["id"])
+    import importlib
+    importlib.import_module(name).release.set()
+
+
+# -- time ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("zone, day, expression, expected", [
+    # clocks go back: 02:30 exists twice, it fires once
+    ("Europe/Berlin", dt.date(2024, 10, 27), "30 2 * * *", ["2024-10-27T00:30:00+00:00"]),
+    ("America/New_York", dt.date(2024, 11, 3), "30 1 * * *", ["2024-11-03T05:30:00+00:00"]),
+    # clocks go forward: 02:30 does not exist, it fires once, at 03:30 local
+    ("Europe/Berlin", dt.date(2025, 3, 30), "30 2 * * *", ["2025-03-30T01:30:00+00:00"]),
+    ("America/New_York", dt.date(2025, 3, 9), "30 2 * * *", ["2025-03-09T07:30:00+00:00"]),
+])
+def test_cron_fires_once_on_dst_days(zone, day, expression, expected):
+    tz = zoneinfo.ZoneInfo(zone)
+    trigger = pickle.loads(pickle.dumps(ts.crontab_trigger(expression, tz)))  # as stored
+    start = dt.datetime.combine(day, dt.time(0), tz) - dt.timedelta(hours=12)
+    fires = ts.fire_times(trigger, trigger.get_next_fire_time(None, start), 4)
+    on_day = [f.astimezone(UTC).isoformat() for f in fires
+              if f.astimezone(tz).date() == day]
+    assert on_day == expected
+
+
+def test_hourly_cron_still_fires_every_real_hour_when_clocks_go_back():
+    tz = zoneinfo.ZoneInfo("Europe/Berlin")
+    trigger = ts.crontab_trigger("0 * * * *", tz)
+    start = dt.datetime(2024, 10, 26, 23, 30, tzinfo=UTC)
+    fires = ts.fire_times(trigger, trigger.get_next_fire_time(None, start), 4)
+    assert [f.astimezone(UTC).hour for f in fires] == [0, 1, 2, 3]   # 02:00 local twice
+
+
+def test_every_trigger_has_a_timezone(make_service):
+    service = make_service(timezone="Asia/Tokyo")
+    job = add(service, id="tokyo", command=["true"], trigger={"type": "cron", "hour": 9,
+                                                              "minute": 0})
+    assert job["next_run_time"].endswith("T00:00:00+00:00")   # 09:00 in Tokyo is 00:00 UTC
+    berlin = add(service, id="berlin", command=["true"],
+                 trigger={"type": "cron", "hour": 9, "minute": 0, "timezone": "Europe/Berlin"})
+    assert berlin["next_run_time"][11:13] in ("07", "08")
+
+
+# -- exactly once ---------------------------------------------------------------------------------
+
+@pytest.mark.postgres
+def test_two_schedulers_on_one_postgres_run_each_fire_once(tmp_path, postgres_url):
+    jobs = write_jobs(tmp_path / "jobs.yaml", """
+        - {id: shared, command: 'true', trigger: {type: interval, seconds: 0.5}}
+    """)
+    configs = [ts.Config(config_path=str(jobs), database_url=postgres_url, watch=False,
+                         node=f"node{i}") for i in (1, 2)]
+    services = [ts.SchedulerService(c).start() for c in configs]
+    try:
+        final_runs(services[0], "shared", count=8, timeout=20)
+        for s in services:
+            s.flush()
+        runs = services[0].runs(job_id="shared", limit=1000)
+        times = [r["scheduled_at"] for r in runs if r["trigger"] == "schedule"]
+        assert len(times) == len(set(times)), "a fire time ran twice"
+    finally:
+        for s in services:
+            s.stop(grace=2)
+
+
+def test_shutdown_does_not_advance_a_schedule_without_recording(jobs_file, make_config):
+    write_jobs(jobs_file, "- {id: j, command: 'true', trigger: {type: interval, seconds: 0.2}}\n")
+    config = make_config()
+    service = ts.SchedulerService(config).start()
+    final_runs(service, "j", count=2)
+    service.stop()
+    engine = ts.create_engine(config.database_url)
+    with engine.connect() as conn:
+        next_ts = conn.execute(sa.text(f"SELECT next_run_time FROM {ts.APS_TABLE}")).scalar()
+        last = conn.execute(sa.select(sa.func.max(ts.ts_runs.c.scheduled_at))).scalar()
+    engine.dispose()
+    # The stored next fire is the one right after the last recorded fire: none was skipped.
+    gap = dt.datetime.fromtimestamp(next_ts, UTC).replace(tzinfo=None) - last
+    assert dt.timedelta(0) < gap <= dt.timedelta(seconds=0.45)
+
+
+def test_retention_runs_in_the_background_without_blocking_fires(make_service):
+    service = make_service(keep_runs=2)
+    add(service, id="t", command=["true"], trigger={"type": "interval", "seconds": 0.2})
+    final_runs(service, "t", count=4)
+    pruned = threading.Event()
+    service.history._prune = lambda: (service.prune(), pruned.set())
+    service.history._next_prune = 0
+    wait_for(lambda: pruned.is_set(), 10)
+    service.flush()
+    wait_for(lambda: service.flush() and service.runs(job_id="t").total <= 4, 10)
+    count = service.runs(job_id="t").total
+    final_runs(service, "t", count=min(count, 2) + 1)
