@@ -38,6 +38,7 @@ FORM_FIELDS = ("id", "description", "kind", "target", "trigger_type", "cron_expr
                "interval_seconds", "run_date", "timezone", "max_instances", "timeout", "tags")
 TRIGGER_FIELD = {"cron": "cron_expression", "interval": "interval_seconds", "date": "run_date"}
 PAGE_SIZE = 50
+JOBS_PAGE_SIZE = 100      # a whole fleet on one page; the filters narrow it down
 SESSION_TTL = 12 * 3600   # a working day: long enough not to nag, short enough to expire
 FLASH_TTL = 60            # the flash only has to survive one 303 redirect
 TIMELINE_BACK_H = 24
@@ -59,9 +60,11 @@ def gui_dashboard(service) -> str:
 def gui_jobs(service) -> str:
     filters = _query(("q", "state", "source", "kind", "tag"))
     offset = _int_arg("offset")
-    jobs = service.jobs(**{k: v or None for k, v in filters.items()}, limit=100, offset=offset)
+    jobs = service.jobs(**{k: v or None for k, v in filters.items()}, limit=JOBS_PAGE_SIZE,
+                        offset=offset)
     return _render("jobs", nav="jobs", title="Jobs", jobs=jobs, filters=filters,
-                   pager=_pager(jobs, 100, offset, filters), here=bottle.request.fullpath + _qs())
+                   pager=_pager(jobs, JOBS_PAGE_SIZE, offset, filters),
+                   here=bottle.request.fullpath + _qs())
 
 
 def gui_job_detail(service, job_id: str) -> str:
@@ -81,18 +84,8 @@ def gui_job_new(service) -> str:
 
 
 def gui_job_create(service) -> str:
-    form = _form()
-    definition, errors = _form_to_definition(form)
-    if not errors and bottle.request.forms.get("action") == "preview":
-        return _render("job_new", nav="new", title="New job", form=form, errors=errors,
-                       preview=_preview(service, definition, form, errors))
-    if not errors:
-        errors = _attempt(lambda: service.add_job(definition), form)
-    if errors:
-        bottle.response.status = 422
-        return _render("job_new", nav="new", title="New job", form=form, errors=errors,
-                       preview=None)
-    _redirect(f"/jobs/{definition['id']}", f"Job {definition['id']} created.")
+    return _post_job_form(service, "job_new", {"nav": "new", "title": "New job"},
+                          service.add_job, "created")
 
 
 def gui_job_edit(service, job_id: str) -> str:
@@ -106,23 +99,10 @@ def gui_job_edit(service, job_id: str) -> str:
 
 def gui_job_update(service, job_id: str) -> str:
     job = _fetch(service.job, job_id)
-    form = _form()
-    form["id"] = job_id
-    base = job.get("definition") or {}
-    definition, errors = _form_to_definition(form, base=base)
-    if _same_trigger(form, _job_to_form(job)) and base.get("trigger"):
-        # Keep what the form cannot show (cron seconds, jitter, start_date...) when untouched.
-        definition["trigger"] = base["trigger"]
-    if not errors and bottle.request.forms.get("action") == "preview":
-        return _render("job_edit", nav="jobs", title=f"Edit {job_id}", job=job, form=form,
-                       errors=errors, preview=_preview(service, definition, form, errors))
-    if not errors:
-        errors = _attempt(lambda: service.replace_job(job_id, definition), form)
-    if errors:
-        bottle.response.status = 422
-        return _render("job_edit", nav="jobs", title=f"Edit {job_id}", job=job, form=form,
-                       errors=errors, preview=None)
-    _redirect(f"/jobs/{job_id}", f"Job {job_id} saved.")
+    return _post_job_form(service, "job_edit", {"nav": "jobs", "title": f"Edit {job_id}",
+                                                "job": job},
+                          lambda definition: service.replace_job(job_id, definition), "saved",
+                          job=job)
 
 
 def gui_job_delete(service, job_id: str) -> None:
@@ -251,7 +231,9 @@ def _guard(handler, service, key: bytes, method: str, public: bool):
         bottle.request.environ["ts.gui.key"] = key
         bottle.request.environ["ts.gui.login"] = bool(_token(service)) and _logged_in()
         if not public and _token(service) and not _logged_in():
-            bottle.redirect("/login?" + urlencode({"next": bottle.request.fullpath + _qs()}), 303)
+            # Back to the page after login; a POST's target has no page, so to the dashboard.
+            back = bottle.request.fullpath + _qs() if method == "GET" else "/"
+            bottle.redirect("/login?" + urlencode({"next": back}), 303)
         if method == "POST" and not _csrf_ok():
             raise _error_page(403, "Forbidden", "The form's security token is missing or "
                               "stale. Nothing was changed: go back, reload the page and retry.")
@@ -276,7 +258,7 @@ def _sign(value: str) -> str:
 
 
 def _unsign(signed: str | None) -> str | None:
-    value, _, mac = (signed or "").rpartition("|")
+    value = (signed or "").rpartition("|")[0]
     return value if value and hmac.compare_digest(_sign(value), signed or "") else None
 
 
@@ -360,19 +342,44 @@ def _form() -> dict[str, str]:
     return {name: (forms.getunicode(name, "") or "").strip() for name in FORM_FIELDS}
 
 
-def _form_to_definition(form: dict[str, str], base: dict | None = None):
-    """Build a jobs.yaml entry from the form; `base` keeps the fields the form does not show."""
+def _post_job_form(service, view: str, page: dict, save: Callable[[dict], Any], done: str,
+                   job: dict | None = None) -> str:
+    """Preview, save and redirect, or show the form again with its errors and values."""
+    form = _form()
+    if job is not None:
+        form["id"] = job["id"]   # the id of an existing job is not editable
+    definition, errors = _form_to_definition(form, job)
+    preview = None
+    if not errors and bottle.request.forms.get("action") == "preview":
+        preview = _preview(service, definition, form, errors)
+    elif not errors:
+        errors = _attempt(lambda: save(definition), form)
+        if not errors:
+            _redirect(f"/jobs/{definition['id']}", f"Job {definition['id']} {done}.")
+    if errors:
+        bottle.response.status = 422
+    return _render(view, **page, form=form, errors=errors, preview=preview)
+
+
+def _form_to_definition(form: dict[str, str], job: dict | None = None):
+    """A jobs.yaml entry from the form; an edited job keeps the fields the form does not show."""
     errors: dict[str, str] = {}
-    definition = {k: v for k, v in (base or {}).items()
+    base = (job or {}).get("definition") or {}
+    definition = {k: v for k, v in base.items()
                   if k not in ("func", "command", "description", "tags", "trigger",
                                "max_instances", "timeout")}
     definition["id"] = form["id"]
     if form["description"]:
         definition["description"] = form["description"]
     definition["command" if form["kind"] == "command" else "func"] = form["target"]
-    definition["trigger"] = _form_trigger(form, errors)
-    for name in ("max_instances", "timeout"):
-        number = _form_int(form, name, errors)
+    trigger_errors: dict[str, str] = {}
+    definition["trigger"] = _form_trigger(form, trigger_errors)
+    if job is not None and base.get("trigger") and _same_trigger(form, _job_to_form(job)):
+        definition["trigger"] = base["trigger"]  # keeps cron seconds, jitter, start_date...
+    else:
+        errors.update(trigger_errors)
+    for name, number in (("max_instances", _form_int(form, "max_instances", errors)),
+                         ("timeout", _form_number(form, "timeout", errors))):
         if number is not None:
             definition[name] = number
     tags = [t.strip() for t in form["tags"].split(",") if t.strip()]
@@ -403,14 +410,22 @@ def _form_trigger(form: dict[str, str], errors: dict[str, str]) -> dict:
 
 
 def _form_int(form: dict[str, str], name: str, errors: dict[str, str]) -> int | None:
+    number = _form_number(form, name, errors, whole=True)
+    return None if number is None else int(number)
+
+
+def _form_number(form: dict[str, str], name: str, errors: dict[str, str],
+                 whole: bool = False) -> int | float | None:
+    """The field as a number, None when empty; text that is no number becomes a form error."""
     text = form[name]
     if not text:
         return None
     try:
-        return int(text)
+        number = int(text) if whole else float(text)
     except ValueError:
-        errors[name] = f"{text!r} is not a whole number."
+        errors[name] = f"{text!r} is not a {'whole ' if whole else ''}number."
         return None
+    return int(number) if isinstance(number, float) and number.is_integer() else number
 
 
 def _job_to_form(job: dict) -> dict[str, str]:
@@ -431,8 +446,8 @@ def _job_to_form(job: dict) -> dict[str, str]:
 def _trigger_to_form(trigger: dict) -> dict[str, str]:
     if trigger.get("type") == "interval":
         units = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
-        total = sum(int(trigger.get(u) or 0) * n for u, n in units.items())
-        return {"interval_seconds": str(total)}
+        total = sum(float(trigger.get(u) or 0) * n for u, n in units.items())
+        return {"interval_seconds": str(int(total)) if total.is_integer() else str(total)}
     if trigger.get("type") == "date":
         return {"run_date": _str(trigger.get("run_date"))}
     if trigger.get("expression"):

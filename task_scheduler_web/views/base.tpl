@@ -11,6 +11,7 @@
 <body>
 <header class="topbar">
   <a class="brand" href="/"><span class="brand-mark" aria-hidden="true">◷</span> task-scheduler</a>
+  % if nav != "login":
   <nav class="nav" aria-label="Main">
     % for key, href, label in h['nav']:
     % if key == nav:
@@ -20,6 +21,7 @@
     % end
     % end
   </nav>
+  % end
   % if login:
   <form method="post" action="/logout" class="logout">
     % include('_csrf.tpl')

@@ -3,7 +3,7 @@
   <div class="title-row">
     <div>
       <p class="crumbs"><a href="/jobs">Jobs</a> /</p>
-      <h1 class="mono">{{job['id']}}</h1>
+      <h1><span class="mono">{{job['id']}}</span></h1>
       % if job.get('description'):
       <p class="lead">{{job['description']}}</p>
       % end

@@ -57,12 +57,7 @@
       <h2>{{stream}}</h2>
       <a class="btn btn-quiet" href="/runs/{{run['id']}}/{{stream}}" download>Download</a>
     </div>
-    % if run.get(stream):
-    <pre class="pre output" data-testid="run-{{stream}}">{{run[stream]}}</pre>
-    % else:
-    <pre class="pre output empty-output" data-testid="run-{{stream}}"></pre>
-    <p class="muted small">(empty)</p>
-    % end
+    <pre class="pre output" data-testid="run-{{stream}}">{{run.get(stream) or ''}}</pre>
   </section>
   % end
 </article>

@@ -8,6 +8,8 @@ from playwright.sync_api import expect
 
 import task_scheduler
 
+pytestmark = pytest.mark.browser
+
 RUN_DONE = 30_000  # ms: a run goes queued -> running -> done through the real executor
 
 
@@ -122,9 +124,10 @@ def test_non_numeric_fields_are_form_errors(gui_server, page, shot):
     fill_job_form(page, id="bad_numbers", kind="command", target="echo x",
                   trigger_type="interval", interval_seconds="ten", timeout="soon")
     page.get_by_role("button", name="Create job").click()
-    for name in ("interval_seconds", "timeout"):
+    for name, message in (("interval_seconds", "'ten' is not a whole number"),
+                          ("timeout", "'soon' is not a number")):
         field = page.locator(".field", has=page.locator(f'[name="{name}"]'))
-        expect(field.get_by_test_id("form-error")).to_contain_text("not a whole number")
+        expect(field.get_by_test_id("form-error")).to_contain_text(message)
     shot(page, "bad_numbers")
     assert_no_job(gui_server.service, "bad_numbers")
 
@@ -143,16 +146,24 @@ def test_preview_shows_next_fire_times_and_creates_nothing(gui_server, page, sho
 
 def test_edit_and_delete_an_api_job(gui_server, page, shot):
     gui_server.service.add_job({"id": "editable", "command": "echo one",
-                                "trigger": {"type": "interval", "seconds": 600}})
+                                "trigger": {"type": "interval", "seconds": 600, "jitter": 5}})
     page.goto(gui_server.url("/jobs/editable"))
     page.get_by_role("link", name="Edit").click()
     expect(page.locator('[name="interval_seconds"]')).to_have_value("600")
-    fill_job_form(page, description="Edited in the GUI", interval_seconds="1200")
+    expect(page.locator('[name="id"]')).to_have_js_property("readOnly", True)
+    fill_job_form(page, description="Edited in the GUI")
     shot(page, "edit_form")
     page.get_by_role("button", name="Save").click()
-    expect(page.get_by_test_id("flash")).to_contain_text("saved")
+    expect(page.get_by_test_id("flash")).to_contain_text("editable saved")
     expect(page.get_by_test_id("job-detail")).to_contain_text("Edited in the GUI")
-    assert gui_server.service.job("editable")["trigger"]["seconds"] == 1200
+    # The trigger was not touched in the form: what the form cannot show (jitter) is kept.
+    assert gui_server.service.job("editable")["trigger"]["jitter"] == 5
+    page.get_by_role("link", name="Edit").click()
+    fill_job_form(page, interval_seconds="1200")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_test_id("flash")).to_contain_text("editable saved")
+    job = gui_server.service.job("editable")
+    assert job["trigger"]["seconds"] == 1200 and job["description"] == "Edited in the GUI"
     page.locator("summary", has_text="Delete").click()
     page.get_by_role("button", name="Delete editable").click()
     expect(page).to_have_url(gui_server.url("/jobs"))
@@ -258,7 +269,10 @@ def test_timeline_stays_readable_with_100_jobs(fresh_server, page, shot):
     shot(page, "dashboard_100_jobs")
     page.goto(fresh_server.url("/jobs"))
     expect(page.get_by_test_id("job-row")).to_have_count(100)
-    expect(page.locator(".pager")).to_contain_text("of 106")
+    expect(page.locator(".pager")).to_contain_text("1–100 of 106")
+    page.get_by_role("link", name="Next →").click()
+    expect(page.get_by_test_id("job-row")).to_have_count(6)
+    expect(page.locator(".pager")).to_contain_text("101–106 of 106")
 
 
 def test_pause_and_resume_from_the_list(gui_server, page, shot):

@@ -1,0 +1,1 @@
+"""Real-browser tests of the GUI; a package so its conftest never shadows tests/conftest.py."""

@@ -1,0 +1,17 @@
+"""The embedding example of docs/embedding.md runs as documented."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT, child_env
+
+
+def test_embed_example_runs():
+    result = subprocess.run([sys.executable, str(ROOT / "docs" / "examples" / "embed.py")],
+                            capture_output=True, text=True, timeout=60, env=child_env())
+    assert result.returncode == 0, result.stderr
+    assert "hello: succeeded: hello, embedder" in result.stdout
+    assert "uname: succeeded: Linux" in result.stdout
+    assert "('uname', 'paused')" in result.stdout
