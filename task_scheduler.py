@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
@@ -38,6 +39,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import secrets
 import shlex
 import shutil
@@ -65,7 +67,7 @@ from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from apscheduler.util import convert_to_datetime
+from apscheduler.util import convert_to_datetime, datetime_to_utc_timestamp
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -135,6 +137,7 @@ class Config:
     watch: bool = True                    # watchdog on the folder of config_path
     poll_interval: float = 30.0           # hash poll for file systems without events
     debounce: float = 0.3                 # one editor save is several events
+    busy_timeout: float = 30.0            # SQLite: seconds a writer waits for a lock
 
     _ENV = {"config_path": "TS_CONFIG", "database_url": "TS_DATABASE_URL", "host": "TS_HOST",
             "port": "TS_PORT", "token": "TS_API_TOKEN", "log_level": "TS_LOG_LEVEL",
@@ -212,7 +215,7 @@ class _Model(BaseModel):
 
 class _TriggerBase(_Model):
     timezone: Optional[StrictStr] = None
-    jitter: Optional[Annotated[Number, Field(ge=0)]] = None
+    jitter: Optional[Annotated[Number, Field(ge=0, le=86400)]] = None   # at most a day
 
 
 class IntervalSpec(_TriggerBase):
@@ -227,8 +230,13 @@ class IntervalSpec(_TriggerBase):
 
     @model_validator(mode="after")
     def _positive(self) -> IntervalSpec:
-        if _interval_seconds(self) <= 0:
+        total = _interval_seconds(self)
+        if not total > 0:
             raise ValueError("an interval needs one of weeks, days, hours, minutes, seconds > 0")
+        if not total <= 100 * 366 * 86400:   # also rejects .inf; longer overflows datetimes
+            raise ValueError("an interval must be at most 100 years")
+        if total < 0.1:   # shorter would keep the scheduler catching up forever
+            raise ValueError("an interval must be at least 0.1 seconds")
         return self
 
 
@@ -389,10 +397,16 @@ def trigger_problems(spec) -> list[tuple[str, str]]:
                                         f"field ({_CRON_RANGES[name]}, '*', '*/N', 'a-b')"))
     if not problems:
         try:
-            build_trigger(spec, utc)
-        except (ValueError, TypeError) as exc:
+            trigger = build_trigger(spec, utc)
+        except (ValueError, TypeError, OverflowError) as exc:
             field = _trigger_field(exc).lstrip(".")
-            problems.append((field, _clean(exc).removeprefix(f"{field}: ")))
+            return [(field, _clean(exc).removeprefix(f"{field}: "))]
+        try:
+            first = trigger.get_next_fire_time(None, dt.datetime.now(utc))
+            if first is not None:
+                trigger.get_next_fire_time(first, first)
+        except (OverflowError, ValueError):
+            problems.append(("", "its fire times run past the year 9999"))
     return problems
 
 
@@ -427,8 +441,11 @@ def _target_problem(defn: JobDefinition, base_dir: str) -> Optional[tuple[str, s
         return None
     if defn.shell:
         return None
-    argv = command_argv(defn, base_dir)
     field = "func" if defn.command is None else "command"
+    try:
+        argv = command_argv(defn, base_dir)
+    except ValueError as exc:   # shlex: an unbalanced quote
+        return field, f"cannot split the command line: {exc}"
     exe = argv[0]
     if os.sep in exe or "/" in exe:
         if not os.path.isfile(exe):
@@ -484,16 +501,116 @@ def _job_env(defn: JobDefinition) -> dict:
     return {**os.environ, **defn.env}
 
 
-def load_jobs_file(path: str) -> tuple[list[JobDefinition], str]:
+def load_jobs_file(path: str, parser: Optional[JobsParser] = None
+                   ) -> tuple[list[JobDefinition], str]:
     """Read, parse and validate a whole jobs.yaml. Returns (jobs, sha256); raises InvalidConfig."""
+    text, digest = read_jobs_file(path)
+    return (parser or JobsParser()).parse(text, path), digest
+
+
+def read_jobs_file(path: str) -> tuple[str, str]:
+    """The text of jobs.yaml and the sha256 of its bytes; InvalidConfig if it cannot be read."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
     except OSError as exc:
         detail = {"line": None, "job": None, "field": "", "message": f"cannot read: {exc.strerror}"}
         raise InvalidConfig(f"{path}: cannot read: {exc.strerror}", [detail]) from None
-    digest = hashlib.sha256(raw).hexdigest()
-    return parse_jobs_text(raw.decode("utf-8", "replace"), path), digest
+    return raw.decode("utf-8", "replace"), hashlib.sha256(raw).hexdigest()
+
+
+class JobsParser:
+    """Parses jobs.yaml fast, remembering the entries of its last good parse: a one-job edit of a
+    10,000-job file re-reads and re-validates that job only. The fast path uses libyaml and
+    builds no YAML nodes; any doubt or error falls back to ``parse_jobs_text``, the one path that
+    reports errors with line numbers."""
+
+    def __init__(self):
+        self._chunks: dict[str, Any] = {}            # text of a top-level item -> loaded item
+        self._definitions: dict[str, JobDefinition] = {}   # canonical JSON -> definition
+
+    def parse(self, text: str, path: str = "jobs.yaml") -> list[JobDefinition]:
+        jobs = self._parse_fast(text, path)
+        return jobs if jobs is not None else parse_jobs_text(text, path)
+
+    def _parse_fast(self, text: str, path: str) -> Optional[list[JobDefinition]]:
+        try:
+            items, chunks = self._load(text)
+        except (yaml.YAMLError, ValueError):
+            return None
+        items, problems = _job_items(None, items) if items is not None else ([], ["empty"])
+        if problems:
+            return None
+        base_dir = os.path.dirname(os.path.abspath(path))
+        definitions, targets, jobs = {}, {}, []
+        for item in items:
+            defn, key = self._definition(item)
+            if defn is None:
+                return None
+            target = (defn.func, json.dumps(defn.command), defn.shell, json.dumps(defn.args,
+                      default=str), defn.env.get("PATH"), defn.cwd)
+            if target not in targets:   # one look-up per distinct program, not per job
+                targets[target] = _target_problem(defn, base_dir)
+            if targets[target] is not None:
+                return None
+            definitions[key] = defn
+            jobs.append(defn)
+        if len({j.id for j in jobs}) != len(jobs):
+            return None
+        self._chunks, self._definitions = chunks, definitions   # only what this file uses
+        return jobs
+
+    def _definition(self, item: Any) -> tuple[Optional[JobDefinition], str]:
+        if not isinstance(item, dict):
+            return None, ""
+        try:
+            key = json.dumps(item, sort_keys=True)
+        except (TypeError, ValueError):   # YAML dates, sets, mixed keys: the full path decides
+            return None, ""
+        defn = self._definitions.get(key)
+        if defn is None:
+            try:
+                defn = JobDefinition.model_validate(item)
+            except ValidationError:
+                return None, key
+            if trigger_problems(defn.trigger):
+                return None, key
+        return defn, key
+
+    def _load(self, text: str) -> tuple[Any, dict]:
+        if not text.strip():
+            return None, {}
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        chunks = _top_level_items(text)
+        if chunks is not None:
+            try:
+                loaded = {c: self._chunks[c] if c in self._chunks else _load_one(c, loader)
+                          for c in chunks}
+                return [loaded[c] for c in chunks], loaded
+            except (yaml.YAMLError, ValueError):
+                pass   # an alias to another item, an odd layout: load the whole file
+        return yaml.load(text, Loader=loader), {}
+
+
+def _top_level_items(text: str) -> Optional[list[str]]:
+    """The text of each item of a top-level block sequence (``- ...`` at column 0), or None when
+    the file has another shape (a mapping, directives, several documents)."""
+    chunks: list[list[str]] = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("- ") or line.rstrip() == "-":
+            chunks.append([line])
+        elif chunks and line[:1] in (" ", "\t", "#", "\n", "\r"):
+            chunks[-1].append(line)
+        elif chunks or line.strip()[:1] not in ("", "#"):
+            return None   # text before the first item, or at column 0 between items
+    return ["".join(c) for c in chunks] or None
+
+
+def _load_one(chunk: str, loader) -> Any:
+    loaded = yaml.load(chunk, Loader=loader)
+    if not isinstance(loaded, list) or len(loaded) != 1:
+        raise ValueError("not exactly one item")
+    return loaded[0]
 
 
 def parse_jobs_text(text: str, path: str = "jobs.yaml") -> list[JobDefinition]:
@@ -702,8 +819,28 @@ def build_trigger(spec, default_tz):
     if spec.expression is not None:
         return crontab_trigger(spec.expression, tz, spec.jitter, spec.start_date, spec.end_date)
     fields = {f: getattr(spec, f) for f in _CRON_FIELDS if getattr(spec, f) is not None}
-    return CronTrigger(**fields, start_date=spec.start_date, end_date=spec.end_date, timezone=tz,
-                       jitter=spec.jitter)
+    return DstSafeCronTrigger(**fields, start_date=spec.start_date, end_date=spec.end_date,
+                              timezone=tz, jitter=spec.jitter)
+
+
+class DstSafeCronTrigger(CronTrigger):
+    """A CronTrigger that fires a fixed wall-clock time once on the day clocks go back:
+    APScheduler 3 fires a 02:30 job at 02:30 summer time and again at 02:30 winter time.
+    Jobs with a wildcard hour ('*', '*/N') still fire every real hour, as cron does."""
+
+    def get_next_fire_time(self, previous_fire_time, now):
+        fire = super().get_next_fire_time(previous_fire_time, now)
+        if (fire is not None and previous_fire_time is not None and self._fixed_hour()
+                and _wall(fire, self.timezone) == _wall(previous_fire_time, self.timezone)):
+            fire = super().get_next_fire_time(fire, fire)   # the repeated wall-clock time
+        return fire
+
+    def _fixed_hour(self) -> bool:
+        return not str(self.fields[self.FIELD_NAMES.index("hour")]).startswith("*")
+
+
+def _wall(moment: dt.datetime, tz) -> dt.datetime:
+    return moment.astimezone(tz).replace(tzinfo=None)
 
 
 def crontab_trigger(expression: str, tz=None, jitter=None, start_date=None, end_date=None):
@@ -718,8 +855,9 @@ def crontab_trigger(expression: str, tz=None, jitter=None, start_date=None, end_
     common = dict(minute=minute, hour=hour, month=month, timezone=tz, jitter=jitter,
                   start_date=start_date, end_date=end_date)
     if day != "*" and dow != "*":
-        return OrTrigger([CronTrigger(day=day, **common), CronTrigger(day_of_week=dow, **common)])
-    return CronTrigger(day=day, day_of_week=dow, **common)
+        return OrTrigger([DstSafeCronTrigger(day=day, **common),
+                          DstSafeCronTrigger(day_of_week=dow, **common)])
+    return DstSafeCronTrigger(day=day, day_of_week=dow, **common)
 
 
 _DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -885,28 +1023,31 @@ def new_run_id() -> str:
     return f"{time.time_ns() // 1000:014x}{secrets.token_hex(3)}"
 
 
-def create_engine(url: str) -> sa.Engine:
+def create_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
     """An engine tuned for us: SQLite in WAL mode with a private file; PostgreSQL with pre-ping."""
     if url.startswith("sqlite"):
         _make_private_sqlite(url)
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url, connect_args={"timeout": busy_timeout})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    connect_args = {"application_name": "task-scheduler"} if "postgresql" in url else {}
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                            connect_args=connect_args)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")   # writers queue for up to 30 s instead of failing
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
 def _sqlite_path(url: str) -> Optional[str]:
+    if not url.startswith("sqlite"):
+        return None
     path = sa.make_url(url).database
     return None if not path or path == ":memory:" or path.startswith("file:") else path
 
@@ -943,6 +1084,73 @@ def migrate(engine: sa.Engine) -> int:
 
 # Forward migrations by target version: {2: lambda conn: conn.execute(sa.text("ALTER ..."))}.
 _MIGRATIONS: dict = {}
+
+
+class BatchingJobStore(SQLAlchemyJobStore):
+    """APScheduler's SQLAlchemy store, except that inside ``batch()`` one thread's writes are
+    committed together: one transaction per scheduler wakeup however many jobs fired, and one
+    per reconcile however many jobs changed (APScheduler commits each job on its own)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def batch(self):
+        if getattr(self._local, "ops", None) is not None:
+            yield   # already batching in this thread
+            return
+        self._local.ops = []
+        try:
+            yield
+        finally:
+            self.flush()
+            self._local.ops = None
+
+    def flush(self) -> None:
+        ops = getattr(self._local, "ops", None)
+        if not ops:
+            return
+        self._local.ops = []
+        table = self.jobs_t
+        with self.engine.begin() as conn:
+            for kind, job_id, values in ops:
+                if kind == "remove":
+                    conn.execute(table.delete().where(table.c.id == job_id))
+                elif conn.execute(table.update().where(table.c.id == job_id)
+                                  .values(**values)).rowcount == 0 and kind == "add":
+                    conn.execute(table.insert().values(id=job_id, **values))
+
+    def add_job(self, job):
+        if not self._queue("add", job.id, self._values(job)):
+            super().add_job(job)
+
+    def update_job(self, job):
+        if not self._queue("update", job.id, self._values(job)):
+            super().update_job(job)
+
+    def remove_job(self, job_id):
+        if not self._queue("remove", job_id, None):
+            super().remove_job(job_id)
+
+    def get_next_run_time(self):
+        self.flush()   # the scheduler asks this after its updates: answer from the database
+        return super().get_next_run_time()
+
+    def lookup_job(self, job_id):
+        self.flush()
+        return super().lookup_job(job_id)
+
+    def _queue(self, kind: str, job_id: str, values: Optional[dict]) -> bool:
+        ops = getattr(self._local, "ops", None)
+        if ops is None:
+            return False
+        ops.append((kind, job_id, values))
+        return True
+
+    def _values(self, job) -> dict:
+        return {"next_run_time": datetime_to_utc_timestamp(job.next_run_time),
+                "job_state": pickle.dumps(job.__getstate__(), self.pickle_protocol)}
 
 
 class _Write:
@@ -1349,6 +1557,7 @@ class JobRecord:
     created_at: dt.datetime
     updated_at: dt.datetime
     trigger: Any = None   # the built APScheduler trigger, for next fire times
+    view: Optional[tuple] = None   # (key, job dict, JSON) cached by SchedulerService._view
 
     @property
     def state(self) -> str:
@@ -1367,7 +1576,8 @@ class _Scheduler(BackgroundScheduler):
         if self.state != STATE_RUNNING:
             return None
         try:
-            wait = super()._process_jobs()
+            with self._jobstores["default"].batch():
+                wait = super()._process_jobs()
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {_clean(exc)}"
             log.error("scheduler loop: %s; retrying in %ss", self.last_error, self.retry_wait)
@@ -1408,7 +1618,7 @@ class SchedulerService:
 
     def __init__(self, config: Config):
         self.config = config
-        self.engine = create_engine(config.database_url)
+        self.engine = create_engine(config.database_url, config.busy_timeout)
         self.timezone = _zone(config.timezone) if config.timezone else _local_zone()
         self._lock = threading.RLock()
         self._records: dict[str, JobRecord] = {}
@@ -1422,13 +1632,14 @@ class SchedulerService:
                               "loaded_at": None, "hash": None, "jobs": 0, "error": None,
                               "errors": [], "reloads": 0, "failures": 0}
         self._seen_hash: Optional[str] = None
+        self._parser = JobsParser()
         self._lockfile = None
         self.started_at: Optional[dt.datetime] = None
         self.stopping = False
         self._executor = _RunExecutor(self, config.max_workers)
+        self._store = BatchingJobStore(engine=self.engine, tablename=APS_TABLE, pickle_protocol=4)
         self.scheduler = _Scheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=self.engine, tablename=APS_TABLE,
-                                                     pickle_protocol=4)},
+            jobstores={"default": self._store},
             executors={"default": self._executor}, timezone=self.timezone)
         self.history = HistoryWriter(self.engine, prune=self.prune)
         self.reloader = Reloader(self) if config.config_path else None
@@ -1533,6 +1744,7 @@ class SchedulerService:
             last = conn.execute(
                 sa.select(*_SUMMARY_COLUMNS).where(ts_runs.c.id.in_(
                     sa.select(sa.func.max(ts_runs.c.id)).group_by(ts_runs.c.job_id)))).all()
+        self._records.clear()
         for row in rows:
             try:
                 defn = JobDefinition.model_validate(json.loads(row.definition))
@@ -1549,11 +1761,12 @@ class SchedulerService:
         rows of jobs we no longer know are removed. Existing rows are never touched."""
         with self.engine.begin() as conn:
             aps_ids = set(conn.execute(sa.text(f"SELECT id FROM {APS_TABLE}")).scalars())
-        for job_id, rec in self._records.items():
-            if job_id not in aps_ids and rec.definition.is_enabled:
-                self._aps_add(rec, only_future=True)
-        for job_id in aps_ids - set(self._records):
-            self._aps_remove(job_id)
+        with self._store.batch():
+            for job_id, rec in self._records.items():
+                if job_id not in aps_ids and rec.definition.is_enabled:
+                    self._aps_add(rec, only_future=True)
+            for job_id in aps_ids - set(self._records):
+                self._aps_remove(job_id)
 
     # health and status
 
@@ -1593,7 +1806,8 @@ class SchedulerService:
 
     def config_status(self) -> dict:
         state = self._config_state
-        return {k: state[k] for k in ("path", "loaded_at", "hash", "jobs", "error", "errors")}
+        return {"changes": state.get("changes"),   # counts by kind of the last applied reload
+                **{k: state[k] for k in ("path", "loaded_at", "hash", "jobs", "error", "errors")}}
 
     def metrics_state(self) -> dict:
         return {"reloads": self._config_state["reloads"],
@@ -1613,6 +1827,29 @@ class SchedulerService:
              source: Optional[str] = None, kind: Optional[str] = None, tag: Optional[str] = None,
              limit: Optional[int] = None, offset: int = 0) -> Page:
         """Jobs matching every given filter, by id; ``.total`` counts all matches."""
+        views, total = self._select(q, state, source, kind, tag, limit, offset)
+        page = Page(dict(view[0]) for view in views)
+        page.total = total
+        return page
+
+    def jobs_json(self, q: Optional[str] = None, state: Optional[str] = None,
+                  source: Optional[str] = None, kind: Optional[str] = None,
+                  tag: Optional[str] = None, limit: Optional[int] = None,
+                  offset: int = 0) -> tuple[list[str], int]:
+        """``jobs()`` as one JSON text per job, and the total: the API's fast path."""
+        views, total = self._select(q, state, source, kind, tag, limit, offset)
+        return [view[1] for view in views], total
+
+    def job(self, job_id: str) -> dict:
+        return dict(self._view(self._record(job_id), self._next_run_time(job_id))[0])
+
+    def job_json(self, job_id: str) -> str:
+        return self._view(self._record(job_id), self._next_run_time(job_id))[1]
+
+    def _next_run_time(self, job_id: str) -> Optional[float]:
+        return self._next_run_times([job_id]).get(job_id)
+
+    def _select(self, q, state, source, kind, tag, limit, offset) -> tuple[list, int]:
         needle = q.lower() if q else None
         matches = [r for _, r in sorted(self._records.items())
                    if (state is None or r.state == state)
@@ -1620,15 +1857,19 @@ class SchedulerService:
                    and (kind is None or r.definition.kind == kind)
                    and (tag is None or tag in r.definition.tags)
                    and (needle is None or needle in _search_text(r))]
-        page = Page(matches[offset:offset + limit if limit is not None else None])
+        page = matches[offset:offset + limit if limit is not None else None]
         next_times = self._next_run_times([r.definition.id for r in page])
-        page[:] = [self._job_dict(r, next_times.get(r.definition.id)) for r in page]
-        page.total = len(matches)
-        return page
+        return [self._view(r, next_times.get(r.definition.id)) for r in page], len(matches)
 
-    def job(self, job_id: str) -> dict:
-        rec = self._record(job_id)
-        return self._job_dict(rec, self._next_run_times([job_id]).get(job_id))
+    def _view(self, rec: JobRecord, next_ts: Optional[float]) -> tuple[dict, str]:
+        """A job's dict and JSON, kept on its record until its pause state, next fire time or
+        last run changes (a new definition is a new record): computing next fire times is the
+        bulk of the cost, so a list of 1,000 jobs is answered in milliseconds."""
+        key = (rec.paused, next_ts, self._last_runs.get(rec.definition.id))
+        if rec.view is None or rec.view[0] != key:
+            job = self._job_dict(rec, next_ts)
+            rec.view = (key, job, json.dumps(job, default=_json_default))
+        return rec.view[1], rec.view[2]
 
     def _record(self, job_id: str) -> JobRecord:
         rec = self._records.get(job_id)
@@ -1676,13 +1917,14 @@ class SchedulerService:
         try:
             spec = JobDefinition.model_validate({"id": "preview", "command": "true",
                                                  "trigger": trigger}).trigger
-            trig = build_trigger(spec, self.timezone)
         except ValidationError as exc:
             details = [_pydantic_detail(e) for e in exc.errors()]
             raise InvalidJob(_details_text(details, None), details) from None
-        except (ValueError, TypeError) as exc:
-            raise InvalidJob(f"trigger: {_clean(exc)}", [{"field": "trigger" + _trigger_field(
-                exc), "message": _clean(exc), "line": None}]) from None
+        details = [{"field": f"trigger.{f}" if f else "trigger", "message": m, "line": None}
+                   for f, m in trigger_problems(spec)]
+        if details:
+            raise InvalidJob(_details_text(details, None), details)
+        trig = build_trigger(spec, self.timezone)
         first = trig.get_next_fire_time(None, dt.datetime.now(self.timezone))
         return [_iso(t) for t in fire_times(trig, first, count)] if first else []
 
@@ -1710,9 +1952,9 @@ class SchedulerService:
         return self.job(job_id)
 
     def delete_job(self, job_id: str) -> None:
-        with self._lock:
+        with self._lock, self._changing() as conn:
             self._editable(job_id)
-            self._remove(job_id)
+            self._remove(conn, job_id)
 
     def _editable(self, job_id: str) -> JobRecord:
         rec = self._record(job_id)
@@ -1747,24 +1989,38 @@ class SchedulerService:
         changes: dict[str, list] = {"added": [], "rescheduled": [], "modified": [],
                                     "removed": [], "unchanged": []}
         with self._lock:
-            for job_id, defn in desired.items():
-                rec = self._records.get(job_id)
-                if rec is not None and rec.source != source:
-                    raise JobConflict(f"job {job_id!r} already exists with source {rec.source}")
-                kind = self._apply(rec, defn, source)
-                changes[kind].append(job_id)
-            if remove_missing:
-                for job_id in [i for i, r in self._records.items()
-                               if r.source == source and i not in desired]:
-                    self._remove(job_id)
-                    changes["removed"].append(job_id)
+            try:
+                with self._changing() as conn:
+                    for job_id, defn in desired.items():
+                        rec = self._records.get(job_id)
+                        if rec is not None and rec.source != source:
+                            raise JobConflict(f"job {job_id!r} already exists with source "
+                                              f"{rec.source}")
+                        changes[self._apply(conn, rec, defn, source)].append(job_id)
+                    if remove_missing:
+                        for job_id in [i for i, r in self._records.items()
+                                       if r.source == source and i not in desired]:
+                            self._remove(conn, job_id)
+                            changes["removed"].append(job_id)
+            except Exception:
+                self._load_records()   # memory follows what the database kept
+                raise
         touched = {k: v for k, v in changes.items() if v and k != "unchanged"}
         if touched:
             log.info("reconcile (%s): %s", source,
                      ", ".join(f"{k} {len(v)}" for k, v in touched.items()))
         return changes
 
-    def _apply(self, rec: Optional[JobRecord], defn: JobDefinition, source: str) -> str:
+    @contextlib.contextmanager
+    def _changing(self):
+        """A transaction on ts_jobs, then the APScheduler rows of the same change in one batch:
+        ts_jobs commits first, so two write transactions are never open at once (on SQLite the
+        second would wait for the first)."""
+        with self._store.batch(), self.engine.begin() as conn:
+            yield conn
+        self.scheduler.wakeup()   # its last look at the store may predate the batch
+
+    def _apply(self, conn, rec: Optional[JobRecord], defn: JobDefinition, source: str) -> str:
         digest = definition_hash(defn)
         if rec is not None and rec.hash == digest:
             return "unchanged"
@@ -1773,11 +2029,10 @@ class SchedulerService:
                         rec.created_at if rec else now, now)
         values = dict(source=source, definition=json.dumps(defn.dump()), definition_hash=digest,
                       paused=new.paused, updated_at=now)
-        with self.engine.begin() as conn:
-            if rec is None:
-                conn.execute(ts_jobs.insert().values(id=defn.id, created_at=now, **values))
-            else:
-                conn.execute(ts_jobs.update().where(ts_jobs.c.id == defn.id).values(**values))
+        if rec is None:
+            conn.execute(ts_jobs.insert().values(id=defn.id, created_at=now, **values))
+        else:
+            conn.execute(ts_jobs.update().where(ts_jobs.c.id == defn.id).values(**values))
         self._records[defn.id] = new
         if rec is None:
             if defn.is_enabled:
@@ -1793,9 +2048,8 @@ class SchedulerService:
             self._aps_call("modify_job", defn.id, **_aps_options(defn))
         return "modified"
 
-    def _remove(self, job_id: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(ts_jobs.delete().where(ts_jobs.c.id == job_id))
+    def _remove(self, conn, job_id: str) -> None:
+        conn.execute(ts_jobs.delete().where(ts_jobs.c.id == job_id))
         self._records.pop(job_id, None)
         self._aps_remove(job_id)
 
@@ -1827,38 +2081,38 @@ class SchedulerService:
 
     def reload(self, initial: bool = False, force: bool = False) -> dict:
         """Read jobs.yaml and apply it if it validates; else keep everything and record why.
-        Returns the config status; raises InvalidConfig when the file is bad."""
+        Content already applied (same hash) is skipped unless ``force``. The file is parsed
+        outside the service lock: fires and API calls never wait on a big file. Returns the
+        config status; raises InvalidConfig when the file is bad."""
         path = self.config.config_path
-        if not path:
+        if not path or self.reloader is None:
             raise BadRequest("this service has no jobs.yaml (config_path is not set)")
-        with self._lock:
+        with self.reloader.lock:   # one reload at a time: the file read last is applied last
             try:
-                jobs, digest = load_jobs_file(path)
+                text, digest = read_jobs_file(path)
             except InvalidConfig as exc:
-                return self._reload_failed(exc, _file_hash(path))
+                return self._reload_failed(exc, None)
             if digest == self._seen_hash and not force and not self._config_state["error"]:
                 return self.config_status()
             try:
-                conflicts = [j.id for j in jobs
-                             if j.id in self._records and self._records[j.id].source != "yaml"]
-                if conflicts:
-                    raise InvalidConfig(
-                        f"{path}: ids already used by jobs created through the API: "
-                        f"{', '.join(conflicts)}",
-                        [{"line": None, "job": i, "field": "id",
-                          "message": "already used by a job created through the API"}
-                         for i in conflicts])
-                changes = self.reconcile({j.id: j for j in jobs}, "yaml")
+                jobs = self._parser.parse(text, path)
             except InvalidConfig as exc:
                 return self._reload_failed(exc, digest)
-            self._seen_hash = digest
-            self._config_state.update(loaded_at=_iso(_utcnow()), hash=digest, jobs=len(jobs),
-                                      error=None, errors=[], reloads=self._config_state[
-                                          "reloads"] + (0 if initial else 1))
-            self._config_state["changes"] = {k: len(v) for k, v in changes.items()}
+            with self._lock:
+                conflict = _api_id_conflict(self._records, path, jobs)
+                if conflict is not None:
+                    return self._reload_failed(conflict, digest)
+                changes = self.reconcile({j.id: j for j in jobs}, "yaml")
+                self._seen_hash = digest
+                self._config_state.update(
+                    loaded_at=_iso(_utcnow()), hash=digest, jobs=len(jobs), error=None,
+                    errors=[], changes={k: len(v) for k, v in changes.items()},
+                    reloads=self._config_state["reloads"] + (0 if initial else 1))
         return self.config_status()
 
     def _reload_failed(self, exc: InvalidConfig, digest: Optional[str]) -> dict:
+        """Keep the error for /api/status and raise it; log it once per file content and error
+        (the poll and repeated events retry a bad file without flooding the log)."""
         new_error = digest != self._seen_hash or self._config_state["error"] != str(exc)
         self._seen_hash = digest
         self._config_state.update(error=str(exc), errors=exc.details)
@@ -1939,8 +2193,13 @@ class SchedulerService:
         if active.run["status"] == "running" and rec and rec.definition.kind == "python":
             raise JobConflict(f"run {run_id} is a python job; a running thread cannot be "
                               f"cancelled (set a timeout or make the job return)")
-        active.stop_reason = "cancelled"
-        if active.proc is not None:
+        with self._lock:
+            active.stop_reason = "cancelled"
+            queued = active.run["status"] == "queued"
+        if queued:
+            self._finish_run(active.run, _Outcome("cancelled", error="cancelled before it "
+                                                                    "started"), _utcnow())
+        elif active.proc is not None:
             threading.Thread(target=kill_group, args=(active.proc, self.config.kill_grace),
                              daemon=True).start()
         log.info("run %s of %s cancelled", run_id, active.run["job_id"])
@@ -1997,16 +2256,17 @@ class SchedulerService:
         self._run_and_finish(rec, run)
 
     def _execute_queued(self, run: dict) -> None:
-        active = self._active.get(run["id"])
         rec = self._records.get(run["job_id"])
-        if active is None:
+        with self._lock:   # against cancel(): a queued run either starts or is cancelled
+            active = self._active.get(run["id"])
+            if active is None or active.stop_reason:
+                return   # cancel() or stop() records it
+            if rec is not None and not self.stopping:
+                run.update(status="running", started_at=_utcnow())
+        if run["status"] != "running":
+            self._finish_run(run, _Outcome("cancelled", error="job removed or service "
+                                                               "stopping"), _utcnow())
             return
-        if active.stop_reason or rec is None or self.stopping:
-            reason = ("cancelled by request" if active.stop_reason
-                      else "job removed or service stopping")
-            self._finish_run(run, _Outcome("cancelled", error=reason), _utcnow())
-            return
-        run.update(status="running", started_at=_utcnow())
         self.history.update(run["id"], status="running", started_at=run["started_at"])
         self._run_and_finish(rec, run)
 
@@ -2113,8 +2373,12 @@ class SchedulerService:
 def fire_times(trigger, first: dt.datetime, count: int) -> list:
     times, current = [first], first
     while len(times) < count:
-        current = trigger.get_next_fire_time(current, current)
-        if current is None or current <= times[-1]:
+        try:
+            current = trigger.get_next_fire_time(current, current)
+        except (OverflowError, ValueError):   # past the year 9999
+            break
+        # timestamps, not datetimes: two times of one zone compare by wall clock (fold ignored)
+        if current is None or current.timestamp() <= times[-1].timestamp():
             break
         times.append(current)
     return times
@@ -2143,14 +2407,6 @@ def _local_zone():
     return get_localzone()
 
 
-def _file_hash(path: str) -> Optional[str]:
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.sha256(fh.read()).hexdigest()
-    except OSError:
-        return None
-
-
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES as _EVENT_MAX_INSTANCES  # noqa: E402
 
 _APS_EVENTS = _EVENT_MAX_INSTANCES
@@ -2172,6 +2428,7 @@ class Reloader:
         self._stopping = False
         self._observer = None
         self._thread = threading.Thread(target=self._loop, name="ts-reloader", daemon=True)
+        self.lock = threading.Lock()   # held by SchedulerService.reload: one reload at a time
 
     def start(self) -> None:
         if self._service.config.watch:
@@ -2185,7 +2442,8 @@ class Reloader:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(5)
-        self._thread.join(5)
+        if self._thread.is_alive():   # never started when the service failed to start
+            self._thread.join(5)
 
     def poke(self, delay: Optional[float] = None) -> None:
         """Ask for a reload after the debounce delay (a later poke pushes it back)."""
@@ -2207,22 +2465,26 @@ class Reloader:
         return observer
 
     def _loop(self) -> None:
-        next_poll = time.monotonic() + self._service.config.poll_interval
-        while True:
-            with self._cond:
+        poll = self._service.config.poll_interval
+        next_poll = time.monotonic() + poll
+        while self._wait(next_poll):
+            next_poll = time.monotonic() + poll
+            self._reload()
+
+    def _wait(self, next_poll: float) -> bool:
+        """Sleep until a poke's debounce ends or the poll is due; False when stopping. Each wake
+        recomputes the deadline: Condition.wait_for would keep the first one (the slow poll)."""
+        with self._cond:
+            while not self._stopping:
                 now = time.monotonic()
-                wake = min(next_poll, self._due if self._due is not None else next_poll)
-                self._cond.wait_for(lambda: self._stopping or (
-                    self._due is not None and self._due <= time.monotonic()),
-                    timeout=max(wake - now, 0))
-                if self._stopping:
-                    return
-                due = self._due is not None and self._due <= time.monotonic()
-                if due:
+                if self._due is not None and self._due <= now:
                     self._due = None
-            if due or time.monotonic() >= next_poll:
-                next_poll = time.monotonic() + self._service.config.poll_interval
-                self._reload()
+                    return True
+                if now >= next_poll:
+                    return True
+                self._cond.wait(min(next_poll, self._due if self._due is not None
+                                    else next_poll) - now)
+            return False
 
     def _reload(self) -> None:
         try:
@@ -2251,86 +2513,181 @@ class _FileEvents:
             log.exception("reloader: bad file event %r", event)
 
 
+def _api_id_conflict(records: dict, path: str, jobs: list) -> Optional[InvalidConfig]:
+    """The error for jobs.yaml ids already taken by API jobs (DESIGN 5), with their lines."""
+    ids = [j.id for j in jobs if j.id in records and records[j.id].source != "yaml"]
+    if not ids:
+        return None
+    lines = _id_lines(path, ids)
+    details = [{"line": lines.get(i), "job": i, "field": "id", "message": "already used by jobs "
+                "created through the API: rename it here, or delete the API job"} for i in ids]
+    return InvalidConfig(_config_error_text(path, details), details)
+
+
+def _id_lines(path: str, ids: list) -> dict:
+    """{id: line} of jobs in jobs.yaml; re-reads the file, so only for error messages."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            root, _ = _yaml_compose(fh.read(), path)
+    except (OSError, InvalidConfig):
+        return {}   # the file changed since it validated: the next reload reports it
+    items = root if isinstance(root, yaml.SequenceNode) else _node_at(root, ["jobs"])
+    lines = {}
+    for item in items.value if isinstance(items, yaml.SequenceNode) else []:
+        for key, value in item.value if isinstance(item, yaml.MappingNode) else []:
+            if key.value == "id" and value.value in ids:
+                lines.setdefault(value.value, value.start_mark.line + 1)
+    return lines
+
+
 # --------------------------------------------------------------------------------------------
 # HTTP: API handlers, route table, create_app(), server
 # --------------------------------------------------------------------------------------------
 
 MAX_BODY = 1 << 20   # a job definition is a few hundred bytes; 1 MiB is generous
+MAX_OFFSET = 10 ** 9  # keeps OFFSET inside every database's integer range
+ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"   # JobDefinition.id's rule; run ids (hex) follow it too
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+class JobsQuery(_Model):
+    """The query string of ``GET /api/jobs``: every filter given must match."""
+
+    q: Optional[StrictStr] = Field(None, description="text in the id, description, func, "
+                                   "command or tags (case-insensitive)")
+    state: Optional[Literal[JOB_STATES]] = None
+    source: Optional[Literal["yaml", "api"]] = None
+    kind: Optional[Literal["python", "command"]] = None
+    tag: Optional[StrictStr] = Field(None, description="jobs carrying this tag")
+    limit: Annotated[int, Field(ge=1, le=10000)] = 100
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
+
+
+class RunsQuery(_Model):
+    """The query string of ``GET /api/runs``; runs come newest first."""
+
+    job_id: Optional[Annotated[StrictStr, Field(pattern=ID_PATTERN)]] = None
+    status: Optional[Literal[RUN_STATUSES]] = None
+    trigger: Optional[Literal[RUN_TRIGGERS]] = None
+    since: Optional[dt.datetime] = Field(None, description="runs scheduled at or after this "
+                                         "time (ISO 8601; UTC when it has no offset)")
+    limit: Annotated[int, Field(ge=1, le=1000)] = 50
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
 
 
 def api_health(service):
+    """Liveness: 200 when the scheduler thread runs and the database answers, else 503."""
     ok, body = service.health()
     return (200 if ok else 503), body
 
 
 def api_status(service):
+    """Version, node, job counts, runs of the last 24 h by status, the state of jobs.yaml."""
     return service.status()
 
 
 def api_list_jobs(service):
-    page = service.jobs(q=_query("q"), state=_query("state", JOB_STATES),
-                        source=_query("source", ("yaml", "api")),
-                        kind=_query("kind", ("python", "command")), tag=_query("tag"),
-                        limit=_query_int("limit", 100, 1, 10000),
-                        offset=_query_int("offset", 0, 0, None))
-    return {"jobs": list(page), "total": page.total}
+    """Jobs by id, filtered and paged; ``total`` counts every match."""
+    texts, total = service.jobs_json(**_query_params(JobsQuery).model_dump())
+    return _raw_json(200, f'{{"jobs": [{", ".join(texts)}], "total": {total}}}')
 
 
 def api_create_job(service):
+    """Create a job (source api) from one jobs.yaml entry as JSON.
+
+    A command job runs any program as the service's user: see Security in docs/api.md."""
     return 201, service.add_job(_json_body())
 
 
 def api_get_job(service, job_id):
-    return service.job(job_id)
+    """One job, with its next five fire times and last run."""
+    return _raw_json(200, service.job_json(job_id))
 
 
 def api_replace_job(service, job_id):
+    """Replace a job created through the API (a jobs.yaml job: 409, edit the file)."""
     return service.replace_job(job_id, _json_body())
 
 
 def api_delete_job(service, job_id):
+    """Delete a job created through the API (a jobs.yaml job: 409); its runs stay."""
     service.delete_job(job_id)
     return 204, None
 
 
 def api_pause_job(service, job_id):
+    """Pause a job (any source); the pause survives reloads and restarts."""
     return service.pause(job_id)
 
 
 def api_resume_job(service, job_id):
+    """Resume a paused job."""
     return service.resume(job_id)
 
 
 def api_run_job(service, job_id):
+    """Queue a run now (trigger manual); 409 while max_instances runs are going."""
     return 202, {"run": service.run_now(job_id)}
 
 
 def api_list_runs(service):
-    page = service.runs(job_id=_query("job_id"), status=_query("status", RUN_STATUSES),
-                        trigger=_query("trigger", RUN_TRIGGERS), since=_query_time("since"),
-                        limit=_query_int("limit", 50, 1, 1000),
-                        offset=_query_int("offset", 0, 0, None))
+    """Runs, newest first, filtered and paged; ``total`` counts every match."""
+    query = _query_params(RunsQuery).model_dump()
+    query["since"] = _utc_naive(query["since"])
+    page = service.runs(**query)
     return {"runs": list(page), "total": page.total}
 
 
 def api_get_run(service, run_id):
+    """One run with its stdout and stderr (live while it runs)."""
     return service.run(run_id)
 
 
 def api_run_stdout(service, run_id):
+    """A run's stdout as text."""
     return _text(service.run(run_id)["stdout"])
 
 
 def api_run_stderr(service, run_id):
+    """A run's stderr as text."""
     return _text(service.run(run_id)["stderr"])
 
 
 def api_cancel_run(service, run_id):
-    return service.cancel(run_id)
+    """Cancel a queued run, or kill a running command's process group (TERM, then KILL).
+
+    A running command's run is answered once it has ended (status cancelled), or after
+    kill_grace + 2 s; a queued run is answered at once and ends when a worker takes it up."""
+    service.cancel(run_id)
+    deadline = time.monotonic() + service.config.kill_grace + 2
+    run = service.run(run_id)
+    while run["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+        run = service.run(run_id)
+    return {k: v for k, v in run.items() if k not in ("stdout", "stderr")}
 
 
 def api_reload(service):
+    """Read and apply jobs.yaml now; 422 with the errors (the running jobs stay as they are)."""
     return {"config": service.reload(force=True)}
+
+
+def api_openapi(service):
+    """This API as an OpenAPI 3.1 document, generated from the models that validate requests."""
+    return _raw_json(200, openapi_json(bool(service.config.token)))
+
+
+def api_docs(service):
+    """A readable page of this API, rendered on the server from the OpenAPI document."""
+    return bottle.HTTPResponse(docs_html(bool(service.config.token)), headers={
+        "Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": DOCS_CSP})
+
+
+def api_metrics(service):
+    """Prometheus metrics (text exposition format 0.0.4)."""
+    stats = bottle.request.app.config["ts.run_stats"]
+    return bottle.HTTPResponse(metrics_text(service, stats),
+                               headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 API_ROUTES = [
@@ -2350,16 +2707,20 @@ API_ROUTES = [
     ("GET", "/api/runs/<run_id>/stderr", api_run_stderr),
     ("POST", "/api/runs/<run_id>/cancel", api_cancel_run),
     ("POST", "/api/reload", api_reload),
+    ("GET", "/api/openapi.json", api_openapi),
+    ("GET", "/api/docs", api_docs),
+    ("GET", "/metrics", api_metrics),
 ]
-_OPEN_ROUTES = {"/api/health"}
+_OPEN_ROUTES = {"/api/health"}   # everything else needs the token when one is configured
 
 
 def create_app(service: SchedulerService) -> bottle.Bottle:
     """The WSGI app: the JSON API under /api and the GUI, on one Bottle app."""
-    app = bottle.Bottle(autojson=False, catchall=True)
+    app = bottle.Bottle(catchall=True)
+    app.config.update({"json.enable": False, "ts.run_stats": RunStats()})
     for method, path, handler in API_ROUTES:
         app.route(path, method, functools.partial(_call_api, service, handler, path))
-    for code in (400, 404, 405, 413, 500):
+    for code in (c for c in bottle.HTTP_CODES if c >= 400):
         app.error(code)(_error_page)
     app.add_hook("after_request", _common_headers)
     try:
@@ -2375,9 +2736,18 @@ def _call_api(service, handler, path, **kwargs):
     try:
         if path not in _OPEN_ROUTES:
             _check_token(service)
+        for name, value in kwargs.items():
+            if not (0 < len(value) <= 64 and _ID_CHARS.issuperset(value)):
+                # No job or run has such an id; the database is not asked (PostgreSQL
+                # refuses NUL characters in a query, for one).
+                raise (JobNotFound if name == "job_id" else RunNotFound)(
+                    f"{name.removesuffix('_id')} {value!r} does not exist")
         result = handler(service, **kwargs)
     except SchedulerError as exc:
-        return _json_response(exc.status, _error_body(exc.code, str(exc), exc.details))
+        response = _json_response(exc.status, _error_body(exc.code, str(exc), exc.details))
+        if isinstance(exc, Unauthorized):
+            response.set_header("WWW-Authenticate", 'Bearer realm="task-scheduler"')
+        return response
     except bottle.HTTPResponse:
         raise
     except Exception:
@@ -2395,16 +2765,20 @@ def _check_token(service) -> None:
         return
     given = bottle.request.get_header("Authorization", "")
     scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
-                                                               token.encode()):
+    # Header values arrive as latin-1 text: back to their bytes, compared in constant time.
+    given_bytes = value.strip().encode("latin-1", "replace")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, token.encode()):
         raise Unauthorized("missing or wrong token: send 'Authorization: Bearer <token>'")
 
 
 def _json_response(status: int, body: Any) -> bottle.HTTPResponse:
     if body is None:
         return bottle.HTTPResponse(status=status)
-    return bottle.HTTPResponse(json.dumps(body, default=_json_default), status=status,
-                               headers={"Content-Type": "application/json"})
+    return _raw_json(status, json.dumps(body, default=_json_default))
+
+
+def _raw_json(status: int, text: str) -> bottle.HTTPResponse:
+    return bottle.HTTPResponse(text, status=status, headers={"Content-Type": "application/json"})
 
 
 def _json_default(value: Any):
@@ -2425,99 +2799,265 @@ def _error_page(error: bottle.HTTPError):
     """Bottle's own errors (unknown route, wrong method): JSON under /api, plain text elsewhere."""
     status = error.status_code
     messages = {404: f"no route for {bottle.request.method} {bottle.request.path}",
-                405: f"method {bottle.request.method} is not allowed on {bottle.request.path}",
+                405: f"method {bottle.request.method} is not allowed on {bottle.request.path}; "
+                     f"allowed: {error.headers.get('Allow', 'none')}",
                 413: "request body too large"}
     message = messages.get(status, error.body if isinstance(error.body, str) and status < 500
                            else "internal error; see the server log")
     if status >= 500 and error.exception is not None:
         log.error("unhandled error on %s", bottle.request.path, exc_info=error.exception)
-    if bottle.request.path.startswith("/api/") or bottle.request.path == "/metrics":
+    if bottle.request.path.startswith("/api/") or bottle.request.path in ("/api", "/metrics"):
         bottle.response.content_type = "application/json"
-        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
-                413: "too_large"}.get(status, "internal")
-        return json.dumps(_error_body(code, message))
+        return json.dumps(_error_body(_ERROR_CODES.get(status, "internal" if status >= 500 else
+                                                       "error"), message))
     bottle.response.content_type = "text/plain; charset=utf-8"
     return f"{status}: {message}\n"
+
+
+_ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 413: "too_large", 414: "uri_too_long",
+                415: "unsupported_media_type", 422: "invalid"}
 
 
 def _common_headers() -> None:
     bottle.response.set_header("X-Content-Type-Options", "nosniff")
 
 
-def _query(name: str, choices: Optional[tuple] = None) -> Optional[str]:
-    value = bottle.request.query.getunicode(name)
-    if value is None or value == "":
-        return None
-    if choices is not None and value not in choices:
-        raise BadRequest(f"query parameter {name}: {value!r} is not one of {', '.join(choices)}",
-                         [{"field": name, "message": f"one of {', '.join(choices)}"}])
-    return value
-
-
-def _query_int(name: str, default: int, low: int, high: Optional[int]) -> int:
-    value = _query(name)
-    if value is None:
-        return default
+def _query_params(model: type[BaseModel]) -> BaseModel:
+    """The query string validated by ``model``: 400 naming each bad or unknown parameter."""
+    values = {}
+    for name, value in bottle.request.query.allitems():
+        try:   # Bottle hands over latin-1; URLs carry UTF-8
+            name, value = name.encode("latin-1").decode(), value.encode("latin-1").decode()
+        except UnicodeError:
+            raise BadRequest("the query string is not UTF-8",
+                             [{"field": "", "message": "not UTF-8"}]) from None
+        field = model.model_fields.get(name)
+        if field is not None and field.annotation == Optional[dt.datetime]:
+            values[name] = _query_time(name, value)   # pydantic would take Unix seconds too
+        else:
+            values[name] = value
     try:
-        number = int(value)
-    except ValueError:
-        raise BadRequest(f"query parameter {name}: {value!r} is not an integer",
-                         [{"field": name, "message": "not an integer"}]) from None
-    if number < low or (high is not None and number > high):
-        span = f"{low}..{high}" if high is not None else f">= {low}"
-        raise BadRequest(f"query parameter {name}: {number} is out of range ({span})",
-                         [{"field": name, "message": f"out of range ({span})"}])
-    return number
+        return model.model_validate(values)
+    except ValidationError as exc:
+        details = [_query_detail(err, model) for err in exc.errors()]
+        raise BadRequest("; ".join(f"query parameter {d['field']}: {d['message']}"
+                                   for d in details), details) from None
 
 
-def _query_time(name: str) -> Optional[dt.datetime]:
-    value = _query(name)
-    if value is None:
-        return None
+def _query_detail(err: dict, model: type[BaseModel]) -> dict:
+    name = ".".join(str(p) for p in err["loc"][:1])
+    if err["type"] == "extra_forbidden":
+        return {"field": name, "message": f"unknown parameter (known: "
+                                          f"{', '.join(model.model_fields)})"}
+    return {"field": name, "message": f"{err['msg']} (got {_short(err['input'])})"}
+
+
+def _query_time(name: str, value: str) -> dt.datetime:
     try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return dt.datetime.fromisoformat(value)
     except ValueError:
-        raise BadRequest(f"query parameter {name}: {value!r} is not an ISO 8601 time "
+        raise BadRequest(f"query parameter {name}: {_short(value)} is not an ISO 8601 time "
                          f"(e.g. 2026-01-31T12:00:00Z)",
                          [{"field": name, "message": "not an ISO 8601 time"}]) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _utc_naive(value: Optional[dt.datetime]) -> Optional[dt.datetime]:
+    """A time as naive UTC; beyond what datetime can hold in UTC, the earliest or latest."""
+    if value is None or value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:
+        return dt.datetime.min if value.year < 2000 else dt.datetime.max
 
 
 def _json_body() -> Any:
+    """The request body as JSON: 415 unless sent as JSON, 413 over MAX_BODY, 400 unless it is
+    one complete JSON text (NaN, Infinity and unpaired surrogates are not JSON either)."""
     request = bottle.request
     ctype = (request.content_type or "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise UnsupportedMedia(f"send the body as JSON with Content-Type: application/json "
                                f"(got {ctype or 'none'})")
-    if request.content_length > MAX_BODY:
-        raise PayloadTooLarge(f"body of {request.content_length} bytes is over the limit of "
-                              f"{MAX_BODY} bytes")
-    raw = request.environ["wsgi.input"].read(max(request.content_length, 0))
+    length = _content_length(request.environ)
+    if length > MAX_BODY:
+        raise PayloadTooLarge(f"body of {length} bytes is over the limit of {MAX_BODY} bytes")
     try:
-        return json.loads(raw.decode("utf-8"))
+        raw = request.environ["wsgi.input"].read(length) if length else b""
+    except OSError as exc:   # the client went away, or stalled past the server's timeout
+        raise BadRequest(f"could not read the body: {_clean(exc)}") from None
+    if len(raw) < length:
+        raise BadRequest(f"the body ended after {len(raw)} of {length} bytes")
+    if not raw.strip():
+        raise BadRequest("the body is empty: send a JSON object")
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=_not_json,
+                           parse_float=_finite_float)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")   # no unpaired surrogate escapes
     except UnicodeDecodeError as exc:
         raise BadRequest(f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
                          [{"field": "", "message": exc.msg, "line": exc.lineno}]) from None
+    except (ValueError, RecursionError) as exc:   # also UnicodeEncodeError: a lone surrogate
+        raise BadRequest(f"body is not acceptable JSON: {_clean(exc)}") from None
+    return value
+
+
+def _content_length(environ: dict) -> int:
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        raise BadRequest("send the body with a Content-Length header (chunked transfer "
+                         "encoding is not supported)")
+    value = environ.get("CONTENT_LENGTH") or "0"
+    if not (value.isascii() and value.isdigit()):
+        raise BadRequest(f"Content-Length: {value!r} is not a number of bytes")
+    return int(value)
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {_short(text)} is out of range")
+    return value
 
 
 class _ThreadingServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address) -> None:
+        # The app's errors are answered by Bottle; what reaches here is the connection's own.
+        log.debug("http connection from %s failed", client_address, exc_info=True)
 
-class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+
+class _ThreadingServer6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+class _ServerHandler(wsgiref.simple_server.ServerHandler):
+    http_version = "1.1"
+
+    def cleanup_headers(self) -> None:
+        super().cleanup_headers()
+        if self.request_handler.close_connection or "Content-Length" not in self.headers:
+            self.request_handler.close_connection = True
+            self.headers["Connection"] = "close"
+
+
+class _RequestHandler(wsgiref.simple_server.WSGIRequestHandler):
+    """wsgiref's handler answers one request per connection; this one keeps HTTP/1.1
+    connections open (clients and proxies reuse them), batches each response into one write
+    and times out idle or stalled clients."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 60           # seconds an idle or stalled connection may hold its thread
+    wbufsize = 1 << 16     # status line, headers and body leave in one send, not five
+    drain_limit = 4 << 20  # an unread body up to this size is skipped; a bigger one closes
+    disable_nagle_algorithm = True   # one write per answer: nothing to coalesce, only to delay
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self._handle_one()
+        while not self.close_connection:
+            self._handle_one()
+
+    def _handle_one(self) -> None:
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+        except OSError:   # idle past the timeout, or the client went away
+            self.raw_requestline = b""
+        if not self.raw_requestline:
+            self.close_connection = True
+            return
+        if len(self.raw_requestline) > 65536:
+            self.requestline = self.request_version = self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():
+            return
+        body = _RequestBody(self.rfile, self.headers)
+        if body.chunked or body.left > self.drain_limit:
+            self.close_connection = True   # announced in the answer's Connection header
+        handler = _ServerHandler(body if not body.chunked else self.rfile, self.wfile,
+                                 self.get_stderr(), self.get_environ(), multithread=True)
+        handler.request_handler = self
+        handler.run(self.server.get_app())
+        self.wfile.flush()
+        if not body.skip(self.drain_limit):
+            self.close_connection = True
+            self._linger()
+
+    def handle_expect_100(self) -> bool:
+        super().handle_expect_100()
+        self.wfile.flush()   # curl waits a second for this before it sends a body over 1 KiB
+        return True
+
+    def _linger(self) -> None:
+        """After answering a client that is still sending a body nobody reads: stop writing
+        and drain for a moment, so that it reads the answer rather than a connection reset."""
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.5)
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline and self.connection.recv(1 << 16):
+                pass
+        except OSError as exc:
+            log.debug("http %s: %s while draining an unread body", self.address_string(), exc)
+
     def log_message(self, fmt, *args) -> None:
         log.debug("http %s - %s", self.address_string(), fmt % args)
 
 
+class _RequestBody:
+    """``wsgi.input`` that ends at Content-Length, so the next request on the connection
+    is never read as part of this one's body."""
+
+    def __init__(self, rfile, headers):
+        self.rfile = rfile
+        self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        length = headers.get("Content-Length", "0").strip() or "0"
+        self.left = int(length) if length.isascii() and length.isdigit() else 0
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.rfile.read(size) if size else b""
+        self.left -= len(data)
+        return data
+
+    def readline(self, size: Optional[int] = -1) -> bytes:
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.rfile.readline(size) if size else b""
+        self.left -= len(data)
+        return data
+
+    def readlines(self, hint: int = -1) -> list:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self):
+        return iter(self.readline, b"")
+
+    def skip(self, limit: int) -> bool:
+        """Read and drop what the app left unread; False if that is over ``limit`` or fails."""
+        if self.left > limit:
+            return False
+        try:
+            self.read()
+        except OSError:
+            return False
+        return self.left == 0
+
+
 def make_server(app, host: str, port: int) -> _ThreadingServer:
-    """The threaded stdlib server (wsgiref alone serves one request at a time)."""
-    if ":" in host:
-        _ThreadingServer.address_family = socket.AF_INET6
-    return wsgiref.simple_server.make_server(host, port, app, server_class=_ThreadingServer,
-                                             handler_class=_QuietHandler)
+    """The threaded stdlib server (wsgiref alone serves one request at a time), with
+    HTTP/1.1 keep-alive."""
+    server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
+    return wsgiref.simple_server.make_server(host, port, app, server_class=server_class,
+                                             handler_class=_RequestHandler)
 
 
 def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> _ThreadingServer:
@@ -2525,6 +3065,553 @@ def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> _ThreadingSe
     server = make_server(app, host, port)
     threading.Thread(target=server.serve_forever, name="ts-http", daemon=True).start()
     return server
+
+
+# --------------------------------------------------------------------------------------------
+# API schema and metrics: the OpenAPI document, the /api/docs page, /metrics
+# --------------------------------------------------------------------------------------------
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DOCS_CSP = ("default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")
+DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)   # a quick check .. an hour's backup
+LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60)       # a fire on time is well under 0.1 s
+_REF = "#/components/schemas/{model}"
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")   # answers gain fields, never lose them (DESIGN)
+
+
+class ApiRun(_Out):
+    """A run (times in UTC); attempt counts retries."""
+
+    id: str
+    job_id: str
+    status: Literal[RUN_STATUSES]
+    trigger: Literal[RUN_TRIGGERS]
+    attempt: int
+    scheduled_at: dt.datetime
+    started_at: Optional[dt.datetime]
+    finished_at: Optional[dt.datetime]
+    duration_s: Optional[float]
+    exit_code: Optional[int]
+    error: Optional[str]
+    truncated: bool
+    node: Optional[str]
+
+
+class ApiRunDetail(ApiRun):
+    """A run with its output (each stream capped; truncated says if a middle was cut)."""
+
+    stdout: str
+    stderr: str
+
+
+class ApiJob(_Out):
+    """A job as applied: its definition, state, next five fire times and last run."""
+
+    id: str
+    description: str
+    kind: Literal["python", "command"]
+    func: Optional[str]
+    command: Optional[list[str]] = Field(description="argv of a command job")
+    args: list[Any]
+    kwargs: dict[str, Any]
+    trigger: dict[str, Any] = Field(description="the trigger as in jobs.yaml, defaults filled in")
+    trigger_text: str
+    source: Literal["yaml", "api"]
+    state: Literal[JOB_STATES]
+    next_run_time: Optional[dt.datetime]
+    next_run_times: list[dt.datetime]
+    max_instances: int
+    coalesce: bool
+    misfire_grace_time: Optional[float]
+    timeout: Optional[float]
+    tags: list[str]
+    is_enabled: bool
+    paused: bool
+    last_run: Optional[ApiRun] = Field(description="the last run that finished in this process")
+    definition: dict[str, Any] = Field(description="the definition as given (JobDefinition)")
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ApiJobPage(_Out):
+    """A page of jobs; total counts all matches."""
+
+    jobs: list[ApiJob]
+    total: int
+
+
+class ApiRunPage(_Out):
+    """A page of runs, newest first; total counts all matches."""
+
+    runs: list[ApiRun]
+    total: int
+
+
+class ApiRunQueued(_Out):
+    """The run just queued (status queued, trigger manual)."""
+
+    run: ApiRun
+
+
+class ApiErrorDetail(_Out):
+    """One problem: the field (dotted path) and what is wrong; line in jobs.yaml errors."""
+
+    field: Optional[str] = None
+    message: str
+    line: Optional[int] = None
+
+
+class ApiErrorInfo(_Out):
+    code: str
+    message: str
+    details: list[ApiErrorDetail]
+
+
+class ApiError(_Out):
+    """Every failure: a code, a message for people, details naming each field."""
+
+    error: ApiErrorInfo
+
+
+class ApiHealth(_Out):
+    """Liveness of the scheduler thread and the database."""
+
+    status: Literal["ok", "unavailable"]
+    scheduler: str
+    db: str
+
+
+class ApiConfig(_Out):
+    """The state of jobs.yaml: when it was last applied, and the errors of the last reload."""
+
+    path: Optional[str]
+    loaded_at: Optional[dt.datetime]
+    hash: Optional[str]
+    jobs: int
+    error: Optional[str]
+    errors: list[dict[str, Any]]
+
+
+class ApiStatus(_Out):
+    """The service at a glance."""
+
+    version: str
+    started_at: Optional[dt.datetime]
+    uptime_s: float
+    node: str
+    role: str
+    scheduler: str
+    timezone: str
+    jobs: dict[str, int]
+    runs_24h: dict[str, int]
+    active_runs: int
+    config: ApiConfig
+
+
+class ApiReload(_Out):
+    """jobs.yaml was read and applied."""
+
+    config: ApiConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class _Op:
+    """How one route is documented: its answer (a model, a media type, or None for no body),
+    its query and body models, and the statuses it adds to the ones every route can answer."""
+
+    status: int
+    answer: Any
+    tag: str
+    query: Optional[type] = None
+    body: Optional[type] = None
+    errors: tuple = ()
+
+
+_OPERATIONS = {
+    api_health: _Op(200, ApiHealth, "service"),
+    api_status: _Op(200, ApiStatus, "service"),
+    api_list_jobs: _Op(200, ApiJobPage, "jobs", query=JobsQuery),
+    api_create_job: _Op(201, ApiJob, "jobs", body=JobDefinition, errors=(409,)),
+    api_get_job: _Op(200, ApiJob, "jobs"),
+    api_replace_job: _Op(200, ApiJob, "jobs", body=JobDefinition, errors=(409,)),
+    api_delete_job: _Op(204, None, "jobs", errors=(409,)),
+    api_pause_job: _Op(200, ApiJob, "jobs"),
+    api_resume_job: _Op(200, ApiJob, "jobs"),
+    api_run_job: _Op(202, ApiRunQueued, "jobs", errors=(409,)),
+    api_list_runs: _Op(200, ApiRunPage, "runs", query=RunsQuery),
+    api_get_run: _Op(200, ApiRunDetail, "runs"),
+    api_run_stdout: _Op(200, "text/plain", "runs"),
+    api_run_stderr: _Op(200, "text/plain", "runs"),
+    api_cancel_run: _Op(200, ApiRun, "runs", errors=(409,)),
+    api_reload: _Op(200, ApiReload, "service"),
+    api_openapi: _Op(200, "application/json", "about"),
+    api_docs: _Op(200, "text/html", "about"),
+    api_metrics: _Op(200, "text/plain", "about"),
+}
+_ERROR_TEXTS = {
+    400: "Malformed JSON, or a query parameter that is unknown or out of range",
+    401: "Missing or wrong token: send Authorization: Bearer <token>",
+    404: "No such job, run or route",
+    405: "Method not allowed on this path (the Allow header lists the allowed ones)",
+    409: "Conflict: the id is taken, the job comes from jobs.yaml (edit the file), or the run "
+         "cannot be started or cancelled now",
+    413: f"Body over {MAX_BODY} bytes",
+    415: "Body not sent as Content-Type: application/json",
+    422: "Invalid job definition or jobs.yaml: details name each field",
+    503: "The database is unavailable",
+}
+_API_TEXT = """JSON in and out. Every failure answers `{"error": {"code", "message", "details"}}`.
+
+**Security.** Creating or changing a command job (or a python job naming any importable
+callable) runs code as the service's user: this API is remote code execution by design. Without
+a token the server only binds loopback; with `--token`/`TS_API_TOKEN` every route but
+`/api/health` needs `Authorization: Bearer <token>`. See docs/api.md."""
+
+
+@functools.lru_cache(maxsize=2)
+def openapi_json(secured: bool) -> str:
+    """The OpenAPI document as JSON text, built once per process and token setting."""
+    return json.dumps(openapi_document(secured))
+
+
+def openapi_document(secured: bool = False) -> dict:
+    """This API as an OpenAPI 3.1 document; every schema comes from the pydantic models that
+    validate the requests (JobDefinition, JobsQuery, RunsQuery) or shape the answers (Api*)."""
+    schemas: dict = {}
+    models = [(JobDefinition, "validation"), *((m, "serialization") for m in _RESPONSE_MODELS)]
+    for model, mode in models:
+        schema = model.model_json_schema(ref_template=_REF, mode=mode)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    paths: dict = {}
+    for method, route, handler in API_ROUTES:
+        path = route.replace("<", "{").replace(">", "}")
+        paths.setdefault(path, {})[method.lower()] = _operation(route, handler, secured)
+    doc = {"openapi": "3.1.0",
+           "info": {"title": "task-scheduler", "version": __version__, "description": _API_TEXT},
+           "paths": paths, "components": {"schemas": schemas}}
+    if secured:
+        doc["components"]["securitySchemes"] = {"bearerAuth": {
+            "type": "http", "scheme": "bearer", "description": "--token or TS_API_TOKEN"}}
+        doc["security"] = [{"bearerAuth": []}]
+    return doc
+
+
+def _operation(route: str, handler, secured: bool) -> dict:
+    op = _OPERATIONS[handler]
+    summary, _, rest = (handler.__doc__ or handler.__name__).replace("``", "").partition("\n")
+    out = {"operationId": handler.__name__, "summary": summary.strip(), "tags": [op.tag]}
+    if rest.strip():
+        out["description"] = " ".join(line.strip() for line in rest.splitlines()).strip()
+    params = [{"name": part[1:-1], "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": ID_PATTERN}}
+              for part in route.split("/") if part.startswith("<")]
+    out["parameters"] = params + (_query_parameters(op.query) if op.query else [])
+    if op.body is not None:
+        out["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"$ref": _REF.format(model=op.body.__name__)}}}}
+    if route in _OPEN_ROUTES:
+        out["security"] = []
+    out["responses"] = _responses(op, handler, secured and route not in _OPEN_ROUTES)
+    return out
+
+
+def _query_parameters(model: type[BaseModel]) -> list:
+    """A query model's fields as OpenAPI parameters (optional; null is no query value)."""
+    params = []
+    for name, prop in model.model_json_schema()["properties"].items():
+        prop = {k: v for k, v in prop.items() if k != "title"}
+        choices = [s for s in prop.pop("anyOf", []) if s.get("type") != "null"]
+        if len(choices) == 1:
+            prop.update(choices[0])
+        elif choices:
+            prop["anyOf"] = choices
+        if prop.get("default", 0) is None:
+            del prop["default"]
+        param = {"name": name, "in": "query", "required": False}
+        if "description" in prop:
+            param["description"] = prop.pop("description")
+        params.append({**param, "schema": prop})
+    return params
+
+
+def _responses(op: _Op, handler, secured: bool) -> dict:
+    answer = op.answer
+    if answer is None:
+        out = {str(op.status): {"description": "Done; no content"}}
+    elif isinstance(answer, str):
+        schema = {"type": "object"} if answer == "application/json" else {"type": "string"}
+        out = {str(op.status): {"description": "OK", "content": {answer: {"schema": schema}}}}
+    else:
+        out = {str(op.status): _json_answer(answer.__doc__, answer.__name__)}
+    codes = [400, 404, 405, 413, 415, 422, 503, *op.errors, *([401] if secured else [])]
+    for code in sorted(codes):
+        out[str(code)] = _json_answer(_ERROR_TEXTS[code], "ApiError")
+    out["405"]["headers"] = {"Allow": {"required": True, "schema": {"type": "string"},
+                                       "description": "the methods this path answers"}}
+    if secured:
+        out["401"]["headers"] = {"WWW-Authenticate": {"required": True,
+                                                      "schema": {"type": "string"}}}
+    if handler is api_health:
+        out["503"] = _json_answer("The scheduler thread or the database is down", "ApiHealth")
+    return out
+
+
+def _json_answer(text: Optional[str], model: str) -> dict:
+    return {"description": (text or model).strip().splitlines()[0],
+            "content": {"application/json": {"schema": {"$ref": _REF.format(model=model)}}}}
+
+
+_RESPONSE_MODELS = (ApiJob, ApiJobPage, ApiRun, ApiRunDetail, ApiRunPage, ApiRunQueued,
+                    ApiError, ApiHealth, ApiStatus, ApiReload)
+
+
+# The /api/docs page: plain HTML from the document, no script, no external asset
+
+@functools.lru_cache(maxsize=2)
+def docs_html(secured: bool) -> str:
+    doc = openapi_document(secured)
+    esc = bottle.html_escape
+    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>{esc(doc['info']['title'])} API</title>",
+           '<link rel="stylesheet" href="/static/app.css"></head><body><main>',
+           f"<h1>{esc(doc['info']['title'])} API {esc(doc['info']['version'])}</h1>",
+           *(f"<p>{esc(p.replace('**', '').replace('`', ''))}</p>"   # Markdown, read plain
+             for p in doc["info"]["description"].split("\n\n")),
+           '<p>Machine-readable: <a href="/api/openapi.json">/api/openapi.json</a> '
+           "(OpenAPI 3.1). Examples: docs/api.md.</p>", "<h2>Operations</h2>", "<ul>"]
+    ops = [(path, method, op) for path, item in doc["paths"].items()
+           for method, op in item.items()]
+    out += [f'<li><a href="#{esc(op["operationId"])}"><code>{method.upper()} {esc(path)}'
+            f"</code></a> {esc(op['summary'])}</li>" for path, method, op in ops]
+    out.append("</ul>")
+    for path, method, op in ops:
+        out += _docs_operation(path, method, op, secured)
+    out.append("<h2>Schemas</h2>")
+    for name, schema in doc["components"]["schemas"].items():
+        out += _docs_schema(name, schema)
+    out.append("</main></body></html>")
+    return "\n".join(out)
+
+
+def _docs_operation(path: str, method: str, op: dict, secured: bool) -> list:
+    esc = bottle.html_escape
+    out = [f'<section id="{esc(op["operationId"])}"><h3><code>{method.upper()} {esc(path)}'
+           f"</code></h3>", f"<p>{esc(op['summary'])} {esc(op.get('description', ''))}</p>"]
+    if op["parameters"]:
+        out.append("<table><tr><th>parameter</th><th>in</th><th>type</th><th>about</th></tr>")
+        out += [f"<tr><td><code>{esc(p['name'])}</code></td><td>{p['in']}</td>"
+                f"<td>{_type_html(p['schema'])}</td><td>{esc(p.get('description', ''))}</td></tr>"
+                for p in op["parameters"]]
+        out.append("</table>")
+    if "requestBody" in op:
+        schema = op["requestBody"]["content"]["application/json"]["schema"]
+        out.append(f"<p>Body (application/json): {_type_html(schema)}</p>")
+    answers = [(code, r) for code, r in op["responses"].items() if code < "400"]
+    out += [f"<p>Answer: <b>{code}</b> {esc(r['description'])} "
+            + " ".join(_type_html(c["schema"]) for c in r.get("content", {}).values()) + "</p>"
+            for code, r in answers]
+    error = {"$ref": _REF.format(model="ApiError")}
+    out.append(f"<p>Errors ({_type_html(error)}): " + ", ".join(
+        f'<abbr title="{esc(r["description"])}">{code}</abbr>'
+        + "".join(f" ({_type_html(c['schema'])})" for c in r["content"].values()
+                  if c["schema"] != error)
+        for code, r in op["responses"].items() if code >= "400") + "</p>")
+    out.append(f"<pre>{esc(_curl(path, method, op, secured))}</pre></section>")
+    return out
+
+
+def _curl(path: str, method: str, op: dict, secured: bool) -> str:
+    parts = ["curl -s"] + ([f"-X {method.upper()}"] if method != "get" else [])
+    if secured and op.get("security") != []:
+        parts.append("-H 'Authorization: Bearer $TS_API_TOKEN'")
+    if "requestBody" in op:
+        parts.append("-H 'Content-Type: application/json' -d @job.json")
+    return " ".join(parts + [f"http://127.0.0.1:8000{path}"])
+
+
+def _docs_schema(name: str, schema: dict) -> list:
+    esc = bottle.html_escape
+    out = [f'<section id="schema-{esc(name)}"><h3>{esc(name)}</h3>']
+    if schema.get("description"):
+        out.append(f"<p>{esc(schema['description'])}</p>")
+    required = set(schema.get("required", []))
+    if schema.get("properties"):
+        out.append("<table><tr><th>field</th><th>type</th><th>required</th><th>about</th></tr>")
+        out += [f"<tr><td><code>{esc(field)}</code></td><td>{_type_html(prop)}</td>"
+                f"<td>{'yes' if field in required else ''}</td>"
+                f"<td>{esc(str(prop.get('description', '')))}</td></tr>"
+                for field, prop in schema["properties"].items()]
+        out.append("</table>")
+    out.append(f"<details><summary>JSON Schema</summary><pre>"
+               f"{esc(json.dumps(schema, indent=2))}</pre></details></section>")
+    return out
+
+
+def _type_html(schema: dict) -> str:
+    """A short readable type: links for references, | for alternatives, bounds and patterns."""
+    esc = bottle.html_escape
+    if "$ref" in schema:
+        name = schema["$ref"].rpartition("/")[2]
+        return f'<a href="#schema-{esc(name)}">{esc(name)}</a>'
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return " | ".join(_type_html(s) for s in schema[key])
+    if "enum" in schema or "const" in schema:
+        return " | ".join(esc(json.dumps(v)) for v in schema.get("enum", [schema.get("const")]))
+    kind = schema.get("type", "any")
+    if kind == "array":
+        return f"array of {_type_html(schema.get('items', {}))}"
+    if kind == "object" and isinstance(schema.get("additionalProperties"), dict):
+        return f"object of {_type_html(schema['additionalProperties'])}"
+    extra = [f"{schema['format']}" for _ in [0] if "format" in schema]
+    extra += [f"{word} {schema[key]}" for key, word in (
+        ("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("pattern", "matching"))
+        if key in schema]
+    return esc(f"{kind} ({', '.join(map(str, extra))})" if extra else str(kind))
+
+
+# /metrics: Prometheus text format, written by hand
+
+class RunStats:
+    """Counters of finished runs for /metrics. At each scrape the runs created since the last
+    one are read from ts_runs (so runs of every node count) and counted once when final: the
+    counters only grow, as Prometheus expects, and start at zero with the process."""
+
+    overlap = 300.0   # seconds of runs re-read each scrape: history rows commit a little late
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.started = self.floor = time.time()
+        self.counted: set = set()       # final runs in the overlap window, already counted
+        self.pending: set = set()       # runs seen queued or running
+        self.by_status: collections.Counter = collections.Counter()   # (job_id, status)
+        self.job_seconds: dict = {}     # job_id -> [sum of run seconds, runs]
+        self.duration = _Histogram(DURATION_BUCKETS)
+        self.lateness = _Histogram(LATENESS_BUCKETS)
+
+    def update(self, engine: sa.Engine) -> None:
+        with self.lock:
+            now = time.time()
+            # Run ids begin with their creation time, microseconds in 14 hex digits (new_run_id).
+            floor = f"{int(self.floor * 1e6):014x}"
+            columns = [ts_runs.c[name] for name in ("id", "job_id", "status", "trigger",
+                                                    "scheduled_at", "started_at", "finished_at")]
+            with engine.connect() as conn:
+                rows = conn.execute(sa.select(*columns).where(ts_runs.c.id >= floor)).all()
+                older = self.pending - {row.id for row in rows}
+                if older:
+                    rows += conn.execute(sa.select(*columns)
+                                         .where(ts_runs.c.id.in_(list(older)))).all()
+            self.pending -= older
+            for row in rows:
+                self._take(row)
+            self.floor = max(self.started, now - self.overlap)
+            self.counted = {i for i in self.counted if i >= floor}
+
+    def _take(self, row) -> None:
+        if row.id in self.counted:
+            return
+        if row.status not in FINAL_STATUSES:
+            self.pending.add(row.id)
+            return
+        self.pending.discard(row.id)
+        self.counted.add(row.id)
+        self.by_status[row.job_id, row.status] += 1
+        if row.started_at and row.finished_at:
+            seconds = max(0.0, (row.finished_at - row.started_at).total_seconds())
+            self.duration.observe(seconds)
+            total = self.job_seconds.setdefault(row.job_id, [0.0, 0])
+            total[0] += seconds
+            total[1] += 1
+        if row.started_at and row.trigger in ("schedule", "catchup"):
+            self.lateness.observe(max(0.0, (row.started_at - row.scheduled_at).total_seconds()))
+
+
+class _Histogram:
+    def __init__(self, bounds: tuple):
+        self.bounds = tuple(float(b) for b in bounds) + (float("inf"),)
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[next(i for i, b in enumerate(self.bounds) if value <= b)] += 1
+        self.sum += value
+
+    def samples(self) -> list:
+        cumulative = [sum(self.counts[:i + 1]) for i in range(len(self.counts))]
+        return ([("_bucket", {"le": b}, n) for b, n in zip(self.bounds, cumulative, strict=True)]
+                + [("_sum", {}, self.sum), ("_count", {}, cumulative[-1])])
+
+
+def metrics_text(service: SchedulerService, stats: RunStats) -> str:
+    """The metrics of ``service`` in the Prometheus text exposition format 0.0.4."""
+    stats.update(service.engine)
+    status, state = service.status(), service.metrics_state()
+    prefix = "task_scheduler_"
+    families = [
+        ("info", "gauge", "Version and node of this process",
+         [("", {"version": __version__, "node": service.config.node}, 1)]),
+        ("scheduler_running", "gauge", "1 while the scheduler thread is running",
+         [("", {}, int(status["scheduler"] == "running"))]),
+        ("jobs", "gauge", "Jobs by state",
+         [("", {"state": s}, status["jobs"].get(s, 0)) for s in JOB_STATES]),
+        ("runs_active", "gauge", "Runs queued or running in this process",
+         [("", {}, status["active_runs"])]),
+        ("runs_finished_total", "counter", "Runs finished since this process started, by job "
+         "and final status", [("", {"job_id": j, "status": s}, n)
+                              for (j, s), n in sorted(stats.by_status.items())]),
+        ("run_duration_seconds", "histogram", "Run time from start to end, all jobs",
+         stats.duration.samples()),
+        ("job_run_duration_seconds", "summary", "Run time from start to end, by job",
+         [(suffix, {"job_id": j}, v) for j, (total, count) in sorted(stats.job_seconds.items())
+          for suffix, v in (("_sum", total), ("_count", count))]),
+        ("fire_lateness_seconds", "histogram", "Start of a scheduled run after its fire time",
+         stats.lateness.samples()),
+        ("reloads_total", "counter", "jobs.yaml reloads applied", [("", {}, state["reloads"])]),
+        ("reload_failures_total", "counter", "jobs.yaml reloads rejected as invalid",
+         [("", {}, state["reload_failures"])]),
+        ("config_error", "gauge", "1 while the last jobs.yaml reload failed",
+         [("", {}, int(bool(status["config"]["error"])))]),
+        ("history_dropped_total", "counter", "Run history writes given up on",
+         [("", {}, state.get("history_dropped", 0))]),
+    ]
+    lines = []
+    for name, kind, text, samples in families:
+        lines += [f"# HELP {prefix}{name} {_help_text(text)}", f"# TYPE {prefix}{name} {kind}"]
+        lines += [f"{prefix}{name}{suffix}{_labels(labels)} {_number(value)}"
+                  for suffix, labels, value in samples]
+    return "\n".join(lines) + "\n"
+
+
+def _labels(labels: dict) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_label_value(v)}"' for k, v in labels.items()) + "}"
+
+
+def _label_value(value: Any) -> str:
+    text = _number(value) if isinstance(value, float) else str(value)
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _help_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        if value in (float("inf"), float("-inf")):
+            return "+Inf" if value > 0 else "-Inf"
+        return repr(value)
+    return str(int(value))
 
 
 # --------------------------------------------------------------------------------------------
