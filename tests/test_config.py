@@ -229,3 +229,50 @@ def test_config_from_env_and_flags_win():
     assert (config.port, config.config_path, config.token) == (9100, "mine.yaml", "s3cret")
     with pytest.raises(ts.SchedulerError, match="port: 'eighty' is not a number"):
         ts.Config.from_env({"TS_PORT": "eighty"})
+
+
+PARSER_FILES = [
+    "- {id: a, command: 'true', trigger: {type: interval, seconds: 5}}\n"
+    "- id: b\n  func: 'os:getcwd'\n  trigger: {type: cron, expression: '0 9 * * 1-5'}\n",
+    "# comment first\n\n- id: a\n  command: ['echo', 'x']\n  trigger: {type: date, run_date: "
+    "'2030-01-01 10:00:00'}\n",
+    "defaults: {timeout: 5}\njobs:\n  - {id: a, command: 'true', trigger: {type: interval, "
+    "seconds: 5}}\n",
+    "- &base {id: a, command: 'true', trigger: {type: interval, seconds: 5}}\n"
+    "- {<<: *base, id: b}\n",
+    "- id: a\n  command: 'true'\n  trigger: {type: date, run_date: 2030-01-01}\n",
+]
+
+
+@pytest.mark.parametrize("text", PARSER_FILES)
+def test_fast_parser_matches_the_full_parse(tmp_path, text):
+    path = str(tmp_path / "jobs.yaml")
+    expected = [j.dump() for j in ts.parse_jobs_text(text, path)]
+    parser = ts.JobsParser()
+    assert [j.dump() for j in parser.parse(text, path)] == expected
+    assert [j.dump() for j in parser.parse(text, path)] == expected   # from its memory
+
+
+def test_fast_parser_remembers_good_entries_but_never_hides_errors(tmp_path):
+    path = str(tmp_path / "jobs.yaml")
+    good = "".join(f"- {{id: j{i}, command: 'true', "
+                   f"trigger: {{type: interval, seconds: {i + 1}}}}}\n" for i in range(50))
+    parser = ts.JobsParser()
+    assert len(parser.parse(good, path)) == 50
+    edited = good.replace("seconds: 7}", "seconds: 70}")
+    jobs = {j.id: j for j in parser.parse(edited, path)}
+    assert jobs["j6"].trigger.seconds == 70 and jobs["j7"].trigger.seconds == 8
+    broken = edited + "- {id: j3, command: 'true', trigger: {type: interval, seconds: 1}}\n"
+    with pytest.raises(ts.InvalidConfig, match=r"jobs.yaml:51: j3: id: duplicate id"):
+        parser.parse(broken, path)
+    bad_cron = edited.replace("{type: interval, seconds: 3}", "{type: cron, minute: '99'}")
+    with pytest.raises(ts.InvalidConfig, match=r"jobs.yaml:3: j2: trigger.minute: '99'"):
+        parser.parse(bad_cron, path)
+    script = tmp_path / "s.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    with_script = edited + "- {id: s, func: ./s.sh, trigger: {type: interval, seconds: 1}}\n"
+    assert len(parser.parse(with_script, path)) == 51
+    script.unlink()
+    with pytest.raises(ts.InvalidConfig, match="s.sh does not exist"):
+        parser.parse(with_script, path)   # the file is unchanged; the check is not remembered

@@ -263,3 +263,23 @@ def test_retention_runs_in_the_background_without_blocking_fires(make_service):
     wait_for(lambda: service.flush() and service.runs(job_id="t").total <= 4, 10)
     count = service.runs(job_id="t").total
     final_runs(service, "t", count=min(count, 2) + 1)
+
+
+def test_stop_ends_commands_past_the_grace_and_records_them(tmp_path, make_config):
+    config = make_config(shutdown_grace=0.5, kill_grace=0.5)
+    service = ts.SchedulerService(config).start()
+    pidfile = tmp_path / "pid"
+    add(service, id="long", shell=True, command=f"echo $$ > {pidfile}; trap '' TERM; sleep 60")
+    run = service.run_now("long")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10)
+    started = time.monotonic()
+    service.stop()
+    assert time.monotonic() - started < 10
+    engine = ts.create_engine(config.database_url)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(ts.ts_runs).where(ts.ts_runs.c.id == run["id"])).first()
+    engine.dispose()
+    assert row.status == "interrupted" and row.finished_at is not None
+    pid = int(pidfile.read_text())
+    from test_executor import pid_alive
+    wait_for(lambda: not pid_alive(pid), 5, message="the command's group to be killed")
