@@ -80,7 +80,8 @@ def gui_job_detail(service, job_id: str) -> str:
 def gui_job_new(service) -> str:
     form = dict.fromkeys(FORM_FIELDS, "")
     form.update(kind="python", trigger_type="cron", max_instances="1")
-    return _render("job_new", nav="new", title="New job", form=form, errors={}, preview=None)
+    return _render("job_new", nav="new", title="New job", form=form, errors={}, preview=None,
+                   default_tz=str(service.timezone))
 
 
 def gui_job_create(service) -> str:
@@ -94,7 +95,8 @@ def gui_job_edit(service, job_id: str) -> str:
         _redirect(f"/jobs/{job_id}", f"Job {job_id} is defined in jobs.yaml: edit it there.",
                   "error")
     return _render("job_edit", nav="jobs", title=f"Edit {job_id}", job=job,
-                   form=_job_to_form(job), errors={}, preview=None)
+                   form=_job_to_form(job), errors={}, preview=None,
+                   default_tz=str(service.timezone))
 
 
 def gui_job_update(service, job_id: str) -> str:
@@ -358,7 +360,8 @@ def _post_job_form(service, view: str, page: dict, save: Callable[[dict], Any], 
             _redirect(f"/jobs/{definition['id']}", f"Job {definition['id']} {done}.")
     if errors:
         bottle.response.status = 422
-    return _render(view, **page, form=form, errors=errors, preview=preview)
+    return _render(view, **page, form=form, errors=errors, preview=preview,
+                   default_tz=str(service.timezone))
 
 
 def _form_to_definition(form: dict[str, str], job: dict | None = None):

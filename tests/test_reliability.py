@@ -31,16 +31,23 @@ def test_sqlite_locked_beyond_busy_timeout_scheduler_survives(tmp_path, make_ser
     service.scheduler.retry_wait = 0.3
     add(service, id="tick", command=["true"], trigger={"type": "interval", "seconds": 0.5})
     final_runs(service, "tick", count=1)
+    add(service, id="during", command=["sleep", "0.5"])
     path = sqlite_url.removeprefix("sqlite:///")
     locker = sqlite3.connect(path, timeout=5)
+    during = service.run_now("during")
     locker.execute("BEGIN EXCLUSIVE")
     try:
         wait_for(lambda: not service.health()[0], 10, message="health to report the fault")
         assert service.health()[1]["scheduler"] == "down"
+        wait_for(lambda: service.run(during["id"])["status"] == "succeeded", 10)
     finally:
         locker.rollback()
         locker.close()
     wait_for(lambda: service.health()[0], 15, message="health to recover")
+    service.flush(30)
+    with service.engine.connect() as conn:   # finished while locked, written after
+        assert conn.execute(sa.select(ts.ts_runs.c.status)
+                            .where(ts.ts_runs.c.id == during["id"])).scalar() == "succeeded"
     assert service.scheduler.alive()
     before = len(final_runs(service, "tick", count=1))
     final_runs(service, "tick", count=before + 2, timeout=15)   # firing resumed by itself
@@ -283,3 +290,37 @@ def test_stop_ends_commands_past_the_grace_and_records_them(tmp_path, make_confi
     pid = int(pidfile.read_text())
     from test_executor import pid_alive
     wait_for(lambda: not pid_alive(pid), 5, message="the command's group to be killed")
+
+
+def test_history_writer_gives_up_after_bounded_retries_and_says_so(sqlite_url, caplog,
+                                                                  monkeypatch):
+    engine = ts.create_engine(sqlite_url)
+    ts.migrate(engine)
+    writer = ts.HistoryWriter(engine)
+    monkeypatch.setattr(writer, "RETRY_DELAYS", (0.01, 0.01))
+    writer.start()
+    engine.dispose()
+    monkeypatch.setattr(engine.dialect, "connect", _refuse)   # the database stays away
+    writer.insert({"id": "r1", "job_id": "j", "trigger": "manual", "status": "succeeded",
+                   "scheduled_at": ts._utcnow()})
+    writer.flush(10)
+    assert writer.dropped == 1
+    assert any("dropping 1 run records after retries" in r.getMessage() for r in caplog.records)
+    writer.stop()
+    engine.dispose()
+
+
+def _refuse(*args, **kwargs):
+    raise sqlite3.OperationalError("database is locked")
+
+
+def test_script_that_lost_its_run_bit_is_a_failed_run(tmp_path, service):
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o755)
+    add(service, id="noexec", func="./job.sh")
+    script.chmod(0o644)
+    run = service.run_now("noexec")
+    wait_for(lambda: service.run(run["id"])["status"] == "failed", 10)
+    got = service.run(run["id"])
+    assert got["exit_code"] == 126 and "cannot start" in got["error"]

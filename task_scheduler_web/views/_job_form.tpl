@@ -62,8 +62,8 @@
     </div>
     <div class="field">
       <label for="f-timezone">Time zone</label>
-      <input id="f-timezone" name="timezone" value="{{form['timezone']}}" placeholder="UTC" class="mono">
-      <p class="hint">An IANA name such as <span class="mono">Europe/Paris</span>; empty means UTC.</p>
+      <input id="f-timezone" name="timezone" value="{{form['timezone']}}" placeholder="{{default_tz}}" class="mono">
+      <p class="hint">An IANA name such as <span class="mono">Europe/Paris</span>; empty means the service's zone, {{default_tz}}.</p>
       % include('_field_error.tpl', name='timezone')
     </div>
     % if preview is not None:
