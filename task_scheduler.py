@@ -197,7 +197,6 @@ class PayloadTooLarge(SchedulerError): status = 413; code = "too_large"  # noqa:
 class UnsupportedMedia(SchedulerError): status = 415; code = "unsupported_media_type"  # noqa: E701,E702
 class InvalidJob(SchedulerError, ValueError): status = 422; code = "invalid"  # noqa: E701,E702
 class InvalidConfig(InvalidJob): code = "invalid_config"  # noqa: E701,E702
-class StoreBusy(SchedulerError): status = 503; code = "unavailable"  # noqa: E701,E702
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,10 +332,10 @@ def definition_hash(defn: JobDefinition) -> str:
     return hashlib.sha256(json.dumps(defn.dump(), sort_keys=True).encode()).hexdigest()
 
 
-def parse_job(data: Any, base_dir: str, where: str = "") -> JobDefinition:
+def parse_job(data: Any, base_dir: str) -> JobDefinition:
     """Validate one job (a dict) fully: schema, trigger, callable or script. Raises InvalidJob."""
     if not isinstance(data, dict):
-        raise InvalidJob(f"{where}a job must be a mapping, got {_type_name(data)}",
+        raise InvalidJob(f"a job must be a mapping, got {_type_name(data)}",
                          [{"field": "", "message": "must be a mapping", "line": None}])
     try:
         defn = JobDefinition.model_validate(data)
@@ -633,7 +632,7 @@ def parse_jobs_text(text: str, path: str = "jobs.yaml") -> list[JobDefinition]:
             jobs.append(parse_job(item, base_dir))
         except InvalidJob as exc:
             for d in exc.details:
-                fpath = d.pop("path", None) or d["field"].split(".")
+                fpath = d["field"].split(".")
                 details.append({**d, "job": jid or f"#{index + 1}",
                                 "line": _line_of(root, [*where, *fpath]),
                                 "message": d["message"] + _yaml_hint(root, [*where, *fpath])})
@@ -765,7 +764,7 @@ def _pydantic_detail(err: dict) -> dict:
         field = "trigger.type"
     elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
         message = f"{message} (got {_short(err['input'])})"
-    return {"field": field, "message": message, "line": None, "path": loc}
+    return {"field": field, "message": message, "line": None}
 
 
 def _short(value: Any) -> str:
@@ -1583,7 +1582,6 @@ class _Scheduler(BackgroundScheduler):
             log.error("scheduler loop: %s; retrying in %ss", self.last_error, self.retry_wait)
             return self.retry_wait
         self.last_error = None
-        self.heartbeat = time.monotonic()
         return wait
 
     def alive(self) -> bool:
@@ -2750,6 +2748,11 @@ def _call_api(service, handler, path, **kwargs):
         return response
     except bottle.HTTPResponse:
         raise
+    except sa.exc.DBAPIError as exc:   # the database is down or locked: not the caller's fault
+        log.error("API %s %s: database error: %s", bottle.request.method, bottle.request.path,
+                  _clean(exc))
+        return _json_response(503, _error_body("unavailable", "the database is not answering; "
+                                               "try again shortly"))
     except Exception:
         log.exception("API %s %s failed", bottle.request.method, bottle.request.path)
         return _json_response(500, _error_body("internal", "internal error; see the server log"))

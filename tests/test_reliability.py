@@ -324,3 +324,17 @@ def test_script_that_lost_its_run_bit_is_a_failed_run(tmp_path, service):
     wait_for(lambda: service.run(run["id"])["status"] == "failed", 10)
     got = service.run(run["id"])
     assert got["exit_code"] == 126 and "cannot start" in got["error"]
+
+
+def test_api_answers_503_not_500_while_the_database_is_away(make_service, monkeypatch):
+    from conftest import Client
+    service = make_service()
+    http = Client(ts.create_app(service))
+    dbapi_error = service.engine.dialect.loaded_dbapi.OperationalError
+
+    def refuse(*args, **kwargs):
+        raise dbapi_error("the database is away")
+    service.engine.dispose()
+    monkeypatch.setattr(service.engine.dialect, "connect", refuse)
+    answer = http.get("/api/runs")
+    assert answer.status == 503 and answer.json["error"]["code"] == "unavailable"
