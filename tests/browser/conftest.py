@@ -6,6 +6,7 @@ cookies) per test. Screenshots land in tests/browser/screenshots/ (ignored by gi
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -104,6 +105,10 @@ def fresh_server(tmp_path):
 
 @pytest.fixture(scope="session")
 def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: the browser tests are required in CI")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                              args=CHROMIUM_ARGS)
