@@ -276,7 +276,11 @@ def test_sigterm_waits_for_runs_and_exits_0(tmp_path, sqlite_url):
     req = urllib.request.Request(f"http://127.0.0.1:{port}/api/jobs/short/run", method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:
         run_id = json.loads(resp.read())["run"]["id"]
-    time.sleep(0.3)  # let the command start before the signal
+
+    def status():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs/{run_id}", timeout=5) as r:
+            return json.loads(r.read())["status"]
+    wait_for(lambda: status() == "running", 10, message="the command to start")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     engine = ts.create_engine(sqlite_url)
