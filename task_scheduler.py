@@ -2190,7 +2190,8 @@ class SchedulerService:
         rec = self._records.get(active.run["job_id"])
         if active.run["status"] == "running" and rec and rec.definition.kind == "python":
             raise JobConflict(f"run {run_id} is a python job; a running thread cannot be "
-                              f"cancelled (set a timeout or make the job return)")
+                              f"stopped from outside (make the job return, or run it as a "
+                              f"command job to get timeout and cancel)")
         with self._lock:
             active.stop_reason = "cancelled"
             queued = active.run["status"] == "queued"
@@ -2655,7 +2656,7 @@ def api_cancel_run(service, run_id):
     """Cancel a queued run, or kill a running command's process group (TERM, then KILL).
 
     A running command's run is answered once it has ended (status cancelled), or after
-    kill_grace + 2 s; a queued run is answered at once and ends when a worker takes it up."""
+    kill_grace + 2 s; a queued run ends cancelled at once."""
     service.cancel(run_id)
     deadline = time.monotonic() + service.config.kill_grace + 2
     run = service.run(run_id)
