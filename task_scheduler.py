@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import importlib
 import io
+import ipaddress
 import json
 import logging
 import os
@@ -138,10 +139,11 @@ class Config:
     poll_interval: float = 30.0           # hash poll for file systems without events
     debounce: float = 0.3                 # one editor save is several events
     busy_timeout: float = 30.0            # SQLite: seconds a writer waits for a lock
+    allowed_hosts: tuple = ()             # Host names to answer besides loopback (reverse proxy)
 
     _ENV = {"config_path": "TS_CONFIG", "database_url": "TS_DATABASE_URL", "host": "TS_HOST",
             "port": "TS_PORT", "token": "TS_API_TOKEN", "log_level": "TS_LOG_LEVEL",
-            "timezone": "TS_TIMEZONE"}
+            "timezone": "TS_TIMEZONE", "allowed_hosts": "TS_ALLOWED_HOSTS"}
 
     @classmethod
     def from_env(cls, env: Optional[dict] = None, **overrides: Any) -> Config:
@@ -150,12 +152,15 @@ class Config:
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "port" in values:
             values["port"] = _parse_port(values["port"])
+        if isinstance(values.get("allowed_hosts"), str):
+            values["allowed_hosts"] = tuple(h for h in values["allowed_hosts"].split(",") if h)
         return cls(**values)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Optional[dict] = None) -> Config:
         return cls.from_env(env, config_path=args.config, database_url=args.db, host=args.host,
-                            port=args.port, token=args.token, log_level=args.log_level)
+                            port=args.port, token=args.token, log_level=args.log_level,
+                            allowed_hosts=args.allowed_hosts)
 
     @property
     def base_dir(self) -> str:
@@ -190,6 +195,7 @@ class SchedulerError(Exception):
 
 class BadRequest(SchedulerError, ValueError): status = 400; code = "bad_request"  # noqa: E701,E702
 class Unauthorized(SchedulerError): status = 401; code = "unauthorized"  # noqa: E701,E702
+class Forbidden(SchedulerError): status = 403; code = "forbidden"  # noqa: E701,E702
 class JobNotFound(SchedulerError, LookupError): status = 404; code = "not_found"  # noqa: E701,E702
 class RunNotFound(SchedulerError, LookupError): status = 404; code = "not_found"  # noqa: E701,E702
 class JobConflict(SchedulerError): status = 409; code = "conflict"  # noqa: E701,E702
@@ -1013,6 +1019,13 @@ ts_runs = sa.Table(
     sa.Index("ix_ts_runs_scheduled_at", "scheduled_at"),
     sa.Index("ix_ts_runs_status", "status"),
 )
+ts_sessions = sa.Table(
+    "ts_sessions", _metadata,
+    sa.Column("id", sa.String(64), primary_key=True),   # sha256 of the secret in the cookie
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Column("revoked_at", sa.DateTime),
+)
 APS_TABLE = "ts_apscheduler_jobs"
 _SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr")]
 
@@ -1285,6 +1298,46 @@ def _row_defaults(fields: dict) -> dict:
     row.update(attempt=0, truncated=False)
     row.update(fields)
     return row
+
+
+class Store:
+    """The service's SQL, each operation one statement or one ``engine.begin()`` with a domain
+    answer (the shape of APScheduler's SQLAlchemyJobStore): callers name what they want done."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    # GUI sessions: kept here so that a logout holds on every node and across restarts
+
+    def create_session(self, ttl: float) -> str:
+        """A new session; returns the secret for the cookie (only its hash is stored)."""
+        secret, now = secrets.token_urlsafe(32), _utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(ts_sessions.insert().values(
+                id=_secret_hash(secret), created_at=now,
+                expires_at=now + dt.timedelta(seconds=ttl)))
+        return secret
+
+    def session_active(self, secret: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(ts_sessions.c.expires_at, ts_sessions.c.revoked_at)
+                               .where(ts_sessions.c.id == _secret_hash(secret))).first()
+        return row is not None and row.revoked_at is None and row.expires_at > _utcnow()
+
+    def revoke_session(self, secret: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(ts_sessions.update().where(ts_sessions.c.id == _secret_hash(secret))
+                         .values(revoked_at=_utcnow()))
+
+    def prune_sessions(self) -> int:
+        """Sessions past their expiry (revoked or not) are of no use any more."""
+        with self.engine.begin() as conn:
+            return conn.execute(ts_sessions.delete().where(
+                ts_sessions.c.expires_at < _utcnow())).rowcount
+
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def prune_runs(engine: sa.Engine, keep_runs: int, keep_days: float) -> int:
@@ -1639,6 +1692,7 @@ class SchedulerService:
         self.scheduler = _Scheduler(
             jobstores={"default": self._store},
             executors={"default": self._executor}, timezone=self.timezone)
+        self.store = Store(self.engine)
         self.history = HistoryWriter(self.engine, prune=self.prune)
         self.reloader = Reloader(self) if config.config_path else None
 
@@ -1866,7 +1920,7 @@ class SchedulerService:
         key = (rec.paused, next_ts, self._last_runs.get(rec.definition.id))
         if rec.view is None or rec.view[0] != key:
             job = self._job_dict(rec, next_ts)
-            rec.view = (key, job, json.dumps(job, default=_json_default))
+            rec.view = (key, job, json.dumps(job, default=_json_default, ensure_ascii=False))
         return rec.view[1], rec.view[2]
 
     def _record(self, job_id: str) -> JobRecord:
@@ -2366,6 +2420,7 @@ class SchedulerService:
                                   f"previous run still going (max_instances={limit})")
 
     def prune(self) -> int:
+        self.store.prune_sessions()
         return prune_runs(self.engine, self.config.keep_runs, self.config.keep_days)
 
 
@@ -2715,52 +2770,172 @@ _OPEN_ROUTES = {"/api/health"}   # everything else needs the token when one is c
 
 def create_app(service: SchedulerService) -> bottle.Bottle:
     """The WSGI app: the JSON API under /api and the GUI, on one Bottle app."""
+    import task_scheduler_web   # the GUI ships with the module; a broken one fails loudly
     app = bottle.Bottle(catchall=True)
     app.config.update({"json.enable": False, "ts.run_stats": RunStats()})
+    app.install(HttpGuard(service))
     for method, path, handler in API_ROUTES:
-        app.route(path, method, functools.partial(_call_api, service, handler, path))
+        app.route(path, method, functools.partial(handler, service), name=handler.__name__,
+                  **{"ts.api": True, "ts.open": path in _OPEN_ROUTES})
     for code in (c for c in bottle.HTTP_CODES if c >= 400):
         app.error(code)(_error_page)
     app.add_hook("after_request", _common_headers)
-    try:
-        import task_scheduler_web
-    except ImportError:
-        log.debug("task_scheduler_web is not installed: API only")
-    else:
-        task_scheduler_web.install_gui(app, service)
+    task_scheduler_web.install_gui(app, service)
     return app
 
 
-def _call_api(service, handler, path, **kwargs):
+class HttpGuard:
+    """Cross-cutting HTTP concerns as one Bottle plugin (the shape of ``bottle.JSONPlugin``).
+
+    Every route: the ``Host`` must be one this service answers to (a page on another site that
+    re-resolves its own name to 127.0.0.1, DNS rebinding, is refused), and unsafe methods from a
+    foreign ``Origin`` are refused (a cross-site form). API routes also get: the token, a JSON
+    content type on writes (a cross-site form cannot send one), ids checked before any database
+    is asked, and our errors mapped to JSON answers."""
+
+    name = "task_scheduler_guard"
+    api = 2
+
+    def __init__(self, service: SchedulerService):
+        self.service = service
+        self.hosts = allowed_hosts(service.config)
+
+    def apply(self, callback, route):
+        api, open_route = route.config.get("ts.api", False), route.config.get("ts.open", False)
+
+        @functools.wraps(callback)
+        def guarded(*args, **kwargs):
+            request = bottle.request
+            try:
+                host_problem = self._host_problem(request)
+                if host_problem:
+                    raise Forbidden(host_problem)
+                if request.method not in SAFE_METHODS:
+                    self._check_origin(request)
+                if not api:
+                    return callback(*args, **kwargs)
+                if not open_route:
+                    _check_token(self.service)
+                if request.method not in SAFE_METHODS:
+                    _check_write_type(request)
+                _check_ids(kwargs)
+                result = callback(*args, **kwargs)
+            except SchedulerError as exc:
+                if not api:
+                    raise bottle.HTTPError(exc.status, str(exc)) from None
+                return _error_response(exc)
+            except bottle.HTTPResponse:
+                raise
+            except sa.exc.DBAPIError as exc:   # the database is down or locked: not the caller's
+                log.error("%s %s: database error: %s", request.method, request.path, _clean(exc))
+                if not api:
+                    raise bottle.HTTPError(503, "The database is not answering; try again "
+                                                "shortly.") from None
+                return _json_response(503, _error_body(
+                    "unavailable", "the database is not answering; try again shortly"))
+            except Exception:
+                if not api:
+                    raise
+                log.exception("API %s %s failed", request.method, request.path)
+                return _json_response(500, _error_body("internal", "internal error; see the "
+                                                                   "server log"))
+            if isinstance(result, bottle.HTTPResponse):
+                return result
+            status, body = result if isinstance(result, tuple) else (200, result)
+            return _json_response(status, body)
+        return guarded
+
+    def _host_problem(self, request) -> Optional[str]:
+        host = request.get_header("Host")
+        if host is None or host_allowed(_split_host(host)[0], self.hosts):
+            return None
+        return (f"Host {_short(host)} is not one this service answers to; use localhost, the "
+                f"address it listens on, or add the name with --allowed-hosts (TS_ALLOWED_HOSTS)")
+
+    def _check_origin(self, request) -> None:
+        origin = request.get_header("Origin")
+        if origin is None:
+            return   # not sent by a browser (curl, scripts), or a same-origin GET-like request
+        scheme, _, rest = origin.partition("://")
+        host = request.get_header("Host")
+        if scheme in ("http", "https") and rest and (
+                (host is not None and rest.lower() == host.lower())
+                or host_allowed(_split_host(rest)[0], self.hosts, explicit_only=True)):
+            return
+        raise Forbidden(f"a request from the page at {_short(origin)} may not change anything "
+                        f"here (cross-site); allowed origins are this service's own and "
+                        f"--allowed-hosts")
+
+
+SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
+
+
+def allowed_hosts(config: Config) -> dict:
+    """The names a request's Host may carry: loopback, the bound address, this machine's names
+    and --allowed-hosts (``.example.com`` also allows subdomains; ``*`` allows any)."""
+    explicit = {h.strip().lower().rstrip(".") for h in config.allowed_hosts if h.strip()}
+    names = {config.host.lower(), socket.gethostname().lower()}
+    return {"explicit": explicit, "names": names | explicit}
+
+
+def host_allowed(host: str, hosts: dict, explicit_only: bool = False) -> bool:
+    host = host.lower().rstrip(".")
+    explicit = hosts["explicit"]
+    if "*" in explicit or host in explicit or any(
+            h.startswith(".") and (host.endswith(h) or host == h[1:]) for h in explicit):
+        return True
+    if explicit_only:
+        return False
+    # IP literals cannot be re-pointed by a DNS answer, so no rebinding comes through them.
+    return host in hosts["names"] or host == "localhost" or host.endswith(".localhost") \
+        or _is_ip(host)
+
+
+def _split_host(value: str) -> tuple[str, str]:
+    """'[::1]:8000' -> ('::1', '8000'); 'example.com:80' -> ('example.com', '80')."""
+    value = value.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        return host, rest.lstrip(":")
+    host, sep, port = value.rpartition(":")
+    return (host, port) if sep and port.isdigit() and ":" not in host else (value, "")
+
+
+def _is_ip(host: str) -> bool:
     try:
-        if path not in _OPEN_ROUTES:
-            _check_token(service)
-        for name, value in kwargs.items():
-            if not (0 < len(value) <= 64 and _ID_CHARS.issuperset(value)):
-                # No job or run has such an id; the database is not asked (PostgreSQL
-                # refuses NUL characters in a query, for one).
-                raise (JobNotFound if name == "job_id" else RunNotFound)(
-                    f"{name.removesuffix('_id')} {value!r} does not exist")
-        result = handler(service, **kwargs)
-    except SchedulerError as exc:
-        response = _json_response(exc.status, _error_body(exc.code, str(exc), exc.details))
-        if isinstance(exc, Unauthorized):
-            response.set_header("WWW-Authenticate", 'Bearer realm="task-scheduler"')
-        return response
-    except bottle.HTTPResponse:
-        raise
-    except sa.exc.DBAPIError as exc:   # the database is down or locked: not the caller's fault
-        log.error("API %s %s: database error: %s", bottle.request.method, bottle.request.path,
-                  _clean(exc))
-        return _json_response(503, _error_body("unavailable", "the database is not answering; "
-                                               "try again shortly"))
-    except Exception:
-        log.exception("API %s %s failed", bottle.request.method, bottle.request.path)
-        return _json_response(500, _error_body("internal", "internal error; see the server log"))
-    if isinstance(result, bottle.HTTPResponse):
-        return result
-    status, body = result if isinstance(result, tuple) else (200, result)
-    return _json_response(status, body)
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_write_type(request) -> None:
+    """API writes carry JSON, or nothing without a form's content type: a cross-site form
+    (urlencoded, multipart, text/plain) never gets through."""
+    ctype = (request.content_type or "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        return
+    chunked = "chunked" in request.environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if not ctype and not chunked and (request.environ.get("CONTENT_LENGTH") or "0") == "0":
+        return
+    raise UnsupportedMedia(f"send the body as JSON with Content-Type: application/json "
+                           f"(got {ctype or 'none'})")
+
+
+def _check_ids(kwargs: dict) -> None:
+    for name, value in kwargs.items():
+        if not (0 < len(value) <= 64 and _ID_CHARS.issuperset(value)):
+            # No job or run has such an id; the database is not asked (PostgreSQL refuses NUL
+            # characters in a query, for one).
+            raise (JobNotFound if name == "job_id" else RunNotFound)(
+                f"{name.removesuffix('_id')} {value!r} does not exist")
+
+
+def _error_response(exc: SchedulerError) -> bottle.HTTPResponse:
+    response = _json_response(exc.status, _error_body(exc.code, str(exc), exc.details))
+    if isinstance(exc, Unauthorized):
+        response.set_header("WWW-Authenticate", 'Bearer realm="task-scheduler"')
+    return response
 
 
 def _check_token(service) -> None:
@@ -2778,11 +2953,12 @@ def _check_token(service) -> None:
 def _json_response(status: int, body: Any) -> bottle.HTTPResponse:
     if body is None:
         return bottle.HTTPResponse(status=status)
-    return _raw_json(status, json.dumps(body, default=_json_default))
+    return _raw_json(status, json.dumps(body, default=_json_default, ensure_ascii=False))
 
 
 def _raw_json(status: int, text: str) -> bottle.HTTPResponse:
-    return bottle.HTTPResponse(text, status=status, headers={"Content-Type": "application/json"})
+    return bottle.HTTPResponse(text, status=status,
+                               headers={"Content-Type": "application/json; charset=utf-8"})
 
 
 def _json_default(value: Any):
@@ -2800,7 +2976,8 @@ def _text(body: str) -> bottle.HTTPResponse:
 
 
 def _error_page(error: bottle.HTTPError):
-    """Bottle's own errors (unknown route, wrong method): JSON under /api, plain text elsewhere."""
+    """Every error page of the app: JSON under /api; elsewhere the GUI's page (one hook, so an
+    unknown path and an unknown job look the same)."""
     status = error.status_code
     messages = {404: f"no route for {bottle.request.method} {bottle.request.path}",
                 405: f"method {bottle.request.method} is not allowed on {bottle.request.path}; "
@@ -2811,9 +2988,12 @@ def _error_page(error: bottle.HTTPError):
     if status >= 500 and error.exception is not None:
         log.error("unhandled error on %s", bottle.request.path, exc_info=error.exception)
     if bottle.request.path.startswith("/api/") or bottle.request.path in ("/api", "/metrics"):
-        bottle.response.content_type = "application/json"
+        bottle.response.content_type = "application/json; charset=utf-8"
         return json.dumps(_error_body(_ERROR_CODES.get(status, "internal" if status >= 500 else
-                                                       "error"), message))
+                                                       "error"), message), ensure_ascii=False)
+    render = bottle.request.app.config.get("ts.error_page")
+    if render is not None:
+        return render(status, message)
     bottle.response.content_type = "text/plain; charset=utf-8"
     return f"{status}: {message}\n"
 
@@ -3672,6 +3852,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--port", help="port (TS_PORT; default 8000)")
     run.add_argument("--token", help="API/GUI bearer token (TS_API_TOKEN)")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (TS_LOG_LEVEL)")
+    run.add_argument("--allowed-hosts", help="comma-separated Host names to answer besides "
+                     "loopback and the bound address, e.g. the name a reverse proxy passes "
+                     "(TS_ALLOWED_HOSTS; '.example.com' allows subdomains)")
     val = sub.add_parser("validate", help="check a jobs.yaml; exit 1 with file:line errors")
     val.add_argument("path", nargs="?", default=os.environ.get("TS_CONFIG", "jobs.yaml"))
     return parser

@@ -8,6 +8,7 @@ Sessions, CSRF tokens and flash messages are HMAC-signed strings in cookies: no 
 from __future__ import annotations
 
 import base64
+import collections
 import functools
 import hashlib
 import hmac
@@ -15,14 +16,17 @@ import json
 import os
 import secrets
 import shlex
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import bottle
 import yaml
+
+from task_scheduler import SchedulerError
 
 __all__ = ["GUI_ROUTES", "install_gui"]
 
@@ -158,7 +162,6 @@ def gui_config(service) -> str:
 
 
 def gui_reload(service) -> None:
-    from task_scheduler import SchedulerError
     try:
         config = service.reload()
     except SchedulerError as exc:
@@ -177,19 +180,68 @@ def gui_login(service) -> str:
 
 def gui_login_post(service) -> str:
     token = _token(service)
-    given = bottle.request.forms.getunicode("token", "")
     target = _next_url("/")
-    if not token or hmac.compare_digest(given.encode(), token.encode()):
-        _set_cookie("ts_session", _sign(f"session:{int(time.time())}"), SESSION_TTL)
+    if not token:
+        _redirect(target)
+    limiter: LoginLimiter = bottle.request.app.config["ts.gui.logins"]
+    client = bottle.request.remote_addr or "?"
+    wait = limiter.wait(client)
+    if wait:
+        bottle.response.status = 429
+        bottle.response.set_header("Retry-After", str(wait))
+        return _render("login", nav="login", title="Log in", next=target,
+                       error=f"Too many wrong tokens from your address. Try again in {wait} s.")
+    given = bottle.request.forms.getunicode("token", "") or ""
+    if hmac.compare_digest(given.encode(), token.encode()):
+        limiter.forget(client)
+        secret = service.store.create_session(SESSION_TTL)
+        _set_cookie("ts_session", _sign(f"session:{secret}"), SESSION_TTL)
         _redirect(target, "Logged in.")
+    limiter.failed(client)
     bottle.response.status = 401
     return _render("login", nav="login", title="Log in", error="That token is not valid.",
                    next=target)
 
 
 def gui_logout(service) -> None:
+    secret = _session_secret()
+    if secret:
+        service.store.revoke_session(secret)
     bottle.response.delete_cookie("ts_session", path="/")
     _redirect("/login" if _token(service) else "/", "Logged out.")
+
+
+class LoginLimiter:
+    """Wrong tokens per client address: after ``limit`` within ``window`` seconds, the address
+    waits until the oldest of them leaves the window (guessing a token stays slow)."""
+
+    def __init__(self, limit: int = 5, window: float = 300):
+        self.limit, self.window = limit, window
+        self._failures: dict[str, collections.deque] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, client: str) -> int:
+        with self._lock:
+            recent = self._recent(client)
+            if len(recent) < self.limit:
+                return 0
+            return max(int(recent[0] + self.window - time.monotonic()) + 1, 1)
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            self._recent(client).append(time.monotonic())
+            if len(self._failures) > 10000:   # an address scan: forget the quiet ones
+                self._failures = {k: v for k, v in self._failures.items() if v}
+
+    def forget(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
+    def _recent(self, client: str) -> collections.deque:
+        recent = self._failures.setdefault(client, collections.deque())
+        while recent and recent[0] < time.monotonic() - self.window:
+            recent.popleft()
+        return recent
 
 
 GUI_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
@@ -224,15 +276,22 @@ def install_gui(app: bottle.Bottle, service) -> None:
         app.route(path, method, callback, name=handler.__name__)
     app.route("/static/<path:path>", "GET", _static)
     app.add_hook("after_request", _security_headers)
+    app.config["ts.error_page"] = _error_hook
+    app.config["ts.gui.logins"] = LoginLimiter()
 
 
 # -- Safety: login, CSRF, flash, headers ----------------------------------------------------
 
 def _guard(handler, service, key: bytes, method: str, public: bool):
     def guarded(**kwargs):
-        bottle.request.environ["ts.gui.key"] = key
-        bottle.request.environ["ts.gui.login"] = bool(_token(service)) and _logged_in()
-        if not public and _token(service) and not _logged_in():
+        environ = bottle.request.environ
+        environ["ts.gui.key"] = key
+        environ["ts.gui.session"] = _session_secret() if _token(service) else None
+        if environ["ts.gui.session"] and not service.store.session_active(
+                environ["ts.gui.session"]):
+            environ["ts.gui.session"] = None   # logged out, expired, or never issued here
+        environ["ts.gui.login"] = bool(environ["ts.gui.session"])
+        if not public and _token(service) and not environ["ts.gui.login"]:
             # Back to the page after login; a POST's target has no page, so to the dashboard.
             back = bottle.request.fullpath + _qs() if method == "GET" else "/"
             bottle.redirect("/login?" + urlencode({"next": back}), 303)
@@ -264,29 +323,41 @@ def _unsign(signed: str | None) -> str | None:
     return value if value and hmac.compare_digest(_sign(value), signed or "") else None
 
 
-def _logged_in() -> bool:
-    value = _unsign(bottle.request.get_cookie("ts_session"))
-    if not value or not value.startswith("session:"):
-        return False
-    issued = value.removeprefix("session:")
-    return issued.isdigit() and time.time() - int(issued) < SESSION_TTL
+def _session_secret() -> str | None:
+    """The session secret of a cookie this app signed (still to be checked in the store)."""
+    value = _unsign(bottle.request.get_cookie("ts_session")) or ""
+    secret = value.removeprefix("session:")
+    return secret if value.startswith("session:") and secret else None
 
 
 def _csrf_token() -> str:
+    """Bound to the session once logged in (a token from before login, or from another
+    session, is refused); before login and without a token, bound to a per-browser seed."""
     env = bottle.request.environ
     if "ts.gui.csrf" not in env:
-        seed = bottle.request.get_cookie("ts_csrf") or ""
-        if len(seed) != 32:
-            seed = secrets.token_hex(16)
-            _set_cookie("ts_csrf", seed, None)
-        env["ts.gui.csrf"] = _sign(f"csrf:{seed}").rpartition("|")[2]
+        session = env.get("ts.gui.session")
+        if session:
+            env["ts.gui.csrf"] = _sign(f"csrf-session:{session}").rpartition("|")[2]
+        else:
+            env["ts.gui.csrf"] = _sign(f"csrf:{_csrf_seed()}").rpartition("|")[2]
     return env["ts.gui.csrf"]
 
 
-def _csrf_ok() -> bool:
+def _csrf_seed() -> str:
     seed = bottle.request.get_cookie("ts_csrf") or ""
+    if len(seed) != 32:
+        seed = secrets.token_hex(16)
+        _set_cookie("ts_csrf", seed, None)
+        bottle.request.environ["ts.gui.new_seed"] = True
+    return seed
+
+
+def _csrf_ok() -> bool:
     given = bottle.request.forms.get("csrf_token") or ""
-    return len(seed) == 32 and hmac.compare_digest(_sign(f"csrf:{seed}").rpartition("|")[2], given)
+    if not bottle.request.get_cookie("ts_csrf") and not bottle.request.environ.get(
+            "ts.gui.session"):
+        return False
+    return bool(given) and hmac.compare_digest(_csrf_token(), given)
 
 
 def _set_cookie(name: str, value: str, max_age: int | None) -> None:
@@ -315,9 +386,13 @@ def _pop_flash() -> dict | None:
 
 
 def _next_url(default: str, source=None) -> str:
-    """A local path from the `next` field, never another site (open redirect)."""
+    """A path of this site from the `next` field, never another site: browsers drop tabs and
+    newlines and read a backslash as a slash, so '/\t/evil.com' would mean '//evil.com'."""
     target = (source or bottle.request.forms).getunicode("next", "") or ""
-    ok = target.startswith("/") and not target.startswith("//") and "\\" not in target
+    parts = urlsplit(target)
+    ok = (target.startswith("/") and not target.startswith("//") and not parts.scheme
+          and not parts.netloc and not any(ch.isspace() or ch == "\\" or ord(ch) < 32
+                                           or ord(ch) == 127 for ch in target))
     return target if ok else default
 
 
@@ -466,7 +541,6 @@ def _same_trigger(form: dict[str, str], before: dict[str, str]) -> bool:
 
 def _attempt(call: Callable[[], Any], form: dict[str, str]) -> dict[str, str]:
     """Run a service call; turn its validation errors into {form field: message}."""
-    from task_scheduler import SchedulerError
     try:
         call()
     except SchedulerError as exc:
@@ -475,7 +549,6 @@ def _attempt(call: Callable[[], Any], form: dict[str, str]) -> dict[str, str]:
 
 
 def _preview(service, definition: dict, form: dict[str, str], errors: dict[str, str]):
-    from task_scheduler import SchedulerError
     try:
         return service.preview_trigger(definition["trigger"], count=5)
     except SchedulerError as exc:
@@ -578,7 +651,6 @@ def _render(name: str, **kwargs) -> str:
 
 
 def _fetch(getter: Callable[[str], dict], key: str) -> dict:
-    from task_scheduler import SchedulerError
     try:
         return getter(key)
     except SchedulerError as exc:
@@ -595,9 +667,20 @@ def _error_page(code: int, title: str, message: str) -> bottle.HTTPResponse:
     return page
 
 
+ERROR_TITLES = {400: "Bad request", 403: "Forbidden", 404: "Not found",
+                405: "Method not allowed", 413: "Too large", 500: "Internal error",
+                503: "Unavailable"}
+
+
+def _error_hook(code: int, message: str) -> str:
+    """The app's error hook for GUI paths: the same page as the GUI's own errors."""
+    bottle.request.environ.setdefault("ts.gui.key", secrets.token_bytes(32))
+    return _render("error", nav="", title=ERROR_TITLES.get(code, "Error"), code=code,
+                   message=message[:1:].upper() + message[1:])
+
+
 def _act(call: Callable[[], Any], back: str):
     """Run a POST action; on a service error go back with the message as an error flash."""
-    from task_scheduler import SchedulerError
     try:
         return call()
     except SchedulerError as exc:

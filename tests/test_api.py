@@ -685,7 +685,7 @@ def test_real_server_answers_413_to_big_bodies_and_survives(live_server):
     conn.close()
     huge = 3 * ts._RequestHandler.drain_limit
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(f"POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+        sock.sendall(f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
                      f"\r\nContent-Length: {huge}\r\n\r\n".encode() + b"x" * (1 << 20))
         answer = b""
         while chunk := sock.recv(65536):
@@ -699,7 +699,7 @@ def test_real_server_answers_expect_100_continue_at_once(live_server):
     host, port = live_server.removeprefix("http://").split(":")
     body = json.dumps(job(description="x" * 2000)).encode()
     with socket.create_connection((host, int(port)), timeout=0.5) as sock:
-        sock.sendall(f"POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode())
         assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue\r\n")   # before the timeout
         sock.sendall(body)
@@ -712,7 +712,7 @@ def test_real_server_answers_idle_and_broken_clients_without_harm(live_server):
         sock.sendall(b"NONSENSE\r\n\r\n")   # the standard library answers HTTP/0.9 style
         assert b"400" in sock.recv(65536)
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\nContent-Length: many\r\n\r\n")
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: many\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(b"GET /api/health HTTP/1.0\r\n\r\n")
