@@ -41,11 +41,14 @@ import json
 import logging
 import os
 import pickle
+import re
 import secrets
+import selectors
 import shlex
 import shutil
 import signal
 import socket
+import stat
 import socketserver
 import subprocess
 import sys
@@ -115,6 +118,9 @@ RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup")
 JOB_STATES = ("scheduled", "paused", "disabled")
 SCRIPT_SUFFIXES = (".sh", ".bash", ".bat", ".cmd", ".ps1", ".py")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_CONFIG_BYTES = 16 << 20   # a 10,000-job jobs.yaml is about 2 MB
+MAX_ALIAS_NODES = 1_000_000   # values YAML aliases may add to a file: far beyond honest use
+_ANCHOR = re.compile(r"(^|[\s\[{,:-])&\S", re.MULTILINE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +146,7 @@ class Config:
     debounce: float = 0.3                 # one editor save is several events
     busy_timeout: float = 30.0            # SQLite: seconds a writer waits for a lock
     allowed_hosts: tuple = ()             # Host names to answer besides loopback (reverse proxy)
+    max_config_bytes: int = MAX_CONFIG_BYTES
 
     _ENV = {"config_path": "TS_CONFIG", "database_url": "TS_DATABASE_URL", "host": "TS_HOST",
             "port": "TS_PORT", "token": "TS_API_TOKEN", "log_level": "TS_LOG_LEVEL",
@@ -158,14 +165,29 @@ class Config:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Optional[dict] = None) -> Config:
-        return cls.from_env(env, config_path=args.config, database_url=args.db, host=args.host,
-                            port=args.port, token=args.token, log_level=args.log_level,
-                            allowed_hosts=args.allowed_hosts)
+        env = os.environ if env is None else env
+        token_file = args.token_file or env.get("TS_API_TOKEN_FILE")
+        token = args.token or (_read_token(token_file) if token_file else None)
+        config = cls.from_env(env, config_path=args.config, database_url=args.db,
+                              host=args.host, port=args.port, token=token,
+                              log_level=args.log_level, allowed_hosts=args.allowed_hosts)
+        return config
 
     @property
     def base_dir(self) -> str:
         """The folder of jobs.yaml: relative scripts and python modules resolve against it."""
         return os.path.dirname(os.path.abspath(self.config_path or "jobs.yaml"))
+
+
+def _read_token(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except OSError as exc:
+        raise SchedulerError(f"cannot read the token file {path}: {exc.strerror}") from None
+    if not token:
+        raise SchedulerError(f"the token file {path} is empty")
+    return token
 
 
 def _parse_port(value: Any) -> int:
@@ -506,22 +528,43 @@ def _job_env(defn: JobDefinition) -> dict:
     return {**os.environ, **defn.env}
 
 
-def load_jobs_file(path: str, parser: Optional[JobsParser] = None
-                   ) -> tuple[list[JobDefinition], str]:
+def load_jobs_file(path: str, parser: Optional[JobsParser] = None,
+                   limit: int = MAX_CONFIG_BYTES) -> tuple[list[JobDefinition], str]:
     """Read, parse and validate a whole jobs.yaml. Returns (jobs, sha256); raises InvalidConfig."""
-    text, digest = read_jobs_file(path)
+    text, digest = read_jobs_file(path, limit)
     return (parser or JobsParser()).parse(text, path), digest
 
 
-def read_jobs_file(path: str) -> tuple[str, str]:
-    """The text of jobs.yaml and the sha256 of its bytes; InvalidConfig if it cannot be read."""
+def read_jobs_file(path: str, limit: int = MAX_CONFIG_BYTES) -> tuple[str, str]:
+    """The text of jobs.yaml and the sha256 of its bytes; InvalidConfig if it cannot be read.
+    Only a regular file of at most ``limit`` bytes is read, and the open never blocks: a FIFO
+    would hang the reloader, /dev/zero would fill the memory."""
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        detail = {"line": None, "job": None, "field": "", "message": f"cannot read: {exc.strerror}"}
-        raise InvalidConfig(f"{path}: cannot read: {exc.strerror}", [detail]) from None
+        raise _unreadable(path, f"cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _unreadable(path, f"not a regular file ({_file_kind(info.st_mode)}); "
+                                    f"jobs.yaml must be a plain file")
+        raw = fh.read(limit + 1) if info.st_size <= limit else b""
+    if info.st_size > limit or len(raw) > limit:
+        raise _unreadable(path, f"larger than {limit} bytes (max_config_bytes); split it, or "
+                                f"raise the limit")
     return raw.decode("utf-8", "replace"), hashlib.sha256(raw).hexdigest()
+
+
+def _unreadable(path: str, message: str) -> InvalidConfig:
+    return InvalidConfig(f"{path}: {message}",
+                         [{"line": None, "job": None, "field": "", "message": message}])
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISDIR, "a directory"))
+    return next((name for test, name in kinds if test(mode)), "not a plain file")
 
 
 class JobsParser:
@@ -539,6 +582,8 @@ class JobsParser:
         return jobs if jobs is not None else parse_jobs_text(text, path)
 
     def _parse_fast(self, text: str, path: str) -> Optional[list[JobDefinition]]:
+        if _ANCHOR.search(text):
+            return None   # aliases are expanded only on the path that bounds them
         try:
             items, chunks = self._load(text)
         except (yaml.YAMLError, ValueError):
@@ -655,12 +700,36 @@ def _yaml_compose(text: str, path: str):
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
+        _check_expansion(root, path)
         return root, loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         detail = _yaml_error_detail(exc, text)
         raise InvalidConfig(_config_error_text(path, [detail]), [detail]) from None
+    except RecursionError:
+        detail = {"line": None, "job": None, "field": "", "message": "YAML nested too deeply"}
+        raise InvalidConfig(_config_error_text(path, [detail]), [detail]) from None
     finally:
         loader.dispose()
+
+
+def _check_expansion(root, path: str) -> None:
+    """Refuse aliases that expand to far more than the file holds (a 'billion laughs'): the
+    parsed document shares the aliased values, but validating and storing them copies each."""
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        if id(node) not in sizes:
+            children = (node.value if isinstance(node, yaml.SequenceNode) else
+                        [n for pair in node.value for n in pair]
+                        if isinstance(node, yaml.MappingNode) else [])
+            sizes[id(node)] = 1 + sum(size(child) for child in children)
+        return sizes[id(node)]
+    if root is not None and size(root) > len(sizes) + MAX_ALIAS_NODES:
+        detail = {"line": None, "job": None, "field": "",
+                  "message": f"YAML aliases expand to {size(root)} values, more than "
+                             f"{MAX_ALIAS_NODES} beyond what the file holds; write the values "
+                             f"out or use fewer aliases"}
+        raise InvalidConfig(_config_error_text(path, [detail]), [detail])
 
 
 def _yaml_error_detail(exc: yaml.YAMLError, text: str) -> dict:
@@ -1367,6 +1436,24 @@ def prune_runs(engine: sa.Engine, keep_runs: int, keep_days: float) -> int:
 _fire: contextvars.ContextVar = contextvars.ContextVar("task_scheduler_fire")
 
 
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What a python job may know of its run: ``current_run()`` inside the job."""
+
+    service: Any
+    run_id: str
+    job_id: str
+    scheduled_at: Optional[dt.datetime]
+
+
+_current_run: contextvars.ContextVar = contextvars.ContextVar("task_scheduler_run", default=None)
+
+
+def current_run() -> Optional[RunContext]:
+    """The run of the python job calling this, or None outside a run."""
+    return _current_run.get()
+
+
 def execute_job(job_id: str) -> None:
     """The one function every APScheduler job calls. Our executor sets the context (service,
     scheduled time) around the call; user callables are never pickled into the job store."""
@@ -1446,20 +1533,39 @@ class _ThreadRouter(io.TextIOBase):
 
 
 class _RunLogHandler(logging.Handler):
-    """Log records emitted by a thread that runs a python job go to that run's stderr."""
+    """Log records emitted by a thread that runs a python job go to that run's stderr; the
+    same records reach the service's own log handlers only up to a budget per run (a job that
+    logs 100 MB must not write 100 MB to the service log)."""
 
     def __init__(self):
         super().__init__(logging.DEBUG)
         self._local = threading.local()
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
-    def bind(self, sink: Optional[CappedOutput]) -> None:
-        self._local.sink = sink
+    def bind(self, sink: Optional[CappedOutput], budget: Optional[list] = None) -> None:
+        self._local.sink, self._local.budget = sink, budget
+        if budget is not None:   # handlers added since the last run get the budget check too
+            for handler in logging.getLogger().handlers:
+                if handler is not self and self.budget_filter not in handler.filters:
+                    handler.addFilter(self.budget_filter)
 
     def emit(self, record: logging.LogRecord) -> None:
         sink = getattr(self._local, "sink", None)
         if sink is not None:
             sink.write((self.format(record) + "\n").encode("utf-8", "replace"))
+
+    def budget_filter(self, record: logging.LogRecord) -> bool:
+        """[bytes left, bytes dropped] of the run bound to this thread; pass when unbound."""
+        budget = getattr(self._local, "budget", None)
+        if budget is None:
+            return True
+        decided = getattr(record, "_ts_pass", None)   # one record meets several handlers
+        if decided is not None:
+            return decided
+        size = len(record.getMessage()) + 64   # the message plus time, level and name
+        record._ts_pass = budget[0] >= size
+        budget[0 if record._ts_pass else 1] += -size if record._ts_pass else size
+        return record._ts_pass
 
 
 _capture_lock = threading.Lock()
@@ -1497,11 +1603,14 @@ class _ActiveRun:
 
 
 def run_python(func, args: list, kwargs: dict, limit: int) -> _Outcome:
-    """Call a python job in this thread with its output and log records captured."""
+    """Call a python job in this thread with its output and log records captured; its log
+    records reach the service log up to ``limit`` bytes."""
     out, err = CappedOutput(limit), CappedOutput(limit)
     stdout, stderr, handler = _capture_routers()
-    for target, sink in ((stdout, out), (stderr, err), (handler, err)):
-        target.bind(sink)
+    budget = [limit, 0]
+    stdout.bind(out)
+    stderr.bind(err)
+    handler.bind(err, budget)
     try:
         func(*args, **kwargs)
         status, error = "succeeded", None
@@ -1509,15 +1618,21 @@ def run_python(func, args: list, kwargs: dict, limit: int) -> _Outcome:
         status = "failed"
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
     finally:
-        for target in (stdout, stderr, handler):
-            target.bind(None)
+        stdout.bind(None)
+        stderr.bind(None)
+        handler.bind(None)
+    if budget[1]:
+        log.warning("%s: %d bytes of its log records were not written to this log (limit %d "
+                    "bytes per run); the run's stderr keeps their head and tail",
+                    getattr(func, "__qualname__", func), budget[1], limit)
     return _Outcome(status, None, error, out.text(), err.text(), out.truncated or err.truncated)
 
 
 def run_command(argv: list, env: dict, cwd: str, timeout: Optional[float], limit: int,
                 kill_grace: float, active: _ActiveRun) -> _Outcome:
-    """Run a command in its own session (process group); on timeout or cancel the whole group
-    gets TERM, then KILL after ``kill_grace``."""
+    """Run a command in its own session (process group). On timeout or cancel the whole group
+    gets TERM, then KILL after ``kill_grace``, and so do processes that left the group
+    (``setsid``) but carry this run's TS_RUN_ID. Output is read until the group is gone."""
     out, err = CappedOutput(limit), CappedOutput(limit)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -1528,10 +1643,7 @@ def run_command(argv: list, env: dict, cwd: str, timeout: Optional[float], limit
     active.proc = proc
     if active.stop_reason:   # cancelled while starting
         kill_group(proc, kill_grace)
-    pumps = [threading.Thread(target=_pump, args=(pipe, sink), daemon=True)
-             for pipe, sink in ((proc.stdout, out), (proc.stderr, err))]
-    for p in pumps:
-        p.start()
+    reader = _PipeReader({proc.stdout: out, proc.stderr: err})
     timed_out = False
     try:
         code = proc.wait(timeout=timeout)
@@ -1539,29 +1651,141 @@ def run_command(argv: list, env: dict, cwd: str, timeout: Optional[float], limit
         timed_out = True
         kill_group(proc, kill_grace)
         code = proc.wait()
-    _drain(pumps, proc, kill_grace)
-    return _Outcome(*_command_status(code, timed_out, active.stop_reason, timeout), out.text(),
-                    err.text(), out.truncated or err.truncated)
+    if timed_out or active.stop_reason:
+        kill_escaped(env.get("TS_RUN_ID"), kill_grace)
+    note = _finish_output(reader, proc, kill_grace)
+    status, code, error = _command_status(code, timed_out, active.stop_reason, timeout)
+    if note:
+        err.write(f"\n[task-scheduler: {note}]\n".encode())
+    return _Outcome(status, code, error, out.text(), err.text(), out.truncated or err.truncated)
 
 
-def _pump(pipe, sink: CappedOutput) -> None:
-    try:
-        for chunk in iter(functools.partial(pipe.read1, 65536), b""):
-            sink.write(chunk)
-    except (OSError, ValueError) as exc:
-        log.debug("output pipe closed: %s", exc)
-    finally:
-        pipe.close()
+class _PipeReader:
+    """Reads a command's pipes from one thread, and can stop reading: a process that left the
+    group may hold a pipe open long after the run is over."""
+
+    def __init__(self, pipes: dict):
+        self._selector = selectors.DefaultSelector()
+        for pipe, sink in pipes.items():
+            os.set_blocking(pipe.fileno(), False)
+            self._selector.register(pipe, selectors.EVENT_READ, sink)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ts-pipes", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while self._selector.get_map() and not self._stop.is_set():
+                for key, _ in self._selector.select(timeout=0.1):
+                    self._read(key)
+        except (OSError, ValueError) as exc:
+            log.debug("output pipes: %s", exc)
+        finally:
+            for key in list(self._selector.get_map().values()):
+                self._selector.unregister(key.fileobj)
+                key.fileobj.close()
+            self._selector.close()
+
+    def _read(self, key) -> None:
+        try:
+            data = os.read(key.fd, 65536)
+        except BlockingIOError:
+            return
+        if data:
+            key.data.write(data)
+        else:
+            self._selector.unregister(key.fileobj)
+            key.fileobj.close()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the end of every pipe; True when all ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
 
 
-def _drain(pumps: list, proc: subprocess.Popen, grace: float) -> None:
-    """Children that outlive the command keep its pipes open: give them ``grace``, then end them."""
-    for p in pumps:
-        p.join(grace)
-    if any(p.is_alive() for p in pumps):
+def _finish_output(reader: _PipeReader, proc: subprocess.Popen, grace: float) -> Optional[str]:
+    """After the command ended: read what its pipes still bring. Children left in its group get
+    ``grace``, then KILL; once the group is gone nothing more is waited for. Returns a note for
+    the run's stderr when output was left unread."""
+    if reader.join(0.05):
+        return None
+    deadline = time.monotonic() + grace
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        if reader.join(0.05):
+            return None
+    if _group_alive(proc.pid):
         _signal_group(proc.pid, signal.SIGKILL)
-        for p in pumps:
-            p.join(grace)
+    if reader.join(0.2):   # what the group wrote before it went
+        return None
+    reader.stop()
+    return ("a process that left the command's process group (setsid, a daemon) still holds "
+            "its output; what it writes now is not captured")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def kill_escaped(run_id: Optional[str], grace: float) -> int:
+    """TERM, then KILL, the processes of this user that carry ``TS_RUN_ID=run_id`` in their
+    environment: descendants of a run that left its process group. Linux only (/proc); a
+    process that cleared its environment is not found. Returns how many were signalled."""
+    if not run_id or not os.path.isdir("/proc"):
+        return 0
+    needle = f"TS_RUN_ID={run_id}\0".encode()
+    pids = [pid for pid in _proc_pids() if pid != os.getpid() and needle in _environ_of(pid)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while sig == signal.SIGTERM and time.monotonic() < deadline and any(
+                _pid_alive(p) for p in pids):
+            time.sleep(0.05)
+    if pids:
+        log.info("run %s: ended %d processes that had left its process group", run_id,
+                 len(pids))
+    return len(pids)
+
+
+def _proc_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _environ_of(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return fh.read() + b"\0"
+    except OSError:   # gone, or another user's
+        return b""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return os.path.exists(f"/proc/{pid}") and not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def kill_group(proc: subprocess.Popen, grace: float) -> None:
@@ -2141,7 +2365,7 @@ class SchedulerService:
             raise BadRequest("this service has no jobs.yaml (config_path is not set)")
         with self.reloader.lock:   # one reload at a time: the file read last is applied last
             try:
-                text, digest = read_jobs_file(path)
+                text, digest = read_jobs_file(path, self.config.max_config_bytes)
             except InvalidConfig as exc:
                 return self._reload_failed(exc, None)
             if digest == self._seen_hash and not force and not self._config_state["error"]:
@@ -2581,9 +2805,8 @@ def _api_id_conflict(records: dict, path: str, jobs: list) -> Optional[InvalidCo
 def _id_lines(path: str, ids: list) -> dict:
     """{id: line} of jobs in jobs.yaml; re-reads the file, so only for error messages."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            root, _ = _yaml_compose(fh.read(), path)
-    except (OSError, InvalidConfig):
+        root, _ = _yaml_compose(read_jobs_file(path)[0], path)
+    except InvalidConfig:
         return {}   # the file changed since it validated: the next reload reports it
     items = root if isinstance(root, yaml.SequenceNode) else _node_at(root, ["jobs"])
     lines = {}
@@ -3804,9 +4027,17 @@ def _number(value: Any) -> str:
 
 def http_check(url: str, timeout: float = 10.0, expect_status: int = 200,
                contains: Optional[str] = None) -> None:
-    """A health check: GET ``url``; fails (raises) unless the status and body are as expected."""
+    """A health check: GET ``url``; fails (raises) unless the status and body are as expected.
+    A path (``/api/health``) means this service's own address, whatever port it listens on."""
     import urllib.error
     import urllib.request
+    if url.startswith("/"):
+        context = _current_run.get()
+        base = context.service.base_url if context is not None else None
+        if not base:
+            raise RuntimeError(f"{url} is a path: it needs the address of the service running "
+                               f"this job (task-scheduler run sets it); give a full URL")
+        url = base + url
     started = time.monotonic()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -3832,8 +4063,16 @@ def main(argv: Optional[list] = None) -> int:
         return _cmd_validate(args.path)
     try:
         config = Config.from_args(args)
+        explicit = args.config or os.environ.get("TS_CONFIG")
+        if explicit and not os.path.exists(explicit):
+            raise SchedulerError(f"config file {explicit} does not exist (--config or "
+                                 f"TS_CONFIG); create it (an empty list is []) or leave the "
+                                 f"setting out to use ./jobs.yaml")
         logging.basicConfig(level=config.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if args.token:
+            log.warning("--token shows in ps to every user of this machine; prefer "
+                        "TS_API_TOKEN or --token-file")
         return _cmd_run(config)
     except SchedulerError as exc:
         print(f"task-scheduler: {exc}", file=sys.stderr)
@@ -3844,23 +4083,36 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="task-scheduler", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"task-scheduler {__version__}")
     sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run the scheduler with its API and GUI (the default)")
-    run.add_argument("--config", help="jobs.yaml path (TS_CONFIG; default ./jobs.yaml)")
-    run.add_argument("--db", help="database URL (TS_DATABASE_URL; default "
-                                  "sqlite:///./task_scheduler.sqlite)")
-    run.add_argument("--host", help="bind address (TS_HOST; default 127.0.0.1)")
-    run.add_argument("--port", help="port (TS_PORT; default 8000)")
-    run.add_argument("--token", help="API/GUI bearer token (TS_API_TOKEN)")
-    run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (TS_LOG_LEVEL)")
-    run.add_argument("--allowed-hosts", help="comma-separated Host names to answer besides "
-                     "loopback and the bound address, e.g. the name a reverse proxy passes "
-                     "(TS_ALLOWED_HOSTS; '.example.com' allows subdomains)")
+    run = sub.add_parser("run", help="run the scheduler with its API and GUI (the default)",
+                         description="Run the scheduler with its API and GUI (the default "
+                                     "command). Flags win over the environment variables named.",
+                         epilog="Other commands: 'task-scheduler validate [PATH]' checks a "
+                                "jobs.yaml; 'task-scheduler --version'.")
+    flags = (
+        ("--config", "jobs.yaml path (TS_CONFIG; default ./jobs.yaml; a path given here must "
+                     "exist)"),
+        ("--db", "database URL (TS_DATABASE_URL; default sqlite:///./task_scheduler.sqlite; "
+                 "postgresql://user@host/db for production and for several nodes)"),
+        ("--host", "bind address (TS_HOST; default 127.0.0.1; anything else needs a token)"),
+        ("--port", "port (TS_PORT; default 8000)"),
+        ("--token", "API/GUI bearer token (TS_API_TOKEN); visible in ps: prefer the variable "
+                    "or --token-file"),
+        ("--token-file", "read the token from this file (TS_API_TOKEN_FILE)"),
+        ("--allowed-hosts", "comma-separated Host names to answer besides loopback and the "
+                            "bound address, e.g. the name a reverse proxy passes "
+                            "(TS_ALLOWED_HOSTS; '.example.com' allows subdomains)"),
+        ("--log-level", "DEBUG, INFO, WARNING, ERROR (TS_LOG_LEVEL)"),
+    )
+    for flag, text in flags:
+        run.add_argument(flag, help=text)
     val = sub.add_parser("validate", help="check a jobs.yaml; exit 1 with file:line errors")
     val.add_argument("path", nargs="?", default=os.environ.get("TS_CONFIG", "jobs.yaml"))
     return parser
 
 
 def _default_command(argv: list) -> list:
+    if argv in (["-h"], ["--help"]):
+        return ["run", "--help"]   # the flags people look for are the run command's
     if argv and argv[0] in ("run", "validate", "-h", "--help", "--version"):
         return argv
     return ["run", *argv]
@@ -3879,32 +4131,54 @@ def _cmd_validate(path: str) -> int:
 def _cmd_run(config: Config) -> int:
     if config.host not in LOOPBACK_HOSTS and not config.token:
         raise SchedulerError(f"refusing to bind {config.host} without a token: anyone who can "
-                             f"reach it could run commands. Set --token or TS_API_TOKEN, or bind "
-                             f"127.0.0.1")
+                             f"reach it could run commands. Set TS_API_TOKEN or --token-file, "
+                             f"or bind 127.0.0.1")
     service = SchedulerService(config)
-    service.start()
-    try:
+    try:   # the port first: a busy port must not find a scheduler already firing
         server = make_server(create_app(service), config.host, config.port)
     except OSError as exc:
-        service.stop(0)
-        raise SchedulerError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") \
-            from None
-    stop = threading.Event()
+        service.engine.dispose()
+        raise SchedulerError(f"cannot listen on {config.host}:{config.port}: "
+                             f"{exc.strerror or exc}") from None
+    service.base_url = _base_url(config.host, server.server_port)
+    try:
+        service.start()
+    except BaseException:
+        server.server_close()
+        raise
+    _handle_signals(service, server)
+    log.info("serving on http://%s:%d/", config.host, server.server_port)
+    server.serve_forever()
+    server.server_close()
+    service.stop()
+    return 0
+
+
+def _handle_signals(service: SchedulerService, server) -> None:
+    """SIGTERM/SIGINT stop gracefully; a second one stops at once. SIGHUP reloads jobs.yaml."""
+    asked = threading.Event()
 
     def on_stop(signum, _frame):
-        log.info("%s: stopping", signal.Signals(signum).name)
-        stop.set()
+        name = signal.Signals(signum).name
+        if asked.is_set():
+            log.warning("%s again: stopping now; runs still going are recorded interrupted", name)
+            service.hurry()
+            return
+        asked.set()
+        log.info("%s: stopping (send it again to stop at once)", name)
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     if service.reloader is not None:
         signal.signal(signal.SIGHUP, lambda *_: service.reloader.poke(0))
-    log.info("serving on http://%s:%d/", config.host, server.server_port)
-    server.serve_forever()
-    server.server_close()
-    service.stop()
-    return 0
+
+
+def _base_url(host: str, port: int) -> str:
+    """How jobs of this process reach its API (the sample's self check)."""
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1" if host != "::" else "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 if __name__ == "__main__":

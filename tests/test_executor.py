@@ -3,6 +3,7 @@ kill whole process groups; output is capped; retries; anything a job raises is a
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -218,3 +219,69 @@ def test_capped_output_unit():
     text = out.text()
     assert text.startswith("abcde") and text.endswith("vwxyz") and out.truncated
     assert "[... 16 bytes truncated ...]" in text
+
+
+def test_setsid_grandchild_cannot_hold_a_timed_out_run_open(tmp_path, make_service):
+    """A grandchild that calls setsid leaves the process group; it still carries TS_RUN_ID, so
+    the timeout ends it too, and the run does not wait on the pipe it holds."""
+    service = make_service(kill_grace=1)
+    pidfile = tmp_path / "escaped.pid"
+    add(service, id="escape", shell=True, timeout=1,
+        command=f"setsid sh -c 'echo $$ > {pidfile}; sleep 300' & sleep 300")
+    started = time.monotonic()
+    run = run_and_wait(service, "escape", timeout=20)
+    assert run["status"] == "timeout"
+    assert time.monotonic() - started < 6, "the run waited on a pipe held by an escaped process"
+    escaped = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 5))
+    wait_for(lambda: not pid_alive(escaped), 5, message="the setsid grandchild to be killed")
+
+
+def test_daemon_left_by_a_successful_run_does_not_hold_it_open(tmp_path, make_service):
+    """A run that ends normally but leaves a setsid daemon holding stdout is finished once its
+    own process group is gone; the daemon is left alone and the run says what happened."""
+    service = make_service(kill_grace=1)
+    pidfile = tmp_path / "daemon.pid"
+    add(service, id="daemonize", shell=True,
+        command=f"echo before; setsid sh -c 'echo $$ > {pidfile}; sleep 30' &")
+    started = time.monotonic()
+    run = run_and_wait(service, "daemonize", timeout=20)
+    daemon = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 5))
+    try:
+        assert run["status"] == "succeeded" and run["stdout"] == "before\n"
+        assert "still holds its output" in run["stderr"]
+        assert time.monotonic() - started < 5
+        assert pid_alive(daemon)
+    finally:
+        os.kill(daemon, 9)
+
+
+LOGGER_TASKS = '''
+import logging
+
+def chatty(megabytes):
+    line = "x" * 1000
+    for _ in range(megabytes * 1000):
+        logging.getLogger("chatty").warning(line)
+'''
+
+
+def test_python_job_logging_a_flood_is_capped_in_the_service_log(tmp_path, make_service):
+    (tmp_path / "ts_test_logger.py").write_text(LOGGER_TASKS)
+    service = make_service(output_limit=100_000)
+    written = []
+
+    class Counting(logging.Handler):
+        def emit(self, record):
+            written.append(len(record.getMessage()))
+    handler = Counting()
+    logging.getLogger().addHandler(handler)
+    try:
+        add(service, id="chatty", func="ts_test_logger:chatty", args=[5])
+        run = run_and_wait(service, "chatty", timeout=60)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert run["status"] == "succeeded" and run["truncated"]
+    chatty = sum(size for size in written if size == 1000)
+    assert 50_000 < chatty <= 100_000, chatty   # 5 MB logged, the budget passed
+    notes = [size for size in written if size != 1000]
+    assert notes, "one line says how much was dropped"

@@ -501,3 +501,67 @@ def _get(url: str, key: str):
 
 def _job_ids(base: str) -> set:
     return {j["id"] for j in _get(base + "/jobs", "jobs") or []}
+
+
+BOMB = """\
+- id: bomb
+  command: 'true'
+  trigger: {type: interval, hours: 1}
+  kwargs:
+    a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+    b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+    c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+    d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+    e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+    f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+    g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+    h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+    i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def poison_bomb(path: Path) -> None:
+    save_in_place(path, BOMB)
+
+
+def poison_zero(path: Path) -> None:
+    path.unlink()
+    path.symlink_to("/dev/zero")
+
+
+def poison_fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def poison_huge(path: Path) -> None:
+    save_in_place(path, GOOD + "# " + "x" * 2_000_000 + "\n")
+
+
+@pytest.mark.parametrize("poison, words", [
+    (poison_bomb, "aliases expand"), (poison_zero, "not a regular file (a character device)"),
+    (poison_fifo, "not a regular file (a FIFO)"), (poison_huge, "larger than 1000000 bytes"),
+])
+def test_poisoned_file_is_a_config_error_and_reloading_goes_on(jobs_file, make_service, poison,
+                                                               words):
+    write_jobs(jobs_file, GOOD)
+    service = make_service(max_config_bytes=1_000_000)
+    before, config_before = snapshot(service), service.status()["config"]
+    poison(jobs_file)
+    error = wait_for(lambda: service.status()["config"]["error"], 10, message="the error")
+    assert words in error
+    assert_unchanged(service, before, config_before)
+    # The reloader is not stuck: a good file is applied again.
+    jobs_file.unlink()
+    write_jobs(jobs_file, GOOD.replace("hours: 1", "hours: 2", 1))
+    service.reload()
+    assert service.status()["config"]["error"] is None
+
+
+def test_validate_refuses_a_bomb_quickly(tmp_path):
+    path = tmp_path / "jobs.yaml"
+    path.write_text(BOMB)
+    started = time.monotonic()
+    with pytest.raises(ts.InvalidConfig, match="aliases expand"):
+        ts.load_jobs_file(str(path))
+    assert time.monotonic() - started < 5
