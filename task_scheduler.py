@@ -24,6 +24,7 @@ Embed it::
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
 import concurrent.futures
 import contextlib
@@ -36,6 +37,7 @@ import hashlib
 import hmac
 import importlib
 import io
+import itertools
 import ipaddress
 import json
 import logging
@@ -57,13 +59,15 @@ import time
 import traceback
 import wsgiref.simple_server
 import zoneinfo
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Optional, Union
 
 import bottle
 import sqlalchemy as sa
+import sqlalchemy.dialects.postgresql
+import sqlalchemy.dialects.sqlite
 import yaml
-from apscheduler.executors.pool import BasePoolExecutor
-from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
@@ -71,7 +75,11 @@ from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from apscheduler.util import convert_to_datetime, datetime_to_utc_timestamp
+from apscheduler.util import (
+    convert_to_datetime,
+    datetime_to_utc_timestamp,
+    utc_timestamp_to_datetime,
+)
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -110,14 +118,16 @@ log = logging.getLogger("task_scheduler")
 # Constants and configuration
 # --------------------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "interrupted", "missed",
                 "skipped", "cancelled")
 FINAL_STATUSES = frozenset(RUN_STATUSES) - {"queued", "running"}
 RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup")
-JOB_STATES = ("scheduled", "paused", "disabled")
+JOB_STATES = ("scheduled", "paused", "disabled", "finished")
 SCRIPT_SUFFIXES = (".sh", ".bash", ".bat", ".cmd", ".ps1", ".py")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+MAX_LABELS = 8                # a node matches run_on by its label subsets: 2**8 at most
 MAX_CONFIG_BYTES = 16 << 20   # a 10,000-job jobs.yaml is about 2 MB
 MAX_ALIAS_NODES = 1_000_000   # values YAML aliases may add to a file: far beyond honest use
 _ANCHOR = re.compile(r"(^|[\s\[{,:-])&\S", re.MULTILINE)
@@ -147,10 +157,17 @@ class Config:
     busy_timeout: float = 30.0            # SQLite: seconds a writer waits for a lock
     allowed_hosts: tuple = ()             # Host names to answer besides loopback (reverse proxy)
     max_config_bytes: int = MAX_CONFIG_BYTES
+    labels: tuple = ()                    # this node's labels, for jobs' run_on
+    queue_poll: float = 1.0               # seconds between looks at the run queue (NOTIFY wakes)
+    lease_ttl: float = 5.0                # a leader's lease; failover takes about this plus 1 s
+    lease_renew: float = 1.0              # seconds between renewals (and takeover attempts)
+    heartbeat_every: float = 2.0          # seconds between node and run heartbeats
+    node_timeout: float = 10.0            # a node silent this long is dead; its runs rescued
 
     _ENV = {"config_path": "TS_CONFIG", "database_url": "TS_DATABASE_URL", "host": "TS_HOST",
             "port": "TS_PORT", "token": "TS_API_TOKEN", "log_level": "TS_LOG_LEVEL",
-            "timezone": "TS_TIMEZONE", "allowed_hosts": "TS_ALLOWED_HOSTS"}
+            "timezone": "TS_TIMEZONE", "allowed_hosts": "TS_ALLOWED_HOSTS",
+            "labels": "TS_NODE_LABELS", "node": "TS_NODE_ID"}
 
     @classmethod
     def from_env(cls, env: Optional[dict] = None, **overrides: Any) -> Config:
@@ -161,6 +178,8 @@ class Config:
             values["port"] = _parse_port(values["port"])
         if isinstance(values.get("allowed_hosts"), str):
             values["allowed_hosts"] = tuple(h for h in values["allowed_hosts"].split(",") if h)
+        if isinstance(values.get("labels"), str):
+            values["labels"] = _parse_labels(values["labels"])
         return cls(**values)
 
     @classmethod
@@ -170,13 +189,25 @@ class Config:
         token = args.token or (_read_token(token_file) if token_file else None)
         config = cls.from_env(env, config_path=args.config, database_url=args.db,
                               host=args.host, port=args.port, token=token,
-                              log_level=args.log_level, allowed_hosts=args.allowed_hosts)
+                              log_level=args.log_level, allowed_hosts=args.allowed_hosts,
+                              labels=args.labels, node=args.node_id)
         return config
 
     @property
     def base_dir(self) -> str:
         """The folder of jobs.yaml: relative scripts and python modules resolve against it."""
         return os.path.dirname(os.path.abspath(self.config_path or "jobs.yaml"))
+
+
+def _parse_labels(text: str) -> tuple:
+    labels = tuple(sorted({x.strip() for x in text.split(",") if x.strip()}))
+    bad = [x for x in labels if not LABEL_PATTERN.fullmatch(x)]
+    if bad:
+        raise SchedulerError(f"labels: {bad[0]!r} is not a label (letters, digits, _ . -; "
+                             f"up to 32)")
+    if len(labels) > MAX_LABELS:
+        raise SchedulerError(f"labels: {len(labels)} given; a node has at most {MAX_LABELS}")
+    return labels
 
 
 def _read_token(path: str) -> str:
@@ -327,6 +358,9 @@ class JobDefinition(_Model):
     env: dict[StrictStr, StrictStr] = {}
     cwd: Optional[StrictStr] = None
     replace_existing: StrictBool = True
+    run_on: Annotated[list[Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]],
+                      Field(max_length=8, description="node labels: only a node with all of "
+                                                      "them runs this job")] = []
 
     @model_validator(mode="after")
     def _one_target(self) -> JobDefinition:
@@ -1028,16 +1062,20 @@ def run_to_dict(row: Any, output: bool = False) -> dict:
     started, finished = get("started_at"), get("finished_at")
     out = {
         "id": get("id"), "job_id": get("job_id"), "status": get("status"),
-        "trigger": get("trigger"), "attempt": get("attempt") or 0,
+        "trigger": get("trigger"), "attempt": get("attempt") or 1,
         "scheduled_at": _iso(get("scheduled_at")), "started_at": _iso(started),
         "finished_at": _iso(finished),
         "duration_s": round((finished - started).total_seconds(), 3)
         if started and finished else None,
         "exit_code": get("exit_code"), "error": get("error"), "truncated": bool(get("truncated")),
-        "node": get("node"),
+        "node": get("node"), "run_on": [x for x in (get("run_on") or "").split(",") if x],
+        "rerun_of": get("rerun_of"),
     }
+    if get("status") == "queued":
+        out["due_at"] = _iso(get("due_at"))
     if output:
         out["stdout"], out["stderr"] = get("stdout") or "", get("stderr") or ""
+        out["params"] = json.loads(get("params") or "null")
     return out
 
 
@@ -1048,7 +1086,7 @@ class Page(list):
 
 
 # --------------------------------------------------------------------------------------------
-# Store: tables, migrations, the history writer
+# Store: tables, migrations, every SQL statement, APScheduler's job table, the history writer
 # --------------------------------------------------------------------------------------------
 
 _metadata = sa.MetaData()
@@ -1072,7 +1110,7 @@ ts_runs = sa.Table(
     sa.Column("id", sa.String(32), primary_key=True),   # time-ordered: newest sorts last
     sa.Column("job_id", sa.String(64), nullable=False),
     sa.Column("trigger", sa.String(16), nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False, default=0),
+    sa.Column("attempt", sa.Integer, nullable=False, default=1),
     sa.Column("scheduled_at", sa.DateTime, nullable=False),
     sa.Column("started_at", sa.DateTime),
     sa.Column("finished_at", sa.DateTime),
@@ -1083,10 +1121,42 @@ ts_runs = sa.Table(
     sa.Column("stderr", sa.Text),
     sa.Column("truncated", sa.Boolean, nullable=False, default=False),
     sa.Column("node", sa.String(255)),
+    sa.Column("due_at", sa.DateTime),                   # a queued run starts from then on
+    sa.Column("heartbeat_at", sa.DateTime),             # its node still runs it
+    sa.Column("epoch", sa.Integer),                     # the lease epoch that recorded the fire
+    sa.Column("run_on", sa.String(255), nullable=False, default=""),   # labels a node needs
+    sa.Column("params", sa.Text),                       # this run's own args/kwargs/env (JSON)
+    sa.Column("rerun_of", sa.String(32)),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
     sa.UniqueConstraint("job_id", "scheduled_at", "trigger", "attempt", name="uq_ts_runs_fire"),
     sa.Index("ix_ts_runs_job_id", "job_id", "id"),
     sa.Index("ix_ts_runs_scheduled_at", "scheduled_at"),
     sa.Index("ix_ts_runs_status", "status"),
+)
+# The queue: only queued rows are in it, however long the history grows.
+ix_ts_runs_queue = sa.Index("ix_ts_runs_queue", ts_runs.c.due_at, ts_runs.c.id,
+                            postgresql_where=ts_runs.c.status == "queued",
+                            sqlite_where=ts_runs.c.status == "queued")
+ts_nodes = sa.Table(
+    "ts_nodes", _metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("labels", sa.Text, nullable=False, default=""),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False, default="follower"),
+    sa.Column("config_hash", sa.String(64)),
+    sa.Column("running", sa.Integer, nullable=False, default=0),
+)
+ts_lease = sa.Table(
+    "ts_lease", _metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("holder", sa.String(255)),
+    sa.Column("epoch", sa.Integer, nullable=False, default=0),
+    sa.Column("expires_at", sa.DateTime),
+    sa.Column("acquired_at", sa.DateTime),
 )
 ts_sessions = sa.Table(
     "ts_sessions", _metadata,
@@ -1096,7 +1166,8 @@ ts_sessions = sa.Table(
     sa.Column("revoked_at", sa.DateTime),
 )
 APS_TABLE = "ts_apscheduler_jobs"
-_SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr")]
+_SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr", "params")]
+LEASE = "leader"
 
 
 def new_run_id() -> str:
@@ -1105,7 +1176,8 @@ def new_run_id() -> str:
 
 
 def create_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
-    """An engine tuned for us: SQLite in WAL mode with a private file; PostgreSQL with pre-ping."""
+    """An engine tuned for us: SQLite in WAL mode with a private file; PostgreSQL with pre-ping,
+    UTC sessions, and time limits so that a stalled peer never holds a lock for long."""
     if url.startswith("sqlite"):
         _make_private_sqlite(url)
         engine = sa.create_engine(url, connect_args={"timeout": busy_timeout})
@@ -1113,7 +1185,19 @@ def create_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    connect_args = {"application_name": "task-scheduler"} if "postgresql" in url else {}
+    connect_args = {}
+    if "postgresql" in url:
+        parsed = sa.make_url(url)
+        given = parsed.query.get("options", "")   # e.g. -csearch_path=... : kept, ours added
+        url = parsed.difference_update_query(["options"])
+        # A leader stopped inside a transaction (SIGSTOP) would hold its lease row's lock;
+        # the server ends such a transaction after 10 s. Dead peers are found by keepalives.
+        connect_args = {"application_name": "task-scheduler", "connect_timeout": 10,
+                        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                        "keepalives_count": 3,
+                        "options": f"{given} -c timezone=UTC "
+                                   f"-c idle_in_transaction_session_timeout=10000 "
+                                   f"-c lock_timeout=10000".strip()}
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
                             connect_args=connect_args)
 
@@ -1144,115 +1228,698 @@ def _make_private_sqlite(url: str) -> None:
 
 
 def migrate(engine: sa.Engine) -> int:
-    """Create or upgrade our tables; refuse a schema newer than this code. Returns the version."""
-    _metadata.create_all(engine)
+    """Create or upgrade our tables; refuse a schema newer than this code. Returns the version.
+    Nodes starting together on PostgreSQL take turns (an advisory lock)."""
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(0x7453_6368_6564)))
+        _metadata.create_all(conn)
         row = conn.execute(sa.select(ts_meta.c.value).where(ts_meta.c.key == "schema_version"))
         version = int(row.scalar() or 0)
         if version > SCHEMA_VERSION:
             raise SchedulerError(f"the database has schema version {version}, newer than this "
                                  f"task-scheduler {__version__} knows ({SCHEMA_VERSION}); "
                                  f"upgrade task-scheduler")
-        for step in range(version + 1, SCHEMA_VERSION + 1):
-            _MIGRATIONS.get(step, lambda c: None)(conn)
+        for step in range(version + 1, SCHEMA_VERSION + 1) if version else ():
+            _MIGRATIONS[step](conn)
         if version == 0:
             conn.execute(ts_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
         elif version < SCHEMA_VERSION:
             conn.execute(ts_meta.update().where(ts_meta.c.key == "schema_version")
                          .values(value=str(SCHEMA_VERSION)))
+        ix_ts_runs_queue.create(conn, checkfirst=True)
+        _add_missing_column(conn, APS_TABLE, sa.Column("ts_hash", sa.String(80)))
+        if conn.execute(sa.select(ts_lease.c.name).where(ts_lease.c.name == LEASE)).first() \
+                is None:
+            conn.execute(ts_lease.insert().values(name=LEASE, epoch=0))
     return SCHEMA_VERSION
 
 
-# Forward migrations by target version: {2: lambda conn: conn.execute(sa.text("ALTER ..."))}.
-_MIGRATIONS: dict = {}
+def _migrate_to_2(conn) -> None:
+    """Runs become a queue that several nodes share (due_at, heartbeat, epoch, placement, a
+    cancel request), runs may carry their own parameters, and attempts count from 1."""
+    for name in ("due_at", "heartbeat_at", "epoch", "run_on", "params", "rerun_of",
+                 "cancel_requested"):
+        _add_missing_column(conn, "ts_runs", ts_runs.c[name].copy())
+    conn.execute(ts_runs.update().where(ts_runs.c.due_at.is_(None))
+                 .values(due_at=ts_runs.c.scheduled_at))
+    # Two steps keep (job, time, trigger, attempt) unique all along: PostgreSQL checks each row.
+    conn.execute(ts_runs.update().values(attempt=-(ts_runs.c.attempt + 1)))
+    conn.execute(ts_runs.update().values(attempt=-ts_runs.c.attempt))
 
 
-class BatchingJobStore(SQLAlchemyJobStore):
-    """APScheduler's SQLAlchemy store, except that inside ``batch()`` one thread's writes are
-    committed together: one transaction per scheduler wakeup however many jobs fired, and one
-    per reconcile however many jobs changed (APScheduler commits each job on its own)."""
+def _add_missing_column(conn, table: str, column: sa.Column) -> None:
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(table) or column.name in {
+            c["name"] for c in inspector.get_columns(table)}:
+        return
+    ddl = f"ALTER TABLE {table} ADD COLUMN {column.name} {column.type.compile(conn.dialect)}"
+    if not column.nullable:
+        default = column.default.arg if column.default is not None else ""
+        ddl += f" NOT NULL DEFAULT {_sql_literal(conn, default)}"
+    conn.execute(sa.text(ddl))
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self._local = threading.local()
+
+def _sql_literal(conn, value: Any) -> str:
+    if isinstance(value, bool):
+        return ("true" if value else "false") if conn.dialect.name == "postgresql" \
+            else str(int(value))
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+_MIGRATIONS = {2: _migrate_to_2}
+
+
+class NotLeader(SchedulerError):
+    """A write for the leader was refused: another node holds the lease now (fencing)."""
+
+
+class Store:
+    """Every SQL statement of the service, each operation one ``engine.begin()`` with a domain
+    answer (the shape of APScheduler's SQLAlchemyJobStore): callers say what they want done.
+
+    On PostgreSQL, times that nodes compare (leases, heartbeats, queues) come from the database
+    clock; changes are announced with NOTIFY. SQLite has one node: its clock is this machine's,
+    and its writers take turns on a lock before they begin (never inside a transaction)."""
+
+    def __init__(self, engine: sa.Engine, node: str):
+        self.engine, self.node = engine, node
+        self.postgres = engine.dialect.name == "postgresql"
+        self._write_lock = None if self.postgres else threading.Lock()
+        self.on_commit: list = []   # (channel, payload) after each commit: this process's bus
 
     @contextlib.contextmanager
-    def batch(self):
-        if getattr(self._local, "ops", None) is not None:
-            yield   # already batching in this thread
+    def write(self):
+        """One write transaction; ``notify(conn, ...)`` inside it announces after commit."""
+        with self._write_lock or contextlib.nullcontext(), self.engine.begin() as conn:
+            conn.info["ts.notes"] = []
+            yield conn
+            notes = conn.info.pop("ts.notes")
+        for channel, payload in notes:
+            for callback in self.on_commit:
+                callback(channel, payload)
+
+    def notify(self, conn, channel: str, ids: Optional[list] = None) -> None:
+        payload = {"node": self.node, "ids": ids if ids is None or len(ids) < 200 else None}
+        conn.info["ts.notes"].append((channel, payload))
+        if self.postgres:
+            conn.execute(sa.select(sa.func.pg_notify(self.channel_prefix + channel,
+                                                     json.dumps(payload))))
+
+    @functools.cached_property
+    def channel_prefix(self) -> str:
+        """NOTIFY channels belong to the whole database: nodes using another schema of it
+        (another installation, a test) must not hear this one."""
+        if not self.postgres:
+            return ""
+        with self.engine.connect() as conn:
+            schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
+        return "" if schema in (None, "public") else f"{schema}_"
+
+    def now(self, conn=None):
+        """The database clock, naive UTC, as a SQL expression (a value on SQLite)."""
+        if self.postgres:
+            return sa.func.timezone("UTC", sa.func.now())
+        return _utcnow()
+
+    def _ago(self, seconds: float):
+        if self.postgres:
+            return sa.func.timezone("UTC", sa.func.now() - sa.func.make_interval(
+                0, 0, 0, 0, 0, 0, sa.literal(float(seconds), sa.Float)))
+        return _utcnow() - dt.timedelta(seconds=seconds)
+
+    def db_time(self) -> dt.datetime:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(self.now())).scalar() if self.postgres else _utcnow()
+
+    # meta
+
+    def get_meta(self, key: str) -> Optional[str]:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(ts_meta.c.value).where(ts_meta.c.key == key)).scalar()
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.write() as conn:
+            if conn.execute(ts_meta.update().where(ts_meta.c.key == key)
+                            .values(value=value)).rowcount == 0:
+                conn.execute(ts_meta.insert().values(key=key, value=value))
+
+    # job definitions
+
+    def job_rows(self, ids: Optional[list] = None) -> list:
+        query = sa.select(ts_jobs)
+        if ids is not None:
+            query = query.where(ts_jobs.c.id.in_(ids))
+        with self.engine.connect() as conn:
+            return conn.execute(query).all()
+
+    def job_signatures(self) -> dict:
+        """{id: (definition_hash, paused)}: enough to see which jobs changed elsewhere."""
+        with self.engine.connect() as conn:
+            return {r.id: (r.definition_hash, r.paused) for r in conn.execute(
+                sa.select(ts_jobs.c.id, ts_jobs.c.definition_hash, ts_jobs.c.paused))}
+
+    def write_jobs(self, upserts: list[dict], deletes: list[str]) -> None:
+        """Insert or update job rows (by id, in id order) and delete others, in one transaction;
+        JobConflict if an inserted id appeared meanwhile (another node)."""
+        if not upserts and not deletes:
             return
-        self._local.ops = []
         try:
-            yield
-        finally:
-            self.flush()
-            self._local.ops = None
+            with self.write() as conn:
+                for values in sorted(upserts, key=lambda v: v["id"]):
+                    if values.pop("_new"):
+                        conn.execute(ts_jobs.insert().values(**values))
+                    else:
+                        conn.execute(ts_jobs.update().where(ts_jobs.c.id == values["id"])
+                                     .values(**values))
+                if deletes:
+                    conn.execute(ts_jobs.delete().where(ts_jobs.c.id.in_(deletes)))
+                self.notify(conn, "ts_jobs", sorted({v["id"] for v in upserts} | set(deletes)))
+        except sa.exc.IntegrityError as exc:
+            raise JobConflict(f"a job with that id was just created elsewhere: {_clean(exc)}") \
+                from None
 
-    def flush(self) -> None:
-        ops = getattr(self._local, "ops", None)
-        if not ops:
+    def set_paused(self, job_id: str, paused: bool) -> bool:
+        with self.write() as conn:
+            changed = conn.execute(ts_jobs.update().where(ts_jobs.c.id == job_id)
+                                   .values(paused=paused, updated_at=_utcnow())).rowcount
+            self.notify(conn, "ts_jobs", [job_id])
+        return bool(changed)
+
+    def next_run_times(self, ids: Optional[list] = None) -> dict:
+        """{id: next fire (UTC timestamp)} from APScheduler's table, as the leader left it."""
+        table = sa.table(APS_TABLE, sa.column("id"), sa.column("next_run_time"))
+        query = sa.select(table.c.id, table.c.next_run_time)
+        if ids is not None and len(ids) < 500:   # a page; a full scan beats a huge IN list
+            query = query.where(table.c.id.in_(ids))
+        with self.engine.connect() as conn:
+            return {i: t for i, t in conn.execute(query) if t is not None}
+
+    # runs: the queue
+
+    def insert_runs(self, conn, rows: list[dict]) -> list[str]:
+        """Insert runs; a row whose fire key (job, time, trigger, attempt) exists is left out.
+        Returns the ids inserted."""
+        if not rows:
+            return []
+        values = [_run_row(r) for r in rows]
+        insert = (sa.dialects.postgresql.insert(ts_runs) if self.postgres
+                  else sa.dialects.sqlite.insert(ts_runs))
+        statement = insert.on_conflict_do_nothing().returning(ts_runs.c.id)
+        return [r.id for r in conn.execute(statement, values)] if len(values) > 1 else \
+            list(conn.execute(statement.values(**values[0])).scalars())
+
+    def queue_runs(self, rows: list[dict]) -> list[str]:
+        """Queue runs (manual, retry) in one transaction and wake the workers of every node."""
+        with self.write() as conn:
+            ids = self.insert_runs(conn, rows)
+            if any(r["status"] == "queued" for r in rows):
+                self.notify(conn, "ts_runs")
+        return ids
+
+    def claim(self, labels_ok: list[str], limit: int, policy) -> tuple[list, list]:
+        """Take up to ``limit`` queued runs that are due and placeable here: they become
+        ``running`` on this node. Runs that may not start are ended in the same transaction:
+        ``skipped`` while max_instances runs of the job go on (on any node: claimers of one job
+        take turns on its row), ``missed`` for a scheduled fire that waited past its grace,
+        ``cancelled`` when the job is gone. ``policy(job_id)`` gives (max_instances, grace) or
+        None. Returns (started rows, ended rows)."""
+        with self.write() as conn:
+            now = conn.execute(sa.select(self.now())).scalar() if self.postgres else _utcnow()
+            query = (sa.select(*_SUMMARY_COLUMNS, ts_runs.c.params)
+                     .where(ts_runs.c.status == "queued", ts_runs.c.due_at <= now,
+                            ts_runs.c.run_on.in_(labels_ok))
+                     .order_by(ts_runs.c.due_at, ts_runs.c.id).limit(limit))
+            if self.postgres:
+                query = query.with_for_update(skip_locked=True)
+            rows = conn.execute(query).all()
+            if not rows:
+                return [], []
+            job_ids = sorted({r.job_id for r in rows})
+            if self.postgres:
+                conn.execute(sa.select(ts_jobs.c.id).where(ts_jobs.c.id.in_(job_ids))
+                             .order_by(ts_jobs.c.id).with_for_update())
+            running = collections.Counter(dict(conn.execute(
+                sa.select(ts_runs.c.job_id, sa.func.count())
+                .where(ts_runs.c.status == "running", ts_runs.c.job_id.in_(job_ids))
+                .group_by(ts_runs.c.job_id)).all()))
+            started, ended = _admit(rows, running, policy, now)
+            if started:
+                conn.execute(ts_runs.update().where(ts_runs.c.id.in_([r["id"] for r in started]))
+                             .values(status="running", node=self.node, started_at=now,
+                                     heartbeat_at=now))
+            for run in ended:
+                conn.execute(ts_runs.update().where(ts_runs.c.id == run["id"]).values(
+                    status=run["status"], finished_at=now, error=run["error"]))
+        for run in started:
+            run.update(status="running", node=self.node, started_at=now, heartbeat_at=now)
+        for run in ended:
+            run["finished_at"] = now
+        return started, ended
+
+    def finish_runs(self, conn, updates: list) -> None:
+        """Final states and output of runs; a run no longer ``running`` here is left alone (it
+        was rescued as interrupted while this node was silent)."""
+        for run_id, fields in updates:
+            statuses = ("running", "queued") if fields.get("status") else ("running",)
+            conn.execute(ts_runs.update().where(ts_runs.c.id == run_id,
+                                                ts_runs.c.status.in_(statuses)).values(**fields))
+
+    def cancel_queued(self, run_id: str) -> bool:
+        with self.write() as conn:
+            return bool(conn.execute(ts_runs.update().where(
+                ts_runs.c.id == run_id, ts_runs.c.status == "queued").values(
+                status="cancelled", finished_at=_utcnow(),
+                error="cancelled before it started")).rowcount)
+
+    def request_cancel(self, run_id: str) -> bool:
+        """Ask the node running ``run_id`` to cancel it (it looks at each heartbeat)."""
+        with self.write() as conn:
+            return bool(conn.execute(ts_runs.update().where(
+                ts_runs.c.id == run_id, ts_runs.c.status == "running")
+                .values(cancel_requested=True)).rowcount)
+
+    def heartbeat_runs(self) -> tuple[set, set]:
+        """Mark this node's running runs alive. Returns (ids still running here, ids whose
+        cancel was asked for)."""
+        with self.write() as conn:
+            rows = conn.execute(ts_runs.update().where(
+                ts_runs.c.node == self.node, ts_runs.c.status == "running")
+                .values(heartbeat_at=self.now())
+                .returning(ts_runs.c.id, ts_runs.c.cancel_requested)).all()
+        return {r.id for r in rows}, {r.id for r in rows if r.cancel_requested}
+
+    def rescue(self, silent_for: float) -> list:
+        """Runs whose node stopped heart-beating become ``interrupted``, naming the node."""
+        with self.write() as conn:
+            return conn.execute(ts_runs.update().where(
+                ts_runs.c.status == "running", ts_runs.c.heartbeat_at < self._ago(silent_for))
+                .values(status="interrupted", finished_at=self.now(),
+                        error=sa.literal("interrupted: node ") + sa.func.coalesce(
+                            ts_runs.c.node, "?") + sa.literal(
+                            f" stopped heart-beating for over {silent_for:g}s (killed, or its "
+                            f"machine is gone)"))
+                .returning(*_SUMMARY_COLUMNS)).all()
+
+    def sweep(self, node: Optional[str]) -> int:
+        """At start-up: runs left ``running`` by this node's previous life (all runs on
+        SQLite, where only one node exists) are interrupted."""
+        where = [ts_runs.c.status == "running"]
+        if node is not None:
+            where.append(ts_runs.c.node == node)
+        with self.write() as conn:
+            return conn.execute(ts_runs.update().where(*where).values(
+                status="interrupted", finished_at=_utcnow(),
+                error=f"interrupted: the service stopped without finishing this run (found at "
+                      f"start-up on {self.node})")).rowcount
+
+    def active_count(self, job_id: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(ts_runs).where(
+                ts_runs.c.job_id == job_id,
+                ts_runs.c.status.in_(("queued", "running")))).scalar()
+
+    # runs: reads
+
+    def runs(self, job_id=None, status=None, since=None, limit=50, offset=0,
+             trigger=None) -> Page:
+        conds = []
+        if job_id:
+            conds.append(ts_runs.c.job_id == job_id)
+        if status:
+            conds.append(ts_runs.c.status.in_(status) if isinstance(status, (list, tuple))
+                         else ts_runs.c.status == status)
+        if trigger:
+            conds.append(ts_runs.c.trigger == trigger)
+        if since:
+            conds.append(ts_runs.c.scheduled_at >= _naive_utc(since))
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*_SUMMARY_COLUMNS).where(*conds)
+                                .order_by(ts_runs.c.id.desc()).limit(limit).offset(offset)).all()
+            total = conn.execute(sa.select(sa.func.count()).select_from(ts_runs)
+                                 .where(*conds)).scalar()
+        page = Page(run_to_dict(r) for r in rows)
+        page.total = total
+        return page
+
+    def run(self, run_id: str):
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(ts_runs).where(ts_runs.c.id == run_id)).first()
+
+    def run_counts(self, since: dt.datetime) -> dict:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(sa.select(ts_runs.c.status, sa.func.count())
+                                     .where(ts_runs.c.scheduled_at >= since)
+                                     .group_by(ts_runs.c.status)).all())
+
+    def last_runs(self, job_ids: Optional[list] = None) -> dict:
+        """{job_id: its newest run} for these jobs (all jobs when None)."""
+        newest = sa.select(sa.func.max(ts_runs.c.id)).group_by(ts_runs.c.job_id)
+        if job_ids is not None:
+            newest = newest.where(ts_runs.c.job_id.in_(job_ids))
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*_SUMMARY_COLUMNS)
+                                .where(ts_runs.c.id.in_(newest))).all()
+        return {r.job_id: run_to_dict(r) for r in rows}
+
+    def prune(self, keep_runs: int, keep_days: float) -> int:
+        """Retention: finished runs older than keep_days, and all but keep_runs per job; GUI
+        sessions past their expiry; nodes silent for a day."""
+        cutoff = _utcnow() - dt.timedelta(days=keep_days)
+        deleted = 0
+        with self.write() as conn:
+            deleted += conn.execute(ts_runs.delete().where(
+                ts_runs.c.scheduled_at < cutoff, ts_runs.c.status.in_(FINAL_STATUSES))).rowcount
+            crowded = conn.execute(sa.select(ts_runs.c.job_id).group_by(ts_runs.c.job_id)
+                                   .having(sa.func.count() > keep_runs)).scalars().all()
+            for job_id in crowded:
+                edge = conn.execute(sa.select(ts_runs.c.id).where(ts_runs.c.job_id == job_id)
+                                    .order_by(ts_runs.c.id.desc()).offset(keep_runs - 1)
+                                    .limit(1)).scalar()
+                deleted += conn.execute(ts_runs.delete().where(
+                    ts_runs.c.job_id == job_id, ts_runs.c.id < edge,
+                    ts_runs.c.status.in_(FINAL_STATUSES))).rowcount
+            conn.execute(ts_sessions.delete().where(ts_sessions.c.expires_at < _utcnow()))
+            conn.execute(ts_nodes.delete().where(ts_nodes.c.heartbeat_at < self._ago(86400)))
+        if deleted:
+            log.info("retention: pruned %d runs", deleted)
+        return deleted
+
+    # nodes and the leader lease (PostgreSQL)
+
+    def register_node(self, values: dict, silent_for: float) -> None:
+        """Add this node; refuse when a live node (another process) already has its id."""
+        with self.write() as conn:
+            row = conn.execute(sa.select(ts_nodes, (ts_nodes.c.heartbeat_at > self._ago(
+                silent_for)).label("alive")).where(ts_nodes.c.id == self.node)
+                .with_for_update()).first()
+            if row is not None and row.alive and (row.host, row.pid) != (values["host"],
+                                                                        values["pid"]) \
+                    and not (row.host == values["host"] and not _pid_alive(row.pid)):
+                raise SchedulerError(f"node id {self.node!r} is in use by a live node (pid "
+                                     f"{row.pid} on {row.host}); give each node its own "
+                                     f"--node-id (TS_NODE_ID)")
+            conn.execute(ts_nodes.delete().where(ts_nodes.c.id == self.node))
+            conn.execute(ts_nodes.insert().values(id=self.node, started_at=self.now(),
+                                                  heartbeat_at=self.now(), **values))
+
+    def heartbeat_node(self, role: str, running: int, config_hash: Optional[str]) -> None:
+        with self.write() as conn:
+            if not conn.execute(ts_nodes.update().where(ts_nodes.c.id == self.node).values(
+                    heartbeat_at=self.now(), role=role, running=running,
+                    config_hash=config_hash)).rowcount:
+                log.warning("node %s: its row was gone (pruned while silent?); joining again",
+                            self.node)
+
+    def leave(self) -> None:
+        with self.write() as conn:
+            conn.execute(ts_nodes.delete().where(ts_nodes.c.id == self.node))
+
+    def nodes(self) -> list:
+        with self.engine.connect() as conn:
+            now = conn.execute(sa.select(self.now())).scalar() if self.postgres else _utcnow()
+            return [(r, (now - r.heartbeat_at).total_seconds()) for r in conn.execute(
+                sa.select(ts_nodes).order_by(ts_nodes.c.id))]
+
+    def lease(self):
+        """(holder, epoch, seconds left) of the leader lease as the database sees it now."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(ts_lease.c.holder, ts_lease.c.epoch,
+                                         ts_lease.c.expires_at, self.now().label("now"))
+                               .where(ts_lease.c.name == LEASE)).first()
+        if row is None or row.expires_at is None:
+            return None, 0, 0.0
+        return row.holder, row.epoch, (row.expires_at - row.now).total_seconds()
+
+    def acquire_lease(self, ttl: float) -> tuple[Optional[int], dt.datetime]:
+        """Take the lease when it is free or expired (each take is a new epoch); returns
+        (epoch or None, database time)."""
+        with self.write() as conn:
+            row = conn.execute(ts_lease.update().where(
+                ts_lease.c.name == LEASE,
+                sa.or_(ts_lease.c.holder.is_(None), ts_lease.c.expires_at < self.now()))
+                .values(holder=self.node, epoch=ts_lease.c.epoch + 1,
+                        expires_at=self.now() + sa.func.make_interval(
+                            0, 0, 0, 0, 0, 0, sa.literal(float(ttl), sa.Float)),
+                        acquired_at=self.now())
+                .returning(ts_lease.c.epoch, self.now().label("now"))).first()
+            if row is not None:
+                self.notify(conn, "ts_lease")
+        return (row.epoch, row.now) if row else (None, self.db_time())
+
+    def renew_lease(self, epoch: int, ttl: float) -> Optional[dt.datetime]:
+        """Extend the lease held with ``epoch``; the database time, or None when lost."""
+        with self.write() as conn:
+            row = conn.execute(ts_lease.update().where(
+                ts_lease.c.name == LEASE, ts_lease.c.holder == self.node,
+                ts_lease.c.epoch == epoch, ts_lease.c.expires_at > self.now())
+                .values(expires_at=self.now() + sa.func.make_interval(
+                    0, 0, 0, 0, 0, 0, sa.literal(float(ttl), sa.Float)))
+                .returning(self.now().label("now"))).first()
+        return row.now if row else None
+
+    def release_lease(self, epoch: int) -> None:
+        """Hand the lease back at once (a graceful stop): the others take it without waiting."""
+        with self.write() as conn:
+            if conn.execute(ts_lease.update().where(
+                    ts_lease.c.name == LEASE, ts_lease.c.holder == self.node,
+                    ts_lease.c.epoch == epoch).values(holder=None, expires_at=None)).rowcount:
+                self.notify(conn, "ts_lease")
+
+    def fence(self, conn, epoch: Optional[int]) -> None:
+        """Inside a leader's write: prove the lease is still ours with ``epoch``. The row lock
+        (FOR SHARE) makes a takeover wait for this transaction, or this one see the takeover."""
+        if not self.postgres or epoch is None:
             return
-        self._local.ops = []
-        table = self.jobs_t
-        with self.engine.begin() as conn:
-            for kind, job_id, values in ops:
-                if kind == "remove":
-                    conn.execute(table.delete().where(table.c.id == job_id))
-                elif conn.execute(table.update().where(table.c.id == job_id)
-                                  .values(**values)).rowcount == 0 and kind == "add":
-                    conn.execute(table.insert().values(id=job_id, **values))
+        held = conn.execute(sa.select(ts_lease.c.epoch).where(
+            ts_lease.c.name == LEASE, ts_lease.c.holder == self.node, ts_lease.c.epoch == epoch,
+            ts_lease.c.expires_at > self.now()).with_for_update(read=True)).first()
+        if held is None:
+            raise NotLeader(f"node {self.node} no longer holds the lease of epoch {epoch}")
 
-    def add_job(self, job):
-        if not self._queue("add", job.id, self._values(job)):
-            super().add_job(job)
+    # GUI sessions: kept here so that a logout holds on every node and across restarts
 
-    def update_job(self, job):
-        if not self._queue("update", job.id, self._values(job)):
-            super().update_job(job)
+    def create_session(self, ttl: float) -> str:
+        """A new session; returns the secret for the cookie (only its hash is stored)."""
+        secret, now = secrets.token_urlsafe(32), _utcnow()
+        with self.write() as conn:
+            conn.execute(ts_sessions.insert().values(
+                id=_secret_hash(secret), created_at=now,
+                expires_at=now + dt.timedelta(seconds=ttl)))
+        return secret
 
-    def remove_job(self, job_id):
-        if not self._queue("remove", job_id, None):
-            super().remove_job(job_id)
+    def session_active(self, secret: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(ts_sessions.c.expires_at, ts_sessions.c.revoked_at)
+                               .where(ts_sessions.c.id == _secret_hash(secret))).first()
+        return row is not None and row.revoked_at is None and row.expires_at > _utcnow()
 
-    def get_next_run_time(self):
-        self.flush()   # the scheduler asks this after its updates: answer from the database
-        return super().get_next_run_time()
+    def revoke_session(self, secret: str) -> None:
+        with self.write() as conn:
+            conn.execute(ts_sessions.update().where(ts_sessions.c.id == _secret_hash(secret))
+                         .values(revoked_at=_utcnow()))
+
+
+def _admit(rows: list, running: collections.Counter, policy, now: dt.datetime) -> tuple:
+    """Which claimed runs start, and which end (and why), in queue order."""
+    started, ended = [], []
+    for row in rows:
+        run = dict(row._mapping)
+        limits = policy(run["job_id"])
+        late = (now - run["scheduled_at"]).total_seconds()
+        if limits is None:
+            ended.append({**run, "status": "cancelled", "error": "the job no longer exists"})
+        elif run["trigger"] in ("schedule", "catchup") and limits[1] is not None \
+                and late > limits[1]:
+            ended.append({**run, "status": "missed", "error": f"waited {late:.1f}s for a "
+                          f"worker (misfire_grace_time {limits[1]:g}s)"})
+        elif running[run["job_id"]] >= limits[0]:
+            ended.append({**run, "status": "skipped", "error": f"{running[run['job_id']]} "
+                          f"run(s) still going (max_instances={limits[0]})"})
+        else:
+            running[run["job_id"]] += 1
+            started.append(run)
+    return started, ended
+
+
+def _run_row(fields: dict) -> dict:
+    row = {c.name: None for c in ts_runs.c}
+    row.update(attempt=1, truncated=False, run_on="", cancel_requested=False)
+    row.update(fields)
+    if row["due_at"] is None:
+        row["due_at"] = row["scheduled_at"]
+    return row
+
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ScheduleStore(SQLAlchemyJobStore):
+    """APScheduler's SQLAlchemy job store, its table unchanged but for one column, with the
+    schedule held in memory by the leader: reads never ask the database, and writes wait in
+    memory until ``commit()`` writes them with the wakeup's fires in one transaction that
+    proves the lease is still held (a deposed leader writes nothing). Only the scheduler
+    thread changes it; ``hashes`` tells which definition each job was built from."""
+
+    def __init__(self, store: Store):
+        super().__init__(engine=store.engine, tablename=APS_TABLE, pickle_protocol=4)
+        self.jobs_t.append_column(sa.Column("ts_hash", sa.String(80)))
+        self.db = store
+        self.epoch: Optional[int] = None   # the lease epoch while this node leads
+        self.loaded = False
+        self.hashes: dict[str, Optional[str]] = {}
+        self._times: dict[str, Optional[float]] = {}   # id -> next fire (UTC timestamp)
+        self._due: list = []                            # sorted (timestamp, id), paused left out
+        self._jobs: dict = {}                           # unpickled on first use
+        self._pending: dict = {}                        # id -> job to write, or None: delete
+
+    def load(self) -> None:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(self.jobs_t.c.id, self.jobs_t.c.next_run_time,
+                                          self.jobs_t.c.ts_hash)).all()
+        self._times = {r.id: r.next_run_time for r in rows}
+        self.hashes = {r.id: r.ts_hash for r in rows}
+        self._due = sorted((t, i) for i, t in self._times.items() if t is not None)
+        self._jobs, self._pending, self.loaded = {}, {}, True
+
+    def invalidate(self) -> None:
+        """Forget the memory: the next use reads the table again (after a failed commit)."""
+        self.loaded = False
+
+    def ids(self) -> list:
+        self._ensure()
+        return list(self._times)
 
     def lookup_job(self, job_id):
-        self.flush()
-        return super().lookup_job(job_id)
+        self._ensure()
+        return self._fetch([job_id]).get(job_id) if job_id in self._times else None
 
-    def _queue(self, kind: str, job_id: str, values: Optional[dict]) -> bool:
-        ops = getattr(self._local, "ops", None)
-        if ops is None:
-            return False
-        ops.append((kind, job_id, values))
-        return True
+    def get_due_jobs(self, now):
+        self._ensure()
+        limit = datetime_to_utc_timestamp(now)
+        ids = [i for _, i in self._due[:bisect.bisect_right(self._due, (limit, "\uffff"))]]
+        jobs = self._fetch(ids)
+        return [jobs[i] for i in ids if i in jobs]
 
-    def _values(self, job) -> dict:
-        return {"next_run_time": datetime_to_utc_timestamp(job.next_run_time),
-                "job_state": pickle.dumps(job.__getstate__(), self.pickle_protocol)}
+    def get_next_run_time(self):
+        self._ensure()
+        return utc_timestamp_to_datetime(self._due[0][0]) if self._due else None
 
+    def get_all_jobs(self):
+        self._ensure()
+        jobs = self._fetch(list(self._times))
+        ordered = sorted(jobs.values(), key=lambda j: (self._times[j.id] is None,
+                                                       self._times[j.id] or 0, j.id))
+        return ordered
 
-class _Write:
-    __slots__ = ("kind", "run_id", "fields", "done", "ok")
+    def add_job(self, job):
+        self._ensure()
+        if job.id in self._times:
+            raise ConflictingIdError(job.id)
+        self._put(job)
 
-    def __init__(self, kind: str, run_id: Optional[str] = None, fields: Optional[dict] = None,
-                 wait: bool = False):
-        self.kind, self.run_id, self.fields = kind, run_id, fields or {}
-        self.done = threading.Event() if wait else None
-        self.ok = True
+    def update_job(self, job):
+        self._ensure()
+        if job.id not in self._times:
+            raise JobLookupError(job.id)
+        self._put(job)
+
+    def remove_job(self, job_id):
+        self._ensure()
+        if job_id not in self._times:
+            raise JobLookupError(job_id)
+        self._unindex(job_id)
+        del self._times[job_id]
+        self._jobs.pop(job_id, None)
+        self.hashes.pop(job_id, None)
+        self._pending[job_id] = None
+
+    def remove_all_jobs(self):
+        for job_id in self.ids():
+            self.remove_job(job_id)
+
+    def commit(self, fires: list[dict]) -> list[str]:
+        """Write the pending schedule changes and insert the fires, in one fenced transaction.
+        Returns the ids of the runs inserted (queued or not)."""
+        if not self._pending and not fires:
+            return []
+        with self.db.write() as conn:
+            self.db.fence(conn, self.epoch)
+            for job_id, job in sorted(self._pending.items()):
+                self._write(conn, job_id, job)
+            inserted = self.db.insert_runs(conn, fires)
+            if any(f["status"] == "queued" for f in fires):
+                self.db.notify(conn, "ts_runs")
+        self._pending.clear()
+        return inserted
+
+    def _write(self, conn, job_id: str, job) -> None:
+        table = self.jobs_t
+        if job is None:
+            conn.execute(table.delete().where(table.c.id == job_id))
+            return
+        values = {"next_run_time": datetime_to_utc_timestamp(job.next_run_time),
+                  "job_state": pickle.dumps(job.__getstate__(), self.pickle_protocol),
+                  "ts_hash": self.hashes.get(job_id)}
+        if conn.execute(table.update().where(table.c.id == job_id).values(**values)).rowcount \
+                == 0:
+            conn.execute(table.insert().values(id=job_id, **values))
+
+    def _put(self, job) -> None:
+        self._unindex(job.id)
+        stamp = datetime_to_utc_timestamp(job.next_run_time)
+        self._times[job.id] = stamp
+        if stamp is not None:
+            bisect.insort(self._due, (stamp, job.id))
+        self._jobs[job.id] = job
+        self._pending[job.id] = job
+
+    def _unindex(self, job_id: str) -> None:
+        stamp = self._times.get(job_id)
+        if stamp is not None:
+            index = bisect.bisect_left(self._due, (stamp, job_id))
+            if index < len(self._due) and self._due[index] == (stamp, job_id):
+                del self._due[index]
+
+    def _ensure(self) -> None:
+        if not self.loaded:
+            self.load()
+
+    def _fetch(self, ids: list) -> dict:
+        """The jobs of ``ids``, unpickling the ones not in memory yet (one query). A job that
+        cannot be restored is logged and left in the table (APScheduler would delete it)."""
+        missing = [i for i in ids if i not in self._jobs]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.select(self.jobs_t.c.id, self.jobs_t.c.job_state)
+                                    .where(self.jobs_t.c.id.in_(chunk))).all()
+            for row in rows:
+                try:
+                    job = self._reconstitute_job(row.job_state)
+                except Exception:
+                    log.exception("schedule of job %s cannot be read; it does not fire", row.id)
+                    continue
+                # The column is the truth: a commit may have moved it without a new pickle.
+                job.next_run_time = utc_timestamp_to_datetime(self._times.get(row.id)) \
+                    if self._times.get(row.id) is not None else None
+                if job.next_run_time is not None:
+                    job.next_run_time = job.next_run_time.astimezone(job.trigger.timezone) \
+                        if hasattr(job.trigger, "timezone") else job.next_run_time
+                self._jobs[row.id] = job
+        return {i: self._jobs[i] for i in ids if i in self._jobs}
 
 
 class HistoryWriter:
-    """One thread owns every write to ts_runs: runs are inserted and updated in batches, so the
-    scheduler and the workers never wait on the database (only a claim waits, see ``insert``)."""
+    """One thread writes the ends of runs (status, output) in batches, so workers never wait on
+    the database; retention runs in the same thread now and then."""
 
     BATCH = 500
     RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)   # about a minute of outage is bridged
 
-    def __init__(self, engine: sa.Engine, prune=None, prune_every: float = 600):
-        self._engine, self._prune = engine, prune
+    def __init__(self, store: Store, prune=None, prune_every: float = 600):
+        self._store, self._prune = store, prune
         self._queue: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self._prune_every, self._next_prune = prune_every, time.monotonic() + 5
@@ -1263,20 +1930,14 @@ class HistoryWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def insert(self, fields: dict, wait: Optional[float] = None) -> Optional[bool]:
-        """Queue a new run. With ``wait``, block until written: False if the unique key
-        (job, scheduled time, trigger, attempt) already exists, None on time-out."""
-        item = self._put(_Write("insert", fields["id"], dict(fields), wait is not None))
-        if wait is None:
-            return True
-        return item.ok if item.done.wait(wait) else None
-
     def update(self, run_id: str, **fields: Any) -> None:
-        self._put(_Write("update", run_id, fields))
+        self._put((run_id, fields))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is committed."""
-        return self._put(_Write("barrier", wait=True)).done.wait(timeout)
+        done = threading.Event()
+        self._put(done)
+        return done.wait(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         self.flush(timeout)
@@ -1285,11 +1946,10 @@ class HistoryWriter:
             self._cond.notify()
         self._thread.join(timeout)
 
-    def _put(self, item: _Write) -> _Write:
+    def _put(self, item) -> None:
         with self._cond:
             self._queue.append(item)
             self._cond.notify()
-        return item
 
     def _loop(self) -> None:
         while True:
@@ -1305,56 +1965,28 @@ class HistoryWriter:
                 log.exception("history writer: unexpected error; continuing")
 
     def _write_with_retry(self, batch: list) -> None:
-        writes = [w for w in batch if w.kind != "barrier"]
+        merged: dict[str, dict] = {}
+        for item in batch:
+            if isinstance(item, tuple):
+                merged.setdefault(item[0], {}).update(item[1])
         for delay in (*self.RETRY_DELAYS, None):
             try:
-                self._write(writes)
+                if merged:
+                    with self._store.write() as conn:
+                        self._store.finish_runs(conn, list(merged.items()))
                 break
             except sa.exc.DBAPIError as exc:
                 if delay is None or self._stopping:
-                    self.dropped += len(writes)
+                    self.dropped += len(merged)
                     log.error("history writer: dropping %d run records after retries: %s",
-                              len(writes), _clean(exc))
+                              len(merged), _clean(exc))
                     break
                 log.warning("history writer: database error, retrying in %ss: %s", delay,
                             _clean(exc))
                 time.sleep(delay)
-        for w in batch:
-            if w.done is not None:
-                w.done.set()
-
-    def _write(self, writes: list) -> None:
-        merged: dict[str, _Write] = {}
-        for w in writes:
-            prev = merged.get(w.run_id)
-            if prev is not None and prev.kind == "insert" and w.kind == "update":
-                prev.fields.update(w.fields)
-            elif prev is not None and w.kind == "update":
-                prev.fields.update(w.fields)
-            else:
-                merged[w.run_id] = w
-        inserts = [w for w in merged.values() if w.kind == "insert"]
-        updates = [w for w in merged.values() if w.kind == "update"]
-        with self._engine.begin() as conn:
-            self._insert_all(conn, inserts)
-            for w in updates:
-                conn.execute(ts_runs.update().where(ts_runs.c.id == w.run_id).values(**w.fields))
-
-    def _insert_all(self, conn, inserts: list) -> None:
-        if not inserts:
-            return
-        try:
-            with conn.begin_nested():
-                conn.execute(ts_runs.insert(), [_row_defaults(w.fields) for w in inserts])
-            return
-        except sa.exc.IntegrityError:
-            pass  # a duplicate fire in the batch: find it row by row below
-        for w in inserts:
-            try:
-                with conn.begin_nested():
-                    conn.execute(ts_runs.insert().values(**_row_defaults(w.fields)))
-            except sa.exc.IntegrityError:
-                w.ok = False
+        for item in batch:
+            if isinstance(item, threading.Event):
+                item.set()
 
     def _maybe_prune(self) -> None:
         if self._prune and time.monotonic() >= self._next_prune:
@@ -1362,78 +1994,10 @@ class HistoryWriter:
             self._prune()
 
 
-def _row_defaults(fields: dict) -> dict:
-    row = {c.name: None for c in ts_runs.c}
-    row.update(attempt=0, truncated=False)
-    row.update(fields)
-    return row
-
-
-class Store:
-    """The service's SQL, each operation one statement or one ``engine.begin()`` with a domain
-    answer (the shape of APScheduler's SQLAlchemyJobStore): callers name what they want done."""
-
-    def __init__(self, engine: sa.Engine):
-        self.engine = engine
-
-    # GUI sessions: kept here so that a logout holds on every node and across restarts
-
-    def create_session(self, ttl: float) -> str:
-        """A new session; returns the secret for the cookie (only its hash is stored)."""
-        secret, now = secrets.token_urlsafe(32), _utcnow()
-        with self.engine.begin() as conn:
-            conn.execute(ts_sessions.insert().values(
-                id=_secret_hash(secret), created_at=now,
-                expires_at=now + dt.timedelta(seconds=ttl)))
-        return secret
-
-    def session_active(self, secret: str) -> bool:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(ts_sessions.c.expires_at, ts_sessions.c.revoked_at)
-                               .where(ts_sessions.c.id == _secret_hash(secret))).first()
-        return row is not None and row.revoked_at is None and row.expires_at > _utcnow()
-
-    def revoke_session(self, secret: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(ts_sessions.update().where(ts_sessions.c.id == _secret_hash(secret))
-                         .values(revoked_at=_utcnow()))
-
-    def prune_sessions(self) -> int:
-        """Sessions past their expiry (revoked or not) are of no use any more."""
-        with self.engine.begin() as conn:
-            return conn.execute(ts_sessions.delete().where(
-                ts_sessions.c.expires_at < _utcnow())).rowcount
-
-
-def _secret_hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def prune_runs(engine: sa.Engine, keep_runs: int, keep_days: float) -> int:
-    """Retention: delete finished runs older than keep_days, and all but keep_runs per job."""
-    cutoff = _utcnow() - dt.timedelta(days=keep_days)
-    deleted = 0
-    with engine.begin() as conn:
-        deleted += conn.execute(ts_runs.delete().where(
-            ts_runs.c.scheduled_at < cutoff, ts_runs.c.status.in_(FINAL_STATUSES))).rowcount
-        counts = conn.execute(sa.select(ts_runs.c.job_id).group_by(ts_runs.c.job_id)
-                              .having(sa.func.count() > keep_runs)).scalars().all()
-        for job_id in counts:
-            edge = conn.execute(sa.select(ts_runs.c.id).where(ts_runs.c.job_id == job_id)
-                                .order_by(ts_runs.c.id.desc()).offset(keep_runs - 1)
-                                .limit(1)).scalar()
-            deleted += conn.execute(ts_runs.delete().where(
-                ts_runs.c.job_id == job_id, ts_runs.c.id < edge)).rowcount
-    if deleted:
-        log.info("retention: pruned %d runs", deleted)
-    return deleted
-
-
 # --------------------------------------------------------------------------------------------
 # Executor: execute_job(), python and command runners, output capture
 # --------------------------------------------------------------------------------------------
 
-_fire: contextvars.ContextVar = contextvars.ContextVar("task_scheduler_fire")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1455,13 +2019,11 @@ def current_run() -> Optional[RunContext]:
 
 
 def execute_job(job_id: str) -> None:
-    """The one function every APScheduler job calls. Our executor sets the context (service,
-    scheduled time) around the call; user callables are never pickled into the job store."""
-    try:
-        service, scheduled_at, trigger = _fire.get()
-    except LookupError:
-        raise SchedulerError("execute_job runs only inside a task-scheduler executor") from None
-    service._execute(job_id, scheduled_at, trigger)
+    """The callable every APScheduler job names, so that no user callable is ever pickled
+    into the job store. Nothing calls it: the leader's scheduler turns each fire into a
+    queued run, and a worker on some node runs it (see _Scheduler and Runner)."""
+    raise SchedulerError(f"job {job_id}: fires are queued as runs by task-scheduler's own "
+                         f"scheduler; use SchedulerService.run_now() to run a job")
 
 
 class CappedOutput:
@@ -1598,14 +2160,21 @@ class _Outcome:
 @dataclasses.dataclass
 class _ActiveRun:
     run: dict
+    out: CappedOutput
+    err: CappedOutput
     proc: Optional[subprocess.Popen] = None
     stop_reason: Optional[str] = None    # "cancelled" or "interrupted" once we end it
+    stop_error: Optional[str] = None
+    rescued: bool = False                # given up by the cluster: its end is not recorded
+    claimed: float = dataclasses.field(default_factory=time.monotonic)
 
 
-def run_python(func, args: list, kwargs: dict, limit: int) -> _Outcome:
-    """Call a python job in this thread with its output and log records captured; its log
-    records reach the service log up to ``limit`` bytes."""
-    out, err = CappedOutput(limit), CappedOutput(limit)
+def run_python(func, args: list, kwargs: dict, limit: int, out: Optional[CappedOutput] = None,
+               err: Optional[CappedOutput] = None) -> _Outcome:
+    """Call a python job in this thread with its output and log records captured (into ``out``
+    and ``err``: readable while it runs); its log records reach the service log up to
+    ``limit`` bytes."""
+    out, err = out or CappedOutput(limit), err or CappedOutput(limit)
     stdout, stderr, handler = _capture_routers()
     budget = [limit, 0]
     stdout.bind(out)
@@ -1633,7 +2202,7 @@ def run_command(argv: list, env: dict, cwd: str, timeout: Optional[float], limit
     """Run a command in its own session (process group). On timeout or cancel the whole group
     gets TERM, then KILL after ``kill_grace``, and so do processes that left the group
     (``setsid``) but carry this run's TS_RUN_ID. Output is read until the group is gone."""
-    out, err = CappedOutput(limit), CappedOutput(limit)
+    out, err = active.out, active.err
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, cwd=cwd, env=env, start_new_session=True)
@@ -1819,7 +2388,238 @@ def _command_status(code: int, timed_out: bool, stop_reason: Optional[str], time
 
 
 # --------------------------------------------------------------------------------------------
-# Scheduler service
+# Cluster: the bus (LISTEN/NOTIFY), this node, the leader lease
+# --------------------------------------------------------------------------------------------
+
+class Bus:
+    """Tells this process what changed: its own commits at once, other nodes' through
+    PostgreSQL LISTEN/NOTIFY on a connection of its own. When that connection was lost, every
+    subscriber hears ``None`` once it is back: notifications may have been missed."""
+
+    CHANNELS = ("ts_jobs", "ts_runs", "ts_lease")
+
+    def __init__(self, store: Store):
+        self._store = store
+        self._subscribers: dict[str, list] = collections.defaultdict(list)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="ts-listen", daemon=True)
+        self._prefix = ""
+        store.on_commit.append(self.deliver)
+
+    def subscribe(self, channel: str, callback) -> None:
+        self._subscribers[channel].append(callback)
+
+    def deliver(self, channel: str, payload: Optional[dict]) -> None:
+        for callback in self._subscribers.get(channel, ()):
+            try:
+                callback(payload)
+            except Exception:
+                log.exception("bus: a %s subscriber failed", channel)
+
+    def start(self) -> None:
+        if self._store.postgres:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(3)
+
+    def _listen(self) -> None:
+        import psycopg
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(_conninfo(self._store.engine), autocommit=True) as conn:
+                    self._prefix = self._store.channel_prefix
+                    for channel in self.CHANNELS:
+                        conn.execute(f'LISTEN "{self._prefix}{channel}"')
+                    if delay > 0.5:   # back after a loss: whatever happened meanwhile, look again
+                        for channel in self.CHANNELS:
+                            self.deliver(channel, None)
+                    delay = 0.5
+                    while not self._stopping.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            self._received(note.channel, note.payload)
+            except Exception as exc:   # psycopg.Error, OSError: the server or network went away
+                if self._stopping.is_set():
+                    return
+                log.warning("bus: LISTEN connection lost (%s); reconnecting in %ss", _clean(exc),
+                            delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 10)
+
+    def _received(self, channel: str, text: str) -> None:
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict) and payload.get("node") == self._store.node:
+            return   # this node's own commit, delivered when it committed
+        self.deliver(channel.removeprefix(self._prefix), payload)
+
+
+def _conninfo(engine: sa.Engine) -> str:
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Cluster:
+    """This process as a node: its row in ts_nodes and heartbeat, the leader lease (taken,
+    renewed, handed back; each take a new epoch that fences the leader's writes), the rescue of
+    runs whose node went silent, and the offset of this machine's clock from the database's.
+    On SQLite there is one node: it leads from the start and none of the rest runs."""
+
+    def __init__(self, service: SchedulerService):
+        self._service, self.config, self.store = service, service.config, service.store
+        self.role = "follower"
+        self.epoch: Optional[int] = None
+        self.offset = 0.0          # database clock minus this machine's clock, seconds
+        self.failovers = 0         # times this node saw the lease move to a new holder
+        self._fire_until = 0.0     # monotonic: firing stops then unless the lease is renewed
+        self._next_heartbeat = 0.0
+        self._last_holder: Optional[str] = None
+        self._failing = False
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ts-cluster", daemon=True)
+
+    @property
+    def clustered(self) -> bool:
+        return self.store.postgres
+
+    def join(self) -> None:
+        """Register this node (a live node with the same id is refused) and interrupt the runs
+        this node's previous life left running (SQLite: every such run)."""
+        if self.clustered:
+            self.store.register_node(
+                {"host": socket.gethostname(), "pid": os.getpid(), "version": __version__,
+                 "labels": ",".join(self.config.labels), "role": "follower"},
+                self.config.node_timeout)
+        swept = self.store.sweep(self.store.node if self.clustered else None)
+        if swept:
+            log.warning("marked %d runs interrupted (left running by a crash)", swept)
+
+    def start(self) -> None:
+        """Lead at once on SQLite; on PostgreSQL try for the lease now, then keep at it."""
+        if not self.clustered:
+            self.role, self._fire_until = "leader", float("inf")
+            self._service.lead(None, initial=True)
+            return
+        self._service.bus.subscribe("ts_lease", lambda _payload: self._wake.set())
+        self._tick(initial=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Hand the lease back at once (the others need not wait for it to expire) and leave."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        if not self.clustered:
+            return
+        try:
+            if self.role == "leader" and self.epoch is not None:
+                self._service.scheduler.step_down()
+                self.store.release_lease(self.epoch)
+            self.store.leave()
+        except sa.exc.DBAPIError as exc:
+            log.warning("cluster: could not leave cleanly (%s); the lease expires by itself",
+                        _clean(exc))
+        self.role = "follower"
+
+    def may_fire(self) -> bool:
+        """True while this node leads and its lease was renewed recently enough: a leader that
+        cannot renew stops firing before the lease can expire."""
+        return self.role == "leader" and time.monotonic() < self._fire_until
+
+    def now(self) -> dt.datetime:
+        """The database's time (UTC, aware), from this machine's clock and the last offset."""
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.offset)
+
+    def lost(self, reason: str) -> None:
+        """The scheduler found its write fenced off: step down now."""
+        if self.role == "leader":
+            self._step_down(reason)
+            self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            self._wake.wait(max(0.0, self.config.lease_renew - (time.monotonic() - started)))
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self._tick()
+                if self._failing:
+                    log.info("cluster: the database answers again")
+                self._failing = False
+            except sa.exc.DBAPIError as exc:
+                if not self._failing:
+                    log.warning("cluster: database error: %s", _clean(exc))
+                self._failing = True
+            except Exception:
+                log.exception("cluster: unexpected error; continuing")
+            if self.role == "leader" and time.monotonic() >= self._fire_until:
+                self._step_down("the lease could not be renewed in time")
+
+    def _tick(self, initial: bool = False) -> None:
+        sent, local = time.monotonic(), time.time()
+        if self.role == "leader":
+            db_now = self.store.renew_lease(self.epoch, self.config.lease_ttl)
+            if db_now is None:
+                self._step_down("another node holds the lease")
+                db_now = self.store.db_time()
+            else:
+                self._fire_until = sent + self.config.lease_ttl - LEASE_MARGIN
+        else:
+            epoch, db_now = self.store.acquire_lease(self.config.lease_ttl)
+            if epoch is not None:
+                self._fire_until = sent + self.config.lease_ttl - LEASE_MARGIN
+                self._take_lead(epoch, initial)
+        self.offset = db_now.replace(tzinfo=dt.UTC).timestamp() - (local + time.time()) / 2
+        if time.monotonic() >= self._next_heartbeat:
+            self._next_heartbeat = time.monotonic() + self.config.heartbeat_every
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        runner = self._service.runner
+        since = time.monotonic()
+        self.store.heartbeat_node(self.role, len(runner.active),
+                                  self._service.config_status().get("hash"))
+        alive, cancels = self.store.heartbeat_runs()
+        runner.after_heartbeat(alive, cancels, since)
+        if self.role == "leader":
+            runner.after_rescue(self.store.rescue(self.config.node_timeout))
+        holder = self.store.lease()[0]
+        if holder and holder != self._last_holder:
+            if self._last_holder is not None:
+                self.failovers += 1
+            self._last_holder = holder
+
+    def _take_lead(self, epoch: int, initial: bool) -> None:
+        self.role, self.epoch = "leader", epoch
+        log.warning("node %s leads now (lease epoch %d)", self.store.node, epoch)
+        self._service.lead(epoch, initial=initial)
+
+    def _step_down(self, reason: str) -> None:
+        log.warning("node %s stops leading: %s", self.store.node, reason)
+        self.role, self.epoch, self._fire_until = "follower", None, 0.0
+        self._service.scheduler.step_down()
+
+
+LEASE_MARGIN = 1.5   # seconds a leader stops firing before its lease could expire
+
+
+def label_sets(labels: tuple) -> list[str]:
+    """Every ``run_on`` a node with ``labels`` may run: the sorted subsets, comma-joined."""
+    ordered = sorted(set(labels))
+    return [",".join(c) for n in range(len(ordered) + 1)
+            for c in itertools.combinations(ordered, n)]
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs: definitions as applied, the one reconcile path, APScheduler's loop
 # --------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -1833,337 +2633,156 @@ class JobRecord:
     created_at: dt.datetime
     updated_at: dt.datetime
     trigger: Any = None   # the built APScheduler trigger, for next fire times
-    view: Optional[tuple] = None   # (key, job dict, JSON) cached by SchedulerService._view
+    view: Optional[tuple] = None   # (key, job dict, JSON) cached by JobBook.view
 
     @property
     def state(self) -> str:
         if not self.definition.is_enabled:
             return "disabled"
+        if self.finished():
+            return "finished"
         return "paused" if self.paused else "scheduled"
 
+    def finished(self) -> bool:
+        """A date job whose time (and grace) has passed: it has fired, or never will."""
+        spec = self.definition.trigger
+        if not isinstance(spec, DateSpec) or self.trigger is None:
+            return False
+        grace = self.definition.misfire_grace_time
+        when = self.trigger.run_date + dt.timedelta(seconds=grace if grace else 0)
+        return when < dt.datetime.now(dt.UTC)
 
-class _Scheduler(BackgroundScheduler):
-    """APScheduler's scheduler, made to survive database errors in its loop (pitfall A8) and to
-    process nothing once it is stopping (pitfall A9)."""
+    @property
+    def run_on(self) -> str:
+        return ",".join(sorted(set(self.definition.run_on)))
 
-    retry_wait = 5.0
-
-    def _process_jobs(self):
-        if self.state != STATE_RUNNING:
-            return None
-        try:
-            with self._jobstores["default"].batch():
-                wait = super()._process_jobs()
-        except Exception as exc:
-            self.last_error = f"{type(exc).__name__}: {_clean(exc)}"
-            log.error("scheduler loop: %s; retrying in %ss", self.last_error, self.retry_wait)
-            return self.retry_wait
-        self.last_error = None
-        return wait
-
-    def alive(self) -> bool:
-        thread = getattr(self, "_thread", None)
-        return self.running and thread is not None and thread.is_alive()
+    def schedule_hash(self, timezone) -> str:
+        """definition:trigger-spec:trigger-code: what the APScheduler job was built from. The
+        spec part says whether the schedule itself changed (the phase starts again)."""
+        spec = json.dumps(self.definition.trigger.model_dump(mode="json"), sort_keys=True)
+        spec_hash = hashlib.sha256(f"{spec}|{timezone}".encode()).hexdigest()[:16]
+        return f"{self.hash[:16]}:{spec_hash}:{TRIGGER_VERSION}"
 
 
-class _RunExecutor(BasePoolExecutor):
-    """Runs fires in a thread pool and tells the service each fire's scheduled time."""
-
-    def __init__(self, service: SchedulerService, max_workers: int):
-        super().__init__(concurrent.futures.ThreadPoolExecutor(max_workers, "ts-run"))
-        self._service = service
-
-    def _do_submit_job(self, job, run_times):
-        future = self._pool.submit(self._service._run_fires, job, list(run_times))
-        future.add_done_callback(functools.partial(self._done, job.id))
-
-    def _done(self, job_id: str, future: concurrent.futures.Future) -> None:
-        exc = future.exception()
-        if exc is not None:
-            self._run_job_error(job_id, exc, exc.__traceback__)
-        else:
-            self._run_job_success(job_id, [])
-
-    def submit(self, fn, *args):
-        return self._pool.submit(fn, *args)
+TRIGGER_VERSION = "2"   # raised when trigger classes change: stored jobs get today's triggers
 
 
-class SchedulerService:
-    """The scheduler, its store, reloader and history: everything but HTTP. Thread-safe."""
+class JobBook:
+    """The job definitions as applied (ts_jobs), in memory on every node for fast reads, and the
+    one reconcile path that changes them. Reads take no lock (a claim reads the book inside
+    its transaction, so nothing may make it wait)."""
 
-    def __init__(self, config: Config):
-        self.config = config
-        self.engine = create_engine(config.database_url, config.busy_timeout)
-        self.timezone = _zone(config.timezone) if config.timezone else _local_zone()
-        self._lock = threading.RLock()
-        self._records: dict[str, JobRecord] = {}
-        self._active: dict[str, _ActiveRun] = {}
-        self._running = collections.Counter()
-        self._last_runs: dict[str, dict] = {}
-        self._recent: collections.OrderedDict = collections.OrderedDict()   # finished, maybe
-        # not yet committed by the history writer: reads must still find them
-        self._timers: set[threading.Timer] = set()
-        self._config_state = {"path": config.config_path and os.path.abspath(config.config_path),
-                              "loaded_at": None, "hash": None, "jobs": 0, "error": None,
-                              "errors": [], "reloads": 0, "failures": 0}
-        self._seen_hash: Optional[str] = None
-        self._parser = JobsParser()
-        self._lockfile = None
-        self.started_at: Optional[dt.datetime] = None
-        self.stopping = False
-        self._executor = _RunExecutor(self, config.max_workers)
-        self._store = BatchingJobStore(engine=self.engine, tablename=APS_TABLE, pickle_protocol=4)
-        self.scheduler = _Scheduler(
-            jobstores={"default": self._store},
-            executors={"default": self._executor}, timezone=self.timezone)
-        self.store = Store(self.engine)
-        self.history = HistoryWriter(self.engine, prune=self.prune)
-        self.reloader = Reloader(self) if config.config_path else None
+    def __init__(self, store: Store, timezone):
+        self.store, self.timezone = store, timezone
+        self.records: dict[str, JobRecord] = {}
+        self.lock = threading.RLock()   # one writer at a time; taken before any transaction
 
-    # lifecycle
+    def load(self) -> None:
+        with self.lock:
+            self.records = dict(filter(None, map(self._record, self.store.job_rows())))
 
-    def start(self) -> SchedulerService:
-        """Migrate, recover from a crash, apply jobs.yaml, then start firing. Returns at once."""
-        self._lock_database()
-        migrate(self.engine)
-        self.started_at = _utcnow()
-        self._recover_interrupted()
-        self._load_records()
-        self.history.start()
-        self.scheduler.add_listener(self._on_aps_event, _APS_EVENTS)
-        self.scheduler.start(paused=True)
-        self._ensure_scheduled()
-        if self.config.config_path:
-            try:
-                self.reload(initial=True)
-            except InvalidConfig:
-                log.warning("starting with the jobs stored in the database")
-        self.scheduler.resume()
-        if self.reloader is not None:
-            self.reloader.start()
-        log.info("task-scheduler %s started: %d jobs, database %s", __version__,
-                 len(self._records), self.engine.url.render_as_string(hide_password=True))
-        return self
+    def refresh(self, ids: Optional[list] = None) -> list[str]:
+        """Take in changes made elsewhere (all jobs when ``ids`` is None); the ids changed."""
+        with self.lock:
+            if ids is None:
+                signatures = self.store.job_signatures()
+                ids = [i for i, sig in signatures.items() if (rec := self.records.get(i)) is None
+                       or (rec.hash, rec.paused) != sig]
+                ids += [i for i in self.records if i not in signatures]
+            rows = dict(filter(None, map(self._record, self.store.job_rows(ids)))) if ids else {}
+            changed = []
+            for job_id in ids:
+                old, new = self.records.get(job_id), rows.get(job_id)
+                if new is None:
+                    if self.records.pop(job_id, None) is not None:
+                        changed.append(job_id)
+                elif old is None or (old.hash, old.paused) != (new.hash, new.paused):
+                    self.records[job_id] = new
+                    changed.append(job_id)
+            return changed
 
-    def stop(self, grace: Optional[float] = None) -> None:
-        """Stop firing, give running runs ``grace`` seconds, end what is left, record it all."""
-        if self.stopping:
-            return
-        self.stopping = True
-        grace = self.config.shutdown_grace if grace is None else grace
-        if self.reloader is not None:
-            self.reloader.stop()
-        for timer in list(self._timers):
-            timer.cancel()
-        if self.scheduler.running:
-            self.scheduler.pause()
-        self._wait_active(grace)
-        self._end_active()
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        self._executor._pool.shutdown(wait=False, cancel_futures=True)
-        self.history.stop()
-        self.engine.dispose()
-        if self._lockfile is not None:
-            self._lockfile.close()
-        log.info("task-scheduler stopped")
+    def get(self, job_id: str) -> Optional[JobRecord]:
+        return self.records.get(job_id)
 
-    def _lock_database(self) -> None:
-        """Two schedulers on one SQLite store run every job twice (pitfall A1): refuse."""
-        path = _sqlite_path(self.config.database_url)
-        if path is None:
-            return
-        self._lockfile = open(path + ".lock", "a+")
-        try:
-            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lockfile.seek(0)
-            holder = self._lockfile.read().strip() or "another process"
-            self._lockfile.close()
-            self._lockfile = None
-            raise SchedulerError(f"database {path} is already used by a running task-scheduler "
-                                 f"({holder}); only one scheduler may use a database") from None
-        self._lockfile.truncate(0)
-        self._lockfile.write(f"pid {os.getpid()} on {self.config.node}\n")
-        self._lockfile.flush()
-
-    def _wait_active(self, grace: float) -> None:
-        deadline = time.monotonic() + grace
-        while self._active and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    def _end_active(self) -> None:
-        """Commands still running get TERM then KILL; python threads cannot be killed, so their
-        runs are recorded as interrupted now."""
-        for active in list(self._active.values()):
-            if active.proc is not None and active.proc.poll() is None:
-                active.stop_reason = "interrupted"
-                kill_group(active.proc, self.config.kill_grace)
-        self._wait_active(self.config.kill_grace + 1)
-        now = _utcnow()
-        for active in list(self._active.values()):
-            self._finish_run(active.run, _Outcome("interrupted", error="service stopped"), now)
-
-    def _recover_interrupted(self) -> None:
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                ts_runs.update().where(ts_runs.c.status.in_(("running", "queued")))
-                .values(status="interrupted", finished_at=_utcnow(),
-                        error=f"interrupted: the service stopped without finishing this run "
-                              f"(found at start-up on {self.config.node})"))
-        if result.rowcount:
-            log.warning("marked %d runs interrupted (left running by a crash)", result.rowcount)
-
-    def _load_records(self) -> None:
-        with self.engine.begin() as conn:
-            rows = conn.execute(sa.select(ts_jobs)).all()
-            last = conn.execute(
-                sa.select(*_SUMMARY_COLUMNS).where(ts_runs.c.id.in_(
-                    sa.select(sa.func.max(ts_runs.c.id)).group_by(ts_runs.c.job_id)))).all()
-        self._records.clear()
-        for row in rows:
-            try:
-                defn = JobDefinition.model_validate(json.loads(row.definition))
-            except (ValidationError, ValueError) as exc:
-                log.error("job %s in the database no longer validates, skipped: %s", row.id,
-                          _clean(exc))
-                continue
-            self._records[row.id] = JobRecord(defn, row.source, row.paused, row.definition_hash,
-                                              row.created_at, row.updated_at)
-        self._last_runs = {r.job_id: run_to_dict(r) for r in last}
-
-    def _ensure_scheduled(self) -> None:
-        """Jobs whose APScheduler row is missing (a lost store, or a restored DB) get one again;
-        rows of jobs we no longer know are removed. Existing rows are never touched."""
-        with self.engine.begin() as conn:
-            aps_ids = set(conn.execute(sa.text(f"SELECT id FROM {APS_TABLE}")).scalars())
-        with self._store.batch():
-            for job_id, rec in self._records.items():
-                if job_id not in aps_ids and rec.definition.is_enabled:
-                    self._aps_add(rec, only_future=True)
-            for job_id in aps_ids - set(self._records):
-                self._aps_remove(job_id)
-
-    # health and status
-
-    def health(self) -> tuple[bool, dict]:
-        scheduler_ok = self.scheduler.alive() and not getattr(self.scheduler, "last_error", None)
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-            db = "ok"
-        except sa.exc.SQLAlchemyError as exc:
-            db = f"error: {_clean(exc)}"
-        body = {"status": "ok" if scheduler_ok and db == "ok" else "unavailable",
-                "scheduler": "running" if scheduler_ok else "down", "db": db}
-        return body["status"] == "ok", body
-
-    def status(self) -> dict:
-        counts = collections.Counter(r.state for r in self._records.values())
-        return {
-            "version": __version__,
-            "started_at": _iso(self.started_at),
-            "uptime_s": round((_utcnow() - self.started_at).total_seconds(), 1)
-            if self.started_at else 0,
-            "node": self.config.node,
-            "role": "leader",
-            "scheduler": self._scheduler_state(),
-            "timezone": str(self.timezone),
-            "jobs": {"total": len(self._records), **{s: counts.get(s, 0) for s in JOB_STATES}},
-            "runs_24h": self.run_counts(_utcnow() - dt.timedelta(hours=24)),
-            "active_runs": len(self._active),
-            "config": self.config_status(),
-        }
-
-    def _scheduler_state(self) -> str:
-        if self.stopping or not self.scheduler.running:
-            return "stopped"
-        return "running" if self.scheduler.alive() else "down"
-
-    def config_status(self) -> dict:
-        state = self._config_state
-        return {"changes": state.get("changes"),   # counts by kind of the last applied reload
-                **{k: state[k] for k in ("path", "loaded_at", "hash", "jobs", "error", "errors")}}
-
-    def metrics_state(self) -> dict:
-        return {"reloads": self._config_state["reloads"],
-                "reload_failures": self._config_state["failures"],
-                "history_dropped": self.history.dropped}
-
-    def run_counts(self, since: dt.datetime) -> dict:
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(ts_runs.c.status, sa.func.count())
-                                .where(ts_runs.c.scheduled_at >= since)
-                                .group_by(ts_runs.c.status)).all()
-        return {status: count for status, count in rows}
-
-    # jobs: reads
-
-    def jobs(self, q: Optional[str] = None, state: Optional[str] = None,
-             source: Optional[str] = None, kind: Optional[str] = None, tag: Optional[str] = None,
-             limit: Optional[int] = None, offset: int = 0) -> Page:
-        """Jobs matching every given filter, by id; ``.total`` counts all matches."""
-        views, total = self._select(q, state, source, kind, tag, limit, offset)
-        page = Page(dict(view[0]) for view in views)
-        page.total = total
-        return page
-
-    def jobs_json(self, q: Optional[str] = None, state: Optional[str] = None,
-                  source: Optional[str] = None, kind: Optional[str] = None,
-                  tag: Optional[str] = None, limit: Optional[int] = None,
-                  offset: int = 0) -> tuple[list[str], int]:
-        """``jobs()`` as one JSON text per job, and the total: the API's fast path."""
-        views, total = self._select(q, state, source, kind, tag, limit, offset)
-        return [view[1] for view in views], total
-
-    def job(self, job_id: str) -> dict:
-        return dict(self._view(self._record(job_id), self._next_run_time(job_id))[0])
-
-    def job_json(self, job_id: str) -> str:
-        return self._view(self._record(job_id), self._next_run_time(job_id))[1]
-
-    def _next_run_time(self, job_id: str) -> Optional[float]:
-        return self._next_run_times([job_id]).get(job_id)
-
-    def _select(self, q, state, source, kind, tag, limit, offset) -> tuple[list, int]:
-        needle = q.lower() if q else None
-        matches = [r for _, r in sorted(self._records.items())
-                   if (state is None or r.state == state)
-                   and (source is None or r.source == source)
-                   and (kind is None or r.definition.kind == kind)
-                   and (tag is None or tag in r.definition.tags)
-                   and (needle is None or needle in _search_text(r))]
-        page = matches[offset:offset + limit if limit is not None else None]
-        next_times = self._next_run_times([r.definition.id for r in page])
-        return [self._view(r, next_times.get(r.definition.id)) for r in page], len(matches)
-
-    def _view(self, rec: JobRecord, next_ts: Optional[float]) -> tuple[dict, str]:
-        """A job's dict and JSON, kept on its record until its pause state, next fire time or
-        last run changes (a new definition is a new record): computing next fire times is the
-        bulk of the cost, so a list of 1,000 jobs is answered in milliseconds."""
-        key = (rec.paused, next_ts, self._last_runs.get(rec.definition.id))
-        if rec.view is None or rec.view[0] != key:
-            job = self._job_dict(rec, next_ts)
-            rec.view = (key, job, json.dumps(job, default=_json_default, ensure_ascii=False))
-        return rec.view[1], rec.view[2]
-
-    def _record(self, job_id: str) -> JobRecord:
-        rec = self._records.get(job_id)
+    def require(self, job_id: str) -> JobRecord:
+        rec = self.records.get(job_id)
         if rec is None:
             raise JobNotFound(f"job {job_id!r} does not exist")
         return rec
 
-    def _next_run_times(self, ids: list) -> dict:
-        if not ids:
-            return {}
-        table = sa.table(APS_TABLE, sa.column("id"), sa.column("next_run_time"))
-        query = sa.select(table.c.id, table.c.next_run_time)
-        if len(ids) < 500:   # an IN list of a page; a full scan beats a huge IN list
-            query = query.where(table.c.id.in_(ids))
-        with self.engine.connect() as conn:
-            return {i: t for i, t in conn.execute(query) if t is not None}
+    def reconcile(self, desired: dict, source: str, remove_missing: bool = True) -> dict:
+        """Diff desired definitions against the applied ones by id and hash and write the
+        difference to ts_jobs in one transaction: added, rescheduled (trigger changed),
+        modified (options only: the next fire time is kept), removed, unchanged."""
+        changes: dict[str, list] = {"added": [], "rescheduled": [], "modified": [],
+                                    "removed": [], "unchanged": []}
+        with self.lock:
+            upserts, now = [], _utcnow()
+            for job_id, defn in desired.items():
+                rec = self.records.get(job_id)
+                if rec is not None and rec.source != source:
+                    raise JobConflict(f"job {job_id!r} already exists with source {rec.source}")
+                kind = _change_kind(rec, defn)
+                changes[kind].append(job_id)
+                if kind != "unchanged":
+                    upserts.append({"_new": rec is None, "id": job_id, "source": source,
+                                    "definition": json.dumps(defn.dump()),
+                                    "definition_hash": definition_hash(defn),
+                                    "paused": rec.paused if rec else False, "updated_at": now,
+                                    **({"created_at": now} if rec is None else {})})
+            if remove_missing:
+                changes["removed"] = sorted(i for i, r in self.records.items()
+                                            if r.source == source and i not in desired)
+            self.store.write_jobs(upserts, changes["removed"])
+            for values in upserts:
+                self.records[values["id"]] = self._new_record(values, desired[values["id"]])
+            for job_id in changes["removed"]:
+                self.records.pop(job_id, None)
+        touched = {k: v for k, v in changes.items() if v and k != "unchanged"}
+        if touched:
+            log.info("reconcile (%s): %s", source,
+                     ", ".join(f"{k} {len(v)}" for k, v in touched.items()))
+        return changes
 
-    def _job_dict(self, rec: JobRecord, next_ts: Optional[float]) -> dict:
+    def set_paused(self, job_id: str, paused: bool) -> bool:
+        """Pause or resume; True when that changed anything."""
+        with self.lock:
+            rec = self.require(job_id)
+            if rec.paused == paused:
+                return False
+            if not self.store.set_paused(job_id, paused):
+                raise JobNotFound(f"job {job_id!r} does not exist")
+            self.records[job_id] = dataclasses.replace(rec, paused=paused, view=None)
+        log.info("job %s %s", job_id, "paused" if paused else "resumed")
+        return True
+
+    def select(self, q=None, state=None, source=None, kind=None, tag=None) -> list[JobRecord]:
+        needle = q.lower() if q else None
+        states = set(state.split(",")) if state else None
+        return [r for _, r in sorted(self.records.items())
+                if (states is None or r.state in states)
+                and (source is None or r.source == source)
+                and (kind is None or r.definition.kind == kind)
+                and (tag is None or tag in r.definition.tags)
+                and (needle is None or needle in _search_text(r))]
+
+    def view(self, rec: JobRecord, next_ts: Optional[float], last_run: Optional[dict]
+             ) -> tuple[dict, str]:
+        """A job's dict and JSON, kept on its record until its state, next fire time or last
+        run changes (a new definition is a new record): computing next fire times is the bulk
+        of the cost, so a list of 1,000 jobs is answered in milliseconds."""
+        key = (rec.paused, rec.state, next_ts, last_run and (last_run["id"], last_run["status"]))
+        if rec.view is None or rec.view[0] != key:
+            job = self._job_dict(rec, next_ts, last_run)
+            rec.view = (key, job, json.dumps(job, default=_json_default, ensure_ascii=False))
+        return rec.view[1], rec.view[2]
+
+    def trigger_of(self, rec: JobRecord):
+        if rec.trigger is None:
+            rec.trigger = build_trigger(rec.definition.trigger, self.timezone)
+        return rec.trigger
+
+    def _job_dict(self, rec: JobRecord, next_ts: Optional[float], last_run) -> dict:
         d = rec.definition
         next_time = (dt.datetime.fromtimestamp(next_ts, dt.UTC)
                      if next_ts is not None and rec.state == "scheduled" else None)
@@ -2176,476 +2795,263 @@ class SchedulerService:
             "next_run_times": [_iso(t) for t in self._fire_times(rec, next_time, 5)],
             "max_instances": d.max_instances, "coalesce": d.coalesce,
             "misfire_grace_time": d.misfire_grace_time, "timeout": d.timeout, "tags": d.tags,
-            "is_enabled": d.is_enabled, "paused": rec.paused,
-            "last_run": self._last_runs.get(d.id), "definition": d.dump(),
+            "run_on": d.run_on, "is_enabled": d.is_enabled, "paused": rec.paused,
+            "last_run": last_run, "definition": d.dump(),
             "created_at": _iso(rec.created_at), "updated_at": _iso(rec.updated_at),
         }
 
     def _fire_times(self, rec: JobRecord, first: Optional[dt.datetime], count: int) -> list:
-        if first is None:
-            return []
-        if rec.trigger is None:
-            rec.trigger = build_trigger(rec.definition.trigger, self.timezone)
-        return fire_times(rec.trigger, first, count)
+        return fire_times(self.trigger_of(rec), first, count) if first is not None else []
 
-    def preview_trigger(self, trigger: dict, count: int = 5) -> list:
-        """The next fire times of a trigger spec (for forms); raises InvalidJob."""
+    def _record(self, row) -> Optional[tuple[str, JobRecord]]:
         try:
-            spec = JobDefinition.model_validate({"id": "preview", "command": "true",
-                                                 "trigger": trigger}).trigger
-        except ValidationError as exc:
-            details = [_pydantic_detail(e) for e in exc.errors()]
-            raise InvalidJob(_details_text(details, None), details) from None
-        details = [{"field": f"trigger.{f}" if f else "trigger", "message": m, "line": None}
-                   for f, m in trigger_problems(spec)]
-        if details:
-            raise InvalidJob(_details_text(details, None), details)
-        trig = build_trigger(spec, self.timezone)
-        first = trig.get_next_fire_time(None, dt.datetime.now(self.timezone))
-        return [_iso(t) for t in fire_times(trig, first, count)] if first else []
+            defn = JobDefinition.model_validate(json.loads(row.definition))
+        except (ValidationError, ValueError) as exc:
+            log.error("job %s in the database no longer validates, skipped: %s", row.id,
+                      _clean(exc))
+            return None
+        rec = JobRecord(defn, row.source, row.paused, row.definition_hash, row.created_at,
+                        row.updated_at)
+        self.trigger_of(rec)
+        return row.id, rec
 
-    # jobs: writes (all through reconcile)
-
-    def add_job(self, definition: dict, source: str = "api") -> dict:
-        defn = parse_job(definition, self.config.base_dir)
-        with self._lock:
-            if defn.id in self._records:
-                raise JobConflict(f"job {defn.id!r} already exists (source "
-                                  f"{self._records[defn.id].source}); use PUT to replace it")
-            self.reconcile({defn.id: defn}, source, remove_missing=False)
-        return self.job(defn.id)
-
-    def replace_job(self, job_id: str, definition: dict) -> dict:
-        if isinstance(definition, dict) and definition.get("id", job_id) != job_id:
-            raise InvalidJob(f"id: {definition.get('id')!r} in the body differs from {job_id!r} "
-                             f"in the path", [{"field": "id", "message": "differs from the path",
-                                               "line": None}])
-        defn = parse_job({**definition, "id": job_id} if isinstance(definition, dict)
-                         else definition, self.config.base_dir)
-        with self._lock:
-            self._editable(job_id)
-            self.reconcile({job_id: defn}, "api", remove_missing=False)
-        return self.job(job_id)
-
-    def delete_job(self, job_id: str) -> None:
-        with self._lock, self._changing() as conn:
-            self._editable(job_id)
-            self._remove(conn, job_id)
-
-    def _editable(self, job_id: str) -> JobRecord:
-        rec = self._record(job_id)
-        if rec.source == "yaml":
-            raise JobConflict(f"job {job_id!r} is defined in {self.config.config_path}; edit the "
-                              f"file to change or remove it (pause, resume and run work here)")
+    def _new_record(self, values: dict, defn: JobDefinition) -> JobRecord:
+        old = self.records.get(values["id"])
+        rec = JobRecord(defn, values["source"], values["paused"], values["definition_hash"],
+                        old.created_at if old else values["updated_at"], values["updated_at"])
+        self.trigger_of(rec)
         return rec
 
-    def pause(self, job_id: str) -> dict:
-        return self._set_paused(job_id, True)
 
-    def resume(self, job_id: str) -> dict:
-        return self._set_paused(job_id, False)
+def _change_kind(rec: Optional[JobRecord], defn: JobDefinition) -> str:
+    if rec is None:
+        return "added"
+    if rec.hash == definition_hash(defn):
+        return "unchanged"
+    old = rec.definition
+    if old.is_enabled != defn.is_enabled or old.trigger != defn.trigger:
+        return "rescheduled"
+    return "modified"
 
-    def _set_paused(self, job_id: str, paused: bool) -> dict:
-        with self._lock:
-            rec = self._record(job_id)
-            if rec.paused != paused:
-                with self.engine.begin() as conn:
-                    conn.execute(ts_jobs.update().where(ts_jobs.c.id == job_id)
-                                 .values(paused=paused, updated_at=_utcnow()))
-                rec.paused = paused
-                if rec.definition.is_enabled:
-                    self._aps_call("pause_job" if paused else "resume_job", job_id)
-                log.info("job %s %s", job_id, "paused" if paused else "resumed")
-        return self.job(job_id)
 
-    def reconcile(self, desired: dict, source: str, remove_missing: bool = True) -> dict:
-        """The one path every change takes: diff desired definitions against the applied ones by
-        id and hash; add, reschedule (trigger changed), modify (options only: the next fire time
-        is kept) or remove. Untouched jobs keep their schedule and pause state."""
-        changes: dict[str, list] = {"added": [], "rescheduled": [], "modified": [],
-                                    "removed": [], "unchanged": []}
-        with self._lock:
-            try:
-                with self._changing() as conn:
-                    for job_id, defn in desired.items():
-                        rec = self._records.get(job_id)
-                        if rec is not None and rec.source != source:
-                            raise JobConflict(f"job {job_id!r} already exists with source "
-                                              f"{rec.source}")
-                        changes[self._apply(conn, rec, defn, source)].append(job_id)
-                    if remove_missing:
-                        for job_id in [i for i, r in self._records.items()
-                                       if r.source == source and i not in desired]:
-                            self._remove(conn, job_id)
-                            changes["removed"].append(job_id)
-            except Exception:
-                self._load_records()   # memory follows what the database kept
-                raise
-        touched = {k: v for k, v in changes.items() if v and k != "unchanged"}
-        if touched:
-            log.info("reconcile (%s): %s", source,
-                     ", ".join(f"{k} {len(v)}" for k, v in touched.items()))
-        return changes
+class _Scheduler(BackgroundScheduler):
+    """APScheduler's loop, run by the leader only. Each wakeup applies the job changes asked
+    for, turns due fires into rows (queued; or missed, saying why: past the grace, or coalesced
+    into a later fire, never a silent gap) and commits both with the schedule in one fenced
+    transaction. It fires on the database's clock. A database error does not end the loop
+    (pitfall A8): the wakeup is retried from the stored state."""
 
-    @contextlib.contextmanager
-    def _changing(self):
-        """A transaction on ts_jobs, then the APScheduler rows of the same change in one batch:
-        ts_jobs commits first, so two write transactions are never open at once (on SQLite the
-        second would wait for the first)."""
-        with self._store.batch(), self.engine.begin() as conn:
-            yield conn
-        self.scheduler.wakeup()   # its last look at the store may predate the batch
+    retry_wait = 2.0
 
-    def _apply(self, conn, rec: Optional[JobRecord], defn: JobDefinition, source: str) -> str:
-        digest = definition_hash(defn)
-        if rec is not None and rec.hash == digest:
-            return "unchanged"
-        now = _utcnow()
-        new = JobRecord(defn, source, rec.paused if rec else False, digest,
-                        rec.created_at if rec else now, now)
-        values = dict(source=source, definition=json.dumps(defn.dump()), definition_hash=digest,
-                      paused=new.paused, updated_at=now)
-        if rec is None:
-            conn.execute(ts_jobs.insert().values(id=defn.id, created_at=now, **values))
-        else:
-            conn.execute(ts_jobs.update().where(ts_jobs.c.id == defn.id).values(**values))
-        self._records[defn.id] = new
-        if rec is None:
-            if defn.is_enabled:
-                self._aps_add(new)
-            return "added"
-        old = rec.definition
-        if old.is_enabled != defn.is_enabled or old.trigger != defn.trigger:
-            self._aps_remove(defn.id)
-            if defn.is_enabled:
-                self._aps_add(new)
-            return "rescheduled"
-        if defn.is_enabled:
-            self._aps_call("modify_job", defn.id, **_aps_options(defn))
-        return "modified"
+    def __init__(self, service: SchedulerService, store: ScheduleStore, **kwargs):
+        super().__init__(jobstores={"default": store}, **kwargs)
+        self._service, self._store = service, store
+        self.last_error: Optional[str] = None
+        self.leading_since: Optional[dt.datetime] = None
+        self._asked: set = set()
+        self._asked_all = False
+        self._waiters: list = []
+        self._asked_lock = threading.Lock()
 
-    def _remove(self, conn, job_id: str) -> None:
-        conn.execute(ts_jobs.delete().where(ts_jobs.c.id == job_id))
-        self._records.pop(job_id, None)
-        self._aps_remove(job_id)
+    def lead(self, epoch: Optional[int]) -> threading.Event:
+        """Fire from now on: the schedule is read afresh from the table and checked against
+        every job definition before the first fire (the event: that is done)."""
+        self._store.epoch = epoch
+        self._store.invalidate()
+        self.leading_since = _naive_utc(self._service.cluster.now())
+        self.resume()
+        return self.ask(None)
 
-    def _aps_add(self, rec: JobRecord, only_future: bool = False) -> None:
-        defn = rec.definition
-        rec.trigger = build_trigger(defn.trigger, self.timezone)
-        now = dt.datetime.now(self.timezone)
-        first = rec.trigger.get_next_fire_time(None, now)
-        if first is None or (only_future and isinstance(defn.trigger, DateSpec) and first < now):
-            return   # a date job whose time has passed: nothing left to schedule
-        self.scheduler.add_job(
-            "task_scheduler:execute_job", trigger=rec.trigger, args=[defn.id], id=defn.id,
-            name=defn.id, replace_existing=True, **_aps_options(defn),
-            **({"next_run_time": None} if rec.paused else {}))
+    def step_down(self) -> None:
+        if self.state == STATE_RUNNING:
+            self.pause()
+        self._store.epoch = None
+        self._store.invalidate()
+        self._release_waiters()
 
-    def _aps_remove(self, job_id: str) -> None:
-        try:
-            self.scheduler.remove_job(job_id)
-        except JobLookupError:
-            log.debug("job %s had no APScheduler entry", job_id)
-
-    def _aps_call(self, method: str, job_id: str, **kwargs) -> None:
-        try:
-            getattr(self.scheduler, method)(job_id, **kwargs)
-        except JobLookupError:
-            log.debug("job %s has no APScheduler entry (done or disabled)", job_id)
-
-    # reload
-
-    def reload(self, initial: bool = False, force: bool = False) -> dict:
-        """Read jobs.yaml and apply it if it validates; else keep everything and record why.
-        Content already applied (same hash) is skipped unless ``force``. The file is parsed
-        outside the service lock: fires and API calls never wait on a big file. Returns the
-        config status; raises InvalidConfig when the file is bad."""
-        path = self.config.config_path
-        if not path or self.reloader is None:
-            raise BadRequest("this service has no jobs.yaml (config_path is not set)")
-        with self.reloader.lock:   # one reload at a time: the file read last is applied last
-            try:
-                text, digest = read_jobs_file(path, self.config.max_config_bytes)
-            except InvalidConfig as exc:
-                return self._reload_failed(exc, None)
-            if digest == self._seen_hash and not force and not self._config_state["error"]:
-                return self.config_status()
-            try:
-                jobs = self._parser.parse(text, path)
-            except InvalidConfig as exc:
-                return self._reload_failed(exc, digest)
-            with self._lock:
-                conflict = _api_id_conflict(self._records, path, jobs)
-                if conflict is not None:
-                    return self._reload_failed(conflict, digest)
-                changes = self.reconcile({j.id: j for j in jobs}, "yaml")
-                self._seen_hash = digest
-                self._config_state.update(
-                    loaded_at=_iso(_utcnow()), hash=digest, jobs=len(jobs), error=None,
-                    errors=[], changes={k: len(v) for k, v in changes.items()},
-                    reloads=self._config_state["reloads"] + (0 if initial else 1))
-        return self.config_status()
-
-    def _reload_failed(self, exc: InvalidConfig, digest: Optional[str]) -> dict:
-        """Keep the error for /api/status and raise it; log it once per file content and error
-        (the poll and repeated events retry a bad file without flooding the log)."""
-        new_error = digest != self._seen_hash or self._config_state["error"] != str(exc)
-        self._seen_hash = digest
-        self._config_state.update(error=str(exc), errors=exc.details)
-        if new_error:
-            self._config_state["failures"] += 1
-            log.error("jobs.yaml not applied, the running configuration is kept:\n%s", exc)
-        raise exc
-
-    # runs: reads
-
-    def runs(self, job_id: Optional[str] = None, status: Optional[str] = None,
-             since: Optional[dt.datetime] = None, limit: int = 50, offset: int = 0,
-             trigger: Optional[str] = None) -> Page:
-        """Runs newest first (without their output); ``.total`` counts all matches."""
-        conds = []
-        if job_id:
-            conds.append(ts_runs.c.job_id == job_id)
-        if status:
-            conds.append(ts_runs.c.status == status)
-        if trigger:
-            conds.append(ts_runs.c.trigger == trigger)
-        if since:
-            conds.append(ts_runs.c.scheduled_at >= _naive_utc(since))
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(*_SUMMARY_COLUMNS).where(*conds)
-                                .order_by(ts_runs.c.id.desc()).limit(limit).offset(offset)).all()
-            total = conn.execute(sa.select(sa.func.count()).select_from(ts_runs)
-                                 .where(*conds)).scalar()
-        page = Page(self._fresh(run_to_dict(r)) for r in rows)
-        page.total = total
-        return page
-
-    def run(self, run_id: str) -> dict:
-        """One run with its stdout and stderr (live output for a run still going)."""
-        live = self._active.get(run_id)
-        live = live.run if live is not None else self._recent.get(run_id)
-        if live is not None:
-            return run_to_dict(live, output=True)
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(ts_runs).where(ts_runs.c.id == run_id)).first()
-        if row is None:
-            raise RunNotFound(f"run {run_id!r} does not exist")
-        return run_to_dict(row, output=True)
-
-    def _fresh(self, run: dict) -> dict:
-        active = self._active.get(run["id"])
-        return run_to_dict(active.run) if active is not None else run
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until the run history written so far is in the database (tests, shutdown)."""
-        return self.history.flush(timeout)
-
-    # runs: writes
-
-    def run_now(self, job_id: str) -> dict:
-        """Queue a manual run; returns it (status queued, trigger manual)."""
-        rec = self._record(job_id)
-        with self._lock:
-            if self._running[job_id] >= rec.definition.max_instances:
-                raise JobConflict(f"job {job_id!r} is already running "
-                                  f"(max_instances={rec.definition.max_instances})")
-            now = _utcnow()
-            run = self._new_run(job_id, "manual", now, status="queued")
-            self._running[job_id] += 1
-            self._active[run["id"]] = _ActiveRun(run)
-        queued = run_to_dict(run)   # before a worker starts changing it
-        self.history.insert(run)
-        self._executor.submit(self._execute_queued, run)
-        return queued
-
-    def cancel(self, run_id: str) -> dict:
-        """Cancel a queued run, or kill a running command's process group."""
-        active = self._active.get(run_id)
-        if active is None:
-            run = self.run(run_id)
-            raise JobConflict(f"run {run_id} is not running (status {run['status']})")
-        rec = self._records.get(active.run["job_id"])
-        if active.run["status"] == "running" and rec and rec.definition.kind == "python":
-            raise JobConflict(f"run {run_id} is a python job; a running thread cannot be "
-                              f"stopped from outside (make the job return, or run it as a "
-                              f"command job to get timeout and cancel)")
-        with self._lock:
-            active.stop_reason = "cancelled"
-            queued = active.run["status"] == "queued"
-        if queued:
-            self._finish_run(active.run, _Outcome("cancelled", error="cancelled before it "
-                                                                    "started"), _utcnow())
-        elif active.proc is not None:
-            threading.Thread(target=kill_group, args=(active.proc, self.config.kill_grace),
-                             daemon=True).start()
-        log.info("run %s of %s cancelled", run_id, active.run["job_id"])
-        return run_to_dict(active.run)
-
-    def _new_run(self, job_id: str, trigger: str, scheduled_at: dt.datetime, status: str,
-                 attempt: int = 0) -> dict:
-        return {"id": new_run_id(), "job_id": job_id, "trigger": trigger, "attempt": attempt,
-                "scheduled_at": _naive_utc(scheduled_at), "started_at": None,
-                "finished_at": None, "status": status, "exit_code": None, "error": None,
-                "truncated": False, "node": self.config.node}
-
-    def _run_fires(self, job, run_times: list) -> None:
-        """Called in a worker for each APScheduler submission: one fire per scheduled time."""
-        for run_time in run_times:
-            late = (dt.datetime.now(dt.UTC) - run_time).total_seconds()
-            if job.misfire_grace_time is not None and late > job.misfire_grace_time:
-                self._record_only(job.id, run_time, "missed",
-                                  f"missed by {late:.1f}s (misfire_grace_time "
-                                  f"{job.misfire_grace_time:g}s)")
-                continue
-            trigger = "catchup" if _naive_utc(run_time) < self.started_at else "schedule"
-            token = _fire.set((self, run_time, trigger))
-            try:
-                job.func(*job.args, **job.kwargs)
-            finally:
-                _fire.reset(token)
-
-    def _execute(self, job_id: str, scheduled_at: dt.datetime, trigger: str) -> None:
-        rec = self._records.get(job_id)
-        if rec is None or self.stopping:
-            return
-        with self._lock:
-            if self._running[job_id] >= rec.definition.max_instances:
-                running = self._running[job_id]
-                skip = True
+    def ask(self, ids: Optional[Iterable] = None) -> threading.Event:
+        """Make APScheduler's jobs match these definitions (all when None) at the next wakeup,
+        which comes at once; the event is set when that wakeup has committed."""
+        done = threading.Event()
+        with self._asked_lock:
+            if ids is None:
+                self._asked_all = True
             else:
-                self._running[job_id] += 1
-                skip = False
-        if skip:
-            self._record_only(job_id, scheduled_at, "skipped",
-                              f"{running} run(s) still going (max_instances="
-                              f"{rec.definition.max_instances})")
-            return
-        run = self._new_run(job_id, trigger, scheduled_at, "running")
-        run["started_at"] = _utcnow()
-        self._active[run["id"]] = _ActiveRun(run)
-        if self.history.insert(run, wait=10) is False:
-            # Another process already ran this fire (the unique key): don't run it twice.
-            log.warning("fire of %s at %s already recorded; not running it again", job_id,
-                        scheduled_at)
-            self._release(run["id"], job_id)
-            return
-        self._run_and_finish(rec, run)
+                self._asked.update(ids)
+            self._waiters.append(done)
+        if self.state == STATE_RUNNING:
+            self.wakeup()
+        else:
+            done.set()   # not leading: the leader applies it
+        return done
 
-    def _execute_queued(self, run: dict) -> None:
-        rec = self._records.get(run["job_id"])
-        with self._lock:   # against cancel(): a queued run either starts or is cancelled
-            active = self._active.get(run["id"])
-            if active is None or active.stop_reason:
-                return   # cancel() or stop() records it
-            if rec is not None and not self.stopping:
-                run.update(status="running", started_at=_utcnow())
-        if run["status"] != "running":
-            self._finish_run(run, _Outcome("cancelled", error="job removed or service "
-                                                               "stopping"), _utcnow())
-            return
-        self.history.update(run["id"], status="running", started_at=run["started_at"])
-        self._run_and_finish(rec, run)
+    def alive(self) -> bool:
+        thread = getattr(self, "_thread", None)
+        return self.running and thread is not None and thread.is_alive()
 
-    def _run_and_finish(self, rec: JobRecord, run: dict) -> None:
+    def _process_jobs(self):
+        if self.state != STATE_RUNNING:
+            return None
+        if not self._service.cluster.may_fire():
+            return 0.2   # not renewed lately: fire nothing until it is (or this node steps down)
         try:
-            outcome = self._run_job(rec.definition, self._active[run["id"]])
-        except Exception as exc:  # our own failure: record it rather than lose the run
-            log.exception("run %s of %s failed inside task-scheduler", run["id"], run["job_id"])
-            outcome = _Outcome("failed", error=f"task-scheduler error: {exc}\n"
-                                                f"{traceback.format_exc()}")
-        self._finish_run(run, outcome, _utcnow())
-        self._maybe_retry(rec.definition, run, outcome)
+            wait = self._wakeup()
+        except NotLeader as exc:
+            self._forget()
+            self._service.cluster.lost(str(exc))
+            return None
+        except Exception as exc:
+            self._forget()
+            self.last_error = f"{type(exc).__name__}: {_clean(exc)}"
+            log.error("scheduler loop: %s; retrying in %ss", self.last_error, self.retry_wait)
+            return self.retry_wait
+        self.last_error = None
+        return wait
 
-    def _run_job(self, defn: JobDefinition, active: _ActiveRun) -> _Outcome:
-        limit = self.config.output_limit
-        if defn.kind == "python":
-            try:
-                func = resolve_callable(defn.func, self.config.base_dir)
-            except InvalidJob as exc:
-                return _Outcome("failed", error=f"func: {exc}")
-            return run_python(func, defn.args, defn.kwargs, limit)
-        env = {**_job_env(defn), "TS_JOB_ID": defn.id, "TS_RUN_ID": active.run["id"],
-               "TS_SCHEDULED_AT": _iso(active.run["scheduled_at"]) or ""}
-        cwd = _resolve_path(defn.cwd, self.config.base_dir) if defn.cwd else self.config.base_dir
-        return run_command(command_argv(defn, self.config.base_dir), env, cwd, defn.timeout,
-                           limit, self.config.kill_grace, active)
+    def _wakeup(self) -> Optional[float]:
+        now = self._service.cluster.now().astimezone(self.timezone)
+        with self._asked_lock:
+            ids, everything, waiters = self._asked, self._asked_all, self._waiters
+            self._asked, self._asked_all, self._waiters = set(), False, []
+        try:
+            with self._jobstores_lock:
+                if everything:
+                    ids = set(self._store.ids()) | set(self._service.book.records)
+                for job_id in sorted(ids):
+                    self._sync(job_id, now)
+                fires = [row for job in self._store.get_due_jobs(now)
+                         for row in self._fire(job, now)]
+                inserted = self._store.commit(fires)
+                next_time = self._store.get_next_run_time()
+        except Exception:
+            with self._asked_lock:   # ask again after the retry; release the callers now
+                self._asked.update(ids)
+                self._asked_all = self._asked_all or everything
+            raise
+        finally:
+            for done in waiters:
+                done.set()
+        if inserted:
+            self._service.runner.wake()
+        if next_time is None:
+            return None
+        return max((next_time - self._service.cluster.now()).total_seconds(), 0.0)
 
-    def _finish_run(self, run: dict, outcome: _Outcome, now: dt.datetime) -> None:
-        if not self._release(run["id"], run["job_id"]):
-            return   # already recorded (the service stopped while this run went on)
-        fields = dict(status=outcome.status, finished_at=now, exit_code=outcome.exit_code,
-                      error=outcome.error, stdout=outcome.stdout, stderr=outcome.stderr,
-                      truncated=outcome.truncated)
-        run.update(fields)
-        self.history.update(run["id"], **fields)
-        self._remember(run)
-        level = logging.INFO if outcome.status == "succeeded" else logging.WARNING
-        log.log(level, "run %s of %s: %s%s", run["id"], run["job_id"], outcome.status,
-                f" ({_clean(Exception(outcome.error))})" if outcome.error else "")
+    def _forget(self) -> None:
+        """After a failed commit: memory is ahead of the table; read it again, check it all."""
+        self._store.invalidate()
+        with self._asked_lock:
+            self._asked_all = True
 
-    def _remember(self, run: dict) -> None:
-        self._last_runs[run["job_id"]] = run_to_dict(run)
-        with self._lock:
-            self._recent[run["id"]] = run
-            while len(self._recent) > 500:   # far more than one writer batch can hold back
-                self._recent.popitem(last=False)
+    def _release_waiters(self) -> None:
+        with self._asked_lock:
+            waiters, self._waiters = self._waiters, []
+        for done in waiters:
+            done.set()
 
-    def _release(self, run_id: str, job_id: str) -> bool:
-        """Forget an active run; False if it was already forgotten."""
-        with self._lock:
-            if self._active.pop(run_id, None) is None:
-                return False
-            self._running[job_id] -= 1
-            if self._running[job_id] <= 0:
-                del self._running[job_id]
-            return True
-
-    def _record_only(self, job_id: str, scheduled_at: dt.datetime, status: str, error: str):
-        """A fire that did not run (missed, skipped) still gets a row: the history shows gaps."""
-        run = self._new_run(job_id, "schedule", scheduled_at, status)
-        run.update(finished_at=_utcnow(), error=error)
-        self.history.insert(run)
-        self._remember(run)
-        log.warning("fire of %s at %s %s: %s", job_id, _iso(run["scheduled_at"]), status, error)
-
-    def _maybe_retry(self, defn: JobDefinition, run: dict, outcome: _Outcome) -> None:
-        spec = defn.retries
-        if (spec is None or outcome.status not in ("failed", "timeout") or self.stopping
-                or run["attempt"] >= spec.max):
+    def _sync(self, job_id: str, now: dt.datetime) -> None:
+        """Make APScheduler's job match its definition: add, rebuild, pause or remove it."""
+        rec, job = self._service.book.get(job_id), self._store.lookup_job(job_id)
+        if rec is None or not rec.definition.is_enabled:
+            if job is not None:
+                self._store.remove_job(job_id)
             return
-        delay = spec.delay * spec.backoff ** run["attempt"]
-        timer = threading.Timer(delay, self._start_retry, args=(defn.id, run))
-        timer.daemon = True
-        self._timers.add(timer)
-        timer.start()
-        log.info("run %s of %s will be retried in %ss (attempt %d of %d)", run["id"], defn.id,
-                 delay, run["attempt"] + 1, spec.max)
-
-    def _start_retry(self, job_id: str, failed: dict) -> None:
-        self._timers = {t for t in self._timers if t.is_alive()}
-        rec = self._records.get(job_id)
-        if rec is None or self.stopping:
+        want = rec.schedule_hash(self.timezone)
+        if job is None:
+            trigger = build_trigger(rec.definition.trigger, self.timezone)
+            first = None if rec.paused else trigger.get_next_fire_time(None, now)
+            if first is not None or (rec.paused and not rec.finished()):
+                self._store.hashes[job_id] = want
+                self.add_job(EXECUTE_JOB, trigger=trigger, args=[job_id], id=job_id,
+                             name=job_id, next_run_time=first, **_aps_options(rec.definition))
             return
-        with self._lock:
-            run = self._new_run(job_id, "retry", failed["scheduled_at"], "queued",
-                                failed["attempt"] + 1)
-            self._running[job_id] += 1
-            self._active[run["id"]] = _ActiveRun(run)
-        self.history.insert(run)
-        self._executor.submit(self._execute_queued, run)
+        if self._store.hashes.get(job_id) != want:
+            self._rebuild(rec, job, want, now)
+        elif rec.paused != (job.next_run_time is None):
+            first = None if rec.paused else job.trigger.get_next_fire_time(None, now)
+            if first is None and not rec.paused:
+                self._store.remove_job(job_id)   # resumed after its only fire time
+            else:
+                self.modify_job(job_id, next_run_time=first)
 
-    def _on_aps_event(self, event) -> None:
-        if event.code == _EVENT_MAX_INSTANCES:
-            rec = self._records.get(event.job_id)
-            limit = rec.definition.max_instances if rec else "?"
-            for run_time in event.scheduled_run_times:
-                self._record_only(event.job_id, run_time, "skipped",
-                                  f"previous run still going (max_instances={limit})")
+    def _rebuild(self, rec: JobRecord, job, want: str, now: dt.datetime) -> None:
+        """A changed definition: a new schedule starts from now; the same schedule on today's
+        trigger code keeps its next fire time (and so its phase); options change in place."""
+        have = (self._store.hashes.get(rec.definition.id) or "").split(":")
+        new_def, new_spec, new_code = want.split(":")
+        changes = _aps_options(rec.definition)
+        trigger = build_trigger(rec.definition.trigger, self.timezone)
+        if len(have) == 3 and have[1] != new_spec:
+            first = None if rec.paused else trigger.get_next_fire_time(None, now)
+            if first is None and not rec.paused:
+                self._store.remove_job(job.id)
+                return
+            changes.update(trigger=trigger, next_run_time=first)
+        else:
+            if len(have) != 3 or have[2] != new_code:   # stored by older code (or before v2)
+                changes["trigger"] = trigger
+            if rec.paused != (job.next_run_time is None):
+                changes["next_run_time"] = None if rec.paused else trigger.get_next_fire_time(
+                    None, now)
+        self._store.hashes[job.id] = want
+        self.modify_job(job.id, **changes)
 
-    def prune(self) -> int:
-        self.store.prune_sessions()
-        return prune_runs(self.engine, self.config.keep_runs, self.config.keep_days)
+    def _fire(self, job, now: dt.datetime) -> list[dict]:
+        """The rows of a due job's fire times, and its schedule moved past them."""
+        times, left_out, following = _due_times(job, now)
+        rec = self._service.book.get(job.id)
+        rows = []
+        if job.coalesce and len(times) > 1:
+            reason = f"coalesced: the fire at {_iso(times[-1])} ran in its place"
+            rows += [self._row(job, t, rec, "missed", reason) for t in times[:-1]]
+            times = times[-1:]
+        for moment in times:
+            late = (now - moment).total_seconds()
+            if job.misfire_grace_time is not None and late > job.misfire_grace_time:
+                rows.append(self._row(job, moment, rec, "missed", f"missed by {late:.1f}s "
+                                      f"(misfire_grace_time {job.misfire_grace_time:g}s)"))
+            else:
+                rows.append(self._row(job, moment, rec, "queued", None))
+        if left_out:
+            rows[0]["error"] += f"; and {left_out} earlier fire times were missed as well"
+        if following is None:
+            self._store.remove_job(job.id)
+        else:
+            job._modify(next_run_time=following)
+            self._store.update_job(job)
+        return rows
+
+    def _row(self, job, moment: dt.datetime, rec: Optional[JobRecord], status: str,
+             error: Optional[str]) -> dict:
+        scheduled = _naive_utc(moment)
+        late_start = self.leading_since is not None and scheduled < self.leading_since
+        row = {"id": new_run_id(), "job_id": job.id, "status": status, "attempt": 1,
+               "trigger": "catchup" if late_start and status == "queued" else "schedule",
+               "scheduled_at": scheduled, "due_at": scheduled, "error": error,
+               "epoch": self._store.epoch, "run_on": rec.run_on if rec else ""}
+        if status != "queued":
+            row["finished_at"] = _naive_utc(self._service.cluster.now())
+        return row
+
+
+EXECUTE_JOB = "task_scheduler:execute_job"
+MAX_MISSED_ROWS = 100   # missed fire times recorded one by one per job and wakeup; more are
+#                         counted in the first row (a job every second, down for a day)
+
+
+def _due_times(job, now: dt.datetime, limit: int = 100_000) -> tuple[list, int, Any]:
+    """The fire times of ``job`` due by ``now`` (the last MAX_MISSED_ROWS + 1 of them), how many
+    more were due, and the next fire time after them. After ``limit`` steps behind, the next
+    fire time is taken from now on (APScheduler would walk every missed time)."""
+    times: collections.deque = collections.deque(maxlen=MAX_MISSED_ROWS + 1)
+    current, count = job.next_run_time, 0
+    while current is not None and current <= now and count < limit:
+        times.append(current)
+        count += 1
+        current = job.trigger.get_next_fire_time(current, now)
+    if current is not None and current <= now:
+        current = job.trigger.get_next_fire_time(None, now)
+    return list(times), count - len(times), current
 
 
 def fire_times(trigger, first: dt.datetime, count: int) -> list:
@@ -2685,9 +3091,710 @@ def _local_zone():
     return get_localzone()
 
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES as _EVENT_MAX_INSTANCES  # noqa: E402
+# --------------------------------------------------------------------------------------------
+# Runner: the life of a run on this node (claim, execute, finish, retry, cancel)
+# --------------------------------------------------------------------------------------------
 
-_APS_EVENTS = _EVENT_MAX_INSTANCES
+class Runner:
+    """Runs queued runs on this node: the leader's fires, manual runs and retries all take this
+    one path. It claims what its free workers can start, runs it in its thread pool, writes the
+    end through the history writer, queues the retry, and ends runs asked to stop."""
+
+    def __init__(self, service: SchedulerService):
+        self._service, self.config = service, service.config
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.config.max_workers, "ts-run")
+        self.active: dict[str, _ActiveRun] = {}
+        self.recent: collections.OrderedDict = collections.OrderedDict()   # ended here, maybe
+        # not yet committed by the history writer: reads must still find them
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._hurry = threading.Event()
+        self._stopping = False
+        self._failing = False
+        self._labels_ok = label_sets(self.config.labels)
+        self._thread = threading.Thread(target=self._loop, name="ts-runner", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self, _payload: Any = None) -> None:
+        self._wake.set()
+
+    def hurry(self) -> None:
+        self._hurry.set()
+
+    # queueing
+
+    def run_now(self, job_id: str, params: Optional[dict] = None, rerun_of: Optional[str] = None
+                ) -> dict:
+        rec = self._service.book.require(job_id)
+        limit = rec.definition.max_instances
+        if self._service.store.active_count(job_id) >= limit:
+            raise JobConflict(f"job {job_id!r} is already running (max_instances={limit})")
+        now = self._service.now()
+        run = {"id": new_run_id(), "job_id": job_id, "trigger": "manual", "attempt": 1,
+               "scheduled_at": now, "due_at": now, "status": "queued", "run_on": rec.run_on,
+               "params": json.dumps(params) if params else None, "rerun_of": rerun_of}
+        self._service.store.queue_runs([run])
+        self.wake()
+        return run_to_dict(_run_row(run))
+
+    # claiming and executing
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self.config.queue_poll)
+            self._wake.clear()
+            try:
+                self._claim_while_free()
+                if self._failing:
+                    log.info("runner: the database answers again")
+                self._failing = False
+            except sa.exc.DBAPIError as exc:
+                if not self._failing:
+                    log.warning("runner: cannot claim runs: %s", _clean(exc))
+                self._failing = True
+            except Exception:
+                log.exception("runner: unexpected error; continuing")
+
+    def _claim_while_free(self) -> None:
+        while not self._stopping:
+            free = self.config.max_workers - len(self.active)
+            if free <= 0:
+                return
+            started, ended = self._service.store.claim(self._labels_ok, min(free, 200),
+                                                       self._policy)
+            for run in ended:
+                self._remember(run)
+                log.warning("run %s of %s %s: %s", run["id"], run["job_id"], run["status"],
+                            run["error"])
+            for run in started:
+                active = _ActiveRun(run, CappedOutput(self.config.output_limit),
+                                    CappedOutput(self.config.output_limit))
+                with self._lock:
+                    self.active[run["id"]] = active
+                self.pool.submit(self._execute, active)
+            if len(started) + len(ended) < free:
+                return
+
+    def _policy(self, job_id: str) -> Optional[tuple]:
+        rec = self._service.book.get(job_id)   # no lock: this runs inside the claim
+        return None if rec is None else (rec.definition.max_instances,
+                                         rec.definition.misfire_grace_time)
+
+    def _execute(self, active: _ActiveRun) -> None:
+        run = active.run
+        rec = self._service.book.get(run["job_id"])
+        token = _current_run.set(RunContext(self._service, run["id"], run["job_id"],
+                                            run["scheduled_at"]))
+        try:
+            outcome = (self._run_job(rec.definition, active) if rec is not None else
+                       _Outcome("cancelled", error="the job was removed before it started"))
+        except Exception as exc:  # our own failure: record it rather than lose the run
+            log.exception("run %s of %s failed inside task-scheduler", run["id"], run["job_id"])
+            outcome = _Outcome("failed", error=f"task-scheduler error: {exc}\n"
+                                                f"{traceback.format_exc()}")
+        finally:
+            _current_run.reset(token)
+        self.finish(active, outcome)
+
+    def _run_job(self, defn: JobDefinition, active: _ActiveRun) -> _Outcome:
+        params = json.loads(active.run.get("params") or "null") or {}
+        limit, base_dir = self.config.output_limit, self.config.base_dir
+        if defn.kind == "python":
+            try:
+                func = resolve_callable(defn.func, base_dir)
+            except InvalidJob as exc:
+                return _Outcome("failed", error=f"func: {exc}")
+            return run_python(func, params.get("args", defn.args),
+                              {**defn.kwargs, **params.get("kwargs", {})}, limit,
+                              active.out, active.err)
+        run = active.run
+        env = {**_job_env(defn), **params.get("env", {}), "TS_JOB_ID": defn.id,
+               "TS_RUN_ID": run["id"], "TS_SCHEDULED_AT": _iso(run["scheduled_at"]) or ""}
+        cwd = _resolve_path(defn.cwd, base_dir) if defn.cwd else base_dir
+        argv = command_argv(defn.model_copy(update={"args": params.get("args", defn.args)}),
+                            base_dir)
+        return run_command(argv, env, cwd, defn.timeout, limit, self.config.kill_grace, active)
+
+    # ending
+
+    def finish(self, active: _ActiveRun, outcome: _Outcome) -> None:
+        run = active.run
+        with self._lock:
+            if self.active.pop(run["id"], None) is None:
+                return   # already recorded (the service stopped while this run went on)
+        if active.stop_reason == "interrupted" and outcome.status != "interrupted":
+            outcome = dataclasses.replace(outcome, status="interrupted",
+                                          error=active.stop_error or outcome.error)
+        fields = dict(status=outcome.status, finished_at=self._service.now(),
+                      exit_code=outcome.exit_code, error=outcome.error, stdout=outcome.stdout,
+                      stderr=outcome.stderr, truncated=outcome.truncated)
+        run.update(fields)
+        if not active.rescued:
+            self._service.history.update(run["id"], **fields)
+        self._remember(run)
+        level = logging.INFO if outcome.status == "succeeded" else logging.WARNING
+        log.log(level, "run %s of %s: %s%s", run["id"], run["job_id"], outcome.status,
+                f" ({_clean(Exception(outcome.error))})" if outcome.error else "")
+        if not active.rescued and outcome.status in ("failed", "timeout"):
+            self._retry(run)
+        self.wake()
+
+    def _retry(self, run: dict) -> None:
+        """Queue the next attempt of a failed run (durable: it survives a restart)."""
+        rec = self._service.book.get(run["job_id"])
+        spec = rec.definition.retries if rec else None
+        if spec is None or run["attempt"] > spec.max or self._stopping:
+            return
+        delay = spec.delay * spec.backoff ** (run["attempt"] - 1)
+        retry = {"id": new_run_id(), "job_id": run["job_id"], "trigger": "retry",
+                 "attempt": run["attempt"] + 1, "scheduled_at": run["scheduled_at"],
+                 "due_at": self._service.now() + dt.timedelta(seconds=delay),
+                 "status": "queued", "run_on": run.get("run_on") or "",
+                 "params": run.get("params")}
+        try:
+            self._service.store.queue_runs([retry])
+        except sa.exc.DBAPIError as exc:
+            log.error("run %s of %s: could not queue its retry: %s", run["id"], run["job_id"],
+                      _clean(exc))
+            return
+        log.info("run %s of %s will be retried in %ss (attempt %d of %d)", run["id"],
+                 run["job_id"], delay, retry["attempt"], spec.max + 1)
+
+    def after_rescue(self, rows: list) -> None:
+        """Runs the leader found orphaned (their node went silent): retry where allowed."""
+        for row in rows:
+            run = run_to_dict(row)
+            log.warning("run %s of %s: %s", run["id"], run["job_id"], run["error"])
+            self._retry({**run, "scheduled_at": row.scheduled_at, "run_on": row.run_on})
+
+    def after_heartbeat(self, alive: set, cancels: set, since: float) -> None:
+        """Runs of this node the database no longer shows running were rescued while this node
+        was silent (stopped, cut off): end them here, or they would run twice."""
+        for run_id, active in list(self.active.items()):
+            if run_id in cancels:
+                self._stop(active, "cancelled")
+            elif run_id not in alive and active.claimed < since:
+                active.rescued = True
+                self._stop(active, "interrupted", "interrupted: this node was silent too long "
+                           "and the run was given up (and retried) elsewhere")
+
+    def cancel(self, run_id: str) -> dict:
+        """Cancel a queued run, or end a running command (on whichever node runs it)."""
+        for _ in range(3):   # a queued run may be claimed meanwhile: look again
+            active = self.active.get(run_id)
+            if active is not None:
+                self._stop(active, "cancelled")
+                return run_to_dict(active.run)
+            row = self._service.store.run(run_id)
+            if row is None:
+                raise RunNotFound(f"run {run_id!r} does not exist")
+            if row.status == "queued" and self._service.store.cancel_queued(run_id):
+                log.info("run %s of %s cancelled before it started", run_id, row.job_id)
+                return run_to_dict(self._service.store.run(run_id))
+            if row.status == "running" and row.node != self._service.store.node:
+                self._refuse_python(row.job_id, run_id)
+                self._service.store.request_cancel(run_id)
+                log.info("run %s of %s: cancel asked of node %s", run_id, row.job_id, row.node)
+                return run_to_dict(row)
+            if row.status in FINAL_STATUSES:
+                break
+        raise JobConflict(f"run {run_id} is not running (status {row.status})")
+
+    def _stop(self, active: _ActiveRun, reason: str, error: Optional[str] = None) -> None:
+        if reason == "cancelled":
+            self._refuse_python(active.run["job_id"], active.run["id"])
+        active.stop_reason, active.stop_error = reason, error
+        if active.proc is not None:
+            threading.Thread(target=kill_group, args=(active.proc, self.config.kill_grace),
+                             daemon=True).start()
+        log.info("run %s of %s: %s", active.run["id"], active.run["job_id"],
+                 "cancelled" if reason == "cancelled" else "being ended")
+
+    def _refuse_python(self, job_id: str, run_id: str) -> None:
+        rec = self._service.book.get(job_id)
+        if rec is not None and rec.definition.kind == "python":
+            raise JobConflict(f"run {run_id} is a python job; a running thread cannot be "
+                              f"stopped from outside (make the job return, or run it as a "
+                              f"command job to get timeout and cancel)")
+
+    def _remember(self, run: dict) -> None:
+        with self._lock:
+            self.recent[run["id"]] = run
+            while len(self.recent) > 500:   # far more than one writer batch can hold back
+                self.recent.popitem(last=False)
+
+    # stopping
+
+    def stop(self, grace: float) -> None:
+        """Claim nothing more; give running runs ``grace`` seconds (saying what is awaited);
+        then end commands (TERM, KILL) and record what is left as interrupted."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(5)
+        self._wait(grace)
+        for active in list(self.active.values()):
+            if active.proc is not None and active.proc.poll() is None:
+                active.stop_reason = "interrupted"
+                grace_kill = 0 if self._hurry.is_set() else self.config.kill_grace
+                threading.Thread(target=kill_group, args=(active.proc, grace_kill),
+                                 daemon=True).start()
+        self._wait(0.5 if self._hurry.is_set() else self.config.kill_grace + 1)
+        for active in list(self.active.values()):
+            self.finish(active, _Outcome("interrupted", error="service stopped"))
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _wait(self, seconds: float) -> None:
+        deadline, next_note = time.monotonic() + seconds, time.monotonic()
+        while self.active and time.monotonic() < deadline and not self._hurry.is_set():
+            if time.monotonic() >= next_note and seconds > 1:
+                next_note = time.monotonic() + 5
+                left = ", ".join(f"{a.run['job_id']} ({a.run['id']}, "
+                                 f"{time.monotonic() - a.claimed:.0f}s)"
+                                 for a in list(self.active.values())[:5])
+                log.info("stopping: waiting up to %.0fs for %d running runs: %s",
+                         deadline - time.monotonic(), len(self.active), left)
+            self._hurry.wait(0.05)
+
+
+# --------------------------------------------------------------------------------------------
+# Scheduler service: the front door
+# --------------------------------------------------------------------------------------------
+
+class SchedulerService:
+    """Everything but HTTP, thread-safe: it hands the work to the store, the job book, the
+    schedule (APScheduler), the runner, the cluster and the reloader."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.engine = create_engine(config.database_url, config.busy_timeout)
+        self.timezone = _zone(config.timezone) if config.timezone else _local_zone()
+        self.store = Store(self.engine, config.node)
+        self.bus = Bus(self.store)
+        self.book = JobBook(self.store, self.timezone)
+        self.history = HistoryWriter(self.store, prune=self.prune)
+        self.cluster = Cluster(self)
+        self.runner = Runner(self)
+        self.scheduler = _Scheduler(self, ScheduleStore(self.store), timezone=self.timezone)
+        self.reloader = Reloader(self) if config.config_path else None
+        self.base_url: Optional[str] = None   # how jobs reach this service's API (http_check)
+        self.started_at: Optional[dt.datetime] = None
+        self.stopping = False
+        self._config_state = {"path": config.config_path and os.path.abspath(config.config_path),
+                              "loaded_at": None, "hash": None, "jobs": 0, "error": None,
+                              "errors": [], "reloads": 0, "failures": 0, "applied": None}
+        self._seen_hash: Optional[str] = None
+        self._parser = JobsParser()
+        self._lockfile = None
+        self.bus.subscribe("ts_jobs", self._jobs_changed)
+        self.bus.subscribe("ts_runs", self.runner.wake)
+
+    # lifecycle
+
+    def start(self) -> SchedulerService:
+        """Migrate, recover from a crash, join the cluster (leading at once on SQLite: jobs.yaml
+        is applied before the first fire), then serve. Returns at once."""
+        self._lock_database()
+        migrate(self.engine)
+        self.started_at = _utcnow()
+        self.cluster.join()
+        self.book.load()
+        self.history.start()
+        self.scheduler.start(paused=True)
+        self.runner.start()
+        self.bus.start()
+        self.cluster.start()
+        if self.reloader is not None:
+            if self.cluster.role != "leader":
+                self._reload_quietly()   # validate this node's copy; the leader applies its own
+            self.reloader.start()
+        log.info("task-scheduler %s started as %s (node %s): %d jobs, database %s", __version__,
+                 self.cluster.role, self.store.node, len(self.book.records),
+                 self.engine.url.render_as_string(hide_password=True))
+        return self
+
+    def lead(self, epoch: Optional[int], initial: bool = False) -> None:
+        """This node leads from now: jobs.yaml is applied here, and the schedule fires here."""
+        if initial:
+            self._reload_quietly()
+        elif self.reloader is not None:
+            self.reloader.poke(0)   # off the cluster thread: a big file takes a moment
+        synced = self.scheduler.lead(epoch)
+        if initial:   # start() returns with every job scheduled
+            synced.wait(10)
+
+    def stop(self, grace: Optional[float] = None) -> None:
+        """Stop firing, give running runs ``grace`` seconds, end what is left, record it all."""
+        if self.stopping:
+            return
+        self.stopping = True
+        grace = self.config.shutdown_grace if grace is None else grace
+        if self.reloader is not None:
+            self.reloader.stop()
+        self.scheduler.step_down()
+        self.runner.stop(grace)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.history.stop()
+        self.cluster.stop()
+        self.bus.stop()
+        self.engine.dispose()
+        if self._lockfile is not None:
+            self._lockfile.close()
+        log.info("task-scheduler stopped")
+
+    def hurry(self) -> None:
+        """Stop now: no more waiting for running runs (a second Ctrl-C)."""
+        self.runner.hurry()
+
+    def now(self) -> dt.datetime:
+        """The database's time as naive UTC, as runs record it."""
+        return _naive_utc(self.cluster.now())
+
+    def _lock_database(self) -> None:
+        """Two schedulers on one SQLite store run every job twice (pitfall A1): refuse."""
+        path = _sqlite_path(self.config.database_url)
+        if path is None:
+            return
+        self._lockfile = open(path + ".lock", "a+")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lockfile.seek(0)
+            holder = self._lockfile.read().strip() or "another process"
+            self._lockfile.close()
+            self._lockfile = None
+            raise SchedulerError(f"database {path} is already used by a running task-scheduler "
+                                 f"({holder}); only one scheduler may use a SQLite database "
+                                 f"(use PostgreSQL for several nodes)") from None
+        self._lockfile.truncate(0)
+        self._lockfile.write(f"pid {os.getpid()} on {self.config.node}\n")
+        self._lockfile.flush()
+
+    def _jobs_changed(self, payload: Optional[dict]) -> None:
+        if payload and payload.get("node") == self.store.node:
+            return   # this node's own change: its book has it already
+        changed = self.book.refresh(payload.get("ids") if payload else None)
+        if changed and self.cluster.role == "leader":
+            self.scheduler.ask(changed)
+
+    # health and status
+
+    def health(self) -> tuple[bool, dict]:
+        scheduler_ok = self.scheduler.alive() and not self.scheduler.last_error
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            db = "ok"
+        except sa.exc.SQLAlchemyError as exc:
+            db = f"error: {_clean(exc)}"
+        body = {"status": "ok" if scheduler_ok and db == "ok" else "unavailable",
+                "scheduler": self._scheduler_state() if scheduler_ok else "down", "db": db}
+        return body["status"] == "ok", body
+
+    def status(self) -> dict:
+        counts = collections.Counter(r.state for r in self.book.records.values())
+        return {
+            "version": __version__,
+            "started_at": _iso(self.started_at),
+            "uptime_s": round((_utcnow() - self.started_at).total_seconds(), 1)
+            if self.started_at else 0,
+            "node": self.store.node,
+            "role": self.cluster.role,
+            "leader": self._leader(),
+            "scheduler": self._scheduler_state(),
+            "timezone": str(self.timezone),
+            "jobs": {"total": len(self.book.records), **{s: counts.get(s, 0) for s in JOB_STATES}},
+            "runs_24h": self.store.run_counts(_utcnow() - dt.timedelta(hours=24)),
+            "active_runs": len(self.runner.active),
+            "config": self.config_status(),
+        }
+
+    def _leader(self) -> Optional[str]:
+        if not self.cluster.clustered:
+            return self.store.node
+        holder, _, left = self.store.lease()
+        return holder if left > 0 else None
+
+    def _scheduler_state(self) -> str:
+        if self.stopping or not self.scheduler.running:
+            return "stopped"
+        if not self.scheduler.alive():
+            return "down"
+        return "running" if self.cluster.role == "leader" else "standby"
+
+    def nodes(self) -> list[dict]:
+        """The cluster's nodes (SQLite: this one), the leader marked."""
+        if not self.cluster.clustered:
+            return [{"id": self.store.node, "host": socket.gethostname(), "pid": os.getpid(),
+                     "role": "leader", "labels": list(self.config.labels),
+                     "heartbeat_age_s": 0.0, "running": len(self.runner.active),
+                     "version": __version__, "config_hash": self._config_state["hash"],
+                     "alive": True, "started_at": _iso(self.started_at)}]
+        leader = self._leader()
+        return [{"id": row.id, "host": row.host, "pid": row.pid,
+                 "role": "leader" if row.id == leader else "follower",
+                 "labels": [x for x in row.labels.split(",") if x],
+                 "heartbeat_age_s": round(age, 1), "running": row.running,
+                 "version": row.version, "config_hash": row.config_hash,
+                 "alive": age < self.config.node_timeout, "started_at": _iso(row.started_at)}
+                for row, age in self.store.nodes()]
+
+    def config_status(self) -> dict:
+        state = self._config_state
+        out = {"changes": state.get("changes"),   # counts by kind of the last applied reload
+               **{k: state[k] for k in ("path", "loaded_at", "hash", "jobs", "error", "errors")}}
+        applied = state.get("applied")
+        out["drift"] = None if not applied or not state["hash"] or applied["hash"] == \
+            state["hash"] else {"leader": applied.get("node"), "leader_hash": applied["hash"],
+                                "this_hash": state["hash"]}
+        return out
+
+    def metrics_state(self) -> dict:
+        return {"reloads": self._config_state["reloads"],
+                "reload_failures": self._config_state["failures"],
+                "history_dropped": self.history.dropped, "failovers": self.cluster.failovers}
+
+    # jobs: reads
+
+    def jobs(self, q: Optional[str] = None, state: Optional[str] = None,
+             source: Optional[str] = None, kind: Optional[str] = None, tag: Optional[str] = None,
+             limit: Optional[int] = None, offset: int = 0) -> Page:
+        """Jobs matching every given filter, by id; ``.total`` counts all matches."""
+        views, total = self._page(q, state, source, kind, tag, limit, offset)
+        page = Page(dict(view[0]) for view in views)
+        page.total = total
+        return page
+
+    def jobs_json(self, q=None, state=None, source=None, kind=None, tag=None, limit=None,
+                  offset: int = 0) -> tuple[list[str], int]:
+        """``jobs()`` as one JSON text per job, and the total: the API's fast path."""
+        views, total = self._page(q, state, source, kind, tag, limit, offset)
+        return [view[1] for view in views], total
+
+    def job(self, job_id: str) -> dict:
+        return dict(self._views([self.book.require(job_id)])[0][0])
+
+    def job_json(self, job_id: str) -> str:
+        return self._views([self.book.require(job_id)])[0][1]
+
+    def preview_trigger(self, trigger: dict, count: int = 5) -> list:
+        """The next fire times of a trigger spec (for forms); raises InvalidJob."""
+        try:
+            spec = JobDefinition.model_validate({"id": "preview", "command": "true",
+                                                 "trigger": trigger}).trigger
+        except ValidationError as exc:
+            details = [_pydantic_detail(e) for e in exc.errors()]
+            raise InvalidJob(_details_text(details, None), details) from None
+        details = [{"field": f"trigger.{f}" if f else "trigger", "message": m, "line": None}
+                   for f, m in trigger_problems(spec)]
+        if details:
+            raise InvalidJob(_details_text(details, None), details)
+        trig = build_trigger(spec, self.timezone)
+        first = trig.get_next_fire_time(None, dt.datetime.now(self.timezone))
+        return [_iso(t) for t in fire_times(trig, first, count)] if first else []
+
+    def _page(self, q, state, source, kind, tag, limit, offset) -> tuple[list, int]:
+        matches = self.book.select(q, state, source, kind, tag)
+        return self._views(matches[offset:offset + limit if limit is not None else None]), \
+            len(matches)
+
+    def _views(self, records: list) -> list:
+        ids = [r.definition.id for r in records]
+        next_times = self.store.next_run_times(ids) if ids else {}
+        last = self.store.last_runs(ids) if ids else {}
+        for run in self.runner.recent.values():   # ended here, maybe not yet in the table
+            if run["job_id"] in last and run["id"] >= last[run["job_id"]]["id"]:
+                last[run["job_id"]] = run_to_dict(run)
+        return [self.book.view(r, next_times.get(r.definition.id), last.get(r.definition.id))
+                for r in records]
+
+    # jobs: writes (all through the one reconcile path)
+
+    def add_job(self, definition: dict, source: str = "api") -> dict:
+        """Add a job; with ``replace_existing: true`` in the definition an existing API job of
+        that id is replaced instead (so a program can add its jobs at every start)."""
+        defn = parse_job(definition, self.config.base_dir)
+        self._refuse_past_date(defn)
+        with self.book.lock:
+            rec = self.book.get(defn.id)
+            if rec is not None and not (definition.get("replace_existing") is True
+                                        and rec.source == source):
+                raise JobConflict(f"job {defn.id!r} already exists (source {rec.source}); "
+                                  f"replace it instead of adding it")
+            self._apply(self.book.reconcile({defn.id: defn}, source, remove_missing=False))
+        return self.job(defn.id)
+
+    def replace_job(self, job_id: str, definition: dict) -> dict:
+        if isinstance(definition, dict) and definition.get("id", job_id) != job_id:
+            raise InvalidJob(f"id: {definition.get('id')!r} in the body differs from {job_id!r} "
+                             f"in the path", [{"field": "id", "message": "differs from the path",
+                                               "line": None}])
+        defn = parse_job({**definition, "id": job_id} if isinstance(definition, dict)
+                         else definition, self.config.base_dir)
+        self._refuse_past_date(defn)
+        with self.book.lock:
+            self._editable(job_id)
+            self._apply(self.book.reconcile({job_id: defn}, "api", remove_missing=False))
+        return self.job(job_id)
+
+    def delete_job(self, job_id: str) -> None:
+        with self.book.lock:
+            self._editable(job_id)
+            self.store.write_jobs([], [job_id])
+            self.book.records.pop(job_id, None)
+        self._apply({"removed": [job_id]})
+
+    def pause(self, job_id: str) -> dict:
+        if self.book.set_paused(job_id, True):
+            self._apply({"modified": [job_id]})
+        return self.job(job_id)
+
+    def resume(self, job_id: str) -> dict:
+        if self.book.set_paused(job_id, False):
+            self._apply({"modified": [job_id]})
+        return self.job(job_id)
+
+    def reconcile(self, desired: dict, source: str, remove_missing: bool = True) -> dict:
+        changes = self.book.reconcile(desired, source, remove_missing)
+        self._apply(changes)
+        return changes
+
+    def _apply(self, changes: dict) -> None:
+        """Have the schedule follow the book now when this node leads (waiting a moment for the
+        scheduler, never inside a transaction); otherwise the leader hears it by NOTIFY."""
+        ids = [i for kind, ids in changes.items() if kind != "unchanged" for i in ids]
+        if ids and self.cluster.role == "leader":
+            self.scheduler.ask(ids).wait(5)
+
+    def _editable(self, job_id: str) -> JobRecord:
+        rec = self.book.require(job_id)
+        if rec.source == "yaml":
+            raise JobConflict(f"job {job_id!r} is defined in {self.config.config_path}; edit the "
+                              f"file to change or remove it (pause, resume and run work here)")
+        return rec
+
+    def _refuse_past_date(self, defn: JobDefinition) -> None:
+        """A date job whose time (and grace) has passed would never fire: say so."""
+        if not isinstance(defn.trigger, DateSpec):
+            return
+        when = build_trigger(defn.trigger, self.timezone).run_date
+        grace = defn.misfire_grace_time
+        if grace is not None and when + dt.timedelta(seconds=grace) < dt.datetime.now(dt.UTC):
+            message = (f"{_iso(when)} has passed (misfire_grace_time {grace:g}s): a date job "
+                       f"runs once, at a time to come; run it now instead, or give a later date")
+            raise InvalidJob(f"job {defn.id}: trigger.run_date: {message}",
+                             [{"field": "trigger.run_date", "message": message, "line": None}])
+
+    # reload
+
+    def reload(self, initial: bool = False, force: bool = False) -> dict:
+        """Read jobs.yaml and, when this node leads, apply it if it validates; else keep
+        everything and record why. A file already applied (same hash) is skipped unless
+        ``force``. Followers validate their copy and report drift from the leader's. The file
+        is parsed outside every other lock: fires and API calls never wait on a big file.
+        Returns the config status; raises InvalidConfig when the file is bad."""
+        path = self.config.config_path
+        if not path or self.reloader is None:
+            raise BadRequest("this service has no jobs.yaml (config_path is not set)")
+        with self.reloader.lock:   # one reload at a time: the file read last is applied last
+            leading = self.cluster.role == "leader"
+            try:
+                text, digest = read_jobs_file(path, self.config.max_config_bytes)
+            except InvalidConfig as exc:
+                return self._reload_failed(exc, None)
+            state = self._config_state
+            if digest == self._seen_hash and not force and not state["error"] and (
+                    not leading or (state["applied"] or {}).get("hash") == digest):
+                return self.config_status()
+            try:
+                jobs = self._parser.parse(text, path)
+            except InvalidConfig as exc:
+                return self._reload_failed(exc, digest)
+            if leading:
+                with self.book.lock:
+                    conflict = _api_id_conflict(self.book.records, path, jobs)
+                    if conflict is not None:
+                        return self._reload_failed(conflict, digest)
+                    changes = self.reconcile({j.id: j for j in jobs}, "yaml")
+                applied = {"hash": digest, "node": self.store.node, "at": _iso(_utcnow())}
+                self.store.set_meta("config", json.dumps(applied))
+                state.update(changes={k: len(v) for k, v in changes.items()}, applied=applied)
+            else:
+                applied = self.store.get_meta("config")
+                state["applied"] = json.loads(applied) if applied else None
+            self._seen_hash = digest
+            state.update(loaded_at=_iso(_utcnow()), hash=digest, jobs=len(jobs), error=None,
+                         errors=[], reloads=state["reloads"] + (0 if initial else 1))
+            if not leading and self.config_status()["drift"]:
+                log.warning("jobs.yaml here (%s) differs from what the leader %s applied (%s): "
+                            "the leader's applies", digest[:12], state["applied"]["node"],
+                            state["applied"]["hash"][:12])
+        return self.config_status()
+
+    def _reload_quietly(self) -> None:
+        if self.reloader is None:
+            return
+        try:
+            self.reload(initial=True)
+        except InvalidConfig:
+            log.warning("keeping the jobs stored in the database")
+
+    def _reload_failed(self, exc: InvalidConfig, digest: Optional[str]) -> dict:
+        """Keep the error for /api/status and raise it; log it once per file content and error
+        (the poll and repeated events retry a bad file without flooding the log)."""
+        new_error = digest != self._seen_hash or self._config_state["error"] != str(exc)
+        self._seen_hash = digest
+        self._config_state.update(error=str(exc), errors=exc.details)
+        if new_error:
+            self._config_state["failures"] += 1
+            log.error("jobs.yaml not applied, the running configuration is kept:\n%s", exc)
+        raise exc
+
+    # runs
+
+    def runs(self, job_id: Optional[str] = None, status=None,
+             since: Optional[dt.datetime] = None, limit: int = 50, offset: int = 0,
+             trigger: Optional[str] = None) -> Page:
+        """Runs newest first (without their output); ``.total`` counts all matches."""
+        page = self.store.runs(job_id, status, since, limit, offset, trigger)
+        for index, run in enumerate(page):
+            live = self._live(run["id"])
+            if live is not None:
+                page[index] = run_to_dict(live)
+        return page
+
+    def run(self, run_id: str) -> dict:
+        """One run with its stdout and stderr (live output for a run still going)."""
+        live = self._live(run_id)
+        if live is not None:
+            return run_to_dict(live, output=True)
+        row = self.store.run(run_id)
+        if row is None:
+            raise RunNotFound(f"run {run_id!r} does not exist")
+        return run_to_dict(row, output=True)
+
+    def _live(self, run_id: str) -> Optional[dict]:
+        active = self.runner.active.get(run_id)
+        if active is not None:
+            return {**active.run, "stdout": active.out.text(), "stderr": active.err.text()}
+        return self.runner.recent.get(run_id)
+
+    def run_now(self, job_id: str, params: Optional[dict] = None) -> dict:
+        """Queue a manual run; returns it (status queued, trigger manual)."""
+        return self.runner.run_now(job_id, params)
+
+    def cancel(self, run_id: str) -> dict:
+        """Cancel a queued run, or kill a running command's process group (any node)."""
+        return self.runner.cancel(run_id)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the run history written so far is in the database (tests, shutdown)."""
+        return self.history.flush(timeout)
+
+    def prune(self) -> int:
+        return self.store.prune(self.config.keep_runs, self.config.keep_days)
 
 
 # --------------------------------------------------------------------------------------------
@@ -3139,7 +4246,9 @@ def _check_write_type(request) -> None:
     if ctype == "application/json":
         return
     chunked = "chunked" in request.environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-    if not ctype and not chunked and (request.environ.get("CONTENT_LENGTH") or "0") == "0":
+    empty = not chunked and (request.environ.get("CONTENT_LENGTH") or "0") == "0"
+    # text/plain: what a WSGI server may fill in when a body-less request names no type
+    if empty and ctype in ("", "text/plain"):
         return
     raise UnsupportedMedia(f"send the body as JSON with Content-Type: application/json "
                            f"(got {ctype or 'none'})")
@@ -3505,7 +4614,11 @@ class ApiRun(_Out):
     exit_code: Optional[int]
     error: Optional[str]
     truncated: bool
-    node: Optional[str]
+    node: Optional[str] = Field(description="the node that ran it")
+    run_on: list[str] = Field(description="labels a node needs to run it (from the job)")
+    rerun_of: Optional[str] = Field(description="the run this one reran")
+    due_at: Optional[dt.datetime] = Field(None, description="queued runs: when it may start "
+                                          "(a retry waits for its delay)")
 
 
 class ApiRunDetail(ApiRun):
@@ -3513,6 +4626,7 @@ class ApiRunDetail(ApiRun):
 
     stdout: str
     stderr: str
+    params: Optional[dict[str, Any]] = Field(description="this run's own args, kwargs, env")
 
 
 class ApiJob(_Out):
@@ -3536,6 +4650,7 @@ class ApiJob(_Out):
     misfire_grace_time: Optional[float]
     timeout: Optional[float]
     tags: list[str]
+    run_on: list[str] = Field(description="only a node with all these labels runs it")
     is_enabled: bool
     paused: bool
     last_run: Optional[ApiRun] = Field(description="the last run that finished in this process")
@@ -3588,7 +4703,7 @@ class ApiHealth(_Out):
     """Liveness of the scheduler thread and the database."""
 
     status: Literal["ok", "unavailable"]
-    scheduler: str
+    scheduler: str = Field(description="running (leads), standby (a follower), down, stopped")
     db: str
 
 
@@ -3601,6 +4716,9 @@ class ApiConfig(_Out):
     jobs: int
     error: Optional[str]
     errors: list[dict[str, Any]]
+    changes: Optional[dict[str, int]] = Field(None, description="what the last reload applied")
+    drift: Optional[dict[str, Any]] = Field(None, description="set when this node's jobs.yaml "
+                                            "differs from what the leader applied")
 
 
 class ApiStatus(_Out):
@@ -3611,6 +4729,7 @@ class ApiStatus(_Out):
     uptime_s: float
     node: str
     role: str
+    leader: Optional[str] = Field(description="the node holding the leader lease")
     scheduler: str
     timezone: str
     jobs: dict[str, int]
@@ -4101,6 +5220,10 @@ def _parser() -> argparse.ArgumentParser:
         ("--allowed-hosts", "comma-separated Host names to answer besides loopback and the "
                             "bound address, e.g. the name a reverse proxy passes "
                             "(TS_ALLOWED_HOSTS; '.example.com' allows subdomains)"),
+        ("--node-id", "this node's name in a cluster (TS_NODE_ID; default the host name; "
+                      "each node of one database needs its own)"),
+        ("--labels", "comma-separated labels of this node, for jobs' run_on (TS_NODE_LABELS; "
+                     "e.g. db,backup)"),
         ("--log-level", "DEBUG, INFO, WARNING, ERROR (TS_LOG_LEVEL)"),
     )
     for flag, text in flags:

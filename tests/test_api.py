@@ -482,6 +482,7 @@ def test_without_a_token_every_route_is_open(client):
 
 
 def test_without_a_token_the_cli_binds_only_loopback(tmp_path, capsys):
+    (tmp_path / "jobs.yaml").write_text("[]\n")
     code = ts.main(["run", "--host", "0.0.0.0", "--config", str(tmp_path / "jobs.yaml"),
                     "--db", f"sqlite:///{tmp_path / 'ts.sqlite'}"])
     assert code == 2 and "refusing to bind 0.0.0.0 without a token" in capsys.readouterr().err

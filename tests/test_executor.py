@@ -164,7 +164,7 @@ def test_retries_run_again_with_trigger_retry(service):
     service.run_now("flaky")
     runs = final_runs(service, "flaky", count=3)
     assert sorted((r["trigger"], r["attempt"]) for r in runs) == \
-        [("manual", 0), ("retry", 1), ("retry", 2)]
+        [("manual", 1), ("retry", 2), ("retry", 3)]   # attempts count from 1, as the GUI says
     assert all(r["status"] == "failed" for r in runs)
     assert len({r["scheduled_at"] for r in runs}) == 1   # attempts of one fire
 
@@ -196,7 +196,7 @@ def test_cancel_kills_a_running_command(service):
     add(service, id="sleepy", command=["sleep", "60"])
     run = service.run_now("sleepy")
     wait_for(lambda: service.run(run["id"])["status"] == "running", 5)
-    wait_for(lambda: service._active[run["id"]].proc is not None, 5)
+    wait_for(lambda: service.runner.active[run["id"]].proc is not None, 5)
     service.cancel(run["id"])
     wait_for(lambda: service.run(run["id"])["status"] == "cancelled", 10)
     with pytest.raises(ts.JobConflict, match="not running"):

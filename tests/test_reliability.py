@@ -35,6 +35,8 @@ def test_sqlite_locked_beyond_busy_timeout_scheduler_survives(tmp_path, make_ser
     path = sqlite_url.removeprefix("sqlite:///")
     locker = sqlite3.connect(path, timeout=5)
     during = service.run_now("during")
+    # in flight when the database locks (a run must be claimed, through the database, to start)
+    wait_for(lambda: service.run(during["id"])["status"] == "running", 10)
     locker.execute("BEGIN EXCLUSIVE")
     try:
         wait_for(lambda: not service.health()[0], 10, message="health to report the fault")
@@ -120,10 +122,17 @@ def test_missed_fires_within_grace_run_as_one_catchup(jobs_file, make_config):
            trigger: {type: interval, seconds: 1}}
     """, 3.2)
     try:
+        wait_for(lambda: service.runs(job_id="j", trigger="catchup", status="succeeded"), 10,
+                 message="the catch-up run")
         runs = final_runs(service, "j", count=1)
         catchups = [r for r in service.runs(job_id="j", limit=100) if r["trigger"] == "catchup"]
         assert len(catchups) == 1 and catchups[0]["status"] == "succeeded"
-        assert runs[-1]["trigger"] == "catchup"
+        ran = [r for r in runs if r["status"] != "missed"]
+        assert ran[-1]["trigger"] == "catchup"
+        # The fire times coalesced into the catch-up are rows too: never a silent gap.
+        coalesced = service.runs(job_id="j", status="missed", limit=100)
+        assert len(coalesced) >= 1 and all("coalesced" in r["error"] for r in coalesced)
+        assert {r["scheduled_at"] for r in coalesced} < {r["scheduled_at"] for r in runs}
     finally:
         service.stop()
 
@@ -296,13 +305,12 @@ def test_history_writer_gives_up_after_bounded_retries_and_says_so(sqlite_url, c
                                                                   monkeypatch):
     engine = ts.create_engine(sqlite_url)
     ts.migrate(engine)
-    writer = ts.HistoryWriter(engine)
+    writer = ts.HistoryWriter(ts.Store(engine, "node"))
     monkeypatch.setattr(writer, "RETRY_DELAYS", (0.01, 0.01))
     writer.start()
     engine.dispose()
     monkeypatch.setattr(engine.dialect, "connect", _refuse)   # the database stays away
-    writer.insert({"id": "r1", "job_id": "j", "trigger": "manual", "status": "succeeded",
-                   "scheduled_at": ts._utcnow()})
+    writer.update("r1", status="succeeded", finished_at=ts._utcnow())
     writer.flush(10)
     assert writer.dropped == 1
     assert any("dropping 1 run records after retries" in r.getMessage() for r in caplog.records)

@@ -82,7 +82,6 @@ def token_app(make_service, jobs_file):
     {"Origin": "null"},
     {"Content-Type": "application/x-www-form-urlencoded"},
     {"Content-Type": "multipart/form-data; boundary=x"},
-    {"Content-Type": "text/plain"},
 ])
 def test_a_cross_site_post_changes_nothing(app, headers):
     browser = Browser(app)

@@ -179,22 +179,30 @@ def test_retention_by_count_and_age(make_service):
     service = make_service(keep_runs=3, keep_days=1)
     service.add_job({"id": "r", "command": "true", "trigger": {"type": "interval", "hours": 1}})
     old = ts._utcnow().replace(year=2000)
-    for i in range(6):
-        service.history.insert({**service._new_run("r", "manual", ts._utcnow(), "succeeded"),
-                                "id": f"000{i}"})
-    service.history.insert({**service._new_run("r", "manual", old, "succeeded"), "id": "0000z"})
-    service.flush()
+    rows = [finished_run("r", f"000{i}", ts._utcnow()) for i in range(6)]
+    rows.append(finished_run("r", "0000z", old))
+    with service.store.write() as conn:
+        service.store.insert_runs(conn, rows)
     assert service.runs(job_id="r").total == 7
     service.prune()
     remaining = service.runs(job_id="r")
     assert [r["id"] for r in remaining] == ["0005", "0004", "0003"]
 
 
+def finished_run(job_id, run_id, scheduled_at, trigger="manual"):
+    return {"id": run_id, "job_id": job_id, "trigger": trigger, "scheduled_at": scheduled_at,
+            "status": "succeeded", "finished_at": scheduled_at}
+
+
 def test_unique_fire_key_runs_a_fire_once(make_service):
     service = make_service()
-    row = service._new_run("x", "schedule", ts._utcnow(), "running")
-    assert service.history.insert(row, wait=5) is True
-    assert service.history.insert({**row, "id": ts.new_run_id()}, wait=5) is False
+    row = finished_run("x", ts.new_run_id(), ts._utcnow(), "schedule")
+    with service.store.write() as conn:
+        assert service.store.insert_runs(conn, [row]) == [row["id"]]
+    with service.store.write() as conn:
+        assert service.store.insert_runs(conn, [{**row, "id": ts.new_run_id()}]) == []
+        assert service.store.insert_runs(conn, [{**row, "id": ts.new_run_id()},
+                                                {**row, "id": "other", "attempt": 2}]) == ["other"]
 
 
 def test_kill_9_mid_run_then_restart(tmp_path, database_url):
