@@ -701,7 +701,8 @@ def test_real_server_answers_expect_100_continue_at_once(live_server):
     body = json.dumps(job(description="x" * 2000)).encode()
     with socket.create_connection((host, int(port)), timeout=0.5) as sock:
         sock.sendall(f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode())
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                     f"Expect: 100-continue\r\n\r\n".encode())
         assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue\r\n")   # before the timeout
         sock.sendall(body)
         assert sock.recv(65536).startswith(b"HTTP/1.1 201 ")
