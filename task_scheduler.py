@@ -36,6 +36,7 @@ import functools
 import hashlib
 import hmac
 import importlib
+import importlib.util
 import io
 import itertools
 import ipaddress
@@ -89,6 +90,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    AfterValidator,
     model_validator,
 )
 
@@ -528,7 +530,7 @@ def resolve_callable(ref: str, base_dir: Optional[str] = None):
     if not module_name or not attr:
         raise InvalidJob(f"{ref!r} is not a callable reference (use 'package.module:function')")
     try:
-        obj = importlib.import_module(module_name)
+        obj = _import_fresh(module_name, base_dir)
     except Exception as exc:  # any import-time error of user code is a validation error
         raise InvalidJob(f"cannot import module {module_name!r}: {_clean(exc)}") from exc
     for part in attr.split("."):
@@ -539,6 +541,41 @@ def resolve_callable(ref: str, base_dir: Optional[str] = None):
     if not callable(obj):
         raise InvalidJob(f"{ref!r} is not callable")
     return obj
+
+
+def _import_fresh(name: str, base_dir: Optional[str]):
+    """Import a job's module; a module from the jobs.yaml folder is imported again when its
+    file changed since, so an edited job takes effect as ``validate`` says it will. (Modules it
+    imports in turn are not: restart for those.)"""
+    with _import_lock:
+        module = sys.modules.get(name)
+        if module is None:
+            importlib.invalidate_caches()   # a file created since the last import
+            module = importlib.import_module(name)
+            module.__ts_stamp__ = _file_stamp(getattr(module, "__file__", None))
+            return module
+        path = getattr(module, "__file__", None)
+        if base_dir and path and os.path.abspath(path).startswith(
+                os.path.join(os.path.abspath(base_dir), "")):
+            stamp = _file_stamp(path)
+            if stamp != getattr(module, "__ts_stamp__", stamp):
+                with contextlib.suppress(OSError):   # a stale .pyc of the same size and second
+                    os.unlink(importlib.util.cache_from_source(path))
+                module = importlib.reload(module)
+                log.info("module %s changed on disk: imported again", name)
+            module.__ts_stamp__ = stamp
+        return module
+
+
+_import_lock = threading.Lock()
+
+
+def _file_stamp(path: Optional[str]) -> Optional[tuple]:
+    try:
+        info = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_size) if info else None
 
 
 def command_argv(defn: JobDefinition, base_dir: str) -> list[str]:
@@ -1547,8 +1584,8 @@ class Store:
         if job_id:
             conds.append(ts_runs.c.job_id == job_id)
         if status:
-            conds.append(ts_runs.c.status.in_(status) if isinstance(status, (list, tuple))
-                         else ts_runs.c.status == status)
+            conds.append(ts_runs.c.status.in_(status.split(",") if isinstance(status, str)
+                                              else status))
         if trigger:
             conds.append(ts_runs.c.trigger == trigger)
         if since:
@@ -2644,13 +2681,10 @@ class JobRecord:
         return "paused" if self.paused else "scheduled"
 
     def finished(self) -> bool:
-        """A date job whose time (and grace) has passed: it has fired, or never will."""
+        """A date job whose time has come: it fires at once (or has), and never again."""
         spec = self.definition.trigger
-        if not isinstance(spec, DateSpec) or self.trigger is None:
-            return False
-        grace = self.definition.misfire_grace_time
-        when = self.trigger.run_date + dt.timedelta(seconds=grace if grace else 0)
-        return when < dt.datetime.now(dt.UTC)
+        return isinstance(spec, DateSpec) and self.trigger is not None and \
+            self.trigger.run_date <= dt.datetime.now(dt.UTC)
 
     @property
     def run_on(self) -> str:
@@ -2758,7 +2792,7 @@ class JobBook:
 
     def select(self, q=None, state=None, source=None, kind=None, tag=None) -> list[JobRecord]:
         needle = q.lower() if q else None
-        states = set(state.split(",")) if state else None
+        states = set(state.split(",") if isinstance(state, str) else state) if state else None
         return [r for _, r in sorted(self.records.items())
                 if (states is None or r.state in states)
                 and (source is None or r.source == source)
@@ -3934,12 +3968,25 @@ ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"   # JobDefinition.id's rule; run ids (hex
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
+def _one_of(allowed: tuple):
+    """A query value naming one or more (comma-separated) of ``allowed``."""
+    def check(value: str) -> str:
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        bad = [p for p in parts if p not in allowed] or ([] if parts else [value])
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not one of {', '.join(allowed)} (several may be "
+                             f"given, comma-separated)")
+        return ",".join(parts)
+    return check
+
+
 class JobsQuery(_Model):
     """The query string of ``GET /api/jobs``: every filter given must match."""
 
     q: Optional[StrictStr] = Field(None, description="text in the id, description, func, "
                                    "command or tags (case-insensitive)")
-    state: Optional[Literal[JOB_STATES]] = None
+    state: Optional[Annotated[StrictStr, AfterValidator(_one_of(JOB_STATES))]] = Field(
+        None, description=f"one of {', '.join(JOB_STATES)}, or several: paused,disabled")
     source: Optional[Literal["yaml", "api"]] = None
     kind: Optional[Literal["python", "command"]] = None
     tag: Optional[StrictStr] = Field(None, description="jobs carrying this tag")
@@ -3951,7 +3998,8 @@ class RunsQuery(_Model):
     """The query string of ``GET /api/runs``; runs come newest first."""
 
     job_id: Optional[Annotated[StrictStr, Field(pattern=ID_PATTERN)]] = None
-    status: Optional[Literal[RUN_STATUSES]] = None
+    status: Optional[Annotated[StrictStr, AfterValidator(_one_of(RUN_STATUSES))]] = Field(
+        None, description=f"one of {', '.join(RUN_STATUSES)}, or several: failed,timeout")
     trigger: Optional[Literal[RUN_TRIGGERS]] = None
     since: Optional[dt.datetime] = Field(None, description="runs scheduled at or after this "
                                          "time (ISO 8601; UTC when it has no offset)")

@@ -33,6 +33,10 @@ def test_sample_service_serves_health_and_records_runs(tmp_path):
                         "the sample jobs to record a run")
         assert runs[0]["job_id"] in jobs
         assert (tmp_path / "task_scheduler.sqlite").exists()
+        # The self check follows the port the service really listens on (not 8000).
+        checks = wait_for(lambda: (get("/api/runs?job_id=self_health_check&status=succeeded,"
+                                       "failed") or {}).get("runs"), 45, 0.5, "a self check")
+        assert checks[0]["status"] == "succeeded", checks[0]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

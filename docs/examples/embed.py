@@ -1,6 +1,7 @@
 """Embedding task-scheduler in your own program: run it with `python docs/examples/embed.py`.
 
-It starts a service on a SQLite file in a temp folder, adds a python job and a command job, runs
+It starts a service on a SQLite file (in a temp folder, or the path given as its argument: run
+it twice on one file and it starts where it left off), adds a python job and a command job, runs
 them, prints their output, serves the API and GUI for a moment, and stops.
 """
 
@@ -17,16 +18,20 @@ def hello(name):
 
 
 def main() -> int:
-    folder = Path(tempfile.mkdtemp(prefix="ts-embed-"))
+    database = sys.argv[1] if len(sys.argv) > 1 else \
+        str(Path(tempfile.mkdtemp(prefix="ts-embed-")) / "ts.sqlite")
     service = SchedulerService(Config(config_path=None,   # no jobs.yaml: jobs come from code
-                                      database_url=f"sqlite:///{folder / 'ts.sqlite'}"))
+                                      database_url=f"sqlite:///{database}"))
     service.start()
     server = serve_in_thread(create_app(service), "127.0.0.1", 0)
     try:
+        # replace_existing: the jobs are still there from the last start: replace, don't fail
         service.add_job({"id": "hello", "func": "embed:hello", "args": ["embedder"],
-                         "trigger": {"type": "interval", "seconds": 30}})
+                         "trigger": {"type": "interval", "seconds": 30},
+                         "replace_existing": True})
         service.add_job({"id": "uname", "command": ["uname", "-s"],
-                         "trigger": {"type": "cron", "expression": "0 * * * *"}})
+                         "trigger": {"type": "cron", "expression": "0 * * * *"},
+                         "replace_existing": True})
         runs = [service.run_now("hello"), service.run_now("uname")]
         service.pause("uname")
         for run in runs:
