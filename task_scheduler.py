@@ -3795,8 +3795,7 @@ class SchedulerService:
         page = self.store.runs(job_id, status, since, limit, offset, trigger)
         for index, run in enumerate(page):
             live = self._live(run["id"])
-            if live is not None:
-                page[index] = run_to_dict(live)
+            page[index] = self._explain(run_to_dict(live) if live is not None else run)
         return page
 
     def run(self, run_id: str) -> dict:
@@ -3807,7 +3806,20 @@ class SchedulerService:
         row = self.store.run(run_id)
         if row is None:
             raise RunNotFound(f"run {run_id!r} does not exist")
-        return run_to_dict(row, output=True)
+        return self._explain(run_to_dict(row, output=True))
+
+    def _explain(self, run: dict) -> dict:
+        """Why a queued run has not started: no live node has its labels, or a retry's delay."""
+        if run["status"] != "queued":
+            return run
+        if run["run_on"] and not any(set(run["run_on"]) <= set(node["labels"])
+                                     for node in self.nodes() if node["alive"]):
+            run["waiting"] = (f"no live node has the labels {', '.join(run['run_on'])}; it "
+                              f"starts when one does (--labels)")
+        elif run.get("due_at") and dt.datetime.fromisoformat(run["due_at"]) > \
+                self.cluster.now():
+            run["waiting"] = f"a retry: due at {run['due_at']}"
+        return run
 
     def _live(self, run_id: str) -> Optional[dict]:
         active = self.runner.active.get(run_id)
@@ -4099,6 +4111,11 @@ def api_cancel_run(service, run_id):
     return {k: v for k, v in run.items() if k not in ("stdout", "stderr")}
 
 
+def api_nodes(service):
+    """The cluster's nodes (on SQLite: this one), with role, labels, heartbeat age, runs."""
+    return {"nodes": service.nodes()}
+
+
 def api_reload(service):
     """Read and apply jobs.yaml now; 422 with the errors (the running jobs stay as they are)."""
     return {"config": service.reload(force=True)}
@@ -4138,6 +4155,7 @@ API_ROUTES = [
     ("GET", "/api/runs/<run_id>/stdout", api_run_stdout),
     ("GET", "/api/runs/<run_id>/stderr", api_run_stderr),
     ("POST", "/api/runs/<run_id>/cancel", api_cancel_run),
+    ("GET", "/api/nodes", api_nodes),
     ("POST", "/api/reload", api_reload),
     ("GET", "/api/openapi.json", api_openapi),
     ("GET", "/api/docs", api_docs),
@@ -4667,6 +4685,7 @@ class ApiRun(_Out):
     rerun_of: Optional[str] = Field(description="the run this one reran")
     due_at: Optional[dt.datetime] = Field(None, description="queued runs: when it may start "
                                           "(a retry waits for its delay)")
+    waiting: Optional[str] = Field(None, description="queued runs: why it has not started")
 
 
 class ApiRunDetail(ApiRun):
@@ -4786,6 +4805,28 @@ class ApiStatus(_Out):
     config: ApiConfig
 
 
+class ApiNode(_Out):
+    """One task-scheduler process on this database."""
+
+    id: str
+    host: str
+    pid: int
+    role: Literal["leader", "follower"]
+    labels: list[str]
+    heartbeat_age_s: float = Field(description="seconds since its last heartbeat (DB clock)")
+    running: int = Field(description="runs it is running")
+    version: str
+    config_hash: Optional[str] = Field(description="sha256 of its own jobs.yaml")
+    alive: bool = Field(description="heard from within node_timeout")
+    started_at: Optional[dt.datetime]
+
+
+class ApiNodes(_Out):
+    """The nodes, the leader marked."""
+
+    nodes: list[ApiNode]
+
+
 class ApiReload(_Out):
     """jobs.yaml was read and applied."""
 
@@ -4821,6 +4862,7 @@ _OPERATIONS = {
     api_run_stdout: _Op(200, "text/plain", "runs"),
     api_run_stderr: _Op(200, "text/plain", "runs"),
     api_cancel_run: _Op(200, ApiRun, "runs", errors=(409,)),
+    api_nodes: _Op(200, ApiNodes, "service"),
     api_reload: _Op(200, ApiReload, "service"),
     api_openapi: _Op(200, "application/json", "about"),
     api_docs: _Op(200, "text/html", "about"),
@@ -4941,7 +4983,7 @@ def _json_answer(text: Optional[str], model: str) -> dict:
 
 
 _RESPONSE_MODELS = (ApiJob, ApiJobPage, ApiRun, ApiRunDetail, ApiRunPage, ApiRunQueued,
-                    ApiError, ApiHealth, ApiStatus, ApiReload)
+                    ApiError, ApiHealth, ApiStatus, ApiNodes, ApiReload)
 
 
 # The /api/docs page: plain HTML from the document, no script, no external asset
@@ -5126,13 +5168,20 @@ class _Histogram:
 def metrics_text(service: SchedulerService, stats: RunStats) -> str:
     """The metrics of ``service`` in the Prometheus text exposition format 0.0.4."""
     stats.update(service.engine)
-    status, state = service.status(), service.metrics_state()
+    status, state, nodes = service.status(), service.metrics_state(), service.nodes()
     prefix = "task_scheduler_"
     families = [
         ("info", "gauge", "Version and node of this process",
          [("", {"version": __version__, "node": service.config.node}, 1)]),
-        ("scheduler_running", "gauge", "1 while the scheduler thread is running",
+        ("scheduler_running", "gauge", "1 while the scheduler thread is running and leads",
          [("", {}, int(status["scheduler"] == "running"))]),
+        ("leader", "gauge", "1 while this node holds the leader lease",
+         [("", {"node": service.config.node}, int(status["role"] == "leader"))]),
+        ("nodes", "gauge", "Nodes of the cluster by liveness (SQLite: this one)",
+         [("", {"alive": str(alive).lower()}, sum(1 for n in nodes if n["alive"] == alive))
+          for alive in (True, False)]),
+        ("failovers_total", "counter", "Times this node saw the lease move to a new leader",
+         [("", {}, state.get("failovers", 0))]),
         ("jobs", "gauge", "Jobs by state",
          [("", {"state": s}, status["jobs"].get(s, 0)) for s in JOB_STATES]),
         ("runs_active", "gauge", "Runs queued or running in this process",

@@ -58,7 +58,7 @@ def gui_dashboard(service) -> str:
     status = service.status()
     config = status.get("config") or {}
     return _render("dashboard", nav="dashboard", title="Dashboard", status=status,
-                   config=config, timeline=_timeline(service))
+                   config=config, timeline=_timeline(service), nodes=service.nodes())
 
 
 def gui_jobs(service) -> str:

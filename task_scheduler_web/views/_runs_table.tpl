@@ -2,7 +2,7 @@
 <div class="table-wrap">
 <table class="table runs-table">
   <thead>
-    <tr><th>Run</th><th>Job</th><th>Status</th><th>Trigger</th><th>Started</th><th>Duration</th><th>Exit</th></tr>
+    <tr><th>Run</th><th>Job</th><th>Status</th><th>Trigger</th><th>Started</th><th>Duration</th><th>Exit</th><th>Node</th></tr>
   </thead>
   <tbody>
   % for run in runs:
@@ -18,6 +18,7 @@
       </td>
       <td data-label="Duration">{{h['duration'](run.get('duration_s'))}}</td>
       <td data-label="Exit">{{'—' if run.get('exit_code') is None else run['exit_code']}}</td>
+      <td data-label="Node" class="mono small">{{run.get('node') or '—'}}</td>
     </tr>
   % end
   </tbody>

@@ -8,11 +8,18 @@
   <p><a href="/config">Configuration details →</a></p>
 </section>
 % end
+% drift = config.get('drift')
+% if drift:
+<section class="banner banner-warn" data-testid="config-drift" role="status">
+  <h2>jobs.yaml here differs from the leader's</h2>
+  <p>This node's file ({{drift['this_hash'][:12]}}) is not the one the leader {{drift.get('leader') or ''}} applied ({{drift['leader_hash'][:12]}}). The leader's jobs run; copy the same file to every node.</p>
+</section>
+% end
 <section class="cards" data-testid="status">
   <div class="card">
     <h2 class="card-title">Scheduler</h2>
     <p class="big"><span class="badge b-{{status.get('scheduler', 'unknown')}}">{{status.get('scheduler', 'unknown')}}</span></p>
-    <p class="muted">node {{status.get('node', '')}} · {{status.get('role', '')}}</p>
+    <p class="muted">node {{status.get('node', '')}} · {{status.get('role', '')}}{{' · leader ' + status['leader'] if status.get('leader') and status.get('leader') != status.get('node') else ''}}</p>
     <p class="muted">up {{h['span'](status.get('uptime_s') or 0)}} · v{{status.get('version', '')}}</p>
     % if status.get('active_runs'):
     <p><a href="/runs?status=running">{{status['active_runs']}} active run(s)</a></p>
@@ -49,6 +56,31 @@
     % end
     <p class="muted mono small">{{config.get('path', '')}}</p>
     <p class="muted">{{config.get('jobs', 0)}} jobs from the file · <a href="/config">details</a></p>
+  </div>
+</section>
+
+<section class="panel" data-testid="nodes">
+  <div class="panel-head">
+    <h2>Nodes</h2>
+    <p class="muted">Every task-scheduler process on this database. The leader fires the schedule; every node runs work.</p>
+  </div>
+  <div class="table-wrap">
+  <table class="table nodes-table">
+    <thead><tr><th>Node</th><th>Role</th><th>Host</th><th>Labels</th><th>Running</th><th>Heartbeat</th><th>Version</th></tr></thead>
+    <tbody>
+    % for node in nodes:
+      <tr data-testid="node-row" data-node-id="{{node['id']}}" data-role="{{node['role']}}" class="{{'' if node['alive'] else 'node-dead'}}">
+        <td data-label="Node" class="mono">{{node['id']}}</td>
+        <td data-label="Role"><span class="badge b-{{node['role'] if node['alive'] else 'interrupted'}}">{{node['role'] if node['alive'] else 'silent'}}</span></td>
+        <td data-label="Host">{{node['host']}} · pid {{node['pid']}}</td>
+        <td data-label="Labels">{{', '.join(node['labels']) or '—'}}</td>
+        <td data-label="Running">{{node['running']}}</td>
+        <td data-label="Heartbeat">{{h['span'](node['heartbeat_age_s'])}} ago</td>
+        <td data-label="Version">{{node['version']}}</td>
+      </tr>
+    % end
+    </tbody>
+  </table>
   </div>
 </section>
 

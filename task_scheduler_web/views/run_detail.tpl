@@ -28,6 +28,10 @@
       <dt>Status</dt><dd data-testid="run-status">{{run['status']}}</dd>
       <dt>Trigger</dt><dd>{{run.get('trigger', '')}}</dd>
       <dt>Attempt</dt><dd>{{run.get('attempt') or 1}}</dd>
+      <dt>Node</dt><dd class="mono">{{run.get('node') or '—'}}</dd>
+      % if run.get('waiting'):
+      <dt>Waiting</dt><dd data-testid="run-waiting">{{run['waiting']}}</dd>
+      % end
       <dt>Scheduled</dt><dd>
         % include('_time.tpl', iso=run.get('scheduled_at'))
       </dd>

@@ -1,0 +1,168 @@
+"""Several nodes on one PostgreSQL, as real processes: a worker killed mid-run has its run
+interrupted (naming it) and retried; run_on places runs only on nodes with those labels, and a
+run no live node can take says why; a node that starts again leaves the other nodes' runs alone;
+the nodes API, a job change on a follower reaching the leader at once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import free_port, start_process, wait_for, write_jobs
+
+pytestmark = pytest.mark.postgres
+
+
+class Node:
+    """A real ``task-scheduler`` process of the cluster under test."""
+
+    def __init__(self, folder, url: str, node_id: str, labels: str = ""):
+        self.folder, self.url, self.id, self.labels = folder, url, node_id, labels
+        self.port = free_port()
+        args = ["--config", str(folder / "jobs.yaml"), "--db", url, "--port", str(self.port),
+                "--node-id", node_id]
+        self.proc: subprocess.Popen = start_process(args + (["--labels", labels] if labels
+                                                            else []), folder)
+        wait_for(lambda: self.get("/api/health"), 30, 0.1, f"node {node_id} to answer")
+
+    def call(self, path: str, method: str = "GET", body: dict | None = None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data,
+                                         method=method,
+                                         headers={"Content-Type": "application/json"} if data
+                                         else {})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.load(response) if response.status != 204 else None
+
+    def get(self, path: str):
+        try:
+            return self.call(path)
+        except (OSError, urllib.error.HTTPError):
+            return None
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def cluster(tmp_path, postgres_url):
+    nodes: list[Node] = []
+
+    def start(node_id: str, labels: str = "") -> Node:
+        node = Node(tmp_path, postgres_url, node_id, labels)
+        nodes.append(node)
+        return node
+    yield start
+    for node in nodes:
+        node.stop()
+
+
+def leader_of(nodes) -> str:
+    return wait_for(lambda: next((n.get("/api/status") or {}).get("leader") for n in nodes
+                                 if n.proc.poll() is None), 20, 0.1, "a leader")
+
+
+def test_worker_killed_mid_run_is_interrupted_naming_it_and_retried(tmp_path, cluster):
+    write_jobs(tmp_path / "jobs.yaml", """
+        - id: long
+          command: "if [ -e marker ]; then echo second try; else touch marker; sleep 60; fi"
+          shell: true
+          run_on: [worker]
+          retries: {max: 1, delay: 0}
+          trigger: {type: interval, hours: 24}
+    """)
+    boss = cluster("boss")
+    worker = cluster("worker-1", labels="worker")
+    run = boss.call("/api/jobs/long/run", "POST")["run"]
+    wait_for(lambda: (boss.get(f"/api/runs/{run['id']}") or {}).get("status") == "running",
+             15, 0.1, "the run to start on the worker")
+    assert boss.get(f"/api/runs/{run['id']}")["node"] == "worker-1"
+    worker.kill()
+    ended = wait_for(lambda: (r := boss.get(f"/api/runs/{run['id']}")) and
+                     r["status"] != "running" and r, 30, 0.2, "the run to be rescued")
+    assert ended["status"] == "interrupted" and "worker-1" in ended["error"]
+    retry = wait_for(lambda: [r for r in boss.get("/api/runs?job_id=long")["runs"]
+                              if r["trigger"] == "retry"], 10, 0.2, "the retry")[0]
+    assert retry["attempt"] == 2 and retry["status"] == "queued"
+    assert "no live node has the labels worker" in boss.get(f"/api/runs/{retry['id']}")["waiting"]
+    cluster("worker-2", labels="worker")
+    done = wait_for(lambda: (r := boss.get(f"/api/runs/{retry['id']}")) and
+                    r["status"] == "succeeded" and r, 20, 0.2, "the retry to run")
+    assert done["node"] == "worker-2" and done["stdout"] == "second try\n"
+
+
+def test_run_on_places_runs_only_on_matching_nodes(tmp_path, cluster):
+    write_jobs(tmp_path / "jobs.yaml", """
+        - {id: on_db, command: 'true', run_on: [db], trigger: {type: interval, hours: 24}}
+        - {id: on_web, command: 'true', run_on: [web], trigger: {type: interval, hours: 24}}
+        - {id: on_both, command: 'true', run_on: [db, web], trigger: {type: interval, hours: 24}}
+        - {id: anywhere, command: 'true', max_instances: 10, trigger: {type: interval, hours: 24}}
+    """)
+    a, b = cluster("node-a", labels="db"), cluster("node-b", labels="web,extra")
+    runs = {job: [a.call(f"/api/jobs/{job}/run", "POST")["run"]["id"]]
+            for job in ("on_db", "on_web", "on_both")}
+    runs["anywhere"] = [b.call("/api/jobs/anywhere/run", "POST")["run"]["id"] for _ in range(6)]
+
+    def final(run_id):
+        run = a.get(f"/api/runs/{run_id}")
+        return run if run and run["status"] == "succeeded" else None
+    assert wait_for(lambda: final(runs["on_db"][0]), 15)["node"] == "node-a"
+    assert wait_for(lambda: final(runs["on_web"][0]), 15)["node"] == "node-b"
+    for run_id in runs["anywhere"]:
+        assert wait_for(lambda run_id=run_id: final(run_id), 15)["node"] in ("node-a", "node-b")
+    stuck = a.get(f"/api/runs/{runs['on_both'][0]}")
+    assert stuck["status"] == "queued" and "db, web" in stuck["waiting"]
+    nodes = {n["id"]: n for n in a.get("/api/nodes")["nodes"]}
+    assert nodes["node-b"]["labels"] == ["extra", "web"]
+    assert sorted(n["role"] for n in nodes.values()) == ["follower", "leader"]
+
+
+def test_a_restarted_node_leaves_the_other_nodes_runs_alone(tmp_path, cluster):
+    write_jobs(tmp_path / "jobs.yaml", """
+        - {id: long_a, command: 'sleep 60', run_on: [a], trigger: {type: interval, hours: 24}}
+        - {id: long_b, command: 'sleep 60', run_on: [b], trigger: {type: interval, hours: 24}}
+    """)
+    a, b = cluster("node-a", labels="a"), cluster("node-b", labels="b")
+    run_a = a.call("/api/jobs/long_a/run", "POST")["run"]["id"]
+    run_b = a.call("/api/jobs/long_b/run", "POST")["run"]["id"]
+    for run_id in (run_a, run_b):
+        wait_for(lambda run_id=run_id: (a.get(f"/api/runs/{run_id}") or {}).get("status")
+                 == "running", 15, 0.1, "both runs to start")
+    b.kill()
+    b2 = cluster("node-b", labels="b")   # the same node, started again at once
+    ended = a.get(f"/api/runs/{run_b}")
+    assert ended["status"] == "interrupted" and "found at start-up on node-b" in ended["error"]
+    assert a.get(f"/api/runs/{run_a}")["status"] == "running"   # node-a's run goes on
+    assert b2.get(f"/api/runs/{run_a}")["status"] == "running"
+
+
+def test_a_change_on_a_follower_reaches_the_leader_at_once(tmp_path, cluster):
+    write_jobs(tmp_path / "jobs.yaml", "[]\n")
+    first = cluster("first")
+    second = cluster("second")
+    nodes = [first, second]
+    follower = next(n for n in nodes if n.id != leader_of(nodes))
+    follower.call("/api/jobs", "POST", {"id": "soon", "command": "echo hi",
+                                        "trigger": {"type": "interval", "seconds": 1}})
+    # The leader schedules it: its first fire comes within a couple of seconds (no poll delay).
+    run = wait_for(lambda: (follower.get("/api/runs?job_id=soon&status=succeeded") or {})
+                   .get("runs"), 6, 0.1, "the leader to fire the job added on a follower")[0]
+    assert run["trigger"] == "schedule"
+    follower.call("/api/jobs/soon/pause", "POST")
+    leader = next(n for n in nodes if n is not follower)
+    wait_for(lambda: leader.get("/api/jobs/soon")["state"] == "paused", 5, 0.1)
+    assert leader.get("/api/jobs/soon")["next_run_time"] is None
