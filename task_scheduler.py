@@ -2548,9 +2548,10 @@ MAX_OFFSET = 10 ** 9  # keeps OFFSET inside every database's integer range
 ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"   # JobDefinition.id's rule; run ids (hex) follow it too
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 HTTP_SETTINGS = {   # waitress's, each for a reason
-    # Handlers wait on the database (a cancel up to the kill grace): enough threads for that;
-    # more would only contend for the GIL. Requests beyond them queue, they are not refused.
-    "threads": 16,
+    # Handlers mostly wait on the database (a cancel, up to the kill grace): 12 may wait while
+    # others answer, within the database pool (SQLite 5+10, PostgreSQL 10+10) with room for the
+    # scheduler's own use; more would only contend for the GIL. Further requests queue.
+    "threads": 12,
     "connection_limit": 4000,   # idle connections cost a descriptor and a few KiB each
     "backlog": 2048,        # a burst of new connections waits in the kernel, not refused (the
                             # stdlib's 5 refused them); Linux caps it at net.core.somaxconn
