@@ -2,7 +2,7 @@
 
 One process runs APScheduler 3 with its jobs and every run's history in a database (SQLite by
 default, PostgreSQL for production), applies edits of ``jobs.yaml`` live, and serves a JSON REST API
-and a web GUI from one Bottle app on one threaded port.
+and a web GUI from one Bottle app on one port (served by waitress).
 
 Run it::
 
