@@ -2958,10 +2958,14 @@ def make_server(app, host: str, port: int) -> _HttpServer:
     """waitress on ``host:port``, listening when this returns. One thread reads and writes every
     connection and only complete requests reach the bounded pool of threads that run ``app``, so
     slow and idle clients cost a file descriptor, not a thread."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=HTTP_SETTINGS["backlog"],
-                                dualstack_ipv6=host == "::" and socket.has_dualstack_ipv6())
-    return _HttpServer(app, sock)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # restart at once, even
+        sock.bind((host, port))                                      # with old connections
+        return _HttpServer(app, sock)                                # in TIME_WAIT
+    except BaseException:
+        sock.close()
+        raise
 
 
 def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> _HttpServer:

@@ -7,6 +7,7 @@ hold a thread for hours. Each test here fails on that design."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import resource
 import selectors
 import socket
@@ -161,12 +162,16 @@ def test_ipv6_loopback(service):
 
 
 def test_shutdown_ends_the_threads_and_closes_the_port(service):
-    before = threading.active_count()
+    before = set(threading.enumerate())
     server = ts.serve_in_thread(ts.create_app(service), "127.0.0.1", 0)
-    assert threading.active_count() == before + 1 + ts.HTTP_SETTINGS["threads"]
-    with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as sock:
-        server.shutdown()   # an open connection does not hold it up
-        assert sock.recv(1) == b""
-    wait_for(lambda: threading.active_count() == before, 5, message="the threads to end")
+    started = set(threading.enumerate()) - before
+    assert len(started) == 1 + ts.HTTP_SETTINGS["threads"]   # the loop and the workers
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+    conn.request("GET", "/api/health")
+    assert conn.getresponse().read() and conn.sock is not None   # kept alive
+    server.shutdown()   # an open keep-alive connection does not hold it up
+    assert conn.sock.recv(1) == b""
+    conn.close()
+    wait_for(lambda: not any(t.is_alive() for t in started), 5, message="the threads to end")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.server_port), timeout=10).close()
