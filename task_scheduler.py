@@ -2,7 +2,7 @@
 
 One process runs APScheduler 3 with its jobs and every run's history in a database (SQLite by
 default, PostgreSQL for production), applies edits of ``jobs.yaml`` live, and serves a JSON REST API
-and a web GUI from one Bottle app on one threaded port.
+and a web GUI from one Bottle app on one port (served by waitress).
 
 Run it::
 
@@ -45,6 +45,7 @@ import logging
 import os
 import pickle
 import re
+import resource
 import secrets
 import selectors
 import shlex
@@ -52,13 +53,11 @@ import shutil
 import signal
 import socket
 import stat
-import socketserver
 import subprocess
 import sys
 import threading
 import time
 import traceback
-import wsgiref.simple_server
 import zoneinfo
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Optional, Union
@@ -67,6 +66,7 @@ import bottle
 import sqlalchemy as sa
 import sqlalchemy.dialects.postgresql
 import sqlalchemy.dialects.sqlite
+import waitress
 import yaml
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -3978,18 +3978,49 @@ MAX_BODY = 1 << 20   # a job definition is a few hundred bytes; 1 MiB is generou
 MAX_OFFSET = 10 ** 9  # keeps OFFSET inside every database's integer range
 ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"   # JobDefinition.id's rule; run ids (hex) follow it too
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+HTTP_SETTINGS = {   # waitress's, each for a reason
+    # Handlers mostly wait on the database (a cancel, up to the kill grace): 12 may wait while
+    # others answer, within the database pool (SQLite 5+10, PostgreSQL 10+10) with room for the
+    # scheduler's own use; more would only contend for the GIL. Further requests queue.
+    "threads": 12,
+    "connection_limit": 4000,   # idle connections cost a descriptor and a few KiB each
+    "backlog": 2048,        # a burst of new connections waits in the kernel, not refused (the
+                            # stdlib's 5 refused them); Linux caps it at net.core.somaxconn
+    "channel_timeout": 60,  # an idle or stalled connection is closed after a minute,
+    "cleanup_interval": 10,  # looked for every 10 s (waitress's 30 s made that up to 90 s)
+    "ident": None,          # no Server header: no telling scanners the server and its version
+    "asyncore_use_poll": True,   # select() cannot watch descriptors above 1023
+    # No proxy is trusted, so X-Forwarded-Host/-Proto from a client are dropped: Bottle would
+    # build redirects and the cookies' Secure flag from them.
+    "clear_untrusted_proxy_headers": True,
+    # A body a little over MAX_BODY is read and gets the API's JSON 413; past this, waitress
+    # answers a plain 413 at the headers without reading the body.
+    "max_request_body_size": 4 * MAX_BODY,
+    # What a client can make us hold in memory before the app (and its token check) sees the
+    # request: browsers send under 8 KiB of headers; bodies past 64 KiB wait in a temp file.
+    "max_request_header_size": 64 << 10,
+    "inbuf_overflow": 64 << 10,
+    "log_socket_errors": False,   # a client resetting its connection is not a server error
+}
 
 
 def _one_of(allowed: tuple):
     """A query value naming one or more (comma-separated) of ``allowed``."""
-    def check(value: str) -> str:
+    def check(value: str) -> Optional[str]:
         parts = [p.strip() for p in value.split(",") if p.strip()]
-        bad = [p for p in parts if p not in allowed] or ([] if parts else [value])
+        if not parts:
+            return None   # ?state= (an empty form field) filters nothing
+        bad = [p for p in parts if p not in allowed]
         if bad:
             raise ValueError(f"{bad[0]!r} is not one of {', '.join(allowed)} (several may be "
                              f"given, comma-separated)")
         return ",".join(parts)
     return check
+
+
+def _list_pattern(allowed: tuple) -> str:
+    value = f"({'|'.join(allowed)})"
+    return f"^ *{value}? *(, *{value}? *)*$"
 
 
 class JobsQuery(_Model):
@@ -3998,7 +4029,8 @@ class JobsQuery(_Model):
     q: Optional[StrictStr] = Field(None, description="text in the id, description, func, "
                                    "command or tags (case-insensitive)")
     state: Optional[Annotated[StrictStr, AfterValidator(_one_of(JOB_STATES))]] = Field(
-        None, description=f"one of {', '.join(JOB_STATES)}, or several: paused,disabled")
+        None, description=f"one of {', '.join(JOB_STATES)}, or several: paused,disabled",
+        json_schema_extra={"pattern": _list_pattern(JOB_STATES)})
     source: Optional[Literal["yaml", "api"]] = None
     kind: Optional[Literal["python", "command"]] = None
     tag: Optional[StrictStr] = Field(None, description="jobs carrying this tag")
@@ -4011,7 +4043,8 @@ class RunsQuery(_Model):
 
     job_id: Optional[Annotated[StrictStr, Field(pattern=ID_PATTERN)]] = None
     status: Optional[Annotated[StrictStr, AfterValidator(_one_of(RUN_STATUSES))]] = Field(
-        None, description=f"one of {', '.join(RUN_STATUSES)}, or several: failed,timeout")
+        None, description=f"one of {', '.join(RUN_STATUSES)}, or several: failed,timeout",
+        json_schema_extra={"pattern": _list_pattern(RUN_STATUSES)})
     trigger: Optional[Literal[RUN_TRIGGERS]] = None
     since: Optional[dt.datetime] = Field(None, description="runs scheduled at or after this "
                                          "time (ISO 8601; UTC when it has no offset)")
@@ -4508,145 +4541,87 @@ def _finite_float(text: str) -> float:
     return value
 
 
-class _ThreadingServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def handle_error(self, request, client_address) -> None:
-        # The app's errors are answered by Bottle; what reaches here is the connection's own.
-        log.debug("http connection from %s failed", client_address, exc_info=True)
-
-
-class _ThreadingServer6(_ThreadingServer):
-    address_family = socket.AF_INET6
-
-
-class _ServerHandler(wsgiref.simple_server.ServerHandler):
-    http_version = "1.1"
-
-    def cleanup_headers(self) -> None:
-        super().cleanup_headers()
-        if self.request_handler.close_connection or "Content-Length" not in self.headers:
-            self.request_handler.close_connection = True
-            self.headers["Connection"] = "close"
+def make_server(app, host: str, port: int) -> _HttpServer:
+    """waitress on ``host:port``, listening when this returns. One thread reads and writes every
+    connection and only complete requests reach the bounded pool of threads that run ``app``, so
+    slow and idle clients cost a file descriptor, not a thread."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # restart at once, even
+        sock.bind((host, port))                                      # with old connections
+        return _HttpServer(app, sock)                                # in TIME_WAIT
+    except BaseException:
+        sock.close()
+        raise
 
 
-class _RequestHandler(wsgiref.simple_server.WSGIRequestHandler):
-    """wsgiref's handler answers one request per connection; this one keeps HTTP/1.1
-    connections open (clients and proxies reuse them), batches each response into one write
-    and times out idle or stalled clients."""
-
-    protocol_version = "HTTP/1.1"
-    timeout = 60           # seconds an idle or stalled connection may hold its thread
-    wbufsize = 1 << 16     # status line, headers and body leave in one send, not five
-    drain_limit = 4 << 20  # an unread body up to this size is skipped; a bigger one closes
-    disable_nagle_algorithm = True   # one write per answer: nothing to coalesce, only to delay
-
-    def handle(self) -> None:
-        self.close_connection = True
-        self._handle_one()
-        while not self.close_connection:
-            self._handle_one()
-
-    def _handle_one(self) -> None:
-        try:
-            self.raw_requestline = self.rfile.readline(65537)
-        except OSError:   # idle past the timeout, or the client went away
-            self.raw_requestline = b""
-        if not self.raw_requestline:
-            self.close_connection = True
-            return
-        if len(self.raw_requestline) > 65536:
-            self.requestline = self.request_version = self.command = ""
-            self.send_error(414)
-            return
-        if not self.parse_request():
-            return
-        body = _RequestBody(self.rfile, self.headers)
-        if body.chunked or body.left > self.drain_limit:
-            self.close_connection = True   # announced in the answer's Connection header
-        handler = _ServerHandler(body if not body.chunked else self.rfile, self.wfile,
-                                 self.get_stderr(), self.get_environ(), multithread=True)
-        handler.request_handler = self
-        handler.run(self.server.get_app())
-        self.wfile.flush()
-        if not body.skip(self.drain_limit):
-            self.close_connection = True
-            self._linger()
-
-    def handle_expect_100(self) -> bool:
-        super().handle_expect_100()
-        self.wfile.flush()   # curl waits a second for this before it sends a body over 1 KiB
-        return True
-
-    def _linger(self) -> None:
-        """After answering a client that is still sending a body nobody reads: stop writing
-        and drain for a moment, so that it reads the answer rather than a connection reset."""
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(0.5)
-            deadline = time.monotonic() + 2
-            while time.monotonic() < deadline and self.connection.recv(1 << 16):
-                pass
-        except OSError as exc:
-            log.debug("http %s: %s while draining an unread body", self.address_string(), exc)
-
-    def log_message(self, fmt, *args) -> None:
-        log.debug("http %s - %s", self.address_string(), fmt % args)
-
-
-class _RequestBody:
-    """``wsgi.input`` that ends at Content-Length, so the next request on the connection
-    is never read as part of this one's body."""
-
-    def __init__(self, rfile, headers):
-        self.rfile = rfile
-        self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
-        length = headers.get("Content-Length", "0").strip() or "0"
-        self.left = int(length) if length.isascii() and length.isdigit() else 0
-
-    def read(self, size: Optional[int] = -1) -> bytes:
-        size = self.left if size is None or size < 0 else min(size, self.left)
-        data = self.rfile.read(size) if size else b""
-        self.left -= len(data)
-        return data
-
-    def readline(self, size: Optional[int] = -1) -> bytes:
-        size = self.left if size is None or size < 0 else min(size, self.left)
-        data = self.rfile.readline(size) if size else b""
-        self.left -= len(data)
-        return data
-
-    def readlines(self, hint: int = -1) -> list:
-        return list(iter(self.readline, b""))
-
-    def __iter__(self):
-        return iter(self.readline, b"")
-
-    def skip(self, limit: int) -> bool:
-        """Read and drop what the app left unread; False if that is over ``limit`` or fails."""
-        if self.left > limit:
-            return False
-        try:
-            self.read()
-        except OSError:
-            return False
-        return self.left == 0
-
-
-def make_server(app, host: str, port: int) -> _ThreadingServer:
-    """The threaded stdlib server (wsgiref alone serves one request at a time), with
-    HTTP/1.1 keep-alive."""
-    server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
-    return wsgiref.simple_server.make_server(host, port, app, server_class=server_class,
-                                             handler_class=_RequestHandler)
-
-
-def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> _ThreadingServer:
+def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> _HttpServer:
     """Serve ``app`` from a background thread; ``server.server_port`` tells the port."""
     server = make_server(app, host, port)
     threading.Thread(target=server.serve_forever, name="ts-http", daemon=True).start()
     return server
+
+
+class _HttpServer:
+    """waitress's server with the socketserver methods the CLI and the tests use:
+    ``serve_forever()``, ``shutdown()`` from another thread (it returns once serving has
+    stopped and the worker threads are gone), ``server_close()``."""
+
+    def __init__(self, app, sock: socket.socket):
+        self.server_port = sock.getsockname()[1]
+        self._map: dict = {}
+        self._done = threading.Event()
+        settings = {**HTTP_SETTINGS, "connection_limit": _connection_limit()}
+        self._server = waitress.create_server(app, map=self._map, sockets=[sock], **settings)
+        self._server.task_dispatcher.queue_logger = _QueueLog()
+
+    def serve_forever(self) -> None:
+        try:
+            self._server.run()   # until _close has emptied the socket map
+        finally:
+            self.server_close()
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(OSError):   # the wake-up pipe is closed: serving has ended
+            self._server.trigger.pull_trigger(self._close)   # runs in the serving thread
+        self._done.wait()
+
+    def server_close(self) -> None:
+        self._close()
+        self._server.task_dispatcher.shutdown()   # lets a running request finish, up to 5 s
+        self._done.set()
+
+    def _close(self) -> None:
+        self._server.close()   # the listening socket and the wake-up pipe
+        for channel in list(self._server.active_channels.values()):
+            channel.handle_close()   # also wakes a worker thread waiting to write to it
+
+
+class _QueueLog:
+    """waitress logs a warning for every request that waits for a worker thread: thousands of
+    lines in a burst of clients, when a queue is how a bounded pool is meant to work. Only a
+    lasting queue says something (too few threads, or slow handlers), so pass on one a minute."""
+
+    def __init__(self):
+        self.quiet_until = 0.0
+
+    def warning(self, msg: str, *args) -> None:
+        if time.monotonic() >= self.quiet_until:
+            self.quiet_until = time.monotonic() + 60
+            logging.getLogger("waitress.queue").warning(
+                msg + " (requests wait for a free thread; shown once a minute at most)", *args)
+
+
+def _connection_limit() -> int:
+    """HTTP_SETTINGS' connection_limit within the limit on open files, raising the soft limit
+    toward the hard one (systemd's default soft limit is 1024): past it accept() fails, and
+    waitress retries it in a busy loop. 256 descriptors stay for the database, pipes and logs."""
+    wanted = HTTP_SETTINGS["connection_limit"]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted + 256:
+        soft = wanted + 256 if hard == resource.RLIM_INFINITY else min(wanted + 256, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return wanted if soft == resource.RLIM_INFINITY else max(64, min(wanted, soft - 256))
 
 
 # --------------------------------------------------------------------------------------------

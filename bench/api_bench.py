@@ -2,13 +2,16 @@
 
 Both servers hold the same 1,000 jobs (half interval, half cron, all calling ``time:time``) in a
 SQLite file and are served from threads of this process: ours by ``serve_in_thread`` (the server
-``task-scheduler run`` uses), Flask-APScheduler's by a threaded werkzeug server. A child process
-drives each endpoint with N client threads on http.client keep-alive connections for a fixed time
-(the load generator in its own process, so it does not compete with the servers for the GIL),
-then prints requests per second, p50 and p99 latency, and our/their ratios.
+``task-scheduler run`` uses: waitress), Flask-APScheduler's by a threaded werkzeug server. A child
+process drives each endpoint with N client threads for a fixed time (the load generator in its own
+process, so it does not compete with the servers for the GIL), in two modes: ``keep-alive``
+(http.client connections reused, as a browser or a script with a session does) and ``new
+connection`` (a new TCP connection per request with ``Connection: close``, as curl and most
+monitoring probes do). It prints requests per second, p50 and p99 latency per mode, and our/their
+ratios.
 
     pip install flask-apscheduler        # the baseline; not a dependency of task-scheduler
-    python bench/api_bench.py            # --jobs 1000 --clients 8 --duration 5
+    python bench/api_bench.py            # --jobs 1000 --clients 8 --duration 5 --mode both
 
 ``GET /api/jobs?limit=1000`` is compared with ``GET /scheduler/jobs``: both answer all 1,000
 jobs (our default page is 100; that row is printed too, for information). Not a test.
@@ -22,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import random
+import socket
 import statistics
 import sys
 import tempfile
@@ -64,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per endpoint")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
+    parser.add_argument("--mode", choices=["keep-alive", "new-connection", "both"], default="both")
     return parser
 
 
@@ -134,19 +139,24 @@ def _measure(ours, theirs, args) -> list:
          theirs, [f"/scheduler/jobs/{i}" for i in ids]),
         ("list (default page of 100)", ours, ["/api/jobs"], None, None),
     ]
+    modes = MODES if args.mode == "both" else [args.mode]
     rows = []
     ctx = multiprocessing.get_context("fork")
-    for name, our_addr, our_paths, their_addr, their_paths in cases:
-        row = [name, _drive(ctx, our_addr, our_paths, args)]
-        row.append(_drive(ctx, their_addr, their_paths, args) if their_addr else None)
-        rows.append(row)
+    for mode in modes:
+        for name, our_addr, our_paths, their_addr, their_paths in cases:
+            row = [mode, name, _drive(ctx, mode, our_addr, our_paths, args)]
+            row.append(_drive(ctx, mode, their_addr, their_paths, args) if their_addr else None)
+            rows.append(row)
     return rows
 
 
-def _drive(ctx, addr, paths, args) -> dict:
+MODES = ["keep-alive", "new-connection"]
+
+
+def _drive(ctx, mode, addr, paths, args) -> dict:
     """Run the load generator in a child process; returns rps, p50, p99 (ms), errors."""
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_load, args=(child, addr, paths, args.clients, args.warmup,
+    proc = ctx.Process(target=_load, args=(child, mode, addr, paths, args.clients, args.warmup,
                                            args.duration))
     proc.start()
     result = parent.recv()
@@ -154,32 +164,27 @@ def _drive(ctx, addr, paths, args) -> dict:
     return result
 
 
-def _load(pipe, addr, paths, clients: int, warmup: float, duration: float) -> None:
+def _load(pipe, mode, addr, paths, clients: int, warmup: float, duration: float) -> None:
     start = time.monotonic() + warmup
     stop = start + duration
     results = [None] * clients
+    get = _get_new_connection if mode == "new-connection" else _get_keep_alive
 
     def client(n: int) -> None:
         rng = random.Random(n)
-        conn = http.client.HTTPConnection(*addr, timeout=60)
+        conn = [None]   # the keep-alive connection, made again after an error
         latencies, errors = [], 0
         while True:
             t0 = time.monotonic()
             if t0 >= stop:
                 break
-            try:
-                conn.request("GET", rng.choice(paths))
-                resp = conn.getresponse()
-                resp.read()
-                ok = resp.status == 200
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                ok = False
+            ok = get(addr, rng.choice(paths), conn)
             t1 = time.monotonic()
             if t0 >= start:
                 latencies.append(t1 - t0)
                 errors += not ok
-        conn.close()
+        if conn[0] is not None:
+            conn[0].close()
         results[n] = (latencies, errors)
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
@@ -194,6 +199,34 @@ def _load(pipe, addr, paths, clients: int, warmup: float, duration: float) -> No
                "mean": (statistics.fmean(latencies) if latencies else 0) * 1000})
 
 
+def _get_keep_alive(addr, path: str, conn: list) -> bool:
+    if conn[0] is None:
+        conn[0] = http.client.HTTPConnection(*addr, timeout=60)
+    try:
+        conn[0].request("GET", path)
+        resp = conn[0].getresponse()
+        resp.read()
+        return resp.status == 200
+    except (OSError, http.client.HTTPException):
+        conn[0].close()
+        conn[0] = None
+        return False
+
+
+def _get_new_connection(addr, path: str, _conn: list) -> bool:
+    """One request on its own TCP connection, read until the server closes it, as curl does."""
+    try:
+        with socket.create_connection(addr, timeout=60) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {addr[0]}:{addr[1]}\r\n"
+                         f"Connection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := sock.recv(1 << 16):
+                answer += chunk
+    except OSError:
+        return False
+    return answer.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 "))
+
+
 def _percentile(values: list, pct: float) -> float:
     if not values:
         return float("nan")
@@ -203,18 +236,19 @@ def _percentile(values: list, pct: float) -> float:
 def _report(rows: list, args) -> None:
     print(f"\n{args.jobs} jobs, {args.clients} clients, {args.duration:g} s per endpoint, "
           f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
-    head = f"{'endpoint':28} {'server':18} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}"
+    head = (f"{'mode':15} {'endpoint':28} {'server':18} {'req/s':>9} {'p50 ms':>9} "
+            f"{'p99 ms':>9} {'errors':>7}")
     print(head)
     print("-" * len(head))
-    for name, ours, theirs in rows:
+    for mode, name, ours, theirs in rows:
         for label, r in (("task-scheduler", ours), ("Flask-APScheduler", theirs)):
             if r is not None:
-                print(f"{name:28} {label:18} {r['rps']:9.1f} {r['p50']:9.2f} {r['p99']:9.2f} "
-                      f"{r['errors']:7d}")
+                print(f"{mode:15} {name:28} {label:18} {r['rps']:9.1f} {r['p50']:9.2f} "
+                      f"{r['p99']:9.2f} {r['errors']:7d}")
     print()
-    for name, ours, theirs in rows:
+    for mode, name, ours, theirs in rows:
         if theirs is not None and theirs["rps"]:
-            print(f"{name}: {ours['rps'] / theirs['rps']:.2f}x the throughput, p50 "
+            print(f"{mode}, {name}: {ours['rps'] / theirs['rps']:.2f}x the throughput, p50 "
                   f"{theirs['p50'] / ours['p50']:.2f}x, p99 {theirs['p99'] / ours['p99']:.2f}x "
                   f"lower latency")
 

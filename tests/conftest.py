@@ -1,5 +1,5 @@
 """Shared fixtures: real SQLite files, the real PostgreSQL, services, an in-process WSGI client
-and a real threaded server."""
+and a real server."""
 
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ def client(service):
 
 @pytest.fixture
 def live_server(service):
-    """A real threaded HTTP server on a free port, for end-to-end tests."""
+    """The real HTTP server (waitress) on a free port, for end-to-end tests."""
     server = ts.serve_in_thread(ts.create_app(service), "127.0.0.1", 0)
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
