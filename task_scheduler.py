@@ -402,7 +402,8 @@ def trigger_problems(spec) -> list[tuple[str, str]]:
             problems.append(("", "its fire times run past the year 9999"))
         else:
             if first is None and isinstance(spec, CronSpec) and spec.end_date is None:
-                problems.append(("", "its fields match no time from now on: it would never fire"))
+                problems.append(("expression" if spec.expression else "",
+                                 "it matches no time from now on, so it would never fire"))
     return problems
 
 
@@ -1073,19 +1074,19 @@ _ITEM = re.compile(r"(?:(\*)|([a-z0-9]+)(?:-([a-z0-9]+))?)(?:/([0-9]+))?")
 _WEEKDAY_OF_MONTH = re.compile(r"([a-z]+|[0-9]+)#([0-9]+)|([0-9]+)l")
 
 
-def crontab_problems(expression: str) -> list[str]:
-    """What is wrong with a crontab line (one message per wrong field); [] when it is valid."""
+def crontab_problems(expression: str) -> tuple[str, ...]:
+    """What is wrong with a crontab line (one message per wrong field); () when it is valid."""
     text = expression.strip()
     if text.startswith("@"):
-        return [] if text in _MACROS else [
-            f"{text!r} is not a supported macro (valid: {', '.join(_MACROS)})"]
+        return () if text in _MACROS else (
+            f"{text!r} is not a supported macro (valid: {', '.join(_MACROS)})",)
     parts = text.split()
     if len(parts) != 5:
-        return [f"{text!r} needs 5 fields (minute hour day-of-month month day-of-week) or a "
-                f"macro such as @daily, got {len(parts)}"]
-    problems = [problem for part, field in zip(parts, _CRONTAB_FIELDS, strict=True)
-                if (problem := _crontab_field_problem(part, field))]
-    return problems or _never_problem(parts)
+        return (f"{text!r} needs 5 fields (minute hour day-of-month month day-of-week) or a "
+                f"macro such as @daily, got {len(parts)}",)
+    problems = tuple(problem for part, field in zip(parts, _CRONTAB_FIELDS, strict=True)
+                     if (problem := _crontab_field_problem(part, field)))
+    return problems or _day_problem(parts)
 
 
 def _crontab_field_problem(text: str, field: _CrontabField) -> Optional[str]:
@@ -1151,14 +1152,14 @@ def _crontab_values(text: str, field: _CrontabField) -> set[int]:
     return values
 
 
-def _never_problem(parts: list[str]) -> list[str]:
+def _day_problem(parts: list[str]) -> tuple[str, ...]:
+    """Valid fields, but a day-of-month that none of the months has (cronsim checks it). Other
+    lines that never fire show when trigger_problems asks for the first fire time."""
     try:
-        next(CronSim(_cronsim_expression(" ".join(parts)), dt.datetime(2000, 1, 1)))
-    except CronSimError:   # valid fields, but a day-of-month none of the months has
-        return [f"day-of-month {parts[2]!r} never occurs in month {parts[3]!r}"]
-    except StopIteration:
-        return [f"{' '.join(parts)!r} matches no day within 50 years"]
-    return []
+        CronSim(_cronsim_expression(" ".join(parts)), dt.datetime(2000, 1, 1))
+    except CronSimError:
+        return (f"day-of-month {parts[2]!r} never occurs in month {parts[3]!r}",)
+    return ()
 
 
 def _cronsim_expression(expression: str) -> str:
