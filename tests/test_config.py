@@ -170,7 +170,12 @@ def test_jobs_folder_is_importable(tmp_path):
     ("0 9 * * 5-7", "fri,sat,sun"),
 ])
 def test_crontab_day_of_week_means_what_cron_means(expression, days):
-    assert ts._crontab_dow(expression.split()[4]) == days
+    import datetime as dt
+    trig = ts.crontab_trigger(expression, dt.UTC)
+    start = dt.datetime(2026, 11, 29, tzinfo=dt.UTC)   # a Sunday: one week of fires
+    fires = ts.fire_times(trig, trig.get_next_fire_time(None, start), 8)
+    week = {f.strftime("%a").lower() for f in fires if f < start + dt.timedelta(days=7)}
+    assert week == set(days.split(","))
 
 
 def test_crontab_sunday_fires_on_sunday():
