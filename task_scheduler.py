@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import importlib
 import importlib.util
+import inspect
 import io
 import itertools
 import ipaddress
@@ -59,6 +60,10 @@ import sys
 import threading
 import time
 import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
 import zoneinfo
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Optional, Union
@@ -95,6 +100,9 @@ from pydantic import (
     StrictStr,
     ValidationError,
     AfterValidator,
+    BeforeValidator,
+    Discriminator,
+    Tag,
     model_validator,
 )
 
@@ -129,7 +137,7 @@ RUN_STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "interrup
                 "skipped", "cancelled")
 FINAL_STATUSES = frozenset(RUN_STATUSES) - {"queued", "running"}
 RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup")
-JOB_STATES = ("scheduled", "paused", "disabled", "finished")
+JOB_STATES = ("scheduled", "paused", "disabled", "finished", "manual")
 SCRIPT_SUFFIXES = (".sh", ".bash", ".bat", ".cmd", ".ps1", ".py")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,32}")
@@ -169,11 +177,16 @@ class Config:
     lease_renew: float = 1.0              # seconds between renewals (and takeover attempts)
     heartbeat_every: float = 2.0          # seconds between node and run heartbeats
     node_timeout: float = 10.0            # a node silent this long is dead; its runs rescued
+    public_url: Optional[str] = None      # this service's address in notifications' links
+    smtp_url: Optional[str] = None        # smtp://user:pass@host:587?from=... for mail
+    notify_retry_for: float = 3600.0      # seconds a notification is retried before giving up
+    notify_delays: tuple = (10, 30, 60, 120, 300, 600)   # between attempts; the last repeats
 
     _ENV = {"config_path": "TS_CONFIG", "database_url": "TS_DATABASE_URL", "host": "TS_HOST",
             "port": "TS_PORT", "token": "TS_API_TOKEN", "log_level": "TS_LOG_LEVEL",
             "timezone": "TS_TIMEZONE", "allowed_hosts": "TS_ALLOWED_HOSTS",
-            "labels": "TS_NODE_LABELS", "node": "TS_NODE_ID"}
+            "labels": "TS_NODE_LABELS", "node": "TS_NODE_ID", "public_url": "TS_PUBLIC_URL",
+            "smtp_url": "TS_SMTP_URL"}
 
     @classmethod
     def from_env(cls, env: Optional[dict] = None, **overrides: Any) -> Config:
@@ -196,7 +209,8 @@ class Config:
         config = cls.from_env(env, config_path=args.config, database_url=args.db,
                               host=args.host, port=args.port, token=token,
                               log_level=args.log_level, allowed_hosts=args.allowed_hosts,
-                              labels=args.labels, node=args.node_id)
+                              labels=args.labels, node=args.node_id,
+                              public_url=args.public_url, smtp_url=args.smtp_url)
         return config
 
     @property
@@ -261,6 +275,7 @@ class JobConflict(SchedulerError): status = 409; code = "conflict"  # noqa: E701
 class PayloadTooLarge(SchedulerError): status = 413; code = "too_large"  # noqa: E701,E702
 class UnsupportedMedia(SchedulerError): status = 415; code = "unsupported_media_type"  # noqa: E701,E702
 class InvalidJob(SchedulerError, ValueError): status = 422; code = "invalid"  # noqa: E701,E702
+class Unavailable(SchedulerError): status = 503; code = "unavailable"  # noqa: E701,E702
 class InvalidConfig(InvalidJob): code = "invalid_config"  # noqa: E701,E702
 
 
@@ -333,8 +348,64 @@ class DateSpec(_TriggerBase):
     run_date: DateValue
 
 
-TriggerSpec = Annotated[Union[IntervalSpec, CronSpec, DateSpec], Field(discriminator="type")]
+class ManualSpec(_Model):
+    """No schedule: the job runs only when started by hand or through the API."""
+
+    type: Literal["manual"]
+
+
+TriggerSpec = Annotated[Union[IntervalSpec, CronSpec, DateSpec, ManualSpec],
+                        Field(discriminator="type")]
 _CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
+
+
+NOTIFY_EVENTS = ("failed", "timeout", "interrupted", "missed", "succeeded", "recovered")
+NOTIFY_DEFAULT_ON = ["failed", "timeout", "interrupted", "missed"]
+_URL = r"^https?://[^\s/?#]+[^\s]*$"
+
+
+class _NotifyBase(_Model):
+    on: Annotated[list[Literal[NOTIFY_EVENTS]], Field(min_length=1)] = NOTIFY_DEFAULT_ON
+
+
+class WebhookTarget(_NotifyBase):
+    """A JSON POST; with ``secret``, signed with HMAC-SHA256 (as GitHub signs webhooks)."""
+
+    webhook: Annotated[StrictStr, Field(pattern=_URL)]
+    headers: dict[StrictStr, StrictStr] = {}
+    secret: Optional[StrictStr] = None
+
+
+class SlackTarget(_NotifyBase):
+    """An incoming-webhook message (Slack, Mattermost and the like)."""
+
+    slack: Annotated[StrictStr, Field(pattern=_URL)]
+
+
+class EmailTarget(_NotifyBase):
+    """Mail through the service's SMTP server (--smtp-url)."""
+
+    email: Annotated[list[Annotated[StrictStr, Field(pattern=r"^[^@\s]+@[^@\s]+$")]],
+                     Field(min_length=1, max_length=50)]
+
+
+def _notify_kind(value: Any) -> Optional[str]:
+    if isinstance(value, dict):
+        return next((k for k in ("webhook", "slack", "email") if k in value), None)
+    return next((k for k in ("webhook", "slack", "email") if hasattr(value, k)), None)
+
+
+def _yaml_on(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted ``on:`` key as the boolean true: it means 'on' here."""
+    if isinstance(value, dict) and True in value and "on" not in value:
+        value = {("on" if key is True else key): item for key, item in value.items()}
+    return value
+
+
+NotifyTarget = Annotated[Union[Annotated[WebhookTarget, Tag("webhook")],
+                               Annotated[SlackTarget, Tag("slack")],
+                               Annotated[EmailTarget, Tag("email")]],
+                         Discriminator(_notify_kind), BeforeValidator(_yaml_on)]
 
 
 class RetrySpec(_Model):
@@ -355,7 +426,8 @@ class JobDefinition(_Model):
     description: StrictStr = ""
     tags: list[StrictStr] = []
     is_enabled: StrictBool = True
-    trigger: TriggerSpec
+    trigger: TriggerSpec = Field(default_factory=lambda: ManualSpec(type="manual"),
+                                 description="none: runs only by hand (type manual)")
     max_instances: Annotated[StrictInt, Field(ge=1, le=1000)] = 1
     coalesce: StrictBool = True
     misfire_grace_time: Optional[Annotated[Number, Field(gt=0)]] = 60
@@ -367,6 +439,7 @@ class JobDefinition(_Model):
     run_on: Annotated[list[Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]],
                       Field(max_length=8, description="node labels: only a node with all of "
                                                       "them runs this job")] = []
+    notify: Annotated[list[NotifyTarget], Field(max_length=20)] = []
 
     @model_validator(mode="after")
     def _one_target(self) -> JobDefinition:
@@ -385,6 +458,16 @@ class JobDefinition(_Model):
     def dump(self) -> dict:
         """The definition as given (defaults left out), JSON- and YAML-ready."""
         return self.model_dump(mode="json", exclude_unset=True)
+
+
+class RunParams(_Model):
+    """The optional body of ``POST /api/jobs/{id}/run``: parameters of this run only. args
+    replace the job's args; kwargs and env are merged over the job's."""
+
+    args: Optional[list[Any]] = Field(None, description="positional arguments (python) or "
+                                      "extra argv (commands)")
+    kwargs: Optional[dict[StrictStr, Any]] = Field(None, description="python jobs only")
+    env: Optional[dict[StrictStr, StrictStr]] = Field(None, description="command jobs only")
 
 
 def _is_script(func: Optional[str]) -> bool:
@@ -436,6 +519,8 @@ _CRON_RANGES = {"year": "1970-9999", "month": "1-12 or jan-dec",
 def trigger_problems(spec) -> list[tuple[str, str]]:
     """Each wrong part of a trigger as (field, message), field by field."""
     utc = dt.UTC
+    if isinstance(spec, ManualSpec):
+        return []
     if spec.timezone:
         try:
             _zone(spec.timezone)
@@ -581,6 +666,44 @@ def _file_stamp(path: Optional[str]) -> Optional[tuple]:
     except OSError:
         return None
     return (info.st_mtime_ns, info.st_size) if info else None
+
+
+def check_params(defn: JobDefinition, params: Any, base_dir: str) -> Optional[dict]:
+    """Parameters of one run, validated like the job's own; InvalidJob naming what is wrong."""
+    if params is None or params == {}:
+        return None
+    try:
+        given = RunParams.model_validate(params)
+    except ValidationError as exc:
+        details = [_pydantic_detail(e) for e in exc.errors()]
+        raise InvalidJob(_details_text(details, defn.id), details) from None
+    wrong = "env" if defn.kind == "python" else "kwargs"
+    if getattr(given, wrong) is not None:
+        message = ("env is for command jobs only" if wrong == "env" else
+                   "kwargs are for python jobs only")
+        raise InvalidJob(f"job {defn.id}: {wrong}: {message}",
+                         [{"field": wrong, "message": message, "line": None}])
+    if defn.kind == "python":
+        func = resolve_callable(defn.func, base_dir)
+        args = defn.args if given.args is None else given.args
+        problem = signature_problem(func, args, {**defn.kwargs, **(given.kwargs or {})})
+        if problem:
+            raise InvalidJob(f"job {defn.id}: kwargs: {problem}",
+                             [{"field": "kwargs", "message": problem, "line": None}])
+    return given.model_dump(exclude_none=True)
+
+
+def signature_problem(func, args: list, kwargs: dict) -> Optional[str]:
+    """Why ``func(*args, **kwargs)`` cannot be called, or None (also when it cannot be told)."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None   # a builtin or C function without a readable signature: let it run
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        return f"{getattr(func, '__name__', 'the function')}(): {exc}"
+    return None
 
 
 def command_argv(defn: JobDefinition, base_dir: str) -> list[str]:
@@ -902,16 +1025,23 @@ def _yaml_hint(root, path: list) -> str:
 def _pydantic_detail(err: dict) -> dict:
     loc = [str(p) for p in err["loc"]]
     # Drop the union branch names pydantic inserts (trigger.cron.minute -> trigger.minute).
-    if len(loc) >= 2 and loc[0] == "trigger" and loc[1] in ("interval", "cron", "date"):
+    if len(loc) >= 2 and loc[0] == "trigger" and loc[1] in ("interval", "cron", "date",
+                                                           "manual"):
         loc = [loc[0], *loc[2:]]
+    if len(loc) >= 3 and loc[0] == "notify" and loc[2] in ("webhook", "slack", "email"):
+        loc = [*loc[:2], *loc[3:]]   # notify.0.webhook.secret -> notify.0.secret
     loc = [p for p in loc if not (p.startswith(("str", "int", "float", "list[", "datetime", "date",
                                                  "function-")) or p in ("bool", "dict"))]
     field = ".".join(loc)
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         message = "unknown key"
+    elif err["type"] in ("union_tag_invalid", "union_tag_not_found") and loc[:1] == ["notify"]:
+        message = "a notify target needs one of webhook, slack or email"
+    elif err["type"] == "string_pattern_mismatch" and loc[-1:] in (["webhook"], ["slack"]):
+        message = f"must be an http:// or https:// URL (got {_short(err['input'])})"
     elif err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
-        message = "type must be one of: interval, cron, date"
+        message = "type must be one of: interval, cron, date, manual"
         field = "trigger.type"
     elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
         message = f"{message} (got {_short(err['input'])})"
@@ -964,7 +1094,10 @@ def _type_name(value: Any) -> str:
 # CronTrigger, with the same DST rules (DstSafeCronTrigger).
 
 def build_trigger(spec, default_tz):
-    """An APScheduler trigger for a spec; ``default_tz`` applies where the spec names none."""
+    """An APScheduler trigger for a spec (None: a manual job); ``default_tz`` applies where the
+    spec names none."""
+    if isinstance(spec, ManualSpec):
+        return None
     tz = _zone(spec.timezone) if spec.timezone else default_tz
     if isinstance(spec, IntervalSpec):
         return IntervalTrigger(weeks=0, days=0, hours=0, minutes=0, seconds=_interval_seconds(spec),
@@ -1406,6 +1539,8 @@ def _zone(name: str):
 
 def trigger_text(spec) -> str:
     """A short human description of a trigger spec."""
+    if isinstance(spec, ManualSpec):
+        return "manual: runs only when started"
     zone = f" ({spec.timezone})" if spec.timezone else ""
     if isinstance(spec, IntervalSpec):
         return f"every {_duration_text(_interval_seconds(spec))}{zone}"
@@ -1549,6 +1684,22 @@ ts_lease = sa.Table(
     sa.Column("epoch", sa.Integer, nullable=False, default=0),
     sa.Column("expires_at", sa.DateTime),
     sa.Column("acquired_at", sa.DateTime),
+)
+ts_notifications = sa.Table(
+    "ts_notifications", _metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("run_id", sa.String(32), nullable=False),
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("target", sa.Text, nullable=False),     # as defined: secrets stay in the database
+    sa.Column("payload", sa.Text, nullable=False),    # what is sent, fixed when the run ended
+    sa.Column("status", sa.String(8), nullable=False),   # pending, sent, failed
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_at", sa.DateTime, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("log", sa.Text, nullable=False, default="[]"),   # each attempt: at, ok, detail
+    sa.Index("ix_ts_notifications_run", "run_id"),
+    sa.Index("ix_ts_notifications_due", "status", "next_at"),
 )
 ts_sessions = sa.Table(
     "ts_sessions", _metadata,
@@ -1829,7 +1980,8 @@ class Store:
                 self.notify(conn, "ts_runs")
         return ids
 
-    def claim(self, labels_ok: list[str], limit: int, policy) -> tuple[list, list]:
+    def claim(self, labels_ok: list[str], limit: int, policy, notes_for=lambda runs: []
+              ) -> tuple[list, list]:
         """Take up to ``limit`` queued runs that are due and placeable here: they become
         ``running`` on this node. Runs that may not start are ended in the same transaction:
         ``skipped`` while max_instances runs of the job go on (on any node: claimers of one job
@@ -1861,21 +2013,69 @@ class Store:
                              .values(status="running", node=self.node, started_at=now,
                                      heartbeat_at=now))
             for run in ended:
+                run["finished_at"] = now
                 conn.execute(ts_runs.update().where(ts_runs.c.id == run["id"]).values(
                     status=run["status"], finished_at=now, error=run["error"]))
+            self.insert_notes(conn, notes_for(ended))
         for run in started:
             run.update(status="running", node=self.node, started_at=now, heartbeat_at=now)
-        for run in ended:
-            run["finished_at"] = now
         return started, ended
 
-    def finish_runs(self, conn, updates: list) -> None:
-        """Final states and output of runs; a run no longer ``running`` here is left alone (it
-        was rescued as interrupted while this node was silent)."""
+    def finish_runs(self, conn, updates: list, notes: dict) -> None:
+        """Final states and output of runs, and their notifications; a run no longer
+        ``running`` is left alone (it was rescued as interrupted while this node was silent)."""
         for run_id, fields in updates:
-            statuses = ("running", "queued") if fields.get("status") else ("running",)
-            conn.execute(ts_runs.update().where(ts_runs.c.id == run_id,
-                                                ts_runs.c.status.in_(statuses)).values(**fields))
+            if conn.execute(ts_runs.update().where(ts_runs.c.id == run_id,
+                                                   ts_runs.c.status == "running")
+                            .values(**fields)).rowcount:
+                self.insert_notes(conn, notes.get(run_id, []))
+
+    # notifications: queued with the end of a run, sent by the leader
+
+    def insert_notes(self, conn, notes: list[dict]) -> None:
+        if notes:
+            conn.execute(ts_notifications.insert(), notes)
+            self.notify(conn, "ts_notes")
+
+    def queue_notes(self, notes: list[dict]) -> None:
+        if notes:
+            with self.write() as conn:
+                self.insert_notes(conn, notes)
+
+    def take_notes(self, limit: int, hold: float) -> list:
+        """Due notifications, held for ``hold`` seconds (a sender that dies mid-send leaves
+        them due again then)."""
+        with self.write() as conn:
+            now = conn.execute(sa.select(self.now())).scalar() if self.postgres else _utcnow()
+            query = (sa.select(ts_notifications).where(ts_notifications.c.status == "pending",
+                                                       ts_notifications.c.next_at <= now)
+                     .order_by(ts_notifications.c.next_at).limit(limit))
+            if self.postgres:
+                query = query.with_for_update(skip_locked=True)
+            rows = conn.execute(query).all()
+            if rows:
+                conn.execute(ts_notifications.update().where(
+                    ts_notifications.c.id.in_([r.id for r in rows]))
+                    .values(next_at=now + dt.timedelta(seconds=hold)))
+        return rows
+
+    def record_note(self, note_id: str, **values: Any) -> None:
+        with self.write() as conn:
+            conn.execute(ts_notifications.update().where(ts_notifications.c.id == note_id)
+                         .values(**values))
+
+    def notes_of(self, run_id: str) -> list:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(ts_notifications).where(
+                ts_notifications.c.run_id == run_id).order_by(ts_notifications.c.id)).all()
+
+    def previous_outcome(self, job_id: str, before: str) -> Optional[str]:
+        """How the job's last run before ``before`` ended (for 'recovered')."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(ts_runs.c.status).where(
+                ts_runs.c.job_id == job_id, ts_runs.c.id < before,
+                ts_runs.c.status.in_(("succeeded", "failed", "timeout", "interrupted")))
+                .order_by(ts_runs.c.id.desc()).limit(1)).scalar()
 
     def cancel_queued(self, run_id: str) -> bool:
         with self.write() as conn:
@@ -1913,9 +2113,9 @@ class Store:
                             f"machine is gone)"))
                 .returning(*_SUMMARY_COLUMNS)).all()
 
-    def sweep(self, node: Optional[str]) -> int:
+    def sweep(self, node: Optional[str]) -> list:
         """At start-up: runs left ``running`` by this node's previous life (all runs on
-        SQLite, where only one node exists) are interrupted."""
+        SQLite, where only one node exists) are interrupted. Returns them."""
         where = [ts_runs.c.status == "running"]
         if node is not None:
             where.append(ts_runs.c.node == node)
@@ -1923,7 +2123,7 @@ class Store:
             return conn.execute(ts_runs.update().where(*where).values(
                 status="interrupted", finished_at=_utcnow(),
                 error=f"interrupted: the service stopped without finishing this run (found at "
-                      f"start-up on {self.node})")).rowcount
+                      f"start-up on {self.node})").returning(*_SUMMARY_COLUMNS)).all()
 
     def active_count(self, job_id: str) -> int:
         with self.engine.connect() as conn:
@@ -1992,6 +2192,8 @@ class Store:
                     ts_runs.c.job_id == job_id, ts_runs.c.id < edge,
                     ts_runs.c.status.in_(FINAL_STATUSES))).rowcount
             conn.execute(ts_sessions.delete().where(ts_sessions.c.expires_at < _utcnow()))
+            conn.execute(ts_notifications.delete().where(
+                ts_notifications.c.created_at < cutoff, ts_notifications.c.status != "pending"))
             conn.execute(ts_nodes.delete().where(ts_nodes.c.heartbeat_at < self._ago(86400)))
         if deleted:
             log.info("retention: pruned %d runs", deleted)
@@ -2231,9 +2433,9 @@ class ScheduleStore(SQLAlchemyJobStore):
         for job_id in self.ids():
             self.remove_job(job_id)
 
-    def commit(self, fires: list[dict]) -> list[str]:
-        """Write the pending schedule changes and insert the fires, in one fenced transaction.
-        Returns the ids of the runs inserted (queued or not)."""
+    def commit(self, fires: list[dict], notes: list[dict] = ()) -> list[str]:
+        """Write the pending schedule changes, insert the fires (and the notifications of the
+        missed ones), in one fenced transaction. Returns the ids of the runs inserted."""
         if not self._pending and not fires:
             return []
         with self.db.write() as conn:
@@ -2241,6 +2443,7 @@ class ScheduleStore(SQLAlchemyJobStore):
             for job_id, job in sorted(self._pending.items()):
                 self._write(conn, job_id, job)
             inserted = self.db.insert_runs(conn, fires)
+            self.db.insert_notes(conn, [n for n in notes if n["run_id"] in set(inserted)])
             if any(f["status"] == "queued" for f in fires):
                 self.db.notify(conn, "ts_runs")
         self._pending.clear()
@@ -2322,8 +2525,9 @@ class HistoryWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def update(self, run_id: str, **fields: Any) -> None:
-        self._put((run_id, fields))
+    def update(self, run_id: str, notes: Optional[list] = None, **fields: Any) -> None:
+        """Change a running run (output, its end); ``notes`` are queued if it ends here."""
+        self._put((run_id, fields, notes or []))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is committed."""
@@ -2358,14 +2562,16 @@ class HistoryWriter:
 
     def _write_with_retry(self, batch: list) -> None:
         merged: dict[str, dict] = {}
+        notes: dict[str, list] = {}
         for item in batch:
             if isinstance(item, tuple):
                 merged.setdefault(item[0], {}).update(item[1])
+                notes.setdefault(item[0], []).extend(item[2])
         for delay in (*self.RETRY_DELAYS, None):
             try:
                 if merged:
                     with self._store.write() as conn:
-                        self._store.finish_runs(conn, list(merged.items()))
+                        self._store.finish_runs(conn, list(merged.items()), notes)
                 break
             except sa.exc.DBAPIError as exc:
                 if delay is None or self._stopping:
@@ -2419,7 +2625,8 @@ def execute_job(job_id: str) -> None:
 
 
 class CappedOutput:
-    """Bytes of one stream, capped: the head and the tail are kept, a marker stands between."""
+    """Bytes of one stream, capped: the head and the tail are kept, a marker stands between.
+    ``total`` counts every byte written: a reader tails by byte offsets into that stream."""
 
     def __init__(self, limit: int):
         self._half = max(limit // 2, 1)
@@ -2427,10 +2634,12 @@ class CappedOutput:
         self._tail: collections.deque = collections.deque()
         self._tail_size = 0
         self.dropped = 0
+        self.total = 0
         self._lock = threading.Lock()
 
     def write(self, data: bytes) -> None:
         with self._lock:
+            self.total += len(data)
             room = self._half - len(self._head)
             if room > 0:
                 self._head += data[:room]
@@ -2447,17 +2656,60 @@ class CappedOutput:
     def truncated(self) -> bool:
         return self.dropped > 0
 
-    def text(self) -> str:
+    def parts(self) -> tuple[bytes, bytes, int]:
+        """(head, tail, total): what is kept of the stream, and how long it is."""
         with self._lock:
-            tail = b"".join(self._tail)
-            extra = max(len(tail) - self._half, 0)
-            dropped = self.dropped + extra
-            tail = tail[extra:]
-            head = bytes(self._head)
-        if not dropped:
-            return (head + tail).decode("utf-8", "replace")
-        return (head.decode("utf-8", "replace") + f"\n[... {dropped} bytes truncated ...]\n"
-                + tail.decode("utf-8", "replace"))
+            tail, head, total = b"".join(self._tail), bytes(self._head), self.total
+        return head, tail[max(len(tail) - self._half, 0):], total
+
+    def text(self) -> str:
+        return output_text(*self.parts())
+
+
+def output_text(head: bytes, tail: bytes, total: int) -> str:
+    dropped = total - len(head) - len(tail)
+    if not dropped:
+        return (head + tail).decode("utf-8", "replace")
+    return (head.decode("utf-8", "replace") + f"\n[... {dropped} bytes truncated ...]\n"
+            + tail.decode("utf-8", "replace"))
+
+
+_TRUNCATED = re.compile(r"\n\[\.\.\. (\d+) bytes truncated \.\.\.\]\n")
+
+
+def output_parts(text: str) -> tuple[bytes, bytes, int]:
+    """``CappedOutput.parts`` of a stored output (``output_text`` read back)."""
+    found = _TRUNCATED.search(text)
+    if found is None:
+        data = text.encode()
+        return data, b"", len(data)
+    head, tail = text[:found.start()].encode(), text[found.end():].encode()
+    return head, tail, len(head) + int(found.group(1)) + len(tail)
+
+
+def output_since(head: bytes, tail: bytes, total: int, offset: int) -> tuple[str, int]:
+    """What came after byte ``offset`` of a stream that is still kept (a note stands for a
+    dropped middle), and the offset to ask from next. A character cut by the end of what was
+    written so far is left for the next call."""
+    tail_start = max(total - len(tail), len(head))
+    data = head[offset:]
+    gap = tail_start - max(offset, len(head))
+    if gap > 0:
+        data += f"\n[... {gap} bytes not kept ...]\n".encode()
+    data += tail[max(offset - tail_start, 0):]
+    keep = len(data) - _partial_utf8(data)
+    return data[:keep].decode("utf-8", "replace"), max(total - (len(data) - keep), offset)
+
+
+def _partial_utf8(data: bytes) -> int:
+    """How many bytes at the end of ``data`` begin a UTF-8 character not yet complete."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:   # the first byte of a character: does it need more?
+            need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else \
+                4 if byte & 0xF8 == 0xF0 else 1
+            return back if need > back else 0
+    return 0
 
 
 class _ThreadRouter(io.TextIOBase):
@@ -2558,6 +2810,7 @@ class _ActiveRun:
     stop_reason: Optional[str] = None    # "cancelled" or "interrupted" once we end it
     stop_error: Optional[str] = None
     rescued: bool = False                # given up by the cluster: its end is not recorded
+    flushed: tuple = (0, 0)              # output sizes last written to the database
     claimed: float = dataclasses.field(default_factory=time.monotonic)
 
 
@@ -2788,7 +3041,7 @@ class Bus:
     PostgreSQL LISTEN/NOTIFY on a connection of its own. When that connection was lost, every
     subscriber hears ``None`` once it is back: notifications may have been missed."""
 
-    CHANNELS = ("ts_jobs", "ts_runs", "ts_lease")
+    CHANNELS = ("ts_jobs", "ts_runs", "ts_lease", "ts_notes")
 
     def __init__(self, store: Store):
         self._store = store
@@ -2796,6 +3049,7 @@ class Bus:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="ts-listen", daemon=True)
         self._prefix = ""
+        self._listening = threading.Event()
         store.on_commit.append(self.deliver)
 
     def subscribe(self, channel: str, callback) -> None:
@@ -2809,8 +3063,10 @@ class Bus:
                 log.exception("bus: a %s subscriber failed", channel)
 
     def start(self) -> None:
+        """Listen (PostgreSQL); returns once listening, or after a few seconds of trying."""
         if self._store.postgres:
             self._thread.start()
+            self._listening.wait(5)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -2826,9 +3082,9 @@ class Bus:
                     self._prefix = self._store.channel_prefix
                     for channel in self.CHANNELS:
                         conn.execute(f'LISTEN "{self._prefix}{channel}"')
-                    if delay > 0.5:   # back after a loss: whatever happened meanwhile, look again
-                        for channel in self.CHANNELS:
-                            self.deliver(channel, None)
+                    self._listening.set()
+                    for channel in self.CHANNELS:   # what happened before we listened (again)
+                        self.deliver(channel, None)
                     delay = 0.5
                     while not self._stopping.is_set():
                         for note in conn.notifies(timeout=1.0):
@@ -2889,7 +3145,10 @@ class Cluster:
                 self.config.node_timeout)
         swept = self.store.sweep(self.store.node if self.clustered else None)
         if swept:
-            log.warning("marked %d runs interrupted (left running by a crash)", swept)
+            log.warning("marked %d runs interrupted (left running by a crash)", len(swept))
+            self._service.book.load()   # the notifications name the jobs' targets
+            self.store.queue_notes(self._service.notifier.notes_for(
+                [dict(r._mapping) for r in swept]))
 
     def start(self) -> None:
         """Lead at once on SQLite; on PostgreSQL try for the lease now, then keep at it."""
@@ -3001,6 +3260,7 @@ class Cluster:
 
 
 LEASE_MARGIN = 1.5   # seconds a leader stops firing before its lease could expire
+OUTPUT_FLUSH = 0.4   # seconds between writes of running output: a line shows on any node in <1 s
 
 
 def label_sets(labels: tuple) -> list[str]:
@@ -3031,6 +3291,8 @@ class JobRecord:
     def state(self) -> str:
         if not self.definition.is_enabled:
             return "disabled"
+        if isinstance(self.definition.trigger, ManualSpec):
+            return "manual"
         if self.finished():
             return "finished"
         return "paused" if self.paused else "scheduled"
@@ -3175,6 +3437,9 @@ class JobBook:
         d = rec.definition
         next_time = (dt.datetime.fromtimestamp(next_ts, dt.UTC)
                      if next_ts is not None and rec.state == "scheduled" else None)
+        definition = d.dump()
+        if definition.get("notify"):   # the API and the GUI never show a secret
+            definition["notify"] = [redact_target(t) for t in definition["notify"]]
         return {
             "id": d.id, "description": d.description, "kind": d.kind, "func": d.func,
             "command": _command_list(d), "args": d.args, "kwargs": d.kwargs,
@@ -3184,8 +3449,9 @@ class JobBook:
             "next_run_times": [_iso(t) for t in self._fire_times(rec, next_time, 5)],
             "max_instances": d.max_instances, "coalesce": d.coalesce,
             "misfire_grace_time": d.misfire_grace_time, "timeout": d.timeout, "tags": d.tags,
-            "run_on": d.run_on, "is_enabled": d.is_enabled, "paused": rec.paused,
-            "last_run": last_run, "definition": d.dump(),
+            "run_on": d.run_on, "notify": definition.get("notify", []),
+            "is_enabled": d.is_enabled, "paused": rec.paused,
+            "last_run": last_run, "definition": definition,
             "created_at": _iso(rec.created_at), "updated_at": _iso(rec.updated_at),
         }
 
@@ -3310,7 +3576,8 @@ class _Scheduler(BackgroundScheduler):
                     self._sync(job_id, now)
                 fires = [row for job in self._store.get_due_jobs(now)
                          for row in self._fire(job, now)]
-                inserted = self._store.commit(fires)
+                missed = [row for row in fires if row["status"] == "missed"]
+                inserted = self._store.commit(fires, self._service.notifier.notes_for(missed))
                 next_time = self._store.get_next_run_time()
         except Exception:
             with self._asked_lock:   # ask again after the retry; release the callers now
@@ -3341,7 +3608,7 @@ class _Scheduler(BackgroundScheduler):
     def _sync(self, job_id: str, now: dt.datetime) -> None:
         """Make APScheduler's job match its definition: add, rebuild, pause or remove it."""
         rec, job = self._service.book.get(job_id), self._store.lookup_job(job_id)
-        if rec is None or not rec.definition.is_enabled:
+        if rec is None or not rec.definition.is_enabled or rec.state == "manual":
             if job is not None:
                 self._store.remove_job(job_id)
             return
@@ -3502,9 +3769,12 @@ class Runner:
         self._failing = False
         self._labels_ok = label_sets(self.config.labels)
         self._thread = threading.Thread(target=self._loop, name="ts-runner", daemon=True)
+        self._flusher = threading.Thread(target=self._flush_output, name="ts-output",
+                                         daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        self._flusher.start()
 
     def wake(self, _payload: Any = None) -> None:
         self._wake.set()
@@ -3546,13 +3816,28 @@ class Runner:
             except Exception:
                 log.exception("runner: unexpected error; continuing")
 
+    def _flush_output(self) -> None:
+        """Output of running runs reaches the database while it changes, a batch at a time:
+        any node can show it, and a crash keeps what was written."""
+        while not self._stopping:
+            time.sleep(OUTPUT_FLUSH)
+            for active in list(self.active.values()):
+                written = (active.out.total, active.err.total)
+                if written != active.flushed:
+                    active.flushed = written
+                    self._service.history.update(active.run["id"], stdout=active.out.text(),
+                                                 stderr=active.err.text(),
+                                                 truncated=active.out.truncated
+                                                 or active.err.truncated)
+
     def _claim_while_free(self) -> None:
         while not self._stopping:
             free = self.config.max_workers - len(self.active)
             if free <= 0:
                 return
             started, ended = self._service.store.claim(self._labels_ok, min(free, 200),
-                                                       self._policy)
+                                                       self._policy,
+                                                       self._service.notifier.notes_for)
             for run in ended:
                 self._remember(run)
                 log.warning("run %s of %s %s: %s", run["id"], run["job_id"], run["status"],
@@ -3621,7 +3906,12 @@ class Runner:
                       stderr=outcome.stderr, truncated=outcome.truncated)
         run.update(fields)
         if not active.rescued:
-            self._service.history.update(run["id"], **fields)
+            notifier = self._service.notifier
+            previous = self._service.store.previous_outcome(run["job_id"], run["id"]) \
+                if outcome.status == "succeeded" and notifier.wants_previous(run["job_id"]) \
+                else None
+            self._service.history.update(run["id"], notes=notifier.notes_for([run], previous),
+                                         **fields)
         self._remember(run)
         level = logging.INFO if outcome.status == "succeeded" else logging.WARNING
         log.log(level, "run %s of %s: %s%s", run["id"], run["job_id"], outcome.status,
@@ -3652,7 +3942,9 @@ class Runner:
                  run["job_id"], delay, retry["attempt"], spec.max + 1)
 
     def after_rescue(self, rows: list) -> None:
-        """Runs the leader found orphaned (their node went silent): retry where allowed."""
+        """Runs the leader found orphaned (their node went silent): tell, retry where allowed."""
+        self._service.store.queue_notes(self._service.notifier.notes_for(
+            [dict(r._mapping) for r in rows]))
         for row in rows:
             run = run_to_dict(row)
             log.warning("run %s of %s: %s", run["id"], run["job_id"], run["error"])
@@ -3748,6 +4040,226 @@ class Runner:
 
 
 # --------------------------------------------------------------------------------------------
+# Notifications: webhook, Slack, mail; queued with the end of a run, sent by the leader
+# --------------------------------------------------------------------------------------------
+
+class Notifier:
+    """Tells people how runs ended. What to send is queued in the database in the transaction
+    that ends the run (a restart or a failover loses nothing, and a run never waits for it); the
+    leader sends it, retrying with backoff for ``notify_retry_for`` seconds, and each attempt is
+    recorded on the run. Secrets (webhook secrets and headers, Slack URLs, the SMTP password)
+    never reach the API, the GUI or the log."""
+
+    def __init__(self, service: SchedulerService):
+        self._service, self.config = service, service.config
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ts-notify", daemon=True)
+
+    def start(self) -> None:
+        self._service.bus.subscribe("ts_notes", lambda _payload: self._wake.set())
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(15)
+
+    def notes_for(self, runs: list, previous: Optional[str] = None) -> list[dict]:
+        """The notifications the ends of these runs call for (by each job's ``notify``)."""
+        notes = []
+        for run in runs:
+            rec = self._service.book.get(run["job_id"])
+            if rec is None or not rec.definition.notify:
+                continue
+            events = _events(run["status"], previous)
+            for target in rec.definition.notify:
+                for event in events & set(target.on):
+                    notes.append(self._note(run, rec, event, target))
+        return notes
+
+    def wants_previous(self, job_id: str) -> bool:
+        rec = self._service.book.get(job_id)
+        return rec is not None and any("recovered" in t.on for t in rec.definition.notify)
+
+    def _note(self, run: dict, rec: JobRecord, event: str, target) -> dict:
+        now = self._service.now()
+        return {"id": new_run_id(), "run_id": run["id"], "job_id": run["job_id"],
+                "event": event, "target": json.dumps(target.model_dump()),
+                "payload": json.dumps(self._payload(run, rec, event), ensure_ascii=False),
+                "status": "pending", "attempts": 0, "next_at": now, "created_at": now,
+                "log": "[]"}
+
+    def _payload(self, run: dict, rec: JobRecord, event: str) -> dict:
+        shown = run_to_dict(run)
+        lines = {name: (run.get(name) or "").splitlines()[-NOTIFY_LINES:]
+                 for name in ("stdout", "stderr")}
+        base = (self.config.public_url or self._service.base_url or "").rstrip("/")
+        return {"event": event, "job": {"id": rec.definition.id,
+                                        "description": rec.definition.description},
+                "run": {k: shown[k] for k in ("id", "status", "trigger", "attempt",
+                                              "scheduled_at", "started_at", "finished_at",
+                                              "duration_s", "exit_code", "error", "node")},
+                "output": lines, "url": f"{base}/runs/{run['id']}" if base else None}
+
+    # sending (the leader)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if self._service.cluster.role != "leader":
+                continue
+            try:
+                for row in self._service.store.take_notes(20, hold=NOTIFY_TIMEOUT * 3):
+                    self._attempt(row)
+            except sa.exc.DBAPIError as exc:
+                log.warning("notifications: database error: %s", _clean(exc))
+            except Exception:
+                log.exception("notifications: unexpected error; continuing")
+
+    def _attempt(self, row) -> None:
+        target = json.loads(row.target)
+        try:
+            detail, ok = self._send(target, row), True
+        except Exception as exc:   # a refused connection, an HTTP error, SMTP's complaint
+            detail, ok = _clean(exc), False
+        attempts = row.attempts + 1
+        now = self._service.now()
+        history = [*json.loads(row.log), {"at": _iso(now), "ok": ok, "detail": detail[:300]}]
+        given_up = not ok and (now - row.created_at).total_seconds() >= self.config.\
+            notify_retry_for
+        delay = self.config.notify_delays[min(attempts, len(self.config.notify_delays)) - 1]
+        self._service.store.record_note(
+            row.id, attempts=attempts, log=json.dumps(history[-20:]),
+            status="sent" if ok else "failed" if given_up else "pending",
+            next_at=now + dt.timedelta(seconds=0 if ok or given_up else delay))
+        level = logging.INFO if ok else logging.WARNING
+        log.log(level, "notification %s of run %s (%s to %s): %s%s", row.id, row.run_id,
+                row.event, target_text(target), "sent" if ok else "failed: " + detail,
+                "; given up" if given_up else "" if ok else f"; again in {delay:g}s")
+
+    def _send(self, target: dict, row) -> str:
+        payload = json.loads(row.payload)
+        if "webhook" in target:
+            body = json.dumps(payload, ensure_ascii=False).encode()
+            headers = {"Content-Type": "application/json", **target.get("headers", {}),
+                       "X-Task-Scheduler-Event": row.event,
+                       "X-Task-Scheduler-Delivery": row.id}
+            if target.get("secret"):
+                digest = hmac.new(target["secret"].encode(), body, hashlib.sha256).hexdigest()
+                headers["X-Task-Scheduler-Signature-256"] = f"sha256={digest}"
+            return _post(target["webhook"], body, headers)
+        if "slack" in target:
+            body = json.dumps({"text": _summary(payload, link=True)}, ensure_ascii=False)
+            return _post(target["slack"], body.encode(), {"Content-Type": "application/json"})
+        return self._mail(target["email"], payload)
+
+    def _mail(self, addresses: list, payload: dict) -> str:
+        import smtplib
+        from email.message import EmailMessage
+        if not self.config.smtp_url:
+            raise SchedulerError("no SMTP server is set up (--smtp-url or TS_SMTP_URL)")
+        url = urllib.parse.urlsplit(self.config.smtp_url)
+        sender = dict(urllib.parse.parse_qsl(url.query)).get(
+            "from", f"task-scheduler@{socket.gethostname()}")
+        message = EmailMessage()
+        message["Subject"] = _summary(payload, link=False).splitlines()[0][:200]
+        message["From"], message["To"] = sender, ", ".join(addresses)
+        message.set_content(_mail_text(payload))
+        secure = url.scheme == "smtps"
+        smtp = (smtplib.SMTP_SSL if secure else smtplib.SMTP)(
+            url.hostname or "localhost", url.port or (465 if secure else 587),
+            timeout=NOTIFY_TIMEOUT)
+        with smtp:
+            smtp.ehlo()
+            if not secure and smtp.has_extn("starttls"):
+                smtp.starttls()
+                smtp.ehlo()
+            elif not secure and url.username:
+                raise SchedulerError(f"{url.hostname} offers no STARTTLS: the password is not "
+                                     f"sent in clear (use smtps://)")
+            if url.username:
+                smtp.login(urllib.parse.unquote(url.username),
+                           urllib.parse.unquote(url.password or ""))
+            smtp.send_message(message)
+        return f"mailed {len(addresses)} address(es) through {url.hostname}"
+
+
+NOTIFY_LINES = 20     # last lines of each stream in a notification
+NOTIFY_TIMEOUT = 10   # seconds one delivery may take
+
+
+def _events(status: str, previous: Optional[str]) -> set:
+    if status == "succeeded":
+        recovered = previous in ("failed", "timeout", "interrupted")
+        return {"succeeded", "recovered"} if recovered else {"succeeded"}
+    return {status} & set(NOTIFY_EVENTS)
+
+
+def _post(url: str, body: bytes, headers: dict) -> str:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=NOTIFY_TIMEOUT) as response:
+            return f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        raise SchedulerError(f"HTTP {exc.code} from {target_text({'webhook': url})}") from None
+    except (urllib.error.URLError, OSError) as exc:   # the URL, with its secret, stays out
+        reason = getattr(exc, "reason", exc)
+        raise SchedulerError(f"{target_text({'webhook': url})}: {_clean(reason)}") from None
+
+
+def _summary(payload: dict, link: bool) -> str:
+    run, job = payload["run"], payload["job"]
+    mark = {"succeeded": "✓", "recovered": "✓"}.get(payload["event"], "✗")
+    text = f"{mark} task-scheduler: job {job['id']} {payload['event']} (run {run['id']})"
+    if run.get("error"):
+        text += f"\n{run['error'].splitlines()[0][:300]}"
+    if link and payload.get("url"):
+        text += f"\n<{payload['url']}|Open the run>"
+    return text
+
+
+def _mail_text(payload: dict) -> str:
+    run = payload["run"]
+    lines = [_summary(payload, link=False), "", *(f"{k}: {v}" for k, v in run.items()
+                                                  if v is not None)]
+    if payload.get("url"):
+        lines += ["", payload["url"]]
+    for name, tail in payload["output"].items():
+        if tail:
+            lines += ["", f"--- last lines of {name} ---", *tail]
+    return "\n".join(lines) + "\n"
+
+
+def target_text(target: dict) -> str:
+    """A notify target for people and logs: where it goes, without its secrets."""
+    if "email" in target:
+        return "mail to " + ", ".join(target["email"])
+    url = urllib.parse.urlsplit(target.get("webhook") or target.get("slack") or "")
+    kind = "webhook" if "webhook" in target else "slack"
+    port = f":{url.port}" if url.port else ""
+    return f"{kind} {url.scheme}://{url.hostname}{port}{'/…' if url.path not in ('', '/') else ''}"
+
+
+def redact_target(target: dict) -> dict:
+    """A notify target as the API and the GUI show it: the secrets replaced."""
+    shown = dict(target)
+    for key in ("webhook", "slack"):
+        if key in shown:
+            shown[key] = target_text({key: shown[key]}).split(" ", 1)[1]
+    if shown.get("secret"):
+        shown["secret"] = SECRET_SHOWN
+    if shown.get("headers"):
+        shown["headers"] = dict.fromkeys(shown["headers"], SECRET_SHOWN)
+    return shown
+
+
+SECRET_SHOWN = "(hidden)"
+
+
+# --------------------------------------------------------------------------------------------
 # Scheduler service: the front door
 # --------------------------------------------------------------------------------------------
 
@@ -3765,6 +4277,7 @@ class SchedulerService:
         self.history = HistoryWriter(self.store, prune=self.prune)
         self.cluster = Cluster(self)
         self.runner = Runner(self)
+        self.notifier = Notifier(self)
         self.scheduler = _Scheduler(self, ScheduleStore(self.store), timezone=self.timezone)
         self.reloader = Reloader(self) if config.config_path else None
         self.base_url: Optional[str] = None   # how jobs reach this service's API (http_check)
@@ -3792,6 +4305,7 @@ class SchedulerService:
         self.history.start()
         self.scheduler.start(paused=True)
         self.runner.start()
+        self.notifier.start()
         self.bus.start()
         self.cluster.start()
         if self.reloader is not None:
@@ -3826,6 +4340,7 @@ class SchedulerService:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self.history.stop()
+        self.notifier.stop()
         self.cluster.stop()
         self.bus.stop()
         self.engine.dispose()
@@ -3981,7 +4496,7 @@ class SchedulerService:
         if details:
             raise InvalidJob(_details_text(details, None), details)
         trig = build_trigger(spec, self.timezone)
-        first = trig.get_next_fire_time(None, dt.datetime.now(self.timezone))
+        first = trig.get_next_fire_time(None, dt.datetime.now(self.timezone)) if trig else None
         return [_iso(t) for t in fire_times(trig, first, count)] if first else []
 
     def _page(self, q, state, source, kind, tag, limit, offset) -> tuple[list, int]:
@@ -4154,14 +4669,21 @@ class SchedulerService:
         return page
 
     def run(self, run_id: str) -> dict:
-        """One run with its stdout and stderr (live output for a run still going)."""
+        """One run with its stdout and stderr (live output for a run still going), and what
+        was sent about it."""
         live = self._live(run_id)
         if live is not None:
-            return run_to_dict(live, output=True)
-        row = self.store.run(run_id)
-        if row is None:
-            raise RunNotFound(f"run {run_id!r} does not exist")
-        return self._explain(run_to_dict(row, output=True))
+            run = run_to_dict(live, output=True)
+        else:
+            row = self.store.run(run_id)
+            if row is None:
+                raise RunNotFound(f"run {run_id!r} does not exist")
+            run = self._explain(run_to_dict(row, output=True))
+        run["notifications"] = [
+            {"id": n.id, "event": n.event, "target": target_text(json.loads(n.target)),
+             "status": n.status, "attempts": n.attempts, "log": json.loads(n.log)}
+            for n in self.store.notes_of(run_id)] if run["status"] in FINAL_STATUSES else []
+        return run
 
     def _explain(self, run: dict) -> dict:
         """Why a queued run has not started: no live node has its labels, or a retry's delay."""
@@ -4182,9 +4704,34 @@ class SchedulerService:
             return {**active.run, "stdout": active.out.text(), "stderr": active.err.text()}
         return self.runner.recent.get(run_id)
 
+    def output(self, run_id: str, stream: str, offset: int = 0) -> dict:
+        """A run's stdout or stderr after byte ``offset``, to tail a run that goes on: from
+        memory on the node running it, else as that node last wrote it (under a second old)."""
+        active = self.runner.active.get(run_id)
+        if active is not None:
+            parts, status = (active.out if stream == "stdout" else active.err).parts(), \
+                active.run["status"]
+        else:
+            run = self.run(run_id)
+            parts, status = output_parts(run[stream]), run["status"]
+        text, after = output_since(*parts, min(offset, parts[2]))
+        return {"text": text, "offset": after, "status": status,
+                "running": status in ("queued", "running"),
+                "truncated": parts[2] > len(parts[0]) + len(parts[1])}
+
     def run_now(self, job_id: str, params: Optional[dict] = None) -> dict:
-        """Queue a manual run; returns it (status queued, trigger manual)."""
-        return self.runner.run_now(job_id, params)
+        """Queue a manual run, optionally with parameters of its own (``RunParams``: args,
+        kwargs, env); returns it (status queued, trigger manual)."""
+        rec = self.book.require(job_id)
+        return self.runner.run_now(job_id, check_params(rec.definition, params,
+                                                        self.config.base_dir))
+
+    def rerun(self, run_id: str) -> dict:
+        """Run a finished run's job again, with the same parameters; linked by rerun_of."""
+        run = self.run(run_id)
+        if run["status"] not in FINAL_STATUSES:
+            raise JobConflict(f"run {run_id} is {run['status']}; rerun it once it has ended")
+        return self.runner.run_now(run["job_id"], run.get("params"), rerun_of=run_id)
 
     def cancel(self, run_id: str) -> dict:
         """Cancel a queued run, or kill a running command's process group (any node)."""
@@ -4356,16 +4903,17 @@ HTTP_SETTINGS = {   # waitress's, each for a reason
     "max_request_header_size": 64 << 10,
     "inbuf_overflow": 64 << 10,
     "log_socket_errors": False,   # a client resetting its connection is not a server error
+    # Send what the app writes at once: a live stream's small events would otherwise wait for
+    # 18 KB; other answers are written in one piece anyway.
+    "send_bytes": 1,
 }
 
 
 def _one_of(allowed: tuple):
     """A query value naming one or more (comma-separated) of ``allowed``."""
-    def check(value: str) -> Optional[str]:
+    def check(value: str) -> str:
         parts = [p.strip() for p in value.split(",") if p.strip()]
-        if not parts:
-            return None   # ?state= (an empty form field) filters nothing
-        bad = [p for p in parts if p not in allowed]
+        bad = [p for p in parts if p not in allowed] or ([] if parts else [value])
         if bad:
             raise ValueError(f"{bad[0]!r} is not one of {', '.join(allowed)} (several may be "
                              f"given, comma-separated)")
@@ -4375,7 +4923,7 @@ def _one_of(allowed: tuple):
 
 def _list_pattern(allowed: tuple) -> str:
     value = f"({'|'.join(allowed)})"
-    return f"^ *{value}? *(, *{value}? *)*$"
+    return f"^ *(, *)*{value} *(, *({value} *)?)*$"
 
 
 class JobsQuery(_Model):
@@ -4391,6 +4939,13 @@ class JobsQuery(_Model):
     tag: Optional[StrictStr] = Field(None, description="jobs carrying this tag")
     limit: Annotated[int, Field(ge=1, le=10000)] = 100
     offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
+
+
+class OutputQuery(_Model):
+    """The query string of ``GET /api/runs/{id}/stdout`` (and stderr)."""
+
+    offset: Optional[Annotated[int, Field(ge=0, le=1 << 40)]] = Field(
+        None, description="answer JSON with what came after this byte of the stream")
 
 
 class RunsQuery(_Model):
@@ -4458,8 +5013,17 @@ def api_resume_job(service, job_id):
 
 
 def api_run_job(service, job_id):
-    """Queue a run now (trigger manual); 409 while max_instances runs are going."""
-    return 202, {"run": service.run_now(job_id)}
+    """Queue a run now (trigger manual); 409 while max_instances runs are going.
+
+    An optional body gives this run its own kwargs and args (python) or args and env
+    (commands), checked like the job's own; the job keeps its definition."""
+    body = _json_body() if _content_length(bottle.request.environ) else None
+    return 202, {"run": service.run_now(job_id, body)}
+
+
+def api_rerun_run(service, run_id):
+    """Run a finished run's job again with the same parameters (trigger manual, rerun_of)."""
+    return 202, {"run": service.rerun(run_id)}
 
 
 def api_list_runs(service):
@@ -4476,13 +5040,65 @@ def api_get_run(service, run_id):
 
 
 def api_run_stdout(service, run_id):
-    """A run's stdout as text."""
-    return _text(service.run(run_id)["stdout"])
+    """A run's stdout as text; ``?offset=N`` answers JSON with what came after byte N, the new
+    offset and whether the run goes on; ``Accept: text/event-stream`` streams it live (SSE)."""
+    return _output(service, run_id, "stdout")
 
 
 def api_run_stderr(service, run_id):
-    """A run's stderr as text."""
-    return _text(service.run(run_id)["stderr"])
+    """A run's stderr, as stdout is answered."""
+    return _output(service, run_id, "stderr")
+
+
+def _output(service, run_id: str, stream: str):
+    query = _query_params(OutputQuery)
+    if "text/event-stream" in bottle.request.get_header("Accept", ""):
+        return _event_stream(service, run_id, stream, query.offset or 0)
+    if query.offset is not None:
+        return service.output(run_id, stream, query.offset)
+    return _text(service.run(run_id)[stream])
+
+
+def _event_stream(service, run_id: str, stream: str, offset: int) -> bottle.HTTPResponse:
+    """Server-Sent Events: an ``output`` event per new piece, ``end`` when the run ends. Each
+    stream holds a server thread, so only a few at a time (clients may poll ?offset instead)."""
+    service.output(run_id, stream, offset)   # 404 now, not inside the stream
+    streams = bottle.request.app.config["ts.streams"]
+    if not streams.acquire(blocking=False):
+        raise Unavailable("too many live streams at once; poll with ?offset= instead")
+
+    def events():
+        try:
+            yield "retry: 1000\n\n"
+            at, quiet = offset, 0.0
+            while True:
+                out = service.output(run_id, stream, at)
+                if out["text"] or out["offset"] != at:
+                    yield _sse("output", {"text": out["text"], "offset": out["offset"]})
+                    at, quiet = out["offset"], 0.0
+                if not out["running"]:
+                    yield _sse("end", {"status": out["status"], "offset": at})
+                    return
+                quiet += STREAM_POLL
+                if quiet >= 15:   # a comment keeps proxies from closing an idle stream
+                    yield ": still running\n\n"
+                    quiet = 0.0
+                time.sleep(STREAM_POLL)
+        except (SchedulerError, sa.exc.SQLAlchemyError) as exc:
+            yield _sse("error", {"message": str(exc)})
+        finally:
+            streams.release()
+    return bottle.HTTPResponse(events(), headers={
+        "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no"})
+
+
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+STREAM_POLL = 0.25   # seconds between looks at a streamed run's output
+MAX_STREAMS = 4      # live streams at once: each holds one of the server's threads
 
 
 def api_cancel_run(service, run_id):
@@ -4543,6 +5159,7 @@ API_ROUTES = [
     ("GET", "/api/runs/<run_id>/stdout", api_run_stdout),
     ("GET", "/api/runs/<run_id>/stderr", api_run_stderr),
     ("POST", "/api/runs/<run_id>/cancel", api_cancel_run),
+    ("POST", "/api/runs/<run_id>/rerun", api_rerun_run),
     ("GET", "/api/nodes", api_nodes),
     ("POST", "/api/reload", api_reload),
     ("GET", "/api/openapi.json", api_openapi),
@@ -4556,7 +5173,8 @@ def create_app(service: SchedulerService) -> bottle.Bottle:
     """The WSGI app: the JSON API under /api and the GUI, on one Bottle app."""
     import task_scheduler_web   # the GUI ships with the module; a broken one fails loudly
     app = bottle.Bottle(catchall=True)
-    app.config.update({"json.enable": False, "ts.run_stats": RunStats()})
+    app.config.update({"json.enable": False, "ts.run_stats": RunStats(),
+                       "ts.streams": threading.BoundedSemaphore(MAX_STREAMS)})
     app.install(HttpGuard(service))
     for method, path, handler in API_ROUTES:
         app.route(path, method, functools.partial(handler, service), name=handler.__name__,
@@ -4927,7 +5545,10 @@ class _HttpServer:
         self._map: dict = {}
         self._done = threading.Event()
         settings = {**HTTP_SETTINGS, "connection_limit": _connection_limit()}
-        self._server = waitress.create_server(app, map=self._map, sockets=[sock], **settings)
+        with warnings.catch_warnings():   # send_bytes is deprecated, and still what we need
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._server = waitress.create_server(app, map=self._map, sockets=[sock],
+                                                  **settings)
         self._server.task_dispatcher.queue_logger = _QueueLog()
 
     def serve_forever(self) -> None:
@@ -5024,6 +5645,18 @@ class ApiRunDetail(ApiRun):
     stdout: str
     stderr: str
     params: Optional[dict[str, Any]] = Field(description="this run's own args, kwargs, env")
+    notifications: list[ApiNotification] = Field([], description="what was sent about it")
+
+
+class ApiNotification(_Out):
+    """One notification about a run: where to (no secrets), its state and each attempt."""
+
+    id: str
+    event: Literal[NOTIFY_EVENTS]
+    target: str
+    status: Literal["pending", "sent", "failed"]
+    attempts: int
+    log: list[dict[str, Any]] = Field(description="each attempt: at, ok, detail")
 
 
 class ApiJob(_Out):
@@ -5048,6 +5681,7 @@ class ApiJob(_Out):
     timeout: Optional[float]
     tags: list[str]
     run_on: list[str] = Field(description="only a node with all these labels runs it")
+    notify: list[dict[str, Any]] = Field(description="notification targets, secrets hidden")
     is_enabled: bool
     paused: bool
     last_run: Optional[ApiRun] = Field(description="the last run that finished in this process")
@@ -5135,6 +5769,16 @@ class ApiStatus(_Out):
     config: ApiConfig
 
 
+class ApiOutput(_Out):
+    """Output of a run after a byte offset: ask again from ``offset`` while ``running``."""
+
+    text: str
+    offset: int = Field(description="bytes of the stream so far: the next ?offset=")
+    status: Literal[RUN_STATUSES]
+    running: bool
+    truncated: bool = Field(description="a middle part of the stream was not kept")
+
+
 class ApiNode(_Out):
     """One task-scheduler process on this database."""
 
@@ -5186,11 +5830,12 @@ _OPERATIONS = {
     api_delete_job: _Op(204, None, "jobs", errors=(409,)),
     api_pause_job: _Op(200, ApiJob, "jobs"),
     api_resume_job: _Op(200, ApiJob, "jobs"),
-    api_run_job: _Op(202, ApiRunQueued, "jobs", errors=(409,)),
+    api_run_job: _Op(202, ApiRunQueued, "jobs", body=RunParams, errors=(409,)),
+    api_rerun_run: _Op(202, ApiRunQueued, "runs", errors=(409,)),
     api_list_runs: _Op(200, ApiRunPage, "runs", query=RunsQuery),
     api_get_run: _Op(200, ApiRunDetail, "runs"),
-    api_run_stdout: _Op(200, "text/plain", "runs"),
-    api_run_stderr: _Op(200, "text/plain", "runs"),
+    api_run_stdout: _Op(200, "text/plain", "runs", query=OutputQuery),
+    api_run_stderr: _Op(200, "text/plain", "runs", query=OutputQuery),
     api_cancel_run: _Op(200, ApiRun, "runs", errors=(409,)),
     api_nodes: _Op(200, ApiNodes, "service"),
     api_reload: _Op(200, ApiReload, "service"),
@@ -5228,7 +5873,8 @@ def openapi_document(secured: bool = False) -> dict:
     """This API as an OpenAPI 3.1 document; every schema comes from the pydantic models that
     validate the requests (JobDefinition, JobsQuery, RunsQuery) or shape the answers (Api*)."""
     schemas: dict = {}
-    models = [(JobDefinition, "validation"), *((m, "serialization") for m in _RESPONSE_MODELS)]
+    models = [(JobDefinition, "validation"), (RunParams, "validation"),
+              *((m, "serialization") for m in _RESPONSE_MODELS)]
     for model, mode in models:
         schema = model.model_json_schema(ref_template=_REF, mode=mode)
         schemas.update(schema.pop("$defs", {}))
@@ -5258,8 +5904,8 @@ def _operation(route: str, handler, secured: bool) -> dict:
               for part in route.split("/") if part.startswith("<")]
     out["parameters"] = params + (_query_parameters(op.query) if op.query else [])
     if op.body is not None:
-        out["requestBody"] = {"required": True, "content": {"application/json": {
-            "schema": {"$ref": _REF.format(model=op.body.__name__)}}}}
+        out["requestBody"] = {"required": op.body is not RunParams, "content": {
+            "application/json": {"schema": {"$ref": _REF.format(model=op.body.__name__)}}}}
     if route in _OPEN_ROUTES:
         out["security"] = []
     out["responses"] = _responses(op, handler, secured and route not in _OPEN_ROUTES)
@@ -5294,6 +5940,10 @@ def _responses(op: _Op, handler, secured: bool) -> dict:
         out = {str(op.status): {"description": "OK", "content": {answer: {"schema": schema}}}}
     else:
         out = {str(op.status): _json_answer(answer.__doc__, answer.__name__)}
+    if op.query is OutputQuery:   # ?offset= answers JSON, Accept: text/event-stream a stream
+        out[str(op.status)]["content"].update({
+            "application/json": {"schema": {"$ref": _REF.format(model="ApiOutput")}},
+            "text/event-stream": {"schema": {"type": "string"}}})
     codes = [400, 404, 405, 413, 415, 422, 503, *op.errors, *([401] if secured else [])]
     for code in sorted(codes):
         out[str(code)] = _json_answer(_ERROR_TEXTS[code], "ApiError")
@@ -5313,7 +5963,7 @@ def _json_answer(text: Optional[str], model: str) -> dict:
 
 
 _RESPONSE_MODELS = (ApiJob, ApiJobPage, ApiRun, ApiRunDetail, ApiRunPage, ApiRunQueued,
-                    ApiError, ApiHealth, ApiStatus, ApiNodes, ApiReload)
+                    ApiError, ApiHealth, ApiStatus, ApiNodes, ApiReload, ApiOutput)
 
 
 # The /api/docs page: plain HTML from the document, no script, no external asset
@@ -5575,8 +6225,6 @@ def http_check(url: str, timeout: float = 10.0, expect_status: int = 200,
                contains: Optional[str] = None) -> None:
     """A health check: GET ``url``; fails (raises) unless the status and body are as expected.
     A path (``/api/health``) means this service's own address, whatever port it listens on."""
-    import urllib.error
-    import urllib.request
     if url.startswith("/"):
         context = _current_run.get()
         base = context.service.base_url if context is not None else None
@@ -5651,6 +6299,11 @@ def _parser() -> argparse.ArgumentParser:
                       "each node of one database needs its own)"),
         ("--labels", "comma-separated labels of this node, for jobs' run_on (TS_NODE_LABELS; "
                      "e.g. db,backup)"),
+        ("--public-url", "this service's address as people reach it, for links in "
+                         "notifications (TS_PUBLIC_URL; e.g. https://sched.example.com)"),
+        ("--smtp-url", "mail server for email notifications (TS_SMTP_URL; "
+                       "smtp://user:pass@host:587?from=me@example.com uses STARTTLS, smtps:// "
+                       "TLS); visible in ps: prefer the variable"),
         ("--log-level", "DEBUG, INFO, WARNING, ERROR (TS_LOG_LEVEL)"),
     )
     for flag, text in flags:
