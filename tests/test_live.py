@@ -87,7 +87,7 @@ def test_output_of_a_run_on_another_node_shows_within_a_second(tmp_path, postgre
                       "shell": True, "run_on": ["far"], "trigger": {"type": "manual"}})
         wait_for(lambda: there.book.get("far"), 5, message="the job on the other node")
         run = here.run_now("far")
-        printed = wait_for(lambda: (r := here.run(run["id"]))["status"] == "running"
+        printed = wait_for(lambda: here.run(run["id"])["status"] == "running"
                            and time.monotonic(), 10)
         assert here.run(run["id"])["node"] == "there"
         seen = wait_for(lambda: here.output(run["id"], "stdout")["text"] == "first\n"
