@@ -122,6 +122,8 @@ __all__ = [
     "JobConflict",
     "BadRequest",
     "load_jobs_file",
+    "current_run",
+    "RunContext",
     "http_check",
     "main",
 ]

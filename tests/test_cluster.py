@@ -166,3 +166,32 @@ def test_a_change_on_a_follower_reaches_the_leader_at_once(tmp_path, cluster):
     leader = next(n for n in nodes if n is not follower)
     wait_for(lambda: leader.get("/api/jobs/soon")["state"] == "paused", 5, 0.1)
     assert leader.get("/api/jobs/soon")["next_run_time"] is None
+
+
+def test_jobs_yaml_drift_is_reported_and_the_leaders_file_applies(tmp_path, postgres_url,
+                                                                   caplog):
+    import task_scheduler as ts
+    paths = {}
+    for node, job in (("a", "from_a"), ("b", "from_b")):
+        (tmp_path / node).mkdir()
+        paths[node] = write_jobs(tmp_path / node / "jobs.yaml",
+                                 f"- {{id: {job}, command: 'true', trigger: {{type: manual}}}}\n")
+    services = [ts.SchedulerService(ts.Config(config_path=str(paths[node]), node=node,
+                                              database_url=postgres_url, watch=False)).start()
+                for node in ("a", "b")]
+    try:
+        leader, follower = services
+        assert (leader.status()["role"], follower.status()["role"]) == ("leader", "follower")
+        drift = follower.status()["config"]["drift"]
+        assert drift["leader"] == "a" and drift["this_hash"] != drift["leader_hash"]
+        assert leader.status()["config"]["drift"] is None
+        assert [j["id"] for j in follower.jobs()] == ["from_a"]   # no fight over the jobs
+        assert any("differs from what the leader a applied" in r.getMessage()
+                   for r in caplog.records)
+        nodes = {n["id"]: n for n in leader.nodes()}
+        wait_for(lambda: {n["id"]: n for n in leader.nodes()}["b"]["config_hash"] ==
+                 drift["this_hash"], 10, 0.2, "node b's hash in ts_nodes")
+        assert nodes["a"]["role"] == "leader"
+    finally:
+        for service in reversed(services):
+            service.stop(grace=0.5)
