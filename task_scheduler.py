@@ -1268,8 +1268,7 @@ def migrate(engine: sa.Engine) -> int:
     """Create or upgrade our tables; refuse a schema newer than this code. Returns the version.
     Nodes starting together on PostgreSQL take turns (an advisory lock)."""
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(0x7453_6368_6564)))
+        _take_turns(conn)
         _metadata.create_all(conn)
         row = conn.execute(sa.select(ts_meta.c.value).where(ts_meta.c.key == "schema_version"))
         version = int(row.scalar() or 0)
@@ -1290,6 +1289,12 @@ def migrate(engine: sa.Engine) -> int:
                 is None:
             conn.execute(ts_lease.insert().values(name=LEASE, epoch=0))
     return SCHEMA_VERSION
+
+
+def _take_turns(conn) -> None:
+    """Nodes creating tables on one PostgreSQL wait for each other (till this commits)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(0x7453_6368_6564)))
 
 
 def _migrate_to_2(conn) -> None:
@@ -1810,6 +1815,14 @@ class ScheduleStore(SQLAlchemyJobStore):
         self._due: list = []                            # sorted (timestamp, id), paused left out
         self._jobs: dict = {}                           # unpickled on first use
         self._pending: dict = {}                        # id -> job to write, or None: delete
+
+    def start(self, scheduler, alias):
+        """APScheduler creates the table here without a lock: nodes starting together on a new
+        database race to create it, and the loser exits. They take turns, as migrate() does."""
+        super(SQLAlchemyJobStore, self).start(scheduler, alias)
+        with self.engine.begin() as conn:
+            _take_turns(conn)
+            self.jobs_t.create(conn, checkfirst=True)
 
     def load(self) -> None:
         with self.engine.connect() as conn:
