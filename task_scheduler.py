@@ -1521,8 +1521,9 @@ class Store:
 
     def finish_runs(self, conn, updates: list) -> None:
         """Final states and output of runs; a run no longer ``running`` here is left alone (it
-        was rescued as interrupted while this node was silent)."""
-        for run_id, fields in updates:
+        was rescued as interrupted while this node was silent). In id order, as the heartbeat
+        locks them."""
+        for run_id, fields in sorted(updates, key=lambda u: u[0]):
             statuses = ("running", "queued") if fields.get("status") else ("running",)
             conn.execute(ts_runs.update().where(ts_runs.c.id == run_id,
                                                 ts_runs.c.status.in_(statuses)).values(**fields))
@@ -1543,10 +1544,14 @@ class Store:
 
     def heartbeat_runs(self) -> tuple[set, set]:
         """Mark this node's running runs alive. Returns (ids still running here, ids whose
-        cancel was asked for)."""
+        cancel was asked for). The rows are locked in id order first: the history writer ends
+        a batch of them in that order, and one UPDATE would lock them in scan order (deadlock)."""
         with self.write() as conn:
-            rows = conn.execute(ts_runs.update().where(
+            ids = conn.execute(sa.select(ts_runs.c.id).where(
                 ts_runs.c.node == self.node, ts_runs.c.status == "running")
+                .order_by(ts_runs.c.id).with_for_update()).scalars().all()
+            rows = conn.execute(ts_runs.update().where(
+                ts_runs.c.id.in_(ids), ts_runs.c.status == "running")
                 .values(heartbeat_at=self.now())
                 .returning(ts_runs.c.id, ts_runs.c.cancel_requested)).all()
         return {r.id for r in rows}, {r.id for r in rows if r.cancel_requested}
