@@ -2620,6 +2620,7 @@ class Cluster:
 
     def _tick(self, initial: bool = False) -> None:
         sent, local = time.monotonic(), time.time()
+        epoch = None
         if self.role == "leader":
             db_now = self.store.renew_lease(self.epoch, self.config.lease_ttl)
             if db_now is None:
@@ -2629,10 +2630,12 @@ class Cluster:
                 self._fire_until = sent + self.config.lease_ttl - LEASE_MARGIN
         else:
             epoch, db_now = self.store.acquire_lease(self.config.lease_ttl)
-            if epoch is not None:
-                self._fire_until = sent + self.config.lease_ttl - LEASE_MARGIN
-                self._take_lead(epoch, initial)
+        # Before leading: the new leader's first wakeup builds the schedule by this offset (at
+        # start-up the first tick leads with none measured yet).
         self.offset = db_now.replace(tzinfo=dt.UTC).timestamp() - (local + time.time()) / 2
+        if epoch is not None:
+            self._fire_until = sent + self.config.lease_ttl - LEASE_MARGIN
+            self._take_lead(epoch, initial)
         if time.monotonic() >= self._next_heartbeat:
             self._next_heartbeat = time.monotonic() + self.config.heartbeat_every
             self._heartbeat()
