@@ -952,12 +952,17 @@ def _type_name(value: Any) -> str:
 
 # Triggers: our specs -> APScheduler trigger objects
 
-def build_trigger(spec, default_tz):
-    """An APScheduler trigger for a spec; ``default_tz`` applies where the spec names none."""
+def build_trigger(spec, default_tz, now: Optional[dt.datetime] = None):
+    """An APScheduler trigger for a spec; ``default_tz`` applies where the spec names none. An
+    interval without start_date starts one interval after ``now`` when given (the scheduler's
+    clock, the database's in a cluster), else after this machine's time as APScheduler does."""
     tz = _zone(spec.timezone) if spec.timezone else default_tz
     if isinstance(spec, IntervalSpec):
+        start = spec.start_date
+        if start is None and now is not None:
+            start = now + dt.timedelta(seconds=_interval_seconds(spec))
         return IntervalTrigger(weeks=0, days=0, hours=0, minutes=0, seconds=_interval_seconds(spec),
-                               start_date=spec.start_date, end_date=spec.end_date, timezone=tz,
+                               start_date=start, end_date=spec.end_date, timezone=tz,
                                jitter=spec.jitter)
     if isinstance(spec, DateSpec):
         return DateTrigger(run_date=spec.run_date, timezone=tz)
@@ -3013,7 +3018,7 @@ class _Scheduler(BackgroundScheduler):
             return
         want = rec.schedule_hash(self.timezone)
         if job is None:
-            trigger = build_trigger(rec.definition.trigger, self.timezone)
+            trigger = build_trigger(rec.definition.trigger, self.timezone, now)
             first = None if rec.paused else trigger.get_next_fire_time(None, now)
             if first is not None or (rec.paused and not rec.finished()):
                 self._store.hashes[job_id] = want
@@ -3035,7 +3040,7 @@ class _Scheduler(BackgroundScheduler):
         have = (self._store.hashes.get(rec.definition.id) or "").split(":")
         new_def, new_spec, new_code = want.split(":")
         changes = _aps_options(rec.definition)
-        trigger = build_trigger(rec.definition.trigger, self.timezone)
+        trigger = build_trigger(rec.definition.trigger, self.timezone, now)
         if len(have) == 3 and have[1] != new_spec:
             first = None if rec.paused else trigger.get_next_fire_time(None, now)
             if first is None and not rec.paused:
