@@ -2453,8 +2453,9 @@ def _command_status(code: int, timed_out: bool, stop_reason: Optional[str], time
 
 class Bus:
     """Tells this process what changed: its own commits at once, other nodes' through
-    PostgreSQL LISTEN/NOTIFY on a connection of its own. When that connection was lost, every
-    subscriber hears ``None`` once it is back: notifications may have been missed."""
+    PostgreSQL LISTEN/NOTIFY on a connection of its own. Each time that connection is made (at
+    start, and back after a loss) every subscriber hears ``None``: notifications sent before
+    it listened were missed."""
 
     CHANNELS = ("ts_jobs", "ts_runs", "ts_lease")
 
@@ -2464,6 +2465,7 @@ class Bus:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="ts-listen", daemon=True)
         self._prefix = ""
+        self._listening = threading.Event()
         store.on_commit.append(self.deliver)
 
     def subscribe(self, channel: str, callback) -> None:
@@ -2476,9 +2478,14 @@ class Bus:
             except Exception:
                 log.exception("bus: a %s subscriber failed", channel)
 
-    def start(self) -> None:
+    def start(self, timeout: float = 10.0) -> None:
+        """Listen; returns once LISTEN holds, so that what is read afterwards misses no change
+        (later ones are announced)."""
         if self._store.postgres:
             self._thread.start()
+            if not self._listening.wait(timeout):
+                log.warning("bus: not listening yet after %gs; changes made meanwhile on other "
+                            "nodes are taken in once it is", timeout)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -2494,9 +2501,9 @@ class Bus:
                     self._prefix = self._store.channel_prefix
                     for channel in self.CHANNELS:
                         conn.execute(f'LISTEN "{self._prefix}{channel}"')
-                    if delay > 0.5:   # back after a loss: whatever happened meanwhile, look again
-                        for channel in self.CHANNELS:
-                            self.deliver(channel, None)
+                    self._listening.set()
+                    for channel in self.CHANNELS:   # whatever happened before, look again
+                        self.deliver(channel, None)
                     delay = 0.5
                     while not self._stopping.is_set():
                         for note in conn.notifies(timeout=1.0):
@@ -3459,11 +3466,11 @@ class SchedulerService:
         migrate(self.engine)
         self.started_at = _utcnow()
         self.cluster.join()
+        self.bus.start()   # listening before the book is read: no change of jobs falls between
         self.book.load()
         self.history.start()
         self.scheduler.start(paused=True)
         self.runner.start()
-        self.bus.start()
         self.cluster.start()
         if self.reloader is not None:
             if self.cluster.role != "leader":
