@@ -1232,13 +1232,14 @@ def create_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
         parsed = sa.make_url(url)
         given = parsed.query.get("options", "")   # e.g. -csearch_path=... : kept, ours added
         url = parsed.difference_update_query(["options"])
-        # A leader stopped inside a transaction (SIGSTOP) would hold its lease row's lock;
-        # the server ends such a transaction after 10 s. Dead peers are found by keepalives.
+        # A leader stopped inside a transaction (SIGSTOP) would hold its lease row's lock, and
+        # a takeover waits for it: the server ends such a transaction after 4 s, before the
+        # lease (5 s) runs out, so failover is not stretched. Dead peers: keepalives.
         connect_args = {"application_name": "task-scheduler", "connect_timeout": 10,
                         "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                         "keepalives_count": 3,
                         "options": f"{given} -c timezone=UTC "
-                                   f"-c idle_in_transaction_session_timeout=10000 "
+                                   f"-c idle_in_transaction_session_timeout=4000 "
                                    f"-c lock_timeout=10000".strip()}
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
                             connect_args=connect_args)
