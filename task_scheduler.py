@@ -1095,15 +1095,20 @@ def _type_name(value: Any) -> str:
 # (seconds, years, ISO weeks, days that APScheduler ANDs and cron would OR) keeps APScheduler's
 # CronTrigger, with the same DST rules (DstSafeCronTrigger).
 
-def build_trigger(spec, default_tz):
+def build_trigger(spec, default_tz, now: Optional[dt.datetime] = None):
     """An APScheduler trigger for a spec (None: a manual job); ``default_tz`` applies where the
-    spec names none."""
+    spec names none. An interval without start_date starts one interval after ``now`` when given
+    (the scheduler's clock, the database's in a cluster), else after this machine's time as
+    APScheduler does."""
     if isinstance(spec, ManualSpec):
         return None
     tz = _zone(spec.timezone) if spec.timezone else default_tz
     if isinstance(spec, IntervalSpec):
+        start = spec.start_date
+        if start is None and now is not None:
+            start = now + dt.timedelta(seconds=_interval_seconds(spec))
         return IntervalTrigger(weeks=0, days=0, hours=0, minutes=0, seconds=_interval_seconds(spec),
-                               start_date=spec.start_date, end_date=spec.end_date, timezone=tz,
+                               start_date=start, end_date=spec.end_date, timezone=tz,
                                jitter=spec.jitter)
     if isinstance(spec, DateSpec):
         return DateTrigger(run_date=spec.run_date, timezone=tz)
@@ -1735,13 +1740,14 @@ def create_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
         parsed = sa.make_url(url)
         given = parsed.query.get("options", "")   # e.g. -csearch_path=... : kept, ours added
         url = parsed.difference_update_query(["options"])
-        # A leader stopped inside a transaction (SIGSTOP) would hold its lease row's lock;
-        # the server ends such a transaction after 10 s. Dead peers are found by keepalives.
+        # A leader stopped inside a transaction (SIGSTOP) would hold its lease row's lock, and
+        # a takeover waits for it: the server ends such a transaction after 4 s, before the
+        # lease (5 s) runs out, so failover is not stretched. Dead peers: keepalives.
         connect_args = {"application_name": "task-scheduler", "connect_timeout": 10,
                         "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                         "keepalives_count": 3,
                         "options": f"{given} -c timezone=UTC "
-                                   f"-c idle_in_transaction_session_timeout=10000 "
+                                   f"-c idle_in_transaction_session_timeout=4000 "
                                    f"-c lock_timeout=10000".strip()}
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
                             connect_args=connect_args)
@@ -1776,8 +1782,7 @@ def migrate(engine: sa.Engine) -> int:
     """Create or upgrade our tables; refuse a schema newer than this code. Returns the version.
     Nodes starting together on PostgreSQL take turns (an advisory lock)."""
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(0x7453_6368_6564)))
+        _take_turns(conn)
         _metadata.create_all(conn)
         row = conn.execute(sa.select(ts_meta.c.value).where(ts_meta.c.key == "schema_version"))
         version = int(row.scalar() or 0)
@@ -1798,6 +1803,12 @@ def migrate(engine: sa.Engine) -> int:
                 is None:
             conn.execute(ts_lease.insert().values(name=LEASE, epoch=0))
     return SCHEMA_VERSION
+
+
+def _take_turns(conn) -> None:
+    """Nodes creating tables on one PostgreSQL wait for each other (till this commits)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(0x7453_6368_6564)))
 
 
 def _migrate_to_2(conn) -> None:
@@ -2025,8 +2036,9 @@ class Store:
 
     def finish_runs(self, conn, updates: list, notes: dict) -> None:
         """Final states and output of runs, and their notifications; a run no longer
-        ``running`` is left alone (it was rescued as interrupted while this node was silent)."""
-        for run_id, fields in updates:
+        ``running`` is left alone (it was rescued as interrupted while this node was silent). In
+        id order, as the heartbeat locks them."""
+        for run_id, fields in sorted(updates, key=lambda u: u[0]):
             if conn.execute(ts_runs.update().where(ts_runs.c.id == run_id,
                                                    ts_runs.c.status == "running")
                             .values(**fields)).rowcount:
@@ -2095,10 +2107,14 @@ class Store:
 
     def heartbeat_runs(self) -> tuple[set, set]:
         """Mark this node's running runs alive. Returns (ids still running here, ids whose
-        cancel was asked for)."""
+        cancel was asked for). The rows are locked in id order first: the history writer ends
+        a batch of them in that order, and one UPDATE would lock them in scan order (deadlock)."""
         with self.write() as conn:
-            rows = conn.execute(ts_runs.update().where(
+            ids = conn.execute(sa.select(ts_runs.c.id).where(
                 ts_runs.c.node == self.node, ts_runs.c.status == "running")
+                .order_by(ts_runs.c.id).with_for_update()).scalars().all()
+            rows = conn.execute(ts_runs.update().where(
+                ts_runs.c.id.in_(ids), ts_runs.c.status == "running")
                 .values(heartbeat_at=self.now())
                 .returning(ts_runs.c.id, ts_runs.c.cancel_requested)).all()
         return {r.id for r in rows}, {r.id for r in rows if r.cancel_requested}
@@ -2369,6 +2385,14 @@ class ScheduleStore(SQLAlchemyJobStore):
         self._due: list = []                            # sorted (timestamp, id), paused left out
         self._jobs: dict = {}                           # unpickled on first use
         self._pending: dict = {}                        # id -> job to write, or None: delete
+
+    def start(self, scheduler, alias):
+        """APScheduler creates the table here without a lock: nodes starting together on a new
+        database race to create it, and the loser exits. They take turns, as migrate() does."""
+        super(SQLAlchemyJobStore, self).start(scheduler, alias)
+        with self.engine.begin() as conn:
+            _take_turns(conn)
+            self.jobs_t.create(conn, checkfirst=True)
 
     def load(self) -> None:
         with self.engine.connect() as conn:
@@ -3040,8 +3064,9 @@ def _command_status(code: int, timed_out: bool, stop_reason: Optional[str], time
 
 class Bus:
     """Tells this process what changed: its own commits at once, other nodes' through
-    PostgreSQL LISTEN/NOTIFY on a connection of its own. When that connection was lost, every
-    subscriber hears ``None`` once it is back: notifications may have been missed."""
+    PostgreSQL LISTEN/NOTIFY on a connection of its own. Each time that connection is made (at
+    start, and back after a loss) every subscriber hears ``None``: notifications sent before
+    it listened were missed."""
 
     CHANNELS = ("ts_jobs", "ts_runs", "ts_lease", "ts_notes")
 
@@ -3064,11 +3089,14 @@ class Bus:
             except Exception:
                 log.exception("bus: a %s subscriber failed", channel)
 
-    def start(self) -> None:
-        """Listen (PostgreSQL); returns once listening, or after a few seconds of trying."""
+    def start(self, timeout: float = 10.0) -> None:
+        """Listen; returns once LISTEN holds, so that what is read afterwards misses no change
+        (later ones are announced)."""
         if self._store.postgres:
             self._thread.start()
-            self._listening.wait(5)
+            if not self._listening.wait(timeout):
+                log.warning("bus: not listening yet after %gs; changes made meanwhile on other "
+                            "nodes are taken in once it is", timeout)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -3085,7 +3113,7 @@ class Bus:
                     for channel in self.CHANNELS:
                         conn.execute(f'LISTEN "{self._prefix}{channel}"')
                     self._listening.set()
-                    for channel in self.CHANNELS:   # what happened before we listened (again)
+                    for channel in self.CHANNELS:   # whatever happened before, look again
                         self.deliver(channel, None)
                     delay = 0.5
                     while not self._stopping.is_set():
@@ -3218,6 +3246,7 @@ class Cluster:
 
     def _tick(self, initial: bool = False) -> None:
         sent, local = time.monotonic(), time.time()
+        epoch = None
         if self.role == "leader":
             db_now = self.store.renew_lease(self.epoch, self.config.lease_ttl)
             if db_now is None:
@@ -3227,10 +3256,12 @@ class Cluster:
                 self._fire_until = sent + self.config.lease_ttl - LEASE_MARGIN
         else:
             epoch, db_now = self.store.acquire_lease(self.config.lease_ttl)
-            if epoch is not None:
-                self._fire_until = sent + self.config.lease_ttl - LEASE_MARGIN
-                self._take_lead(epoch, initial)
+        # Before leading: the new leader's first wakeup builds the schedule by this offset (at
+        # start-up the first tick leads with none measured yet).
         self.offset = db_now.replace(tzinfo=dt.UTC).timestamp() - (local + time.time()) / 2
+        if epoch is not None:
+            self._fire_until = sent + self.config.lease_ttl - LEASE_MARGIN
+            self._take_lead(epoch, initial)
         if time.monotonic() >= self._next_heartbeat:
             self._next_heartbeat = time.monotonic() + self.config.heartbeat_every
             self._heartbeat()
@@ -3616,7 +3647,7 @@ class _Scheduler(BackgroundScheduler):
             return
         want = rec.schedule_hash(self.timezone)
         if job is None:
-            trigger = build_trigger(rec.definition.trigger, self.timezone)
+            trigger = build_trigger(rec.definition.trigger, self.timezone, now)
             first = None if rec.paused else trigger.get_next_fire_time(None, now)
             if first is not None or (rec.paused and not rec.finished()):
                 self._store.hashes[job_id] = want
@@ -3638,7 +3669,7 @@ class _Scheduler(BackgroundScheduler):
         have = (self._store.hashes.get(rec.definition.id) or "").split(":")
         new_def, new_spec, new_code = want.split(":")
         changes = _aps_options(rec.definition)
-        trigger = build_trigger(rec.definition.trigger, self.timezone)
+        trigger = build_trigger(rec.definition.trigger, self.timezone, now)
         if len(have) == 3 and have[1] != new_spec:
             first = None if rec.paused else trigger.get_next_fire_time(None, now)
             if first is None and not rec.paused:
@@ -4303,12 +4334,12 @@ class SchedulerService:
         migrate(self.engine)
         self.started_at = _utcnow()
         self.cluster.join()
+        self.bus.start()   # listening before the book is read: no change of jobs falls between
         self.book.load()
         self.history.start()
         self.scheduler.start(paused=True)
         self.runner.start()
         self.notifier.start()
-        self.bus.start()
         self.cluster.start()
         if self.reloader is not None:
             if self.cluster.role != "leader":
@@ -4587,7 +4618,7 @@ class SchedulerService:
             return
         when = build_trigger(defn.trigger, self.timezone).run_date
         grace = defn.misfire_grace_time
-        if grace is not None and when + dt.timedelta(seconds=grace) < dt.datetime.now(dt.UTC):
+        if grace is not None and when + dt.timedelta(seconds=grace) < self.cluster.now():
             message = (f"{_iso(when)} has passed (misfire_grace_time {grace:g}s): a date job "
                        f"runs once, at a time to come; run it now instead, or give a later date")
             raise InvalidJob(f"job {defn.id}: trigger.run_date: {message}",
