@@ -31,12 +31,14 @@ import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
+import difflib
 import fcntl
 import functools
 import hashlib
 import hmac
 import importlib
 import importlib.util
+import inspect
 import io
 import itertools
 import ipaddress
@@ -403,12 +405,12 @@ def definition_hash(defn: JobDefinition) -> str:
 def parse_job(data: Any, base_dir: str) -> JobDefinition:
     """Validate one job (a dict) fully: schema, trigger, callable or script. Raises InvalidJob."""
     if not isinstance(data, dict):
-        raise InvalidJob(f"a job must be a mapping, got {_type_name(data)}",
-                         [{"field": "", "message": "must be a mapping", "line": None}])
+        message = f"a job must be a mapping, got {_type_name(data)}"
+        raise InvalidJob(message, [{"field": "", "message": message, "line": None}])
     try:
         defn = JobDefinition.model_validate(data)
     except ValidationError as exc:
-        details = [_pydantic_detail(err) for err in exc.errors()]
+        details = _pydantic_details(exc.errors())
         details += _partial_checks(data, details, base_dir)
         raise InvalidJob(_details_text(details, data.get("id")), details) from None
     details = check_job(defn, base_dir)
@@ -418,7 +420,8 @@ def parse_job(data: Any, base_dir: str) -> JobDefinition:
 
 
 def check_job(defn: JobDefinition, base_dir: str) -> list[dict]:
-    """What pydantic cannot see: the trigger builds, the callable imports, the script exists."""
+    """What pydantic cannot see: the trigger builds, the callable imports and takes the job's
+    args and kwargs, the script exists, a command line needs no shell it does not get."""
     details = [{"field": f"trigger.{f}" if f else "trigger", "message": m, "line": None}
                for f, m in trigger_problems(defn.trigger)]
     problem = _target_problem(defn, base_dir)
@@ -503,13 +506,17 @@ def _partial_checks(data: dict, details: list, base_dir: str) -> list:
 def _target_problem(defn: JobDefinition, base_dir: str) -> Optional[tuple[str, str]]:
     if defn.kind == "python":
         try:
-            resolve_callable(defn.func, base_dir)
+            func = resolve_callable(defn.func, base_dir)
         except InvalidJob as exc:
             return "func", str(exc)
-        return None
+        return _call_problem(func, defn.args, defn.kwargs)
     if defn.shell:
         return None
     field = "func" if defn.command is None else "command"
+    syntax = shell_syntax(defn.command) if isinstance(defn.command, str) else None
+    if syntax:
+        return field, (f"{syntax!r} is shell syntax, but this command runs without a shell: "
+                       f"add shell: true, or quote it")
     try:
         argv = command_argv(defn, base_dir)
     except ValueError as exc:   # shlex: an unbalanced quote
@@ -523,6 +530,68 @@ def _target_problem(defn: JobDefinition, base_dir: str) -> Optional[tuple[str, s
     elif shutil.which(exe, path=_job_env(defn).get("PATH")) is None:
         return field, f"program {exe!r} is not found on PATH"
     return None
+
+
+def _call_problem(func, args: list, kwargs: dict) -> Optional[tuple[str, str]]:
+    """Whether ``func(*args, **kwargs)`` binds, so that a missing argument is a validation error
+    and not a failed run at 2 a.m. A callable without a readable signature is accepted."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    name = getattr(func, "__name__", "the callable")
+    params = signature.parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        for key in (k for k in kwargs if k not in params):   # a typo is said before what's missing
+            close = difflib.get_close_matches(key, list(params), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            return "kwargs", f"{name}() has no parameter {key!r}{hint}"
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        reason = str(exc)
+        for pattern, field, message in _BIND_MESSAGES:
+            match = re.fullmatch(pattern, reason)
+            if match:
+                return field, message.format(name, *match.groups(), len(args))
+        return "kwargs", f"{name}() cannot be called with these args and kwargs: {reason}"
+    return None
+
+
+_BIND_MESSAGES = (   # inspect's words -> ours: which field to change, and how
+    (r"missing a required (?:keyword-only )?argument: '(.*)'", "kwargs",
+     "{0}() needs the argument '{1}': give it in kwargs"),
+    (r"too many positional arguments", "args",
+     "{0}() takes fewer positional arguments than the {1} in args"),
+    (r"multiple values for argument '(.*)'", "kwargs",
+     "{0}() would get '{1}' twice: from args and from kwargs"),
+    (r"'(.*)' parameter is positional only, but was passed as a keyword", "kwargs",
+     "{0}() takes '{1}' only by position: move it from kwargs to args"),
+)
+
+
+def shell_syntax(line: str) -> Optional[str]:
+    """The first piece of shell syntax outside single quotes in a command line (a pipe, a
+    redirection, ``;``, ``&&``, ``$VAR``, a backquote), or None. Without a shell, shlex passes
+    it on as a literal argument: ``echo a | tr a b`` prints ``a | tr a b``."""
+    quote, i = "", 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and quote != "'":
+            i += 2
+            continue
+        if quote and ch == quote:
+            quote = ""
+        elif not quote and ch in "'\"":
+            quote = ch
+        elif quote != "'" and (found := _SHELL_SYNTAX.match(line, i)) and (
+                not quote or found[0][0] in "$`"):
+            return found[0]
+        i += 1
+    return None
+
+
+_SHELL_SYNTAX = re.compile(r"[|&;<>]+|`|\$(?:\(|\{|[A-Za-z_][A-Za-z0-9_]*|[0-9#?!$*@-])")
 
 
 def resolve_callable(ref: str, base_dir: Optional[str] = None):
@@ -674,7 +743,8 @@ class JobsParser:
             if defn is None:
                 return None
             target = (defn.func, json.dumps(defn.command), defn.shell, json.dumps(defn.args,
-                      default=str), defn.env.get("PATH"), defn.cwd)
+                      default=str), json.dumps(defn.kwargs, default=str, sort_keys=True),
+                      defn.env.get("PATH"), defn.cwd)
             if target not in targets:   # one look-up per distinct program, not per job
                 targets[target] = _target_problem(defn, base_dir)
             if targets[target] is not None:
@@ -764,6 +834,7 @@ def parse_jobs_text(text: str, path: str = "jobs.yaml") -> list[JobDefinition]:
                                 "line": _line_of(root, [*where, *fpath]),
                                 "message": d["message"] + _yaml_hint(root, [*where, *fpath])})
     if details:
+        details.sort(key=lambda d: d["line"] or 0)   # stable: a line's details keep their order
         raise InvalidConfig(_config_error_text(path, details), details)
     return jobs
 
@@ -899,23 +970,119 @@ def _yaml_hint(root, path: list) -> str:
     return ""
 
 
+def _pydantic_details(errors: list) -> list[dict]:
+    """One detail per mistake: pydantic reports a value that fits no member of a union once per
+    member (``minutes: '5'`` is neither an int nor a float); say what the field takes instead.
+    When the value had the shape of one member (a list for ``command``), its errors alone count."""
+    groups: dict[tuple, list] = {}
+    for err in errors:
+        loc = tuple(str(p) for p in err["loc"])
+        cut = next((i for i, p in enumerate(loc) if _is_branch(p, i, loc) and
+                    not (i == 1 and loc[0] == "trigger")), len(loc))   # a tagged union: one
+        groups.setdefault(loc[:cut], []).append((err, cut < len(loc) - 1))
+    details = []
+    for group in groups.values():
+        deeper = [err for err, deep in group if deep]
+        if deeper or len(group) == 1:
+            details += [_pydantic_detail(err) for err in deeper or [group[0][0]]]
+        else:
+            details.append(_union_detail([err for err, _ in group]))
+    return details
+
+
 def _pydantic_detail(err: dict) -> dict:
-    loc = [str(p) for p in err["loc"]]
-    # Drop the union branch names pydantic inserts (trigger.cron.minute -> trigger.minute).
-    if len(loc) >= 2 and loc[0] == "trigger" and loc[1] in ("interval", "cron", "date"):
-        loc = [loc[0], *loc[2:]]
-    loc = [p for p in loc if not (p.startswith(("str", "int", "float", "list[", "datetime", "date",
-                                                 "function-")) or p in ("bool", "dict"))]
-    field = ".".join(loc)
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
-        message = "type must be one of: interval, cron, date"
-        field = "trigger.type"
-    elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
-        message = f"{message} (got {_short(err['input'])})"
+    """One pydantic error as a detail a person can act on."""
+    loc, field = [str(p) for p in err["loc"]], _field_of(err["loc"])
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden":
+        return {"field": field, "message": _unknown_key(loc), "line": None}
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        message = ("needs a type: interval, cron or date" if kind == "union_tag_not_found" else
+                   f"type must be one of: interval, cron, date; got {_short(ctx.get('tag'))}")
+        return {"field": "trigger.type", "message": message, "line": None}
+    if kind == "missing":
+        message = "is required"
+    elif kind == "string_pattern_mismatch":
+        most = re.search(r"\{1,(\d+)\}", ctx.get("pattern", ""))
+        message = (f"may only use letters, digits, '_', '.' and '-' (1 to "
+                   f"{most[1] if most else 64} characters), got {_short(value)}")
+    elif kind in _BOUNDS:
+        words, key = _BOUNDS[kind]
+        message = f"must be {words} {ctx.get(key)}, got {_short(value)}"
+    elif kind == "too_long":
+        message = (f"may have at most {ctx.get('max_length')} items, got "
+                   f"{ctx.get('actual_length')}")
+    elif kind in _EXPECTED:
+        return _union_detail([err])
+    else:
+        message = err["msg"].removeprefix("Value error, ")
+        if kind != "value_error" and not isinstance(value, dict):
+            message = f"{message}, got {_short(value)}"
     return {"field": field, "message": message, "line": None}
+
+
+def _union_detail(errs: list) -> dict:
+    """A value of a type the field does not take: which types it takes, said once."""
+    if any(err["type"] not in _EXPECTED for err in errs):   # a member's own rule says more
+        return _pydantic_detail(next(err for err in errs if err["type"] not in _EXPECTED))
+    kinds = {_EXPECTED[err["type"]] for err in errs}
+    expected = " or ".join(k for k in _TYPE_ORDER if k in kinds and _SUBSUMED.get(k) not in kinds)
+    value = errs[0].get("input")
+    message = f"must be {expected}, got {_short(value)}"
+    if isinstance(value, str) and _looks_numeric(value) and "text" not in kinds:
+        message = f"must be {expected}, got the text {_short(value)}: write it without quotes"
+    return {"field": _field_of(errs[0]["loc"]), "message": message, "line": None}
+
+
+def _field_of(loc) -> str:
+    parts = [str(p) for p in loc]
+    return ".".join(p for i, p in enumerate(parts) if not _is_branch(p, i, parts))
+
+
+def _is_branch(part: str, index: int, loc) -> bool:
+    """Whether a part of a pydantic location names a union member (trigger.cron.minute,
+    minutes.int), not a field."""
+    if index == 1 and loc[0] == "trigger":
+        return part in ("interval", "cron", "date")
+    return index > 0 and _is_member(part)
+
+
+def _is_member(part: str) -> bool:
+    return part in ("str", "int", "float", "bool", "dict", "datetime", "date") or \
+        part.startswith(("list[", "function-"))
+
+
+def _unknown_key(loc: list) -> str:
+    known = _KNOWN_KEYS.get(loc[1] if loc[0] == "trigger" and len(loc) > 2 else loc[0]
+                            if len(loc) > 1 else "", ())
+    close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.7)
+    return f"unknown key; did you mean {close[0]!r}?" if close else "unknown key"
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+_BOUNDS = {"greater_than_equal": ("at least", "ge"), "greater_than": ("more than", "gt"),
+           "less_than_equal": ("at most", "le"), "less_than": ("less than", "lt")}
+_EXPECTED = {"int_type": "a whole number", "int_parsing": "a whole number",
+             "int_from_float": "a whole number", "float_type": "a number",
+             "float_parsing": "a number", "string_type": "text", "bool_type": "true or false",
+             "bool_parsing": "true or false", "list_type": "a list", "dict_type": "a mapping",
+             "model_type": "a mapping", "model_attributes_type": "a mapping",
+             "datetime_type": "a date/time", "datetime_parsing": "a date/time",
+             "datetime_from_date_parsing": "a date/time", "date_type": "a date/time",
+             "date_parsing": "a date/time", "date_from_datetime_inexact": "a date/time"}
+_TYPE_ORDER = ("text", "a whole number", "a number", "true or false", "a date/time", "a list",
+               "a mapping")
+_SUBSUMED = {"a whole number": "a number", "text": "a date/time"}   # the second says it all
+_KNOWN_KEYS = {"": tuple(JobDefinition.model_fields), "retries": tuple(RetrySpec.model_fields),
+               **{spec.model_fields["type"].annotation.__args__[0]: tuple(spec.model_fields)
+                  for spec in (IntervalSpec, CronSpec, DateSpec)}}
 
 
 def _short(value: Any) -> str:
