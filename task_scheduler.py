@@ -4683,8 +4683,20 @@ def api_openapi(service):
 
 def api_docs(service):
     """A readable page of this API, rendered on the server from the OpenAPI document."""
-    return bottle.HTTPResponse(docs_html(bool(service.config.token)), headers={
+    secured = bool(service.config.token)
+    try:
+        from task_scheduler_web import api_docs_html   # the page's template lives with the GUI
+    except ImportError:   # this module vendored alone: the document itself is the reference
+        body = _DOCS_WITHOUT_GUI
+    else:
+        body = api_docs_html(openapi_json(secured), secured)
+    return bottle.HTTPResponse(body, headers={
         "Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": DOCS_CSP})
+
+
+_DOCS_WITHOUT_GUI = ('<!doctype html><html lang="en"><meta charset="utf-8"><title>API</title>'
+                     '<p>This API is described by <a href="/api/openapi.json">/api/openapi.json'
+                     '</a> (OpenAPI 3.1); docs/api.md has examples.</p></html>')
 
 
 def api_metrics(service):
@@ -5481,112 +5493,6 @@ def _json_answer(text: Optional[str], model: str) -> dict:
 
 _RESPONSE_MODELS = (ApiJob, ApiJobPage, ApiRun, ApiRunDetail, ApiRunPage, ApiRunQueued,
                     ApiError, ApiHealth, ApiStatus, ApiNodes, ApiReload)
-
-
-# The /api/docs page: plain HTML from the document, no script, no external asset
-
-@functools.lru_cache(maxsize=2)
-def docs_html(secured: bool) -> str:
-    doc = openapi_document(secured)
-    esc = bottle.html_escape
-    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{esc(doc['info']['title'])} API</title>",
-           '<link rel="stylesheet" href="/static/app.css"></head><body><main>',
-           f"<h1>{esc(doc['info']['title'])} API {esc(doc['info']['version'])}</h1>",
-           *(f"<p>{esc(p.replace('**', '').replace('`', ''))}</p>"   # Markdown, read plain
-             for p in doc["info"]["description"].split("\n\n")),
-           '<p>Machine-readable: <a href="/api/openapi.json">/api/openapi.json</a> '
-           "(OpenAPI 3.1). Examples: docs/api.md.</p>", "<h2>Operations</h2>", "<ul>"]
-    ops = [(path, method, op) for path, item in doc["paths"].items()
-           for method, op in item.items()]
-    out += [f'<li><a href="#{esc(op["operationId"])}"><code>{method.upper()} {esc(path)}'
-            f"</code></a> {esc(op['summary'])}</li>" for path, method, op in ops]
-    out.append("</ul>")
-    for path, method, op in ops:
-        out += _docs_operation(path, method, op, secured)
-    out.append("<h2>Schemas</h2>")
-    for name, schema in doc["components"]["schemas"].items():
-        out += _docs_schema(name, schema)
-    out.append("</main></body></html>")
-    return "\n".join(out)
-
-
-def _docs_operation(path: str, method: str, op: dict, secured: bool) -> list:
-    esc = bottle.html_escape
-    out = [f'<section id="{esc(op["operationId"])}"><h3><code>{method.upper()} {esc(path)}'
-           f"</code></h3>", f"<p>{esc(op['summary'])} {esc(op.get('description', ''))}</p>"]
-    if op["parameters"]:
-        out.append("<table><tr><th>parameter</th><th>in</th><th>type</th><th>about</th></tr>")
-        out += [f"<tr><td><code>{esc(p['name'])}</code></td><td>{p['in']}</td>"
-                f"<td>{_type_html(p['schema'])}</td><td>{esc(p.get('description', ''))}</td></tr>"
-                for p in op["parameters"]]
-        out.append("</table>")
-    if "requestBody" in op:
-        schema = op["requestBody"]["content"]["application/json"]["schema"]
-        out.append(f"<p>Body (application/json): {_type_html(schema)}</p>")
-    answers = [(code, r) for code, r in op["responses"].items() if code < "400"]
-    out += [f"<p>Answer: <b>{code}</b> {esc(r['description'])} "
-            + " ".join(_type_html(c["schema"]) for c in r.get("content", {}).values()) + "</p>"
-            for code, r in answers]
-    error = {"$ref": _REF.format(model="ApiError")}
-    out.append(f"<p>Errors ({_type_html(error)}): " + ", ".join(
-        f'<abbr title="{esc(r["description"])}">{code}</abbr>'
-        + "".join(f" ({_type_html(c['schema'])})" for c in r["content"].values()
-                  if c["schema"] != error)
-        for code, r in op["responses"].items() if code >= "400") + "</p>")
-    out.append(f"<pre>{esc(_curl(path, method, op, secured))}</pre></section>")
-    return out
-
-
-def _curl(path: str, method: str, op: dict, secured: bool) -> str:
-    parts = ["curl -s"] + ([f"-X {method.upper()}"] if method != "get" else [])
-    if secured and op.get("security") != []:
-        parts.append("-H 'Authorization: Bearer $TS_API_TOKEN'")
-    if "requestBody" in op:
-        parts.append("-H 'Content-Type: application/json' -d @job.json")
-    return " ".join(parts + [f"http://127.0.0.1:8000{path}"])
-
-
-def _docs_schema(name: str, schema: dict) -> list:
-    esc = bottle.html_escape
-    out = [f'<section id="schema-{esc(name)}"><h3>{esc(name)}</h3>']
-    if schema.get("description"):
-        out.append(f"<p>{esc(schema['description'])}</p>")
-    required = set(schema.get("required", []))
-    if schema.get("properties"):
-        out.append("<table><tr><th>field</th><th>type</th><th>required</th><th>about</th></tr>")
-        out += [f"<tr><td><code>{esc(field)}</code></td><td>{_type_html(prop)}</td>"
-                f"<td>{'yes' if field in required else ''}</td>"
-                f"<td>{esc(str(prop.get('description', '')))}</td></tr>"
-                for field, prop in schema["properties"].items()]
-        out.append("</table>")
-    out.append(f"<details><summary>JSON Schema</summary><pre>"
-               f"{esc(json.dumps(schema, indent=2))}</pre></details></section>")
-    return out
-
-
-def _type_html(schema: dict) -> str:
-    """A short readable type: links for references, | for alternatives, bounds and patterns."""
-    esc = bottle.html_escape
-    if "$ref" in schema:
-        name = schema["$ref"].rpartition("/")[2]
-        return f'<a href="#schema-{esc(name)}">{esc(name)}</a>'
-    for key in ("anyOf", "oneOf"):
-        if key in schema:
-            return " | ".join(_type_html(s) for s in schema[key])
-    if "enum" in schema or "const" in schema:
-        return " | ".join(esc(json.dumps(v)) for v in schema.get("enum", [schema.get("const")]))
-    kind = schema.get("type", "any")
-    if kind == "array":
-        return f"array of {_type_html(schema.get('items', {}))}"
-    if kind == "object" and isinstance(schema.get("additionalProperties"), dict):
-        return f"object of {_type_html(schema['additionalProperties'])}"
-    extra = [f"{schema['format']}" for _ in [0] if "format" in schema]
-    extra += [f"{word} {schema[key]}" for key, word in (
-        ("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("pattern", "matching"))
-        if key in schema]
-    return esc(f"{kind} ({', '.join(map(str, extra))})" if extra else str(kind))
 
 
 # /metrics: Prometheus text format, written by hand
