@@ -393,3 +393,18 @@ def test_api_docs_without_the_gui_package_point_to_the_json(service, monkeypatch
     assert answer.status_code == 200 and 'href="/api/openapi.json"' in answer.body
     assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
     assert json.loads(ts.openapi_json(False))["paths"]["/api/docs"]
+
+
+# -- README.ja.md ---------------------------------------------------------------------------------
+
+def test_japanese_readme_is_linked_and_parallel_to_the_readme():
+    root = WEB.parent
+    readme, japanese = (root / "README.md").read_text(), (root / "README.ja.md").read_text()
+    assert "](README.ja.md)" in readme.split("\n\n", 2)[1]   # at the top
+    headings = [re.findall(r"^(#+) ", text, re.MULTILINE) for text in (readme, japanese)]
+    assert headings[0] == headings[1]   # section by section
+    commands = [re.findall(r"^(?:curl|pip|task-scheduler)\b.*$", text, re.MULTILINE)
+                for text in (readme, japanese)]
+    assert commands[0] == commands[1]
+    assert "func: 'modules.scheduler.tasks.monitoring.check_api_status'" in japanese
+    assert "day_of_week: 'mon-sun'" in japanese
