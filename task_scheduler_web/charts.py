@@ -20,6 +20,7 @@ from .i18n import Locale, parse_time
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 24 * 3600}
 TICK_STEP = {"1h": 900, "6h": 3600, "24h": 4 * 3600, "7d": 24 * 3600}   # 5-9 labels a range
+PHONE_TICKS = 4            # labels that fit the ~200 px a phone leaves for the chart
 NOW_AT = 80.0              # percent of the width: three quarters past, one quarter to come
 MIN_BAR = 0.3              # percent; a shorter bar (3 px of 1,000) is drawn as a marker
 FIRE_GAP = 0.6             # percent between two fire markers; closer ones are left out
@@ -162,9 +163,11 @@ def _ticks(name: str, start: datetime, end: datetime, x, locale: Locale) -> list
         pos = x(moment)
         if abs(pos - NOW_AT) > 4 and 1 < pos < 99:   # the "now" label has the room above
             ticks.append({"x": pos, "label": locale.clock(moment, with_day=name == "7d"),
-                          "minor": len(ticks) % 2 == 1,   # left out on phones
                           "anchor": "start" if pos < 8 else "end" if pos > 92 else ""})
         moment += timedelta(seconds=step)
+    keep = -(-len(ticks) // PHONE_TICKS)
+    for index, tick in enumerate(ticks):
+        tick["minor"] = index % keep != 0   # left out on phones
     return ticks
 
 

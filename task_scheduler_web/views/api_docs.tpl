@@ -47,17 +47,19 @@
     % end
   </p>
   % end
-  <p>{{t('docs.errors')}} (
+  <p class="codes"><span>{{t('docs.errors')}}</span>
+    % for error in op['errors']:
+    <span><abbr title="{{error['about']}}">{{error['code']}}</abbr>
+      % for parts in error['types']:
+      <span class="codes">(
+      % include('_api_type.tpl', parts=parts)
+      )</span>
+      % end
+    </span>
+    % end
+    <span class="codes">{{t('docs.error_body')}}
     % include('_api_type.tpl', parts=op['error_type'])
-    ):
-    % for i, error in enumerate(op['errors']):
-    {{', ' if i else ''}}<abbr title="{{error['about']}}">{{error['code']}}</abbr>
-    % for parts in error['types']:
-    (
-    % include('_api_type.tpl', parts=parts)
-    )
-    % end
-    % end
+    </span>
   </p>
   <pre class="pre">{{op['curl']}}</pre>
 </section>

@@ -148,6 +148,47 @@ def test_form_errors_in_japanese(tokyo_server, context_for, shot):
         tokyo_server.service.job("bad one")
 
 
+def test_config_errors_in_japanese_keep_lines_and_fields(tokyo_server, context_for):
+    good = tokyo_server.config_path.read_text()
+    tokyo_server.config_path.write_text(good + "- id: broken_job\n  command: 'true'\n"
+                                               "  trigger: {type: cron, minute: '*/61'}\n")
+    try:
+        with pytest.raises(task_scheduler.InvalidConfig):
+            tokyo_server.service.reload()
+        line = len(good.splitlines()) + 3
+        for path, name in (("/", "dashboard"), ("/config", "config")):
+            page = context_for().new_page()
+            page.goto(tokyo_server.url(path))
+            banner = page.get_by_test_id("config-error")
+            item = banner.get_by_test_id("config-errors").locator("li")
+            expect(item).to_have_count(1)
+            expect(item.locator(".where")).to_have_text(f"{line}行目 · broken_job · trigger.minute")
+            expect(item.locator(".what")).to_have_text(
+                "'*/61' は分のフィールドとして正しくありません（0-59、'*'、'*/N'、'a-b'、'a-b/N'、"
+                "リスト 'a,b'）")
+            expect(item.locator(".what")).to_have_attribute("lang", "ja")
+            page.screenshot(path=str(SCREENSHOTS / f"i18n-ja-desktop-{name}_config_error.png"),
+                            full_page=True)
+    finally:
+        tokyo_server.config_path.write_text(good)
+        tokyo_server.service.reload()
+    assert not tokyo_server.service.status()["config"]["error"]
+
+
+def test_login_page_in_japanese(token_server, context_for):
+    page = context_for().new_page()
+    page.goto(token_server.url("/jobs"))
+    expect(page.locator("main h1")).to_have_text("ログイン")
+    page.get_by_label("トークン").fill("wrong")
+    page.get_by_role("button", name="ログイン").click()
+    expect(page.get_by_test_id("form-error")).to_have_text("✗ トークンが正しくありません。")
+    page.screenshot(path=str(SCREENSHOTS / "i18n-ja-desktop-login.png"), full_page=True)
+    page.get_by_label("トークン").fill(token_server.token)
+    page.get_by_role("button", name="ログイン").click()
+    expect(page.get_by_test_id("flash")).to_have_text("ログインしました。")
+    expect(page.locator("main h1")).to_have_text("ジョブ一覧")
+
+
 # -- Switching language and time zone --------------------------------------------------------------
 
 def test_language_switch_is_remembered(gui_server, context_for, shot):
@@ -320,7 +361,7 @@ def test_command_with_a_pipe_gets_a_shell(gui_server, context_for):
 # -- Screenshots of every main page, both languages, desktop and phone --------------------------
 
 PAGES = ("/", "/jobs", "/jobs/echo_job", "/jobs/new", "/runs", "/runs/{run}", "/config",
-         "/jobs/no_such_job")
+         "/jobs/no_such_job", "/api/docs")
 
 
 @pytest.mark.parametrize("lang", ["en", "ja"])
@@ -339,6 +380,9 @@ def test_screenshots_of_every_page(tokyo_server, context_for, lang):
             response = page.goto(tokyo_server.url(path.format(run=run["id"])))
             assert response.status == (404 if "no_such" in path else 200), path
             expect(page.locator("html")).to_have_attribute("lang", lang)
+            if path == "/jobs/new":
+                page.get_by_test_id("advanced").locator("summary").click()   # all of the form
+                page.evaluate("window.scrollTo(0, 0)")   # the sticky bar at the top
             assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], \
                 f"{path} sticks out sideways at {viewport['width']} px"
             slug = path.strip("/").replace("/", "_").format(run="run") or "dashboard"
