@@ -77,8 +77,7 @@ def gui_job_detail(service, job_id: str) -> str:
     job = _fetch(service.job, job_id)
     offset = _int_arg("offset")
     runs = service.runs(job_id=job_id, limit=20, offset=offset)
-    recent = runs if not offset and len(runs) >= CHART_RUNS else service.runs(
-        job_id=job_id, limit=CHART_RUNS)
+    recent = service.runs(job_id=job_id, limit=CHART_RUNS)
     definition = yaml.safe_dump(job.get("definition") or {}, sort_keys=False, allow_unicode=True)
     return _render("job_detail", nav="jobs", title=_t("title.job", id=job_id), job=job,
                    runs=runs, definition=definition, pager=_pager(runs, 20, offset, {}),

@@ -24,7 +24,7 @@ PHONE_TICKS = 4            # labels that fit the ~200 px a phone leaves for the 
 NOW_AT = 80.0              # percent of the width: three quarters past, one quarter to come
 MIN_BAR = 0.3              # percent; a shorter bar (3 px of 1,000) is drawn as a marker
 FIRE_GAP = 0.6             # percent between two fire markers; closer ones are left out
-MAX_FIRES = 170            # per lane: 100 / FIRE_GAP markers at most are visible anyway
+MAX_FIRES = 40             # per lane: the quarter to come holds 20 / FIRE_GAP = 33 markers
 LANE_H = 24
 MAX_RUNS = 3000            # keeps the SVG small even with chatty jobs
 ACTIVE = ("queued", "running")
@@ -99,11 +99,13 @@ def _lane(index: int, job: dict, runs: list, x, now: datetime, service, locale: 
         shape = _run_shape(run, x, now, locale)
         (dots if shape["dot"] else bars).append(shape)
     state = job.get("state", "")
+    fires, band = _fires(job, x, now, service, locale)
     return {"y": y, "mid": y + LANE_H / 2, "text_y": y + LANE_H / 2 + 4, "bar_y": y + 5,
+            "band_y": y + LANE_H / 2 - 1.5,
             "odd": index % 2 == 1, "job_id": job["id"], "label": _shorten(job["id"], 22),
             "state": state, "failing": last.get("status") in FAILING,
             "running": any(r["status"] in ACTIVE for r in runs), "bars": bars, "dots": dots,
-            "fires": _fires(job, x, now, service, locale),
+            "fires": fires, "band": band,
             "title": locale.t("tl.lane_title", job=job["id"], state=locale.word("state", state))}
 
 
@@ -119,35 +121,41 @@ def _run_shape(run: dict, x, now: datetime, locale: Locale) -> dict:
             "href": f"/runs/{run['id']}", "dot": status in INSTANT or x2 - x1 < MIN_BAR}
 
 
-def _fires(job: dict, x, now: datetime, service, locale: Locale) -> list[dict]:
-    """The next fire times inside the range as markers, thinned to one per FIRE_GAP."""
+def _fires(job: dict, x, now: datetime, service, locale: Locale) -> tuple[list, dict | None]:
+    """The next fire times inside the range as markers, one per FIRE_GAP at most; fires that
+    come closer than that (every minute on a week's range) are one band from the first on."""
     if job.get("state") != "scheduled":
-        return []
-    end_x, marks, last = 100.0, [], None
-    for moment in _fire_times(job, x, now, service):
+        return [], None
+    known = [t for t in map(parse_time, job.get("next_run_times") or []) if t and t > now]
+    marks, last = [], None
+    dense = len(known) == 5 and x(known[-1]) < 100 and x(known[-1]) - x(known[0]) < 4 * FIRE_GAP
+    for moment in known[:1] if dense else _fire_times(job, known, x, service):
         pos = x(moment)
-        if pos >= end_x:
+        if pos >= 100:
             break
         if last is None or pos - last >= FIRE_GAP:
             marks.append({"x": pos, "title": locale.t("tl.fire_title", job=job["id"],
                                                       time=locale.time(moment.isoformat()))})
             last = pos
-    return marks
+    if not dense:
+        return marks, None
+    every = locale.exact_span(round((known[-1] - known[0]).total_seconds() / 4, 1))
+    return marks, {"x": marks[0]["x"], "w": round(100 - marks[0]["x"], 3),
+                   "title": locale.t("tl.fire_band", job=job["id"], every=every)}
 
 
-def _fire_times(job: dict, x, now: datetime, service) -> list[datetime]:
-    known = [t for t in map(parse_time, job.get("next_run_times") or []) if t and t > now]
+def _fire_times(job: dict, known: list, x, service) -> list[datetime]:
+    """The known next five, continued to the end of the range when they stop short of it."""
     if len(known) < 5 or x(known[-1]) >= 100:
-        return known   # the job's own next five reach past the range (or are all it has)
+        return known   # they reach past the range, or they are all there is
+    gap = (known[-1] - known[0]) / 4
+    end = x.start + timedelta(seconds=x.span)
+    count = min(int((end - known[-1]) / gap) + 2, MAX_FIRES) if gap else MAX_FIRES
     trigger = job.get("trigger") or {}
     if trigger.get("type") == "interval":
-        step = timedelta(seconds=sum(float(trigger.get(unit) or 0) * size for unit, size in (
-            ("weeks", 604800), ("days", 86400), ("hours", 3600), ("minutes", 60),
-            ("seconds", 1))))
-        if step.total_seconds() > 0:
-            return known + [known[-1] + step * i for i in range(1, MAX_FIRES)]
+        return known + [known[-1] + gap * i for i in range(1, count)]
     try:
-        more = service.preview_trigger(trigger, count=MAX_FIRES)
+        more = service.preview_trigger(trigger, count=count + 5)
     except (SchedulerError, ValueError):   # a trigger the preview cannot read: five suffice
         return known
     return known + [t for t in map(parse_time, more) if t and t > known[-1]]

@@ -82,6 +82,26 @@ def untranslated(template: str) -> list[str]:
             and not re.fullmatch(r"/[\w/.-]*", text)]   # a path such as /api/openapi.json
 
 
+def test_a_third_language_is_one_file(tmp_path, monkeypatch, client):
+    folder = tmp_path / "messages"
+    folder.mkdir()
+    for catalog in (WEB / "messages").glob("*.json"):
+        (folder / catalog.name).write_text(catalog.read_text())
+    french = {**i18n.catalogs()["en"], "_name": "Français", "nav.jobs": "Tâches"}
+    (folder / "fr.json").write_text(json.dumps(french))
+    monkeypatch.setattr(i18n, "MESSAGES", str(folder))
+    i18n.catalogs.cache_clear()
+    try:
+        page = html.unescape(client.get("/jobs", headers={"Accept-Language": "fr"}).text)
+        assert '<html lang="fr">' in page and ">Tâches</a>" in page
+        assert re.search(r'hreflang="fr"[^>]*>Français</a>', page)
+        assert 'hreflang="ja">日本語</a>' in page
+    finally:
+        monkeypatch.undo()
+        i18n.catalogs.cache_clear()
+    assert "fr" not in i18n.catalogs()
+
+
 def test_no_template_holds_untranslated_text():
     assert untranslated('<p class="x">Run it</p>') == ["Run it"]       # the check can fail
     assert untranslated('<input placeholder="any job">') == ["any job"]
@@ -308,6 +328,17 @@ def test_timeline_bars_markers_fires_and_attention():
     assert lanes["paused"]["fires"] == []
     assert all(abs(t["x"] - 80) > 4 for t in timeline["ticks"])   # "now" is never crowded
     assert timeline["now_x"] == 80 and timeline["range"] == "24h"
+
+
+def test_fires_closer_than_a_marker_are_one_band():
+    ja = i18n.Locale("ja", UTC, UTC)
+    timeline = charts.timeline(FakeService([job("often", every=1), job("rare", every=600)], []),
+                               ja, "7d", now=NOW)
+    lanes = {lane["job_id"]: lane for lane in timeline["lanes"]}
+    band = lanes["often"]["band"]
+    assert len(lanes["often"]["fires"]) == 1 and band["x"] + band["w"] == pytest.approx(100)
+    assert band["title"] == "often: ここから 1分ごとに実行"
+    assert lanes["rare"]["band"] is None and len(lanes["rare"]["fires"]) > 1
 
 
 def test_duration_chart_scales_to_the_longest_run():

@@ -68,6 +68,9 @@
           % for dot in lane['dots']:
           <a href="{{dot['href']}}" class="tl-run" data-tip="{{dot['title']}}"><svg x="{{dot['x']}}%" y="{{lane['mid']}}" overflow="visible"><rect class="bar run-dot bar-{{dot['status']}}" x="-2.5" y="-7" width="5" height="14" rx="2.5"><title>{{dot['title']}}</title></rect></svg></a>
           % end
+          % if lane['band']:
+          <rect class="fire-band" x="{{lane['band']['x']}}%" y="{{lane['band_y']}}" width="{{lane['band']['w']}}%" height="3"><title>{{lane['band']['title']}}</title></rect>
+          % end
           % for fire in lane['fires']:
           <svg x="{{fire['x']}}%" y="{{lane['mid']}}" overflow="visible"><polygon class="fire" points="0,-6 5,0 0,6 -5,0"><title>{{fire['title']}}</title></polygon></svg>
           % end
