@@ -145,6 +145,8 @@ class Locale:
     def duration(self, seconds: float | None) -> str:
         if seconds is None:
             return "—"
+        if seconds < 0.005:   # would print as 0.00 s
+            return self.t("duration.tiny")
         if seconds < 60:
             return self.t("duration.s", n=f"{seconds:.2f}" if seconds < 10 else f"{seconds:.1f}")
         minutes, rest = divmod(int(seconds), 60)

@@ -15,7 +15,9 @@
     <line class="median" x1="0" x2="100%" y1="{{chart['median_y']}}" y2="{{chart['median_y']}}"><title>{{t('chart.median', median=chart['median'])}}</title></line>
   </svg>
   <div class="chart-axis muted small">
+    % if chart['count'] > 1:
     <span>{{t('chart.span', first=h['time'](chart['first']), last=h['time'](chart['last']))}}</span>
+    % end
     <span>{{t('chart.legend', longest=chart['longest'], median=chart['median'])}}</span>
   </div>
   % else:
