@@ -31,6 +31,7 @@ import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
+import difflib
 import fcntl
 import functools
 import hashlib
@@ -488,12 +489,12 @@ def definition_hash(defn: JobDefinition) -> str:
 def parse_job(data: Any, base_dir: str) -> JobDefinition:
     """Validate one job (a dict) fully: schema, trigger, callable or script. Raises InvalidJob."""
     if not isinstance(data, dict):
-        raise InvalidJob(f"a job must be a mapping, got {_type_name(data)}",
-                         [{"field": "", "message": "must be a mapping", "line": None}])
+        message = f"a job must be a mapping, got {_type_name(data)}"
+        raise InvalidJob(message, [{"field": "", "message": message, "line": None}])
     try:
         defn = JobDefinition.model_validate(data)
     except ValidationError as exc:
-        details = [_pydantic_detail(err) for err in exc.errors()]
+        details = _pydantic_details(exc.errors())
         details += _partial_checks(data, details, base_dir)
         raise InvalidJob(_details_text(details, data.get("id")), details) from None
     details = check_job(defn, base_dir)
@@ -503,7 +504,8 @@ def parse_job(data: Any, base_dir: str) -> JobDefinition:
 
 
 def check_job(defn: JobDefinition, base_dir: str) -> list[dict]:
-    """What pydantic cannot see: the trigger builds, the callable imports, the script exists."""
+    """What pydantic cannot see: the trigger builds, the callable imports and takes the job's
+    args and kwargs, the script exists, a command line needs no shell it does not get."""
     details = [{"field": f"trigger.{f}" if f else "trigger", "message": m, "line": None}
                for f, m in trigger_problems(defn.trigger)]
     problem = _target_problem(defn, base_dir)
@@ -590,13 +592,17 @@ def _partial_checks(data: dict, details: list, base_dir: str) -> list:
 def _target_problem(defn: JobDefinition, base_dir: str) -> Optional[tuple[str, str]]:
     if defn.kind == "python":
         try:
-            resolve_callable(defn.func, base_dir)
+            func = resolve_callable(defn.func, base_dir)
         except InvalidJob as exc:
             return "func", str(exc)
-        return None
+        return _call_problem(func, defn.args, defn.kwargs)
     if defn.shell:
         return None
     field = "func" if defn.command is None else "command"
+    syntax = shell_syntax(defn.command) if isinstance(defn.command, str) else None
+    if syntax:
+        return field, (f"{syntax!r} is shell syntax, but this command runs without a shell: "
+                       f"add shell: true, or quote it")
     try:
         argv = command_argv(defn, base_dir)
     except ValueError as exc:   # shlex: an unbalanced quote
@@ -610,6 +616,68 @@ def _target_problem(defn: JobDefinition, base_dir: str) -> Optional[tuple[str, s
     elif shutil.which(exe, path=_job_env(defn).get("PATH")) is None:
         return field, f"program {exe!r} is not found on PATH"
     return None
+
+
+def _call_problem(func, args: list, kwargs: dict) -> Optional[tuple[str, str]]:
+    """Whether ``func(*args, **kwargs)`` binds, so that a missing argument is a validation error
+    and not a failed run at 2 a.m. A callable without a readable signature is accepted."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    name = getattr(func, "__name__", "the callable")
+    params = signature.parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        for key in (k for k in kwargs if k not in params):   # a typo is said before what's missing
+            close = difflib.get_close_matches(key, list(params), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            return "kwargs", f"{name}() has no parameter {key!r}{hint}"
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        reason = str(exc)
+        for pattern, field, message in _BIND_MESSAGES:
+            match = re.fullmatch(pattern, reason)
+            if match:
+                return field, message.format(name, *match.groups(), len(args))
+        return "kwargs", f"{name}() cannot be called with these args and kwargs: {reason}"
+    return None
+
+
+_BIND_MESSAGES = (   # inspect's words -> ours: which field to change, and how
+    (r"missing a required (?:keyword-only )?argument: '(.*)'", "kwargs",
+     "{0}() needs the argument '{1}': give it in kwargs"),
+    (r"too many positional arguments", "args",
+     "{0}() takes fewer positional arguments than the {1} in args"),
+    (r"multiple values for argument '(.*)'", "kwargs",
+     "{0}() would get '{1}' twice: from args and from kwargs"),
+    (r"'(.*)' parameter is positional only, but was passed as a keyword", "kwargs",
+     "{0}() takes '{1}' only by position: move it from kwargs to args"),
+)
+
+
+def shell_syntax(line: str) -> Optional[str]:
+    """The first piece of shell syntax outside single quotes in a command line (a pipe, a
+    redirection, ``;``, ``&&``, ``$VAR``, a backquote), or None. Without a shell, shlex passes
+    it on as a literal argument: ``echo a | tr a b`` prints ``a | tr a b``."""
+    quote, i = "", 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and quote != "'":
+            i += 2
+            continue
+        if quote and ch == quote:
+            quote = ""
+        elif not quote and ch in "'\"":
+            quote = ch
+        elif quote != "'" and (found := _SHELL_SYNTAX.match(line, i)) and (
+                not quote or found[0][0] in "$`"):
+            return found[0]
+        i += 1
+    return None
+
+
+_SHELL_SYNTAX = re.compile(r"[|&;<>]+|`|\$(?:\(|\{|[A-Za-z_][A-Za-z0-9_]*|[0-9#?!$*@-])")
 
 
 def resolve_callable(ref: str, base_dir: Optional[str] = None):
@@ -799,7 +867,8 @@ class JobsParser:
             if defn is None:
                 return None
             target = (defn.func, json.dumps(defn.command), defn.shell, json.dumps(defn.args,
-                      default=str), defn.env.get("PATH"), defn.cwd)
+                      default=str), json.dumps(defn.kwargs, default=str, sort_keys=True),
+                      defn.env.get("PATH"), defn.cwd)
             if target not in targets:   # one look-up per distinct program, not per job
                 targets[target] = _target_problem(defn, base_dir)
             if targets[target] is not None:
@@ -889,6 +958,7 @@ def parse_jobs_text(text: str, path: str = "jobs.yaml") -> list[JobDefinition]:
                                 "line": _line_of(root, [*where, *fpath]),
                                 "message": d["message"] + _yaml_hint(root, [*where, *fpath])})
     if details:
+        details.sort(key=lambda d: d["line"] or 0)   # stable: a line's details keep their order
         raise InvalidConfig(_config_error_text(path, details), details)
     return jobs
 
@@ -1024,30 +1094,128 @@ def _yaml_hint(root, path: list) -> str:
     return ""
 
 
+def _pydantic_details(errors: list) -> list[dict]:
+    """One detail per mistake: pydantic reports a value that fits no member of a union once per
+    member (``minutes: '5'`` is neither an int nor a float); say what the field takes instead.
+    When the value had the shape of one member (a list for ``command``), its errors alone count."""
+    groups: dict[tuple, list] = {}
+    for err in errors:
+        loc = tuple(str(p) for p in err["loc"])
+        cut = next((i for i, p in enumerate(loc) if _is_branch(p, i, loc) and
+                    not (i == 1 and loc[0] == "trigger")), len(loc))   # a tagged union: one
+        groups.setdefault(loc[:cut], []).append((err, cut < len(loc) - 1))
+    details = []
+    for group in groups.values():
+        deeper = [err for err, deep in group if deep]
+        if deeper or len(group) == 1:
+            details += [_pydantic_detail(err) for err in deeper or [group[0][0]]]
+        else:
+            details.append(_union_detail([err for err, _ in group]))
+    return details
+
+
 def _pydantic_detail(err: dict) -> dict:
-    loc = [str(p) for p in err["loc"]]
-    # Drop the union branch names pydantic inserts (trigger.cron.minute -> trigger.minute).
-    if len(loc) >= 2 and loc[0] == "trigger" and loc[1] in ("interval", "cron", "date",
-                                                           "manual"):
-        loc = [loc[0], *loc[2:]]
-    if len(loc) >= 3 and loc[0] == "notify" and loc[2] in ("webhook", "slack", "email"):
-        loc = [*loc[:2], *loc[3:]]   # notify.0.webhook.secret -> notify.0.secret
-    loc = [p for p in loc if not (p.startswith(("str", "int", "float", "list[", "datetime", "date",
-                                                 "function-")) or p in ("bool", "dict"))]
-    field = ".".join(loc)
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif err["type"] in ("union_tag_invalid", "union_tag_not_found") and loc[:1] == ["notify"]:
-        message = "a notify target needs one of webhook, slack or email"
-    elif err["type"] == "string_pattern_mismatch" and loc[-1:] in (["webhook"], ["slack"]):
-        message = f"must be an http:// or https:// URL (got {_short(err['input'])})"
-    elif err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
-        message = "type must be one of: interval, cron, date, manual"
-        field = "trigger.type"
-    elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
-        message = f"{message} (got {_short(err['input'])})"
+    """One pydantic error as a detail a person can act on."""
+    loc, field = [str(p) for p in err["loc"]], _field_of(err["loc"])
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden":
+        return {"field": field, "message": _unknown_key(loc), "line": None}
+    if kind in ("union_tag_invalid", "union_tag_not_found") and loc[:1] == ["notify"]:
+        return {"field": field, "message": "a notify target needs one of webhook, slack or email",
+                "line": None}
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        message = ("needs a type: interval, cron, date or manual"
+                   if kind == "union_tag_not_found" else
+                   f"type must be one of: interval, cron, date, manual; got "
+                   f"{_short(ctx.get('tag'))}")
+        return {"field": "trigger.type", "message": message, "line": None}
+    if kind == "missing":
+        message = "is required"
+    elif kind == "string_pattern_mismatch" and loc[-1:] in (["webhook"], ["slack"]):
+        message = f"must be an http:// or https:// URL, got {_short(value)}"
+    elif kind == "string_pattern_mismatch":
+        most = re.search(r"\{1,(\d+)\}", ctx.get("pattern", ""))
+        message = (f"may only use letters, digits, '_', '.' and '-' (1 to "
+                   f"{most[1] if most else 64} characters), got {_short(value)}")
+    elif kind in _BOUNDS:
+        words, key = _BOUNDS[kind]
+        message = f"must be {words} {ctx.get(key)}, got {_short(value)}"
+    elif kind == "too_long":
+        message = (f"may have at most {ctx.get('max_length')} items, got "
+                   f"{ctx.get('actual_length')}")
+    elif kind in _EXPECTED:
+        return _union_detail([err])
+    else:
+        message = err["msg"].removeprefix("Value error, ")
+        if kind != "value_error" and not isinstance(value, dict):
+            message = f"{message}, got {_short(value)}"
     return {"field": field, "message": message, "line": None}
+
+
+def _union_detail(errs: list) -> dict:
+    """A value of a type the field does not take: which types it takes, said once."""
+    if any(err["type"] not in _EXPECTED for err in errs):   # a member's own rule says more
+        return _pydantic_detail(next(err for err in errs if err["type"] not in _EXPECTED))
+    kinds = {_EXPECTED[err["type"]] for err in errs}
+    expected = " or ".join(k for k in _TYPE_ORDER if k in kinds and _SUBSUMED.get(k) not in kinds)
+    value = errs[0].get("input")
+    message = f"must be {expected}, got {_short(value)}"
+    if isinstance(value, str) and _looks_numeric(value) and "text" not in kinds:
+        message = f"must be {expected}, got the text {_short(value)}: write it without quotes"
+    return {"field": _field_of(errs[0]["loc"]), "message": message, "line": None}
+
+
+def _field_of(loc) -> str:
+    parts = [str(p) for p in loc]
+    return ".".join(p for i, p in enumerate(parts) if not _is_branch(p, i, parts))
+
+
+def _is_branch(part: str, index: int, loc) -> bool:
+    """Whether a part of a pydantic location names a union member (trigger.cron.minute,
+    minutes.int), not a field."""
+    if index == 1 and loc[0] == "trigger":
+        return part in ("interval", "cron", "date", "manual")
+    if index == 2 and loc[0] == "notify":   # notify.0.webhook.secret -> notify.0.secret
+        return part in ("webhook", "slack", "email")
+    return index > 0 and _is_member(part)
+
+
+def _is_member(part: str) -> bool:
+    return part in ("str", "int", "float", "bool", "dict", "datetime", "date") or \
+        part.startswith(("list[", "function-"))
+
+
+def _unknown_key(loc: list) -> str:
+    known = _KNOWN_KEYS.get(loc[1] if loc[0] == "trigger" and len(loc) > 2 else loc[0]
+                            if len(loc) > 1 else "", ())
+    close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.7)
+    return f"unknown key; did you mean {close[0]!r}?" if close else "unknown key"
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+_BOUNDS = {"greater_than_equal": ("at least", "ge"), "greater_than": ("more than", "gt"),
+           "less_than_equal": ("at most", "le"), "less_than": ("less than", "lt")}
+_EXPECTED = {"int_type": "a whole number", "int_parsing": "a whole number",
+             "int_from_float": "a whole number", "float_type": "a number",
+             "float_parsing": "a number", "string_type": "text", "bool_type": "true or false",
+             "bool_parsing": "true or false", "list_type": "a list", "dict_type": "a mapping",
+             "model_type": "a mapping", "model_attributes_type": "a mapping",
+             "datetime_type": "a date/time", "datetime_parsing": "a date/time",
+             "datetime_from_date_parsing": "a date/time", "date_type": "a date/time",
+             "date_parsing": "a date/time", "date_from_datetime_inexact": "a date/time"}
+_TYPE_ORDER = ("text", "a whole number", "a number", "true or false", "a date/time", "a list",
+               "a mapping")
+_SUBSUMED = {"a whole number": "a number", "text": "a date/time"}   # the second says it all
+_KNOWN_KEYS = {"": tuple(JobDefinition.model_fields), "retries": tuple(RetrySpec.model_fields),
+               **{spec.model_fields["type"].annotation.__args__[0]: tuple(spec.model_fields)
+                  for spec in (IntervalSpec, CronSpec, DateSpec)}}
 
 
 def _short(value: Any) -> str:
@@ -5165,8 +5333,20 @@ def api_openapi(service):
 
 def api_docs(service):
     """A readable page of this API, rendered on the server from the OpenAPI document."""
-    return bottle.HTTPResponse(docs_html(bool(service.config.token)), headers={
+    secured = bool(service.config.token)
+    try:
+        from task_scheduler_web import api_docs_html   # the page's template lives with the GUI
+    except ImportError:   # this module vendored alone: the document itself is the reference
+        body = _DOCS_WITHOUT_GUI
+    else:
+        body = api_docs_html(openapi_json(secured), secured)
+    return bottle.HTTPResponse(body, headers={
         "Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": DOCS_CSP})
+
+
+_DOCS_WITHOUT_GUI = ('<!doctype html><html lang="en"><meta charset="utf-8"><title>API</title>'
+                     '<p>This API is described by <a href="/api/openapi.json">/api/openapi.json'
+                     '</a> (OpenAPI 3.1); docs/api.md has examples.</p></html>')
 
 
 def api_metrics(service):
@@ -5204,7 +5384,7 @@ _OPEN_ROUTES = {"/api/health"}   # everything else needs the token when one is c
 
 def create_app(service: SchedulerService) -> bottle.Bottle:
     """The WSGI app: the JSON API under /api and the GUI, on one Bottle app."""
-    import task_scheduler_web   # the GUI ships with the module; a broken one fails loudly
+    gui = _gui_package()
     app = bottle.Bottle(catchall=True)
     app.config.update({"json.enable": False, "ts.run_stats": RunStats(),
                        "ts.streams": threading.BoundedSemaphore(MAX_STREAMS)})
@@ -5215,8 +5395,22 @@ def create_app(service: SchedulerService) -> bottle.Bottle:
     for code in (c for c in bottle.HTTP_CODES if c >= 400):
         app.error(code)(_error_page)
     app.add_hook("after_request", _common_headers)
-    task_scheduler_web.install_gui(app, service)
+    if gui is not None:
+        gui.install_gui(app, service)
     return app
+
+
+def _gui_package():
+    """The GUI package; None when this module is used without it (the API alone still serves).
+    A GUI that is there but broken fails loudly."""
+    try:
+        import task_scheduler_web
+    except ModuleNotFoundError as exc:
+        if exc.name != "task_scheduler_web":
+            raise
+        log.info("task_scheduler_web is not installed: serving the API only")
+        return None
+    return task_scheduler_web
 
 
 class HttpGuard:
@@ -5997,112 +6191,6 @@ def _json_answer(text: Optional[str], model: str) -> dict:
 
 _RESPONSE_MODELS = (ApiJob, ApiJobPage, ApiRun, ApiRunDetail, ApiRunPage, ApiRunQueued,
                     ApiError, ApiHealth, ApiStatus, ApiNodes, ApiReload, ApiOutput)
-
-
-# The /api/docs page: plain HTML from the document, no script, no external asset
-
-@functools.lru_cache(maxsize=2)
-def docs_html(secured: bool) -> str:
-    doc = openapi_document(secured)
-    esc = bottle.html_escape
-    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{esc(doc['info']['title'])} API</title>",
-           '<link rel="stylesheet" href="/static/app.css"></head><body><main>',
-           f"<h1>{esc(doc['info']['title'])} API {esc(doc['info']['version'])}</h1>",
-           *(f"<p>{esc(p.replace('**', '').replace('`', ''))}</p>"   # Markdown, read plain
-             for p in doc["info"]["description"].split("\n\n")),
-           '<p>Machine-readable: <a href="/api/openapi.json">/api/openapi.json</a> '
-           "(OpenAPI 3.1). Examples: docs/api.md.</p>", "<h2>Operations</h2>", "<ul>"]
-    ops = [(path, method, op) for path, item in doc["paths"].items()
-           for method, op in item.items()]
-    out += [f'<li><a href="#{esc(op["operationId"])}"><code>{method.upper()} {esc(path)}'
-            f"</code></a> {esc(op['summary'])}</li>" for path, method, op in ops]
-    out.append("</ul>")
-    for path, method, op in ops:
-        out += _docs_operation(path, method, op, secured)
-    out.append("<h2>Schemas</h2>")
-    for name, schema in doc["components"]["schemas"].items():
-        out += _docs_schema(name, schema)
-    out.append("</main></body></html>")
-    return "\n".join(out)
-
-
-def _docs_operation(path: str, method: str, op: dict, secured: bool) -> list:
-    esc = bottle.html_escape
-    out = [f'<section id="{esc(op["operationId"])}"><h3><code>{method.upper()} {esc(path)}'
-           f"</code></h3>", f"<p>{esc(op['summary'])} {esc(op.get('description', ''))}</p>"]
-    if op["parameters"]:
-        out.append("<table><tr><th>parameter</th><th>in</th><th>type</th><th>about</th></tr>")
-        out += [f"<tr><td><code>{esc(p['name'])}</code></td><td>{p['in']}</td>"
-                f"<td>{_type_html(p['schema'])}</td><td>{esc(p.get('description', ''))}</td></tr>"
-                for p in op["parameters"]]
-        out.append("</table>")
-    if "requestBody" in op:
-        schema = op["requestBody"]["content"]["application/json"]["schema"]
-        out.append(f"<p>Body (application/json): {_type_html(schema)}</p>")
-    answers = [(code, r) for code, r in op["responses"].items() if code < "400"]
-    out += [f"<p>Answer: <b>{code}</b> {esc(r['description'])} "
-            + " ".join(_type_html(c["schema"]) for c in r.get("content", {}).values()) + "</p>"
-            for code, r in answers]
-    error = {"$ref": _REF.format(model="ApiError")}
-    out.append(f"<p>Errors ({_type_html(error)}): " + ", ".join(
-        f'<abbr title="{esc(r["description"])}">{code}</abbr>'
-        + "".join(f" ({_type_html(c['schema'])})" for c in r["content"].values()
-                  if c["schema"] != error)
-        for code, r in op["responses"].items() if code >= "400") + "</p>")
-    out.append(f"<pre>{esc(_curl(path, method, op, secured))}</pre></section>")
-    return out
-
-
-def _curl(path: str, method: str, op: dict, secured: bool) -> str:
-    parts = ["curl -s"] + ([f"-X {method.upper()}"] if method != "get" else [])
-    if secured and op.get("security") != []:
-        parts.append("-H 'Authorization: Bearer $TS_API_TOKEN'")
-    if "requestBody" in op:
-        parts.append("-H 'Content-Type: application/json' -d @job.json")
-    return " ".join(parts + [f"http://127.0.0.1:8000{path}"])
-
-
-def _docs_schema(name: str, schema: dict) -> list:
-    esc = bottle.html_escape
-    out = [f'<section id="schema-{esc(name)}"><h3>{esc(name)}</h3>']
-    if schema.get("description"):
-        out.append(f"<p>{esc(schema['description'])}</p>")
-    required = set(schema.get("required", []))
-    if schema.get("properties"):
-        out.append("<table><tr><th>field</th><th>type</th><th>required</th><th>about</th></tr>")
-        out += [f"<tr><td><code>{esc(field)}</code></td><td>{_type_html(prop)}</td>"
-                f"<td>{'yes' if field in required else ''}</td>"
-                f"<td>{esc(str(prop.get('description', '')))}</td></tr>"
-                for field, prop in schema["properties"].items()]
-        out.append("</table>")
-    out.append(f"<details><summary>JSON Schema</summary><pre>"
-               f"{esc(json.dumps(schema, indent=2))}</pre></details></section>")
-    return out
-
-
-def _type_html(schema: dict) -> str:
-    """A short readable type: links for references, | for alternatives, bounds and patterns."""
-    esc = bottle.html_escape
-    if "$ref" in schema:
-        name = schema["$ref"].rpartition("/")[2]
-        return f'<a href="#schema-{esc(name)}">{esc(name)}</a>'
-    for key in ("anyOf", "oneOf"):
-        if key in schema:
-            return " | ".join(_type_html(s) for s in schema[key])
-    if "enum" in schema or "const" in schema:
-        return " | ".join(esc(json.dumps(v)) for v in schema.get("enum", [schema.get("const")]))
-    kind = schema.get("type", "any")
-    if kind == "array":
-        return f"array of {_type_html(schema.get('items', {}))}"
-    if kind == "object" and isinstance(schema.get("additionalProperties"), dict):
-        return f"object of {_type_html(schema['additionalProperties'])}"
-    extra = [f"{schema['format']}" for _ in [0] if "format" in schema]
-    extra += [f"{word} {schema[key]}" for key, word in (
-        ("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("pattern", "matching"))
-        if key in schema]
-    return esc(f"{kind} ({', '.join(map(str, extra))})" if extra else str(kind))
 
 
 # /metrics: Prometheus text format, written by hand

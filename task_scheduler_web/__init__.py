@@ -4,6 +4,8 @@ The core calls `install_gui(app, service)` from `create_app()`; every handler be
 `gui_xxx(service, ...)`, renders `views/xxx.tpl` and calls the same service functions as the API.
 Safety lives in one place, `_guard`: login (when a token is configured) and CSRF for every POST.
 Sessions, CSRF tokens and flash messages are HMAC-signed strings in cookies: no server-side state.
+Every word on a page comes from the message catalogs (`i18n.py`, `messages/*.json`); the job
+form's fields are described in `forms.py`, the timeline and the duration chart in `charts.py`.
 """
 from __future__ import annotations
 
@@ -15,11 +17,9 @@ import hmac
 import json
 import os
 import secrets
-import shlex
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -28,7 +28,11 @@ import yaml
 
 from task_scheduler import SchedulerError
 
-__all__ = ["GUI_ROUTES", "install_gui"]
+from . import charts, forms
+from .docs import api_docs_html
+from .i18n import LANG_COOKIE, TZ_COOKIE, Locale, choose_language, languages, zone_named
+
+__all__ = ["GUI_ROUTES", "api_docs_html", "install_gui"]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VIEWS = os.path.join(HERE, "views")
@@ -36,18 +40,14 @@ STATIC = os.path.join(HERE, "static")
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "interrupted",
                 "missed", "skipped", "cancelled")
-JOB_STATES = ("scheduled", "paused", "disabled")
+JOB_STATES = ("scheduled", "paused", "disabled", "finished")
 ACTIVE = ("queued", "running")
-FORM_FIELDS = ("id", "description", "kind", "target", "trigger_type", "cron_expression",
-               "interval_seconds", "run_date", "timezone", "max_instances", "timeout", "tags")
-TRIGGER_FIELD = {"cron": "cron_expression", "interval": "interval_seconds", "date": "run_date"}
 PAGE_SIZE = 50
 JOBS_PAGE_SIZE = 100      # a whole fleet on one page; the filters narrow it down
 SESSION_TTL = 12 * 3600   # a working day: long enough not to nag, short enough to expire
 FLASH_TTL = 60            # the flash only has to survive one 303 redirect
-TIMELINE_BACK_H = 24
-TIMELINE_AHEAD_H = 6
-TIMELINE_MAX_RUNS = 3000  # keeps the SVG under a few hundred KB even with chatty jobs
+PREFERENCE_TTL = 365 * 86400   # language and time zone: chosen once
+CHART_RUNS = 40           # runs in a job's duration chart: enough for a trend, few enough to see
 CSP = ("default-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; "
        "form-action 'self'; frame-ancestors 'none'")
 
@@ -56,9 +56,11 @@ CSP = ("default-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; 
 
 def gui_dashboard(service) -> str:
     status = service.status()
+    locale = _locale()
     config = status.get("config") or {}
-    return _render("dashboard", nav="dashboard", title="Dashboard", status=status,
-                   config=config, timeline=_timeline(service), nodes=service.nodes())
+    return _render("dashboard", nav="dashboard", title=_t("title.dashboard"), status=status,
+                   config=config, config_errors=_config_errors(config), nodes=service.nodes(),
+                   timeline=charts.timeline(service, locale, _query(("range",))["range"]))
 
 
 def gui_jobs(service) -> str:
@@ -66,7 +68,7 @@ def gui_jobs(service) -> str:
     offset = _int_arg("offset")
     jobs = service.jobs(**{k: v or None for k, v in filters.items()}, limit=JOBS_PAGE_SIZE,
                         offset=offset)
-    return _render("jobs", nav="jobs", title="Jobs", jobs=jobs, filters=filters,
+    return _render("jobs", nav="jobs", title=_t("title.jobs"), jobs=jobs, filters=filters,
                    pager=_pager(jobs, JOBS_PAGE_SIZE, offset, filters),
                    here=bottle.request.fullpath + _qs())
 
@@ -75,45 +77,38 @@ def gui_job_detail(service, job_id: str) -> str:
     job = _fetch(service.job, job_id)
     offset = _int_arg("offset")
     runs = service.runs(job_id=job_id, limit=20, offset=offset)
+    recent = service.runs(job_id=job_id, limit=CHART_RUNS)
     definition = yaml.safe_dump(job.get("definition") or {}, sort_keys=False, allow_unicode=True)
-    return _render("job_detail", nav="jobs", title=f"Job {job_id}", job=job, runs=runs,
-                   definition=definition, pager=_pager(runs, 20, offset, {}),
-                   here=f"/jobs/{job_id}")
+    return _render("job_detail", nav="jobs", title=_t("title.job", id=job_id), job=job,
+                   runs=runs, definition=definition, pager=_pager(runs, 20, offset, {}),
+                   chart=charts.duration_chart(recent, _locale()), here=f"/jobs/{job_id}")
 
 
 def gui_job_new(service) -> str:
-    form = dict.fromkeys(FORM_FIELDS, "")
-    form.update(kind="python", trigger_type="cron", max_instances="1")
-    return _render("job_new", nav="new", title="New job", form=form, errors={}, preview=None,
-                   default_tz=str(service.timezone))
+    return _render_form(service, "job_new", forms.new_form(), {}, None)
 
 
 def gui_job_create(service) -> str:
-    return _post_job_form(service, "job_new", {"nav": "new", "title": "New job"},
-                          service.add_job, "created")
+    return _post_job_form(service, "job_new", service.add_job, "flash.job_created")
 
 
 def gui_job_edit(service, job_id: str) -> str:
     job = _fetch(service.job, job_id)
     if job.get("source") != "api":
-        _redirect(f"/jobs/{job_id}", f"Job {job_id} is defined in jobs.yaml: edit it there.",
-                  "error")
-    return _render("job_edit", nav="jobs", title=f"Edit {job_id}", job=job,
-                   form=_job_to_form(job), errors={}, preview=None,
-                   default_tz=str(service.timezone))
+        _redirect(f"/jobs/{job_id}", "flash.yaml_job", "error", id=job_id)
+    return _render_form(service, "job_edit", forms.job_to_form(job), {}, None, job=job)
 
 
 def gui_job_update(service, job_id: str) -> str:
     job = _fetch(service.job, job_id)
-    return _post_job_form(service, "job_edit", {"nav": "jobs", "title": f"Edit {job_id}",
-                                                "job": job},
-                          lambda definition: service.replace_job(job_id, definition), "saved",
-                          job=job)
+    return _post_job_form(service, "job_edit",
+                          lambda definition: service.replace_job(job_id, definition),
+                          "flash.job_saved", job=job)
 
 
 def gui_job_delete(service, job_id: str) -> None:
     _act(lambda: service.delete_job(job_id), f"/jobs/{job_id}")
-    _redirect("/jobs", f"Job {job_id} deleted.")
+    _redirect("/jobs", "flash.job_deleted", id=job_id)
 
 
 def gui_job_action(service, job_id: str, action: str) -> None:
@@ -121,8 +116,8 @@ def gui_job_action(service, job_id: str, action: str) -> None:
     call = {"run": service.run_now, "pause": service.pause, "resume": service.resume}[action]
     result = _act(lambda: call(job_id), back)
     if action == "run":
-        _redirect(back, f"Run of {job_id} queued.", link=f"/runs/{result['id']}")
-    _redirect(back, f"Job {job_id} {'paused' if action == 'pause' else 'resumed'}.")
+        _redirect(back, "flash.run_queued", link=f"/runs/{result['id']}", id=job_id)
+    _redirect(back, f"flash.job_{action}d", id=job_id)
 
 
 def gui_runs(service) -> str:
@@ -131,13 +126,13 @@ def gui_runs(service) -> str:
     runs = service.runs(job_id=filters["job_id"] or None, status=filters["status"] or None,
                         limit=PAGE_SIZE, offset=offset)
     job_ids = [job["id"] for job in service.jobs()]
-    return _render("runs", nav="runs", title="Runs", runs=runs, filters=filters,
+    return _render("runs", nav="runs", title=_t("title.runs"), runs=runs, filters=filters,
                    job_ids=job_ids, pager=_pager(runs, PAGE_SIZE, offset, filters))
 
 
 def gui_run_detail(service, run_id: str) -> str:
     run = _fetch(service.run, run_id)
-    return _render("run_detail", nav="runs", title=f"Run {run_id}", run=run,
+    return _render("run_detail", nav="runs", title=_t("title.run", id=run_id), run=run,
                    active=run.get("status") in ACTIVE)
 
 
@@ -153,28 +148,29 @@ def gui_run_output(service, run_id: str, stream: str) -> str:
 def gui_run_cancel(service, run_id: str) -> None:
     back = f"/runs/{run_id}"
     _act(lambda: service.cancel(run_id), back)
-    _redirect(back, f"Run {run_id} cancelled.")
+    _redirect(back, "flash.run_cancelled", id=run_id)
 
 
 def gui_config(service) -> str:
     config = service.status().get("config") or {}
-    return _render("config", nav="config", title="Configuration", config=config)
+    return _render("config", nav="config", title=_t("title.config"), config=config,
+                   config_errors=_config_errors(config))
 
 
 def gui_reload(service) -> None:
     try:
         config = service.reload()
     except SchedulerError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid file"
-        _redirect("/config", f"jobs.yaml was not applied, the running configuration is kept: "
-                             f"{_shorten(first, 160)}", "error")
-    _redirect("/config", f"jobs.yaml reloaded: {config.get('jobs', '?')} jobs.")
+        details = getattr(exc, "details", None) or [{"message": str(exc).strip()}]
+        _redirect("/config", "flash.reload_failed", "error", n=len(details),
+                  text=_shorten(str(details[0].get("message") or ""), 160))
+    _redirect("/config", "flash.reloaded", n=config.get("jobs", 0))
 
 
 def gui_login(service) -> str:
     if not _token(service):
         _redirect("/")
-    return _render("login", nav="login", title="Log in", error=None,
+    return _render("login", nav="login", title=_t("title.login"), error=None,
                    next=_next_url("/", bottle.request.query))
 
 
@@ -189,17 +185,17 @@ def gui_login_post(service) -> str:
     if wait:
         bottle.response.status = 429
         bottle.response.set_header("Retry-After", str(wait))
-        return _render("login", nav="login", title="Log in", next=target,
-                       error=f"Too many wrong tokens from your address. Try again in {wait} s.")
+        return _render("login", nav="login", title=_t("title.login"), next=target,
+                       error=_t("login.too_many", n=wait))
     given = bottle.request.forms.getunicode("token", "") or ""
     if hmac.compare_digest(given.encode(), token.encode()):
         limiter.forget(client)
         secret = service.store.create_session(SESSION_TTL)
         _set_cookie("ts_session", _sign(f"session:{secret}"), SESSION_TTL)
-        _redirect(target, "Logged in.")
+        _redirect(target, "flash.logged_in")
     limiter.failed(client)
     bottle.response.status = 401
-    return _render("login", nav="login", title="Log in", error="That token is not valid.",
+    return _render("login", nav="login", title=_t("title.login"), error=_t("login.invalid"),
                    next=target)
 
 
@@ -208,7 +204,7 @@ def gui_logout(service) -> None:
     if secret:
         service.store.revoke_session(secret)
     bottle.response.delete_cookie("ts_session", path="/")
-    _redirect("/login" if _token(service) else "/", "Logged out.")
+    _redirect("/login" if _token(service) else "/", "flash.logged_out")
 
 
 class LoginLimiter:
@@ -276,7 +272,7 @@ def install_gui(app: bottle.Bottle, service) -> None:
         app.route(path, method, callback, name=handler.__name__)
     app.route("/static/<path:path>", "GET", _static)
     app.add_hook("after_request", _security_headers)
-    app.config["ts.error_page"] = _error_hook
+    app.config["ts.error_page"] = functools.partial(_error_hook, service)
     app.config["ts.gui.logins"] = LoginLimiter()
 
 
@@ -286,6 +282,7 @@ def _guard(handler, service, key: bytes, method: str, public: bool):
     def guarded(**kwargs):
         environ = bottle.request.environ
         environ["ts.gui.key"] = key
+        environ["ts.gui.locale"] = _choose_locale(service)
         environ["ts.gui.session"] = _session_secret() if _token(service) else None
         if environ["ts.gui.session"] and not service.store.session_active(
                 environ["ts.gui.session"]):
@@ -296,10 +293,28 @@ def _guard(handler, service, key: bytes, method: str, public: bool):
             back = bottle.request.fullpath + _qs() if method == "GET" else "/"
             bottle.redirect("/login?" + urlencode({"next": back}), 303)
         if method == "POST" and not _csrf_ok():
-            raise _error_page(403, "Forbidden", "The form's security token is missing or "
-                              "stale. Nothing was changed: go back, reload the page and retry.")
+            raise _error_page(403, _t("error.403"), _t("error.csrf"))
         return handler(**kwargs)
     return guarded
+
+
+def _choose_locale(service) -> Locale:
+    """The page's language and time zone. ``?lang=`` and ``?tz=`` choose and are remembered in
+    cookies (``?tz=service`` forgets the browser's zone); Accept-Language is the default."""
+    query, cookies = bottle.request.query, bottle.request
+    asked = query.get("lang")
+    lang = choose_language(asked, cookies.get_cookie(LANG_COOKIE),
+                           bottle.request.headers.get("Accept-Language"))
+    if asked == lang:
+        _set_cookie(LANG_COOKIE, lang, PREFERENCE_TTL, samesite="lax")
+    zone = zone_named(cookies.get_cookie(TZ_COOKIE))
+    if query.get("tz") == "service":
+        zone = None
+        bottle.response.delete_cookie(TZ_COOKIE, path="/")
+    elif zone_named(query.get("tz")):
+        zone = zone_named(query.get("tz"))
+        _set_cookie(TZ_COOKIE, str(zone), PREFERENCE_TTL, samesite="lax")
+    return Locale(lang, zone or service.timezone, service.timezone)
 
 
 def _derive_key(token: str | None) -> bytes:
@@ -360,16 +375,19 @@ def _csrf_ok() -> bool:
     return bool(given) and hmac.compare_digest(_csrf_token(), given)
 
 
-def _set_cookie(name: str, value: str, max_age: int | None) -> None:
+def _set_cookie(name: str, value: str, max_age: int | None, samesite: str = "strict") -> None:
     secure = bottle.request.urlparts.scheme == "https"
     options = {"max_age": max_age} if max_age else {}
-    bottle.response.set_cookie(name, value, path="/", httponly=True, samesite="strict",
+    bottle.response.set_cookie(name, value, path="/", httponly=True, samesite=samesite,
                                secure=secure, **options)
 
 
-def _redirect(url: str, message: str | None = None, kind: str = "ok", link: str | None = None):
-    if message:
-        data = json.dumps({"m": message, "k": kind, "u": link, "t": int(time.time())})
+def _redirect(url: str, key: str | None = None, kind: str = "ok", link: str | None = None,
+              **params):
+    """303 to ``url`` with a flash: a catalog key and its values, worded when it is shown (a
+    ``text`` value is a core message, translated where it is one of ours)."""
+    if key:
+        data = json.dumps({"m": key, "p": params, "k": kind, "u": link, "t": int(time.time())})
         packed = base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
         _set_cookie("ts_flash", _sign(packed), FLASH_TTL)
     bottle.redirect(url, 303)
@@ -382,7 +400,12 @@ def _pop_flash() -> dict | None:
     if not raw:
         return None
     data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    return data if time.time() - data.get("t", 0) < FLASH_TTL else None
+    if time.time() - data.get("t", 0) >= FLASH_TTL:
+        return None
+    locale, params = _locale(), dict(data.get("p") or {})
+    if "text" in params:
+        params["text"] = locale.message(str(params["text"]))
+    return {**data, "m": locale.t(str(data.get("m")), **params)}
 
 
 def _next_url(default: str, source=None) -> str:
@@ -412,131 +435,52 @@ def _static(path: str):
     return bottle.static_file(path, root=STATIC)
 
 
-# -- Forms: job definition <-> form fields ---------------------------------------------------
+# -- The job form -------------------------------------------------------------------------------
 
 def _form() -> dict[str, str]:
-    forms = bottle.request.forms
-    return {name: (forms.getunicode(name, "") or "").strip() for name in FORM_FIELDS}
+    posted = bottle.request.forms
+    return {name: (posted.getunicode(name, "") or "").strip() for name in forms.FORM_FIELDS}
 
 
-def _post_job_form(service, view: str, page: dict, save: Callable[[dict], Any], done: str,
+def _post_job_form(service, view: str, save: Callable[[dict], Any], done: str,
                    job: dict | None = None) -> str:
     """Preview, save and redirect, or show the form again with its errors and values."""
     form = _form()
     if job is not None:
         form["id"] = job["id"]   # the id of an existing job is not editable
-    definition, errors = _form_to_definition(form, job)
+    definition, errors = forms.form_to_definition(form, _t, job)
     preview = None
     if not errors and bottle.request.forms.get("action") == "preview":
         preview = _preview(service, definition, form, errors)
     elif not errors:
         errors = _attempt(lambda: save(definition), form)
         if not errors:
-            _redirect(f"/jobs/{definition['id']}", f"Job {definition['id']} {done}.")
+            _redirect(f"/jobs/{definition['id']}", done, id=definition["id"])
     if errors:
         bottle.response.status = 422
+    return _render_form(service, view, form, errors, preview, job=job)
+
+
+def _render_form(service, view: str, form: dict, errors: dict, preview, job=None) -> str:
+    page = ({"nav": "jobs", "title": _t("title.edit", id=job["id"]), "job": job} if job
+            else {"nav": "new", "title": _t("title.new")})
     return _render(view, **page, form=form, errors=errors, preview=preview,
+                   groups=forms.GROUPS, advanced=forms.advanced_in_use(form, errors),
                    default_tz=str(service.timezone))
 
 
-def _form_to_definition(form: dict[str, str], job: dict | None = None):
-    """A jobs.yaml entry from the form; an edited job keeps the fields the form does not show."""
-    errors: dict[str, str] = {}
-    base = (job or {}).get("definition") or {}
-    definition = {k: v for k, v in base.items()
-                  if k not in ("func", "command", "description", "tags", "trigger",
-                               "max_instances", "timeout")}
-    definition["id"] = form["id"]
-    if form["description"]:
-        definition["description"] = form["description"]
-    definition["command" if form["kind"] == "command" else "func"] = form["target"]
-    trigger_errors: dict[str, str] = {}
-    definition["trigger"] = _form_trigger(form, trigger_errors)
-    if job is not None and base.get("trigger") and _same_trigger(form, _job_to_form(job)):
-        definition["trigger"] = base["trigger"]  # keeps cron seconds, jitter, start_date...
-    else:
-        errors.update(trigger_errors)
-    for name, number in (("max_instances", _form_int(form, "max_instances", errors)),
-                         ("timeout", _form_number(form, "timeout", errors))):
-        if number is not None:
-            definition[name] = number
-    tags = [t.strip() for t in form["tags"].split(",") if t.strip()]
-    if tags:
-        definition["tags"] = tags
-    if form["kind"] not in ("python", "command"):
-        errors["kind"] = "Choose python or command."
-    return definition, errors
-
-
-def _form_trigger(form: dict[str, str], errors: dict[str, str]) -> dict:
-    kind = form["trigger_type"]
-    if kind not in TRIGGER_FIELD:
-        errors["trigger_type"] = "Choose cron, interval or date."
-        return {}
-    trigger: dict[str, Any] = {"type": kind}
-    if kind == "cron":
-        trigger["expression"] = form["cron_expression"]
-    elif kind == "date":
-        trigger["run_date"] = form["run_date"]
-    else:
-        trigger["seconds"] = _form_int(form, "interval_seconds", errors)
-    if not form[TRIGGER_FIELD[kind]]:
-        errors[TRIGGER_FIELD[kind]] = f"Required for a {kind} trigger."
-    if form["timezone"]:
-        trigger["timezone"] = form["timezone"]
-    return trigger
-
-
-def _form_int(form: dict[str, str], name: str, errors: dict[str, str]) -> int | None:
-    number = _form_number(form, name, errors, whole=True)
-    return None if number is None else int(number)
-
-
-def _form_number(form: dict[str, str], name: str, errors: dict[str, str],
-                 whole: bool = False) -> int | float | None:
-    """The field as a number, None when empty; text that is no number becomes a form error."""
-    text = form[name]
-    if not text:
-        return None
-    try:
-        number = int(text) if whole else float(text)
-    except ValueError:
-        errors[name] = f"{text!r} is not a {'whole ' if whole else ''}number."
-        return None
-    return int(number) if isinstance(number, float) and number.is_integer() else number
-
-
-def _job_to_form(job: dict) -> dict[str, str]:
-    d = job.get("definition") or {}
-    trigger = d.get("trigger") or job.get("trigger") or {}
-    kind = job.get("kind") or ("command" if d.get("command") else "python")
-    target = d.get("command") or d.get("func") or ""
-    form = dict.fromkeys(FORM_FIELDS, "")
-    form.update(id=job["id"], description=d.get("description") or "", kind=kind,
-                target=shlex.join(target) if isinstance(target, list) else str(target),
-                trigger_type=trigger.get("type", "cron"), timezone=trigger.get("timezone") or "",
-                max_instances=_str(d.get("max_instances")), timeout=_str(d.get("timeout")),
-                tags=", ".join(d.get("tags") or []))
-    form.update(_trigger_to_form(trigger))
-    return form
-
-
-def _trigger_to_form(trigger: dict) -> dict[str, str]:
-    if trigger.get("type") == "interval":
-        units = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
-        total = sum(float(trigger.get(u) or 0) * n for u, n in units.items())
-        return {"interval_seconds": str(int(total)) if total.is_integer() else str(total)}
-    if trigger.get("type") == "date":
-        return {"run_date": _str(trigger.get("run_date"))}
-    if trigger.get("expression"):
-        return {"cron_expression": trigger["expression"]}
-    fields = ("minute", "hour", "day", "month", "day_of_week")
-    return {"cron_expression": " ".join(str(trigger.get(f, "*")) for f in fields)}
-
-
-def _same_trigger(form: dict[str, str], before: dict[str, str]) -> bool:
-    keys = ("trigger_type", "timezone", TRIGGER_FIELD.get(form["trigger_type"], "trigger_type"))
-    return all(form[k] == before[k] for k in keys)
+def _config_errors(config: dict) -> list[dict]:
+    """Each error of the failed reload: where (line, job, field: as in the log) and what, in
+    the page's language where the message is one of ours (``lang`` says which it is)."""
+    locale, out = _locale(), []
+    for detail in config.get("errors") or []:
+        english = str(detail.get("message") or "")
+        message = locale.message(english)
+        where = [locale.t("config.line", line=detail.get("line") or 1), detail.get("job"),
+                 detail.get("field")]
+        out.append({"where": " · ".join(str(p) for p in where if p), "message": message,
+                    "lang": locale.lang if message != english else "en"})
+    return out
 
 
 def _attempt(call: Callable[[], Any], form: dict[str, str]) -> dict[str, str]:
@@ -557,97 +501,49 @@ def _preview(service, definition: dict, form: dict[str, str], errors: dict[str, 
 
 
 def _errors_from(exc, form: dict[str, str]) -> dict[str, str]:
+    """One message per form field, in the page's language where the message is one of ours."""
+    locale = _locale()
     if getattr(exc, "status", None) == 409:
-        return {"id": str(exc)}
+        return {"id": locale.message(str(exc))}
     errors: dict[str, str] = {}
     for detail in getattr(exc, "details", None) or []:
-        field = _form_field(str(detail.get("field") or ""), form["trigger_type"])
-        message = str(detail.get("message") or exc)
+        field = forms.error_field(str(detail.get("field") or ""), form["trigger_type"])
+        message = locale.message(str(detail.get("message") or exc))
         errors[field] = f"{errors[field]} {message}" if field in errors else message
-    return errors or {"_general": str(exc)}
-
-
-def _form_field(field: str, trigger_type: str) -> str:
-    head, _, rest = field.partition(".")
-    if head == "trigger":
-        return "timezone" if rest == "timezone" else TRIGGER_FIELD.get(trigger_type, "trigger_type")
-    if head in ("func", "command", "args", "shell"):
-        return "target"
-    return head if head in FORM_FIELDS else "_general"
-
-
-# -- Dashboard timeline ------------------------------------------------------------------------
-
-def _timeline(service) -> dict:
-    """One SVG lane per job: runs of the last day as bars, the next hours' fires as diamonds."""
-    now = datetime.now(UTC)
-    start, end = now - timedelta(hours=TIMELINE_BACK_H), now + timedelta(hours=TIMELINE_AHEAD_H)
-    left, width, lane = 180, 1000, 22
-    span = (end - start).total_seconds()
-
-    def x(moment: datetime) -> float:
-        ratio = min(max((moment - start).total_seconds() / span, 0.0), 1.0)
-        return round(left + ratio * (width - left - 12), 1)
-
-    runs_by_job: dict[str, list] = {}
-    for run in service.runs(since=start, limit=TIMELINE_MAX_RUNS):
-        runs_by_job.setdefault(run["job_id"], []).append(run)
-    # Most recently active first, then the soonest next fire (sort is stable, ISO UTC sorts).
-    jobs = sorted(service.jobs(), key=lambda j: (j.get("next_run_time") or "~", j["id"]))
-    jobs.sort(key=lambda j: _latest(runs_by_job.get(j["id"], [])), reverse=True)
-    lanes = [_lane(i * lane, lane, job, runs_by_job.get(job["id"], []), x, now, end)
-             for i, job in enumerate(jobs)]
-    return {"lanes": lanes, "width": width, "left": left, "height": max(len(lanes), 1) * lane,
-            "now_x": x(now), "ticks": [{"x": x(t), "label": t.strftime("%H:%M")}
-                                       for t in _ticks(start, end)]}
-
-
-def _latest(runs: list) -> str:
-    return max((r.get("started_at") or r.get("scheduled_at") or "" for r in runs), default="")
-
-
-def _lane(y: int, height: int, job: dict, runs: list, x, now: datetime, end: datetime):
-    mid = y + height / 2
-    marks = []
-    for iso in job.get("next_run_times") or []:
-        moment = _parse(iso)
-        if moment and now <= moment <= end:
-            cx = x(moment)
-            marks.append({"points": f"{cx},{mid - 6} {cx + 5},{mid} {cx},{mid + 6} {cx - 5},{mid}",
-                          "title": f"{job['id']}: next fire {_fmt_time(iso)}"})
-    return {"y": y, "text_y": mid + 4, "height": height, "job_id": job["id"],
-            "label": _shorten(job["id"], 24), "state": job.get("state", ""), "marks": marks,
-            "bars": [_bar(run, x, now, mid) for run in runs]}
-
-
-def _bar(run: dict, x, now: datetime, mid: float) -> dict:
-    begin = _parse(run.get("started_at")) or _parse(run.get("scheduled_at")) or now
-    finish = _parse(run.get("finished_at")) or (now if run.get("status") in ACTIVE else begin)
-    x1, x2 = x(begin), x(finish)
-    title = (f"{run['job_id']}: {run['status']} ({run.get('trigger') or 'schedule'})\n"
-             f"started {_fmt_time(run.get('started_at') or run.get('scheduled_at'))}\n"
-             f"finished {_fmt_time(run.get('finished_at'))}\n"
-             f"duration {_fmt_duration(run.get('duration_s'))}")
-    return {"x": x1, "y": mid - 7, "w": max(round(x2 - x1, 1), 3), "h": 14,
-            "status": run["status"], "title": title, "href": f"/runs/{run['id']}"}
-
-
-def _ticks(start: datetime, end: datetime) -> list[datetime]:
-    tick = start.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    tick += timedelta(hours=(3 - tick.hour % 3) % 3)
-    out = []
-    while tick < end:
-        out.append(tick)
-        tick += timedelta(hours=3)
-    return out
+    return errors or {"_general": locale.message(str(exc))}
 
 
 # -- Small helpers, also handed to the templates ----------------------------------------------
 
 def _render(name: str, **kwargs) -> str:
+    locale = _locale()
     return bottle.template(name, template_lookup=[VIEWS], csrf=_csrf_token(), flash=_pop_flash(),
                            login=bottle.request.environ.get("ts.gui.login", False),
-                           path=bottle.request.path, h=HELPERS, **kwargs)
+                           path=bottle.request.path, h=_helpers(locale), t=locale.t,
+                           lang=locale.lang, languages=languages(), locale=locale,
+                           lang_url=_lang_url, **kwargs)
+
+
+def _helpers(locale: Locale) -> dict:
+    return {"nav": NAV, "time": locale.time, "ago": locale.ago, "duration": locale.duration,
+            "span": locale.span, "since": locale.since, "word": locale.word,
+            "message": locale.message, "trigger": locale.trigger,
+            "run_statuses": RUN_STATUSES, "job_states": JOB_STATES}
+
+
+def _locale() -> Locale:
+    return bottle.request.environ["ts.gui.locale"]
+
+
+def _t(key: str, **params) -> str:
+    return _locale().t(key, **params)
+
+
+def _lang_url(code: str | None = None, tz: str | None = None) -> str:
+    """This page with ``lang`` (or ``tz``) set in its query, the other parameters kept."""
+    query = [(k, v) for k, v in bottle.request.query.allitems() if k not in ("lang", "tz")]
+    query.append(("lang", code) if code else ("tz", tz or "service"))
+    return bottle.request.path + "?" + urlencode(query)
 
 
 def _fetch(getter: Callable[[str], dict], key: str) -> dict:
@@ -656,7 +552,7 @@ def _fetch(getter: Callable[[str], dict], key: str) -> dict:
     except SchedulerError as exc:
         if getattr(exc, "status", None) != 404:
             raise
-        raise _error_page(404, "Not found", str(exc)) from exc
+        raise _error_page(404, _t("error.404"), _locale().message(str(exc))) from exc
 
 
 def _error_page(code: int, title: str, message: str) -> bottle.HTTPResponse:
@@ -667,16 +563,17 @@ def _error_page(code: int, title: str, message: str) -> bottle.HTTPResponse:
     return page
 
 
-ERROR_TITLES = {400: "Bad request", 403: "Forbidden", 404: "Not found",
-                405: "Method not allowed", 413: "Too large", 500: "Internal error",
-                503: "Unavailable"}
-
-
-def _error_hook(code: int, message: str) -> str:
+def _error_hook(service, code: int, message: str) -> str:
     """The app's error hook for GUI paths: the same page as the GUI's own errors."""
-    bottle.request.environ.setdefault("ts.gui.key", secrets.token_bytes(32))
-    return _render("error", nav="", title=ERROR_TITLES.get(code, "Error"), code=code,
-                   message=message[:1:].upper() + message[1:])
+    environ = bottle.request.environ
+    environ.setdefault("ts.gui.key", secrets.token_bytes(32))
+    if "ts.gui.locale" not in environ:
+        environ["ts.gui.locale"] = _choose_locale(service)
+    locale = _locale()
+    title = locale.t(f"error.{code}") if f"error.{code}" in locale.english else \
+        locale.t("error.other")
+    text = locale.message(message)
+    return _render("error", nav="", title=title, code=code, message=text[:1].upper() + text[1:])
 
 
 def _act(call: Callable[[], Any], back: str):
@@ -684,7 +581,7 @@ def _act(call: Callable[[], Any], back: str):
     try:
         return call()
     except SchedulerError as exc:
-        _redirect(back, str(exc), "error")
+        _redirect(back, "flash.error", "error", text=str(exc))
 
 
 def _query(names: tuple[str, ...]) -> dict[str, str]:
@@ -712,53 +609,9 @@ def _pager(items, limit: int, offset: int, params: dict[str, str]) -> dict:
             "next": url(offset + limit) if offset + limit < total else None}
 
 
-def _parse(iso: str | None) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(iso) if iso else None
-    except (TypeError, ValueError):
-        return None
-    return moment.replace(tzinfo=UTC) if moment and not moment.tzinfo else moment
-
-
-def _fmt_time(iso: str | None) -> str:
-    moment = _parse(iso)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
-
-
-def _fmt_ago(iso: str | None) -> str:
-    moment = _parse(iso)
-    if not moment:
-        return ""
-    seconds = (moment - datetime.now(UTC)).total_seconds()
-    text = _fmt_span(abs(seconds))
-    return f"in {text}" if seconds > 0 else f"{text} ago"
-
-
-def _fmt_span(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit}"
-    return f"{int(seconds)} s"
-
-
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 60:
-        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
-    minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
-
-
 def _shorten(text: str, size: int) -> str:
     return text if len(text) <= size else text[: size - 1] + "…"
 
 
-def _str(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-NAV = [("dashboard", "/", "Dashboard"), ("jobs", "/jobs", "Jobs"), ("runs", "/runs", "Runs"),
-       ("config", "/config", "Config"), ("new", "/jobs/new", "New job")]
-HELPERS = {"nav": NAV, "time": _fmt_time, "ago": _fmt_ago, "duration": _fmt_duration,
-           "span": _fmt_span, "run_statuses": RUN_STATUSES, "job_states": JOB_STATES}
+NAV = ("dashboard", "/"), ("jobs", "/jobs"), ("runs", "/runs"), ("config", "/config"), \
+    ("new", "/jobs/new")

@@ -248,7 +248,8 @@ def test_reload_without_a_file_is_400(make_service):
 
 def test_list_jobs_filters_and_pages(yaml_client, tmp_path):
     create(yaml_client, job_id="alpha", description="Nightly BACKUP", tags=["ops"])
-    create(yaml_client, job_id="beta", func="json:dumps", command=None, tags=["ops", "py"])
+    create(yaml_client, job_id="beta", func="json:dumps", args=[{}], command=None,   # dumps(obj)
+           tags=["ops", "py"])
     create(yaml_client, job_id="gamma", is_enabled=False)
     yaml_client.post("/api/jobs/alpha/pause")
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -59,7 +61,7 @@ def test_mapping_form_with_defaults(tmp_path):
      "jobs.yaml:4: a: colour: unknown key"),
     # wrong type
     ("- id: a\n  command: 'true'\n  max_instances: many\n  trigger: {type: interval, seconds: 1}\n",
-     "jobs.yaml:3: a: max_instances: Input should be a valid integer"),
+     "jobs.yaml:3: a: max_instances: must be a whole number, got 'many'"),
     # invalid cron field
     ("- id: a\n  command: 'true'\n  trigger: {type: cron, minute: '*/61'}\n",
      "jobs.yaml:3: a: trigger.minute: '*/61' is not a valid minute field (0-59"),
@@ -90,7 +92,8 @@ def test_mapping_form_with_defaults(tmp_path):
      "give exactly one of func"),
     # bad id
     ("- id: 'has space'\n  command: 'true'\n  trigger: {type: interval, seconds: 1}\n",
-     "jobs.yaml:1: has space: id: String should match pattern"),
+     "jobs.yaml:1: has space: id: may only use letters, digits, '_', '.' and '-' (1 to 64 "
+     "characters), got 'has space'"),
     # zero interval
     ("- id: a\n  command: 'true'\n  trigger: {type: interval}\n",
      "a: trigger: an interval needs one of weeks"),
@@ -144,6 +147,124 @@ def test_all_errors_of_a_file_are_reported_at_once(tmp_path):
     """)
     fields = {(d["job"], d["field"]) for d in details}
     assert {("a", "bogus"), ("a", "trigger.minute"), ("b", "func")} <= fields
+
+
+@pytest.mark.parametrize("value, field, message", [
+    ("trigger: {type: interval, minutes: '5'}", "trigger.minutes",
+     "must be a number, got the text '5': write it without quotes"),
+    ("trigger: {type: cron, hour: [1]}", "trigger.hour", "must be text or a whole number"),
+    ("trigger: {type: date, run_date: [1]}", "trigger.run_date", "must be a date/time, got [1]"),
+    ("command: 5\n  trigger: {type: interval, seconds: 1}", "command",
+     "must be text or a list, got 5"),
+])
+def test_one_message_per_mistake(tmp_path, value, field, message):
+    text = f"- id: a\n  {value}\n" if "command" in value else \
+        f"- id: a\n  command: 'true'\n  {value}\n"
+    _, details = errors_of(tmp_path, text)
+    assert [(d["field"], message in d["message"]) for d in details] == [(field, True)], details
+
+
+def test_command_list_item_is_named_alone(tmp_path):
+    _, details = errors_of(tmp_path, "- {id: a, command: ['echo', 1], trigger: {type: interval, "
+                                     "seconds: 1}}\n")
+    assert [(d["field"], d["message"]) for d in details] == [("command.1", "must be text, got 1")]
+
+
+def test_errors_are_sorted_by_line(tmp_path):
+    message, details = errors_of(tmp_path, """\
+        - id: a
+          bogus: 1
+          command: 'true'
+          max_instances: many
+          trigger: {type: cron, minute: '99'}
+        - id: 'b c'
+          command: 'true'
+          trigger: {type: interval, seconds: 1}
+    """)
+    lines = [d["line"] for d in details]
+    assert lines == sorted(lines) and lines == [2, 4, 5, 6], details
+    assert [line.split(":")[1] for line in message.splitlines()] == ["2", "4", "5", "6"]
+
+
+def test_unknown_key_names_the_key_it_resembles(tmp_path):
+    message, _ = errors_of(tmp_path, "- id: a\n  comand: 'true'\n  trigger: {type: interval, "
+                                     "minute: 5}\n")
+    assert "a: comand: unknown key; did you mean 'command'?" in message
+    assert "a: trigger.minute: unknown key; did you mean 'minutes'?" in message
+
+
+MONITORING = "def check_api_status(api_endpoint, timeout=10.0):\n    return api_endpoint\n"
+
+
+@pytest.mark.parametrize("options, field, message", [
+    ("", "kwargs", "check_api_status() needs the argument 'api_endpoint': give it in kwargs"),
+    ("kwargs: {url: 'http://x/'}", "kwargs", "check_api_status() has no parameter 'url'"),
+    ("args: [1, 2, 3]", "args",
+     "check_api_status() takes fewer positional arguments than the 3 in args"),
+    ("args: ['http://x/']\n  kwargs: {api_endpoint: 'http://y/'}", "kwargs",
+     "check_api_status() would get 'api_endpoint' twice: from args and from kwargs"),
+])
+def test_python_target_is_checked_against_its_signature(tmp_path, options, field, message):
+    (tmp_path / "monitoring.py").write_text(MONITORING)
+    text = f"- id: check\n  func: 'monitoring:check_api_status'\n  {options}\n" \
+           f"  trigger: {{type: interval, minutes: 5}}\n"
+    _, details = errors_of(tmp_path, text)
+    assert [(d["field"], d["message"]) for d in details] == [(field, message)]
+
+
+def test_signature_check_on_the_fast_path_and_the_api(tmp_path, service):
+    """JobsParser's fast path caches target checks: jobs that differ only in kwargs differ."""
+    (tmp_path / "monitoring.py").write_text(MONITORING)
+    text = textwrap.dedent("""\
+        - {id: good, func: 'monitoring:check_api_status', kwargs: {api_endpoint: x},
+           trigger: {type: interval, minutes: 5}}
+        - {id: bad, func: 'monitoring:check_api_status', kwargs: {endpoint: x},
+           trigger: {type: interval, minutes: 5}}
+    """)
+    with pytest.raises(ts.InvalidConfig) as info:
+        ts.JobsParser().parse(text, str(tmp_path / "jobs.yaml"))
+    assert "jobs.yaml:3: bad: kwargs: check_api_status() has no parameter 'endpoint'" in \
+        str(info.value)
+    with pytest.raises(ts.InvalidJob) as info:
+        service.add_job({"id": "api", "func": "json:dumps", "trigger": {"type": "interval",
+                                                                         "minutes": 5}})
+    assert info.value.details[0]["field"] == "kwargs"
+    assert "dumps() needs the argument 'obj'" in str(info.value)
+
+
+def test_callables_without_a_readable_signature_are_accepted(tmp_path):
+    path = write_jobs(tmp_path / "jobs.yaml", """
+        - {id: a, func: 'time:sleep', trigger: {type: interval, seconds: 60}}
+        - {id: b, func: 'os.path:join', args: [a, b], trigger: {type: interval, seconds: 60}}
+    """)
+    jobs, _ = ts.load_jobs_file(str(path))
+    assert [j.id for j in jobs] == ["a", "b"]
+
+
+@pytest.mark.parametrize("command, syntax", [
+    ("echo a | tr a b", "|"), ("echo x > out.txt", ">"), ("true && echo ok", "&&"),
+    ("echo $HOME", "$HOME"), ('echo "$(date)"', "$("), ("sleep 1; echo", ";"),
+    ("echo `date`", "`"),
+])
+def test_shell_syntax_without_a_shell_is_an_error(tmp_path, command, syntax):
+    message, details = errors_of(tmp_path, f"- id: a\n  command: {json.dumps(command)}\n"
+                                           f"  trigger: {{type: interval, seconds: 60}}\n")
+    assert details[0]["field"] == "command"
+    assert f"{syntax!r} is shell syntax, but this command runs without a shell: add shell: " \
+           f"true, or quote it" in message
+
+
+@pytest.mark.parametrize("command", [
+    "echo 'a | b'", "echo 'cost: $5'", "printf '%s\\n' x", "echo a\\|b", "sh -c 'echo $HOME'",
+])
+def test_quoted_shell_characters_are_fine(tmp_path, command):
+    assert ts.shell_syntax(command) is None
+    path = write_jobs(tmp_path / "jobs.yaml", f"- id: a\n  command: {json.dumps(command)}\n"
+                                              f"  trigger: {{type: interval, seconds: 60}}\n")
+    ts.load_jobs_file(str(path))
+    shelled = write_jobs(tmp_path / "shell.yaml", "- {id: a, command: 'echo a | tr a b', shell: "
+                                                  "true, trigger: {type: interval, seconds: 60}}\n")
+    ts.load_jobs_file(str(shelled))
 
 
 def test_script_must_be_executable(tmp_path):

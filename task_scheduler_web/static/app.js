@@ -1,6 +1,9 @@
-// task-scheduler GUI: the one bit of script. Everything else works without JavaScript.
-// A run that is queued or running marks its section with data-autorefresh="ms": poll the page
-// and swap that section in place until the run has finished.
+// task-scheduler GUI: the little script there is. Every page works without it.
+// 1. A run that is queued or running marks its section with data-autorefresh="ms": poll the page
+//    and swap that section in place until the run has finished.
+// 2. The footer offers the browser's own time zone (Intl), remembered by the server in a cookie.
+// 3. Runs in the timeline and the duration chart show their details on hover or on a first tap
+//    (a second tap, or the link in the tip, opens the run); without script, <title> does it.
 (function () {
   "use strict";
   var selector = '[data-testid="run-detail"]';
@@ -26,7 +29,88 @@
     if (delay > 0) { window.setTimeout(function () { poll(delay); }, delay); }
   }
 
+  function offerBrowserZone() {
+    var link = document.querySelector("[data-tz-switch]");
+    var zone = window.Intl && Intl.DateTimeFormat().resolvedOptions().timeZone;
+    var service = link && link.closest("[data-service-zone]");
+    if (!link || !zone || !service || service.getAttribute("data-service-zone") === zone) {
+      return;
+    }
+    var year = new Date().getFullYear();
+    var mine = [new Date(year, 0, 1).getTimezoneOffset(), new Date(year, 6, 1).getTimezoneOffset()];
+    if (mine.join(",") === service.getAttribute("data-service-offsets")) {
+      return;   // another name for the same clock (UTC and Etc/UTC)
+    }
+    var url = new URL(window.location.href);
+    url.searchParams.delete("lang");
+    url.searchParams.set("tz", zone);
+    link.setAttribute("href", url.pathname + url.search);
+    link.textContent = link.getAttribute("data-label").replace("{zone}", zone);
+    link.hidden = false;
+  }
+
+  var tip = null, tapped = null, lastPointer = "mouse";
+
+  function showTip(target, withLink) {
+    if (!tip) {
+      tip = document.createElement("div");
+      tip.className = "tip";
+      tip.setAttribute("role", "tooltip");
+      document.body.appendChild(tip);
+    }
+    tip.textContent = target.getAttribute("data-tip");
+    if (withLink) {
+      var open = document.createElement("a");
+      open.href = target.getAttribute("href");
+      open.textContent = " →";
+      tip.appendChild(open);
+    }
+    var box = target.getBoundingClientRect();
+    tip.style.left = Math.max(4, Math.min(window.scrollX + box.left,
+      window.scrollX + document.documentElement.clientWidth - tip.offsetWidth - 4)) + "px";
+    tip.style.top = (window.scrollY + box.bottom + 6) + "px";
+    tip.hidden = false;
+  }
+
+  function hideTip() {
+    if (tip) { tip.hidden = true; }
+    tapped = null;
+  }
+
+  function runOf(event) {
+    return event.target.closest && event.target.closest(".tl-run[data-tip]");
+  }
+
+  function wireTips() {
+    document.querySelectorAll(".tl-run[data-tip]").forEach(function (run) {
+      run.setAttribute("aria-label", run.getAttribute("data-tip"));
+      run.querySelectorAll("title").forEach(function (title) { title.remove(); });
+    });
+    document.addEventListener("pointerdown", function (e) { lastPointer = e.pointerType; }, true);
+    document.addEventListener("mouseover", function (e) {
+      var run = runOf(e);
+      if (run && lastPointer === "mouse") { showTip(run, false); }
+      else if (!run && lastPointer === "mouse") { hideTip(); }
+    });
+    document.addEventListener("focusin", function (e) {
+      var run = runOf(e);
+      if (run) { showTip(run, false); } else { hideTip(); }
+    });
+    document.addEventListener("click", function (e) {
+      var run = runOf(e);
+      if (run && lastPointer !== "mouse" && tapped !== run) {
+        e.preventDefault();   // the first tap shows the run; the second opens it
+        showTip(run, true);
+        tapped = run;
+      } else if (!run && !(e.target.closest && e.target.closest(".tip"))) {
+        hideTip();
+      }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     schedule(document.querySelector(selector));
+    offerBrowserZone();
+    wireTips();
   });
 })();

@@ -1,1 +1,1 @@
-<span class="badge b-{{status}}">{{status}}</span>
+<span class="badge b-{{status}}">{{h['word'](kind if defined('kind') else 'status', status)}}</span>

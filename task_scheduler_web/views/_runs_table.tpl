@@ -2,23 +2,23 @@
 <div class="table-wrap">
 <table class="table runs-table">
   <thead>
-    <tr><th>Run</th><th>Job</th><th>Status</th><th>Trigger</th><th>Started</th><th>Duration</th><th>Exit</th><th>Node</th></tr>
+    <tr><th>{{t('runs.col.run')}}</th><th>{{t('runs.col.job')}}</th><th>{{t('runs.col.status')}}</th><th>{{t('runs.col.trigger')}}</th><th>{{t('runs.col.started')}}</th><th>{{t('runs.col.duration')}}</th><th>{{t('runs.col.exit')}}</th><th>{{t('runs.col.node')}}</th></tr>
   </thead>
   <tbody>
   % for run in runs:
-    <tr data-testid="run-row" data-run-id="{{run['id']}}">
-      <td data-label="Run"><a href="/runs/{{run['id']}}" class="mono">{{run['id']}}</a></td>
-      <td data-label="Job"><a href="/jobs/{{run['job_id']}}">{{run['job_id']}}</a></td>
-      <td data-label="Status">
+    <tr data-testid="run-row" data-run-id="{{run['id']}}" data-status="{{run['status']}}">
+      <td data-label="{{t('runs.col.run')}}"><a href="/runs/{{run['id']}}" class="mono">{{run['id']}}</a></td>
+      <td data-label="{{t('runs.col.job')}}"><a href="/jobs/{{run['job_id']}}">{{run['job_id']}}</a></td>
+      <td data-label="{{t('runs.col.status')}}">
         % include('_badge.tpl', status=run['status'])
       </td>
-      <td data-label="Trigger">{{run['trigger']}}</td>
-      <td data-label="Started">
+      <td data-label="{{t('runs.col.trigger')}}">{{h['word']('trigger', run['trigger'])}}</td>
+      <td data-label="{{t('runs.col.started')}}">
         % include('_time.tpl', iso=run.get('started_at') or run.get('scheduled_at'))
       </td>
-      <td data-label="Duration">{{h['duration'](run.get('duration_s'))}}</td>
-      <td data-label="Exit">{{'—' if run.get('exit_code') is None else run['exit_code']}}</td>
-      <td data-label="Node" class="mono small">{{run.get('node') or '—'}}</td>
+      <td data-label="{{t('runs.col.duration')}}">{{h['duration'](run.get('duration_s'))}}</td>
+      <td data-label="{{t('runs.col.exit')}}">{{'—' if run.get('exit_code') is None else run['exit_code']}}</td>
+      <td data-label="{{t('runs.col.node')}}" class="mono small">{{run.get('node') or '—'}}</td>
     </tr>
   % end
   </tbody>
@@ -26,5 +26,5 @@
 </div>
 % include('_pager.tpl')
 % else:
-<p class="empty">No runs yet.</p>
+<p class="empty">{{t('runs.none')}}</p>
 % end

@@ -1,31 +1,40 @@
 <!doctype html>
-<html lang="en">
+<html lang="{{lang}}">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{title}} · task-scheduler</title>
+<title>{{title}} · {{t('app.name')}}</title>
 <link rel="stylesheet" href="/static/app.css">
 <link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 <script src="/static/app.js" defer></script>
 </head>
 <body>
 <header class="topbar">
-  <a class="brand" href="/"><span class="brand-mark" aria-hidden="true">◷</span> task-scheduler</a>
+  <a class="brand" href="/"><span class="brand-mark" aria-hidden="true">◷</span> {{t('app.name')}}</a>
   % if nav != "login":
-  <nav class="nav" aria-label="Main">
-    % for key, href, label in h['nav']:
+  <nav class="nav" aria-label="{{t('nav.label')}}">
+    % for key, href in h['nav']:
     % if key == nav:
-    <a href="{{href}}" aria-current="page">{{label}}</a>
+    <a href="{{href}}" aria-current="page">{{t('nav.' + key)}}</a>
     % else:
-    <a href="{{href}}">{{label}}</a>
+    <a href="{{href}}">{{t('nav.' + key)}}</a>
     % end
     % end
   </nav>
   % end
+  <nav class="lang-switch" data-testid="lang-switch" aria-label="{{t('lang.label')}}">
+    % for code, name in languages:
+    % if code == lang:
+    <a href="{{lang_url(code)}}" lang="{{code}}" hreflang="{{code}}" aria-current="true">{{name}}</a>
+    % else:
+    <a href="{{lang_url(code)}}" lang="{{code}}" hreflang="{{code}}">{{name}}</a>
+    % end
+    % end
+  </nav>
   % if login:
   <form method="post" action="/logout" class="logout">
     % include('_csrf.tpl')
-    <button type="submit" class="btn btn-quiet">Log out</button>
+    <button type="submit" class="btn btn-quiet">{{t('nav.logout')}}</button>
   </form>
   % end
 </header>
@@ -34,12 +43,21 @@
   <div class="flash flash-{{flash.get('k', 'ok')}}" data-testid="flash" role="status">
     <span>{{flash.get('m', '')}}</span>
     % if flash.get('u'):
-    <a href="{{flash['u']}}">Open the run →</a>
+    <a href="{{flash['u']}}">{{t('flash.open_run')}}</a>
     % end
   </div>
   % end
 {{!base}}
 </main>
-<footer class="footer">task-scheduler · all times in UTC</footer>
+<footer class="footer" data-testid="time-zone" data-service-zone="{{str(locale.service_zone)}}" data-service-offsets="{{locale.winter_summer()}}">
+  <span>{{t('app.name')}}</span>
+  % if locale.browser_zone:
+  <span>{{t('zone.browser', zone=locale.zone_label())}}</span>
+  <a href="{{lang_url(tz='service')}}" data-testid="tz-service">{{t('zone.use_service', zone=str(locale.service_zone))}}</a>
+  % else:
+  <span>{{t('zone.service', zone=locale.zone_label())}}</span>
+  <a href="{{lang_url(tz='service')}}" data-testid="tz-browser" data-tz-switch data-label="{{t('zone.use_browser')}}" hidden></a>
+  % end
+</footer>
 </body>
 </html>

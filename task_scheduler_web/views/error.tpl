@@ -2,5 +2,5 @@
 <section class="panel narrow" data-testid="error">
   <h1>{{code}} · {{title}}</h1>
   <p>{{message}}</p>
-  <p><a href="/">Back to the dashboard</a></p>
+  <p><a href="/">{{t('error.back')}}</a></p>
 </section>

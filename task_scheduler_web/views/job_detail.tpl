@@ -1,8 +1,8 @@
 % rebase('base.tpl')
-<article data-testid="job-detail" data-job-id="{{job['id']}}">
+<article data-testid="job-detail" data-job-id="{{job['id']}}" data-state="{{job['state']}}">
   <div class="title-row">
     <div>
-      <p class="crumbs"><a href="/jobs">Jobs</a> /</p>
+      <p class="crumbs"><a href="/jobs">{{t('nav.jobs')}}</a> /</p>
       <h1><span class="mono">{{job['id']}}</span></h1>
       % if job.get('description'):
       <p class="lead">{{job['description']}}</p>
@@ -11,39 +11,42 @@
     <div class="title-actions">
       % include('_job_actions.tpl', job=job, next=here)
       % if job['source'] == 'api':
-      <a class="btn" href="/jobs/{{job['id']}}/edit">Edit</a>
+      <a class="btn" href="/jobs/{{job['id']}}/edit" data-testid="action-edit">{{t('action.edit')}}</a>
       % end
     </div>
   </div>
   <div class="grid-2">
     <section class="panel">
-      <h2>Overview</h2>
+      <h2>{{t('job.overview')}}</h2>
       <dl class="facts">
-        <dt>State</dt><dd>
-          % include('_badge.tpl', status=job['state'])
+        <dt>{{t('job.state')}}</dt><dd>
+          % include('_badge.tpl', status=job['state'], kind='state')
         </dd>
-        <dt>Kind</dt><dd>{{job['kind']}}</dd>
-        <dt>Trigger</dt><dd class="mono">{{job.get('trigger_text', '')}}</dd>
-        <dt>Source</dt><dd>{{job['source']}}</dd>
-        <dt>Max instances</dt><dd>{{job.get('max_instances')}}</dd>
-        <dt>Timeout</dt><dd>{{'none' if job.get('timeout') is None else str(job['timeout']) + ' s'}}</dd>
+        <dt>{{t('job.kind')}}</dt><dd>{{h['word']('kind', job['kind'])}}</dd>
+        <dt>{{t('job.trigger')}}</dt><dd class="mono">{{h['trigger'](job)}}</dd>
+        <dt>{{t('job.source')}}</dt><dd>{{h['word']('source', job['source'])}}</dd>
+        <dt>{{t('job.max_instances')}}</dt><dd>{{job.get('max_instances')}}</dd>
+        <dt>{{t('job.timeout')}}</dt><dd>{{t('form.none') if job.get('timeout') is None else t('duration.s', n=job['timeout'])}}</dd>
+        % if job.get('run_on'):
+        <dt>{{t('job.run_on')}}</dt><dd class="mono">{{', '.join(job['run_on'])}}</dd>
+        % end
         % if job.get('tags'):
-        <dt>Tags</dt><dd>
+        <dt>{{t('job.tags')}}</dt><dd>
           % for tag in job['tags']:
           <span class="tag">{{tag}}</span>
           % end
         </dd>
         % end
-        <dt>Updated</dt><dd>
+        <dt>{{t('job.updated')}}</dt><dd>
           % include('_time.tpl', iso=job.get('updated_at'))
         </dd>
       </dl>
       % if job['source'] == 'yaml':
-      <p class="note">This job is defined in <span class="mono">jobs.yaml</span>: edit it there and the change is applied on save. It can still be run, paused and resumed here.</p>
+      <p class="note">{{t('job.yaml_note')}}</p>
       % end
     </section>
     <section class="panel">
-      <h2>Next fire times</h2>
+      <h2>{{t('job.next_fires')}}</h2>
       % if job.get('next_run_times'):
       <ol class="times" data-testid="next-fires">
         % for iso in job['next_run_times']:
@@ -54,28 +57,29 @@
         % end
       </ol>
       % elif job['state'] == 'paused':
-      <p class="muted">Paused: nothing fires until it is resumed.</p>
+      <p class="muted">{{t('job.paused_note')}}</p>
       % else:
-      <p class="muted">No upcoming fire times.</p>
+      <p class="muted">{{t('job.no_fires')}}</p>
       % end
     </section>
   </div>
+  % include('_duration_chart.tpl')
   <section class="panel">
-    <h2>Definition</h2>
+    <h2>{{t('job.definition')}}</h2>
     <pre class="pre" data-testid="job-definition">{{definition}}</pre>
   </section>
   <section class="panel">
-    <h2>Runs</h2>
+    <h2>{{t('job.runs')}}</h2>
     % include('_runs_table.tpl')
   </section>
   % if job['source'] == 'api':
   <section class="panel danger-zone">
     <details>
-      <summary>Delete this job…</summary>
+      <summary>{{t('job.delete_summary')}}</summary>
       <form method="post" action="/jobs/{{job['id']}}/delete">
         % include('_csrf.tpl')
-        <p>The job and its schedule are removed; its run history is kept until pruned.</p>
-        <button type="submit" class="btn btn-danger">Delete {{job['id']}}</button>
+        <p>{{t('job.delete_note')}}</p>
+        <button type="submit" class="btn btn-danger" data-testid="action-delete">{{t('job.delete', id=job['id'])}}</button>
       </form>
     </details>
   </section>

@@ -1,17 +1,17 @@
 % rebase('base.tpl')
 <section class="panel narrow">
-  <h1>Log in</h1>
-  <p class="muted">This scheduler is protected by an API token. Enter it to open the web interface.</p>
+  <h1>{{t('login.heading')}}</h1>
+  <p class="muted">{{t('login.intro')}}</p>
   <form method="post" action="/login" class="login-form" data-testid="login-form">
     % include('_csrf.tpl')
     <input type="hidden" name="next" value="{{next}}">
     <div class="field">
-      <label for="f-token">Token</label>
+      <label for="f-token">{{t('login.token')}}</label>
       <input id="f-token" name="token" type="password" autocomplete="current-password" required autofocus>
       % if error:
       <p class="field-error" data-testid="form-error">✗ {{error}}</p>
       % end
     </div>
-    <button type="submit" class="btn btn-primary">Log in</button>
+    <button type="submit" class="btn btn-primary">{{t('login.submit')}}</button>
   </form>
 </section>

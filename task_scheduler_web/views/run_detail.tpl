@@ -6,62 +6,61 @@
 % end
   <div class="title-row">
     <div>
-      <p class="crumbs"><a href="/runs">Runs</a> / <a href="/jobs/{{run['job_id']}}">{{run['job_id']}}</a> /</p>
-      <h1>Run <span class="mono">{{run['id']}}</span></h1>
+      <p class="crumbs"><a href="/runs">{{t('nav.runs')}}</a> / <a href="/jobs/{{run['job_id']}}">{{run['job_id']}}</a> /</p>
+      <h1>{{t('run.heading')}} <span class="mono">{{run['id']}}</span></h1>
     </div>
     <div class="title-actions">
       % include('_badge.tpl', status=run['status'])
       % if active:
       <form method="post" action="/runs/{{run['id']}}/cancel">
         % include('_csrf.tpl')
-        <button type="submit" class="btn btn-danger">Cancel</button>
+        <button type="submit" class="btn btn-danger" data-testid="action-cancel">{{t('run.cancel')}}</button>
       </form>
       % end
     </div>
   </div>
   % if active:
-  <p class="note live"><span class="pulse" aria-hidden="true"></span> This run is {{run['status']}}; the page refreshes by itself. <noscript>Reload the page to see its progress.</noscript></p>
+  <p class="note live"><span class="pulse" aria-hidden="true"></span> {{t('run.live', status=h['word']('status', run['status']))}} <noscript>{{t('run.live_nojs')}}</noscript></p>
   % end
   <section class="panel">
     <dl class="facts facts-wide">
-      <dt>Job</dt><dd><a href="/jobs/{{run['job_id']}}" class="mono">{{run['job_id']}}</a></dd>
-      <dt>Status</dt><dd data-testid="run-status">{{run['status']}}</dd>
-      <dt>Trigger</dt><dd>{{run.get('trigger', '')}}</dd>
-      <dt>Attempt</dt><dd>{{run.get('attempt') or 1}}</dd>
-      <dt>Node</dt><dd class="mono">{{run.get('node') or '—'}}</dd>
+      <dt>{{t('run.job')}}</dt><dd><a href="/jobs/{{run['job_id']}}" class="mono">{{run['job_id']}}</a></dd>
+      <dt>{{t('run.status')}}</dt><dd data-testid="run-status" data-status="{{run['status']}}">{{h['word']('status', run['status'])}}</dd>
+      <dt>{{t('run.trigger')}}</dt><dd>{{h['word']('trigger', run.get('trigger', ''))}}</dd>
+      <dt>{{t('run.attempt')}}</dt><dd>{{run.get('attempt') or 1}}</dd>
+      <dt>{{t('run.node')}}</dt><dd class="mono">{{run.get('node') or '—'}}</dd>
       % if run.get('waiting'):
-      <dt>Waiting</dt><dd data-testid="run-waiting">{{run['waiting']}}</dd>
+      <dt>{{t('run.waiting')}}</dt><dd data-testid="run-waiting">{{h['message'](run['waiting'])}}</dd>
       % end
-      <dt>Scheduled</dt><dd>
+      <dt>{{t('run.scheduled')}}</dt><dd>
         % include('_time.tpl', iso=run.get('scheduled_at'))
       </dd>
-      <dt>Started</dt><dd>
+      <dt>{{t('run.started')}}</dt><dd>
         % include('_time.tpl', iso=run.get('started_at'))
       </dd>
-      <dt>Finished</dt><dd>
+      <dt>{{t('run.finished')}}</dt><dd>
         % include('_time.tpl', iso=run.get('finished_at'))
       </dd>
-      <dt>Duration</dt><dd>{{h['duration'](run.get('duration_s'))}}</dd>
-      <dt>Exit code</dt><dd data-testid="run-exit-code">{{'—' if run.get('exit_code') is None else run['exit_code']}}</dd>
-      <dt>Node</dt><dd>{{run.get('node') or '—'}}</dd>
+      <dt>{{t('run.duration')}}</dt><dd>{{h['duration'](run.get('duration_s'))}}</dd>
+      <dt>{{t('run.exit_code')}}</dt><dd data-testid="run-exit-code">{{'—' if run.get('exit_code') is None else run['exit_code']}}</dd>
     </dl>
   </section>
   % if run.get('error'):
   <section class="panel">
-    <h2>Error</h2>
+    <h2>{{t('run.error')}}</h2>
     <pre class="pre pre-error" data-testid="run-error">{{run['error']}}</pre>
   </section>
   % end
   % if run.get('truncated'):
-  <p class="note warn">✂ Output was truncated: the head and the tail of each stream are kept, with a marker where the middle was cut.</p>
+  <p class="note warn">✂ {{t('run.truncated')}}</p>
   % end
   % for stream in ('stdout', 'stderr'):
   <section class="panel">
     <div class="panel-head">
       <h2>{{stream}}</h2>
-      <a class="btn btn-quiet" href="/runs/{{run['id']}}/{{stream}}" download>Download</a>
+      <a class="btn btn-quiet" href="/runs/{{run['id']}}/{{stream}}" download data-testid="download-{{stream}}">{{t('run.download')}}</a>
     </div>
-    <pre class="pre output" data-testid="run-{{stream}}">{{run.get(stream) or ''}}</pre>
+    <pre class="pre output" data-testid="run-{{stream}}" data-empty="{{t('run.no_output')}}">{{run.get(stream) or ''}}</pre>
   </section>
   % end
 </article>

@@ -65,12 +65,12 @@ class Server:
         return self.base_url + path
 
 
-def _start_server(folder: Path, token: str | None):
+def _start_server(folder: Path, token: str | None, **options):
     config_path = folder / "jobs.yaml"
     config_path.write_text(JOBS_YAML)
     config = task_scheduler.Config(config_path=str(config_path),
                                    database_url="sqlite:///" + str(folder / "ts.sqlite"),
-                                   token=token)
+                                   token=token, **options)
     service = task_scheduler.SchedulerService(config)
     service.start()
     httpd = task_scheduler.serve_in_thread(task_scheduler.create_app(service), "127.0.0.1", 0)
@@ -89,6 +89,16 @@ def gui_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def token_server(tmp_path_factory):
     server, httpd = _start_server(tmp_path_factory.mktemp("gui_token"), TOKEN)
+    yield server
+    httpd.shutdown()
+    server.service.stop()
+
+
+@pytest.fixture(scope="module")
+def tokyo_server(tmp_path_factory):
+    """A service whose time zone is Asia/Tokyo (TS_TIMEZONE), for the Japanese pages."""
+    server, httpd = _start_server(tmp_path_factory.mktemp("gui_tokyo"), None,
+                                  timezone="Asia/Tokyo")
     yield server
     httpd.shutdown()
     server.service.stop()

@@ -1,0 +1,7 @@
+% for part in parts:
+% if 'ref' in part:
+<a href="#schema-{{part['ref']}}">{{part['ref']}}</a>
+% else:
+{{part['text']}}
+% end
+% end
