@@ -756,24 +756,11 @@ def check_params(defn: JobDefinition, params: Any, base_dir: str) -> Optional[di
     if defn.kind == "python":
         func = resolve_callable(defn.func, base_dir)
         args = defn.args if given.args is None else given.args
-        problem = signature_problem(func, args, {**defn.kwargs, **(given.kwargs or {})})
+        problem = _call_problem(func, args, {**defn.kwargs, **(given.kwargs or {})})
         if problem:
-            raise InvalidJob(f"job {defn.id}: kwargs: {problem}",
-                             [{"field": "kwargs", "message": problem, "line": None}])
+            raise InvalidJob(f"job {defn.id}: {problem[0]}: {problem[1]}",
+                             [{"field": problem[0], "message": problem[1], "line": None}])
     return given.model_dump(exclude_none=True)
-
-
-def signature_problem(func, args: list, kwargs: dict) -> Optional[str]:
-    """Why ``func(*args, **kwargs)`` cannot be called, or None (also when it cannot be told)."""
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):
-        return None   # a builtin or C function without a readable signature: let it run
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        return f"{getattr(func, '__name__', 'the function')}(): {exc}"
-    return None
 
 
 def command_argv(defn: JobDefinition, base_dir: str) -> list[str]:
@@ -2202,7 +2189,7 @@ class Store:
             run.update(status="running", node=self.node, started_at=now, heartbeat_at=now)
         return started, ended
 
-    def finish_runs(self, conn, updates: list, notes: dict) -> None:
+    def finish_runs(self, conn, updates: list, notes: Optional[dict] = None) -> None:
         """Final states and output of runs, and their notifications; a run no longer
         ``running`` is left alone (it was rescued as interrupted while this node was silent). In
         id order, as the heartbeat locks them."""
@@ -2210,7 +2197,7 @@ class Store:
             if conn.execute(ts_runs.update().where(ts_runs.c.id == run_id,
                                                    ts_runs.c.status == "running")
                             .values(**fields)).rowcount:
-                self.insert_notes(conn, notes.get(run_id, []))
+                self.insert_notes(conn, (notes or {}).get(run_id, []))
 
     # notifications: queued with the end of a run, sent by the leader
 
@@ -4460,6 +4447,30 @@ def redact_target(target: dict) -> dict:
 SECRET_SHOWN = "(hidden)"
 
 
+def restore_secrets(given: Any, stored: list) -> Any:
+    """A notify list sent back as it was shown (secrets hidden, as the GUI's edit form and a
+    GET-then-PUT do): each hidden value is taken from the stored target at the same place, when
+    that target goes the same way."""
+    if not isinstance(given, list):
+        return given
+    restored = []
+    for index, target in enumerate(given):
+        old = stored[index].model_dump() if index < len(stored) else {}
+        if isinstance(target, dict) and _notify_kind(target) == _notify_kind(old):
+            target = dict(target)
+            for key in ("webhook", "slack"):
+                if key in target and old.get(key) and target[key] == redact_target(old)[key]:
+                    target[key] = old[key]
+            if target.get("secret") == SECRET_SHOWN:
+                target["secret"] = old.get("secret")
+            if isinstance(target.get("headers"), dict):
+                target["headers"] = {name: old.get("headers", {}).get(name, value)
+                                     if value == SECRET_SHOWN else value
+                                     for name, value in target["headers"].items()}
+        restored.append(target)
+    return restored
+
+
 # --------------------------------------------------------------------------------------------
 # Scheduler service: the front door
 # --------------------------------------------------------------------------------------------
@@ -4736,6 +4747,10 @@ class SchedulerService:
             raise InvalidJob(f"id: {definition.get('id')!r} in the body differs from {job_id!r} "
                              f"in the path", [{"field": "id", "message": "differs from the path",
                                                "line": None}])
+        rec = self.book.get(job_id)
+        if isinstance(definition, dict) and rec is not None and "notify" in definition:
+            definition = {**definition, "notify": restore_secrets(definition["notify"],
+                                                                  rec.definition.notify)}
         defn = parse_job({**definition, "id": job_id} if isinstance(definition, dict)
                          else definition, self.config.base_dir)
         self._refuse_past_date(defn)

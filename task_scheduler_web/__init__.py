@@ -20,13 +20,14 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import bottle
 import yaml
 
-from task_scheduler import SchedulerError
+from task_scheduler import JOB_STATES, RUN_STATUSES, SchedulerError
 
 from . import charts, forms
 from .docs import api_docs_html
@@ -38,9 +39,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VIEWS = os.path.join(HERE, "views")
 STATIC = os.path.join(HERE, "static")
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "interrupted",
-                "missed", "skipped", "cancelled")
-JOB_STATES = ("scheduled", "paused", "disabled", "finished")
 ACTIVE = ("queued", "running")
 PAGE_SIZE = 50
 JOBS_PAGE_SIZE = 100      # a whole fleet on one page; the filters narrow it down
@@ -113,11 +111,28 @@ def gui_job_delete(service, job_id: str) -> None:
 
 def gui_job_action(service, job_id: str, action: str) -> None:
     back = _next_url(f"/jobs/{job_id}")
-    call = {"run": service.run_now, "pause": service.pause, "resume": service.resume}[action]
-    result = _act(lambda: call(job_id), back)
     if action == "run":
+        params = _run_params(back)
+        result = _act(lambda: service.run_now(job_id, params), back)
         _redirect(back, "flash.run_queued", link=f"/runs/{result['id']}", id=job_id)
+    _act(lambda: (service.pause if action == "pause" else service.resume)(job_id), back)
     _redirect(back, f"flash.job_{action}d", id=job_id)
+
+
+def _run_params(back: str) -> dict | None:
+    """The "run with parameters" fields of the job page: this run's args, kwargs, env."""
+    text = {name: (bottle.request.forms.getunicode(f"run_{name}", "") or "").strip()
+            for name in ("args", "kwargs", "env")}
+    params = {}
+    for name, reader in (("args", forms.read_args), ("kwargs", forms.read_json_object),
+                         ("env", forms.read_pairs)):
+        try:
+            value = reader(text[name])
+        except forms.FieldError as exc:
+            _redirect(back, "flash.run_params", "error", field=name, text=_t(exc.key, **exc.params))
+        if value is not forms.OMIT:
+            params[name] = value
+    return params or None
 
 
 def gui_runs(service) -> str:
@@ -132,8 +147,35 @@ def gui_runs(service) -> str:
 
 def gui_run_detail(service, run_id: str) -> str:
     run = _fetch(service.run, run_id)
+    active = run.get("status") in ACTIVE
+    offsets = {}
+    if active:   # what the page shows, and from where its script goes on reading
+        for stream in ("stdout", "stderr"):
+            out = service.output(run_id, stream, 0)
+            run[stream], offsets[stream] = out["text"], out["offset"]
     return _render("run_detail", nav="runs", title=_t("title.run", id=run_id), run=run,
-                   active=run.get("status") in ACTIVE)
+                   active=active, offsets=offsets, refresh=active)
+
+
+def gui_run_tail(service, run_id: str) -> str:
+    """New output of a run after the offsets the page has (``?stdout=N&stderr=M``), as JSON:
+    the run page's script asks twice a second while the run goes on."""
+    answer = {}
+    for stream in ("stdout", "stderr"):
+        text = bottle.request.query.get(stream, "0")
+        out = _fetch(lambda rid, s=stream, o=text: service.output(
+            rid, s, int(o) if o.isdigit() else 0), run_id)
+        answer[stream] = {"text": out["text"], "offset": out["offset"]}
+        answer.update(status=out["status"], running=out["running"])
+    bottle.response.content_type = "application/json; charset=utf-8"
+    bottle.response.set_header("Cache-Control", "no-store")
+    return json.dumps(answer, ensure_ascii=False)
+
+
+def gui_run_rerun(service, run_id: str) -> None:
+    back = f"/runs/{run_id}"
+    run = _act(lambda: service.rerun(run_id), back)
+    _redirect(f"/runs/{run['id']}", "flash.rerun_queued", id=run_id)
 
 
 def gui_run_output(service, run_id: str, stream: str) -> str:
@@ -253,7 +295,9 @@ GUI_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/runs", gui_runs),
     ("GET", "/runs/<run_id>", gui_run_detail),
     ("GET", "/runs/<run_id>/<stream:re:stdout|stderr>", gui_run_output),
+    ("GET", "/runs/<run_id>/tail", gui_run_tail),
     ("POST", "/runs/<run_id>/cancel", gui_run_cancel),
+    ("POST", "/runs/<run_id>/rerun", gui_run_rerun),
     ("GET", "/config", gui_config),
     ("POST", "/config/reload", gui_reload),
     ("GET", "/login", gui_login),
@@ -527,8 +571,17 @@ def _render(name: str, **kwargs) -> str:
 def _helpers(locale: Locale) -> dict:
     return {"nav": NAV, "time": locale.time, "ago": locale.ago, "duration": locale.duration,
             "span": locale.span, "since": locale.since, "word": locale.word,
-            "message": locale.message, "trigger": locale.trigger,
+            "message": locale.message, "trigger": locale.trigger, "elapsed": _elapsed,
+            "json": lambda value: json.dumps(value, ensure_ascii=False),
+            "args": lambda value: forms.show_args(value if value else forms.OMIT),
             "run_statuses": RUN_STATUSES, "job_states": JOB_STATES}
+
+
+def _elapsed(iso: str) -> str:
+    """Time since ``iso`` as h:mm:ss (the run page's script ticks it in the same form)."""
+    seconds = int(max((datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds(), 0))
+    hours, rest = divmod(seconds, 3600)
+    return (f"{hours}:{rest // 60:02d}" if hours else f"{rest // 60}") + f":{rest % 60:02d}"
 
 
 def _locale() -> Locale:

@@ -16,10 +16,13 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
+import yaml
+
 from task_scheduler import shell_syntax
 
 OMIT = object()   # a reader's answer for "leave the key out": the default applies
-TRIGGER_FIELD = {"cron": "cron_expression", "interval": "interval_seconds", "date": "run_date"}
+TRIGGER_FIELD = {"cron": "cron_expression", "interval": "interval_seconds", "date": "run_date",
+                 "manual": None}
 BASIC_FIELDS = ("id", "description", "kind", "target", "shell", "trigger_type",
                 "cron_expression", "interval_seconds", "run_date", "timezone", "max_instances",
                 "timeout", "tags")
@@ -125,6 +128,26 @@ def checkbox(default: bool) -> Callable[[str], Any]:
     return read
 
 
+def read_notify(text: str):
+    """The notify list as YAML (as in jobs.yaml: ``- webhook: https://...``)."""
+    if not text.strip():
+        return OMIT
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise FieldError("form.not_yaml", line=mark.line + 1 if mark else 1) from None
+    if not isinstance(value, list):
+        raise FieldError("form.not_notify_list")
+    return value
+
+
+def show_notify(value) -> str:
+    if value in (OMIT, None, []):
+        return ""
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
 def show_text(value) -> str:
     return "" if value is OMIT or value is None else str(value)
 
@@ -206,6 +229,10 @@ GROUPS: tuple[Group, ...] = (
         Field("run_on", "run_on", read_words, show_words, mono=True, placeholder="gpu, eu"),
         Field("is_enabled", "is_enabled", checkbox(True), show_checkbox(True), "checkbox"),
     )),
+    Group("notify", (
+        Field("notify", "notify", read_notify, show_notify, "textarea", mono=True,
+              placeholder="- webhook: https://ops.example.com/hooks/x\n  on: [failed, recovered]"),
+    )),
 )
 FIELDS = tuple(field for group in GROUPS for field in group.fields)
 FORM_FIELDS = BASIC_FIELDS + tuple(field.name for field in FIELDS)
@@ -262,6 +289,8 @@ def _read_trigger(form: dict[str, str], errors: dict, say) -> dict:
         errors["trigger_type"] = say("form.choose_trigger")
         return {}
     trigger: dict[str, Any] = {"type": kind}
+    if kind == "manual":
+        return trigger
     if kind == "cron":
         trigger["expression"] = form["cron_expression"]
     elif kind == "date":
@@ -278,7 +307,7 @@ def _read_trigger(form: dict[str, str], errors: dict, say) -> dict:
 
 def _applies(field: Field, form: dict[str, str]) -> bool:
     if field.only == "timed":
-        return form["trigger_type"] != "date"
+        return form["trigger_type"] not in ("date", "manual")
     return not field.only or field.only == form["kind"]
 
 
@@ -296,7 +325,8 @@ def _put_read(definition: dict, errors: dict, say, name: str, key: str, reader, 
 
 
 def _same_trigger(form: dict[str, str], before: dict[str, str]) -> bool:
-    names = ("trigger_type", "timezone", TRIGGER_FIELD.get(form["trigger_type"], "trigger_type"),
+    names = ("trigger_type", "timezone",
+             TRIGGER_FIELD.get(form["trigger_type"]) or "trigger_type",
              *(f.name for f in FIELDS if f.key.startswith("trigger.")))
     return all(form[name] == before[name] for name in names)
 
@@ -362,7 +392,7 @@ def error_field(field: str, trigger_type: str) -> str:
             return "timezone"
         by_key = {f.key.removeprefix("trigger."): f.name for f in FIELDS
                   if f.key.startswith("trigger.")}
-        return by_key.get(rest, TRIGGER_FIELD.get(trigger_type, "trigger_type"))
+        return by_key.get(rest, TRIGGER_FIELD.get(trigger_type) or "trigger_type")
     if head in ("func", "command"):
         return "target"
     by_key = {f.key: f.name for f in FIELDS}

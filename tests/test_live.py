@@ -126,8 +126,8 @@ def test_run_with_parameters_and_rerun(tmp_path, make_service):
         "args": ["a b", "c"], "env": {"GREETING": "hey"}}).json["run"]["id"])
     assert shown["stdout"] == "hey a b c\n"
     for job_id, body, words in [
-            ("greet", {"kwargs": {"nope": 1}}, "unexpected keyword argument 'nope'"),
-            ("greet", {"args": []}, "missing a required argument: 'name'"),
+            ("greet", {"kwargs": {"nope": 1}}, "greet() has no parameter 'nope'"),
+            ("greet", {"args": []}, "greet() needs the argument 'name'"),
             ("greet", {"env": {"A": "b"}}, "env is for command jobs only"),
             ("show", {"kwargs": {"a": 1}}, "kwargs are for python jobs only"),
             ("show", {"env": {"A": 1}}, "env.A"),

@@ -1,6 +1,8 @@
 // task-scheduler GUI: the little script there is. Every page works without it.
-// 1. A run that is queued or running marks its section with data-autorefresh="ms": poll the page
-//    and swap that section in place until the run has finished.
+// 1. A run that is queued or running marks its section with data-autorefresh="ms": its output is
+//    tailed from the byte offsets the page was drawn with (/runs/<id>/tail), appended in place
+//    (the view stays at the bottom unless you scrolled up), the elapsed time ticks, and when the
+//    run ends the section is swapped for the finished one. Without script the page reloads.
 // 2. The footer offers the browser's own time zone (Intl), remembered by the server in a cookie.
 // 3. Runs in the timeline and the duration chart show their details on hover or on a first tap
 //    (a second tap, or the link in the tip, opens the run); without script, <title> does it.
@@ -8,7 +10,58 @@
   "use strict";
   var selector = '[data-testid="run-detail"]';
 
-  function poll(delay) {
+  function live(section) {
+    var delay = parseInt(section && section.getAttribute("data-autorefresh"), 10);
+    if (!(delay > 0)) { return; }
+    var id = section.getAttribute("data-run-id");
+    var offsets = { stdout: section.getAttribute("data-offset-stdout") || "0",
+                    stderr: section.getAttribute("data-offset-stderr") || "0" };
+    var elapsed = section.querySelector('[data-testid="run-elapsed"]');
+    var ticker = elapsed ? window.setInterval(function () { tick(elapsed); }, 1000) : null;
+    section.querySelectorAll(".output.live").forEach(function (pre) {
+      pre.scrollTop = pre.scrollHeight;
+    });
+
+    function step() {
+      var url = "/runs/" + encodeURIComponent(id) + "/tail?stdout=" + offsets.stdout +
+        "&stderr=" + offsets.stderr;
+      fetch(url, { credentials: "same-origin", cache: "no-store" })
+        .then(function (response) {
+          if (!response.ok) { throw new Error("HTTP " + response.status); }
+          return response.json();
+        })
+        .then(function (answer) {
+          ["stdout", "stderr"].forEach(function (stream) {
+            var piece = answer[stream];
+            if (piece.text) { append(section.querySelector('[data-testid="run-' + stream + '"]'),
+                                     piece.text); }
+            offsets[stream] = piece.offset;
+          });
+          if (answer.running) {
+            window.setTimeout(step, delay);
+          } else {
+            if (ticker) { window.clearInterval(ticker); }
+            finish(delay);
+          }
+        })
+        .catch(function () { window.setTimeout(step, delay * 4); });
+    }
+    window.setTimeout(step, delay);
+  }
+
+  function append(pre, text) {
+    var atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 24;
+    pre.appendChild(document.createTextNode(text));
+    if (atBottom) { pre.scrollTop = pre.scrollHeight; }
+  }
+
+  function tick(cell) {
+    var seconds = Math.max(0, Math.floor((Date.now() - Date.parse(cell.getAttribute("data-started"))) / 1000));
+    var h = Math.floor(seconds / 3600), m = Math.floor(seconds / 60) % 60, s = seconds % 60;
+    cell.textContent = (h ? h + ":" + (m < 10 ? "0" : "") : "") + m + ":" + (s < 10 ? "0" : "") + s;
+  }
+
+  function finish(delay) {   // the finished run, drawn by the server, in place of this one
     fetch(window.location.href, { credentials: "same-origin", cache: "no-store" })
       .then(function (response) {
         if (!response.ok) { throw new Error("HTTP " + response.status); }
@@ -19,14 +72,9 @@
         var current = document.querySelector(selector);
         if (!fresh || !current) { return; }
         current.replaceWith(document.adoptNode(fresh));
-        schedule(fresh);
+        live(fresh);   // still going (its end not written yet): tail again
       })
-      .catch(function () { window.setTimeout(function () { poll(delay); }, delay * 4); });
-  }
-
-  function schedule(section) {
-    var delay = parseInt(section && section.getAttribute("data-autorefresh"), 10);
-    if (delay > 0) { window.setTimeout(function () { poll(delay); }, delay); }
+      .catch(function () { window.setTimeout(function () { finish(delay); }, delay * 4); });
   }
 
   function offerBrowserZone() {
@@ -109,7 +157,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    schedule(document.querySelector(selector));
+    live(document.querySelector(selector));
     offerBrowserZone();
     wireTips();
   });

@@ -48,7 +48,7 @@
     <legend>{{t('form.trigger')}}</legend>
     <div class="field">
       <div class="choices">
-        % for value in ('cron', 'interval', 'date'):
+        % for value in ('cron', 'interval', 'date', 'manual'):
         <label class="choice"><input type="radio" name="trigger_type" value="{{value}}" id="tt-{{value}}" {{'checked' if form['trigger_type'] == value else ''}}> {{t('form.trigger.' + value)}}</label>
         % end
       </div>

@@ -7,6 +7,9 @@
 <link rel="stylesheet" href="/static/app.css">
 <link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 <script src="/static/app.js" defer></script>
+% if get('refresh'):
+<noscript><meta http-equiv="refresh" content="3"></noscript>
+% end
 </head>
 <body>
 <header class="topbar">

@@ -63,6 +63,32 @@
       % end
     </section>
   </div>
+  <section class="panel" data-testid="run-with-params">
+    <details>
+      <summary>{{t('job.run_params')}}</summary>
+      <form method="post" action="/jobs/{{job['id']}}/run">
+        % include('_csrf.tpl')
+        <input type="hidden" name="next" value="{{here}}">
+        <p class="muted small">{{t('job.run_params_hint')}}</p>
+        <div class="field">
+          <label for="f-run_args">{{t('field.run_args')}}</label>
+          <input id="f-run_args" name="run_args" class="mono" placeholder="{{h['args'](job.get('args'))}}">
+        </div>
+        % if job['kind'] == 'python':
+        <div class="field">
+          <label for="f-run_kwargs">{{t('field.run_kwargs')}}</label>
+          <textarea id="f-run_kwargs" name="run_kwargs" class="mono" rows="3" placeholder="{{h['json'](job['kwargs']) if job.get('kwargs') else ''}}"></textarea>
+        </div>
+        % else:
+        <div class="field">
+          <label for="f-run_env">{{t('field.run_env')}}</label>
+          <textarea id="f-run_env" name="run_env" class="mono" rows="3"></textarea>
+        </div>
+        % end
+        <button type="submit" class="btn btn-primary" data-testid="action-run-params">{{t('job.run_params_go')}}</button>
+      </form>
+    </details>
+  </section>
   % include('_duration_chart.tpl')
   <section class="panel">
     <h2>{{t('job.definition')}}</h2>

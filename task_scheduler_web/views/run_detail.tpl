@@ -1,6 +1,6 @@
 % rebase('base.tpl')
 % if active:
-<article data-testid="run-detail" data-run-id="{{run['id']}}" data-status="{{run['status']}}" data-autorefresh="1500">
+<article data-testid="run-detail" data-run-id="{{run['id']}}" data-status="{{run['status']}}" data-autorefresh="500" data-offset-stdout="{{offsets['stdout']}}" data-offset-stderr="{{offsets['stderr']}}">
 % else:
 <article data-testid="run-detail" data-run-id="{{run['id']}}" data-status="{{run['status']}}">
 % end
@@ -15,6 +15,11 @@
       <form method="post" action="/runs/{{run['id']}}/cancel">
         % include('_csrf.tpl')
         <button type="submit" class="btn btn-danger" data-testid="action-cancel">{{t('run.cancel')}}</button>
+      </form>
+      % else:
+      <form method="post" action="/runs/{{run['id']}}/rerun">
+        % include('_csrf.tpl')
+        <button type="submit" class="btn" data-testid="action-rerun" aria-label="Rerun">{{t('run.rerun')}}</button>
       </form>
       % end
     </div>
@@ -41,8 +46,18 @@
       <dt>{{t('run.finished')}}</dt><dd>
         % include('_time.tpl', iso=run.get('finished_at'))
       </dd>
+      % if active and run.get('started_at'):
+      <dt>{{t('run.elapsed')}}</dt><dd data-testid="run-elapsed" data-started="{{run['started_at']}}">{{h['elapsed'](run['started_at'])}}</dd>
+      % else:
       <dt>{{t('run.duration')}}</dt><dd>{{h['duration'](run.get('duration_s'))}}</dd>
+      % end
       <dt>{{t('run.exit_code')}}</dt><dd data-testid="run-exit-code">{{'—' if run.get('exit_code') is None else run['exit_code']}}</dd>
+      % if run.get('rerun_of'):
+      <dt>{{t('run.rerun_of')}}</dt><dd><a class="mono" href="/runs/{{run['rerun_of']}}">{{run['rerun_of']}}</a></dd>
+      % end
+      % if run.get('params'):
+      <dt>{{t('run.params')}}</dt><dd><code class="mono" data-testid="run-params">{{h['json'](run['params'])}}</code></dd>
+      % end
     </dl>
   </section>
   % if run.get('error'):
@@ -60,7 +75,28 @@
       <h2>{{stream}}</h2>
       <a class="btn btn-quiet" href="/runs/{{run['id']}}/{{stream}}" download data-testid="download-{{stream}}">{{t('run.download')}}</a>
     </div>
-    <pre class="pre output" data-testid="run-{{stream}}" data-empty="{{t('run.no_output')}}">{{run.get(stream) or ''}}</pre>
+    <pre class="pre output{{' live' if active else ''}}" data-testid="run-{{stream}}" data-empty="{{t('run.no_output')}}">{{run.get(stream) or ''}}</pre>
+  </section>
+  % end
+  % if run.get('notifications'):
+  <section class="panel" data-testid="run-notifications">
+    <h2>{{t('run.notifications')}}</h2>
+    <div class="table-wrap">
+    <table class="table">
+      <thead><tr><th>{{t('note.event')}}</th><th>{{t('note.target')}}</th><th>{{t('note.status')}}</th><th>{{t('note.attempts')}}</th><th>{{t('note.last')}}</th></tr></thead>
+      <tbody>
+      % for note in run['notifications']:
+        <tr data-testid="notification-row" data-status="{{note['status']}}">
+          <td data-label="{{t('note.event')}}">{{h['word']('event', note['event'])}}</td>
+          <td data-label="{{t('note.target')}}" class="mono small">{{note['target']}}</td>
+          <td data-label="{{t('note.status')}}"><span class="badge b-{{ {'sent': 'succeeded', 'failed': 'failed'}.get(note['status'], 'queued') }}">{{h['word']('note', note['status'])}}</span></td>
+          <td data-label="{{t('note.attempts')}}">{{note['attempts']}}</td>
+          <td data-label="{{t('note.last')}}" class="small">{{note['log'][-1]['detail'] if note['log'] else '—'}}</td>
+        </tr>
+      % end
+      </tbody>
+    </table>
+    </div>
   </section>
   % end
 </article>
