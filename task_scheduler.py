@@ -2148,8 +2148,8 @@ class Store:
                 self.notify(conn, "ts_runs")
         return ids
 
-    def claim(self, labels_ok: list[str], limit: int, policy, notes_for=lambda runs: []
-              ) -> tuple[list, list]:
+    def claim(self, labels_ok: list[str], limit: int, policy, notes_for=lambda runs: [],
+              ended: frozenset = frozenset()) -> tuple[list, list]:
         """Take up to ``limit`` queued runs that are due and placeable here: they become
         ``running`` on this node. Runs that may not start are ended in the same transaction:
         ``skipped`` while max_instances runs of the job go on (on any node: claimers of one job
@@ -2171,9 +2171,11 @@ class Store:
             if self.postgres:
                 conn.execute(sa.select(ts_jobs.c.id).where(ts_jobs.c.id.in_(job_ids))
                              .order_by(ts_jobs.c.id).with_for_update())
+            going = [ts_runs.c.status == "running", ts_runs.c.job_id.in_(job_ids)]
+            if ended:   # ended on this node, their end not written yet
+                going.append(ts_runs.c.id.not_in(ended))
             running = collections.Counter(dict(conn.execute(
-                sa.select(ts_runs.c.job_id, sa.func.count())
-                .where(ts_runs.c.status == "running", ts_runs.c.job_id.in_(job_ids))
+                sa.select(ts_runs.c.job_id, sa.func.count()).where(*going)
                 .group_by(ts_runs.c.job_id)).all()))
             started, ended = _admit(rows, running, policy, now)
             if started:
@@ -2702,13 +2704,23 @@ class HistoryWriter:
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="ts-history", daemon=True)
         self.dropped = 0
+        # Runs ended here whose end is not written yet: the table still says "running", and a
+        # claim must not count them against max_instances (a retry, the next fire).
+        self.unsettled: set = set()
 
     def start(self) -> None:
         self._thread.start()
 
     def update(self, run_id: str, notes: Optional[list] = None, **fields: Any) -> None:
         """Change a running run (output, its end); ``notes`` are queued if it ends here."""
+        if "status" in fields:
+            with self._cond:
+                self.unsettled.add(run_id)
         self._put((run_id, fields, notes or []))
+
+    def unsettled_ids(self) -> frozenset:
+        with self._cond:
+            return frozenset(self.unsettled)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is committed."""
@@ -2763,6 +2775,8 @@ class HistoryWriter:
                 log.warning("history writer: database error, retrying in %ss: %s", delay,
                             _clean(exc))
                 time.sleep(delay)
+        with self._cond:
+            self.unsettled -= {run_id for run_id, fields in merged.items() if "status" in fields}
         for item in batch:
             if isinstance(item, threading.Event):
                 item.set()
@@ -4025,7 +4039,8 @@ class Runner:
                 return
             started, ended = self._service.store.claim(self._labels_ok, min(free, 200),
                                                        self._policy,
-                                                       self._service.notifier.notes_for)
+                                                       self._service.notifier.notes_for,
+                                                       self._service.history.unsettled_ids())
             for run in ended:
                 self._remember(run)
                 log.warning("run %s of %s %s: %s", run["id"], run["job_id"], run["status"],

@@ -19,7 +19,7 @@
       % else:
       <form method="post" action="/runs/{{run['id']}}/rerun">
         % include('_csrf.tpl')
-        <button type="submit" class="btn" data-testid="action-rerun" aria-label="Rerun">{{t('run.rerun')}}</button>
+        <button type="submit" class="btn" data-testid="action-rerun">{{t('run.rerun')}}</button>
       </form>
       % end
     </div>
