@@ -139,6 +139,7 @@ SCHEMA_VERSION = 2
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "interrupted", "missed",
                 "skipped", "cancelled")
 FINAL_STATUSES = frozenset(RUN_STATUSES) - {"queued", "running"}
+ENDED_STATUSES = ("succeeded", "failed", "timeout", "interrupted")   # what "recovered" looks at
 RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup")
 JOB_STATES = ("scheduled", "paused", "disabled", "finished", "manual")
 SCRIPT_SUFFIXES = (".sh", ".bash", ".bat", ".cmd", ".ps1", ".py")
@@ -216,7 +217,7 @@ class Config:
                               public_url=args.public_url, smtp_url=args.smtp_url)
         return config
 
-    @property
+    @functools.cached_property
     def base_dir(self) -> str:
         """The folder of jobs.yaml: relative scripts and python modules resolve against it."""
         return os.path.dirname(os.path.abspath(self.config_path or "jobs.yaml"))
@@ -680,8 +681,11 @@ def shell_syntax(line: str) -> Optional[str]:
 _SHELL_SYNTAX = re.compile(r"[|&;<>]+|`|\$(?:\(|\{|[A-Za-z_][A-Za-z0-9_]*|[0-9#?!$*@-])")
 
 
-def resolve_callable(ref: str, base_dir: Optional[str] = None):
-    """Import ``pkg.mod:func`` or ``pkg.mod.func``; the folder of jobs.yaml is importable."""
+def resolve_callable(ref: str, base_dir: Optional[str] = None, seen_within: float = 0.0):
+    """Import ``pkg.mod:func`` or ``pkg.mod.func``; the folder of jobs.yaml is importable. A
+    jobs.yaml module whose file was looked at less than ``seen_within`` seconds ago is not
+    looked at again (runs pass 1 s: under load each stat costs a wait for the GIL; validation
+    and reload always look)."""
     if base_dir and base_dir not in sys.path:
         sys.path.insert(0, base_dir)
     module_name, sep, attr = ref.partition(":")
@@ -690,7 +694,7 @@ def resolve_callable(ref: str, base_dir: Optional[str] = None):
     if not module_name or not attr:
         raise InvalidJob(f"{ref!r} is not a callable reference (use 'package.module:function')")
     try:
-        obj = _import_fresh(module_name, base_dir)
+        obj = _import_fresh(module_name, base_dir, seen_within)
     except Exception as exc:  # any import-time error of user code is a validation error
         raise InvalidJob(f"cannot import module {module_name!r}: {_clean(exc)}") from exc
     for part in attr.split("."):
@@ -703,10 +707,20 @@ def resolve_callable(ref: str, base_dir: Optional[str] = None):
     return obj
 
 
-def _import_fresh(name: str, base_dir: Optional[str]):
+def _import_fresh(name: str, base_dir: Optional[str], seen_within: float = 0.0):
     """Import a job's module; a module from the jobs.yaml folder is imported again when its
     file changed since, so an edited job takes effect as ``validate`` says it will. (Modules it
     imports in turn are not: restart for those.)"""
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None)
+    if module is not None and not (base_dir and path and _inside(path, base_dir)):
+        return module   # not a jobs.yaml module: never imported again
+    now = time.monotonic()
+    if module is not None and now - getattr(module, "__ts_seen__", -1e9) < seen_within:
+        return module
+    if module is not None and _file_stamp(path) == getattr(module, "__ts_stamp__", None):
+        module.__ts_seen__ = now
+        return module   # unchanged: no lock on each run (the workers would queue on it)
     with _import_lock:
         module = sys.modules.get(name)
         if module is None:
@@ -715,8 +729,7 @@ def _import_fresh(name: str, base_dir: Optional[str]):
             module.__ts_stamp__ = _file_stamp(getattr(module, "__file__", None))
             return module
         path = getattr(module, "__file__", None)
-        if base_dir and path and os.path.abspath(path).startswith(
-                os.path.join(os.path.abspath(base_dir), "")):
+        if base_dir and path and _inside(path, base_dir):
             stamp = _file_stamp(path)
             if stamp != getattr(module, "__ts_stamp__", stamp):
                 with contextlib.suppress(OSError):   # a stale .pyc of the same size and second
@@ -728,6 +741,12 @@ def _import_fresh(name: str, base_dir: Optional[str]):
 
 
 _import_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1024)
+def _inside(path: str, folder: str) -> bool:
+    """Is ``path`` in ``folder``? Asked on every python run: remembered."""
+    return os.path.abspath(path).startswith(os.path.join(os.path.abspath(folder), ""))
 
 
 def _file_stamp(path: Optional[str]) -> Optional[tuple]:
@@ -2157,36 +2176,46 @@ class Store:
         ``cancelled`` when the job is gone. ``policy(job_id)`` gives (max_instances, grace) or
         None. Returns (started rows, ended rows)."""
         with self.write() as conn:
-            now = conn.execute(sa.select(self.now())).scalar() if self.postgres else _utcnow()
-            query = (sa.select(*_SUMMARY_COLUMNS, ts_runs.c.params)
-                     .where(ts_runs.c.status == "queued", ts_runs.c.due_at <= now,
-                            ts_runs.c.run_on.in_(labels_ok))
-                     .order_by(ts_runs.c.due_at, ts_runs.c.id).limit(limit))
-            if self.postgres:
-                query = query.with_for_update(skip_locked=True)
-            rows = conn.execute(query).all()
-            if not rows:
-                return [], []
-            job_ids = sorted({r.job_id for r in rows})
-            if self.postgres:
-                conn.execute(sa.select(ts_jobs.c.id).where(ts_jobs.c.id.in_(job_ids))
-                             .order_by(ts_jobs.c.id).with_for_update())
-            going = [ts_runs.c.status == "running", ts_runs.c.job_id.in_(job_ids)]
-            if ended:   # ended on this node, their end not written yet
-                going.append(ts_runs.c.id.not_in(ended))
-            running = collections.Counter(dict(conn.execute(
-                sa.select(ts_runs.c.job_id, sa.func.count()).where(*going)
-                .group_by(ts_runs.c.job_id)).all()))
-            started, ended = _admit(rows, running, policy, now)
-            if started:
-                conn.execute(ts_runs.update().where(ts_runs.c.id.in_([r["id"] for r in started]))
-                             .values(status="running", node=self.node, started_at=now,
-                                     heartbeat_at=now))
-            for run in ended:
-                run["finished_at"] = now
-                conn.execute(ts_runs.update().where(ts_runs.c.id == run["id"]).values(
-                    status=run["status"], finished_at=now, error=run["error"]))
-            self.insert_notes(conn, notes_for(ended))
+            return self.claim_in(conn, labels_ok, limit, policy, notes_for, ended)
+
+    def claim_in(self, conn, labels_ok: list[str], limit: int, policy,
+                 notes_for=lambda runs: [], ended: frozenset = frozenset()) -> tuple[list, list]:
+        """``claim()`` inside a transaction of the caller's (the leader's wakeup claims for
+        its own workers in the transaction that records the fires)."""
+        now = conn.execute(sa.select(self.now())).scalar() if self.postgres else _utcnow()
+        query = (sa.select(*_SUMMARY_COLUMNS, ts_runs.c.params)
+                 .where(ts_runs.c.status == "queued", ts_runs.c.due_at <= now,
+                        ts_runs.c.run_on.in_(labels_ok))
+                 .order_by(ts_runs.c.due_at, ts_runs.c.id).limit(limit))
+        if self.postgres:
+            query = query.with_for_update(skip_locked=True)
+        rows = conn.execute(query).all()
+        if not rows:
+            return [], []
+        job_ids = sorted({r.job_id for r in rows})
+        if self.postgres:
+            conn.execute(sa.select(ts_jobs.c.id).where(ts_jobs.c.id.in_(job_ids))
+                         .order_by(ts_jobs.c.id).with_for_update())
+        going = [ts_runs.c.status == "running", ts_runs.c.job_id.in_(job_ids)]
+        if ended:   # ended on this node, their end not written yet
+            going.append(ts_runs.c.id.not_in(ended))
+        running = collections.Counter(dict(conn.execute(
+            sa.select(ts_runs.c.job_id, sa.func.count()).where(*going)
+            .group_by(ts_runs.c.job_id)).all()))
+        started, ended = _admit(rows, running, policy, now)
+        if started:
+            conn.execute(ts_runs.update().where(ts_runs.c.id.in_([r["id"] for r in started]))
+                         .values(status="running", node=self.node, started_at=now,
+                                 heartbeat_at=now))
+        for run in ended:
+            run["finished_at"] = now
+        if ended:
+            conn.execute(ts_runs.update().where(ts_runs.c.id == sa.bindparam("_id"))
+                         .values(status=sa.bindparam("status"), finished_at=now,
+                                 error=sa.bindparam("error")),
+                         [{"_id": r["id"], "status": r["status"], "error": r["error"]}
+                          for r in ended])
+        self.insert_notes(conn, notes_for(ended))
         for run in started:
             run.update(status="running", node=self.node, started_at=now, heartbeat_at=now)
         return started, ended
@@ -2195,11 +2224,20 @@ class Store:
         """Final states and output of runs, and their notifications; a run no longer
         ``running`` is left alone (it was rescued as interrupted while this node was silent). In
         id order, as the heartbeat locks them."""
+        notes = notes or {}
+        alike: dict[tuple, list] = {}   # one executemany per set of fields changed
         for run_id, fields in sorted(updates, key=lambda u: u[0]):
-            if conn.execute(ts_runs.update().where(ts_runs.c.id == run_id,
-                                                   ts_runs.c.status == "running")
-                            .values(**fields)).rowcount:
-                self.insert_notes(conn, (notes or {}).get(run_id, []))
+            if notes.get(run_id):   # the notes go only with a run still running
+                if conn.execute(ts_runs.update().where(ts_runs.c.id == run_id,
+                                                       ts_runs.c.status == "running")
+                                .values(**fields)).rowcount:
+                    self.insert_notes(conn, notes[run_id])
+            else:
+                alike.setdefault(tuple(sorted(fields)), []).append({**fields, "_id": run_id})
+        for names, rows in alike.items():
+            conn.execute(ts_runs.update().where(ts_runs.c.id == sa.bindparam("_id"),
+                                                ts_runs.c.status == "running")
+                         .values({n: sa.bindparam(n) for n in names}), rows)
 
     # notifications: queued with the end of a run, sent by the leader
 
@@ -2240,13 +2278,13 @@ class Store:
             return conn.execute(sa.select(ts_notifications).where(
                 ts_notifications.c.run_id == run_id).order_by(ts_notifications.c.id)).all()
 
-    def previous_outcome(self, job_id: str, before: str) -> Optional[str]:
-        """How the job's last run before ``before`` ended (for 'recovered')."""
+    def previous_outcome(self, job_id: str, before: str) -> Optional[tuple]:
+        """(id, status) of the job's last run before ``before`` that ended (for 'recovered')."""
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(ts_runs.c.status).where(
+            return conn.execute(sa.select(ts_runs.c.id, ts_runs.c.status).where(
                 ts_runs.c.job_id == job_id, ts_runs.c.id < before,
-                ts_runs.c.status.in_(("succeeded", "failed", "timeout", "interrupted")))
-                .order_by(ts_runs.c.id.desc()).limit(1)).scalar()
+                ts_runs.c.status.in_(ENDED_STATUSES))
+                .order_by(ts_runs.c.id.desc()).limit(1)).first()
 
     def cancel_queued(self, run_id: str) -> bool:
         with self.write() as conn:
@@ -2300,11 +2338,14 @@ class Store:
                 error=f"interrupted: the service stopped without finishing this run (found at "
                       f"start-up on {self.node})").returning(*_SUMMARY_COLUMNS)).all()
 
-    def active_count(self, job_id: str) -> int:
+    def active_count(self, job_id: str, ended: frozenset = frozenset()) -> int:
+        """Queued and running runs of a job; ``ended``: runs whose end is not written yet."""
+        where = [ts_runs.c.job_id == job_id, ts_runs.c.status.in_(("queued", "running"))]
+        if ended:
+            where.append(ts_runs.c.id.not_in(ended))
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(ts_runs).where(
-                ts_runs.c.job_id == job_id,
-                ts_runs.c.status.in_(("queued", "running")))).scalar()
+            return conn.execute(sa.select(sa.func.count()).select_from(ts_runs).where(*where)
+                                ).scalar()
 
     # runs: reads
 
@@ -2542,6 +2583,7 @@ class ScheduleStore(SQLAlchemyJobStore):
         self._due: list = []                            # sorted (timestamp, id), paused left out
         self._jobs: dict = {}                           # unpickled on first use
         self._pending: dict = {}                        # id -> job to write, or None: delete
+        self._moved: dict = {}                          # id -> next fire only (no new pickle)
 
     def start(self, scheduler, alias):
         """APScheduler creates the table here without a lock: nodes starting together on a new
@@ -2558,7 +2600,7 @@ class ScheduleStore(SQLAlchemyJobStore):
         self._times = {r.id: r.next_run_time for r in rows}
         self.hashes = {r.id: r.ts_hash for r in rows}
         self._due = sorted((t, i) for i, t in self._times.items() if t is not None)
-        self._jobs, self._pending, self.loaded = {}, {}, True
+        self._jobs, self._pending, self._moved, self.loaded = {}, {}, {}, True
 
     def invalidate(self) -> None:
         """Forget the memory: the next use reads the table again (after a failed commit)."""
@@ -2612,25 +2654,45 @@ class ScheduleStore(SQLAlchemyJobStore):
         self.hashes.pop(job_id, None)
         self._pending[job_id] = None
 
+    def move_job(self, job, next_run_time) -> None:
+        """A fire moved the job on: only its next fire time changes, so only that column is
+        written (pickling every fired job was most of a wakeup's cost)."""
+        job._modify(next_run_time=next_run_time)
+        self._unindex(job.id)
+        stamp = self._times[job.id] = datetime_to_utc_timestamp(next_run_time)
+        bisect.insort(self._due, (stamp, job.id))
+        if job.id not in self._pending:
+            self._moved[job.id] = stamp
+
     def remove_all_jobs(self):
         for job_id in self.ids():
             self.remove_job(job_id)
 
-    def commit(self, fires: list[dict], notes: list[dict] = ()) -> list[str]:
+    def commit(self, fires: list[dict], notes: list[dict] = (), claim=None) -> tuple:
         """Write the pending schedule changes, insert the fires (and the notifications of the
-        missed ones), in one fenced transaction. Returns the ids of the runs inserted."""
-        if not self._pending and not fires:
-            return []
+        missed ones), in one fenced transaction; ``claim(conn)`` then takes runs for this
+        node's workers in it. Returns the ids of the runs inserted, and what claim returned."""
+        moved = [{"i": i, "t": t} for i, t in sorted(self._moved.items())
+                 if i not in self._pending]
+        if not self._pending and not moved and not fires:
+            return [], None
+        claimed = None
         with self.db.write() as conn:
             self.db.fence(conn, self.epoch)
             for job_id, job in sorted(self._pending.items()):
                 self._write(conn, job_id, job)
+            if moved:
+                conn.execute(self.jobs_t.update().where(self.jobs_t.c.id == sa.bindparam("i"))
+                             .values(next_run_time=sa.bindparam("t")), moved)
             inserted = self.db.insert_runs(conn, fires)
-            self.db.insert_notes(conn, [n for n in notes if n["run_id"] in set(inserted)])
+            kept = set(inserted)
+            self.db.insert_notes(conn, [n for n in notes if n["run_id"] in kept])
             if any(f["status"] == "queued" for f in fires):
                 self.db.notify(conn, "ts_runs")
+                claimed = claim(conn) if claim is not None else None
         self._pending.clear()
-        return inserted
+        self._moved.clear()
+        return inserted, claimed
 
     def _write(self, conn, job_id: str, job) -> None:
         table = self.jobs_t
@@ -2652,6 +2714,7 @@ class ScheduleStore(SQLAlchemyJobStore):
             bisect.insort(self._due, (stamp, job.id))
         self._jobs[job.id] = job
         self._pending[job.id] = job
+        self._moved.pop(job.id, None)
 
     def _unindex(self, job_id: str) -> None:
         stamp = self._times.get(job_id)
@@ -2694,6 +2757,8 @@ class HistoryWriter:
     the database; retention runs in the same thread now and then."""
 
     BATCH = 500
+    LINGER = 0.05   # seconds a write waits for more: a burst's ends go in a few transactions,
+    #                 not one per run, and leave the database (and the GIL) to the starts
     RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)   # about a minute of outage is bridged
 
     def __init__(self, store: Store, prune=None, prune_every: float = 600):
@@ -2702,6 +2767,7 @@ class HistoryWriter:
         self._cond = threading.Condition()
         self._prune_every, self._next_prune = prune_every, time.monotonic() + 5
         self._stopping = False
+        self._urgent = 0   # flushes waiting: no lingering then
         self._thread = threading.Thread(target=self._loop, name="ts-history", daemon=True)
         self.dropped = 0
         # Runs ended here whose end is not written yet: the table still says "running", and a
@@ -2725,6 +2791,8 @@ class HistoryWriter:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is committed."""
         done = threading.Event()
+        with self._cond:
+            self._urgent += 1
         self._put(done)
         return done.wait(timeout)
 
@@ -2744,9 +2812,12 @@ class HistoryWriter:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._queue or self._stopping, timeout=30)
+                self._cond.wait_for(lambda: self._urgent or self._stopping or
+                                    len(self._queue) >= self.BATCH, timeout=self.LINGER)
                 if self._stopping and not self._queue:
                     return
                 batch = [self._queue.popleft() for _ in range(min(self.BATCH, len(self._queue)))]
+                self._urgent -= sum(isinstance(item, threading.Event) for item in batch)
             try:
                 self._write_with_retry(batch)
                 self._maybe_prune()
@@ -3007,6 +3078,7 @@ class _ActiveRun:
     rescued: bool = False                # given up by the cluster: its end is not recorded
     flushed: tuple = (0, 0)              # output sizes last written to the database
     claimed: float = dataclasses.field(default_factory=time.monotonic)
+    began: Optional[dt.datetime] = None  # when a worker took it up (claimed ahead: later)
 
 
 def run_python(func, args: list, kwargs: dict, limit: int, out: Optional[CappedOutput] = None,
@@ -3779,7 +3851,8 @@ class _Scheduler(BackgroundScheduler):
                 fires = [row for job in self._store.get_due_jobs(now)
                          for row in self._fire(job, now)]
                 missed = [row for row in fires if row["status"] == "missed"]
-                inserted = self._store.commit(fires, self._service.notifier.notes_for(missed))
+                inserted, claimed = self._store.commit(
+                    fires, self._service.notifier.notes_for(missed), self._service.runner.claim_in)
                 next_time = self._store.get_next_run_time()
         except Exception:
             with self._asked_lock:   # ask again after the retry; release the callers now
@@ -3789,8 +3862,10 @@ class _Scheduler(BackgroundScheduler):
         finally:
             for done in waiters:
                 done.set()
+        if claimed:
+            self._service.runner.take(*claimed)
         if inserted:
-            self._service.runner.wake()
+            self._service.runner.wake()   # what this node could not take: its next claim
         if next_time is None:
             return None
         return max((next_time - self._service.cluster.now()).total_seconds(), 0.0)
@@ -3875,8 +3950,7 @@ class _Scheduler(BackgroundScheduler):
         if following is None:
             self._store.remove_job(job.id)
         else:
-            job._modify(next_run_time=following)
-            self._store.update_job(job)
+            self._store.move_job(job, following)
         return rows
 
     def _row(self, job, moment: dt.datetime, rec: Optional[JobRecord], status: str,
@@ -3893,6 +3967,7 @@ class _Scheduler(BackgroundScheduler):
 
 
 EXECUTE_JOB = "task_scheduler:execute_job"
+CLAIM_AHEAD = 500       # runs a node claims beyond its workers, at most (see Runner._capacity)
 MAX_MISSED_ROWS = 100   # missed fire times recorded one by one per job and wakeup; more are
 #                         counted in the first row (a job every second, down for a day)
 
@@ -3970,6 +4045,7 @@ class Runner:
         self._stopping = False
         self._failing = False
         self._labels_ok = label_sets(self.config.labels)
+        self._typical = 1.0   # seconds a run here takes (moving average): sets the claim-ahead
         self._thread = threading.Thread(target=self._loop, name="ts-runner", daemon=True)
         self._flusher = threading.Thread(target=self._flush_output, name="ts-output",
                                          daemon=True)
@@ -3990,7 +4066,8 @@ class Runner:
                 ) -> dict:
         rec = self._service.book.require(job_id)
         limit = rec.definition.max_instances
-        if self._service.store.active_count(job_id) >= limit:
+        if self._service.store.active_count(job_id, self._service.history.unsettled_ids()) \
+                >= limit:
             raise JobConflict(f"job {job_id!r} is already running (max_instances={limit})")
         now = self._service.now()
         run = {"id": new_run_id(), "job_id": job_id, "trigger": "manual", "attempt": 1,
@@ -4034,25 +4111,48 @@ class Runner:
 
     def _claim_while_free(self) -> None:
         while not self._stopping:
-            free = self.config.max_workers - len(self.active)
+            free = self._capacity() - len(self.active)
             if free <= 0:
                 return
             started, ended = self._service.store.claim(self._labels_ok, min(free, 200),
                                                        self._policy,
                                                        self._service.notifier.notes_for,
                                                        self._service.history.unsettled_ids())
-            for run in ended:
-                self._remember(run)
-                log.warning("run %s of %s %s: %s", run["id"], run["job_id"], run["status"],
-                            run["error"])
-            for run in started:
-                active = _ActiveRun(run, CappedOutput(self.config.output_limit),
-                                    CappedOutput(self.config.output_limit))
-                with self._lock:
-                    self.active[run["id"]] = active
-                self.pool.submit(self._execute, active)
+            self.take(started, ended)
             if len(started) + len(ended) < free:
                 return
+
+    def claim_in(self, conn) -> Optional[tuple]:
+        """Claim for this node's free workers inside the leader's wakeup transaction."""
+        free = self._capacity() - len(self.active)
+        if free <= 0 or self._stopping:
+            return None
+        return self._service.store.claim_in(conn, self._labels_ok, min(free, 200), self._policy,
+                                            self._service.notifier.notes_for,
+                                            self._service.history.unsettled_ids())
+
+    def take(self, started: list, ended: list) -> None:
+        """Start claimed runs in the pool; remember the ones the claim ended."""
+        for run in ended:
+            self._remember(run)
+            log.warning("run %s of %s %s: %s", run["id"], run["job_id"], run["status"],
+                        run["error"])
+        for run in started:
+            active = _ActiveRun(run, CappedOutput(self.config.output_limit),
+                                CappedOutput(self.config.output_limit))
+            with self._lock:
+                self.active[run["id"]] = active
+            self.pool.submit(self._execute, active)
+
+    def _capacity(self) -> int:
+        """How many runs this node holds at once: its workers, and as many more as they
+        would start within about a second at the typical run time here. Short runs are so
+        claimed a batch per transaction, not one per free worker (a burst of 200 no-op runs:
+        2 claims, not 20); long runs are claimed one per free worker, so that another node
+        can start what this one cannot yet. Claimed-ahead runs say ``running`` while they
+        wait; their ``started_at`` becomes the moment a worker took them up."""
+        workers = self.config.max_workers
+        return workers + min(CLAIM_AHEAD, int(workers * 1.0 / max(self._typical, 0.002)))
 
     def _policy(self, job_id: str) -> Optional[tuple]:
         rec = self._service.book.get(job_id)   # no lock: this runs inside the claim
@@ -4061,6 +4161,11 @@ class Runner:
 
     def _execute(self, active: _ActiveRun) -> None:
         run = active.run
+        active.began = self._service.now()
+        if active.stop_reason is not None:   # cancelled while it waited for a worker
+            self.finish(active, _Outcome(active.stop_reason, error=active.stop_error or
+                                         "cancelled before it started"))
+            return
         rec = self._service.book.get(run["job_id"])
         token = _current_run.set(RunContext(self._service, run["id"], run["job_id"],
                                             run["scheduled_at"]))
@@ -4080,7 +4185,7 @@ class Runner:
         limit, base_dir = self.config.output_limit, self.config.base_dir
         if defn.kind == "python":
             try:
-                func = resolve_callable(defn.func, base_dir)
+                func = resolve_callable(defn.func, base_dir, seen_within=1.0)
             except InvalidJob as exc:
                 return _Outcome("failed", error=f"func: {exc}")
             return run_python(func, params.get("args", defn.args),
@@ -4107,10 +4212,14 @@ class Runner:
         fields = dict(status=outcome.status, finished_at=self._service.now(),
                       exit_code=outcome.exit_code, error=outcome.error, stdout=outcome.stdout,
                       stderr=outcome.stderr, truncated=outcome.truncated)
+        if active.began is not None:
+            fields["started_at"] = active.began
+            took = (fields["finished_at"] - active.began).total_seconds()
+            self._typical += (max(took, 0.0) - self._typical) * 0.2
         run.update(fields)
         if not active.rescued:
             notifier = self._service.notifier
-            previous = self._service.store.previous_outcome(run["job_id"], run["id"]) \
+            previous = self._previous(run) \
                 if outcome.status == "succeeded" and notifier.wants_previous(run["job_id"]) \
                 else None
             self._service.history.update(run["id"], notes=notifier.notes_for([run], previous),
@@ -4122,6 +4231,18 @@ class Runner:
         if not active.rescued and outcome.status in ("failed", "timeout"):
             self._retry(run)
         self.wake()
+
+    def _previous(self, run: dict) -> Optional[str]:
+        """How the job's run before this one ended: the later of the table's answer and the
+        runs ended here whose end the history writer has not written yet."""
+        found = self._service.store.previous_outcome(run["job_id"], run["id"])
+        best = tuple(found) if found else ("", None)
+        with self._lock:
+            for other in self.recent.values():
+                if other["job_id"] == run["job_id"] and best[0] < other["id"] < run["id"] \
+                        and other.get("status") in ENDED_STATUSES:
+                    best = (other["id"], other["status"])
+        return best[1]
 
     def _retry(self, run: dict) -> None:
         """Queue the next attempt of a failed run (durable: it survives a restart)."""
@@ -4187,7 +4308,7 @@ class Runner:
         raise JobConflict(f"run {run_id} is not running (status {row.status})")
 
     def _stop(self, active: _ActiveRun, reason: str, error: Optional[str] = None) -> None:
-        if reason == "cancelled":
+        if reason == "cancelled" and active.began is not None:
             self._refuse_python(active.run["job_id"], active.run["id"])
         active.stop_reason, active.stop_error = reason, error
         if active.proc is not None:
