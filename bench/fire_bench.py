@@ -16,7 +16,8 @@ and options: coalesce, max_instances 1, misfire_grace_time 60 s, 10 worker threa
   SQLite file. Goal: 5x faster than it, and 1,000 rows in ts_runs, all succeeded.
 - throughput: 10,000 jobs every 5 s, phases spread over the 5 s, for --minute seconds: fires/s
   started inside the window, p99 lateness, ts_runs rows by status. Goal: >= 2,000 fires/s with
-  p99 <= 1 s. Baseline (for information): MemoryJobStore. With --db postgres --nodes 2 ours is
+  p99 <= 1 s (10,000 jobs / 5 s offer exactly 2,000 fires/s: the goal is keeping up). Baseline
+  (for information): MemoryJobStore. With --db postgres --nodes 2 ours is
   run again as two processes (two nodes) on one schema.
 
 Every side runs in its own fresh child process (this script with --child), one after another.
@@ -304,9 +305,11 @@ def show(label: str, r: dict, case: str) -> None:
              f"not run: {r['others']}" if r["others"] else "",
              "SETUP OVERRAN t0: results distorted" if r["late_setup"] else "",
              "not all fires ended before the drain deadline" if not r["drained"] else "",
-             f"{len(r['log'])} log lines, e.g. {r['log'][:2]}" if r["log"] else ""]
-    for note in filter(None, notes):
-        print(f"  {'':22} {note[:300]}")
+             f"{len(r['log'])} log lines (warnings and errors of the children); first and last:"
+             if r["log"] else ""]
+    shown = r["log"] if len(r["log"]) <= 6 else r["log"][:3] + ["..."] + r["log"][-3:]
+    for note in filter(None, notes + shown):
+        print(f"  {'':22} {note[:240]}")
 
 
 def verdict(case: str, ours: dict, base: dict | None, args) -> tuple[str, str, bool]:
@@ -319,8 +322,9 @@ def verdict(case: str, ours: dict, base: dict | None, args) -> tuple[str, str, b
     if case == "burst":
         ratio = base["burst"] / ours["burst"] if base else math.nan
         met = (base is None or ratio >= 5) and rows_ok
-        return (f"baseline/ours {ratio:.2f}x faster", f"ours >= 5x faster and {ours['expected']}"
-                f" rows succeeded (rows ok: {rows_ok})", met)
+        return (f"ours {ratio:.2f}x as fast as the baseline",
+                f"ours >= 5x faster and {ours['expected']} rows succeeded (rows ok: {rows_ok})",
+                met)
     return (f"{ours['rate']:.0f} fires/s, p99 {ms(ours['p99'])} ms",
             f">= 2000 fires/s, p99 <= 1 s, a row per fire (rows ok: {rows_ok})",
             ours["rate"] >= 2000 and ours["p99"] <= 1 and rows_ok)
