@@ -1875,6 +1875,7 @@ ts_sessions = sa.Table(
 )
 APS_TABLE = "ts_apscheduler_jobs"
 TOTAL_CAP = 10_000    # runs counted past the offset: exact for a job's history (keep_runs 1000)
+PRUNE_CHUNK = 200     # runs deleted per transaction: SQLite's write lock is free again in ms
 _SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr", "params")]
 LEASE = "leader"
 
@@ -2373,21 +2374,20 @@ class Store:
 
     def prune(self, keep_runs: int, keep_days: float) -> int:
         """Retention: finished runs older than keep_days, and all but keep_runs per job; GUI
-        sessions past their expiry; nodes silent for a day."""
+        sessions past their expiry; nodes silent for a day. Runs go in chunks (each its own
+        transaction), so fires and run ends never wait for more than one chunk."""
         cutoff = _utcnow() - dt.timedelta(days=keep_days)
-        deleted = 0
-        with self.write() as conn:
-            deleted += conn.execute(ts_runs.delete().where(
-                ts_runs.c.scheduled_at < cutoff, ts_runs.c.status.in_(FINAL_STATUSES))).rowcount
+        final = ts_runs.c.status.in_(FINAL_STATUSES)
+        deleted = self._delete_runs(ts_runs.c.scheduled_at < cutoff, final)
+        with self.engine.connect() as conn:   # reads: no lock held
             crowded = conn.execute(sa.select(ts_runs.c.job_id).group_by(ts_runs.c.job_id)
                                    .having(sa.func.count() > keep_runs)).scalars().all()
-            for job_id in crowded:
-                edge = conn.execute(sa.select(ts_runs.c.id).where(ts_runs.c.job_id == job_id)
-                                    .order_by(ts_runs.c.id.desc()).offset(keep_runs - 1)
-                                    .limit(1)).scalar()
-                deleted += conn.execute(ts_runs.delete().where(
-                    ts_runs.c.job_id == job_id, ts_runs.c.id < edge,
-                    ts_runs.c.status.in_(FINAL_STATUSES))).rowcount
+            edges = {job_id: conn.execute(sa.select(ts_runs.c.id).where(
+                ts_runs.c.job_id == job_id).order_by(ts_runs.c.id.desc())
+                .offset(keep_runs - 1).limit(1)).scalar() for job_id in crowded}
+        for job_id, edge in edges.items():
+            deleted += self._delete_runs(ts_runs.c.job_id == job_id, ts_runs.c.id < edge, final)
+        with self.write() as conn:
             conn.execute(ts_sessions.delete().where(ts_sessions.c.expires_at < _utcnow()))
             conn.execute(ts_notifications.delete().where(
                 ts_notifications.c.created_at < cutoff, ts_notifications.c.status != "pending"))
@@ -2395,6 +2395,19 @@ class Store:
         if deleted:
             log.info("retention: pruned %d runs", deleted)
         return deleted
+
+    def _delete_runs(self, *conds) -> int:
+        deleted = 0
+        while True:
+            with self.write() as conn:
+                count = conn.execute(ts_runs.delete().where(ts_runs.c.id.in_(
+                    sa.select(ts_runs.c.id).where(*conds).limit(PRUNE_CHUNK)))).rowcount
+            deleted += count
+            if count < PRUNE_CHUNK:
+                return deleted
+            # A released threading.Lock is often taken again by the same thread before a
+            # waiter wakes: a pause lets the scheduler and the claims have their turn.
+            time.sleep(0.005)
 
     # nodes and the leader lease (PostgreSQL)
 
