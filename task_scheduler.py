@@ -2399,6 +2399,7 @@ class Store:
     def _delete_runs(self, *conds) -> int:
         deleted = 0
         while True:
+            began = time.monotonic()
             with self.write() as conn:
                 count = conn.execute(ts_runs.delete().where(ts_runs.c.id.in_(
                     sa.select(ts_runs.c.id).where(*conds).limit(PRUNE_CHUNK)))).rowcount
@@ -2406,8 +2407,8 @@ class Store:
             if count < PRUNE_CHUNK:
                 return deleted
             # A released threading.Lock is often taken again by the same thread before a
-            # waiter wakes: a pause lets the scheduler and the claims have their turn.
-            time.sleep(0.005)
+            # waiter wakes: pausing as long as the chunk took leaves every waiter its turn.
+            time.sleep(max(time.monotonic() - began, 0.005))
 
     # nodes and the leader lease (PostgreSQL)
 
