@@ -45,6 +45,7 @@ JOBS_PAGE_SIZE = 100      # a whole fleet on one page; the filters narrow it dow
 SESSION_TTL = 12 * 3600   # a working day: long enough not to nag, short enough to expire
 FLASH_TTL = 60            # the flash only has to survive one 303 redirect
 PREFERENCE_TTL = 365 * 86400   # language and time zone: chosen once
+HEX = frozenset("0123456789abcdef")   # run ids
 CHART_RUNS = 40           # runs in a job's duration chart: enough for a trend, few enough to see
 CSP = ("default-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; "
        "form-action 'self'; frame-ancestors 'none'")
@@ -73,12 +74,11 @@ def gui_jobs(service) -> str:
 
 def gui_job_detail(service, job_id: str) -> str:
     job = _fetch(service.job, job_id)
-    offset = _int_arg("offset")
-    runs = service.runs(job_id=job_id, limit=20, offset=offset)
+    runs, pager = _run_page(service, 20, {}, job_id=job_id)
     recent = service.runs(job_id=job_id, limit=CHART_RUNS)
     definition = yaml.safe_dump(job.get("definition") or {}, sort_keys=False, allow_unicode=True)
     return _render("job_detail", nav="jobs", title=_t("title.job", id=job_id), job=job,
-                   runs=runs, definition=definition, pager=_pager(runs, 20, offset, {}),
+                   runs=runs, definition=definition, pager=pager,
                    chart=charts.duration_chart(recent, _locale()), here=f"/jobs/{job_id}")
 
 
@@ -137,12 +137,11 @@ def _run_params(back: str) -> dict | None:
 
 def gui_runs(service) -> str:
     filters = _query(("job_id", "status"))
-    offset = _int_arg("offset")
-    runs = service.runs(job_id=filters["job_id"] or None, status=filters["status"] or None,
-                        limit=PAGE_SIZE, offset=offset)
+    runs, pager = _run_page(service, PAGE_SIZE, filters, job_id=filters["job_id"] or None,
+                            status=filters["status"] or None)
     job_ids = [job["id"] for job in service.jobs()]
     return _render("runs", nav="runs", title=_t("title.runs"), runs=runs, filters=filters,
-                   job_ids=job_ids, pager=_pager(runs, PAGE_SIZE, offset, filters))
+                   job_ids=job_ids, pager=pager)
 
 
 def gui_run_detail(service, run_id: str) -> str:
@@ -660,6 +659,31 @@ def _pager(items, limit: int, offset: int, params: dict[str, str]) -> dict:
     return {"total": total, "first": offset + 1 if items else 0, "last": offset + len(items),
             "prev": url(max(offset - limit, 0)) if offset > 0 else None,
             "next": url(offset + limit) if offset + limit < total else None}
+
+
+def _run_page(service, limit: int, params: dict[str, str], **query) -> tuple[list, dict]:
+    """A page of runs and its pager. Pages follow each other by run id (``?before=``: the same
+    cost at any depth, where an offset reads every run it skips); ``?pos=`` only numbers the
+    rows; ``?offset=`` still works. The count stops at a cap: then the total reads "N+"."""
+    text = bottle.request.query.get("before", "")
+    before = text if text and len(text) <= 32 and all(c in HEX for c in text) else None
+    offset = 0 if before else _int_arg("offset")
+    pos = _int_arg("pos") if before else offset
+    runs = service.runs(limit=limit, before=before, offset=offset, **query)
+    keep = {k: v for k, v in params.items() if v}
+
+    def url(**cursor) -> str:
+        return "?" + urlencode({**keep, **cursor})
+    prev = None
+    if pos and runs:   # the page before starts `limit` runs newer than this one
+        newer = service.runs(limit=limit + 1, after=runs[0]["id"], **query)
+        prev = url(before=newer[0]["id"], pos=max(pos - limit, 0)) if len(newer) > limit \
+            else url()
+    total = pos + runs.total - offset
+    return runs, {"total": f"{total}+" if runs.capped else total,
+                  "first": pos + 1 if runs else 0, "last": pos + len(runs), "prev": prev,
+                  "next": url(before=runs[-1]["id"], pos=pos + len(runs))
+                  if runs.total > offset + len(runs) else None}
 
 
 def _shorten(text: str, size: int) -> str:

@@ -794,3 +794,23 @@ def test_api_jobs_and_pauses_survive_reload_and_restart(jobs_file, make_config):
         assert (new["source"], new["state"], new["trigger"]) == \
             (old["source"], old["state"], old["trigger"]), job_id
     assert after["mine"]["next_run_time"] == before["mine"]["next_run_time"]   # phase kept
+
+
+def test_list_runs_pages_by_cursor_and_caps_the_count(client, service, monkeypatch):
+    now = ts._utcnow()
+    rows = [{"id": f"00{i}", "job_id": "k", "trigger": "manual", "status": "succeeded",
+             "scheduled_at": now.replace(microsecond=i), "finished_at": now} for i in range(5)]
+    with service.store.write() as conn:
+        service.store.insert_runs(conn, rows)
+
+    def page(**query):
+        body = client.get("/api/runs", query={"job_id": "k", "limit": 2, **query}).json
+        return [r["id"] for r in body["runs"]], body["total"], body["total_capped"]
+    assert page() == (["004", "003"], 5, False)
+    assert page(before="003") == (["002", "001"], 3, False)
+    assert page(before="001") == (["000"], 1, False)
+    assert page(before="001", offset=1) == ([], 1, False)
+    monkeypatch.setattr(ts, "TOTAL_CAP", 3)
+    assert page() == (["004", "003"], 3, True)      # at least 3: counting stopped there
+    assert page(offset=2) == (["002", "001"], 5, False)
+    assert_error(client.get("/api/runs?before=x'"), 400, "bad_request", "before")

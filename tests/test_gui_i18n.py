@@ -439,3 +439,29 @@ def test_japanese_readme_is_linked_and_parallel_to_the_readme():
     assert commands[0] == commands[1]
     assert "func: 'modules.scheduler.tasks.monitoring.check_api_status'" in japanese
     assert "day_of_week: 'mon-sun'" in japanese
+
+
+def test_run_list_pages_by_cursor_forward_and_back(client, service, monkeypatch):
+    now = ts._utcnow()
+    with service.store.write() as conn:
+        service.store.insert_runs(conn, [
+            {"id": f"00{i}", "job_id": "p", "trigger": "manual", "status": "succeeded",
+             "scheduled_at": now.replace(microsecond=i), "finished_at": now} for i in range(5)])
+    monkeypatch.setattr(web, "PAGE_SIZE", 2)
+
+    def visit(query):
+        page = html.unescape(client.get("/runs" + query).text)
+        links = {rel: href for href, rel in re.findall(r'href="(\?[^"]*)" rel="(\w+)"', page)}
+        return re.findall(r'href="/runs/(00\d)"', page), re.search(r"(\d+)–(\d+) of (\d+)",
+                                                                  page).groups(), links
+    runs, shown, links = visit("?job_id=p")
+    assert (runs, shown, links.get("prev")) == (["004", "003"], ("1", "2", "5"), None)
+    assert links["next"] == "?job_id=p&before=003&pos=2"
+    runs, shown, links = visit(links["next"])
+    assert (runs, shown) == (["002", "001"], ("3", "4", "5"))
+    runs, shown, links = visit(links["next"])
+    assert (runs, shown, links.get("next")) == (["000"], ("5", "5", "5"), None)
+    runs, shown, links = visit(links["prev"])
+    assert (runs, shown) == (["002", "001"], ("3", "4", "5"))
+    assert visit(links["prev"])[:2] == (["004", "003"], ("1", "2", "5"))
+    assert visit("?job_id=p&offset=2")[:2] == (["002", "001"], ("3", "4", "5"))   # still works

@@ -294,3 +294,23 @@ def test_sigterm_waits_for_runs_and_exits_0(tmp_path, sqlite_url):
     engine = ts.create_engine(sqlite_url)
     assert _status_in_db(engine, run_id) == "succeeded"   # finished within the grace period
     engine.dispose()
+
+
+def test_retention_deletes_in_chunks_releasing_the_write_lock(make_service, monkeypatch):
+    service = make_service(keep_runs=2, keep_days=1)
+    now, old = ts._utcnow(), ts._utcnow().replace(year=2000)
+    rows = [finished_run("c", f"001{i}", now.replace(microsecond=i)) for i in range(7)]
+    rows += [finished_run("c", f"000{i}", old.replace(minute=i)) for i in range(3)]
+    with service.store.write() as conn:
+        service.store.insert_runs(conn, rows)
+    monkeypatch.setattr(ts, "PRUNE_CHUNK", 2)
+    writes, write = [], service.store.write
+
+    def counted():
+        writes.append(1)
+        return write()
+    monkeypatch.setattr(service.store, "write", counted)
+    assert service.prune() == 8
+    assert [r["id"] for r in service.runs(job_id="c")] == ["0016", "0015"]
+    # 3 old runs in 2 chunks, 5 past keep_runs in 3 chunks, then sessions and nodes
+    assert len(writes) == 6
