@@ -266,11 +266,14 @@ def summarize(p: dict, outs: list, rows: dict) -> dict:
     late = sorted(r[0] - r[1] for r in records) + [math.inf] * max(0, expected(p) - len(records))
     k0, k1 = p["rounds"]
     a, b = p["t0"] + k0 * p["period"], p["t0"] + k1 * p["period"]
-    started = sum(a <= s < b for o in ok for s in o["started_all"])
+    # Sustained: starts counted from the second round on, when fires of the round before
+    # (late by p50 or so) start inside the window as its own last ones start after it.
+    a_rate = a + p["period"] if k1 - k0 > 1 else a
+    started = sum(a_rate <= s < b for o in ok for s in o["started_all"])
     return {"expected": expected(p), "ran": len(records), "late": late,
             "p50": pct(late, 50), "p99": pct(late, 99), "max": late[-1] if late else math.nan,
             "burst": max((r[0] for r in records), default=math.nan) - p["t0"],
-            "rate": started / (b - a), "rows": rows, "codes": [o["code"] for o in outs],
+            "rate": started / (b - a_rate), "rows": rows, "codes": [o["code"] for o in outs],
             "setup": [round(o["setup"], 2) for o in ok], "late_setup": any(o["late_setup"]
                                                                            for o in ok),
             "drained": all(o["drained"] for o in ok) and len(ok) == len(outs),
