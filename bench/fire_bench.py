@@ -10,7 +10,9 @@ and options: coalesce, max_instances 1, misfire_grace_time 60 s, 10 worker threa
 - steady: 200 jobs every 1 s, their phases spread evenly over the second (job i starts at
   t0 + i/200 s), measured for --seconds after --warmup rounds. Lateness = the moment the job
   function starts - its scheduled fire time. Baseline: BackgroundScheduler, MemoryJobStore.
-  Goal: p99 <= 2x the baseline's and p50 <= 20 ms.
+  Goal: p99 <= 2x the baseline's and p50 <= 20 ms. steady-together: the same 200 jobs with one
+  phase, all 200 due at the same instant each second (the issue's table measured this: its
+  baseline p50 of 8-10 ms is the time APScheduler takes to hand 200 fires to 10 threads).
 - burst: 1,000 jobs whose first fire is the same instant t0 (interval 1 h, common start_date):
   time from t0 until the last has started. Baseline: APScheduler with SQLAlchemyJobStore on a
   SQLite file. Goal: 5x faster than it, and 1,000 rows in ts_runs, all succeeded.
@@ -70,8 +72,8 @@ def aps_job(job_id: str) -> None:
 # --- the cases: jobs, period, phases, and the rounds measured ---------------------------------
 
 def plan(case: str, args) -> dict:
-    if case == "steady":
-        return dict(case=case, jobs=args.steady_jobs, period=1.0, spread=True,
+    if case.startswith("steady"):
+        return dict(case=case, jobs=args.steady_jobs, period=1.0, spread=case == "steady",
                     rounds=[args.warmup, args.warmup + args.seconds], baseline="memory")
     if case == "burst":
         return dict(case=case, jobs=args.burst_jobs, period=3600.0, spread=False, rounds=[0, 1],
@@ -318,7 +320,7 @@ def show(label: str, r: dict, case: str) -> None:
 def verdict(case: str, ours: dict, base: dict | None, args) -> tuple[str, str, bool]:
     rows_ok = ours["rows"].get("succeeded", 0) == ours["expected"] == sum(
         v for k, v in ours["rows"].items() if k != "error")
-    if case == "steady":
+    if case.startswith("steady"):
         ratio = ours["p99"] / base["p99"] if base else math.nan
         met = ours["p50"] <= 0.020 and (base is None or ratio <= 2)
         return f"p99 ours/baseline {ratio:.2f}x", "p99 <= 2x baseline and p50 <= 20 ms", met
@@ -338,7 +340,8 @@ def main() -> int:
     if args.child:
         child(json.loads(args.child))
         return 0
-    cases = ["steady", "burst", "throughput"] if args.case == "all" else [args.case]
+    cases = ["steady", "steady-together", "burst", "throughput"] if args.case == "all" \
+        else [args.case]
     print(f"database {args.db}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     summary = []
     for case in cases:
@@ -360,11 +363,11 @@ def main() -> int:
             print(f"  {args.nodes} nodes: {ratio}, {two['rate'] / ours['rate']:.2f}x one node; "
                   f"{'MET' if met else 'NOT MET'}", flush=True)
             summary.append((case, f"{args.nodes} nodes", two, base, ratio, met))
-    print(f"\n{'case':11}{'ours':9}{'p50 ms':>9}{'p99 ms':>10}{'base p99':>10}{'burst ms':>10}"
+    print(f"\n{'case':16}{'ours':9}{'p50 ms':>9}{'p99 ms':>10}{'base p99':>10}{'burst ms':>10}"
           f"{'fires/s':>9}  result")
     for case, nodes, ours, base, ratio, met in summary:
         rate = f"{ours['rate']:.0f}" if case == "throughput" else "-"
-        print(f"{case:11}{nodes:9}{ms(ours['p50']):>9}{ms(ours['p99']):>10}"
+        print(f"{case:16}{nodes:9}{ms(ours['p50']):>9}{ms(ours['p99']):>10}"
               f"{ms(base['p99']) if base else '-':>10}"
               f"{ms(ours['burst']) if case == 'burst' else '-':>10}"
               f"{rate:>9}"
@@ -374,7 +377,8 @@ def main() -> int:
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=["steady", "burst", "throughput", "all"], default="all")
+    parser.add_argument("--case", default="all",
+                        choices=["steady", "steady-together", "burst", "throughput", "all"])
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--nodes", type=int, default=1, help="throughput: also N nodes (postgres)")
