@@ -2646,6 +2646,11 @@ class ScheduleStore(SQLAlchemyJobStore):
         self._ensure()
         return list(self._times)
 
+    def stamp(self, job_id) -> tuple[bool, Optional[float]]:
+        """(stored at all, next fire timestamp or None when paused), without unpickling."""
+        self._ensure()
+        return job_id in self._times, self._times.get(job_id)
+
     def lookup_job(self, job_id):
         self._ensure()
         return self._fetch([job_id]).get(job_id) if job_id in self._times else None
@@ -3920,7 +3925,13 @@ class _Scheduler(BackgroundScheduler):
 
     def _sync(self, job_id: str, now: dt.datetime) -> None:
         """Make APScheduler's job match its definition: add, rebuild, pause or remove it."""
-        rec, job = self._service.book.get(job_id), self._store.lookup_job(job_id)
+        rec = self._service.book.get(job_id)
+        stored, stamp = self._store.stamp(job_id)
+        if stored and rec is not None and rec.definition.is_enabled and rec.state != "manual" \
+                and self._store.hashes.get(job_id) == rec.schedule_hash(self.timezone) \
+                and rec.paused == (stamp is None):
+            return   # in step (every job on a restart): unpickling 10,000 jobs took seconds
+        job = self._store.lookup_job(job_id)
         if rec is None or not rec.definition.is_enabled or rec.state == "manual":
             if job is not None:
                 self._store.remove_job(job_id)
