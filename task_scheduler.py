@@ -5021,6 +5021,8 @@ class SchedulerService:
             if digest == self._seen_hash and not force and not state["error"] and (
                     not leading or (state["applied"] or {}).get("hash") == digest):
                 return self.config_status()
+            if initial and leading and not force and self._kept_as_applied(digest):
+                return self.config_status()
             try:
                 jobs = self._parser.parse(text, path)
             except InvalidConfig as exc:
@@ -5045,6 +5047,23 @@ class SchedulerService:
                             "the leader's applies", digest[:12], state["applied"]["node"],
                             state["applied"]["hash"][:12])
         return self.config_status()
+
+    def _kept_as_applied(self, digest: str) -> bool:
+        """A start on the very file ts_jobs was last reconciled with (its hash is written after
+        that commit): nothing to parse, validate or write. Parsing 10,000 jobs took a second;
+        the parser learns the file at the first reload that changes it."""
+        applied = self.store.get_meta("config")
+        applied = json.loads(applied) if applied else None
+        if not applied or applied.get("hash") != digest:
+            return False
+        count = sum(1 for r in self.book.records.values() if r.source == "yaml")
+        self._seen_hash = digest
+        self._config_state.update(
+            applied=applied, loaded_at=_iso(_utcnow()), hash=digest, jobs=count, error=None,
+            errors=[], changes={"added": 0, "rescheduled": 0, "modified": 0, "removed": 0,
+                                "unchanged": count})
+        log.info("jobs.yaml is as last applied (%s): %d jobs kept", digest[:12], count)
+        return True
 
     def _reload_quietly(self) -> None:
         if self.reloader is None:
