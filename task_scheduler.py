@@ -3603,7 +3603,7 @@ def label_sets(labels: tuple) -> list[str]:
 # Jobs: definitions as applied, the one reconcile path, APScheduler's loop
 # --------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)   # no __dict__: ~100 bytes less on each of 10,000 jobs
 class JobRecord:
     """A job definition as applied: one row of ts_jobs, kept in memory for fast reads."""
 
@@ -3796,10 +3796,11 @@ class JobBook:
             log.error("job %s in the database no longer validates, skipped: %s", row.id,
                       _clean(exc))
             return None
-        rec = JobRecord(defn, row.source, row.paused, row.definition_hash, row.created_at,
-                        row.updated_at)
+        # the definition's id, and an interned source: not two more strings per job
+        rec = JobRecord(defn, sys.intern(row.source), row.paused, row.definition_hash,
+                        row.created_at, row.updated_at)
         self._date_trigger(rec)
-        return row.id, rec
+        return (defn.id if defn.id == row.id else row.id), rec
 
     def _new_record(self, values: dict, defn: JobDefinition) -> JobRecord:
         old = self.records.get(values["id"])
