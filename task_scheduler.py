@@ -490,6 +490,40 @@ def _interval_seconds(spec: IntervalSpec) -> float:
             + spec.seconds)
 
 
+class _SharedFieldsSet(set):
+    """A model's set of given fields, one object for all models given the same fields (the
+    book's definitions: two 216-byte sets a job, ~4 MiB per 10,000 jobs). Definitions are
+    never changed in place, so it refuses changes; model_copy gets a plain set."""
+
+    __slots__ = ()
+
+    def __copy__(self) -> set:
+        return set(self)
+
+    def __deepcopy__(self, memo) -> set:
+        return set(self)
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a set of fields shared by many definitions cannot change")
+
+    add = update = discard = remove = pop = clear = _refuse
+    __ior__ = __iand__ = __isub__ = __ixor__ = _refuse
+
+
+@functools.lru_cache(maxsize=256)   # distinct sets of given fields: a handful in practice
+def _shared_fields(fields: frozenset) -> _SharedFieldsSet:
+    return _SharedFieldsSet(fields)
+
+
+def share_fields(defn: JobDefinition) -> JobDefinition:
+    """``defn`` (and the models in it) with their sets of given fields shared."""
+    for model in (defn, defn.trigger, defn.retries, *defn.notify):
+        if model is not None:
+            object.__setattr__(model, "__pydantic_fields_set__",
+                               _shared_fields(frozenset(model.__pydantic_fields_set__)))
+    return defn
+
+
 def definition_hash(defn: JobDefinition) -> str:
     return hashlib.sha256(json.dumps(defn.dump(), sort_keys=True).encode()).hexdigest()
 
@@ -3705,7 +3739,7 @@ class JobBook:
                 kind = _change_kind(rec, defn)
                 changes[kind].append(job_id)
                 if kind == "unchanged":
-                    rec.definition = defn   # equal (same hash): one copy, the parser's, is kept
+                    rec.definition = share_fields(defn)   # equal (same hash): keep one copy
                 else:
                     upserts.append({"_new": rec is None, "id": job_id, "source": source,
                                     "definition": json.dumps(defn.dump()),
@@ -3791,7 +3825,7 @@ class JobBook:
 
     def _record(self, row) -> Optional[tuple[str, JobRecord]]:
         try:
-            defn = JobDefinition.model_validate(json.loads(row.definition))
+            defn = share_fields(JobDefinition.model_validate(json.loads(row.definition)))
         except (ValidationError, ValueError) as exc:
             log.error("job %s in the database no longer validates, skipped: %s", row.id,
                       _clean(exc))
@@ -3804,8 +3838,9 @@ class JobBook:
 
     def _new_record(self, values: dict, defn: JobDefinition) -> JobRecord:
         old = self.records.get(values["id"])
-        rec = JobRecord(defn, values["source"], values["paused"], values["definition_hash"],
-                        old.created_at if old else values["updated_at"], values["updated_at"])
+        rec = JobRecord(share_fields(defn), values["source"], values["paused"],
+                        values["definition_hash"], old.created_at if old else values["updated_at"],
+                        values["updated_at"])
         self._date_trigger(rec)
         return rec
 
