@@ -3989,7 +3989,7 @@ class _Scheduler(BackgroundScheduler):
                 and self._store.hashes.get(job_id) == rec.schedule_hash(self.timezone) \
                 and rec.paused == (stamp is None):
             return   # in step (every job on a restart): unpickling 10,000 jobs took seconds
-        job = self._store.lookup_job(job_id)
+        job = self._store.lookup_job(job_id) if stored else None
         if rec is None or not rec.definition.is_enabled or rec.state == "manual":
             if job is not None:
                 self._store.remove_job(job_id)
