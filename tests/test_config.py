@@ -402,3 +402,15 @@ def test_fast_parser_remembers_good_entries_but_never_hides_errors(tmp_path):
     script.unlink()
     with pytest.raises(ts.InvalidConfig, match="s.sh does not exist"):
         parser.parse(with_script, path)   # the file is unchanged; the check is not remembered
+
+
+def test_book_definitions_share_their_sets_of_given_fields_safely():
+    """share_fields saves two sets a job; a copy with changes still works, the shared set not."""
+    a, b = (ts.share_fields(ts.JobDefinition.model_validate(
+        {"id": i, "command": "true", "trigger": {"type": "interval", "hours": 1}})) for i in "ab")
+    assert a.model_fields_set is b.model_fields_set
+    assert a.trigger.model_fields_set is b.trigger.model_fields_set
+    copy = a.model_copy(update={"args": ["x"]})
+    assert copy.dump()["args"] == ["x"] and "args" not in a.dump() and "args" not in b.dump()
+    with pytest.raises(TypeError):
+        a.model_fields_set.add("args")

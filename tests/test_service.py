@@ -72,6 +72,38 @@ def test_restart_keeps_phase_pause_and_history(jobs_file, make_config):
         second.stop()
 
 
+def test_restart_on_the_applied_file_parses_writes_and_unpickles_nothing(jobs_file, make_config,
+                                                                          monkeypatch):
+    """The jobs.yaml last applied is neither parsed nor written again at a restart, and no stored
+    job is unpickled for it (10,000 jobs took seconds); the next save applies as usual."""
+    write_jobs(jobs_file, TWO_JOBS)
+    config = make_config()
+    ts.SchedulerService(config).start().stop()
+
+    def stored():
+        with ts.create_engine(config.database_url).connect() as conn:
+            return (conn.execute(sa.text(f"SELECT * FROM {ts.APS_TABLE} ORDER BY id")).all(),
+                    conn.execute(sa.select(ts.ts_jobs).order_by(ts.ts_jobs.c.id)).all())
+    before, calls = stored(), []
+    for cls, name in ((ts.JobsParser, "parse"), (ts.ScheduleStore, "lookup_job")):
+        original = getattr(cls, name)
+        monkeypatch.setattr(cls, name, lambda self, *a, _o=original, _n=name:
+                            calls.append(_n) or _o(self, *a))
+    second = ts.SchedulerService(config).start()
+    try:
+        assert calls == [] and stored() == before
+        assert second.status()["config"]["jobs"] == 3 and second.status()["config"]["error"] is None
+        phase = second.job("every_hour")["next_run_time"]
+        assert phase is not None and second.job("every_hour")["state"] == "scheduled"
+        write_jobs(jobs_file, TWO_JOBS.replace("hours: 1}", "hours: 1}\n  timeout: 9"))
+        assert second.reload()["changes"] == {"added": 0, "rescheduled": 0, "modified": 1,
+                                              "removed": 0, "unchanged": 2}
+        assert second.job("every_hour")["timeout"] == 9 and "parse" in calls
+        assert second.job("every_hour")["next_run_time"] == phase   # an option change
+    finally:
+        second.stop()
+
+
 def test_changes_apply_by_id(jobs_file, make_service):
     write_jobs(jobs_file, TWO_JOBS)
     service = make_service()
