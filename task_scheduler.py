@@ -4041,7 +4041,7 @@ class _Scheduler(BackgroundScheduler):
         rec = self._service.book.get(job_id)
         if self._in_step(job_id):
             return   # every job on a restart: unpickling 10,000 jobs took seconds
-        job = self._store.lookup_job(job_id)
+        job = self._store.lookup_job(job_id) if self._store.stamp(job_id)[0] else None
         if rec is None or not rec.definition.is_enabled or rec.state == "manual":
             if job is not None:
                 self._store.remove_job(job_id)
