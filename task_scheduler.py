@@ -1808,6 +1808,15 @@ def _iso(value: Optional[dt.datetime]) -> Optional[str]:
     return value.astimezone(dt.UTC).isoformat()
 
 
+def _aware(value) -> Optional[dt.datetime]:
+    """A stored time (naive UTC, or ISO text in a live run) as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value is None or value.tzinfo is None:
+        return value and value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
 def run_to_dict(row: Any, output: bool = False) -> dict:
     """A run row (or live run dict) in the API's Run shape."""
     get = row.get if isinstance(row, dict) else row._mapping.get
@@ -1938,7 +1947,10 @@ ts_sessions = sa.Table(
 )
 APS_TABLE = "ts_apscheduler_jobs"
 TOTAL_CAP = 10_000    # runs counted past the offset: exact for a job's history (keep_runs 1000)
-PRUNE_CHUNK = 200     # runs deleted per transaction: SQLite's write lock is free again in ms
+PRUNE_CHUNK = 200     # runs in retention's first chunk; later ones are sized by time:
+PRUNE_CHUNK_S = 0.003  # seconds a chunk holds the write lock: what a fire may wait for it
+RUN_SPAN_COLUMNS = ("id", "job_id", "trigger", "status", "scheduled_at", "started_at",
+                    "finished_at")   # what the dashboard's timeline draws of a run
 _SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr", "params")]
 LEASE = "leader"
 
@@ -2091,14 +2103,18 @@ class Store:
         self.postgres = engine.dialect.name == "postgresql"
         self._write_lock = None if self.postgres else threading.Lock()
         self.on_commit: list = []   # (channel, payload) after each commit: this process's bus
+        self.waiting: collections.deque = collections.deque()   # one item per writer waiting
 
     @contextlib.contextmanager
     def write(self):
         """One write transaction; ``notify(conn, ...)`` inside it announces after commit."""
-        with self._write_lock or contextlib.nullcontext(), self.engine.begin() as conn:
-            conn.info["ts.notes"] = []
-            yield conn
-            notes = conn.info.pop("ts.notes")
+        self.waiting.append(None)   # retention gives way while writers wait (_give_way)
+        with self._write_lock or contextlib.nullcontext():
+            self.waiting.pop()      # deque append/pop are atomic: a count without a lock
+            with self.engine.begin() as conn:
+                conn.info["ts.notes"] = []
+                yield conn
+                notes = conn.info.pop("ts.notes")
         for channel, payload in notes:
             for callback in self.on_commit:
                 callback(channel, payload)
@@ -2446,6 +2462,15 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(ts_runs).where(ts_runs.c.id == run_id)).first()
 
+    def run_spans(self, since: dt.datetime, limit: int) -> list:
+        """The newest ``limit`` (+1, to tell there are more) runs scheduled since ``since``, only
+        what a timeline draws: no output, no counting, no conversion to the API's shape."""
+        columns = [ts_runs.c[name] for name in RUN_SPAN_COLUMNS]
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(*columns).where(
+                ts_runs.c.scheduled_at >= _naive_utc(since))
+                .order_by(ts_runs.c.id.desc()).limit(limit + 1)).all()
+
     def run_counts(self, since: dt.datetime) -> dict:
         with self.engine.connect() as conn:
             # by an expression: grouping by the bare column, SQLite walks ix_ts_runs_status
@@ -2475,21 +2500,17 @@ class Store:
                                 .where(ts_runs.c.id.in_(newest))).all()
         return {r.job_id: run_to_dict(r) for r in rows}
 
-    def prune(self, keep_runs: int, keep_days: float) -> int:
+    def prune(self, keep_runs: int, keep_days: float, stopping=lambda: False) -> int:
         """Retention: finished runs older than keep_days, and all but keep_runs per job; GUI
-        sessions past their expiry; nodes silent for a day. Runs go in chunks (each its own
-        transaction), so fires and run ends never wait for more than one chunk."""
+        sessions past their expiry; nodes silent for a day. Runs go in chunks of a few ms, each
+        its own transaction begun only when no other writer waits: fires wait one chunk at most.
+        ``stopping()`` true ends it early (the service stops)."""
         cutoff = _utcnow() - dt.timedelta(days=keep_days)
-        final = ts_runs.c.status.in_(FINAL_STATUSES)
-        deleted = self._delete_runs(ts_runs.c.scheduled_at < cutoff, final)
-        with self.engine.connect() as conn:   # reads: no lock held
-            crowded = conn.execute(sa.select(ts_runs.c.job_id).group_by(ts_runs.c.job_id)
-                                   .having(sa.func.count() > keep_runs)).scalars().all()
-            edges = {job_id: conn.execute(sa.select(ts_runs.c.id).where(
-                ts_runs.c.job_id == job_id).order_by(ts_runs.c.id.desc())
-                .offset(keep_runs - 1).limit(1)).scalar() for job_id in crowded}
-        for job_id, edge in edges.items():
-            deleted += self._delete_runs(ts_runs.c.job_id == job_id, ts_runs.c.id < edge, final)
+        deleted = self._delete_runs([ts_runs.c.scheduled_at < cutoff], [ts_runs.c.scheduled_at],
+                                    stopping)
+        for job_id, edge in self._run_edges(keep_runs).items():
+            deleted += self._delete_runs([ts_runs.c.job_id == job_id, ts_runs.c.id < edge],
+                                         [ts_runs.c.id], stopping)
         with self.write() as conn:
             conn.execute(ts_sessions.delete().where(ts_sessions.c.expires_at < _utcnow()))
             conn.execute(ts_notifications.delete().where(
@@ -2499,19 +2520,71 @@ class Store:
             log.info("retention: pruned %d runs", deleted)
         return deleted
 
-    def _delete_runs(self, *conds) -> int:
-        deleted = 0
-        while True:
-            began = time.monotonic()
-            with self.write() as conn:
-                count = conn.execute(ts_runs.delete().where(ts_runs.c.id.in_(
-                    sa.select(ts_runs.c.id).where(*conds).limit(PRUNE_CHUNK)))).rowcount
-            deleted += count
-            if count < PRUNE_CHUNK:
-                return deleted
-            # A released threading.Lock is often taken again by the same thread before a
-            # waiter wakes: pausing as long as the chunk took leaves every waiter its turn.
-            time.sleep(max(time.monotonic() - began, 0.005))
+    def _run_edges(self, keep_runs: int) -> dict:
+        """{job_id: id of its keep_runs-th newest run} for each job with more runs than that,
+        all from the (job_id, id) index: the job ids by skipping through it (a GROUP BY would
+        count every job's whole history), each edge by one probe that reads keep_runs entries."""
+        job_id = ts_runs.c.job_id
+        jobs = sa.select(sa.func.min(job_id).label("id")).cte("jobs", recursive=True)
+        jobs = jobs.union_all(sa.select(sa.select(sa.func.min(job_id)).where(
+            job_id > jobs.c.id).scalar_subquery()).where(jobs.c.id.is_not(None)))
+        with self.engine.connect() as conn:   # reads: no lock held
+            job_ids = conn.execute(sa.select(jobs.c.id).where(jobs.c.id.is_not(None))).scalars()
+            edges = {job: conn.execute(sa.select(ts_runs.c.id).where(job_id == job).order_by(
+                ts_runs.c.id.desc()).offset(keep_runs - 1).limit(1)).scalar() for job in job_ids}
+        return {job: edge for job, edge in edges.items() if edge is not None}
+
+    def _delete_runs(self, conds: list, order: list, stopping) -> int:
+        """Delete the finished runs matching ``conds``: the ids of a chunk are read without the
+        lock (by the index that ``order`` walks), then deleted by primary key; the chunk grows
+        or shrinks so that the lock is held about PRUNE_CHUNK_S."""
+        # by an expression: the status index would be walked instead of the one ``order`` uses
+        final = (ts_runs.c.status + "").in_(FINAL_STATUSES)
+        select = sa.select(ts_runs.c.id).where(*conds, final).order_by(*order)
+        deleted, size = 0, PRUNE_CHUNK
+        with self.engine.connect() as conn, self._checkpoints_outside_lock(conn):
+            while not stopping():
+                ids = conn.execute(select.limit(size)).scalars().all()
+                conn.rollback()   # end the read: no snapshot kept while the others write
+                if not ids:
+                    break
+                self._give_way()
+                began = time.monotonic()
+                with self._write_lock or contextlib.nullcontext(), conn.begin():
+                    count = conn.execute(ts_runs.delete().where(ts_runs.c.id.in_(ids),
+                                                                final)).rowcount
+                took = time.monotonic() - began
+                deleted += count
+                if count == 0:   # deleted meanwhile (another node prunes): never loop forever
+                    break
+                if not self.postgres:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                size = max(1, min(5000, int(size * PRUNE_CHUNK_S / max(took, 1e-4))))
+                # as long again without the lock or the GIL: firing's Python runs meanwhile
+                time.sleep(max(took, 0.002))
+        return deleted
+
+    @contextlib.contextmanager
+    def _checkpoints_outside_lock(self, conn):
+        """SQLite copies the WAL into the database in the commit that makes it pass 1,000
+        pages, under the write lock: a chunk's commit took up to 100 ms so, and fires waited.
+        Retention's connection checkpoints after its chunk instead, without the lock; its
+        pages are checkpointed before another writer's commit would have to."""
+        if self.postgres:
+            yield
+            return
+        conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql("PRAGMA wal_autocheckpoint=1000")   # SQLite's default
+
+    def _give_way(self, limit: float = 1.0) -> None:
+        """Wait (up to ``limit`` s) until no writer waits for the write lock: fires, claims and
+        run ends go first, and a retention chunk starts in a gap between them."""
+        until = time.monotonic() + limit
+        while self.waiting and time.monotonic() < until:
+            time.sleep(0.001)
 
     # nodes and the leader lease (PostgreSQL)
 
@@ -2891,7 +2964,8 @@ class ScheduleStore(SQLAlchemyJobStore):
 
 class HistoryWriter:
     """One thread writes the ends of runs (status, output) in batches, so workers never wait on
-    the database; retention runs in the same thread now and then."""
+    the database; retention runs now and then in a thread of its own (a prune of many rows
+    takes seconds, and run ends are written meanwhile)."""
 
     BATCH = 500
     LINGER = 0.05   # seconds a write waits for more: a burst's ends go in a few transactions,
@@ -2906,6 +2980,7 @@ class HistoryWriter:
         self._stopping = False
         self._urgent = 0   # flushes waiting: no lingering then
         self._thread = threading.Thread(target=self._loop, name="ts-history", daemon=True)
+        self._pruner: Optional[threading.Thread] = None
         self.dropped = 0
         # Runs ended here whose end is not written yet: the table still says "running", and a
         # claim must not count them against max_instances (a retry, the next fire).
@@ -2939,6 +3014,8 @@ class HistoryWriter:
             self._stopping = True
             self._cond.notify()
         self._thread.join(timeout)
+        if self._pruner:
+            self._pruner.join(timeout)   # it stops at its next chunk
 
     def _put(self, item) -> None:
         with self._cond:
@@ -2989,10 +3066,23 @@ class HistoryWriter:
             if isinstance(item, threading.Event):
                 item.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def _maybe_prune(self) -> None:
-        if self._prune and time.monotonic() >= self._next_prune:
-            self._next_prune = time.monotonic() + self._prune_every
+        if not self._prune or time.monotonic() < self._next_prune or \
+                (self._pruner and self._pruner.is_alive()):
+            return
+        self._next_prune = time.monotonic() + self._prune_every
+        self._pruner = threading.Thread(target=self._run_prune, name="ts-prune", daemon=True)
+        self._pruner.start()
+
+    def _run_prune(self) -> None:
+        try:
             self._prune()
+        except Exception:
+            log.exception("retention: prune failed; trying again next time")
 
 
 # --------------------------------------------------------------------------------------------
@@ -4802,6 +4892,7 @@ class SchedulerService:
         self.reloader = Reloader(self) if config.config_path else None
         self.base_url: Optional[str] = None   # how jobs reach this service's API (http_check)
         self.started_at: Optional[dt.datetime] = None
+        self._counts: tuple = (-float("inf"), {})   # (monotonic time, runs_24h) for status()
         self.stopping = False
         self._config_state = {"path": config.config_path and os.path.abspath(config.config_path),
                               "loaded_at": None, "hash": None, "jobs": 0, "error": None,
@@ -4917,7 +5008,9 @@ class SchedulerService:
                 "scheduler": self._scheduler_state() if scheduler_ok else "down", "db": db}
         return body["status"] == "ok", body
 
-    def status(self) -> dict:
+    def status(self, counts_max_age: float = 0) -> dict:
+        """The service's state; ``runs_24h`` may be up to ``counts_max_age`` seconds old (the
+        dashboard: counting a day of a million-run history is most of what it costs)."""
         counts = collections.Counter(r.state for r in self.book.records.values())
         return {
             "version": __version__,
@@ -4930,10 +5023,17 @@ class SchedulerService:
             "scheduler": self._scheduler_state(),
             "timezone": str(self.timezone),
             "jobs": {"total": len(self.book.records), **{s: counts.get(s, 0) for s in JOB_STATES}},
-            "runs_24h": self.store.run_counts(_utcnow() - dt.timedelta(hours=24)),
+            "runs_24h": self._run_counts(counts_max_age),
             "active_runs": len(self.runner.active),
             "config": self.config_status(),
         }
+
+    def _run_counts(self, max_age: float) -> dict:
+        at, counts = self._counts
+        if time.monotonic() - at > max_age:
+            counts = self.store.run_counts(_utcnow() - dt.timedelta(hours=24))
+            self._counts = (time.monotonic(), counts)
+        return dict(counts)
 
     def _leader(self) -> Optional[str]:
         if not self.cluster.clustered:
@@ -5218,6 +5318,24 @@ class SchedulerService:
             page[index] = self._explain(run_to_dict(live) if live is not None else run)
         return page
 
+    def run_spans(self, since: dt.datetime, limit: int) -> tuple[list[dict], bool]:
+        """For the timeline: the newest ``limit`` runs since ``since`` as dicts of the
+        RUN_SPAN_COLUMNS (times aware, UTC) and ``duration_s``, and whether there were more.
+        At a million runs this is several times cheaper than ``runs()``."""
+        rows = self.store.run_spans(since, limit)
+        spans = []
+        for row in rows[:limit]:
+            live = self._live(row.id) if row.status in ("queued", "running") else None
+            values = [live.get(k, v) for k, v in zip(RUN_SPAN_COLUMNS, row, strict=True)] \
+                if live is not None else row
+            run_id, job_id, trigger, status, scheduled, began, ended = values
+            scheduled, began, ended = _aware(scheduled), _aware(began), _aware(ended)
+            spans.append({"id": run_id, "job_id": job_id, "trigger": trigger, "status": status,
+                          "scheduled_at": scheduled, "started_at": began, "finished_at": ended,
+                          "duration_s": round((ended - began).total_seconds(), 3)
+                          if began and ended else None})
+        return spans, len(rows) > limit
+
     def run(self, run_id: str) -> dict:
         """One run with its stdout and stderr (live output for a run still going), and what
         was sent about it."""
@@ -5292,7 +5410,8 @@ class SchedulerService:
         return self.history.flush(timeout)
 
     def prune(self) -> int:
-        return self.store.prune(self.config.keep_runs, self.config.keep_days)
+        return self.store.prune(self.config.keep_runs, self.config.keep_days,
+                                stopping=lambda: self.history.stopping)
 
 
 # --------------------------------------------------------------------------------------------

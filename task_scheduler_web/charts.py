@@ -34,7 +34,7 @@ INSTANT = ("missed", "skipped", "cancelled")
 
 def timeline(service, locale: Locale, asked: str | None, now: datetime | None = None) -> dict:
     now = now or datetime.now(UTC)
-    runs = service.runs(since=now - timedelta(seconds=RANGES["7d"]), limit=MAX_RUNS)
+    runs, truncated = service.run_spans(now - timedelta(seconds=RANGES["7d"]), MAX_RUNS)
     jobs = service.jobs()
     name = asked if asked in RANGES else default_range(runs, jobs, now)
     past = RANGES[name]
@@ -51,7 +51,7 @@ def timeline(service, locale: Locale, asked: str | None, now: datetime | None = 
     return {"range": name, "ranges": list(RANGES), "lanes": lanes,
             "height": max(len(lanes), 1) * LANE_H, "now_x": NOW_AT,
             "ticks": _ticks(name, start, end, scale, locale),
-            "truncated": getattr(runs, "total", 0) > len(runs), "max_runs": MAX_RUNS}
+            "truncated": truncated, "max_runs": MAX_RUNS}
 
 
 def default_range(runs: list, jobs: list, now: datetime) -> str:
@@ -208,13 +208,18 @@ def duration_chart(runs: list, locale: Locale) -> dict | None:
 
 
 def _start_of(run: dict, now: datetime) -> datetime:
-    return parse_time(run.get("started_at")) or parse_time(run.get("scheduled_at")) or now
+    return _moment(run.get("started_at")) or _moment(run.get("scheduled_at")) or now
 
 
 def _end_of(run: dict, now: datetime) -> datetime | None:
     if run.get("status") in ACTIVE:
         return now
-    return parse_time(run.get("finished_at")) or _start_of(run, now)
+    return _moment(run.get("finished_at")) or _start_of(run, now)
+
+
+def _moment(value) -> datetime | None:
+    """A time of a run: an aware datetime (``run_spans``) or ISO text (the API's shape)."""
+    return value if isinstance(value, datetime) else parse_time(value)
 
 
 def _shorten(text: str, size: int) -> str:

@@ -95,6 +95,7 @@ class Locale:
         self.lang, self.zone, self.service_zone = lang, zone, service_zone
         self.messages, self.english = catalogs()[lang], catalogs()[DEFAULT_LANGUAGE]
         self.browser_zone = str(zone) != str(service_zone)
+        self._words: dict = {}
 
     def t(self, key: str, **params) -> str:
         """The text of ``key`` in this language (English when missing), placeholders filled."""
@@ -104,15 +105,23 @@ class Locale:
         return text.format(**params) if params else text
 
     def word(self, namespace: str, value) -> str:
-        """A status, state or role word: ``word("status", "failed")``; unknown ones as they are."""
+        """A status, state or role word: ``word("status", "failed")``; unknown ones as they are.
+        Remembered for this page: a timeline asks for a few words a thousand times."""
         key = f"{namespace}.{value}"
-        return self.t(key) if key in self.english else str(value)
+        word = self._words.get(key)
+        if word is None:
+            word = self._words[key] = self.t(key) if key in self.english else str(value)
+        return word
 
     # times
 
-    def time(self, iso: str | None) -> str:
-        moment = parse_time(iso)
-        return moment.astimezone(self.zone).strftime(self.t("fmt.datetime")) if moment else "—"
+    def time(self, iso: str | datetime | None) -> str:
+        moment = iso if isinstance(iso, datetime) else parse_time(iso)
+        return moment.astimezone(self.zone).strftime(self._datetime_format) if moment else "—"
+
+    @functools.cached_property
+    def _datetime_format(self) -> str:
+        return self.t("fmt.datetime")
 
     def clock(self, moment: datetime, with_day: bool = False) -> str:
         """A tick label: the wall-clock time, or the day for week-long ranges."""

@@ -290,6 +290,9 @@ class FakeService:
         runs = sorted(self._runs, key=lambda r: r["started_at"], reverse=True)
         return ts.Page(r for r in runs if r["started_at"] >= since.isoformat())
 
+    def run_spans(self, since, limit):
+        return self.runs(since, limit), False
+
     def preview_trigger(self, trigger, count=5):
         raise ts.InvalidJob("no preview here")
 

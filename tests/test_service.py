@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import threading
 import time
 
 import pytest
@@ -335,14 +336,52 @@ def test_retention_deletes_in_chunks_releasing_the_write_lock(make_service, monk
     rows += [finished_run("c", f"000{i}", old.replace(minute=i)) for i in range(3)]
     with service.store.write() as conn:
         service.store.insert_runs(conn, rows)
+    # the first chunk of 2, then every chunk "too slow" for a 0 s budget: 1 run each
     monkeypatch.setattr(ts, "PRUNE_CHUNK", 2)
-    writes, write = [], service.store.write
+    monkeypatch.setattr(ts, "PRUNE_CHUNK_S", 0)
+    deletes = []
 
-    def counted():
-        writes.append(1)
-        return write()
-    monkeypatch.setattr(service.store, "write", counted)
+    def count(conn, cursor, statement, *args):
+        if statement.startswith("DELETE FROM ts_runs"):
+            deletes.append(service.store._write_lock is None or service.store._write_lock.locked())
+    sa.event.listen(service.store.engine, "before_cursor_execute", count)
     assert service.prune() == 8
     assert [r["id"] for r in service.runs(job_id="c")] == ["0016", "0015"]
-    # 3 old runs in 2 chunks, 5 past keep_runs in 3 chunks, then sessions and nodes
-    assert len(writes) == 6
+    # 3 old runs in 2 chunks (2, 1), 5 past keep_runs in 4 chunks (2, 1, 1, 1)
+    assert len(deletes) == 6 and all(deletes)
+
+
+def test_retention_gives_way_to_waiting_writers_and_stops_with_the_service(make_service):
+    service = make_service(keep_runs=1, keep_days=1)
+    now = ts._utcnow()
+    with service.store.write() as conn:
+        service.store.insert_runs(conn, [finished_run("w", f"00{i:03d}", now.replace(
+            microsecond=i)) for i in range(50)])
+    service.store.waiting.append(None)   # a writer waits for the lock: no chunk starts
+    pruned = []
+    thread = threading.Thread(target=lambda: pruned.append(service.prune()))
+    thread.start()
+    time.sleep(0.3)
+    assert service.runs(job_id="w").total == 50
+    service.store.waiting.pop()
+    thread.join(10)
+    assert pruned == [49] and service.runs(job_id="w").total == 1
+
+
+def test_run_ends_are_written_while_a_prune_runs(make_service):
+    service = make_service()
+    service.add_job({"id": "e", "command": "true", "trigger": {"type": "manual"}})
+    release, started = threading.Event(), threading.Event()
+
+    def long_prune():   # a prune of many rows, as long as this test wants
+        started.set()
+        release.wait(30)
+    service.history._prune, service.history._next_prune = long_prune, 0
+    service.run_now("e")   # its end wakes the history writer, which starts the prune
+    wait_for(started.is_set, 10, message="the prune to start")
+    run = service.run_now("e")
+    try:
+        wait_for(lambda: service.run(run["id"])["status"] == "succeeded", 10,
+                 message="the run's end to be written during the prune")
+    finally:
+        release.set()
