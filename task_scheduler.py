@@ -1946,7 +1946,7 @@ ts_sessions = sa.Table(
     sa.Column("revoked_at", sa.DateTime),
 )
 APS_TABLE = "ts_apscheduler_jobs"
-TOTAL_CAP = 10_000    # runs counted past the offset: exact for a job's history (keep_runs 1000)
+TOTAL_CAP = 1_000     # runs counted past the offset: exact for a job's history (keep_runs 1000)
 PRUNE_CHUNK = 200     # runs in retention's first chunk; later ones are sized by time:
 PRUNE_CHUNK_S = 0.003  # seconds a chunk holds the write lock: what a fire may wait for it
 RUN_SPAN_COLUMNS = ("id", "job_id", "trigger", "status", "scheduled_at", "started_at",
@@ -4399,7 +4399,10 @@ class Runner:
                                 CappedOutput(self.config.output_limit))
             with self._lock:
                 self.active[run["id"]] = active
-            self.pool.submit(self._execute, active)
+            try:
+                self.pool.submit(self._execute, active)
+            except RuntimeError:   # the service stopped between the claim and now
+                self.finish(active, _Outcome("interrupted", error="service stopped"))
 
     def _capacity(self) -> int:
         """How many runs this node holds at once: its workers, and as many more as they
