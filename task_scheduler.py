@@ -2255,12 +2255,10 @@ class Store:
         ``cancelled`` when the job is gone. ``policy(job_id)`` gives (max_instances, grace) or
         None. Returns (started rows, ended rows)."""
         with self.write() as conn:
-            return self.claim_in(conn, labels_ok, limit, policy, notes_for, ended)
+            return self._claim(conn, labels_ok, limit, policy, notes_for, ended)
 
-    def claim_in(self, conn, labels_ok: list[str], limit: int, policy,
-                 notes_for=lambda runs: [], ended: frozenset = frozenset()) -> tuple[list, list]:
-        """``claim()`` inside a transaction of the caller's (the leader's wakeup claims for
-        its own workers in the transaction that records the fires)."""
+    def _claim(self, conn, labels_ok: list[str], limit: int, policy, notes_for,
+               ended: frozenset) -> tuple[list, list]:
         now = conn.execute(sa.select(self.now())).scalar() if self.postgres else _utcnow()
         query = (sa.select(*_SUMMARY_COLUMNS, ts_runs.c.params)
                  .where(ts_runs.c.status == "queued", ts_runs.c.due_at <= now,
@@ -2271,16 +2269,7 @@ class Store:
         rows = conn.execute(query).all()
         if not rows:
             return [], []
-        job_ids = sorted({r.job_id for r in rows})
-        if self.postgres:
-            conn.execute(sa.select(ts_jobs.c.id).where(ts_jobs.c.id.in_(job_ids))
-                         .order_by(ts_jobs.c.id).with_for_update())
-        going = [ts_runs.c.status == "running", ts_runs.c.job_id.in_(job_ids)]
-        if ended:   # ended on this node, their end not written yet
-            going.append(ts_runs.c.id.not_in(ended))
-        running = collections.Counter(dict(conn.execute(
-            sa.select(ts_runs.c.job_id, sa.func.count()).where(*going)
-            .group_by(ts_runs.c.job_id)).all()))
+        running = self._running(conn, {r.job_id for r in rows}, ended)
         started, ended = _admit(rows, running, policy, now)
         if started:
             conn.execute(ts_runs.update().where(ts_runs.c.id.in_([r["id"] for r in started]))
@@ -2298,6 +2287,40 @@ class Store:
         for run in started:
             run.update(status="running", node=self.node, started_at=now, heartbeat_at=now)
         return started, ended
+
+    def start_fresh(self, conn, fires: list[dict], labels_ok: list[str], limit: int, policy,
+                    ended: frozenset = frozenset()) -> list[dict]:
+        """Of the leader's fires about to be inserted, the ones this node starts at once: they
+        are inserted ``running`` here, so no claim reads them back. A fire that may not start
+        (max_instances) stays queued for a claim to decide. Returns the fires started."""
+        fresh = [f for f in fires if f["status"] == "queued" and f["run_on"] in labels_ok]
+        if not fresh or limit <= 0:
+            return []
+        running = self._running(conn, {f["job_id"] for f in fresh}, ended)
+        now = conn.execute(sa.select(self.now())).scalar() if self.postgres else _utcnow()
+        started = []
+        for fire in fresh:
+            limits = policy(fire["job_id"])
+            if len(started) < limit and limits is not None and \
+                    running[fire["job_id"]] < limits[0]:
+                running[fire["job_id"]] += 1
+                fire.update(status="running", node=self.node, started_at=now, heartbeat_at=now)
+                started.append(fire)
+        return started
+
+    def _running(self, conn, job_ids: set, ended: frozenset) -> collections.Counter:
+        """Running runs per job, any node; ``ended``: ended here, their end not written yet.
+        On PostgreSQL the jobs' rows are locked first: claimers of one job take turns."""
+        job_ids = sorted(job_ids)
+        if self.postgres:
+            conn.execute(sa.select(ts_jobs.c.id).where(ts_jobs.c.id.in_(job_ids))
+                         .order_by(ts_jobs.c.id).with_for_update())
+        going = [ts_runs.c.status == "running", ts_runs.c.job_id.in_(job_ids)]
+        if ended:
+            going.append(ts_runs.c.id.not_in(ended))
+        return collections.Counter(dict(conn.execute(
+            sa.select(ts_runs.c.job_id, sa.func.count()).where(*going)
+            .group_by(ts_runs.c.job_id)).all()))
 
     def finish_runs(self, conn, updates: list, notes: Optional[dict] = None) -> None:
         """Final states and output of runs, and their notifications; a run no longer
@@ -2867,32 +2890,31 @@ class ScheduleStore(SQLAlchemyJobStore):
         for job_id in self.ids():
             self.remove_job(job_id)
 
-    def commit(self, fires: list[dict], notes: list[dict] = (), claim=None) -> tuple:
+    def commit(self, fires: list[dict], notes: list[dict] = (), start=None) -> tuple:
         """Write the pending schedule changes, insert the fires (and the notifications of the
-        missed ones), in one fenced transaction; ``claim(conn)`` then takes runs for this
-        node's workers in it. Returns the ids of the runs inserted, and what claim returned."""
+        missed ones), in one fenced transaction; ``start(conn, fires)`` marks the fires this
+        node's workers take at once. Returns the ids of the runs inserted, and those started."""
         moved = [{"i": i, "t": t} for i, t in sorted(self._moved.items())
                  if i not in self._pending]
         if not self._pending and not moved and not fires:
-            return [], None
-        claimed = None
+            return [], []
         with self.db.write() as conn:
             self._write(conn)
             if moved:
                 conn.execute(self.jobs_t.update().where(self.jobs_t.c.id == sa.bindparam("i"))
                              .values(next_run_time=sa.bindparam("t")), moved)
+            started = start(conn, fires) if start is not None else []
             inserted = self.db.insert_runs(conn, fires)
             kept = set(inserted)
             self.db.insert_notes(conn, [n for n in notes if n["run_id"] in kept])
             if any(f["status"] == "queued" for f in fires):
                 self.db.notify(conn, "ts_runs")
-                claimed = claim(conn) if claim is not None else None
             # Last, so that the lease row is locked only for the commit itself: the renewal
             # waits for that lock, and a long first write (10,000 jobs) would let it lapse.
             self.db.fence(conn, self.epoch)
         self._pending.clear()
         self._moved.clear()
-        return inserted, claimed
+        return inserted, [_run_row(f) for f in started if f["id"] in kept]
 
     def _write(self, conn) -> None:
         """The pending jobs in three statements (deleted, changed, new), not one per job: the
@@ -4095,8 +4117,8 @@ class _Scheduler(BackgroundScheduler):
                 fires = [row for job in self._store.get_due_jobs(now)
                          for row in self._fire(job, now)]
                 missed = [row for row in fires if row["status"] == "missed"]
-                inserted, claimed = self._store.commit(
-                    fires, self._service.notifier.notes_for(missed), self._service.runner.claim_in)
+                inserted, started = self._store.commit(
+                    fires, self._service.notifier.notes_for(missed), self._service.runner.start_in)
                 next_time = self._store.get_next_run_time()
         except Exception:
             with self._asked_lock:   # ask again after the retry; release the callers now
@@ -4106,10 +4128,10 @@ class _Scheduler(BackgroundScheduler):
         finally:
             for done in waiters:
                 done.set()
-        if claimed:
-            self._service.runner.take(*claimed)
-        if inserted:
-            self._service.runner.wake()   # what this node could not take: its next claim
+        if started:
+            self._service.runner.take(started, [])
+        if len(inserted) > len(started):
+            self._service.runner.wake()   # what this node did not take: its next claim
         if next_time is None:
             return None
         return max((next_time - self._service.cluster.now()).total_seconds(), 0.0)
@@ -4379,14 +4401,13 @@ class Runner:
             if len(started) + len(ended) < free:
                 return
 
-    def claim_in(self, conn) -> Optional[tuple]:
-        """Claim for this node's free workers inside the leader's wakeup transaction."""
+    def start_in(self, conn, fires: list[dict]) -> list[dict]:
+        """The leader's fresh fires this node's free workers take, inside its wakeup."""
         free = self._capacity() - len(self.active)
         if free <= 0 or self._stopping:
-            return None
-        return self._service.store.claim_in(conn, self._labels_ok, min(free, 200), self._policy,
-                                            self._service.notifier.notes_for,
-                                            self._service.history.unsettled_ids())
+            return []
+        return self._service.store.start_fresh(conn, fires, self._labels_ok, free, self._policy,
+                                               self._service.history.unsettled_ids())
 
     def take(self, started: list, ended: list) -> None:
         """Start claimed runs in the pool; remember the ones the claim ended."""
