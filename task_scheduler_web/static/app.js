@@ -2,7 +2,8 @@
 // 1. A run that is queued or running marks its section with data-autorefresh="ms": its output is
 //    tailed from the byte offsets the page was drawn with (/runs/<id>/tail), appended in place
 //    (the view stays at the bottom unless you scrolled up), the elapsed time ticks, and when the
-//    run ends the section is swapped for the finished one. Without script the page reloads.
+//    run starts or ends the section is swapped for the one the server draws now. Without script
+//    the page reloads.
 // 2. The footer offers the browser's own time zone (Intl), remembered by the server in a cookie.
 // 3. Runs in the timeline and the duration chart show their details on hover or on a first tap
 //    (a second tap, or the link in the tip, opens the run); without script, <title> does it.
@@ -37,7 +38,8 @@
                                      piece.text); }
             offsets[stream] = piece.offset;
           });
-          if (answer.running) {
+          // Still as drawn: tail on. It ended, or went from queued to running: redraw it.
+          if (answer.running && answer.status === section.getAttribute("data-status")) {
             window.setTimeout(step, delay);
           } else {
             if (ticker) { window.clearInterval(ticker); }
