@@ -192,12 +192,15 @@ class Config:
     smtp_url: Optional[str] = None        # smtp://user:pass@host:587?from=... for mail
     notify_retry_for: float = 3600.0      # seconds a notification is retried before giving up
     notify_delays: tuple = (10, 30, 60, 120, 300, 600)   # between attempts; the last repeats
+    pass_env: tuple = ()                  # TS_* variables command jobs get all the same
+    trusted_proxies: tuple = ()           # peers whose X-Forwarded-For names the client
 
     _ENV = {"config_path": "TS_CONFIG", "database_url": "TS_DATABASE_URL", "host": "TS_HOST",
             "port": "TS_PORT", "token": "TS_API_TOKEN", "log_level": "TS_LOG_LEVEL",
             "timezone": "TS_TIMEZONE", "allowed_hosts": "TS_ALLOWED_HOSTS",
             "labels": "TS_NODE_LABELS", "node": "TS_NODE_ID", "public_url": "TS_PUBLIC_URL",
-            "smtp_url": "TS_SMTP_URL"}
+            "smtp_url": "TS_SMTP_URL", "pass_env": "TS_PASS_ENV",
+            "trusted_proxies": "TS_TRUSTED_PROXIES"}
 
     @classmethod
     def from_env(cls, env: Optional[dict] = None, **overrides: Any) -> Config:
@@ -210,6 +213,9 @@ class Config:
             values["allowed_hosts"] = tuple(h for h in values["allowed_hosts"].split(",") if h)
         if isinstance(values.get("labels"), str):
             values["labels"] = _parse_labels(values["labels"])
+        for name in ("pass_env", "trusted_proxies"):
+            if isinstance(values.get(name), str):
+                values[name] = tuple(x.strip() for x in values[name].split(",") if x.strip())
         return cls(**values)
 
     @classmethod
@@ -221,7 +227,9 @@ class Config:
                               host=args.host, port=args.port, token=token,
                               log_level=args.log_level, allowed_hosts=args.allowed_hosts,
                               labels=args.labels, node=args.node_id,
-                              public_url=args.public_url, smtp_url=args.smtp_url)
+                              public_url=args.public_url, smtp_url=args.smtp_url,
+                              pass_env=getattr(args, "pass_env", None),
+                              trusted_proxies=getattr(args, "trusted_proxies", None))
         return config
 
     @functools.cached_property
@@ -250,6 +258,22 @@ def _read_token(path: str) -> str:
     if not token:
         raise SchedulerError(f"the token file {path} is empty")
     return token
+
+
+MIN_TOKEN = 16   # characters; a short token is guessed, even at the rate the API allows
+
+
+def check_token(token: Optional[str]) -> None:
+    """Refuse a token that is empty, blank or short, saying how to make a good one."""
+    if token is None:
+        return
+    problem = ("is empty or blank" if not token.strip() else
+               "has spaces or line breaks at its ends" if token != token.strip() else
+               f"has {len(token)} characters; at least {MIN_TOKEN} are needed"
+               if len(token) < MIN_TOKEN else None)
+    if problem:
+        raise SchedulerError(f"the API token {problem}. Make one with: python -c \"import "
+                             f"secrets; print(secrets.token_urlsafe(32))\"")
 
 
 def _parse_port(value: Any) -> int:
@@ -840,8 +864,16 @@ def _resolve_path(path: str, base_dir: str) -> str:
     return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
 
 
-def _job_env(defn: JobDefinition) -> dict:
-    return {**os.environ, **defn.env}
+def _job_env(defn: JobDefinition, passed: Optional[dict] = None) -> dict:
+    """The environment a command job starts from: the service's, less every ``TS_*`` variable
+    (the service's own settings, its token, database and SMTP URLs among them), plus what
+    --pass-env (TS_PASS_ENV) names and the job's own ``env``. The runner adds TS_JOB_ID,
+    TS_RUN_ID and TS_SCHEDULED_AT, and a run's own ``env`` parameters."""
+    own = {name: value for name, value in os.environ.items() if not name.startswith("TS_")}
+    return {**own, **(passed or {}), **defn.env}
+
+
+SECRET_ENV = ("TS_API_TOKEN", "TS_SMTP_URL", "TS_DATABASE_URL")   # held by the service alone
 
 
 def load_jobs_file(path: str, parser: Optional[JobsParser] = None,
@@ -3227,6 +3259,97 @@ def _partial_utf8(data: bytes) -> int:
     return 0
 
 
+MASK_REFRESH = 5.0   # seconds a run may go on masking every job's secrets as they were
+MIN_MASKED = 4   # shorter values would mask ordinary text (a password "pw" in every "pwd")
+MASK = b"***"
+
+
+class SecretMask:
+    """Known secret values (the token, passwords in the database and SMTP URLs, notify targets'
+    secrets, headers and URLs), replaced by ``***`` in what a run writes, as CI systems mask
+    secrets in their logs. A stream is masked as it is captured: the end of a piece that could
+    begin a secret is held back until the next piece tells (``split``)."""
+
+    def __init__(self, values):
+        found = sorted({v.encode() for v in values if isinstance(v, str) and
+                        len(v.strip()) >= MIN_MASKED}, key=len, reverse=True)
+        self.empty = not found
+        self._pattern = re.compile(b"|".join(map(re.escape, found))) if found else None
+        self._prefixes = {s[:k] for s in found for k in range(1, len(s))}
+        self._longest = max(map(len, found), default=0)
+
+    def bytes(self, data: bytes) -> bytes:
+        return data if self._pattern is None else self._pattern.sub(MASK, data)
+
+    def text(self, text: Optional[str]) -> Optional[str]:
+        if self._pattern is None or not text:
+            return text
+        return self.bytes(text.encode("utf-8", "surrogatepass")).decode("utf-8", "replace")
+
+    def split(self, data: bytes) -> tuple[bytes, bytes]:
+        """(masked, held back): ``data`` masked up to where a secret may have begun."""
+        if self._pattern is None:
+            return data, b""
+        hold = next((k for k in range(min(self._longest - 1, len(data)), 0, -1)
+                     if data[-k:] in self._prefixes), 0)
+        cut, pos, parts = len(data) - hold, 0, []
+        for found in self._pattern.finditer(data):
+            if found.start() >= cut:
+                break
+            parts += [data[pos:found.start()], MASK]
+            pos = found.end()
+        cut = max(cut, pos)   # a secret that ran into the held-back end is masked whole
+        parts.append(data[pos:cut])
+        return b"".join(parts), data[cut:]
+
+
+def service_secrets(config: Config) -> list:
+    """The secret values a service holds by its configuration."""
+    values = [config.token]
+    for url in (config.database_url, config.smtp_url):
+        password = urllib.parse.urlsplit(url).password if url else None
+        if password:
+            values += [password, urllib.parse.unquote(password)]
+    return values
+
+
+def notify_secrets(targets: list) -> list:
+    """The secret values of notify targets: what ``redact_target`` hides from the API."""
+    values = []
+    for target in targets:
+        values += [getattr(target, "secret", None), getattr(target, "slack", None),
+                   *(getattr(target, "headers", None) or {}).values()]
+        url = urllib.parse.urlsplit(getattr(target, "webhook", None) or "")
+        if url.path not in ("", "/") or url.query:   # where redact_target hides the path
+            values.append(url.geturl())
+    return values
+
+
+class MaskedOutput(CappedOutput):
+    """A CappedOutput that never holds a secret: what is written is masked before it is kept
+    (so the head/tail cap and live readers only ever see ``***``)."""
+
+    def __init__(self, limit: int, mask: SecretMask):
+        super().__init__(limit)
+        self._mask, self._held, self._mask_lock = mask, b"", threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        if self._mask.empty:
+            return super().write(data)
+        with self._mask_lock:   # one order of pieces: threads of a python job write too
+            ready, self._held = self._mask.split(self._held + bytes(data))
+            if ready:
+                super().write(ready)
+
+    def settle(self) -> str:
+        """The stream has ended: what was held back goes in, masked. Returns the final text."""
+        with self._mask_lock:
+            held, self._held = self._held, b""
+            if held:
+                super().write(self._mask.bytes(held))
+        return self.text()
+
+
 class _ThreadRouter(io.TextIOBase):
     """Stands in for sys.stdout/sys.stderr: writes from a thread bound to a run go to that run's
     capture, everything else to the real stream."""
@@ -4325,6 +4448,8 @@ class Runner:
         # Seconds a run here takes (a moving average), for the claim-ahead; until runs tell,
         # taken to be long: nothing is claimed ahead of free workers.
         self._typical = 10.0
+        self._masked: tuple = (0.0, [])   # (monotonic refresh time, every job's secrets)
+        self._masks: dict = {}
         self._thread = threading.Thread(target=self._loop, name="ts-runner", daemon=True)
         self._flusher = threading.Thread(target=self._flush_output, name="ts-output",
                                          daemon=True)
@@ -4416,14 +4541,33 @@ class Runner:
             log.warning("run %s of %s %s: %s", run["id"], run["job_id"], run["status"],
                         run["error"])
         for run in started:
-            active = _ActiveRun(run, CappedOutput(self.config.output_limit),
-                                CappedOutput(self.config.output_limit))
+            mask = self.mask_for(run["job_id"])
+            active = _ActiveRun(run, MaskedOutput(self.config.output_limit, mask),
+                                MaskedOutput(self.config.output_limit, mask))
             with self._lock:
                 self.active[run["id"]] = active
             try:
                 self.pool.submit(self._execute, active)
             except RuntimeError:   # the service stopped between the claim and now
                 self.finish(active, _Outcome("interrupted", error="service stopped"))
+
+    def mask_for(self, job_id: str) -> SecretMask:
+        """The secrets masked in a run's output: the service's, this job's notify targets'
+        (as they are now) and every job's (as they were at most MASK_REFRESH seconds ago: the
+        book is not walked for each run)."""
+        now = time.monotonic()
+        if now >= self._masked[0]:
+            values = [v for rec in list(self._service.book.records.values())
+                      if rec.definition.notify for v in notify_secrets(rec.definition.notify)]
+            self._masked = (now + MASK_REFRESH, values)
+        rec = self._service.book.get(job_id)
+        own = notify_secrets(rec.definition.notify) if rec is not None else []
+        key = frozenset([*self._service.secrets, *self._masked[1], *own])
+        if key not in self._masks:
+            if len(self._masks) > 64:
+                self._masks.clear()
+            self._masks[key] = SecretMask(key)
+        return self._masks[key]
 
     def _capacity(self) -> int:
         """How many runs this node holds at once: its workers, and as many more as they
@@ -4470,16 +4614,18 @@ class Runner:
                 func = resolve_callable(defn.func, base_dir, seen_within=1.0)
             except InvalidJob as exc:
                 return _Outcome("failed", error=f"func: {exc}")
-            return run_python(func, params.get("args", defn.args),
-                              {**defn.kwargs, **params.get("kwargs", {})}, limit,
-                              active.out, active.err)
+            return _settled(active, run_python(func, params.get("args", defn.args),
+                                               {**defn.kwargs, **params.get("kwargs", {})},
+                                               limit, active.out, active.err))
         run = active.run
-        env = {**_job_env(defn), **params.get("env", {}), "TS_JOB_ID": defn.id,
+        env = {**_job_env(defn, self._service.passed_env), **params.get("env", {}),
+               "TS_JOB_ID": defn.id,
                "TS_RUN_ID": run["id"], "TS_SCHEDULED_AT": _iso(run["scheduled_at"]) or ""}
         cwd = _resolve_path(defn.cwd, base_dir) if defn.cwd else base_dir
         argv = command_argv(defn.model_copy(update={"args": params.get("args", defn.args)}),
                             base_dir)
-        return run_command(argv, env, cwd, defn.timeout, limit, self.config.kill_grace, active)
+        return _settled(active, run_command(argv, env, cwd, defn.timeout, limit,
+                                            self.config.kill_grace, active))
 
     # ending
 
@@ -4492,7 +4638,8 @@ class Runner:
             outcome = dataclasses.replace(outcome, status="interrupted",
                                           error=active.stop_error or outcome.error)
         fields = dict(status=outcome.status, finished_at=self._service.now(),
-                      exit_code=outcome.exit_code, error=outcome.error, stdout=outcome.stdout,
+                      exit_code=outcome.exit_code, stdout=outcome.stdout,
+                      error=self.mask_for(run["job_id"]).text(outcome.error),
                       stderr=outcome.stderr, truncated=outcome.truncated)
         if active.began is None:
             fields["started_at"] = None   # ended before a worker took it up
@@ -4647,6 +4794,13 @@ class Runner:
                 log.info("stopping: waiting up to %.0fs for %d running runs: %s",
                          deadline - time.monotonic(), len(self.active), left)
             self._hurry.wait(0.05)
+
+
+def _settled(active: _ActiveRun, outcome: _Outcome) -> _Outcome:
+    """The outcome with the run's output as it ends: masked to the last byte."""
+    if not isinstance(active.out, MaskedOutput):
+        return outcome
+    return dataclasses.replace(outcome, stdout=active.out.settle(), stderr=active.err.settle())
 
 
 # --------------------------------------------------------------------------------------------
@@ -4902,7 +5056,11 @@ class SchedulerService:
     schedule (APScheduler), the runner, the cluster and the reloader."""
 
     def __init__(self, config: Config):
+        check_token(config.token)
         self.config = config
+        self.secrets = service_secrets(config)
+        # Read before start() takes the secrets out of os.environ: passed on as they were.
+        self.passed_env = {n: os.environ[n] for n in config.pass_env if n in os.environ}
         self.engine = create_engine(config.database_url, config.busy_timeout)
         self.timezone = _zone(config.timezone) if config.timezone else _local_zone()
         self.store = Store(self.engine, config.node)
@@ -4934,6 +5092,7 @@ class SchedulerService:
         is applied before the first fire), then serve. Returns at once."""
         self._lock_database()
         migrate(self.engine)
+        self._seal_environ()
         self.started_at = _utcnow()
         self.cluster.join()
         self.bus.start()   # listening before the book is read: no change of jobs falls between
@@ -4951,6 +5110,15 @@ class SchedulerService:
                  self.cluster.role, self.store.node, len(self.book.records),
                  self.engine.url.render_as_string(hide_password=True))
         return self
+
+    def _seal_environ(self) -> None:
+        """Take this service's secrets out of os.environ: python jobs share this process and
+        read os.environ (command jobs get no TS_* variable anyway: ``_job_env``)."""
+        given = {"TS_API_TOKEN": self.config.token, "TS_SMTP_URL": self.config.smtp_url,
+                 "TS_DATABASE_URL": self.config.database_url}
+        for name in SECRET_ENV:
+            if os.environ.get(name) and os.environ.get(name) == given[name]:
+                del os.environ[name]
 
     def lead(self, epoch: Optional[int], initial: bool = False) -> None:
         """This node leads from now: jobs.yaml is applied here, and the schedule fires here."""
@@ -6923,6 +7091,11 @@ def _parser() -> argparse.ArgumentParser:
         ("--smtp-url", "mail server for email notifications (TS_SMTP_URL; "
                        "smtp://user:pass@host:587?from=me@example.com uses STARTTLS, smtps:// "
                        "TLS); visible in ps: prefer the variable"),
+        ("--pass-env", "comma-separated TS_* variables command jobs get all the same "
+                       "(TS_PASS_ENV; jobs get no TS_* variable of the service otherwise)"),
+        ("--trusted-proxies", "comma-separated addresses (or networks, 10.0.0.0/8) of reverse "
+                              "proxies whose X-Forwarded-For names the client, for the limit on "
+                              "wrong tokens and connections (TS_TRUSTED_PROXIES)"),
         ("--log-level", "DEBUG, INFO, WARNING, ERROR (TS_LOG_LEVEL)"),
     )
     for flag, text in flags:

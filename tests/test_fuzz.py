@@ -23,7 +23,7 @@ from schemathesis.config import SchemathesisConfig
 
 import task_scheduler as ts
 
-TOKEN = "fuzz-token"
+TOKEN = "fuzz-token-0123456789"
 EXAMPLES = int(os.environ.get("TS_FUZZ_EXAMPLES", "10"))
 # A job can be valid JSON Schema and still invalid: a cron field out of range, a callable that
 # does not import, a script that is not there, an id in the body that differs from the path.
