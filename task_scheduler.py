@@ -43,6 +43,7 @@ import fcntl
 import functools
 import hashlib
 import hmac
+import http.client
 import importlib
 import importlib.util
 import inspect
@@ -4819,6 +4820,11 @@ class Notifier:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ts-notify", daemon=True)
+        # Each destination is sent to by one sender at a time, destinations side by side: a
+        # slow or dead one holds its own notices only.
+        self._senders = concurrent.futures.ThreadPoolExecutor(NOTIFY_SENDERS, "ts-notify-send")
+        self._busy: set = set()
+        self._busy_lock = threading.Lock()
 
     def start(self) -> None:
         self._service.bus.subscribe("ts_notes", lambda _payload: self._wake.set())
@@ -4829,6 +4835,7 @@ class Notifier:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(15)
+        self._senders.shutdown(wait=False, cancel_futures=True)
 
     def notes_for(self, runs: list, previous: Optional[str] = None) -> list[dict]:
         """The notifications the ends of these runs call for (by each job's ``notify``)."""
@@ -4876,14 +4883,43 @@ class Notifier:
             if self._service.cluster.role != "leader":
                 continue
             try:
-                for row in self._service.store.take_notes(20, hold=NOTIFY_TIMEOUT * 3):
-                    self._attempt(row)
+                self._dispatch()
             except sa.exc.DBAPIError as exc:
                 log.warning("notifications: database error: %s", _clean(exc))
             except Exception:
                 log.exception("notifications: unexpected error; continuing")
 
-    def _attempt(self, row) -> None:
+    def _dispatch(self) -> None:
+        """Hand due notices to the senders, one batch per free destination. A notice for a
+        destination being sent to stays held (``take_notes``) and comes round again."""
+        with self._busy_lock:
+            if len(self._busy) >= NOTIFY_SENDERS:
+                return
+        batches: dict = {}
+        for row in self._service.store.take_notes(20, hold=NOTIFY_TIMEOUT * 3):
+            batches.setdefault(_destination(json.loads(row.target)), []).append(row)
+        for where, rows in batches.items():
+            with self._busy_lock:
+                if where in self._busy:
+                    continue
+                self._busy.add(where)
+            self._senders.submit(self._send_batch, where, rows)
+
+    def _send_batch(self, where: str, rows: list) -> None:
+        """One destination's notices in order; after a failure the rest wait for their turn
+        (the destination is down: each would take the whole deadline)."""
+        try:
+            for row in rows:
+                if self._stopping.is_set() or not self._attempt(row):
+                    break
+        except Exception:
+            log.exception("notifications to %s: unexpected error; continuing", where)
+        finally:
+            with self._busy_lock:
+                self._busy.discard(where)
+            self._wake.set()
+
+    def _attempt(self, row) -> bool:
         target = json.loads(row.target)
         try:
             detail, ok = self._send(target, row), True
@@ -4903,6 +4939,7 @@ class Notifier:
         log.log(level, "notification %s of run %s (%s to %s): %s%s", row.id, row.run_id,
                 row.event, target_text(target), "sent" if ok else "failed: " + detail,
                 "; given up" if given_up else "" if ok else f"; again in {delay:g}s")
+        return ok
 
     def _send(self, target: dict, row) -> str:
         payload = json.loads(row.payload)
@@ -4933,10 +4970,11 @@ class Notifier:
         message["From"], message["To"] = sender, ", ".join(addresses)
         message.set_content(_mail_text(payload))
         secure = url.scheme == "smtps"
+        deadline = time.monotonic() + NOTIFY_TIMEOUT
         smtp = (smtplib.SMTP_SSL if secure else smtplib.SMTP)(
             url.hostname or "localhost", url.port or (465 if secure else 587),
             timeout=NOTIFY_TIMEOUT)
-        with smtp:
+        with smtp, _deadline(lambda: smtp.sock, deadline):
             smtp.ehlo()
             if not secure and smtp.has_extn("starttls"):
                 smtp.starttls()
@@ -4952,7 +4990,8 @@ class Notifier:
 
 
 NOTIFY_LINES = 20     # last lines of each stream in a notification
-NOTIFY_TIMEOUT = 10   # seconds one delivery may take
+NOTIFY_TIMEOUT = 10   # seconds one delivery may take, all of it (not each read)
+NOTIFY_SENDERS = 4    # destinations sent to at once
 
 
 def _events(status: str, previous: Optional[str]) -> set:
@@ -4963,15 +5002,113 @@ def _events(status: str, previous: Optional[str]) -> set:
 
 
 def _post(url: str, body: bytes, headers: dict) -> str:
+    """POST within NOTIFY_TIMEOUT in all. A redirect is not followed: it would carry the
+    Authorization header and the signature to wherever the target points."""
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    deadline = time.monotonic() + NOTIFY_TIMEOUT
+    opener = urllib.request.build_opener(_NoRedirect, _DeadlineHTTPHandler(deadline),
+                                         _DeadlineHTTPSHandler(deadline))
     try:
-        with urllib.request.urlopen(request, timeout=NOTIFY_TIMEOUT) as response:
+        with opener.open(request, timeout=NOTIFY_TIMEOUT) as response:
             return f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
-        raise SchedulerError(f"HTTP {exc.code} from {target_text({'webhook': url})}") from None
-    except (urllib.error.URLError, OSError) as exc:   # the URL, with its secret, stays out
-        reason = getattr(exc, "reason", exc)
+        where = target_text({'webhook': url})
+        if 300 <= exc.code < 400:
+            location = urllib.parse.urlsplit(exc.headers.get("Location") or "")
+            raise SchedulerError(
+                f"HTTP {exc.code} from {where}: redirects are not followed (Location: "
+                f"{_short(location._replace(query='', fragment='').geturl())}); set the "
+                f"target's final address") from None
+        raise SchedulerError(f"HTTP {exc.code} from {where}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        if time.monotonic() >= deadline:
+            raise SchedulerError(f"{target_text({'webhook': url})}: no complete answer within "
+                                 f"{NOTIFY_TIMEOUT}s") from None
+        reason = getattr(exc, "reason", exc)   # the URL, with its secret, stays out
         raise SchedulerError(f"{target_text({'webhook': url})}: {_clean(reason)}") from None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None   # urllib then raises the 3xx as an HTTPError
+
+
+class _DeadlineMixin:
+    """An http.client connection whose socket is shut down at ``deadline`` (monotonic): a
+    target that trickles a byte every few seconds cannot stretch the per-read timeout."""
+
+    def __init__(self, *args, deadline: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._ts_guard = _deadline(lambda sock=self.sock: sock, self._deadline)
+        self._ts_guard.__enter__()
+
+    def close(self) -> None:
+        guard = getattr(self, "_ts_guard", None)
+        if guard is not None:
+            guard.__exit__(None, None, None)
+        super().close()
+
+
+class _DeadlineHTTP(_DeadlineMixin, http.client.HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPS(_DeadlineMixin, http.client.HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: float):
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(functools.partial(_DeadlineHTTP, deadline=self._deadline), req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: float):
+        super().__init__()
+        self._deadline = deadline
+
+    def https_open(self, req):
+        return self.do_open(functools.partial(_DeadlineHTTPS, deadline=self._deadline), req,
+                            context=self._context)
+
+
+class _deadline:
+    """Shut down the socket ``get_sock()`` gives at ``deadline`` (monotonic), unless left
+    before: a read blocked on it returns at once."""
+
+    def __init__(self, get_sock, deadline: float):
+        self._timer = threading.Timer(max(deadline - time.monotonic(), 0), self._cut, (get_sock,))
+        self._timer.daemon = True
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+    @staticmethod
+    def _cut(get_sock) -> None:
+        sock = get_sock()
+        if sock is not None:   # closed already (an answer in time): shutdown() just fails
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _destination(target: dict) -> str:
+    """Where a notice goes, as far as slowness goes: a web server, or the mail server."""
+    if "email" in target:
+        return "smtp"
+    url = urllib.parse.urlsplit(target.get("webhook") or target.get("slack") or "")
+    return f"{url.scheme}://{url.netloc.rpartition('@')[2]}"
 
 
 def _summary(payload: dict, link: bool) -> str:
@@ -5026,7 +5163,8 @@ SECRET_SHOWN = "(hidden)"
 def restore_secrets(given: Any, stored: list) -> Any:
     """A notify list sent back as it was shown (secrets hidden, as the GUI's edit form and a
     GET-then-PUT do): each hidden value is taken from the stored target at the same place, when
-    that target goes the same way."""
+    that target goes the same way. A secret is bound to its URL: a target whose URL changed
+    gets no stored secret, and a hidden placeholder sent with it is refused."""
     if not isinstance(given, list):
         return given
     restored = []
@@ -5037,6 +5175,7 @@ def restore_secrets(given: Any, stored: list) -> Any:
             for key in ("webhook", "slack"):
                 if key in target and old.get(key) and target[key] == redact_target(old)[key]:
                     target[key] = old[key]
+            _refuse_moved_secret(index, target, old)
             if target.get("secret") == SECRET_SHOWN:
                 target["secret"] = old.get("secret")
             if isinstance(target.get("headers"), dict):
@@ -5045,6 +5184,21 @@ def restore_secrets(given: Any, stored: list) -> Any:
                                      for name, value in target["headers"].items()}
         restored.append(target)
     return restored
+
+
+def _refuse_moved_secret(index: int, target: dict, old: dict) -> None:
+    if target.get("webhook") == old.get("webhook"):
+        return
+    hidden = [f"notify.{index}.secret"] if target.get("secret") == SECRET_SHOWN else []
+    if isinstance(target.get("headers"), dict):
+        hidden += [f"notify.{index}.headers.{name}" for name, value in target["headers"].items()
+                   if value == SECRET_SHOWN]
+    if hidden:
+        message = (f"the webhook's URL changed, and a secret stays with the URL it was given for "
+                   f"({target_text(old)}): give {', '.join(hidden)} again for the new URL, or "
+                   f"leave them out")
+        raise InvalidJob(f"{hidden[0]}: {message}",
+                         [{"field": field, "message": message, "line": None} for field in hidden])
 
 
 # --------------------------------------------------------------------------------------------

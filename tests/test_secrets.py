@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 import task_scheduler as ts
+from conftest import Client, wait_for
 from test_notify import Receiver, receiver, run_to_end, sent_notes, smtp  # noqa: F401
 
 TOKEN = "tok-" + "A1b2C3d4E5f6G7h8"
@@ -129,3 +133,166 @@ def test_secret_mask_across_pieces():
     assert out.settle() == "1***2 ***3 ***4 no a"
     assert ts.service_secrets(ts.Config(database_url="postgresql://u:p%40ss-word@h/db"))[1:] == \
         ["p%40ss-word", "p@ss-word"]
+
+
+class Recorder:
+    """A local web server that records every request (any method) and answers ``answer``:
+    (status, headers)."""
+
+    def __init__(self, answer=(200, {})):
+        self.requests: list[dict] = []
+        self.answer = answer
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def handle_any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                recorder.requests.append({"method": self.command, "path": self.path,
+                                          "headers": dict(self.headers),
+                                          "body": self.rfile.read(length)})
+                status, headers = recorder.answer
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": "0"}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = handle_any
+
+            def log_message(self, *args):
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path="/hook"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def recorders():
+    made = []
+
+    def make(answer=(200, {})):
+        made.append(Recorder(answer))
+        return made[-1]
+    yield make
+    for recorder in made:
+        recorder.close()
+
+
+def test_a_redirect_is_not_followed_and_the_location_is_recorded(make_service, recorders):
+    elsewhere = recorders()
+    hook = recorders((302, {"Location": elsewhere.url("/stolen?x=1")}))
+    service = make_service(notify_delays=(60,))
+    service.add_job({"id": "r", "command": "false", "trigger": {"type": "manual"},
+                     "notify": [{"webhook": hook.url(), "secret": HOOK_SECRET,
+                                 "headers": {"Authorization": HEADER_VALUE}}]})
+    run = run_to_end(service, "r")
+    note = wait_for(lambda: (n := service.run(run["id"])["notifications"]) and n[0]["attempts"]
+                    and n[0], 20, 0.1, "the first attempt")
+    assert note["status"] == "pending" and not note["log"][0]["ok"]
+    detail = note["log"][0]["detail"]
+    assert "HTTP 302" in detail and "redirects are not followed" in detail
+    assert f"127.0.0.1:{elsewhere.port}/stolen" in detail and "x=1" not in detail
+    assert len(hook.requests) == 1 and elsewhere.requests == []
+
+
+def test_a_new_webhook_url_does_not_keep_the_stored_secret(make_service, recorders):
+    first, second = recorders(), recorders()
+    service = make_service()
+    client = Client(ts.create_app(service))
+    job = {"id": "w", "command": "false", "trigger": {"type": "manual"},
+           "notify": [{"webhook": first.url(), "secret": HOOK_SECRET,
+                       "headers": {"Authorization": HEADER_VALUE, "X-Plain": "plain-value"}}]}
+    assert client.post("/api/jobs", job).status == 201
+    shown = client.get("/api/jobs/w").json
+    assert shown["notify"][0]["secret"] == "(hidden)"
+    moved = {k: shown[k] for k in ("id", "command", "trigger")}
+    moved["notify"] = [{**shown["notify"][0], "webhook": second.url()}]
+    response = client.put("/api/jobs/w", moved)
+    assert response.status == 422, response
+    error = response.json["error"]
+    assert "notify.0.secret" in error["message"] and "URL changed" in error["message"]
+    assert {d["field"] for d in error["details"]} == {
+        "notify.0.secret", "notify.0.headers.Authorization", "notify.0.headers.X-Plain"}
+    # Sent back unchanged (the URL as shown), the secrets stay; a new URL with new secrets is
+    # taken as given.
+    same = {**moved, "notify": [shown["notify"][0]]}
+    assert client.put("/api/jobs/w", same).status == 200
+    kept = service.book.get("w").definition.notify[0]
+    assert kept.secret == HOOK_SECRET and kept.headers["Authorization"] == HEADER_VALUE
+    fresh = {**moved, "notify": [{"webhook": second.url(), "secret": "another-secret-42"}]}
+    assert client.put("/api/jobs/w", fresh).status == 200
+    assert service.book.get("w").definition.notify[0].secret == "another-secret-42"
+
+
+class Trickler:
+    """A web server that answers one byte at a time, ``every`` seconds apart, and never ends;
+    it notes when each client hung up."""
+
+    def __init__(self, every=1.0):
+        self.every, self.opened, self.closed = every, 0, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.opened += 1
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn):
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" * 100:
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    break
+                if self.stop.wait(self.every):
+                    break
+        self.closed += 1
+
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/slow"
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+def test_a_trickling_webhook_neither_holds_others_nor_outlasts_its_deadline(
+        make_service, recorders, monkeypatch):
+    monkeypatch.setattr(ts, "NOTIFY_TIMEOUT", 4)
+    slow, fast = Trickler(every=1.0), recorders()
+    try:
+        service = make_service(notify_delays=(60,))
+        service.add_job({"id": "slow", "command": "false", "trigger": {"type": "manual"},
+                         "notify": [{"webhook": slow.url()}]})
+        service.add_job({"id": "fast", "command": "false", "trigger": {"type": "manual"},
+                         "notify": [{"webhook": fast.url()}]})
+        slow_run = run_to_end(service, "slow")
+        wait_for(lambda: slow.opened, 20, message="the slow target to be called")
+        fast_run = run_to_end(service, "fast")
+        wait_for(lambda: fast.requests, 20, message="the fast target's notice")
+        # The fast one got its notice while the slow one was still being sent to.
+        assert slow.closed == 0 and service.run(slow_run["id"])["notifications"][0][
+            "attempts"] == 0
+        assert sent_notes(service, fast_run["id"])[0]["status"] == "sent"
+        note = wait_for(lambda: (n := service.run(slow_run["id"])["notifications"][0])[
+            "attempts"] and n, 30, 0.1, "the slow delivery to end")
+        assert "no complete answer within 4s" in note["log"][0]["detail"]
+        # cut at the deadline, although a byte came every second (the server sees it at its
+        # next byte)
+        wait_for(lambda: slow.closed == 1, 10, message="the slow connection to be cut")
+    finally:
+        slow.close()
