@@ -5907,9 +5907,11 @@ HTTP_SETTINGS = {   # waitress's, each for a reason
     "cleanup_interval": 10,  # looked for every 10 s (waitress's 30 s made that up to 90 s)
     "ident": None,          # no Server header: no telling scanners the server and its version
     "asyncore_use_poll": True,   # select() cannot watch descriptors above 1023
-    # No proxy is trusted, so X-Forwarded-Host/-Proto from a client are dropped: Bottle would
-    # build redirects and the cookies' Secure flag from them.
-    "clear_untrusted_proxy_headers": True,
+    # No proxy is trusted with X-Forwarded-Host/-Proto: Bottle would build redirects and the
+    # cookies' Secure flag from them. _proxy_headers drops them (and keeps X-Forwarded-For
+    # aside for --trusted-proxies), not waitress, whose one trusted proxy would replace
+    # REMOTE_ADDR for every request.
+    "clear_untrusted_proxy_headers": False,
     # A body a little over MAX_BODY is read and gets the API's JSON 413; past this, waitress
     # answers a plain 413 at the headers without reading the body.
     "max_request_body_size": 4 * MAX_BODY,
@@ -6246,6 +6248,8 @@ class HttpGuard:
     def __init__(self, service: SchedulerService):
         self.service = service
         self.hosts = allowed_hosts(service.config)
+        self.proxies = trusted_networks(service.config.trusted_proxies)
+        self.failures = FailureLimiter(TOKEN_FAILURES, TOKEN_WINDOW)
 
     def apply(self, callback, route):
         api, open_route = route.config.get("ts.api", False), route.config.get("ts.open", False)
@@ -6253,6 +6257,7 @@ class HttpGuard:
         @functools.wraps(callback)
         def guarded(*args, **kwargs):
             request = bottle.request
+            request.environ["ts.client"] = client_address(request.environ, self.proxies)
             try:
                 host_problem = self._host_problem(request)
                 if host_problem:
@@ -6262,7 +6267,7 @@ class HttpGuard:
                 if not api:
                     return callback(*args, **kwargs)
                 if not open_route:
-                    _check_token(self.service)
+                    _check_token(self.service, self.failures, request.environ["ts.client"])
                 if request.method not in SAFE_METHODS:
                     _check_write_type(request)
                 _check_ids(kwargs)
@@ -6384,10 +6389,15 @@ def _error_response(exc: SchedulerError) -> bottle.HTTPResponse:
     response = _json_response(exc.status, _error_body(exc.code, str(exc), exc.details))
     if isinstance(exc, Unauthorized):
         response.set_header("WWW-Authenticate", 'Bearer realm="task-scheduler"')
+    if isinstance(exc, TooManyRequests):
+        response.set_header("Retry-After", str(exc.retry_after))
     return response
 
 
-def _check_token(service) -> None:
+def _check_token(service, failures: Optional[FailureLimiter] = None,
+                 client: str = "?") -> None:
+    """The right token always passes; a wrong one counts against its client, and a client
+    past TOKEN_FAILURES within TOKEN_WINDOW seconds is answered 429 until they age out."""
     token = service.config.token
     if not token:
         return
@@ -6395,8 +6405,90 @@ def _check_token(service) -> None:
     scheme, _, value = given.partition(" ")
     # Header values arrive as latin-1 text: back to their bytes, compared in constant time.
     given_bytes = value.strip().encode("latin-1", "replace")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, token.encode()):
-        raise Unauthorized("missing or wrong token: send 'Authorization: Bearer <token>'")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.encode()):
+        return
+    if failures is not None and given:   # no header at all is no guess
+        wait = failures.failed(client)
+        if wait:
+            raise TooManyRequests(f"too many wrong tokens from {client}; try again in {wait}s",
+                                  retry_after=wait)
+    raise Unauthorized("missing or wrong token: send 'Authorization: Bearer <token>'")
+
+
+TOKEN_FAILURES = 20   # wrong tokens a client may send within TOKEN_WINDOW: a typo or a stale
+TOKEN_WINDOW = 60     # script, not a guesser (a 16-character token takes ~10^28 guesses)
+
+
+class TooManyRequests(SchedulerError):
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FailureLimiter:
+    """Failures per client within a sliding ``window``: past ``limit`` the client waits until
+    the oldest leaves the window. Only failures count: a client's successes never wait."""
+
+    def __init__(self, limit: int, window: float):
+        self.limit, self.window = limit, window
+        self._failures: dict[str, collections.deque] = {}
+        self._lock = threading.Lock()
+
+    def failed(self, client: str) -> int:
+        """Count a failure; the seconds the client must now wait (0: not over its limit)."""
+        with self._lock:
+            recent = self._recent(client)
+            if len(recent) >= self.limit:
+                return max(int(recent[0] + self.window - time.monotonic()) + 1, 1)
+            recent.append(time.monotonic())
+            if len(recent) == self.limit:
+                log.warning("%d wrong tokens from %s within %gs: its next ones are answered "
+                            "429 for a while", self.limit, client, self.window)
+            if len(self._failures) > 10000:   # an address scan: forget the quiet ones
+                self._failures = {k: v for k, v in self._failures.items() if v}
+            return 0
+
+    def _recent(self, client: str) -> collections.deque:
+        recent = self._failures.setdefault(client, collections.deque())
+        while recent and recent[0] < time.monotonic() - self.window:
+            recent.popleft()
+        return recent
+
+
+def trusted_networks(values: Iterable) -> tuple:
+    """--trusted-proxies as networks; a clear error for what is neither address nor network."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise SchedulerError(f"trusted proxies: {value!r} is not an IP address or network "
+                                 f"(e.g. 10.0.0.5 or 10.0.0.0/8)") from None
+    return tuple(networks)
+
+
+def client_address(environ: dict, proxies: tuple) -> str:
+    """Who sent a request: the peer, or, when the peer is a trusted proxy, the nearest address
+    in X-Forwarded-For that is not one of the trusted proxies (the ones before it could be
+    written by the client itself)."""
+    peer = environ.get("REMOTE_ADDR") or "?"
+    forwarded = environ.get("ts.forwarded_for", environ.get("HTTP_X_FORWARDED_FOR"))
+    if not proxies or not forwarded or not _in_networks(peer, proxies):
+        return peer
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        if not _in_networks(hop, proxies):
+            return hop if _is_ip(hop) else peer
+    return peer
+
+
+def _in_networks(address: str, networks: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 def _json_response(status: int, body: Any) -> bottle.HTTPResponse:
@@ -6592,8 +6684,8 @@ class _HttpServer:
         settings = {**HTTP_SETTINGS, "connection_limit": _connection_limit()}
         with warnings.catch_warnings():   # send_bytes is deprecated, and still what we need
             warnings.simplefilter("ignore", DeprecationWarning)
-            self._server = waitress.create_server(app, map=self._map, sockets=[sock],
-                                                  **settings)
+            self._server = waitress.create_server(_proxy_headers(app), map=self._map,
+                                                  sockets=[sock], **settings)
         self._server.task_dispatcher.queue_logger = _QueueLog()
 
     def serve_forever(self) -> None:
@@ -6616,6 +6708,21 @@ class _HttpServer:
         self._server.close()   # the listening socket and the wake-up pipe
         for channel in list(self._server.active_channels.values()):
             channel.handle_close()   # also wakes a worker thread waiting to write to it
+
+
+_PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO",
+                  "HTTP_X_FORWARDED_PORT", "HTTP_X_FORWARDED_BY", "HTTP_FORWARDED")
+
+
+def _proxy_headers(app):
+    """Forwarding headers never reach the app; X-Forwarded-For is kept aside as
+    ``ts.forwarded_for``, which ``client_address`` believes from a trusted proxy only."""
+    def strip(environ, start_response):
+        environ["ts.forwarded_for"] = environ.get("HTTP_X_FORWARDED_FOR")
+        for name in _PROXY_HEADERS:
+            environ.pop(name, None)
+        return app(environ, start_response)
+    return strip
 
 
 class _QueueLog:

@@ -222,19 +222,21 @@ def gui_login_post(service) -> str:
     if not token:
         _redirect(target)
     limiter: LoginLimiter = bottle.request.app.config["ts.gui.logins"]
-    client = bottle.request.remote_addr or "?"
+    # The client as the core's guard tells it: behind a --trusted-proxies proxy, the address
+    # it forwards (else every user behind the proxy would share one limit).
+    client = bottle.request.environ.get("ts.client") or bottle.request.remote_addr or "?"
+    given = bottle.request.forms.getunicode("token", "") or ""
+    if hmac.compare_digest(given.encode(), token.encode()):   # the right token always passes
+        limiter.forget(client)
+        secret = service.store.create_session(SESSION_TTL)
+        _set_cookie("ts_session", _sign(f"session:{secret}"), SESSION_TTL)
+        _redirect(target, "flash.logged_in")
     wait = limiter.wait(client)
     if wait:
         bottle.response.status = 429
         bottle.response.set_header("Retry-After", str(wait))
         return _render("login", nav="login", title=_t("title.login"), next=target,
                        error=_t("login.too_many", n=wait))
-    given = bottle.request.forms.getunicode("token", "") or ""
-    if hmac.compare_digest(given.encode(), token.encode()):
-        limiter.forget(client)
-        secret = service.store.create_session(SESSION_TTL)
-        _set_cookie("ts_session", _sign(f"session:{secret}"), SESSION_TTL)
-        _redirect(target, "flash.logged_in")
     limiter.failed(client)
     bottle.response.status = 401
     return _render("login", nav="login", title=_t("title.login"), error=_t("login.invalid"),
@@ -250,8 +252,8 @@ def gui_logout(service) -> None:
 
 
 class LoginLimiter:
-    """Wrong tokens per client address: after ``limit`` within ``window`` seconds, the address
-    waits until the oldest of them leaves the window (guessing a token stays slow)."""
+    """Wrong tokens per client: after ``limit`` within ``window`` seconds, the client's wrong
+    tokens are answered 429 until the oldest leaves the window (the right one still passes)."""
 
     def __init__(self, limit: int = 5, window: float = 300):
         self.limit, self.window = limit, window

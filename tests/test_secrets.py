@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 import task_scheduler as ts
-from conftest import Client, wait_for
+from conftest import Client, child_env, wait_for
 from test_notify import Receiver, receiver, run_to_end, sent_notes, smtp  # noqa: F401
 
 TOKEN = "tok-" + "A1b2C3d4E5f6G7h8"
@@ -296,3 +299,68 @@ def test_a_trickling_webhook_neither_holds_others_nor_outlasts_its_deadline(
         wait_for(lambda: slow.closed == 1, 10, message="the slow connection to be cut")
     finally:
         slow.close()
+
+
+# -- guessing the token ----------------------------------------------------------------------
+
+def api_get(base, token=None, forwarded=None):
+    """GET /api/jobs on the real server; (status, headers)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if forwarded:
+        headers["X-Forwarded-For"] = forwarded
+    request = urllib.request.Request(base + "/api/jobs", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers)
+
+
+def test_wrong_tokens_are_limited_per_client_and_the_right_one_always_passes(make_service):
+    service = make_service(token=TOKEN, trusted_proxies=("127.0.0.1",))
+    server = ts.serve_in_thread(ts.create_app(service), "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        guesser, user = "203.0.113.7", "198.51.100.1, 203.0.113.8"
+        for _ in range(ts.TOKEN_FAILURES):
+            assert api_get(base, "guess-" + "x" * 20, guesser)[0] == 401
+        status, headers = api_get(base, "guess-" + "y" * 20, guesser)
+        assert status == 429 and int(headers["Retry-After"]) > 0
+        assert api_get(base, TOKEN, guesser)[0] == 200   # the right token is never refused
+        # Another client behind the same proxy has a limit of its own (the proxy's nearest
+        # hop counts; what the client wrote before it does not).
+        assert api_get(base, "guess-" + "z" * 20, user)[0] == 401
+        assert api_get(base, TOKEN, user)[0] == 200
+        assert api_get(base)[0] == 401   # no token at all is no guess
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_forwarded_for_is_believed_only_from_trusted_proxies(make_service):
+    client = Client(ts.create_app(make_service(token=TOKEN)), token="wrong-" + "w" * 20)
+    statuses = [client.get("/api/jobs", headers={"X-Forwarded-For": f"192.0.2.{i}"}).status
+                for i in range(ts.TOKEN_FAILURES + 1)]
+    assert statuses == [401] * ts.TOKEN_FAILURES + [429]   # all one client: the peer
+    assert ts.client_address({"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR":
+                              "6.6.6.6, 192.0.2.9, 10.0.0.3"},
+                             ts.trusted_networks(["10.0.0.0/8"])) == "192.0.2.9"
+    with pytest.raises(ts.SchedulerError, match="not an IP address or network"):
+        ts.trusted_networks(["proxy.example.com"])
+
+
+@pytest.mark.parametrize("weak", ["", " ", "short-token", " padded-token-1234567 "])
+def test_a_weak_token_is_refused_with_a_recipe(make_config, weak):
+    with pytest.raises(ts.SchedulerError, match="secrets.token_urlsafe") as error:
+        ts.SchedulerService(make_config(token=weak))
+    assert "token" in str(error.value)
+
+
+def test_the_cli_refuses_a_blank_token_before_binding_every_address(tmp_path):
+    (tmp_path / "jobs.yaml").write_text("[]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "task_scheduler", "--host", "0.0.0.0", "--port", "0",
+         "--config", str(tmp_path / "jobs.yaml"), "--db", f"sqlite:///{tmp_path / 'ts.db'}"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env=child_env(TS_API_TOKEN=" "))
+    assert result.returncode == 2 and "secrets.token_urlsafe(32)" in result.stderr

@@ -248,7 +248,10 @@ def test_guessing_the_token_is_rate_limited_with_a_clear_message(token_app):
         status, _, page = browser.request("POST", "/login", form={"token": "guess",
                                                                   "csrf_token": csrf})
         assert status == 401 and "not valid" in page
-    status, headers, page = browser.request("POST", "/login", form={"token": TOKEN,
+    status, headers, page = browser.request("POST", "/login", form={"token": "guess",
                                                                     "csrf_token": csrf})
     assert status == 429 and "Too many" in page and int(headers["Retry-After"]) > 0
     assert "ts_session" not in browser.cookies
+    # The right token still passes: behind a proxy, a guesser must not lock everyone out.
+    status, _, _ = browser.request("POST", "/login", form={"token": TOKEN, "csrf_token": csrf})
+    assert status == 303 and "ts_session" in browser.cookies
