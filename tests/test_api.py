@@ -191,7 +191,9 @@ def test_cancel_kills_the_whole_process_group(client, tmp_path):
     child = int(pidfile.read_text())
     response = client.post(f"/api/runs/{run['id']}/cancel")
     assert response.status == 200, response
-    assert response.json["id"] == run["id"] and response.json["status"] == "cancelled"
+    # At once: cancelled if the group went within a moment of TERM, else still being ended.
+    assert response.json["id"] == run["id"] and response.json["status"] in ("cancelled",
+                                                                            "running")
     assert "stdout" not in response.json
 
     def child_gone():
@@ -201,7 +203,7 @@ def test_cancel_kills_the_whole_process_group(client, tmp_path):
             return True
         return _is_zombie(child)
     wait_for(child_gone, message="the job's child process to be killed")
-    assert client.get(f"/api/runs/{run['id']}").json["status"] == "cancelled"
+    assert wait_run(client, run["id"])["status"] == "cancelled"
     assert_error(client.post(f"/api/runs/{run['id']}/cancel"), 409, "conflict", "not running")
     assert_error(client.post("/api/runs/nope/cancel"), 404, "not_found")
 
@@ -223,7 +225,8 @@ def test_cancel_a_queued_run(make_service):
     response = client.post(f"/api/runs/{queued['id']}/cancel")
     assert response.status == 200 and response.json["id"] == queued["id"]
     assert response.json["status"] in ("queued", "cancelled")
-    assert client.post(f"/api/runs/{busy['id']}/cancel").json["status"] == "cancelled"
+    assert client.post(f"/api/runs/{busy['id']}/cancel").status == 200
+    assert wait_run(client, busy["id"])["status"] == "cancelled"
     run = wait_run(client, queued["id"])
     assert run["status"] == "cancelled" and run["started_at"] is None
 
