@@ -3353,19 +3353,24 @@ class MaskedOutput(CappedOutput):
 
 class _ThreadRouter(io.TextIOBase):
     """Stands in for sys.stdout/sys.stderr: writes from a thread bound to a run go to that run's
-    capture, everything else to the real stream."""
+    capture (threads a run starts are bound to it too: ``_start_bound``), everything else to
+    the real stream, up to SPILL_BYTES a minute (``_Spill``)."""
 
     def __init__(self, original):
         self._original = original
         self._local = threading.local()
+        self._spill = _Spill(original)
 
     def bind(self, sink: Optional[CappedOutput]) -> None:
         self._local.sink = sink
 
+    def bound(self) -> Optional[CappedOutput]:
+        return getattr(self._local, "sink", None)
+
     def write(self, text: str) -> int:
         sink = getattr(self._local, "sink", None)
         if sink is None:
-            return self._original.write(text)
+            return self._spill.write(text)
         sink.write(text.encode("utf-8", "replace"))
         return len(text)
 
@@ -3375,6 +3380,68 @@ class _ThreadRouter(io.TextIOBase):
 
     def __getattr__(self, name):
         return getattr(self._original, name)
+
+
+SPILL_BYTES = 256 << 10   # characters a minute that no run owns may write to the real stream:
+SPILL_WINDOW = 60.0       # the service's own prints pass, a thread printing in a loop does not
+
+
+class _Spill:
+    """Writes no run owns (a thread started outside any run, at an import): passed to the real
+    stream up to SPILL_BYTES per SPILL_WINDOW; past that dropped, and the count logged when the
+    window ends."""
+
+    def __init__(self, original):
+        self._original = original
+        self._lock = threading.Lock()
+        self._window_end, self._left, self._dropped = 0.0, SPILL_BYTES, 0
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            now, dropped = time.monotonic(), 0
+            if now >= self._window_end:
+                dropped, self._dropped = self._dropped, 0
+                self._window_end, self._left = now + SPILL_WINDOW, SPILL_BYTES
+            passed = len(text) <= self._left
+            self._left -= len(text) if passed else 0
+            first = not passed and not self._dropped
+            self._dropped += 0 if passed else len(text)
+        # Outside the lock: the log may write to this very stream.
+        where = getattr(self._original, "name", "the console")
+        if first:
+            log.warning("output to %s that no run owns (a thread started outside any run) "
+                        "passes at most %d characters a minute; the rest of this minute's is "
+                        "dropped and counted", where, SPILL_BYTES)
+        if dropped:
+            log.warning("%d characters written to %s outside any run were dropped in the last "
+                        "minute", dropped, where)
+        return self._original.write(text) if passed else len(text)
+
+
+def _start_bound(thread: threading.Thread, *args, **kwargs):
+    """``threading.Thread.start`` while python jobs are captured: a thread started by a run
+    is bound to that run (its prints, its log records, ``current_run()``)."""
+    stdout, stderr, handler = sys.stdout, sys.stderr, _installed[0]
+    if isinstance(stdout, _ThreadRouter) and isinstance(stderr, _ThreadRouter) and \
+            handler is not None and stdout.bound() is not None:
+        binding = (stdout.bound(), stderr.bound(), *handler.bound())
+        context, run = contextvars.copy_context(), thread.run
+
+        def bound_run():
+            stdout.bind(binding[0])
+            stderr.bind(binding[1])
+            handler.bind(binding[2], binding[3])
+            try:
+                context.run(run)
+            finally:
+                stdout.bind(None)
+                stderr.bind(None)
+                handler.bind(None)
+        thread.run = bound_run
+    return _thread_start(thread, *args, **kwargs)
+
+
+_thread_start = threading.Thread.start
 
 
 class _RunLogHandler(logging.Handler):
@@ -3393,6 +3460,9 @@ class _RunLogHandler(logging.Handler):
             for handler in logging.getLogger().handlers:
                 if handler is not self and self.budget_filter not in handler.filters:
                     handler.addFilter(self.budget_filter)
+
+    def bound(self) -> tuple:
+        return getattr(self._local, "sink", None), getattr(self._local, "budget", None)
 
     def emit(self, record: logging.LogRecord) -> None:
         sink = getattr(self._local, "sink", None)
@@ -3426,7 +3496,11 @@ def _capture_routers() -> tuple[_ThreadRouter, _ThreadRouter, _RunLogHandler]:
     with _capture_lock:
         for name in ("stdout", "stderr"):
             if not isinstance(getattr(sys, name), _ThreadRouter):
-                setattr(sys, name, _ThreadRouter(getattr(sys, name)))
+                original = getattr(sys, name)
+                setattr(sys, name, _ThreadRouter(original))
+                if getattr(sys, f"__{name}__") is original:   # jobs that write there, too
+                    setattr(sys, f"__{name}__", getattr(sys, name))
+        threading.Thread.start = _start_bound
         root = logging.getLogger()
         handler = next((h for h in root.handlers if isinstance(h, _RunLogHandler)), None)
         if handler is None:
@@ -7401,6 +7475,9 @@ def _cmd_run(config: Config) -> int:
                              f"reach it could run commands. Set TS_API_TOKEN or --token-file, "
                              f"or bind 127.0.0.1")
     service = SchedulerService(config)
+    # Before any job's module is imported: a thread one starts at import is held to the
+    # limit on output no run owns (_Spill) from the start.
+    _capture_routers()
     try:   # the port first: a busy port must not find a scheduler already firing
         server = make_server(create_app(service), config.host, config.port)
     except OSError as exc:

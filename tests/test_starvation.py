@@ -10,9 +10,14 @@ import http.client
 import json
 import socket
 import struct
+import sys
+import threading
+import urllib.request
+
+import pytest
 
 import task_scheduler as ts
-from conftest import wait_for
+from conftest import free_port, start_process, wait_for, write_jobs
 
 STUBBORN = {"id": "stubborn", "command": "trap '' TERM; echo started; sleep 60 & wait; sleep 60",
             "shell": True, "trigger": {"type": "manual"}}
@@ -94,3 +99,122 @@ def test_cancels_of_a_run_that_ignores_term_do_not_hold_the_server(make_service)
         if run["id"] in service.runner.active:
             ts._signal_group(service.runner.active[run["id"]].proc.pid, 9)
 
+
+
+THREADED_JOB = '''
+import logging
+import sys
+import threading
+
+import task_scheduler
+
+log = logging.getLogger("threaded")
+
+
+def work(n, lines, seen):
+    seen.append(task_scheduler.current_run() is not None)
+    for i in range(lines):
+        print(f"thread {n} line {i}")
+        sys.__stderr__.write(f"thread {n} raw {i}\\n")
+        if i < 5:
+            log.warning("thread %d record %d", n, i)
+
+
+def threaded(lines=500):
+    seen = []
+    threads = [threading.Thread(target=work, args=(n, lines, seen)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print("current_run in threads:", seen)
+'''
+
+
+def test_threads_a_python_job_starts_write_into_its_run(make_service, tmp_path, capsys):
+    (tmp_path / "threadjob.py").write_text(THREADED_JOB)
+    service = make_service()
+    service.add_job({"id": "threads", "func": "threadjob:threaded",
+                     "trigger": {"type": "manual"}})
+    run = service.run_now("threads")
+    wait_for(lambda: service.run(run["id"])["status"] == "succeeded", 30)
+    run = service.run(run["id"])
+    assert "thread 3 line 499" in run["stdout"] and "thread 0 line 0" in run["stdout"]
+    assert "current_run in threads: [True, True, True, True]" in run["stdout"]
+    assert "thread 2 record 4" in run["stderr"]
+    leaked = capsys.readouterr()
+    assert "thread 3 line" not in leaked.out and "thread 1 line" not in leaked.err
+
+
+def test_output_no_run_owns_is_limited_with_a_count(make_service, tmp_path, capsys, caplog):
+    (tmp_path / "threadjob.py").write_text(THREADED_JOB)
+    service = make_service()
+    service.add_job({"id": "threads", "func": "threadjob:threaded",
+                     "trigger": {"type": "manual"}, "kwargs": {"lines": 1}})
+    run = service.run_now("threads")   # the capture is installed from here on
+    wait_for(lambda: service.run(run["id"])["status"] == "succeeded", 30)
+    capsys.readouterr()
+    line = "a thread no run started " + "x" * 76 + "\n"   # 101 characters
+
+    def flood():
+        for _ in range(10_000):   # ~1 MB
+            sys.stdout.write(line)
+    thread = threading.Thread(target=flood)
+    thread.start()
+    thread.join()
+    out = capsys.readouterr().out
+    assert 0 < len(out) <= ts.SPILL_BYTES
+    assert any("no run owns" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_a_service_process_keeps_a_jobs_threads_and_raw_stderr_out_of_its_log(tmp_path):
+    (tmp_path / "threadjob.py").write_text(THREADED_JOB + '''
+
+def _unowned():
+    for i in range(40_000):   # ~2.4 MB, from a thread started at import: no run owns it
+        print(f"unowned line {i} " + "u" * 40)
+
+
+threading.Thread(target=_unowned, daemon=True).start()
+''')
+    write_jobs(tmp_path / "jobs.yaml", """
+        - id: threads
+          func: 'threadjob:threaded'
+          kwargs: {lines: 2000}
+          trigger: {type: manual}
+    """)
+    port = free_port()
+    proc = start_process(["--port", str(port), "--config", str(tmp_path / "jobs.yaml"),
+                          "--db", f"sqlite:///{tmp_path / 'ts.sqlite'}"], tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _get(base, "/api/health"), 30, 0.2, "the service to answer")
+        run = json.loads(_post(base, "/api/jobs/threads/run"))["run"]
+        done = wait_for(lambda: (r := json.loads(_get(base, f"/api/runs/{run['id']}")))[
+            "status"] in ts.FINAL_STATUSES and r, 60, 0.2, "the run to end")
+        assert done["status"] == "succeeded", done
+        assert "thread 3 line 1999" in done["stdout"]
+        assert "thread 3 raw 1999" in done["stderr"]   # sys.__stderr__ belongs to the run too
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    log = (tmp_path / "service.log").read_text(errors="replace")
+    assert "thread 3 line" not in log and "thread 0 raw" not in log
+    assert len(log) < 2 * ts.SPILL_BYTES + 200_000, len(log)   # not the 2.4 MB written
+    assert "no run owns" in log
+
+
+def _get(base, path):
+    try:
+        with urllib.request.urlopen(base + path, timeout=10) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+def _post(base, path):
+    request = urllib.request.Request(base + path, data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read().decode()
