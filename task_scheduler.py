@@ -6736,15 +6736,16 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def make_server(app, host: str, port: int) -> _HttpServer:
+def make_server(app, host: str, port: int, trusted_proxies: tuple = ()) -> _HttpServer:
     """waitress on ``host:port``, listening when this returns. One thread reads and writes every
     connection and only complete requests reach the bounded pool of threads that run ``app``, so
-    slow and idle clients cost a file descriptor, not a thread."""
+    slow and idle clients cost a file descriptor, not a thread; no one client address (but a
+    trusted proxy's) holds more than a quarter of the connections (``_ChannelGate``)."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # restart at once, even
         sock.bind((host, port))                                      # with old connections
-        return _HttpServer(app, sock)                                # in TIME_WAIT
+        return _HttpServer(app, sock, trusted_proxies)               # in TIME_WAIT
     except BaseException:
         sock.close()
         raise
@@ -6762,7 +6763,7 @@ class _HttpServer:
     ``serve_forever()``, ``shutdown()`` from another thread (it returns once serving has
     stopped and the worker threads are gone), ``server_close()``."""
 
-    def __init__(self, app, sock: socket.socket):
+    def __init__(self, app, sock: socket.socket, trusted_proxies: tuple = ()):
         self.server_port = sock.getsockname()[1]
         self._map: dict = {}
         self._done = threading.Event()
@@ -6772,6 +6773,17 @@ class _HttpServer:
             self._server = waitress.create_server(_proxy_headers(app), map=self._map,
                                                   sockets=[sock], **settings)
         self._server.task_dispatcher.queue_logger = _QueueLog()
+        # waitress makes each connection with server.channel_class(server, conn, addr, adj,
+        # map=...): an instance attribute puts the gate in that one place.
+        gate = _ChannelGate(settings["connection_limit"], trusted_networks(trusted_proxies))
+        self._server.channel_class = gate
+        maintenance = self._server.maintenance   # every cleanup_interval, even when full
+
+        def sweep(now: float) -> None:
+            maintenance(now)
+            if len(self._server.active_channels) >= gate.pressure:
+                gate.sweep(self._server)
+        self._server.maintenance = sweep
 
     def serve_forever(self) -> None:
         try:
@@ -6793,6 +6805,82 @@ class _HttpServer:
         self._server.close()   # the listening socket and the wake-up pipe
         for channel in list(self._server.active_channels.values()):
             channel.handle_close()   # also wakes a worker thread waiting to write to it
+
+
+class _ChannelGate:
+    """Where waitress makes a connection's channel: a client address past its share of the
+    connections (a quarter of the limit) gets room by closing its own longest-idle connection,
+    or is closed at once; and once the server is three quarters full, connections idle for
+    IDLE_UNDER_PRESSURE are closed (not after channel_timeout). One client holding thousands of
+    idle connections so cannot keep a health check or another user out. Runs in the serving
+    thread; channels close in it too, but a lock keeps the counts right whatever closes them."""
+
+    def __init__(self, limit: int, trusted: tuple):
+        self.per_client, self.pressure = max(limit // 4, 16), limit * 3 // 4
+        self.trusted = trusted
+        self.counts: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+        self._next_sweep = self._quiet_until = 0.0
+
+    def __call__(self, server, conn, addr, adj, map=None):
+        client = addr[0] if isinstance(addr, tuple) else str(addr)
+        if len(server.active_channels) >= self.pressure:
+            self.sweep(server)
+        with self._lock:
+            full = self.counts[client] >= self.per_client
+        if full and not _in_networks(client, self.trusted) and not self._evict(server, client):
+            self._refuse(conn, client)
+            return None
+        channel = _GatedChannel(server, conn, addr, adj, map=map)
+        channel.ts_gate, channel.ts_client = self, client
+        with self._lock:
+            self.counts[client] += 1
+        return channel
+
+    def left(self, client: str) -> None:
+        with self._lock:
+            self.counts[client] -= 1
+            if self.counts[client] <= 0:
+                del self.counts[client]
+
+    def _evict(self, server, client: str) -> bool:
+        cutoff = time.time() - 1   # a connection opened this very second is not idle yet
+        idle = [c for c in list(server.active_channels.values())
+                if getattr(c, "ts_client", None) == client and not c.requests
+                and c.last_activity < cutoff]
+        if not idle:
+            return False
+        min(idle, key=lambda c: c.last_activity).handle_close()
+        return True
+
+    def sweep(self, server) -> None:
+        now = time.time()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + 1
+        for channel in list(server.active_channels.values()):
+            if not channel.requests and channel.last_activity < now - IDLE_UNDER_PRESSURE:
+                channel.handle_close()
+
+    def _refuse(self, conn, client: str) -> None:
+        with contextlib.suppress(OSError):
+            conn.close()
+        if time.monotonic() >= self._quiet_until:   # once a minute: a flood is one line
+            self._quiet_until = time.monotonic() + 60
+            log.warning("%s holds %d connections, none of them idle: more are refused (at most "
+                        "%d per client address; a reverse proxy belongs in --trusted-proxies)",
+                        client, self.per_client, self.per_client)
+
+
+class _GatedChannel(waitress.channel.HTTPChannel):
+    def del_channel(self, map=None):
+        gate = self.__dict__.pop("ts_gate", None)   # once, however often it is closed
+        if gate is not None:
+            gate.left(self.ts_client)
+        super().del_channel(map)
+
+
+IDLE_UNDER_PRESSURE = 5.0   # seconds an idle connection is kept once the server is 3/4 full
 
 
 _PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO",
@@ -7479,7 +7567,8 @@ def _cmd_run(config: Config) -> int:
     # limit on output no run owns (_Spill) from the start.
     _capture_routers()
     try:   # the port first: a busy port must not find a scheduler already firing
-        server = make_server(create_app(service), config.host, config.port)
+        server = make_server(create_app(service), config.host, config.port,
+                             config.trusted_proxies)
     except OSError as exc:
         service.engine.dispose()
         raise SchedulerError(f"cannot listen on {config.host}:{config.port}: "

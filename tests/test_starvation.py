@@ -218,3 +218,69 @@ def _post(base, path):
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.read().decode()
+
+
+# -- one client's connections -----------------------------------------------------------------
+
+def connect_from(source, port, timeout=30):
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def health_from(source, port, timeout=5.0, token=None):
+    """The status line of GET /api/health from ``source``; None if no answer in time."""
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    path = "/api/jobs" if token else "/api/health"
+    try:
+        with connect_from(source, port, timeout) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}"
+                         f"Connection: close\r\n\r\n".encode())
+            return sock.recv(65536).split(b"\r\n", 1)[0]
+    except OSError:
+        return None
+
+
+@pytest.fixture
+def small_server(make_service, monkeypatch):
+    """A server with room for 400 connections (the real one: 4,000): a quarter per client."""
+    monkeypatch.setitem(ts.HTTP_SETTINGS, "connection_limit", 400)
+    service = make_service(token="a-token-long-enough-1234")
+    server = ts.serve_in_thread(ts.create_app(service), "127.0.0.1", 0)
+    yield server.server_port
+    server.shutdown()
+    server.server_close()
+
+
+def test_one_client_holding_idle_connections_keeps_no_one_out(small_server):
+    port, held = small_server, []
+    try:
+        for _ in range(500):   # more than the whole server holds
+            try:
+                held.append(connect_from("127.0.0.1", port))
+            except OSError:
+                break
+        # Another client's health check and a logged-in user get through at once ...
+        assert wait_for(lambda: health_from("127.0.0.2", port), 20, 0.2) == b"HTTP/1.1 200 OK"
+        assert health_from("127.0.0.3", port, token="a-token-long-enough-1234") == \
+            b"HTTP/1.1 200 OK"
+        # ... and so does the holder itself, in the room of its own longest-idle connection.
+        assert wait_for(lambda: health_from("127.0.0.1", port), 20, 0.2) == b"HTTP/1.1 200 OK"
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_idle_connections_are_closed_sooner_when_the_server_fills(small_server):
+    port, held = small_server, []
+    try:
+        for source in ("127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"):
+            for _ in range(100):   # each client its full share: the server is full
+                held.append(connect_from(source, port))
+        # Before: nothing was accepted until idle connections timed out after 60-70 s.
+        assert wait_for(lambda: health_from("127.0.0.2", port), 30, 0.5) == b"HTTP/1.1 200 OK"
+    finally:
+        for sock in held:
+            sock.close()
