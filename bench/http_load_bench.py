@@ -6,13 +6,19 @@ Two cases, each server in its own process serving the real app (SQLite, no jobs)
 * concurrent: N connections opened at once, each sending one ``GET /api/health`` with
   ``Connection: close`` (as curl does); how many are answered within the time-out, how long
   they took, and the most threads the server process had meanwhile;
-* idle: M connections opened and left silent, then ``GET /api/health`` asked again and again on
-  new connections: its latency, and the server process's threads.
+* idle: M connections opened and left silent (from four client addresses), then
+  ``GET /api/health`` asked again and again on new connections: its latency, and the server
+  process's threads;
+* one client: H connections opened and left silent by one client address (127.0.0.1), the way
+  one client locked everyone out before (issue 20), and ``GET /api/health`` from another
+  (127.0.0.2) beside it: waitress as served now (a quarter of the connections per client,
+  idle ones closed sooner when it fills) against the same waitress without that gate.
 
 The baseline is the old server's code taken from this repository's history (``git show
 BASELINE_REV:task_scheduler.py``); without git, a plain threaded wsgiref server built here.
 
-    python bench/http_load_bench.py      # --concurrent 1000 --idle 2000 --timeout 30
+    python bench/http_load_bench.py      # --concurrent 1000 --idle 2000 --hog 4100
+    python bench/http_load_bench.py --only-hog      # the one-client case alone
 
 Linux only (thread counts come from /proc). Not a test.
 """
@@ -42,12 +48,22 @@ sys.path.insert(0, str(ROOT))
 import task_scheduler as ts  # noqa: E402
 
 BASELINE_REV = "1be30ab"   # the last commit serving with the threaded wsgiref server
-HEALTH = b"GET /api/health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+HEALTH = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
 
 def main() -> int:
     args = _parser().parse_args()
-    _raise_file_limit(2 * (args.concurrent + args.idle) + 512)
+    _raise_file_limit(2 * (args.concurrent + args.idle + args.hog) + 512)
+    if args.hog:
+        hogs = []
+        for name, make in (("waitress (now)", ts.make_server),
+                           ("waitress, no per-client gate", _ungated_make_server)):
+            with _server_process(make) as (port, pid):
+                hogs.append((name, _hog(port, pid, args.hog, args.probes)))
+            print(f"{name}: done", file=sys.stderr)
+        _report_hog(hogs, args)
+    if args.only_hog:
+        return 0
     baseline, label = _baseline_make_server()
     rows = []
     for name, make in (("waitress (now)", ts.make_server), (label, baseline)):
@@ -66,7 +82,64 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per connection")
     parser.add_argument("--probes", type=int, default=50, help="health requests while idle")
+    parser.add_argument("--hog", type=int, default=4100,
+                        help="idle connections one client holds (0: skip that case)")
+    parser.add_argument("--only-hog", action="store_true", help="the one-client case alone")
     return parser
+
+
+def _ungated_make_server(app, host: str, port: int):
+    """``ts.make_server`` as it was before the per-client gate: waitress's own channels and
+    idle sweep."""
+    server = ts.make_server(app, host, port)
+    del server._server.channel_class, server._server.maintenance   # back to the class's
+    return server
+
+
+def _hog(port: int, pid: int, count: int, probes: int) -> dict:
+    """One client address holds ``count`` silent connections; health from another."""
+    sel, held, base = selectors.DefaultSelector(), [], _files(pid)
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.bind(("127.0.0.1", 0))
+        sock.connect_ex(("127.0.0.1", port))
+        sel.register(sock, selectors.EVENT_WRITE)
+        held.append(sock)
+    deadline = time.monotonic() + 60
+    while sel.get_map() and (left := deadline - time.monotonic()) > 0:
+        for key, _ in sel.select(left):
+            sel.unregister(key.fileobj)
+    try:
+        # As in _idle: the server takes connections from a full accept queue as the clients'
+        # handshake retransmissions come (1, 3, 7, 15 s): wait until it has taken no more for
+        # 16 s, and until it holds all it will.
+        accepted, last_change = 0, time.monotonic()
+        while time.monotonic() - last_change < 16 and time.monotonic() < deadline + 60:
+            if (now := _files(pid) - base) != accepted:
+                accepted, last_change = now, time.monotonic()
+            time.sleep(0.1)
+        latencies = []
+        for _ in range(probes):
+            start = time.monotonic()
+            ok = _get(port, timeout=10, source="127.0.0.2").startswith(b"HTTP/1.1 200 ")
+            latencies.append(time.monotonic() - start if ok else float("inf"))
+    finally:
+        for sock in held:
+            sock.close()
+    answered = [x for x in latencies if x != float("inf")]
+    return {"held": accepted, "answered": len(answered), "p50": _pct(latencies, 50),
+            "p99": _pct(latencies, 99), "max": max(latencies)}
+
+
+def _report_hog(rows: list, args) -> None:
+    print(f"\none client (127.0.0.1) opens {args.hog} idle connections; then {args.probes} "
+          f"GET /api/health from 127.0.0.2 (10 s time-out each; inf = not answered):")
+    print(f"  {'server':32} {'held':>6} {'answered':>8} {'p50 ms':>8} {'p99 ms':>9} "
+          f"{'max ms':>9}")
+    for name, h in rows:
+        print(f"  {name:32} {h['held']:6d} {h['answered']:8d} {h['p50'] * 1000:8.1f} "
+              f"{h['p99'] * 1000:9.1f} {h['max'] * 1000:9.1f}")
 
 
 def _raise_file_limit(wanted: int) -> None:
@@ -182,11 +255,13 @@ def _concurrent(port: int, pid: int, count: int, timeout: float) -> dict:
 
 
 def _idle(port: int, pid: int, count: int, probes: int) -> dict:
-    """``count`` silent connections opened at once and held; then /api/health on new ones."""
+    """``count`` silent connections opened at once and held; then /api/health on new ones.
+    From four client addresses: one address holds at most a quarter of the server's."""
     sel, idle, base = selectors.DefaultSelector(), [], _files(pid)
-    for _ in range(count):
+    for i in range(count):
         sock = socket.socket()
         sock.setblocking(False)
+        sock.bind((f"127.0.0.{10 + i % 4}", 0))
         sock.connect_ex(("127.0.0.1", port))
         sel.register(sock, selectors.EVENT_WRITE)
         idle.append(sock)
@@ -218,9 +293,10 @@ def _idle(port: int, pid: int, count: int, probes: int) -> dict:
             "max": max(latencies), "threads": threads}
 
 
-def _get(port: int, timeout: float) -> bytes:
+def _get(port: int, timeout: float, source: str = "127.0.0.1") -> bytes:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                      source_address=(source, 0)) as sock:
             sock.sendall(HEALTH)
             answer = b""
             while chunk := sock.recv(1 << 16):
