@@ -4898,7 +4898,9 @@ class Notifier:
         # Each destination is sent to by one sender at a time, destinations side by side: a
         # slow or dead one holds its own notices only.
         self._senders = concurrent.futures.ThreadPoolExecutor(NOTIFY_SENDERS, "ts-notify-send")
-        self._busy: set = set()
+        self._busy: set = set()            # destinations a sender works for
+        self._queues: dict = {}            # destination -> deque of notice rows
+        self._queued: set = set()          # ids of the notices in those queues
         self._busy_lock = threading.Lock()
 
     def start(self) -> None:
@@ -4910,7 +4912,13 @@ class Notifier:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(15)
-        self._senders.shutdown(wait=False, cancel_futures=True)
+        self._senders.shutdown(wait=True, cancel_futures=True)   # a delivery: NOTIFY_TIMEOUT
+        waiting = [row for queue in self._queues.values() for row in queue]
+        for row in waiting:   # due again now, not when their hold runs out: a restart sends
+            try:
+                self._service.store.record_note(row.id, next_at=row.next_at)
+            except sa.exc.DBAPIError as exc:
+                log.warning("notifications: %s stays held a while: %s", row.id, _clean(exc))
 
     def notes_for(self, runs: list, previous: Optional[str] = None) -> list[dict]:
         """The notifications the ends of these runs call for (by each job's ``notify``)."""
@@ -4965,34 +4973,48 @@ class Notifier:
                 log.exception("notifications: unexpected error; continuing")
 
     def _dispatch(self) -> None:
-        """Hand due notices to the senders, one batch per free destination. A notice for a
-        destination being sent to stays held (``take_notes``) and comes round again."""
-        with self._busy_lock:
-            if len(self._busy) >= NOTIFY_SENDERS:
-                return
-        batches: dict = {}
+        """Queue due notices by destination; a destination with no sender at work gets one.
+        A notice already queued (taken again once its hold ran out) is not queued twice."""
         for row in self._service.store.take_notes(20, hold=NOTIFY_TIMEOUT * 3):
-            batches.setdefault(_destination(json.loads(row.target)), []).append(row)
-        for where, rows in batches.items():
+            where = _destination(json.loads(row.target))
             with self._busy_lock:
-                if where in self._busy:
+                if row.id in self._queued:
                     continue
+                self._queued.add(row.id)
+                self._queues.setdefault(where, collections.deque()).append(row)
+                idle = where not in self._busy
                 self._busy.add(where)
-            self._senders.submit(self._send_batch, where, rows)
+            if idle:
+                self._senders.submit(self._send_queue, where)
 
-    def _send_batch(self, where: str, rows: list) -> None:
-        """One destination's notices in order; after a failure the rest wait for their turn
-        (the destination is down: each would take the whole deadline)."""
+    def _send_queue(self, where: str) -> None:
+        """One destination's notices in order, until none is left. After a failure the rest
+        wait for their turn (the destination is down: each would take the whole deadline);
+        they are due again when their hold runs out."""
         try:
-            for row in rows:
-                if self._stopping.is_set() or not self._attempt(row):
+            while not self._stopping.is_set():
+                with self._busy_lock:
+                    queue = self._queues.get(where)
+                    if not queue:   # at once with the check: a notice queued now finds no
+                        self._busy.discard(where)   # sender and starts one
+                        self._queues.pop(where, None)
+                        return
+                    row = queue.popleft()
+                try:
+                    ok = self._attempt(row)
+                finally:
+                    with self._busy_lock:
+                        self._queued.discard(row.id)
+                if not ok:
                     break
         except Exception:
             log.exception("notifications to %s: unexpected error; continuing", where)
-        finally:
-            with self._busy_lock:
-                self._busy.discard(where)
-            self._wake.set()
+        with self._busy_lock:   # failed: what waits is due again when its hold runs out
+            if not self._stopping.is_set():   # stopping: stop() releases what waits
+                for row in self._queues.pop(where, ()):
+                    self._queued.discard(row.id)
+            self._busy.discard(where)
+        self._wake.set()
 
     def _attempt(self, row) -> bool:
         target = json.loads(row.target)
@@ -5066,7 +5088,7 @@ class Notifier:
 
 NOTIFY_LINES = 20     # last lines of each stream in a notification
 NOTIFY_TIMEOUT = 10   # seconds one delivery may take, all of it (not each read)
-NOTIFY_SENDERS = 4    # destinations sent to at once
+NOTIFY_SENDERS = 8    # destinations sent to at once (each slow one holds one sender)
 
 
 def _events(status: str, previous: Optional[str]) -> set:
