@@ -3480,7 +3480,20 @@ class _RunLogHandler(logging.Handler):
         size = len(record.getMessage()) + 64   # the message plus time, level and name
         record._ts_pass = budget[0] >= size
         budget[0 if record._ts_pass else 1] += -size if record._ts_pass else size
+        _mask_record(record, getattr(self._local, "sink", None))
         return record._ts_pass
+
+
+def _mask_record(record: logging.LogRecord, sink) -> None:
+    """A run's log record as the service log gets it: known secrets masked, in the message and
+    in the traceback (every handler then formats the masked text)."""
+    mask = getattr(sink, "_mask", None)
+    if mask is None or mask.empty:
+        return
+    record.msg, record.args = mask.text(record.getMessage()), None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    record.exc_text = mask.text(record.exc_text)
 
 
 _capture_lock = threading.Lock()
@@ -4733,7 +4746,7 @@ class Runner:
         self._remember(run)
         level = logging.INFO if outcome.status == "succeeded" else logging.WARNING
         log.log(level, "run %s of %s: %s%s", run["id"], run["job_id"], outcome.status,
-                f" ({_clean(Exception(outcome.error))})" if outcome.error else "")
+                f" ({_clean(Exception(fields['error']))})" if outcome.error else "")
         if not active.rescued and outcome.status in ("failed", "timeout"):
             self._retry(run)
         self.wake()

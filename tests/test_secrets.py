@@ -111,10 +111,13 @@ def test_secrets_a_run_prints_are_masked_in_storage_webhook_and_mail(
     assert "last: ***" in mail
 
 
-def test_a_python_jobs_error_and_the_database_password_are_masked(make_service, tmp_path):
+def test_a_python_jobs_error_and_the_database_password_are_masked(make_service, tmp_path,
+                                                                   caplog):
     (tmp_path / "failjob.py").write_text(
+        "import logging\n"
         "def fail(value):\n"
         "    print('printed', value)\n"
+        "    logging.getLogger('failjob').warning('logged %s', value)\n"
         "    raise RuntimeError('bad ' + value)\n")
     service = make_service(token=TOKEN)
     service.secrets.append(DB_PASSWORD)   # as a password in --db would be
@@ -124,6 +127,10 @@ def test_a_python_jobs_error_and_the_database_password_are_masked(make_service, 
     assert run["status"] == "failed"
     for text in (run["stdout"], run["error"]):
         assert DB_PASSWORD not in text and TOKEN not in text and "*** ***" in text
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "RuntimeError: bad *** ***" in logged and "logged *** ***" in logged
+    assert DB_PASSWORD not in logged and TOKEN not in logged
+    assert "logged *** ***" in run["stderr"]
     sys.modules.pop("failjob", None)
 
 
