@@ -363,6 +363,7 @@ def test_a_weak_token_is_refused_with_a_recipe(make_config, weak):
     assert "token" in str(error.value)
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_a_blank_token_before_binding_every_address(tmp_path):
     (tmp_path / "jobs.yaml").write_text("[]\n")
     result = subprocess.run(
@@ -371,3 +372,20 @@ def test_the_cli_refuses_a_blank_token_before_binding_every_address(tmp_path):
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
         env=child_env(TS_API_TOKEN=" "))
     assert result.returncode == 2 and "secrets.token_urlsafe(32)" in result.stderr
+
+
+def test_gui_login_limits_each_client_behind_a_trusted_proxy(make_service):
+    from test_security import Browser
+    app = ts.create_app(make_service(token=TOKEN, trusted_proxies=("127.0.0.1",)))
+    guesser, user = Browser(app), Browser(app)
+
+    def login(browser, token, client):
+        csrf = browser.csrf("/login")
+        return browser.request("POST", "/login", form={"token": token, "csrf_token": csrf},
+                               headers={"X-Forwarded-For": client})[0]
+    assert [login(guesser, "guess", "203.0.113.7") for _ in range(6)] == [401] * 5 + [429]
+    # Another user behind the same proxy is not locked out by the guesser ...
+    assert login(user, "typo", "203.0.113.8") == 401
+    assert login(user, TOKEN, "203.0.113.8") == 303
+    # ... and the guesser's address still logs in with the right token.
+    assert login(guesser, TOKEN, "203.0.113.7") == 303
