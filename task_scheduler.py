@@ -6895,7 +6895,7 @@ class _ChannelGate:
         self._next_sweep = now + 1
         for channel in list(server.active_channels.values()):
             if not channel.requests and channel.last_activity < now - IDLE_UNDER_PRESSURE:
-                channel.handle_close()
+                channel.will_close = True   # as waitress's maintenance: the loop closes it
 
     def _refuse(self, conn, client: str) -> None:
         with contextlib.suppress(OSError):
