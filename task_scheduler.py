@@ -7215,6 +7215,8 @@ _ERROR_TEXTS = {
     413: f"Body over {MAX_BODY} bytes",
     415: "Body not sent as Content-Type: application/json",
     422: "Invalid job definition or jobs.yaml: details name each field",
+    429: "Too many wrong tokens from this client: wait Retry-After seconds (the right token "
+         "always passes)",
     503: "The database is unavailable",
 }
 _API_TEXT = """JSON in and out. Every failure answers `{"error": {"code", "message", "details"}}`.
@@ -7306,7 +7308,7 @@ def _responses(op: _Op, handler, secured: bool) -> dict:
         out[str(op.status)]["content"].update({
             "application/json": {"schema": {"$ref": _REF.format(model="ApiOutput")}},
             "text/event-stream": {"schema": {"type": "string"}}})
-    codes = [400, 404, 405, 413, 415, 422, 503, *op.errors, *([401] if secured else [])]
+    codes = [400, 404, 405, 413, 415, 422, 503, *op.errors, *([401, 429] if secured else [])]
     for code in sorted(codes):
         out[str(code)] = _json_answer(_ERROR_TEXTS[code], "ApiError")
     out["405"]["headers"] = {"Allow": {"required": True, "schema": {"type": "string"},
@@ -7314,6 +7316,8 @@ def _responses(op: _Op, handler, secured: bool) -> dict:
     if secured:
         out["401"]["headers"] = {"WWW-Authenticate": {"required": True,
                                                       "schema": {"type": "string"}}}
+        out["429"]["headers"] = {"Retry-After": {"required": True, "schema": {"type": "string"},
+                                                 "description": "seconds to wait"}}
     if handler is api_health:
         out["503"] = _json_answer("The scheduler thread or the database is down", "ApiHealth")
     return out
