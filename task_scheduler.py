@@ -3277,6 +3277,7 @@ class SecretMask:
         self.empty = not found
         self._pattern = re.compile(b"|".join(map(re.escape, found))) if found else None
         self._prefixes = {s[:k] for s in found for k in range(1, len(s))}
+        self._ends = {p[-1] for p in self._prefixes}   # a piece ending in "\n" holds nothing
         self._longest = max(map(len, found), default=0)
 
     def bytes(self, data: bytes) -> bytes:
@@ -3291,8 +3292,9 @@ class SecretMask:
         """(masked, held back): ``data`` masked up to where a secret may have begun."""
         if self._pattern is None:
             return data, b""
-        hold = next((k for k in range(min(self._longest - 1, len(data)), 0, -1)
-                     if data[-k:] in self._prefixes), 0)
+        hold = 0 if not data or data[-1] not in self._ends else next(
+            (k for k in range(min(self._longest - 1, len(data)), 0, -1)
+             if data[-k:] in self._prefixes), 0)
         cut, pos, parts = len(data) - hold, 0, []
         for found in self._pattern.finditer(data):
             if found.start() >= cut:
