@@ -3065,19 +3065,25 @@ class HistoryWriter:
         notes: dict[str, list] = {}
         for item in batch:
             if isinstance(item, tuple):
-                merged.setdefault(item[0], {}).update(item[1])
+                merged.setdefault(item[0], {}).update(_db_text(item[1]))
                 notes.setdefault(item[0], []).extend(item[2])
+        pending = list(merged.items())
         for delay in (*self.RETRY_DELAYS, None):
             try:
-                if merged:
-                    with self._store.write() as conn:
-                        self._store.finish_runs(conn, list(merged.items()), notes)
+                if pending:
+                    self._write(pending, notes)
                 break
-            except sa.exc.DBAPIError as exc:
+            except Exception as exc:
+                # One row the database refuses (or any error of a batch) must not hold or drop
+                # the others: write them one at a time; only an outage is waited out.
+                if not _transient(exc):
+                    pending = self._write_each(pending, notes)
+                    if not pending:
+                        break
                 if delay is None or self._stopping:
-                    self.dropped += len(merged)
+                    self.dropped += len(pending)
                     log.error("history writer: dropping %d run records after retries: %s",
-                              len(merged), _clean(exc))
+                              len(pending), _clean(exc))
                     break
                 log.warning("history writer: database error, retrying in %ss: %s", delay,
                             _clean(exc))
@@ -3087,6 +3093,30 @@ class HistoryWriter:
         for item in batch:
             if isinstance(item, threading.Event):
                 item.set()
+
+    def _write(self, updates: list, notes: dict) -> None:
+        with self._store.write() as conn:
+            self._store.finish_runs(conn, updates, notes)
+
+    def _write_each(self, updates: list, notes: dict) -> list:
+        """Write each row in a transaction of its own. A row the database refuses for what it
+        holds is written again in a minimal form (its state, no output) that says why. Returns
+        the rows left when an outage began, to be tried again."""
+        for index, (run_id, fields) in enumerate(updates):
+            for attempt in range(2):
+                try:
+                    if fields:
+                        self._write([(run_id, fields)], notes)
+                    break
+                except Exception as exc:
+                    if _transient(exc):
+                        return updates[index:]
+                    log.error("history writer: run %s: the database refused its record (%s); "
+                              "%s", run_id, _clean(exc),
+                              "dropped" if attempt else "writing it without its output")
+                    self.dropped += attempt
+                    fields = _minimal_fields(fields, exc)
+        return []
 
     @property
     def stopping(self) -> bool:
@@ -3105,6 +3135,29 @@ class HistoryWriter:
             self._prune()
         except Exception:
             log.exception("retention: prune failed; trying again next time")
+
+
+def _db_text(fields: dict) -> dict:
+    """Text a database can hold: PostgreSQL refuses NUL in text (a job's output, its error),
+    so NUL becomes U+FFFD on both databases alike."""
+    return {k: v.replace("\0", "\ufffd") if isinstance(v, str) and "\0" in v else v
+            for k, v in fields.items()}
+
+
+def _transient(exc: BaseException) -> bool:
+    """An outage or a lock (wait and try again), not a row the database refuses."""
+    return isinstance(exc, sa.exc.OperationalError) or \
+        getattr(exc, "connection_invalidated", False)
+
+
+def _minimal_fields(fields: dict, exc: Optional[BaseException]) -> dict:
+    """A run's record without its output, saying why the output is missing."""
+    keep = {k: v for k, v in fields.items()
+            if k in ("status", "started_at", "finished_at", "exit_code", "truncated")}
+    if exc is not None and "status" in fields:
+        reason = _clean(exc).splitlines()[0][:300].replace("\0", "\ufffd")
+        keep["error"] = f"task-scheduler could not record this run's output and error: {reason}"
+    return keep
 
 
 # --------------------------------------------------------------------------------------------
@@ -3150,11 +3203,13 @@ class CappedOutput:
         self._tail_size = 0
         self.dropped = 0
         self.total = 0
+        self.nuls = 0   # NUL bytes seen: stored text shows them as U+FFFD (see output_text)
         self._lock = threading.Lock()
 
     def write(self, data: bytes) -> None:
         with self._lock:
             self.total += len(data)
+            self.nuls += data.count(0)
             room = self._half - len(self._head)
             if room > 0:
                 self._head += data[:room]
@@ -3182,11 +3237,20 @@ class CappedOutput:
 
 
 def output_text(head: bytes, tail: bytes, total: int) -> str:
+    """The stored text of a stream: UTF-8 with replacement, and NUL (``find -print0``) as
+    U+FFFD, which every database holds (PostgreSQL refuses NUL in text)."""
     dropped = total - len(head) - len(tail)
     if not dropped:
-        return (head + tail).decode("utf-8", "replace")
+        return (head + tail).decode("utf-8", "replace").replace("\0", "\ufffd")
     return (head.decode("utf-8", "replace") + f"\n[... {dropped} bytes truncated ...]\n"
-            + tail.decode("utf-8", "replace"))
+            + tail.decode("utf-8", "replace")).replace("\0", "\ufffd")
+
+
+def _nul_note(out: CappedOutput, err: CappedOutput) -> str:
+    """What a run's stderr says about NUL bytes replaced in its stored output."""
+    said = [f"{n} NUL byte(s) of its {name}" for n, name in ((out.nuls, "stdout"),
+                                                             (err.nuls, "stderr")) if n]
+    return f"\n[task-scheduler: {' and '.join(said)} are stored as U+FFFD]\n" if said else ""
 
 
 _TRUNCATED = re.compile(r"\n\[\.\.\. (\d+) bytes truncated \.\.\.\]\n")
@@ -4493,7 +4557,8 @@ class Runner:
                                           error=active.stop_error or outcome.error)
         fields = dict(status=outcome.status, finished_at=self._service.now(),
                       exit_code=outcome.exit_code, error=outcome.error, stdout=outcome.stdout,
-                      stderr=outcome.stderr, truncated=outcome.truncated)
+                      stderr=outcome.stderr + _nul_note(active.out, active.err),
+                      truncated=outcome.truncated)
         if active.began is None:
             fields["started_at"] = None   # ended before a worker took it up
         else:

@@ -1,0 +1,91 @@
+"""What a run records, whatever a job does: output with any bytes, errors without the service's
+own tracebacks, one refused record never holding or dropping another, processes of a crashed
+service ended at the next start, runs waiting for a worker shown as waiting, and values a run
+cannot use refused at validation."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+import task_scheduler as ts
+from conftest import final_runs, wait_for
+
+
+def add(service, **definition):
+    definition.setdefault("trigger", {"type": "manual"})
+    return service.add_job(definition)
+
+
+def stored(service, run_id):
+    """The run as its row says (not the runner's memory of it)."""
+    service.flush()
+    return service.store.run(run_id)
+
+
+# -- NUL in output (issue 18 item 3) -----------------------------------------------------------
+
+def test_nul_in_output_is_recorded_and_holds_no_other_run(service):
+    add(service, id="print0", command=["printf", "before\\000after\\n"])
+    add(service, id="other", command=["echo", "other"])
+    run = service.run_now("print0")
+    other = service.run_now("other")
+    row = wait_for(lambda: (r := stored(service, run["id"])) is not None and
+                   r.status in ts.FINAL_STATUSES and r, 30, message="the NUL run's end row")
+    assert (row.status, row.stdout) == ("succeeded", "before\ufffdafter\n")
+    assert "1 NUL byte(s) of its stdout are stored as U+FFFD" in row.stderr
+    assert stored(service, other["id"]).status == "succeeded"
+    assert service.history.dropped == 0
+    again = service.run_now("print0")   # no 409 "already running": the row did end
+    assert final_runs(service, "print0", count=2)[0]["id"] == again["id"]
+
+
+def test_nul_in_a_python_error_is_recorded(tmp_path, make_service):
+    (tmp_path / "nuljob.py").write_text("def boom():\n    raise ValueError('a\\x00b')\n")
+    service = make_service()
+    add(service, id="boom", func="nuljob:boom")
+    run = service.run_now("boom")
+    row = wait_for(lambda: (r := stored(service, run["id"])) is not None and
+                   r.status in ts.FINAL_STATUSES and r, 30, message="the python run's end row")
+    assert row.status == "failed" and "ValueError: a\ufffdb" in row.error
+
+
+class _PoisonStore(ts.Store):
+    """Refuses any write that carries the poisoned run's output, as PostgreSQL refuses a value
+    it cannot hold."""
+
+    poisoned = "poisoned"
+
+    def finish_runs(self, conn, updates, notes=None):
+        if any(run_id == self.poisoned and "stdout" in fields for run_id, fields in updates):
+            raise sa.exc.DataError("UPDATE ts_runs", {}, ValueError("cannot hold this value"))
+        return super().finish_runs(conn, updates, notes)
+
+
+def test_history_writer_isolates_a_row_the_database_refuses(database_url):
+    engine = ts.create_engine(database_url)
+    ts.migrate(engine)
+    store = _PoisonStore(engine, "node")
+    now = ts._utcnow()
+    rows = [{"id": i, "job_id": i, "trigger": "manual", "scheduled_at": now, "status": "running",
+             "node": "node", "started_at": now} for i in ("good1", "poisoned", "good2")]
+    with store.write() as conn:
+        store.insert_runs(conn, rows)
+    writer = ts.HistoryWriter(store)
+    writer.start()
+    try:
+        for run_id in ("good1", "poisoned", "good2"):
+            writer.update(run_id, status="succeeded", finished_at=ts._utcnow(),
+                          stdout=f"out of {run_id}", exit_code=0)
+        assert writer.flush(30)
+        got = {r.id: r for r in (store.run(i) for i in ("good1", "poisoned", "good2"))}
+        assert got["good1"].status == got["good2"].status == "succeeded"
+        assert got["good1"].stdout == "out of good1"
+        bad = got["poisoned"]
+        assert (bad.status, bad.exit_code, bad.stdout) == ("succeeded", 0, None)
+        assert "could not record this run's output" in bad.error
+        assert "cannot hold this value" in bad.error
+        assert writer.unsettled_ids() == frozenset()
+        assert writer.dropped == 0
+    finally:
+        writer.stop()
+        engine.dispose()
