@@ -370,7 +370,8 @@ TriggerSpec = Annotated[Union[IntervalSpec, CronSpec, DateSpec, ManualSpec],
 _CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
 
 
-NOTIFY_EVENTS = ("failed", "timeout", "interrupted", "missed", "succeeded", "recovered")
+NOTIFY_EVENTS = ("failed", "timeout", "interrupted", "missed", "succeeded", "recovered",
+                 "retrying")
 NOTIFY_DEFAULT_ON = ["failed", "timeout", "interrupted", "missed"]
 _URL = r"^https?://[^\s/?#]+[^\s]*$"
 
@@ -4748,7 +4749,7 @@ class Notifier:
             rec = self._service.book.get(run["job_id"])
             if rec is None or not rec.definition.notify:
                 continue
-            events = _events(run["status"], previous)
+            events = _events(run["status"], previous, _will_retry(rec.definition, run))
             for target in rec.definition.notify:
                 for event in events & set(target.on):
                     notes.append(self._note(run, rec, event, target))
@@ -4866,7 +4867,15 @@ NOTIFY_LINES = 20     # last lines of each stream in a notification
 NOTIFY_TIMEOUT = 10   # seconds one delivery may take
 
 
-def _events(status: str, previous: Optional[str]) -> set:
+def _will_retry(defn: JobDefinition, run: dict) -> bool:
+    """A failed or timed-out attempt that its job's ``retries`` run again (Runner._retry)."""
+    return run["status"] in ("failed", "timeout") and defn.retries is not None and \
+        run.get("attempt", 1) <= defn.retries.max
+
+
+def _events(status: str, previous: Optional[str], retrying: bool = False) -> set:
+    if retrying:   # 'failed' and 'timeout' go out once, for the last attempt
+        return {"retrying"}
     if status == "succeeded":
         recovered = previous in ("failed", "timeout", "interrupted")
         return {"succeeded", "recovered"} if recovered else {"succeeded"}

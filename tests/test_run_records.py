@@ -5,6 +5,8 @@ cannot use refused at validation."""
 
 from __future__ import annotations
 
+import json
+
 import sqlalchemy as sa
 
 import task_scheduler as ts
@@ -89,3 +91,34 @@ def test_history_writer_isolates_a_row_the_database_refuses(database_url):
     finally:
         writer.stop()
         engine.dispose()
+
+
+# -- notifications of retried attempts (issue 18 item 6) ----------------------------------------
+
+def test_failed_is_sent_once_for_the_last_attempt_and_retrying_only_when_asked(make_service):
+    from test_notify import Receiver
+    receiver = Receiver()
+    try:
+        service = make_service(notify_delays=(0.2,))
+        retries = {"max": 2, "delay": 0.1}
+        add(service, id="flaky", command=["false"], retries=retries,
+            notify=[{"webhook": receiver.url("/default")},
+                    {"webhook": receiver.url("/all"), "on": ["failed", "retrying"]}])
+        service.run_now("flaky")
+        runs = final_runs(service, "flaky", count=3)
+        assert [r["status"] for r in runs] == ["failed"] * 3
+        last = max(runs, key=lambda r: r["attempt"])
+
+        def sent():
+            service.flush()
+            notes = [n for r in runs for n in service.run(r["id"])["notifications"]]
+            return notes if len(notes) >= 4 and all(n["status"] == "sent" for n in notes) \
+                else None
+        wait_for(sent, 30, 0.1, "the notifications to be sent")
+        got = sorted((r["path"], json.loads(r["body"])["event"],
+                      json.loads(r["body"])["run"]["attempt"]) for r in receiver.requests)
+        assert got == [("/all", "failed", 3), ("/all", "retrying", 1), ("/all", "retrying", 2),
+                       ("/default", "failed", 3)]
+        assert last["attempt"] == 3
+    finally:
+        receiver.down()
