@@ -420,6 +420,30 @@ NotifyTarget = Annotated[Union[Annotated[WebhookTarget, Tag("webhook")],
                          Discriminator(_notify_kind), BeforeValidator(_yaml_on)]
 
 
+def _no_nul(value: str) -> str:
+    """A value the OS takes as a C string (argv, env, paths) ends at a NUL: refuse it."""
+    if "\0" in value:
+        raise ValueError("must not contain a NUL character (\\0)")
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not value or "=" in value or "\0" in value:
+        raise ValueError(f"{value!r} is not an environment variable name (it must be "
+                         f"non-empty, without '=' or a NUL character)")
+    return value
+
+
+CString = Annotated[StrictStr, AfterValidator(_no_nul)]
+EnvMap = dict[Annotated[StrictStr, AfterValidator(_env_name)], CString]
+
+
+def _argv_problem(args: list) -> Optional[str]:
+    """Extra argv of a command job: each becomes a C string."""
+    bad = next((i for i, a in enumerate(args) if "\0" in str(a)), None)
+    return None if bad is None else f"args[{bad}]: must not contain a NUL character (\\0)"
+
+
 class RetrySpec(_Model):
     max: Annotated[StrictInt, Field(ge=0, le=100)] = 0
     delay: Annotated[Number, Field(ge=0)] = 0
@@ -430,8 +454,8 @@ class JobDefinition(_Model):
     """One entry of jobs.yaml, and the body of ``POST /api/jobs``."""
 
     id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-    func: Optional[StrictStr] = Field(None, description="pkg.mod:func, or a script path")
-    command: Union[StrictStr, list[StrictStr], None] = None
+    func: Optional[CString] = Field(None, description="pkg.mod:func, or a script path")
+    command: Union[CString, list[CString], None] = None
     shell: StrictBool = False
     args: list[Any] = []
     kwargs: dict[StrictStr, Any] = {}
@@ -445,8 +469,8 @@ class JobDefinition(_Model):
     misfire_grace_time: Optional[Annotated[Number, Field(gt=0)]] = 60
     timeout: Optional[Annotated[Number, Field(gt=0)]] = None
     retries: Optional[RetrySpec] = None
-    env: dict[StrictStr, StrictStr] = {}
-    cwd: Optional[StrictStr] = None
+    env: EnvMap = {}
+    cwd: Optional[CString] = None
     replace_existing: StrictBool = True
     run_on: Annotated[list[Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]],
                       Field(max_length=8, description="node labels: only a node with all of "
@@ -461,6 +485,8 @@ class JobDefinition(_Model):
             raise ValueError("command: must not be empty")
         if self.shell and not isinstance(self.command, str):
             raise ValueError("shell: true needs command as a string")
+        if self.kind == "command" and _argv_problem(self.args):
+            raise ValueError(_argv_problem(self.args))
         return self
 
     @property
@@ -479,7 +505,7 @@ class RunParams(_Model):
     args: Optional[list[Any]] = Field(None, description="positional arguments (python) or "
                                       "extra argv (commands)")
     kwargs: Optional[dict[StrictStr, Any]] = Field(None, description="python jobs only")
-    env: Optional[dict[StrictStr, StrictStr]] = Field(None, description="command jobs only")
+    env: Optional[EnvMap] = Field(None, description="command jobs only")
 
 
 def _is_script(func: Optional[str]) -> bool:
@@ -814,6 +840,10 @@ def check_params(defn: JobDefinition, params: Any, base_dir: str) -> Optional[di
                    "kwargs are for python jobs only")
         raise InvalidJob(f"job {defn.id}: {wrong}: {message}",
                          [{"field": wrong, "message": message, "line": None}])
+    if defn.kind == "command" and given.args is not None and _argv_problem(given.args):
+        problem = _argv_problem(given.args)
+        raise InvalidJob(f"job {defn.id}: {problem}",
+                         [{"field": "args", "message": problem, "line": None}])
     if defn.kind == "python":
         func = resolve_callable(defn.func, base_dir)
         args = defn.args if given.args is None else given.args
@@ -1218,6 +1248,8 @@ def _union_detail(errs: list) -> dict:
 
 def _field_of(loc) -> str:
     parts = [str(p) for p in loc]
+    if parts[-1:] == ["[key]"]:   # a mapping's key is wrong: the message names it
+        parts = parts[:-2]
     return ".".join(p for i, p in enumerate(parts) if not _is_branch(p, i, parts))
 
 
@@ -3417,7 +3449,9 @@ def run_python(func, args: list, kwargs: dict, limit: int, out: Optional[CappedO
         status, error = "succeeded", None
     except BaseException as exc:  # SystemExit and KeyboardInterrupt in a job are failures too
         status = "failed"
-        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        # The job's own frames only: this function's frame names the service's file.
+        error = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(
+            type(exc), exc, exc.__traceback__.tb_next))
     finally:
         stdout.bind(None)
         stderr.bind(None)
@@ -3441,6 +3475,8 @@ def run_command(argv: list, env: dict, cwd: str, timeout: Optional[float], limit
     except OSError as exc:
         return _Outcome("failed", 127 if isinstance(exc, FileNotFoundError) else 126,
                         f"cannot start {argv[0]}: {exc.strerror or exc}")
+    except (ValueError, TypeError) as exc:   # what validation lets through: one line, no trace
+        return _Outcome("failed", 126, f"cannot start: {_clean(exc)}")
     active.proc = proc
     if active.stop_reason:   # cancelled while starting
         kill_group(proc, kill_grace)
@@ -4519,10 +4555,11 @@ class Runner:
         try:
             outcome = (self._run_job(rec.definition, active) if rec is not None else
                        _Outcome("cancelled", error="the job was removed before it started"))
-        except Exception as exc:  # our own failure: record it rather than lose the run
+        except Exception as exc:  # our own failure: record it rather than lose the run; the
+            # traceback (the service's files) goes to the service log only
             log.exception("run %s of %s failed inside task-scheduler", run["id"], run["job_id"])
-            outcome = _Outcome("failed", error=f"task-scheduler error: {exc}\n"
-                                                f"{traceback.format_exc()}")
+            outcome = _Outcome("failed", error=f"task-scheduler could not run it: "
+                                                f"{type(exc).__name__}: {_clean(exc)}")
         finally:
             _current_run.reset(token)
         self.finish(active, outcome)

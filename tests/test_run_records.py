@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import sqlalchemy as sa
 
 import task_scheduler as ts
@@ -122,3 +123,65 @@ def test_failed_is_sent_once_for_the_last_attempt_and_retrying_only_when_asked(m
         assert last["attempt"] == 3
     finally:
         receiver.down()
+
+
+# -- values a run cannot use are refused at validation (issue 18 item 7) ------------------------
+
+@pytest.mark.parametrize("fields, field, words", [
+    ({"command": ["echo", "a\0b"]}, "command.1", "NUL"),
+    ({"command": "echo a\0b"}, "command", "NUL"),
+    ({"command": ["echo"], "env": {"A": "x\0y"}}, "env.A", "NUL"),
+    ({"command": ["echo"], "env": {"A\0B": "x"}}, "env", "not an environment variable name"),
+    ({"command": ["echo"], "env": {"A=B": "x"}}, "env", "'A=B' is not an environment variable"),
+    ({"command": ["echo"], "env": {"": "x"}}, "env", "not an environment variable name"),
+    ({"command": ["echo"], "args": ["a\0b"]}, "", "args[0]: must not contain a NUL"),
+    ({"command": ["echo"], "cwd": "a\0b"}, "cwd", "NUL"),
+])
+def test_values_no_process_can_take_are_refused_by_the_api(client, fields, field, words):
+    answer = client.post("/api/jobs", {"id": "bad", **fields})
+    assert answer.status == 422, answer
+    details = answer.json["error"]["details"]
+    assert any(d["field"] == field and words in d["message"] for d in details), details
+    assert client.get("/api/jobs/bad").status == 404
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"env": {"A": "x\0y"}}, "env.A"),
+    ({"env": {"A=B": "x"}}, "env"),
+    ({"args": ["a\0b"]}, "args"),
+])
+def test_run_parameters_no_process_can_take_are_refused(client, service, body, field):
+    add(service, id="cmd", command=["echo"])
+    answer = client.post("/api/jobs/cmd/run", body)
+    assert answer.status == 422, answer
+    assert any(d["field"] == field for d in answer.json["error"]["details"]), answer.json
+    assert service.runs(job_id="cmd") == []
+
+
+def test_jobs_file_names_the_line_of_a_bad_env_key(tmp_path):
+    path = tmp_path / "jobs.yaml"
+    path.write_text("- id: a\n  command: ['echo', 'x']\n  env:\n    'A=B': x\n")
+    with pytest.raises(ts.InvalidConfig) as caught:
+        ts.load_jobs_file(str(path))
+    assert f"{path}:4: a: env: 'A=B' is not an environment variable name" in str(caught.value)
+
+
+def test_a_run_error_never_shows_the_service_traceback(tmp_path, make_service, monkeypatch):
+    (tmp_path / "tbjob.py").write_text("def boom():\n    raise ValueError('kaputt')\n")
+    service = make_service()
+    add(service, id="py", func="tbjob:boom")
+    run = service.run_now("py")
+    row = wait_for(lambda: (r := stored(service, run["id"])) is not None and
+                   r.status in ts.FINAL_STATUSES and r, 30, message="the python run's end")
+    assert row.error.startswith("ValueError: kaputt") and "tbjob.py" in row.error
+    assert "task_scheduler" not in row.error   # the job's own frames only
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("inside the service")
+    add(service, id="cmd", command=["echo"])
+    monkeypatch.setattr(ts, "command_argv", broken)
+    run = service.run_now("cmd")
+    row = wait_for(lambda: (r := stored(service, run["id"])) is not None and
+                   r.status in ts.FINAL_STATUSES and r, 30, message="the command run's end")
+    assert row.status == "failed"
+    assert row.error == "task-scheduler could not run it: RuntimeError: inside the service"
