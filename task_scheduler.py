@@ -1924,6 +1924,7 @@ ts_runs = sa.Table(
     sa.Column("params", sa.Text),                       # this run's own args/kwargs/env (JSON)
     sa.Column("rerun_of", sa.String(32)),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("pid", sa.Integer),   # a command's process group: found again after a crash
     sa.UniqueConstraint("job_id", "scheduled_at", "trigger", "attempt", name="uq_ts_runs_fire"),
     sa.Index("ix_ts_runs_job_id", "job_id", "id"),
     # "runs since T" by status (the 24 h counts, retention by age) from the index alone
@@ -1985,6 +1986,10 @@ PRUNE_CHUNK_S = 0.003  # seconds a chunk holds the write lock: what a fire may w
 RUN_SPAN_COLUMNS = ("id", "job_id", "trigger", "status", "scheduled_at", "started_at",
                     "finished_at")   # what the dashboard's timeline draws of a run
 _SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr", "params")]
+# Runs that count against max_instances: running, or claimed by a node and waiting for one of
+# its workers (they read ``queued`` until their code runs, but they will run).
+_TAKEN = sa.or_(ts_runs.c.status == "running",
+                sa.and_(ts_runs.c.status == "queued", ts_runs.c.node.is_not(None)))
 LEASE = "leader"
 
 
@@ -2072,6 +2077,8 @@ def migrate(engine: sa.Engine) -> int:
                 "ts_runs")}:   # became ix_ts_runs_since
             conn.execute(sa.text("DROP INDEX ix_ts_runs_scheduled_at"))
         _add_missing_column(conn, APS_TABLE, sa.Column("ts_hash", sa.String(80)))
+        # A nullable column, no version step: nodes of the release before ignore it.
+        _add_missing_column(conn, "ts_runs", ts_runs.c.pid.copy())
         if conn.execute(sa.select(ts_lease.c.name).where(ts_lease.c.name == LEASE)).first() \
                 is None:
             conn.execute(ts_lease.insert().values(name=LEASE, epoch=0))
@@ -2281,12 +2288,13 @@ class Store:
 
     def claim(self, labels_ok: list[str], limit: int, policy, notes_for=lambda runs: [],
               ended: frozenset = frozenset()) -> tuple[list, list]:
-        """Take up to ``limit`` queued runs that are due and placeable here: they become
-        ``running`` on this node. Runs that may not start are ended in the same transaction:
-        ``skipped`` while max_instances runs of the job go on (on any node: claimers of one job
-        take turns on its row), ``missed`` for a scheduled fire that waited past its grace,
-        ``cancelled`` when the job is gone. ``policy(job_id)`` gives (max_instances, grace) or
-        None. Returns (started rows, ended rows)."""
+        """Take up to ``limit`` queued runs that are due and placeable here: they are claimed by
+        this node (``node`` set; they stay ``queued`` until a worker starts them). Runs that
+        may not start are ended in the same transaction: ``skipped`` while max_instances runs
+        of the job go on (on any node: claimers of one job take turns on its row), ``missed``
+        for a scheduled fire that waited past its grace, ``cancelled`` when the job is gone.
+        ``policy(job_id)`` gives (max_instances, grace) or None. Returns (started rows, ended
+        rows)."""
         with self.write() as conn:
             return self._claim(conn, labels_ok, limit, policy, notes_for, ended)
 
@@ -2295,7 +2303,7 @@ class Store:
         now = conn.execute(sa.select(self.now())).scalar() if self.postgres else _utcnow()
         query = (sa.select(*_SUMMARY_COLUMNS, ts_runs.c.params)
                  .where(ts_runs.c.status == "queued", ts_runs.c.due_at <= now,
-                        ts_runs.c.run_on.in_(labels_ok))
+                        ts_runs.c.run_on.in_(labels_ok), ts_runs.c.node.is_(None))
                  .order_by(ts_runs.c.due_at, ts_runs.c.id).limit(limit))
         if self.postgres:
             query = query.with_for_update(skip_locked=True)
@@ -2306,8 +2314,7 @@ class Store:
         started, ended = _admit(rows, running, policy, now)
         if started:
             conn.execute(ts_runs.update().where(ts_runs.c.id.in_([r["id"] for r in started]))
-                         .values(status="running", node=self.node, started_at=now,
-                                 heartbeat_at=now))
+                         .values(node=self.node, heartbeat_at=now))
         for run in ended:
             run["finished_at"] = now
         if ended:
@@ -2318,14 +2325,15 @@ class Store:
                           for r in ended])
         self.insert_notes(conn, notes_for(ended))
         for run in started:
-            run.update(status="running", node=self.node, started_at=now, heartbeat_at=now)
+            run.update(node=self.node, heartbeat_at=now)
         return started, ended
 
     def start_fresh(self, conn, fires: list[dict], labels_ok: list[str], limit: int, policy,
                     ended: frozenset = frozenset()) -> list[dict]:
-        """Of the leader's fires about to be inserted, the ones this node starts at once: they
-        are inserted ``running`` here, so no claim reads them back. A fire that may not start
-        (max_instances) stays queued for a claim to decide. Returns the fires started."""
+        """Of the leader's fires about to be inserted, the ones this node takes at once: they
+        are inserted claimed by this node (still ``queued``), so no claim reads them back. A
+        fire that may not start (max_instances) stays queued for a claim to decide. Returns
+        the fires started."""
         fresh = [f for f in fires if f["status"] == "queued" and f["run_on"] in labels_ok]
         if not fresh or limit <= 0:
             return []
@@ -2337,18 +2345,19 @@ class Store:
             if len(started) < limit and limits is not None and \
                     running[fire["job_id"]] < limits[0]:
                 running[fire["job_id"]] += 1
-                fire.update(status="running", node=self.node, started_at=now, heartbeat_at=now)
+                fire.update(node=self.node, heartbeat_at=now)
                 started.append(fire)
         return started
 
     def _running(self, conn, job_ids: set, ended: frozenset) -> collections.Counter:
-        """Running runs per job, any node; ``ended``: ended here, their end not written yet.
-        On PostgreSQL the jobs' rows are locked first: claimers of one job take turns."""
+        """Running runs per job, any node, and runs a node claimed to start; ``ended``: ended
+        here, their end not written yet. On PostgreSQL the jobs' rows are locked first:
+        claimers of one job take turns."""
         job_ids = sorted(job_ids)
         if self.postgres:
             conn.execute(sa.select(ts_jobs.c.id).where(ts_jobs.c.id.in_(job_ids))
                          .order_by(ts_jobs.c.id).with_for_update())
-        going = [ts_runs.c.status == "running", ts_runs.c.job_id.in_(job_ids)]
+        going = [_TAKEN, ts_runs.c.job_id.in_(job_ids)]
         if ended:
             going.append(ts_runs.c.id.not_in(ended))
         return collections.Counter(dict(conn.execute(
@@ -2356,23 +2365,26 @@ class Store:
             .group_by(ts_runs.c.job_id)).all()))
 
     def finish_runs(self, conn, updates: list, notes: Optional[dict] = None) -> None:
-        """Final states and output of runs, and their notifications; a run no longer
-        ``running`` is left alone (it was rescued as interrupted while this node was silent). In
-        id order, as the heartbeat locks them."""
+        """Starts, final states and output of this node's runs, and their notifications; a run
+        no longer running or claimed here is left alone (it was rescued while this node was
+        silent). In id order, as the heartbeat locks them."""
         notes = notes or {}
         alike: dict[tuple, list] = {}   # one executemany per set of fields changed
         for run_id, fields in sorted(updates, key=lambda u: u[0]):
             if notes.get(run_id):   # the notes go only with a run still running
-                if conn.execute(ts_runs.update().where(ts_runs.c.id == run_id,
-                                                       ts_runs.c.status == "running")
+                if conn.execute(ts_runs.update().where(ts_runs.c.id == run_id, *self._mine())
                                 .values(**fields)).rowcount:
                     self.insert_notes(conn, notes[run_id])
             else:
                 alike.setdefault(tuple(sorted(fields)), []).append({**fields, "_id": run_id})
         for names, rows in alike.items():
             conn.execute(ts_runs.update().where(ts_runs.c.id == sa.bindparam("_id"),
-                                                ts_runs.c.status == "running")
+                                                *self._mine())
                          .values({n: sa.bindparam(n) for n in names}), rows)
+
+    def _mine(self) -> tuple:
+        """The runs this node runs or has claimed: the only rows its run writes may change."""
+        return ts_runs.c.status.in_(("queued", "running")), ts_runs.c.node == self.node
 
     # notifications: queued with the end of a run, sent by the leader
 
@@ -2423,16 +2435,17 @@ class Store:
 
     def cancel_queued(self, run_id: str) -> bool:
         with self.write() as conn:
-            return bool(conn.execute(ts_runs.update().where(
-                ts_runs.c.id == run_id, ts_runs.c.status == "queued").values(
+            return bool(conn.execute(ts_runs.update().where(   # not claimed by a node yet
+                ts_runs.c.id == run_id, ts_runs.c.status == "queued",
+                ts_runs.c.node.is_(None)).values(
                 status="cancelled", finished_at=_utcnow(),
                 error="cancelled before it started")).rowcount)
 
     def request_cancel(self, run_id: str) -> bool:
-        """Ask the node running ``run_id`` to cancel it (it looks at each heartbeat)."""
+        """Ask the node running (or holding) ``run_id`` to cancel it (it looks at each
+        heartbeat)."""
         with self.write() as conn:
-            return bool(conn.execute(ts_runs.update().where(
-                ts_runs.c.id == run_id, ts_runs.c.status == "running")
+            return bool(conn.execute(ts_runs.update().where(ts_runs.c.id == run_id, _TAKEN)
                 .values(cancel_requested=True)).rowcount)
 
     def heartbeat_runs(self) -> tuple[set, set]:
@@ -2440,18 +2453,23 @@ class Store:
         cancel was asked for). The rows are locked in id order first: the history writer ends
         a batch of them in that order, and one UPDATE would lock them in scan order (deadlock)."""
         with self.write() as conn:
-            ids = conn.execute(sa.select(ts_runs.c.id).where(
-                ts_runs.c.node == self.node, ts_runs.c.status == "running")
+            ids = conn.execute(sa.select(ts_runs.c.id).where(*self._mine())
                 .order_by(ts_runs.c.id).with_for_update()).scalars().all()
             rows = conn.execute(ts_runs.update().where(
-                ts_runs.c.id.in_(ids), ts_runs.c.status == "running")
+                ts_runs.c.id.in_(ids), *self._mine())
                 .values(heartbeat_at=self.now())
                 .returning(ts_runs.c.id, ts_runs.c.cancel_requested)).all()
         return {r.id for r in rows}, {r.id for r in rows if r.cancel_requested}
 
     def rescue(self, silent_for: float) -> list:
-        """Runs whose node stopped heart-beating become ``interrupted``, naming the node."""
+        """Runs whose node stopped heart-beating become ``interrupted``, naming the node; runs
+        it had claimed but not started go back to the queue (nothing of them ran)."""
         with self.write() as conn:
+            if conn.execute(ts_runs.update().where(
+                    ts_runs.c.status == "queued", ts_runs.c.node.is_not(None),
+                    ts_runs.c.heartbeat_at < self._ago(silent_for))
+                    .values(node=None, heartbeat_at=None)).rowcount:
+                self.notify(conn, "ts_runs")
             return conn.execute(ts_runs.update().where(
                 ts_runs.c.status == "running", ts_runs.c.heartbeat_at < self._ago(silent_for))
                 .values(status="interrupted", finished_at=self.now(),
@@ -2463,15 +2481,32 @@ class Store:
 
     def sweep(self, node: Optional[str]) -> list:
         """At start-up: runs left ``running`` by this node's previous life (all runs on
-        SQLite, where only one node exists) are interrupted. Returns them."""
+        SQLite, where only one node exists) are interrupted, and those it had claimed but not
+        started go back to the queue. Returns the interrupted ones."""
         where = [ts_runs.c.status == "running"]
+        claimed = [ts_runs.c.status == "queued", ts_runs.c.node.is_not(None)]
         if node is not None:
             where.append(ts_runs.c.node == node)
+            claimed.append(ts_runs.c.node == node)
         with self.write() as conn:
+            conn.execute(ts_runs.update().where(*claimed).values(node=None, heartbeat_at=None))
             return conn.execute(ts_runs.update().where(*where).values(
                 status="interrupted", finished_at=_utcnow(),
                 error=f"interrupted: the service stopped without finishing this run (found at "
                       f"start-up on {self.node})").returning(*_SUMMARY_COLUMNS)).all()
+
+    def runs_of_processes(self, run_ids: list) -> list:
+        """(id, node, pid, job_id) of the runs with these ids: which processes found at
+        start-up are runs of this database."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(ts_runs.c.id, ts_runs.c.node, ts_runs.c.pid,
+                                          ts_runs.c.job_id)
+                                .where(ts_runs.c.id.in_(run_ids[:1000]))).all()
+
+    def add_to_error(self, run_id: str, text: str) -> None:
+        with self.write() as conn:
+            conn.execute(ts_runs.update().where(ts_runs.c.id == run_id).values(
+                error=sa.func.coalesce(ts_runs.c.error, "") + text))
 
     def active_count(self, job_id: str, ended: frozenset = frozenset()) -> int:
         """Queued and running runs of a job; ``ended``: runs whose end is not written yet."""
@@ -2940,8 +2975,8 @@ class ScheduleStore(SQLAlchemyJobStore):
             inserted = self.db.insert_runs(conn, fires)
             kept = set(inserted)
             self.db.insert_notes(conn, [n for n in notes if n["run_id"] in kept])
-            if any(f["status"] == "queued" for f in fires):
-                self.db.notify(conn, "ts_runs")
+            if any(f["status"] == "queued" and f.get("node") is None for f in fires):
+                self.db.notify(conn, "ts_runs")   # not for fires claimed here already
             # Last, so that the lease row is locked only for the commit itself: the renewal
             # waits for that lock, and a long first write (10,000 jobs) would let it lapse.
             self.db.fence(conn, self.epoch)
@@ -3045,8 +3080,9 @@ class HistoryWriter:
         self._thread.start()
 
     def update(self, run_id: str, notes: Optional[list] = None, **fields: Any) -> None:
-        """Change a running run (output, its end); ``notes`` are queued if it ends here."""
-        if "status" in fields:
+        """Change a run of this node (its start, output, end); ``notes`` are queued if it ends
+        here."""
+        if fields.get("status") in FINAL_STATUSES:
             with self._cond:
                 self.unsettled.add(run_id)
         self._put((run_id, fields, notes or []))
@@ -3122,7 +3158,8 @@ class HistoryWriter:
                             _clean(exc))
                 time.sleep(delay)
         with self._cond:
-            self.unsettled -= {run_id for run_id, fields in merged.items() if "status" in fields}
+            self.unsettled -= {run_id for run_id, fields in merged.items()
+                               if fields.get("status") in FINAL_STATUSES}
         for item in batch:
             if isinstance(item, threading.Event):
                 item.set()
@@ -3431,6 +3468,7 @@ class _ActiveRun:
     flushed: tuple = (0, 0)              # output sizes last written to the database
     claimed: float = dataclasses.field(default_factory=time.monotonic)
     began: Optional[dt.datetime] = None  # when a worker took it up (claimed ahead: later)
+    on_spawn: Any = None                 # told a command's pid (= its process group)
 
 
 def run_python(func, args: list, kwargs: dict, limit: int, out: Optional[CappedOutput] = None,
@@ -3478,6 +3516,8 @@ def run_command(argv: list, env: dict, cwd: str, timeout: Optional[float], limit
     except (ValueError, TypeError) as exc:   # what validation lets through: one line, no trace
         return _Outcome("failed", 126, f"cannot start: {_clean(exc)}")
     active.proc = proc
+    if active.on_spawn is not None:
+        active.on_spawn(proc.pid)
     if active.stop_reason:   # cancelled while starting
         kill_group(proc, kill_grace)
     reader = _PipeReader({proc.stdout: out, proc.stderr: err})
@@ -3593,6 +3633,45 @@ def kill_escaped(run_id: Optional[str], grace: float) -> int:
         log.info("run %s: ended %d processes that had left its process group", run_id,
                  len(pids))
     return len(pids)
+
+
+def run_processes() -> dict[str, list[int]]:
+    """The processes of this user that carry a ``TS_RUN_ID`` (runs' commands and what they
+    started), by run id; Linux only (/proc)."""
+    found: dict[str, list[int]] = {}
+    if not os.path.isdir("/proc"):
+        return found
+    for pid in _proc_pids():
+        if pid == os.getpid():
+            continue
+        for entry in _environ_of(pid).split(b"\0"):
+            if entry.startswith(b"TS_RUN_ID="):
+                found.setdefault(entry[10:].decode("utf-8", "replace"), []).append(pid)
+                break
+    return found
+
+
+def end_processes(pids: list[int], grace: float) -> list[int]:
+    """TERM the process groups of ``pids`` and the processes themselves, KILL what is left
+    after ``grace`` seconds; never this service's own group. Returns the groups signalled."""
+    own = os.getpgrp()
+    groups = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            groups.add(os.getpgid(pid))
+    groups -= {own, 0, 1}
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            _signal_group(group, sig)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+            time.sleep(0.05)
+        if not any(_pid_alive(p) for p in pids):
+            break
+    return sorted(groups)
 
 
 def _proc_pids() -> list[int]:
@@ -4519,6 +4598,7 @@ class Runner:
         for run in started:
             active = _ActiveRun(run, CappedOutput(self.config.output_limit),
                                 CappedOutput(self.config.output_limit))
+            active.on_spawn = functools.partial(self._spawned, run["id"])
             with self._lock:
                 self.active[run["id"]] = active
             try:
@@ -4526,13 +4606,39 @@ class Runner:
             except RuntimeError:   # the service stopped between the claim and now
                 self.finish(active, _Outcome("interrupted", error="service stopped"))
 
+    def _spawned(self, run_id: str, pid: int) -> None:
+        """A command started: its row keeps the process group, to be found after a crash."""
+        self._service.history.update(run_id, pid=pid)
+
+    def end_leftovers(self, clustered: bool) -> None:
+        """At start-up, before any run starts: processes of runs this node left (a crash, a
+        ``kill -9``) still run and carry TS_RUN_ID. End them (TERM their groups, KILL after
+        the grace), so that they never run beside new runs nor past max_instances, and say so
+        in each run. On PostgreSQL only this node's runs (by node id): another node's
+        processes on this host are its own."""
+        found = run_processes()
+        if not found:
+            return
+        store = self._service.store
+        for row in store.runs_of_processes(sorted(found)):
+            if clustered and row.node != store.node:
+                continue
+            groups = end_processes(found[row.id], self.config.kill_grace)
+            shown = ", ".join(map(str, groups or found[row.id]))
+            note = (f"; its process group {shown} was still running and was ended at the "
+                    f"restart of {store.node}")
+            log.warning("run %s of %s: %d processes left by the service's last life were "
+                        "still running (group %s); ended them", row.id, row.job_id,
+                        len(found[row.id]), shown)
+            store.add_to_error(row.id, note)
+
     def _capacity(self) -> int:
         """How many runs this node holds at once: its workers, and as many more as they
         would start within about a second at the typical run time here. Short runs are so
         claimed a batch per transaction, not one per free worker (a burst of 200 no-op runs:
         2 claims, not 20); long runs are claimed one per free worker, so that another node
-        can start what this one cannot yet. Claimed-ahead runs say ``running`` while they
-        wait; their ``started_at`` becomes the moment a worker took them up."""
+        can start what this one cannot yet. Claimed-ahead runs say ``queued`` (with this
+        node) while they wait; a worker makes them ``running``, with its ``started_at``."""
         workers = self.config.max_workers
         return workers + min(CLAIM_AHEAD, int(workers * 1.0 / max(self._typical, 0.002)))
 
@@ -4549,6 +4655,10 @@ class Runner:
                                          "cancelled before it started"))
             return
         active.began = self._service.now()
+        # Only now does the run read running, with the time its code starts (a claimed run
+        # waits for a worker as queued); the writer merges this with a quick run's end.
+        run.update(status="running", started_at=active.began)
+        self._service.history.update(run["id"], status="running", started_at=active.began)
         rec = self._service.book.get(run["job_id"])
         token = _current_run.set(RunContext(self._service, run["id"], run["job_id"],
                                             run["scheduled_at"]))
@@ -4687,8 +4797,10 @@ class Runner:
             if row.status == "queued" and self._service.store.cancel_queued(run_id):
                 log.info("run %s of %s cancelled before it started", run_id, row.job_id)
                 return run_to_dict(self._service.store.run(run_id))
-            if row.status == "running" and row.node != self._service.store.node:
-                self._refuse_python(row.job_id, run_id)
+            if row.status in ("queued", "running") and \
+                    row.node not in (None, self._service.store.node):   # held by another node
+                if row.status == "running":
+                    self._refuse_python(row.job_id, run_id)
                 self._service.store.request_cancel(run_id)
                 log.info("run %s of %s: cancel asked of node %s", run_id, row.job_id, row.node)
                 return run_to_dict(row)
@@ -5047,6 +5159,7 @@ class SchedulerService:
         migrate(self.engine)
         self.started_at = _utcnow()
         self.cluster.join()
+        self.runner.end_leftovers(self.cluster.clustered)
         self.bus.start()   # listening before the book is read: no change of jobs falls between
         self.book.load()
         self.history.start()
@@ -5492,7 +5605,9 @@ class SchedulerService:
         """Why a queued run has not started: no live node has its labels, or a retry's delay."""
         if run["status"] != "queued":
             return run
-        if run["run_on"] and not any(set(run["run_on"]) <= set(node["labels"])
+        if run.get("node"):
+            run["waiting"] = f"claimed by node {run['node']}: waits for a free worker there"
+        elif run["run_on"] and not any(set(run["run_on"]) <= set(node["labels"])
                                      for node in self.nodes() if node["alive"]):
             run["waiting"] = (f"no live node has the labels {', '.join(run['run_on'])}; it "
                               f"starts when one does (--labels)")

@@ -5,13 +5,20 @@ cannot use refused at validation."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+import uuid
 
 import pytest
 import sqlalchemy as sa
 
 import task_scheduler as ts
-from conftest import final_runs, wait_for
+from conftest import final_runs, free_port, start_process, wait_for, write_jobs
 
 
 def add(service, **definition):
@@ -185,3 +192,130 @@ def test_a_run_error_never_shows_the_service_traceback(tmp_path, make_service, m
                    r.status in ts.FINAL_STATUSES and r, 30, message="the command run's end")
     assert row.status == "failed"
     assert row.error == "task-scheduler could not run it: RuntimeError: inside the service"
+
+
+# -- a run waiting for a worker reads queued (issue 18 item 5) ----------------------------------
+
+def test_a_claimed_run_waiting_for_a_worker_reads_queued(tmp_path, make_service):
+    module = f"gate_{uuid.uuid4().hex[:8]}"   # a fresh gate for each database's run
+    (tmp_path / f"{module}.py").write_text(
+        "import threading\nGATE = threading.Event()\n\n"
+        "def wait():\n    GATE.wait(60)\n")
+    service = make_service(max_workers=10)
+    add(service, id="blocked", func=f"{module}:wait", max_instances=20)
+    service.runner._typical = 0.01   # as after quick runs: the runner claims ahead of workers
+    runs = [service.run_now("blocked") for _ in range(11)]
+    gate = importlib.import_module(module)
+    try:
+        def ten_running():
+            got = [service.run(r["id"]) for r in runs]
+            return got if sum(r["status"] == "running" for r in got) == 10 else None
+        got = wait_for(ten_running, 30, message="10 runs running")
+        waiting = [r for r in got if r["status"] != "running"]
+        assert len(waiting) == 1 and waiting[0]["status"] == "queued"
+        assert waiting[0]["started_at"] is None
+        assert all(r["started_at"] for r in got if r["status"] == "running")
+        wait_for(lambda: waiting[0]["id"] in service.runner.active, 30,
+                 message="the 11th run claimed ahead by this node")
+        service.flush()
+        row = service.store.run(waiting[0]["id"])
+        assert (row.status, row.started_at, row.node) == ("queued", None, service.store.node)
+        assert service.run(waiting[0]["id"])["status"] == "queued"
+        assert service.store.active_count("blocked") == 11
+        with pytest.raises(ts.JobConflict):   # claimed runs count toward max_instances
+            for _ in range(10):
+                service.run_now("blocked")
+    finally:
+        gate.GATE.set()
+    done = final_runs(service, "blocked", count=11, timeout=60)
+    assert all(r["status"] == "succeeded" and r["started_at"] for r in done)
+    eleventh = service.run(waiting[0]["id"])
+    assert eleventh["started_at"] >= max(r["started_at"] for r in got if r["started_at"])
+
+
+# -- processes of a crashed service are ended at its next start (issue 18 item 4, 19 item 7) ----
+
+def _run_pids(run_ids) -> dict:
+    """Live (not zombie) processes in /proc that carry one of these TS_RUN_IDs, by run."""
+    wanted, found = {f"TS_RUN_ID={r}".encode(): r for r in run_ids}, {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                environ = fh.read().split(b"\0")
+            with open(f"/proc/{name}/stat") as fh:
+                state = fh.read().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        run_id = next((wanted[e] for e in environ if e in wanted), None)
+        if run_id is not None and state != "Z":
+            found.setdefault(run_id, []).append(int(name))
+    return found
+
+
+def _serve(tmp_path, database_url, port):
+    args = ["--config", str(tmp_path / "jobs.yaml"), "--db", database_url, "--port", str(port),
+            "--node-id", "node-one"]
+    proc = start_process(args, tmp_path, env={"TS_LOG_LEVEL": "INFO"})
+    wait_for(lambda: _call(port, "/api/health"), 30, 0.1, "the service to answer")
+    return proc
+
+
+def _call(port, path, method="GET"):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                     data=b"{}" if method == "POST" else None,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+    except (OSError, urllib.error.HTTPError):
+        return None
+
+
+@pytest.mark.slow
+def test_processes_of_a_killed_service_are_ended_when_it_starts_again(tmp_path, database_url):
+    write_jobs(tmp_path / "jobs.yaml", """
+        - {id: sleeper, command: 'sleep 100', max_instances: 5, trigger: {type: manual}}
+    """)
+    port = free_port()
+    proc = _serve(tmp_path, database_url, port)
+    runs = [_call(port, "/api/jobs/sleeper/run", "POST")["run"]["id"] for _ in range(4)]
+    wait_for(lambda: len(_run_pids(runs)) == 4, 30, 0.1, "4 sleep processes")
+    wait_for(lambda: all((_call(port, f"/api/runs/{r}") or {}).get("status") == "running"
+                         for r in runs), 30, 0.1, "4 runs running")
+    wait_for(lambda: all(_stored_pid(database_url, r) for r in runs), 30, 0.1,
+             "the runs' process groups recorded")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    left = _run_pids(runs)
+    assert len(left) == 4, "the crash leaves the commands running (what is to be fixed)"
+    proc = _serve(tmp_path, database_url, port)
+    try:
+        assert _run_pids(runs) == {}, "started again: the old processes are gone"
+        for run_id in runs:
+            run = _call(port, f"/api/runs/{run_id}")
+            assert run["status"] == "interrupted"
+            assert f"its process group {_stored_pid(database_url, run_id)} was still running " \
+                   f"and was ended at the restart of node-one" in run["error"]
+        fresh = [_call(port, "/api/jobs/sleeper/run", "POST")["run"]["id"] for _ in range(5)]
+        wait_for(lambda: len(_run_pids(fresh)) == 5, 30, 0.1, "5 new sleep processes")
+        assert len(_run_pids(runs + fresh)) == 5   # never more than max_instances at once
+    finally:
+        fresh = locals().get("fresh", [])
+        for run_id in fresh:   # or the stop waits out its grace
+            _call(port, f"/api/runs/{run_id}/cancel", "POST")
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        for pids in _run_pids(runs + fresh).values():   # nothing of this test outlives it
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+
+
+def _stored_pid(database_url, run_id):
+    engine = ts.create_engine(database_url)
+    try:
+        return ts.Store(engine, "reader").run(run_id).pid
+    finally:
+        engine.dispose()
