@@ -2078,7 +2078,7 @@ def migrate(engine: sa.Engine) -> int:
             conn.execute(sa.text("DROP INDEX ix_ts_runs_scheduled_at"))
         _add_missing_column(conn, APS_TABLE, sa.Column("ts_hash", sa.String(80)))
         # A nullable column, no version step: nodes of the release before ignore it.
-        _add_missing_column(conn, "ts_runs", ts_runs.c.pid.copy())
+        _add_missing_column(conn, "ts_runs", sa.Column("pid", sa.Integer))
         if conn.execute(sa.select(ts_lease.c.name).where(ts_lease.c.name == LEASE)).first() \
                 is None:
             conn.execute(ts_lease.insert().values(name=LEASE, epoch=0))

@@ -5,6 +5,7 @@ cannot use refused at validation."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import json
 import os
@@ -317,5 +318,43 @@ def _stored_pid(database_url, run_id):
     engine = ts.create_engine(database_url)
     try:
         return ts.Store(engine, "reader").run(run_id).pid
+    finally:
+        engine.dispose()
+
+
+def test_runs_claimed_by_a_dead_or_restarted_node_go_back_to_the_queue(database_url):
+    engine = ts.create_engine(database_url)
+    ts.migrate(engine)
+    store = ts.Store(engine, "leader")
+    now, old = ts._utcnow(), ts._utcnow() - dt.timedelta(seconds=60)
+    if store.postgres:   # rescue compares with the database's clock
+        now = store.db_time().replace(tzinfo=None)
+        old = now - dt.timedelta(seconds=60)
+    rows = [{"id": "dead1", "job_id": "a", "node": "dead", "heartbeat_at": old},
+            {"id": "live1", "job_id": "b", "node": "live", "heartbeat_at": now},
+            {"id": "gone1", "job_id": "c", "node": "restarted", "heartbeat_at": now}]
+    with store.write() as conn:
+        store.insert_runs(conn, [{**r, "trigger": "manual", "scheduled_at": now,
+                                  "status": "queued"} for r in rows])
+    try:
+        assert store.rescue(10) == []   # nothing had started: nothing is interrupted
+        assert (store.run("dead1").status, store.run("dead1").node) == ("queued", None)
+        assert store.run("live1").node == "live"   # a live node keeps what it claimed
+        ts.Store(engine, "restarted").sweep("restarted")
+        assert (store.run("gone1").status, store.run("gone1").node) == ("queued", None)
+        started, _ = store.claim([""], 10, lambda job_id: (1, None))
+        assert sorted(r["id"] for r in started) == ["dead1", "gone1"]   # claimable again
+    finally:
+        engine.dispose()
+
+
+def test_a_database_without_the_pid_column_gains_it(database_url):
+    engine = ts.create_engine(database_url)
+    try:
+        ts.migrate(engine)
+        with engine.begin() as conn:   # as the release before wrote it
+            conn.execute(sa.text("ALTER TABLE ts_runs DROP COLUMN pid"))
+        ts.migrate(engine)
+        assert "pid" in {c["name"] for c in sa.inspect(engine).get_columns("ts_runs")}
     finally:
         engine.dispose()
