@@ -4700,6 +4700,10 @@ class Runner:
         with self._lock:
             if self.active.pop(run["id"], None) is None:
                 return   # already recorded (the service stopped while this run went on)
+        if active.began is None and self._stopping and outcome.status == "interrupted":
+            # Claimed but never started: back to the queue (the next start, another node).
+            self._service.history.update(run["id"], node=None, heartbeat_at=None)
+            return
         if active.stop_reason == "interrupted" and outcome.status != "interrupted":
             outcome = dataclasses.replace(outcome, status="interrupted",
                                           error=active.stop_error or outcome.error)

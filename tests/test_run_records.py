@@ -358,3 +358,25 @@ def test_a_database_without_the_pid_column_gains_it(database_url):
         assert "pid" in {c["name"] for c in sa.inspect(engine).get_columns("ts_runs")}
     finally:
         engine.dispose()
+
+
+def test_a_claimed_run_not_started_at_stop_goes_back_to_the_queue(tmp_path, make_service):
+    module = f"gate_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(
+        "import threading\nGATE = threading.Event()\n\n"
+        "def wait():\n    GATE.wait(60)\n")
+    service = make_service(max_workers=1)
+    add(service, id="blocked", func=f"{module}:wait", max_instances=5)
+    service.runner._typical = 0.01   # claims ahead of its one worker
+    first, second = service.run_now("blocked"), service.run_now("blocked")
+    gate = importlib.import_module(module)
+    try:
+        wait_for(lambda: second["id"] in service.runner.active and
+                 service.run(first["id"])["status"] == "running", 30,
+                 message="one run going, one claimed ahead")
+        service.stop(grace=0.2)
+    finally:
+        gate.GATE.set()
+    row = service.store.run(second["id"])
+    assert (row.status, row.node, row.started_at) == ("queued", None, None)
+    assert service.store.run(first["id"]).status == "interrupted"
