@@ -2383,8 +2383,10 @@ class Store:
                          .values({n: sa.bindparam(n) for n in names}), rows)
 
     def _mine(self) -> tuple:
-        """The runs this node runs or has claimed: the only rows its run writes may change."""
-        return ts_runs.c.status.in_(("queued", "running")), ts_runs.c.node == self.node
+        """The runs this node runs or has claimed: the only rows its run writes may change.
+        (No IN: an expanding parameter cannot go into the writer's executemany.)"""
+        return (sa.or_(ts_runs.c.status == "running", ts_runs.c.status == "queued"),
+                ts_runs.c.node == self.node)
 
     # notifications: queued with the end of a run, sent by the leader
 

@@ -380,3 +380,24 @@ def test_a_claimed_run_not_started_at_stop_goes_back_to_the_queue(tmp_path, make
     row = service.store.run(second["id"])
     assert (row.status, row.node, row.started_at) == ("queued", None, None)
     assert service.store.run(first["id"]).status == "interrupted"
+
+
+def test_run_ends_are_written_as_one_batch(database_url):
+    """The writer's batch is one executemany; a statement that cannot take it would make every
+    batch fall back to a transaction per row (correct, but far slower)."""
+    engine = ts.create_engine(database_url)
+    ts.migrate(engine)
+    store = ts.Store(engine, "node")
+    now = ts._utcnow()
+    ids = [f"run{i}" for i in range(3)]
+    try:
+        with store.write() as conn:
+            store.insert_runs(conn, [{"id": i, "job_id": i, "trigger": "manual",
+                                      "scheduled_at": now, "status": "queued", "node": "node"}
+                                     for i in ids])
+            store.finish_runs(conn, [(i, {"status": "running", "started_at": now}) for i in ids])
+            store.finish_runs(conn, [(i, {"status": "succeeded", "finished_at": now})
+                                     for i in ids])
+        assert {store.run(i).status for i in ids} == {"succeeded"}
+    finally:
+        engine.dispose()
