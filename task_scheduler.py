@@ -3148,6 +3148,8 @@ class HistoryWriter:
                 # One row the database refuses (or any error of a batch) must not hold or drop
                 # the others: write them one at a time; only an outage is waited out.
                 if not _transient(exc):
+                    log.warning("history writer: %d run records were refused together (%s); "
+                                "writing them one at a time", len(pending), _clean(exc))
                     pending = self._write_each(pending, notes)
                     if not pending:
                         break
