@@ -4715,6 +4715,7 @@ class Runner:
                       exit_code=outcome.exit_code, error=outcome.error, stdout=outcome.stdout,
                       stderr=outcome.stderr + _nul_note(active.out, active.err),
                       truncated=outcome.truncated)
+        fields = _db_text(fields)   # as stored: the API, notifications and the row agree
         if active.began is None:
             fields["started_at"] = None   # ended before a worker took it up
         else:
