@@ -1987,9 +1987,12 @@ RUN_SPAN_COLUMNS = ("id", "job_id", "trigger", "status", "scheduled_at", "starte
                     "finished_at")   # what the dashboard's timeline draws of a run
 _SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr", "params")]
 # Runs that count against max_instances: running, or claimed by a node and waiting for one of
-# its workers (they read ``queued`` until their code runs, but they will run).
+# its workers (they read ``queued`` until their code runs, but they will run). Counted per job
+# at every claim: an index of just these rows keeps that from reading the whole queue.
 _TAKEN = sa.or_(ts_runs.c.status == "running",
                 sa.and_(ts_runs.c.status == "queued", ts_runs.c.node.is_not(None)))
+ix_ts_runs_taken = sa.Index("ix_ts_runs_taken", ts_runs.c.job_id, postgresql_where=_TAKEN,
+                            sqlite_where=_TAKEN)
 LEASE = "leader"
 
 
