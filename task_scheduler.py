@@ -395,7 +395,8 @@ TriggerSpec = Annotated[Union[IntervalSpec, CronSpec, DateSpec, ManualSpec],
 _CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
 
 
-NOTIFY_EVENTS = ("failed", "timeout", "interrupted", "missed", "succeeded", "recovered")
+NOTIFY_EVENTS = ("failed", "timeout", "interrupted", "missed", "succeeded", "recovered",
+                 "retrying")
 NOTIFY_DEFAULT_ON = ["failed", "timeout", "interrupted", "missed"]
 _URL = r"^https?://[^\s/?#]+[^\s]*$"
 
@@ -444,6 +445,30 @@ NotifyTarget = Annotated[Union[Annotated[WebhookTarget, Tag("webhook")],
                          Discriminator(_notify_kind), BeforeValidator(_yaml_on)]
 
 
+def _no_nul(value: str) -> str:
+    """A value the OS takes as a C string (argv, env, paths) ends at a NUL: refuse it."""
+    if "\0" in value:
+        raise ValueError("must not contain a NUL character (\\0)")
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not value or "=" in value or "\0" in value:
+        raise ValueError(f"{value!r} is not an environment variable name (it must be "
+                         f"non-empty, without '=' or a NUL character)")
+    return value
+
+
+CString = Annotated[StrictStr, AfterValidator(_no_nul)]
+EnvMap = dict[Annotated[StrictStr, AfterValidator(_env_name)], CString]
+
+
+def _argv_problem(args: list) -> Optional[str]:
+    """Extra argv of a command job: each becomes a C string."""
+    bad = next((i for i, a in enumerate(args) if "\0" in str(a)), None)
+    return None if bad is None else f"args[{bad}]: must not contain a NUL character (\\0)"
+
+
 class RetrySpec(_Model):
     max: Annotated[StrictInt, Field(ge=0, le=100)] = 0
     delay: Annotated[Number, Field(ge=0)] = 0
@@ -454,8 +479,8 @@ class JobDefinition(_Model):
     """One entry of jobs.yaml, and the body of ``POST /api/jobs``."""
 
     id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-    func: Optional[StrictStr] = Field(None, description="pkg.mod:func, or a script path")
-    command: Union[StrictStr, list[StrictStr], None] = None
+    func: Optional[CString] = Field(None, description="pkg.mod:func, or a script path")
+    command: Union[CString, list[CString], None] = None
     shell: StrictBool = False
     args: list[Any] = []
     kwargs: dict[StrictStr, Any] = {}
@@ -469,8 +494,8 @@ class JobDefinition(_Model):
     misfire_grace_time: Optional[Annotated[Number, Field(gt=0)]] = 60
     timeout: Optional[Annotated[Number, Field(gt=0)]] = None
     retries: Optional[RetrySpec] = None
-    env: dict[StrictStr, StrictStr] = {}
-    cwd: Optional[StrictStr] = None
+    env: EnvMap = {}
+    cwd: Optional[CString] = None
     replace_existing: StrictBool = True
     run_on: Annotated[list[Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]],
                       Field(max_length=8, description="node labels: only a node with all of "
@@ -485,6 +510,8 @@ class JobDefinition(_Model):
             raise ValueError("command: must not be empty")
         if self.shell and not isinstance(self.command, str):
             raise ValueError("shell: true needs command as a string")
+        if self.kind == "command" and _argv_problem(self.args):
+            raise ValueError(_argv_problem(self.args))
         return self
 
     @property
@@ -503,7 +530,7 @@ class RunParams(_Model):
     args: Optional[list[Any]] = Field(None, description="positional arguments (python) or "
                                       "extra argv (commands)")
     kwargs: Optional[dict[StrictStr, Any]] = Field(None, description="python jobs only")
-    env: Optional[dict[StrictStr, StrictStr]] = Field(None, description="command jobs only")
+    env: Optional[EnvMap] = Field(None, description="command jobs only")
 
 
 def _is_script(func: Optional[str]) -> bool:
@@ -838,6 +865,10 @@ def check_params(defn: JobDefinition, params: Any, base_dir: str) -> Optional[di
                    "kwargs are for python jobs only")
         raise InvalidJob(f"job {defn.id}: {wrong}: {message}",
                          [{"field": wrong, "message": message, "line": None}])
+    if defn.kind == "command" and given.args is not None and _argv_problem(given.args):
+        problem = _argv_problem(given.args)
+        raise InvalidJob(f"job {defn.id}: {problem}",
+                         [{"field": "args", "message": problem, "line": None}])
     if defn.kind == "python":
         func = resolve_callable(defn.func, base_dir)
         args = defn.args if given.args is None else given.args
@@ -1250,6 +1281,8 @@ def _union_detail(errs: list) -> dict:
 
 def _field_of(loc) -> str:
     parts = [str(p) for p in loc]
+    if parts[-1:] == ["[key]"]:   # a mapping's key is wrong: the message names it
+        parts = parts[:-2]
     return ".".join(p for i, p in enumerate(parts) if not _is_branch(p, i, parts))
 
 
@@ -1924,6 +1957,7 @@ ts_runs = sa.Table(
     sa.Column("params", sa.Text),                       # this run's own args/kwargs/env (JSON)
     sa.Column("rerun_of", sa.String(32)),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("pid", sa.Integer),   # a command's process group: found again after a crash
     sa.UniqueConstraint("job_id", "scheduled_at", "trigger", "attempt", name="uq_ts_runs_fire"),
     sa.Index("ix_ts_runs_job_id", "job_id", "id"),
     # "runs since T" by status (the 24 h counts, retention by age) from the index alone
@@ -1985,6 +2019,13 @@ PRUNE_CHUNK_S = 0.003  # seconds a chunk holds the write lock: what a fire may w
 RUN_SPAN_COLUMNS = ("id", "job_id", "trigger", "status", "scheduled_at", "started_at",
                     "finished_at")   # what the dashboard's timeline draws of a run
 _SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr", "params")]
+# Runs that count against max_instances: running, or claimed by a node and waiting for one of
+# its workers (they read ``queued`` until their code runs, but they will run). Counted per job
+# at every claim: an index of just these rows keeps that from reading the whole queue.
+_TAKEN = sa.or_(ts_runs.c.status == "running",
+                sa.and_(ts_runs.c.status == "queued", ts_runs.c.node.is_not(None)))
+ix_ts_runs_taken = sa.Index("ix_ts_runs_taken", ts_runs.c.job_id, postgresql_where=_TAKEN,
+                            sqlite_where=_TAKEN)
 LEASE = "leader"
 
 
@@ -2072,6 +2113,8 @@ def migrate(engine: sa.Engine) -> int:
                 "ts_runs")}:   # became ix_ts_runs_since
             conn.execute(sa.text("DROP INDEX ix_ts_runs_scheduled_at"))
         _add_missing_column(conn, APS_TABLE, sa.Column("ts_hash", sa.String(80)))
+        # A nullable column, no version step: nodes of the release before ignore it.
+        _add_missing_column(conn, "ts_runs", sa.Column("pid", sa.Integer))
         if conn.execute(sa.select(ts_lease.c.name).where(ts_lease.c.name == LEASE)).first() \
                 is None:
             conn.execute(ts_lease.insert().values(name=LEASE, epoch=0))
@@ -2281,12 +2324,13 @@ class Store:
 
     def claim(self, labels_ok: list[str], limit: int, policy, notes_for=lambda runs: [],
               ended: frozenset = frozenset()) -> tuple[list, list]:
-        """Take up to ``limit`` queued runs that are due and placeable here: they become
-        ``running`` on this node. Runs that may not start are ended in the same transaction:
-        ``skipped`` while max_instances runs of the job go on (on any node: claimers of one job
-        take turns on its row), ``missed`` for a scheduled fire that waited past its grace,
-        ``cancelled`` when the job is gone. ``policy(job_id)`` gives (max_instances, grace) or
-        None. Returns (started rows, ended rows)."""
+        """Take up to ``limit`` queued runs that are due and placeable here: they are claimed by
+        this node (``node`` set; they stay ``queued`` until a worker starts them). Runs that
+        may not start are ended in the same transaction: ``skipped`` while max_instances runs
+        of the job go on (on any node: claimers of one job take turns on its row), ``missed``
+        for a scheduled fire that waited past its grace, ``cancelled`` when the job is gone.
+        ``policy(job_id)`` gives (max_instances, grace) or None. Returns (started rows, ended
+        rows)."""
         with self.write() as conn:
             return self._claim(conn, labels_ok, limit, policy, notes_for, ended)
 
@@ -2295,7 +2339,7 @@ class Store:
         now = conn.execute(sa.select(self.now())).scalar() if self.postgres else _utcnow()
         query = (sa.select(*_SUMMARY_COLUMNS, ts_runs.c.params)
                  .where(ts_runs.c.status == "queued", ts_runs.c.due_at <= now,
-                        ts_runs.c.run_on.in_(labels_ok))
+                        ts_runs.c.run_on.in_(labels_ok), ts_runs.c.node.is_(None))
                  .order_by(ts_runs.c.due_at, ts_runs.c.id).limit(limit))
         if self.postgres:
             query = query.with_for_update(skip_locked=True)
@@ -2306,8 +2350,7 @@ class Store:
         started, ended = _admit(rows, running, policy, now)
         if started:
             conn.execute(ts_runs.update().where(ts_runs.c.id.in_([r["id"] for r in started]))
-                         .values(status="running", node=self.node, started_at=now,
-                                 heartbeat_at=now))
+                         .values(node=self.node, heartbeat_at=now))
         for run in ended:
             run["finished_at"] = now
         if ended:
@@ -2318,14 +2361,15 @@ class Store:
                           for r in ended])
         self.insert_notes(conn, notes_for(ended))
         for run in started:
-            run.update(status="running", node=self.node, started_at=now, heartbeat_at=now)
+            run.update(node=self.node, heartbeat_at=now)
         return started, ended
 
     def start_fresh(self, conn, fires: list[dict], labels_ok: list[str], limit: int, policy,
                     ended: frozenset = frozenset()) -> list[dict]:
-        """Of the leader's fires about to be inserted, the ones this node starts at once: they
-        are inserted ``running`` here, so no claim reads them back. A fire that may not start
-        (max_instances) stays queued for a claim to decide. Returns the fires started."""
+        """Of the leader's fires about to be inserted, the ones this node takes at once: they
+        are inserted claimed by this node (still ``queued``), so no claim reads them back. A
+        fire that may not start (max_instances) stays queued for a claim to decide. Returns
+        the fires started."""
         fresh = [f for f in fires if f["status"] == "queued" and f["run_on"] in labels_ok]
         if not fresh or limit <= 0:
             return []
@@ -2337,18 +2381,19 @@ class Store:
             if len(started) < limit and limits is not None and \
                     running[fire["job_id"]] < limits[0]:
                 running[fire["job_id"]] += 1
-                fire.update(status="running", node=self.node, started_at=now, heartbeat_at=now)
+                fire.update(node=self.node, heartbeat_at=now)
                 started.append(fire)
         return started
 
     def _running(self, conn, job_ids: set, ended: frozenset) -> collections.Counter:
-        """Running runs per job, any node; ``ended``: ended here, their end not written yet.
-        On PostgreSQL the jobs' rows are locked first: claimers of one job take turns."""
+        """Running runs per job, any node, and runs a node claimed to start; ``ended``: ended
+        here, their end not written yet. On PostgreSQL the jobs' rows are locked first:
+        claimers of one job take turns."""
         job_ids = sorted(job_ids)
         if self.postgres:
             conn.execute(sa.select(ts_jobs.c.id).where(ts_jobs.c.id.in_(job_ids))
                          .order_by(ts_jobs.c.id).with_for_update())
-        going = [ts_runs.c.status == "running", ts_runs.c.job_id.in_(job_ids)]
+        going = [_TAKEN, ts_runs.c.job_id.in_(job_ids)]
         if ended:
             going.append(ts_runs.c.id.not_in(ended))
         return collections.Counter(dict(conn.execute(
@@ -2356,23 +2401,28 @@ class Store:
             .group_by(ts_runs.c.job_id)).all()))
 
     def finish_runs(self, conn, updates: list, notes: Optional[dict] = None) -> None:
-        """Final states and output of runs, and their notifications; a run no longer
-        ``running`` is left alone (it was rescued as interrupted while this node was silent). In
-        id order, as the heartbeat locks them."""
+        """Starts, final states and output of this node's runs, and their notifications; a run
+        no longer running or claimed here is left alone (it was rescued while this node was
+        silent). In id order, as the heartbeat locks them."""
         notes = notes or {}
         alike: dict[tuple, list] = {}   # one executemany per set of fields changed
         for run_id, fields in sorted(updates, key=lambda u: u[0]):
             if notes.get(run_id):   # the notes go only with a run still running
-                if conn.execute(ts_runs.update().where(ts_runs.c.id == run_id,
-                                                       ts_runs.c.status == "running")
+                if conn.execute(ts_runs.update().where(ts_runs.c.id == run_id, *self._mine())
                                 .values(**fields)).rowcount:
                     self.insert_notes(conn, notes[run_id])
             else:
                 alike.setdefault(tuple(sorted(fields)), []).append({**fields, "_id": run_id})
         for names, rows in alike.items():
             conn.execute(ts_runs.update().where(ts_runs.c.id == sa.bindparam("_id"),
-                                                ts_runs.c.status == "running")
+                                                *self._mine())
                          .values({n: sa.bindparam(n) for n in names}), rows)
+
+    def _mine(self) -> tuple:
+        """The runs this node runs or has claimed: the only rows its run writes may change.
+        (No IN: an expanding parameter cannot go into the writer's executemany.)"""
+        return (sa.or_(ts_runs.c.status == "running", ts_runs.c.status == "queued"),
+                ts_runs.c.node == self.node)
 
     # notifications: queued with the end of a run, sent by the leader
 
@@ -2423,16 +2473,17 @@ class Store:
 
     def cancel_queued(self, run_id: str) -> bool:
         with self.write() as conn:
-            return bool(conn.execute(ts_runs.update().where(
-                ts_runs.c.id == run_id, ts_runs.c.status == "queued").values(
+            return bool(conn.execute(ts_runs.update().where(   # not claimed by a node yet
+                ts_runs.c.id == run_id, ts_runs.c.status == "queued",
+                ts_runs.c.node.is_(None)).values(
                 status="cancelled", finished_at=_utcnow(),
                 error="cancelled before it started")).rowcount)
 
     def request_cancel(self, run_id: str) -> bool:
-        """Ask the node running ``run_id`` to cancel it (it looks at each heartbeat)."""
+        """Ask the node running (or holding) ``run_id`` to cancel it (it looks at each
+        heartbeat)."""
         with self.write() as conn:
-            return bool(conn.execute(ts_runs.update().where(
-                ts_runs.c.id == run_id, ts_runs.c.status == "running")
+            return bool(conn.execute(ts_runs.update().where(ts_runs.c.id == run_id, _TAKEN)
                 .values(cancel_requested=True)).rowcount)
 
     def heartbeat_runs(self) -> tuple[set, set]:
@@ -2440,18 +2491,23 @@ class Store:
         cancel was asked for). The rows are locked in id order first: the history writer ends
         a batch of them in that order, and one UPDATE would lock them in scan order (deadlock)."""
         with self.write() as conn:
-            ids = conn.execute(sa.select(ts_runs.c.id).where(
-                ts_runs.c.node == self.node, ts_runs.c.status == "running")
+            ids = conn.execute(sa.select(ts_runs.c.id).where(*self._mine())
                 .order_by(ts_runs.c.id).with_for_update()).scalars().all()
             rows = conn.execute(ts_runs.update().where(
-                ts_runs.c.id.in_(ids), ts_runs.c.status == "running")
+                ts_runs.c.id.in_(ids), *self._mine())
                 .values(heartbeat_at=self.now())
                 .returning(ts_runs.c.id, ts_runs.c.cancel_requested)).all()
         return {r.id for r in rows}, {r.id for r in rows if r.cancel_requested}
 
     def rescue(self, silent_for: float) -> list:
-        """Runs whose node stopped heart-beating become ``interrupted``, naming the node."""
+        """Runs whose node stopped heart-beating become ``interrupted``, naming the node; runs
+        it had claimed but not started go back to the queue (nothing of them ran)."""
         with self.write() as conn:
+            if conn.execute(ts_runs.update().where(
+                    ts_runs.c.status == "queued", ts_runs.c.node.is_not(None),
+                    ts_runs.c.heartbeat_at < self._ago(silent_for))
+                    .values(node=None, heartbeat_at=None)).rowcount:
+                self.notify(conn, "ts_runs")
             return conn.execute(ts_runs.update().where(
                 ts_runs.c.status == "running", ts_runs.c.heartbeat_at < self._ago(silent_for))
                 .values(status="interrupted", finished_at=self.now(),
@@ -2463,15 +2519,32 @@ class Store:
 
     def sweep(self, node: Optional[str]) -> list:
         """At start-up: runs left ``running`` by this node's previous life (all runs on
-        SQLite, where only one node exists) are interrupted. Returns them."""
+        SQLite, where only one node exists) are interrupted, and those it had claimed but not
+        started go back to the queue. Returns the interrupted ones."""
         where = [ts_runs.c.status == "running"]
+        claimed = [ts_runs.c.status == "queued", ts_runs.c.node.is_not(None)]
         if node is not None:
             where.append(ts_runs.c.node == node)
+            claimed.append(ts_runs.c.node == node)
         with self.write() as conn:
+            conn.execute(ts_runs.update().where(*claimed).values(node=None, heartbeat_at=None))
             return conn.execute(ts_runs.update().where(*where).values(
                 status="interrupted", finished_at=_utcnow(),
                 error=f"interrupted: the service stopped without finishing this run (found at "
                       f"start-up on {self.node})").returning(*_SUMMARY_COLUMNS)).all()
+
+    def runs_of_processes(self, run_ids: list) -> list:
+        """(id, node, pid, job_id) of the runs with these ids: which processes found at
+        start-up are runs of this database."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(ts_runs.c.id, ts_runs.c.node, ts_runs.c.pid,
+                                          ts_runs.c.job_id)
+                                .where(ts_runs.c.id.in_(run_ids[:1000]))).all()
+
+    def add_to_error(self, run_id: str, text: str) -> None:
+        with self.write() as conn:
+            conn.execute(ts_runs.update().where(ts_runs.c.id == run_id).values(
+                error=sa.func.coalesce(ts_runs.c.error, "") + text))
 
     def active_count(self, job_id: str, ended: frozenset = frozenset()) -> int:
         """Queued and running runs of a job; ``ended``: runs whose end is not written yet."""
@@ -2940,8 +3013,8 @@ class ScheduleStore(SQLAlchemyJobStore):
             inserted = self.db.insert_runs(conn, fires)
             kept = set(inserted)
             self.db.insert_notes(conn, [n for n in notes if n["run_id"] in kept])
-            if any(f["status"] == "queued" for f in fires):
-                self.db.notify(conn, "ts_runs")
+            if any(f["status"] == "queued" and f.get("node") is None for f in fires):
+                self.db.notify(conn, "ts_runs")   # not for fires claimed here already
             # Last, so that the lease row is locked only for the commit itself: the renewal
             # waits for that lock, and a long first write (10,000 jobs) would let it lapse.
             self.db.fence(conn, self.epoch)
@@ -3045,8 +3118,9 @@ class HistoryWriter:
         self._thread.start()
 
     def update(self, run_id: str, notes: Optional[list] = None, **fields: Any) -> None:
-        """Change a running run (output, its end); ``notes`` are queued if it ends here."""
-        if "status" in fields:
+        """Change a run of this node (its start, output, end); ``notes`` are queued if it ends
+        here."""
+        if fields.get("status") in FINAL_STATUSES:
             with self._cond:
                 self.unsettled.add(run_id)
         self._put((run_id, fields, notes or []))
@@ -3098,28 +3172,61 @@ class HistoryWriter:
         notes: dict[str, list] = {}
         for item in batch:
             if isinstance(item, tuple):
-                merged.setdefault(item[0], {}).update(item[1])
+                merged.setdefault(item[0], {}).update(_db_text(item[1]))
                 notes.setdefault(item[0], []).extend(item[2])
+        pending = list(merged.items())
         for delay in (*self.RETRY_DELAYS, None):
             try:
-                if merged:
-                    with self._store.write() as conn:
-                        self._store.finish_runs(conn, list(merged.items()), notes)
+                if pending:
+                    self._write(pending, notes)
                 break
-            except sa.exc.DBAPIError as exc:
+            except Exception as exc:
+                # One row the database refuses (or any error of a batch) must not hold or drop
+                # the others: write them one at a time; only an outage is waited out.
+                if not _transient(exc):
+                    log.warning("history writer: %d run records were refused together (%s); "
+                                "writing them one at a time", len(pending), _clean(exc))
+                    pending = self._write_each(pending, notes)
+                    if not pending:
+                        break
                 if delay is None or self._stopping:
-                    self.dropped += len(merged)
+                    self.dropped += len(pending)
                     log.error("history writer: dropping %d run records after retries: %s",
-                              len(merged), _clean(exc))
+                              len(pending), _clean(exc))
                     break
                 log.warning("history writer: database error, retrying in %ss: %s", delay,
                             _clean(exc))
                 time.sleep(delay)
         with self._cond:
-            self.unsettled -= {run_id for run_id, fields in merged.items() if "status" in fields}
+            self.unsettled -= {run_id for run_id, fields in merged.items()
+                               if fields.get("status") in FINAL_STATUSES}
         for item in batch:
             if isinstance(item, threading.Event):
                 item.set()
+
+    def _write(self, updates: list, notes: dict) -> None:
+        with self._store.write() as conn:
+            self._store.finish_runs(conn, updates, notes)
+
+    def _write_each(self, updates: list, notes: dict) -> list:
+        """Write each row in a transaction of its own. A row the database refuses for what it
+        holds is written again in a minimal form (its state, no output) that says why. Returns
+        the rows left when an outage began, to be tried again."""
+        for index, (run_id, fields) in enumerate(updates):
+            for attempt in range(2):
+                try:
+                    if fields:
+                        self._write([(run_id, fields)], notes)
+                    break
+                except Exception as exc:
+                    if _transient(exc):
+                        return updates[index:]
+                    log.error("history writer: run %s: the database refused its record (%s); "
+                              "%s", run_id, _clean(exc),
+                              "dropped" if attempt else "writing it without its output")
+                    self.dropped += attempt
+                    fields = _minimal_fields(fields, exc)
+        return []
 
     @property
     def stopping(self) -> bool:
@@ -3138,6 +3245,29 @@ class HistoryWriter:
             self._prune()
         except Exception:
             log.exception("retention: prune failed; trying again next time")
+
+
+def _db_text(fields: dict) -> dict:
+    """Text a database can hold: PostgreSQL refuses NUL in text (a job's output, its error),
+    so NUL becomes U+FFFD on both databases alike."""
+    return {k: v.replace("\0", "\ufffd") if isinstance(v, str) and "\0" in v else v
+            for k, v in fields.items()}
+
+
+def _transient(exc: BaseException) -> bool:
+    """An outage or a lock (wait and try again), not a row the database refuses."""
+    return isinstance(exc, sa.exc.OperationalError) or \
+        getattr(exc, "connection_invalidated", False)
+
+
+def _minimal_fields(fields: dict, exc: Optional[BaseException]) -> dict:
+    """A run's record without its output, saying why the output is missing."""
+    keep = {k: v for k, v in fields.items()
+            if k in ("status", "started_at", "finished_at", "exit_code", "truncated")}
+    if exc is not None and "status" in fields:
+        reason = _clean(exc).splitlines()[0][:300].replace("\0", "\ufffd")
+        keep["error"] = f"task-scheduler could not record this run's output and error: {reason}"
+    return keep
 
 
 # --------------------------------------------------------------------------------------------
@@ -3183,11 +3313,13 @@ class CappedOutput:
         self._tail_size = 0
         self.dropped = 0
         self.total = 0
+        self.nuls = 0   # NUL bytes seen: stored text shows them as U+FFFD (see output_text)
         self._lock = threading.Lock()
 
     def write(self, data: bytes) -> None:
         with self._lock:
             self.total += len(data)
+            self.nuls += data.count(0)
             room = self._half - len(self._head)
             if room > 0:
                 self._head += data[:room]
@@ -3215,11 +3347,20 @@ class CappedOutput:
 
 
 def output_text(head: bytes, tail: bytes, total: int) -> str:
+    """The stored text of a stream: UTF-8 with replacement, and NUL (``find -print0``) as
+    U+FFFD, which every database holds (PostgreSQL refuses NUL in text)."""
     dropped = total - len(head) - len(tail)
     if not dropped:
-        return (head + tail).decode("utf-8", "replace")
+        return (head + tail).decode("utf-8", "replace").replace("\0", "\ufffd")
     return (head.decode("utf-8", "replace") + f"\n[... {dropped} bytes truncated ...]\n"
-            + tail.decode("utf-8", "replace"))
+            + tail.decode("utf-8", "replace")).replace("\0", "\ufffd")
+
+
+def _nul_note(out: CappedOutput, err: CappedOutput) -> str:
+    """What a run's stderr says about NUL bytes replaced in its stored output."""
+    said = [f"{n} NUL byte(s) of its {name}" for n, name in ((out.nuls, "stdout"),
+                                                             (err.nuls, "stderr")) if n]
+    return f"\n[task-scheduler: {' and '.join(said)} are stored as U+FFFD]\n" if said else ""
 
 
 _TRUNCATED = re.compile(r"\n\[\.\.\. (\d+) bytes truncated \.\.\.\]\n")
@@ -3547,6 +3688,7 @@ class _ActiveRun:
     flushed: tuple = (0, 0)              # output sizes last written to the database
     claimed: float = dataclasses.field(default_factory=time.monotonic)
     began: Optional[dt.datetime] = None  # when a worker took it up (claimed ahead: later)
+    on_spawn: Any = None                 # told a command's pid (= its process group)
 
 
 def run_python(func, args: list, kwargs: dict, limit: int, out: Optional[CappedOutput] = None,
@@ -3565,7 +3707,9 @@ def run_python(func, args: list, kwargs: dict, limit: int, out: Optional[CappedO
         status, error = "succeeded", None
     except BaseException as exc:  # SystemExit and KeyboardInterrupt in a job are failures too
         status = "failed"
-        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        # The job's own frames only: this function's frame names the service's file.
+        error = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(
+            type(exc), exc, exc.__traceback__.tb_next))
     finally:
         stdout.bind(None)
         stderr.bind(None)
@@ -3589,7 +3733,11 @@ def run_command(argv: list, env: dict, cwd: str, timeout: Optional[float], limit
     except OSError as exc:
         return _Outcome("failed", 127 if isinstance(exc, FileNotFoundError) else 126,
                         f"cannot start {argv[0]}: {exc.strerror or exc}")
+    except (ValueError, TypeError) as exc:   # what validation lets through: one line, no trace
+        return _Outcome("failed", 126, f"cannot start: {_clean(exc)}")
     active.proc = proc
+    if active.on_spawn is not None:
+        active.on_spawn(proc.pid)
     if active.stop_reason:   # cancelled while starting
         kill_group(proc, kill_grace)
     reader = _PipeReader({proc.stdout: out, proc.stderr: err})
@@ -3705,6 +3853,45 @@ def kill_escaped(run_id: Optional[str], grace: float) -> int:
         log.info("run %s: ended %d processes that had left its process group", run_id,
                  len(pids))
     return len(pids)
+
+
+def run_processes() -> dict[str, list[int]]:
+    """The processes of this user that carry a ``TS_RUN_ID`` (runs' commands and what they
+    started), by run id; Linux only (/proc)."""
+    found: dict[str, list[int]] = {}
+    if not os.path.isdir("/proc"):
+        return found
+    for pid in _proc_pids():
+        if pid == os.getpid():
+            continue
+        for entry in _environ_of(pid).split(b"\0"):
+            if entry.startswith(b"TS_RUN_ID="):
+                found.setdefault(entry[10:].decode("utf-8", "replace"), []).append(pid)
+                break
+    return found
+
+
+def end_processes(pids: list[int], grace: float) -> list[int]:
+    """TERM the process groups of ``pids`` and the processes themselves, KILL what is left
+    after ``grace`` seconds; never this service's own group. Returns the groups signalled."""
+    own = os.getpgrp()
+    groups = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            groups.add(os.getpgid(pid))
+    groups -= {own, 0, 1}
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            _signal_group(group, sig)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+            time.sleep(0.05)
+        if not any(_pid_alive(p) for p in pids):
+            break
+    return sorted(groups)
 
 
 def _proc_pids() -> list[int]:
@@ -4634,6 +4821,7 @@ class Runner:
             mask = self.mask_for(run["job_id"])
             active = _ActiveRun(run, MaskedOutput(self.config.output_limit, mask),
                                 MaskedOutput(self.config.output_limit, mask))
+            active.on_spawn = functools.partial(self._spawned, run["id"])
             with self._lock:
                 self.active[run["id"]] = active
             try:
@@ -4659,13 +4847,39 @@ class Runner:
             self._masks[key] = SecretMask(key)
         return self._masks[key]
 
+    def _spawned(self, run_id: str, pid: int) -> None:
+        """A command started: its row keeps the process group, to be found after a crash."""
+        self._service.history.update(run_id, pid=pid)
+
+    def end_leftovers(self, clustered: bool) -> None:
+        """At start-up, before any run starts: processes of runs this node left (a crash, a
+        ``kill -9``) still run and carry TS_RUN_ID. End them (TERM their groups, KILL after
+        the grace), so that they never run beside new runs nor past max_instances, and say so
+        in each run. On PostgreSQL only this node's runs (by node id): another node's
+        processes on this host are its own."""
+        found = run_processes()
+        if not found:
+            return
+        store = self._service.store
+        for row in store.runs_of_processes(sorted(found)):
+            if clustered and row.node != store.node:
+                continue
+            groups = end_processes(found[row.id], self.config.kill_grace)
+            shown = ", ".join(map(str, groups or found[row.id]))
+            note = (f"; its process group {shown} was still running and was ended at the "
+                    f"restart of {store.node}")
+            log.warning("run %s of %s: %d processes left by the service's last life were "
+                        "still running (group %s); ended them", row.id, row.job_id,
+                        len(found[row.id]), shown)
+            store.add_to_error(row.id, note)
+
     def _capacity(self) -> int:
         """How many runs this node holds at once: its workers, and as many more as they
         would start within about a second at the typical run time here. Short runs are so
         claimed a batch per transaction, not one per free worker (a burst of 200 no-op runs:
         2 claims, not 20); long runs are claimed one per free worker, so that another node
-        can start what this one cannot yet. Claimed-ahead runs say ``running`` while they
-        wait; their ``started_at`` becomes the moment a worker took them up."""
+        can start what this one cannot yet. Claimed-ahead runs say ``queued`` (with this
+        node) while they wait; a worker makes them ``running``, with its ``started_at``."""
         workers = self.config.max_workers
         return workers + min(CLAIM_AHEAD, int(workers * 1.0 / max(self._typical, 0.002)))
 
@@ -4682,16 +4896,21 @@ class Runner:
                                          "cancelled before it started"))
             return
         active.began = self._service.now()
+        # Only now does the run read running, with the time its code starts (a claimed run
+        # waits for a worker as queued); the writer merges this with a quick run's end.
+        run.update(status="running", started_at=active.began)
+        self._service.history.update(run["id"], status="running", started_at=active.began)
         rec = self._service.book.get(run["job_id"])
         token = _current_run.set(RunContext(self._service, run["id"], run["job_id"],
                                             run["scheduled_at"]))
         try:
             outcome = (self._run_job(rec.definition, active) if rec is not None else
                        _Outcome("cancelled", error="the job was removed before it started"))
-        except Exception as exc:  # our own failure: record it rather than lose the run
+        except Exception as exc:  # our own failure: record it rather than lose the run; the
+            # traceback (the service's files) goes to the service log only
             log.exception("run %s of %s failed inside task-scheduler", run["id"], run["job_id"])
-            outcome = _Outcome("failed", error=f"task-scheduler error: {exc}\n"
-                                                f"{traceback.format_exc()}")
+            outcome = _Outcome("failed", error=f"task-scheduler could not run it: "
+                                                f"{type(exc).__name__}: {_clean(exc)}")
         finally:
             _current_run.reset(token)
         self.finish(active, outcome)
@@ -4724,13 +4943,19 @@ class Runner:
         with self._lock:
             if self.active.pop(run["id"], None) is None:
                 return   # already recorded (the service stopped while this run went on)
+        if active.began is None and self._stopping and outcome.status == "interrupted":
+            # Claimed but never started: back to the queue (the next start, another node).
+            self._service.history.update(run["id"], node=None, heartbeat_at=None)
+            return
         if active.stop_reason == "interrupted" and outcome.status != "interrupted":
             outcome = dataclasses.replace(outcome, status="interrupted",
                                           error=active.stop_error or outcome.error)
         fields = dict(status=outcome.status, finished_at=self._service.now(),
                       exit_code=outcome.exit_code, stdout=outcome.stdout,
                       error=self.mask_for(run["job_id"]).text(outcome.error),
-                      stderr=outcome.stderr, truncated=outcome.truncated)
+                      stderr=outcome.stderr + _nul_note(active.out, active.err),
+                      truncated=outcome.truncated)
+        fields = _db_text(fields)   # as stored: the API, notifications and the row agree
         if active.began is None:
             fields["started_at"] = None   # ended before a worker took it up
         else:
@@ -4821,8 +5046,10 @@ class Runner:
             if row.status == "queued" and self._service.store.cancel_queued(run_id):
                 log.info("run %s of %s cancelled before it started", run_id, row.job_id)
                 return run_to_dict(self._service.store.run(run_id))
-            if row.status == "running" and row.node != self._service.store.node:
-                self._refuse_python(row.job_id, run_id)
+            if row.status in ("queued", "running") and \
+                    row.node not in (None, self._service.store.node):   # held by another node
+                if row.status == "running":
+                    self._refuse_python(row.job_id, run_id)
                 self._service.store.request_cancel(run_id)
                 log.info("run %s of %s: cancel asked of node %s", run_id, row.job_id, row.node)
                 return run_to_dict(row)
@@ -4942,7 +5169,7 @@ class Notifier:
             rec = self._service.book.get(run["job_id"])
             if rec is None or not rec.definition.notify:
                 continue
-            events = _events(run["status"], previous)
+            events = _events(run["status"], previous, _will_retry(rec.definition, run))
             for target in rec.definition.notify:
                 for event in events & set(target.on):
                     notes.append(self._note(run, rec, event, target))
@@ -5106,7 +5333,15 @@ NOTIFY_TIMEOUT = 10   # seconds one delivery may take, all of it (not each read)
 NOTIFY_SENDERS = 8    # destinations sent to at once (each slow one holds one sender)
 
 
-def _events(status: str, previous: Optional[str]) -> set:
+def _will_retry(defn: JobDefinition, run: dict) -> bool:
+    """A failed or timed-out attempt that its job's ``retries`` run again (Runner._retry)."""
+    return run["status"] in ("failed", "timeout") and defn.retries is not None and \
+        run.get("attempt", 1) <= defn.retries.max
+
+
+def _events(status: str, previous: Optional[str], retrying: bool = False) -> set:
+    if retrying:   # 'failed' and 'timeout' go out once, for the last attempt
+        return {"retrying"}
     if status == "succeeded":
         recovered = previous in ("failed", "timeout", "interrupted")
         return {"succeeded", "recovered"} if recovered else {"succeeded"}
@@ -5361,6 +5596,7 @@ class SchedulerService:
         self._seal_environ()
         self.started_at = _utcnow()
         self.cluster.join()
+        self.runner.end_leftovers(self.cluster.clustered)
         self.bus.start()   # listening before the book is read: no change of jobs falls between
         self.book.load()
         self.history.start()
@@ -5815,7 +6051,9 @@ class SchedulerService:
         """Why a queued run has not started: no live node has its labels, or a retry's delay."""
         if run["status"] != "queued":
             return run
-        if run["run_on"] and not any(set(run["run_on"]) <= set(node["labels"])
+        if run.get("node"):
+            run["waiting"] = f"claimed by node {run['node']}: waits for a free worker there"
+        elif run["run_on"] and not any(set(run["run_on"]) <= set(node["labels"])
                                      for node in self.nodes() if node["alive"]):
             run["waiting"] = (f"no live node has the labels {', '.join(run['run_on'])}; it "
                               f"starts when one does (--labels)")
