@@ -2238,6 +2238,20 @@ class Store:
         return [r.id for r in conn.execute(statement, values)] if len(values) > 1 else \
             list(conn.execute(statement.values(**values[0])).scalars())
 
+    def fired(self, conn, keys: list[tuple]) -> set:
+        """Which (job_id, scheduled_at) of ``keys`` already have a fire row (scheduled or
+        catch-up, any status). The unique key tells the two triggers apart, so this is the check
+        that a fire time is recorded once (ScheduleStore.commit asks it for recomputed schedules
+        only: a handful of keys, each looked up on uq_ts_runs_fire)."""
+        found: set = set()
+        for start in range(0, len(keys), 200):
+            chunk = keys[start:start + 200]
+            found.update(conn.execute(sa.select(ts_runs.c.job_id, ts_runs.c.scheduled_at).where(
+                ts_runs.c.trigger.in_(("schedule", "catchup")),
+                sa.or_(*(sa.and_(ts_runs.c.job_id == job_id, ts_runs.c.scheduled_at == at)
+                         for job_id, at in chunk)))).all())
+        return {tuple(row) for row in found}
+
     def queue_runs(self, rows: list[dict]) -> list[str]:
         """Queue runs (manual, retry) in one transaction and wake the workers of every node."""
         with self.write() as conn:
@@ -2794,6 +2808,7 @@ class ScheduleStore(SQLAlchemyJobStore):
         self._jobs: dict = {}                           # unpickled on first use
         self._pending: dict = {}                        # id -> job to write, or None: delete
         self._moved: dict = {}                          # id -> next fire only (no new pickle)
+        self._recomputed: set = set()                   # put since loaded, not fired since
 
     def start(self, scheduler, alias):
         """APScheduler creates the table here without a lock: nodes starting together on a new
@@ -2812,6 +2827,7 @@ class ScheduleStore(SQLAlchemyJobStore):
         self.hashes = {r.id: r.ts_hash for r in rows}
         self._due = sorted((t, i) for i, t in self._times.items() if t is not None)
         self._jobs, self._pending, self._moved, self.loaded = {}, {}, {}, True
+        self._recomputed = set()
 
     def invalidate(self) -> None:
         """Forget the memory: the next use reads the table again (after a failed commit)."""
@@ -2899,6 +2915,8 @@ class ScheduleStore(SQLAlchemyJobStore):
         if not self._pending and not moved and not fires:
             return [], []
         with self.db.write() as conn:
+            fired = fires
+            fires = self._unrecorded(conn, fires)
             self._write(conn)
             if moved:
                 conn.execute(self.jobs_t.update().where(self.jobs_t.c.id == sa.bindparam("i"))
@@ -2914,7 +2932,24 @@ class ScheduleStore(SQLAlchemyJobStore):
             self.db.fence(conn, self.epoch)
         self._pending.clear()
         self._moved.clear()
+        self._recomputed.difference_update(f["job_id"] for f in fired)
         return inserted, [_run_row(f) for f in started if f["id"] in kept]
+
+    def _unrecorded(self, conn, fires: list[dict]) -> list[dict]:
+        """The fires whose time has no row yet. A stored schedule is moved past its fires in
+        the transaction that records them, so only a schedule computed afresh from its trigger
+        (a job added again on a restart or a takeover, rebuilt, resumed) can come back to a
+        recorded time: a date job's only fire time is its run_date, whenever it is added. Those
+        fires are looked up; a recorded one is left out, never fired again."""
+        keys = [(f["job_id"], f["scheduled_at"]) for f in fires if f["job_id"] in
+                self._recomputed and f["trigger"] in ("schedule", "catchup")]
+        recorded = self.db.fired(conn, keys) if keys else set()
+        if not recorded:
+            return fires
+        log.info("not fired again, already recorded: %s", ", ".join(
+            f"{job_id} at {_iso(at)}" for job_id, at in sorted(recorded)[:20]) +
+            (f" and {len(recorded) - 20} more" if len(recorded) > 20 else ""))
+        return [f for f in fires if (f["job_id"], f["scheduled_at"]) not in recorded]
 
     def _write(self, conn) -> None:
         """The pending jobs in three statements (deleted, changed, new), not one per job: the
@@ -2947,6 +2982,7 @@ class ScheduleStore(SQLAlchemyJobStore):
         self._jobs[job.id] = job
         self._pending[job.id] = job
         self._moved.pop(job.id, None)
+        self._recomputed.add(job.id)
 
     def _unindex(self, job_id: str) -> None:
         stamp = self._times.get(job_id)
