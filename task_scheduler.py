@@ -68,6 +68,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -575,12 +576,8 @@ def trigger_problems(spec) -> list[tuple[str, str]]:
     problems = []
     for name in ("run_date", "start_date", "end_date"):
         value = getattr(spec, name, None)
-        if isinstance(value, str):
-            try:
-                convert_to_datetime(value, utc, name)
-            except ValueError:
-                problems.append((name, f"{value!r} is not a date/time (ISO 8601, e.g. "
-                                       f"'2026-12-24 18:00:00' or '2026-12-24T18:00:00+01:00')"))
+        if value is not None and (problem := _date_problem(name, value)):
+            problems.append((name, problem))
     if isinstance(spec, CronSpec):
         problems += _cron_problems(spec)
     if not problems:
@@ -600,6 +597,24 @@ def trigger_problems(spec) -> list[tuple[str, str]]:
                 problems.append(("expression" if spec.expression else "",
                                  "it matches no time from now on, so it would never fire"))
     return problems
+
+
+LATEST_TIME = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)   # later overflows datetime arithmetic
+#                                                        (a zone's offset, a grace, a jitter)
+
+
+def _date_problem(name: str, value) -> Optional[str]:
+    try:
+        when = convert_to_datetime(value, dt.UTC, name)
+    except ValueError as exc:
+        if "out of range" not in str(exc):
+            return (f"{value!r} is not a date/time (ISO 8601, e.g. '2026-12-24 18:00:00' or "
+                    f"'2026-12-24T18:00:00+01:00')")
+        when = None
+    if when is None or when >= LATEST_TIME:
+        return (f"{str(value)!r} is too far ahead: times up to the end of the year 9998 can be "
+                f"scheduled")
+    return None
 
 
 def _cron_problems(spec: CronSpec) -> list[tuple[str, str]]:
@@ -4072,6 +4087,7 @@ class _Scheduler(BackgroundScheduler):
     (pitfall A8): the wakeup is retried from the stored state."""
 
     retry_wait = 2.0
+    max_wait = 3600.0   # the longest sleep: a wait of centuries overflows the thread's timer
 
     def __init__(self, service: SchedulerService, store: ScheduleStore, **kwargs):
         super().__init__(jobstores={"default": store}, **kwargs)
@@ -4082,6 +4098,7 @@ class _Scheduler(BackgroundScheduler):
         self._asked_all = False
         self._waiters: list = []
         self._asked_lock = threading.Lock()
+        self._broken: dict[str, tuple] = {}   # id -> (definition hash, reason) last recorded
 
     def lead(self, epoch: Optional[int]) -> threading.Event:
         """Fire from now on: the schedule is read afresh from the table and checked against
@@ -4148,10 +4165,21 @@ class _Scheduler(BackgroundScheduler):
                 if everything:
                     ids = set(self._store.ids()) | set(self._service.book.records)
                 self._store.preload([i for i in ids if not self._in_step(i)])
+                fires: list = []
                 for job_id in sorted(ids):
-                    self._sync(job_id, now)
-                fires = [row for job in self._store.get_due_jobs(now)
-                         for row in self._fire(job, now)]
+                    try:
+                        self._sync(job_id, now)
+                    except _LOOP_ERRORS:
+                        raise
+                    except Exception as exc:
+                        fires += self._set_aside(job_id, None, now, exc)
+                for job in self._store.get_due_jobs(now):
+                    try:
+                        fires += self._fire(job, now)
+                    except _LOOP_ERRORS:
+                        raise
+                    except Exception as exc:
+                        fires += self._set_aside(job.id, job.next_run_time, now, exc)
                 missed = [row for row in fires if row["status"] == "missed"]
                 inserted, started = self._store.commit(
                     fires, self._service.notifier.notes_for(missed), self._service.runner.start_in)
@@ -4170,7 +4198,25 @@ class _Scheduler(BackgroundScheduler):
             self._service.runner.wake()   # what this node did not take: its next claim
         if next_time is None:
             return None
-        return max((next_time - self._service.cluster.now()).total_seconds(), 0.0)
+        return min(max((next_time - self._service.cluster.now()).total_seconds(), 0.0),
+                   self.max_wait)
+
+    def _set_aside(self, job_id: str, moment: Optional[dt.datetime], now: dt.datetime,
+                   exc: Exception) -> list[dict]:
+        """One job's schedule could not be computed (its trigger raised): it is logged, taken
+        off the schedule and recorded once as a missed fire saying why, and the other jobs fire
+        on. A new definition of it (or the next start) schedules it again."""
+        reason = (f"not scheduled: its trigger failed ({type(exc).__name__}: {_clean(exc)}); "
+                  f"it is scheduled again when its definition changes")
+        log.error("job %s: %s", job_id, reason, exc_info=exc)
+        if self._store.stamp(job_id)[0]:
+            self._store.remove_job(job_id)
+        rec = self._service.book.get(job_id)
+        if rec is None or self._broken.get(job_id) == (rec.hash, reason):
+            return []
+        self._broken[job_id] = (rec.hash, reason)
+        return [self._row(types.SimpleNamespace(id=job_id), moment or now, rec, "missed",
+                          reason)]
 
     def _forget(self) -> None:
         """After a failed commit: memory is ahead of the table; read it again, check it all."""
@@ -4280,6 +4326,9 @@ class _Scheduler(BackgroundScheduler):
 
 
 EXECUTE_JOB = "task_scheduler:execute_job"
+# The loop's own errors end a wakeup (retried from the table, or the node steps down); any other
+# error while scheduling a job is that job's, which is set aside while the others fire on.
+_LOOP_ERRORS = (sa.exc.SQLAlchemyError, NotLeader)
 CLAIM_AHEAD = 500       # runs a node claims beyond its workers, at most (see Runner._capacity)
 MAX_MISSED_ROWS = 100   # missed fire times recorded one by one per job and wakeup; more are
 #                         counted in the first row (a job every second, down for a day)
@@ -5274,7 +5323,8 @@ class SchedulerService:
             return
         when = build_trigger(defn.trigger, self.timezone).run_date
         grace = defn.misfire_grace_time
-        if grace is not None and when + dt.timedelta(seconds=grace) < self.cluster.now():
+        # seconds compared, not when + grace: a huge grace overflows a datetime
+        if grace is not None and (self.cluster.now() - when).total_seconds() > grace:
             message = (f"{_iso(when)} has passed (misfire_grace_time {grace:g}s): a date job "
                        f"runs once, at a time to come; run it now instead, or give a later date")
             raise InvalidJob(f"job {defn.id}: trigger.run_date: {message}",

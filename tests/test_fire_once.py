@@ -10,9 +10,10 @@ import urllib.request
 
 import pytest
 import sqlalchemy as sa
+from apscheduler.triggers.interval import IntervalTrigger
 
 import task_scheduler as ts
-from conftest import final_runs, free_port, start_process, wait_for, write_jobs
+from conftest import Client, final_runs, free_port, start_process, wait_for, write_jobs
 
 
 def _fire_rows(engine, job_id):
@@ -132,3 +133,106 @@ def test_a_date_job_runs_once_when_the_process_is_stopped_and_started(tmp_path, 
         assert len(_fire_rows(engine, "once")) == 1
     finally:
         engine.dispose()
+
+
+# -- no value stops the scheduler -----------------------------------------------------------------
+
+def _runs_soon(service, job_id="soon"):
+    """A job due in a moment runs: the scheduler loop is alive and firing."""
+    service.add_job({"id": job_id, "command": "true",
+                     "trigger": {"type": "date", "run_date": _soon(0.5)}})
+    final_runs(service, job_id, timeout=30)
+    assert service.health()[1]["scheduler"] == "running"
+
+
+FAR_TRIGGERS = [{"type": "date", "run_date": "3026-01-01T00:00:00Z"},
+                {"type": "cron", "year": "2400"}]
+
+
+@pytest.mark.parametrize("trigger", FAR_TRIGGERS, ids=["date-3026", "cron-year-2400"])
+def test_a_far_future_job_from_the_api_does_not_stop_the_scheduler(service, trigger):
+    client = Client(ts.create_app(service))
+    answer = client.post("/api/jobs", {"id": "typo", "command": "true", "trigger": trigger})
+    assert answer.status == 201, answer
+    # the scheduler's next wait is now centuries: it used to end its thread (OverflowError)
+    _runs_soon(service)
+    assert client.get("/api/health").json["scheduler"] == "running"
+    assert service.job("typo")["next_run_time"].startswith(("3026", "2400"))
+
+
+def test_far_future_jobs_from_jobs_yaml_do_not_stop_the_scheduler(jobs_file, make_service):
+    write_jobs(jobs_file, """
+        - {id: typo, command: 'true', trigger: {type: date, run_date: '3026-01-01T00:00:00Z'}}
+        - {id: leap, command: 'true', trigger: {type: cron, year: '2400'}}
+    """)
+    service = make_service()
+    _runs_soon(service)
+    service.stop()
+    service = make_service()   # and after a restart
+    _runs_soon(service, "soon2")
+
+
+@pytest.mark.parametrize("run_date", ["9999-12-31T23:59:59+14:00", "9999-12-31T23:59:59-12:00",
+                                      "9999-06-01T00:00:00Z"])
+def test_a_time_that_cannot_be_scheduled_is_a_422_naming_the_field(client, run_date):
+    answer = client.post("/api/jobs", {"id": "typo", "command": "true",
+                                       "trigger": {"type": "date", "run_date": run_date}})
+    assert answer.status == 422, answer
+    detail = answer.json["error"]["details"][0]
+    assert detail["field"] == "trigger.run_date" and "too far ahead" in detail["message"]
+    answer = client.post("/api/jobs", {"id": "typo", "command": "true", "trigger": {
+        "type": "cron", "expression": "* * * * *", "start_date": run_date}})
+    assert answer.status == 422 and answer.json["error"]["details"][0]["field"] == \
+        "trigger.start_date", answer
+    assert client.get("/api/health").json["scheduler"] == "running"
+
+
+def test_an_unschedulable_time_in_jobs_yaml_is_a_config_error(jobs_file, make_service):
+    write_jobs(jobs_file, """
+        - {id: typo, command: 'true', trigger: {type: date, run_date: '9999-12-31T23:59:59+14:00'}}
+    """)
+    service = make_service()
+    error = service.config_status()["errors"][0]
+    assert error["field"] == "trigger.run_date" and "too far ahead" in error["message"]
+    assert service.health()[1]["scheduler"] == "running"
+
+
+class RaisingTrigger(IntervalTrigger):
+    """Fires in a moment, then its next fire time cannot be computed (after ``good`` calls)."""
+
+    def __init__(self, good: int):
+        super().__init__(seconds=3600, timezone=dt.UTC)
+        self.good = good
+
+    def get_next_fire_time(self, previous, now):
+        if self.good <= 0:
+            raise RuntimeError("this trigger is broken")
+        self.good -= 1
+        return now + dt.timedelta(seconds=0.3)
+
+
+def test_one_job_whose_trigger_raises_is_set_aside_and_the_others_fire(make_service,
+                                                                        monkeypatch):
+    real = ts.build_trigger
+
+    def build(spec, default_tz, now=None):   # the scheduler's triggers: built with ``now``
+        if now is not None and getattr(spec, "seconds", None) in (7, 9):
+            return RaisingTrigger(good=0 if spec.seconds == 7 else 1)
+        return real(spec, default_tz, now)
+    monkeypatch.setattr(ts, "build_trigger", build)
+    service = make_service()
+    service.add_job({"id": "good", "command": "true", "trigger": {"type": "interval",
+                                                                  "seconds": 1}})
+    service.add_job({"id": "at_once", "command": "true", "trigger": {"type": "interval",
+                                                                     "seconds": 7}})
+    service.add_job({"id": "on_fire", "command": "true", "trigger": {"type": "interval",
+                                                                     "seconds": 9}})
+    for job_id in ("at_once", "on_fire"):
+        missed = final_runs(service, job_id, timeout=30)
+        assert missed[0]["status"] == "missed" and "this trigger is broken" in missed[0]["error"]
+        assert service.scheduler.get_job(job_id) is None   # off the schedule
+    final_runs(service, "good", count=3, timeout=30)
+    assert service.health()[1]["scheduler"] == "running"
+    service.scheduler.ask(None).wait(10)   # checked again: recorded once, not at each wakeup
+    service.flush()
+    assert len(service.runs(job_id="at_once")) == len(service.runs(job_id="on_fire")) == 1
