@@ -426,6 +426,22 @@ class RetrySpec(_Model):
     backoff: Annotated[Number, Field(ge=1)] = 1
 
 
+MAX_NESTING = 100   # levels of lists and objects in args/kwargs: pydantic's dump fails near 255
+
+
+def _shallow(value):
+    """args or kwargs nested no deeper than MAX_NESTING (counted without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ValueError(f"nested deeper than {MAX_NESTING} levels of lists and objects")
+        if isinstance(item, (list, dict)):
+            stack.extend((child, depth + 1) for child in
+                         (item.values() if isinstance(item, dict) else item))
+    return value
+
+
 class JobDefinition(_Model):
     """One entry of jobs.yaml, and the body of ``POST /api/jobs``."""
 
@@ -433,8 +449,8 @@ class JobDefinition(_Model):
     func: Optional[StrictStr] = Field(None, description="pkg.mod:func, or a script path")
     command: Union[StrictStr, list[StrictStr], None] = None
     shell: StrictBool = False
-    args: list[Any] = []
-    kwargs: dict[StrictStr, Any] = {}
+    args: Annotated[list[Any], AfterValidator(_shallow)] = []
+    kwargs: Annotated[dict[StrictStr, Any], AfterValidator(_shallow)] = {}
     description: StrictStr = ""
     tags: list[StrictStr] = []
     is_enabled: StrictBool = True
@@ -476,9 +492,10 @@ class RunParams(_Model):
     """The optional body of ``POST /api/jobs/{id}/run``: parameters of this run only. args
     replace the job's args; kwargs and env are merged over the job's."""
 
-    args: Optional[list[Any]] = Field(None, description="positional arguments (python) or "
-                                      "extra argv (commands)")
-    kwargs: Optional[dict[StrictStr, Any]] = Field(None, description="python jobs only")
+    args: Optional[Annotated[list[Any], AfterValidator(_shallow)]] = Field(
+        None, description="positional arguments (python) or extra argv (commands)")
+    kwargs: Optional[Annotated[dict[StrictStr, Any], AfterValidator(_shallow)]] = Field(
+        None, description="python jobs only")
     env: Optional[dict[StrictStr, StrictStr]] = Field(None, description="command jobs only")
 
 
