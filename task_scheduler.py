@@ -4726,6 +4726,8 @@ class Runner:
         self._stopping = True
         self._wake.set()
         self._thread.join(5)
+        # what the log counts down: the time left for the whole stop, TERM and KILL included
+        self._stop_by = time.monotonic() + grace + self.config.kill_grace + 1
         self._wait(grace)
         for active in list(self.active.values()):
             if active.proc is not None and active.proc.poll() is None:
@@ -4747,7 +4749,8 @@ class Runner:
                                  f"{time.monotonic() - a.claimed:.0f}s)"
                                  for a in list(self.active.values())[:5])
                 log.info("stopping: waiting up to %.0fs for %d running runs: %s",
-                         deadline - time.monotonic(), len(self.active), left)
+                         max(self._stop_by - time.monotonic(), 0),
+                         len(self.active), left)
             self._hurry.wait(0.05)
 
 
@@ -4998,6 +5001,9 @@ def restore_secrets(given: Any, stored: list) -> Any:
 # --------------------------------------------------------------------------------------------
 # Scheduler service: the front door
 # --------------------------------------------------------------------------------------------
+
+_NO_FILE = "no jobs.yaml"   # SchedulerService._seen_hash while there is none (said once)
+
 
 class SchedulerService:
     """Everything but HTTP, thread-safe: it hands the work to the store, the job book, the
@@ -5363,6 +5369,9 @@ class SchedulerService:
             try:
                 text, digest = read_jobs_file(path, self.config.max_config_bytes)
             except InvalidConfig as exc:
+                if not os.path.lexists(path) and not any(
+                        r.source == "yaml" for r in self.book.records.values()):
+                    return self._no_jobs_file(path)
                 return self._reload_failed(exc, None)
             state = self._config_state
             if digest == self._seen_hash and not force and not state["error"] and (
@@ -5393,6 +5402,16 @@ class SchedulerService:
                 log.warning("jobs.yaml here (%s) differs from what the leader %s applied (%s): "
                             "the leader's applies", digest[:12], state["applied"]["node"],
                             state["applied"]["hash"][:12])
+        return self.config_status()
+
+    def _no_jobs_file(self, path: str) -> dict:
+        """No jobs.yaml, and no job from one: not an error (a service may run on API jobs
+        alone, and the file may come later). Said once; a jobs.yaml that goes away after its
+        jobs were applied is still an error (they are kept, and the file should say so)."""
+        if self._seen_hash != _NO_FILE:
+            log.info("no jobs.yaml (%s), starting with none", os.path.abspath(path))
+            self._seen_hash = _NO_FILE
+        self._config_state.update(error=None, errors=[], hash=None, jobs=0)
         return self.config_status()
 
     def _kept_as_applied(self, digest: str) -> bool:
