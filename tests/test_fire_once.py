@@ -236,3 +236,16 @@ def test_one_job_whose_trigger_raises_is_set_aside_and_the_others_fire(make_serv
     service.scheduler.ask(None).wait(10)   # checked again: recorded once, not at each wakeup
     service.flush()
     assert len(service.runs(job_id="at_once")) == len(service.runs(job_id="on_fire")) == 1
+
+
+def test_store_fired_finds_scheduled_and_catchup_rows_only(service):
+    at = ts._utcnow()
+    rows = [{"id": ts.new_run_id(), "job_id": job_id, "trigger": trigger, "scheduled_at": at,
+             "status": "succeeded"}
+            for job_id, trigger in (("s", "schedule"), ("c", "catchup"), ("m", "manual"),
+                                    ("r", "retry"))]
+    with service.store.write() as conn:
+        service.store.insert_runs(conn, rows)
+    keys = [(job_id, at) for job_id in "scmrx"] + [("s", at + dt.timedelta(microseconds=1))]
+    with service.store.write() as conn:
+        assert service.store.fired(conn, keys) == {("s", at), ("c", at)}
