@@ -249,3 +249,36 @@ def test_store_fired_finds_scheduled_and_catchup_rows_only(service):
     keys = [(job_id, at) for job_id in "scmrx"] + [("s", at + dt.timedelta(microseconds=1))]
     with service.store.write() as conn:
         assert service.store.fired(conn, keys) == {("s", at), ("c", at)}
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_date_job_runs_once_when_another_node_takes_over(tmp_path, postgres_url):
+    """Two nodes: the leader fires the date job and is killed (kill -9); the node that takes
+    over adds the job to its schedule again, and does not fire it again."""
+    from test_cluster import Node
+    write_jobs(tmp_path / "jobs.yaml", f"""
+        - id: once
+          command: ['echo', 'once']
+          trigger: {{type: date, run_date: '{_soon(5)}'}}
+    """)
+    nodes = [Node(tmp_path, postgres_url, "node-a"), Node(tmp_path, postgres_url, "node-b")]
+    log = tmp_path / "service.log"
+    try:
+        leader_id = wait_for(lambda: (nodes[0].get("/api/status") or {}).get("leader"), 30,
+                             0.1, "a leader")
+        leader = next(n for n in nodes if n.id == leader_id)
+        other = next(n for n in nodes if n is not leader)
+        wait_for(lambda: [r for r in (other.get("/api/runs?job_id=once") or {}).get("runs", [])
+                          if r["status"] == "succeeded"], 60, 0.2, "the date job's run")
+        leader.kill()
+        wait_for(lambda: (other.get("/api/status") or {}).get("role") == "leader", 120, 0.2,
+                 "the takeover")
+        wait_for(lambda: len(other.get("/api/runs?job_id=once")["runs"]) > 1 or
+                 "not fired again, already recorded: once at" in log.read_text(), 60, 0.2,
+                 "the new leader's first wakeup")
+        runs = other.get("/api/runs?job_id=once")["runs"]
+        assert [(r["trigger"], r["status"]) for r in runs] == [("schedule", "succeeded")], runs
+    finally:
+        for node in nodes:
+            node.stop()
