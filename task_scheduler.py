@@ -4743,6 +4743,8 @@ class Runner:
 
     # stopping
 
+    _stop_by: Optional[float] = None   # monotonic time by which stop() is done, once it began
+
     def stop(self, grace: float) -> None:
         """Claim nothing more; give running runs ``grace`` seconds (saying what is awaited);
         then end commands (TERM, KILL) and record what is left as interrupted."""
@@ -4772,7 +4774,7 @@ class Runner:
                                  f"{time.monotonic() - a.claimed:.0f}s)"
                                  for a in list(self.active.values())[:5])
                 log.info("stopping: waiting up to %.0fs for %d running runs: %s",
-                         max(self._stop_by - time.monotonic(), 0),
+                         max((self._stop_by or deadline) - time.monotonic(), 0),
                          len(self.active), left)
             self._hurry.wait(0.05)
 
