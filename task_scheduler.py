@@ -2807,6 +2807,7 @@ _INSERT_RUNS_PG = sa.dialects.postgresql.insert(ts_runs).from_select(
                 for c in ts_runs.c])).on_conflict_do_nothing().returning(ts_runs.c.id)
 
 
+DONE_MARK = ":done"   # ts_hash's suffix for a schedule with no fire time left (finish_job)
 _FIRED_SQLITE = ("SELECT 1 FROM ts_runs WHERE job_id = ? AND scheduled_at = ? "
                  "AND \"trigger\" IN ('schedule', 'catchup') LIMIT 1")
 _fire_keys = sa.func.unnest(sa.bindparam("job_ids", type_=sa.ARRAY(sa.String)),
@@ -2858,6 +2859,7 @@ class ScheduleStore(SQLAlchemyJobStore):
         self._pending: dict = {}                        # id -> job to write, or None: delete
         self._moved: dict = {}                          # id -> next fire only (no new pickle)
         self._recomputed: dict = {}                     # id -> when put (see _unrecorded)
+        self.done: set = set()                          # ids with no fire time left: kept
         self.now: Optional[dt.datetime] = None          # the scheduler's clock, this wakeup
 
     def start(self, scheduler, alias):
@@ -2874,7 +2876,8 @@ class ScheduleStore(SQLAlchemyJobStore):
                                           self.jobs_t.c.ts_hash)).all()
         self._times = {r.id: r.next_run_time for r in rows}
         self._stored = set(self._times)   # ids with a row in the table
-        self.hashes = {r.id: r.ts_hash for r in rows}
+        self.hashes = {r.id: (r.ts_hash or "").removesuffix(DONE_MARK) or None for r in rows}
+        self.done = {r.id for r in rows if (r.ts_hash or "").endswith(DONE_MARK)}
         self._due = sorted((t, i) for i, t in self._times.items() if t is not None)
         self._jobs, self._pending, self._moved, self.loaded = {}, {}, {}, True
         self._recomputed = {}
@@ -2940,6 +2943,7 @@ class ScheduleStore(SQLAlchemyJobStore):
         del self._times[job_id]
         self._jobs.pop(job_id, None)
         self.hashes.pop(job_id, None)
+        self.done.discard(job_id)
         self._pending[job_id] = None
 
     def move_job(self, job, next_run_time) -> None:
@@ -2951,6 +2955,14 @@ class ScheduleStore(SQLAlchemyJobStore):
         bisect.insort(self._due, (stamp, job.id))
         if job.id not in self._pending:
             self._moved[job.id] = stamp
+
+    def finish_job(self, job) -> None:
+        """A schedule with no fire time left (a date job after its fire) is kept, marked done
+        and with no next fire time, not deleted: a restart or a takeover would add the job
+        again and fire it once more (and its row may be pruned by then)."""
+        job._modify(next_run_time=None)
+        self.done.add(job.id)
+        self._put(job)
 
     def remove_all_jobs(self):
         for job_id in self.ids():
@@ -3012,7 +3024,7 @@ class ScheduleStore(SQLAlchemyJobStore):
         gone = [i for i, job in pending if job is None and i in self._stored]
         rows = [{"i": i, "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
                  "job_state": pickle.dumps(job.__getstate__(), self.pickle_protocol),
-                 "ts_hash": self.hashes.get(i)} for i, job in pending if job is not None]
+                 "ts_hash": self._stored_hash(i)} for i, job in pending if job is not None]
         for start in range(0, len(gone), 500):
             conn.execute(table.delete().where(table.c.id.in_(gone[start:start + 500])))
         changed = [r for r in rows if r["i"] in self._stored]
@@ -3026,6 +3038,10 @@ class ScheduleStore(SQLAlchemyJobStore):
             conn.execute(table.insert(), new)
         self._stored.difference_update(gone)
         self._stored.update(r["id"] for r in new)
+
+    def _stored_hash(self, job_id: str) -> Optional[str]:
+        built = self.hashes.get(job_id)
+        return built + DONE_MARK if built is not None and job_id in self.done else built
 
     def _put(self, job) -> None:
         self._unindex(job.id)
@@ -4291,7 +4307,7 @@ class _Scheduler(BackgroundScheduler):
             return
         if self._store.hashes.get(job_id) != want:
             self._rebuild(rec, job, want, now)
-        elif rec.paused != (job.next_run_time is None):
+        elif rec.paused != (job.next_run_time is None) and job_id not in self._store.done:
             first = None if rec.paused else job.trigger.get_next_fire_time(None, now)
             if first is None and not rec.paused:
                 self._store.remove_job(job_id)   # resumed after its only fire time
@@ -4303,7 +4319,8 @@ class _Scheduler(BackgroundScheduler):
         rec = self._service.book.get(job_id)
         stored, stamp = self._store.stamp(job_id)
         return stored and rec is not None and rec.definition.is_enabled and \
-            rec.state != "manual" and rec.paused == (stamp is None) and \
+            rec.state != "manual" and (rec.paused == (stamp is None) or
+                                       job_id in self._store.done) and \
             self._store.hashes.get(job_id) == rec.schedule_hash(self.timezone)
 
     def _rebuild(self, rec: JobRecord, job, want: str, now: dt.datetime) -> None:
@@ -4318,11 +4335,12 @@ class _Scheduler(BackgroundScheduler):
             if first is None and not rec.paused:
                 self._store.remove_job(job.id)
                 return
+            self._store.done.discard(job.id)   # a new schedule: fire times again
             changes.update(trigger=trigger, next_run_time=first)
         else:
             if len(have) != 3 or have[2] != new_code:   # stored by older code (or before v2)
                 changes["trigger"] = trigger
-            if rec.paused != (job.next_run_time is None):
+            if rec.paused != (job.next_run_time is None) and job.id not in self._store.done:
                 changes["next_run_time"] = None if rec.paused else trigger.get_next_fire_time(
                     None, now)
         self._store.hashes[job.id] = want
@@ -4347,7 +4365,7 @@ class _Scheduler(BackgroundScheduler):
         if left_out:
             rows[0]["error"] += f"; and {left_out} earlier fire times were missed as well"
         if following is None:
-            self._store.remove_job(job.id)
+            self._store.finish_job(job)
         else:
             self._store.move_job(job, following)
         return rows

@@ -52,6 +52,37 @@ def test_a_date_job_fires_once_across_restarts(jobs_file, make_config):
             service.stop()
 
 
+
+def test_a_fired_date_job_stays_done_when_its_row_is_pruned(jobs_file, make_config):
+    """The schedule itself remembers the fire: retention may have deleted its row by the time
+    of a restart, and a date job with misfire_grace_time null would then run again."""
+    write_jobs(jobs_file, f"""
+        - id: once
+          command: 'true'
+          misfire_grace_time: null
+          trigger: {{type: date, run_date: '{_soon(1.0)}'}}
+    """)
+    config = make_config()
+    service = ts.SchedulerService(config).start()
+    try:
+        final_runs(service, "once", timeout=30)
+    finally:
+        service.stop()
+    engine = ts.create_engine(config.database_url)
+    with engine.begin() as conn:   # what retention does to old runs
+        conn.execute(ts.ts_runs.delete())
+    engine.dispose()
+    for _ in range(2):
+        service = ts.SchedulerService(config).start()
+        try:
+            service.scheduler.ask(None).wait(10)
+            service.flush()
+            assert _fire_rows(service.engine, "once") == []
+            assert service.job("once")["state"] == "finished"
+            assert service.job("once")["next_run_time"] is None
+        finally:
+            service.stop()
+
 def test_an_api_date_job_fires_once_when_restarted_or_edited(make_config):
     config = make_config()
     service = ts.SchedulerService(config).start()
