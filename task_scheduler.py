@@ -69,6 +69,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -475,6 +476,22 @@ class RetrySpec(_Model):
     backoff: Annotated[Number, Field(ge=1)] = 1
 
 
+MAX_NESTING = 100   # levels of lists and objects in args/kwargs: pydantic's dump fails near 255
+
+
+def _shallow(value):
+    """args or kwargs nested no deeper than MAX_NESTING (counted without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ValueError(f"nested deeper than {MAX_NESTING} levels of lists and objects")
+        if isinstance(item, (list, dict)):
+            stack.extend((child, depth + 1) for child in
+                         (item.values() if isinstance(item, dict) else item))
+    return value
+
+
 class JobDefinition(_Model):
     """One entry of jobs.yaml, and the body of ``POST /api/jobs``."""
 
@@ -482,8 +499,8 @@ class JobDefinition(_Model):
     func: Optional[CString] = Field(None, description="pkg.mod:func, or a script path")
     command: Union[CString, list[CString], None] = None
     shell: StrictBool = False
-    args: list[Any] = []
-    kwargs: dict[StrictStr, Any] = {}
+    args: Annotated[list[Any], AfterValidator(_shallow)] = []
+    kwargs: Annotated[dict[StrictStr, Any], AfterValidator(_shallow)] = {}
     description: StrictStr = ""
     tags: list[StrictStr] = []
     is_enabled: StrictBool = True
@@ -527,9 +544,10 @@ class RunParams(_Model):
     """The optional body of ``POST /api/jobs/{id}/run``: parameters of this run only. args
     replace the job's args; kwargs and env are merged over the job's."""
 
-    args: Optional[list[Any]] = Field(None, description="positional arguments (python) or "
-                                      "extra argv (commands)")
-    kwargs: Optional[dict[StrictStr, Any]] = Field(None, description="python jobs only")
+    args: Optional[Annotated[list[Any], AfterValidator(_shallow)]] = Field(
+        None, description="positional arguments (python) or extra argv (commands)")
+    kwargs: Optional[Annotated[dict[StrictStr, Any], AfterValidator(_shallow)]] = Field(
+        None, description="python jobs only")
     env: Optional[EnvMap] = Field(None, description="command jobs only")
 
 
@@ -627,12 +645,8 @@ def trigger_problems(spec) -> list[tuple[str, str]]:
     problems = []
     for name in ("run_date", "start_date", "end_date"):
         value = getattr(spec, name, None)
-        if isinstance(value, str):
-            try:
-                convert_to_datetime(value, utc, name)
-            except ValueError:
-                problems.append((name, f"{value!r} is not a date/time (ISO 8601, e.g. "
-                                       f"'2026-12-24 18:00:00' or '2026-12-24T18:00:00+01:00')"))
+        if value is not None and (problem := _date_problem(name, value)):
+            problems.append((name, problem))
     if isinstance(spec, CronSpec):
         problems += _cron_problems(spec)
     if not problems:
@@ -652,6 +666,24 @@ def trigger_problems(spec) -> list[tuple[str, str]]:
                 problems.append(("expression" if spec.expression else "",
                                  "it matches no time from now on, so it would never fire"))
     return problems
+
+
+LATEST_TIME = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)   # later overflows datetime arithmetic
+#                                                        (a zone's offset, a grace, a jitter)
+
+
+def _date_problem(name: str, value) -> Optional[str]:
+    try:
+        when = convert_to_datetime(value, dt.UTC, name)
+    except ValueError as exc:
+        if "out of range" not in str(exc):
+            return (f"{value!r} is not a date/time (ISO 8601, e.g. '2026-12-24 18:00:00' or "
+                    f"'2026-12-24T18:00:00+01:00')")
+        when = None
+    if when is None or when >= LATEST_TIME:
+        return (f"{str(value)!r} is too far ahead: times up to the end of the year 9998 can be "
+                f"scheduled")
+    return None
 
 
 def _cron_problems(spec: CronSpec) -> list[tuple[str, str]]:
@@ -2314,6 +2346,26 @@ class Store:
         return [r.id for r in conn.execute(statement, values)] if len(values) > 1 else \
             list(conn.execute(statement.values(**values[0])).scalars())
 
+    def fired(self, conn, keys: list[tuple]) -> set:
+        """Which (job_id, scheduled_at) of ``keys`` already have a fire row (scheduled or
+        catch-up, any status). The unique key tells the two triggers apart, so this is the check
+        that a fire time is recorded once (ScheduleStore.commit asks it for schedules computed
+        afresh). Each key is one lookup on uq_ts_runs_fire: a statement of many ORs took ~90 ms
+        per 1,000 keys on SQLite and ~230 ms on PostgreSQL, planning it."""
+        if not keys:
+            return set()
+        if self.postgres:
+            return {tuple(row) for row in conn.execute(_FIRED_PG, {
+                "job_ids": [k[0] for k in keys], "times": [k[1] for k in keys]})}
+        to_db = ts_runs.c.scheduled_at.type.dialect_impl(conn.dialect).bind_processor(
+            conn.dialect)   # the text SQLAlchemy stores a DateTime as
+        cursor = conn.connection.cursor()   # this transaction's; sqlite3 caches the statement
+        try:
+            return {(job_id, at) for job_id, at in keys
+                    if cursor.execute(_FIRED_SQLITE, (job_id, to_db(at))).fetchone()}
+        finally:
+            cursor.close()
+
     def queue_runs(self, rows: list[dict]) -> list[str]:
         """Queue runs (manual, retry) in one transaction and wake the workers of every node."""
         with self.write() as conn:
@@ -2861,6 +2913,18 @@ _INSERT_RUNS_PG = sa.dialects.postgresql.insert(ts_runs).from_select(
                 for c in ts_runs.c])).on_conflict_do_nothing().returning(ts_runs.c.id)
 
 
+DONE_MARK = ":done"   # ts_hash's suffix for a schedule with no fire time left (finish_job)
+_FIRED_SQLITE = ("SELECT 1 FROM ts_runs WHERE job_id = ? AND scheduled_at = ? "
+                 "AND \"trigger\" IN ('schedule', 'catchup') LIMIT 1")
+_fire_keys = sa.func.unnest(sa.bindparam("job_ids", type_=sa.ARRAY(sa.String)),
+                            sa.bindparam("times", type_=sa.ARRAY(sa.DateTime))
+                            ).table_valued("job_id", "scheduled_at").render_derived("k")
+_FIRED_PG = sa.select(ts_runs.c.job_id, ts_runs.c.scheduled_at).select_from(_fire_keys.join(
+    ts_runs, sa.and_(ts_runs.c.job_id == _fire_keys.c.job_id,
+                     ts_runs.c.scheduled_at == _fire_keys.c.scheduled_at))).where(
+    ts_runs.c.trigger.in_(("schedule", "catchup")))
+
+
 _aps_jobs = sa.table(APS_TABLE, sa.column("id"), sa.column("next_run_time"))
 _NEXT_FIRE = sa.select(_aps_jobs.c.next_run_time).where(_aps_jobs.c.id == sa.bindparam("id"))
 _NEWEST_RUN = sa.select(*_SUMMARY_COLUMNS).where(ts_runs.c.job_id == sa.bindparam("id")) \
@@ -2900,6 +2964,9 @@ class ScheduleStore(SQLAlchemyJobStore):
         self._jobs: dict = {}                           # unpickled on first use
         self._pending: dict = {}                        # id -> job to write, or None: delete
         self._moved: dict = {}                          # id -> next fire only (no new pickle)
+        self._recomputed: dict = {}                     # id -> when put (see _unrecorded)
+        self.done: set = set()                          # ids with no fire time left: kept
+        self.now: Optional[dt.datetime] = None          # the scheduler's clock, this wakeup
 
     def start(self, scheduler, alias):
         """APScheduler creates the table here without a lock: nodes starting together on a new
@@ -2915,9 +2982,11 @@ class ScheduleStore(SQLAlchemyJobStore):
                                           self.jobs_t.c.ts_hash)).all()
         self._times = {r.id: r.next_run_time for r in rows}
         self._stored = set(self._times)   # ids with a row in the table
-        self.hashes = {r.id: r.ts_hash for r in rows}
+        self.hashes = {r.id: (r.ts_hash or "").removesuffix(DONE_MARK) or None for r in rows}
+        self.done = {r.id for r in rows if (r.ts_hash or "").endswith(DONE_MARK)}
         self._due = sorted((t, i) for i, t in self._times.items() if t is not None)
         self._jobs, self._pending, self._moved, self.loaded = {}, {}, {}, True
+        self._recomputed = {}
 
     def invalidate(self) -> None:
         """Forget the memory: the next use reads the table again (after a failed commit)."""
@@ -2980,6 +3049,7 @@ class ScheduleStore(SQLAlchemyJobStore):
         del self._times[job_id]
         self._jobs.pop(job_id, None)
         self.hashes.pop(job_id, None)
+        self.done.discard(job_id)
         self._pending[job_id] = None
 
     def move_job(self, job, next_run_time) -> None:
@@ -2991,6 +3061,14 @@ class ScheduleStore(SQLAlchemyJobStore):
         bisect.insort(self._due, (stamp, job.id))
         if job.id not in self._pending:
             self._moved[job.id] = stamp
+
+    def finish_job(self, job) -> None:
+        """A schedule with no fire time left (a date job after its fire) is kept, marked done
+        and with no next fire time, not deleted: a restart or a takeover would add the job
+        again and fire it once more (and its row may be pruned by then)."""
+        job._modify(next_run_time=None)
+        self.done.add(job.id)
+        self._put(job)
 
     def remove_all_jobs(self):
         for job_id in self.ids():
@@ -3005,6 +3083,8 @@ class ScheduleStore(SQLAlchemyJobStore):
         if not self._pending and not moved and not fires:
             return [], []
         with self.db.write() as conn:
+            fired = fires
+            fires = self._unrecorded(conn, fires)
             self._write(conn)
             if moved:
                 conn.execute(self.jobs_t.update().where(self.jobs_t.c.id == sa.bindparam("i"))
@@ -3020,7 +3100,28 @@ class ScheduleStore(SQLAlchemyJobStore):
             self.db.fence(conn, self.epoch)
         self._pending.clear()
         self._moved.clear()
+        for fire in fired:
+            self._recomputed.pop(fire["job_id"], None)
         return inserted, [_run_row(f) for f in started if f["id"] in kept]
+
+    def _unrecorded(self, conn, fires: list[dict]) -> list[dict]:
+        """The fires whose time has no row yet. A stored schedule is moved past its fires in
+        the transaction that records them, so only a schedule computed afresh from its trigger
+        (a job added again on a restart or a takeover, rebuilt, resumed) can come back to a
+        recorded time, and only to a time not after it was computed (every row was recorded
+        by then): a date job's only fire time is its run_date, whenever it is added. Such a
+        first fire is looked up; a recorded one is left out, never fired again. (A second of
+        slack: a cron schedule computed within a second starts at that second.)"""
+        keys = [(f["job_id"], f["scheduled_at"]) for f in fires
+                if f["trigger"] in ("schedule", "catchup") and f["scheduled_at"].replace(
+                    tzinfo=dt.UTC).timestamp() <= self._recomputed.get(f["job_id"], -1) + 1]
+        recorded = self.db.fired(conn, keys) if keys else set()
+        if not recorded:
+            return fires
+        log.info("not fired again, already recorded: %s", ", ".join(
+            f"{job_id} at {_iso(at)}" for job_id, at in sorted(recorded)[:20]) +
+            (f" and {len(recorded) - 20} more" if len(recorded) > 20 else ""))
+        return [f for f in fires if (f["job_id"], f["scheduled_at"]) not in recorded]
 
     def _write(self, conn) -> None:
         """The pending jobs in three statements (deleted, changed, new), not one per job: the
@@ -3029,7 +3130,7 @@ class ScheduleStore(SQLAlchemyJobStore):
         gone = [i for i, job in pending if job is None and i in self._stored]
         rows = [{"i": i, "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
                  "job_state": pickle.dumps(job.__getstate__(), self.pickle_protocol),
-                 "ts_hash": self.hashes.get(i)} for i, job in pending if job is not None]
+                 "ts_hash": self._stored_hash(i)} for i, job in pending if job is not None]
         for start in range(0, len(gone), 500):
             conn.execute(table.delete().where(table.c.id.in_(gone[start:start + 500])))
         changed = [r for r in rows if r["i"] in self._stored]
@@ -3044,6 +3145,10 @@ class ScheduleStore(SQLAlchemyJobStore):
         self._stored.difference_update(gone)
         self._stored.update(r["id"] for r in new)
 
+    def _stored_hash(self, job_id: str) -> Optional[str]:
+        built = self.hashes.get(job_id)
+        return built + DONE_MARK if built is not None and job_id in self.done else built
+
     def _put(self, job) -> None:
         self._unindex(job.id)
         stamp = datetime_to_utc_timestamp(job.next_run_time)
@@ -3053,6 +3158,7 @@ class ScheduleStore(SQLAlchemyJobStore):
         self._jobs[job.id] = job
         self._pending[job.id] = job
         self._moved.pop(job.id, None)
+        self._recomputed[job.id] = self.now.timestamp() if self.now is not None else float("inf")
 
     def _unindex(self, job_id: str) -> None:
         stamp = self._times.get(job_id)
@@ -4436,6 +4542,7 @@ class _Scheduler(BackgroundScheduler):
     (pitfall A8): the wakeup is retried from the stored state."""
 
     retry_wait = 2.0
+    max_wait = 3600.0   # the longest sleep: a wait of centuries overflows the thread's timer
 
     def __init__(self, service: SchedulerService, store: ScheduleStore, **kwargs):
         super().__init__(jobstores={"default": store}, **kwargs)
@@ -4446,6 +4553,7 @@ class _Scheduler(BackgroundScheduler):
         self._asked_all = False
         self._waiters: list = []
         self._asked_lock = threading.Lock()
+        self._broken: dict[str, tuple] = {}   # id -> (definition hash, reason) last recorded
 
     def lead(self, epoch: Optional[int]) -> threading.Event:
         """Fire from now on: the schedule is read afresh from the table and checked against
@@ -4504,6 +4612,7 @@ class _Scheduler(BackgroundScheduler):
 
     def _wakeup(self) -> Optional[float]:
         now = self._service.cluster.now().astimezone(self.timezone)
+        self._store.now = now   # what a schedule computed in this wakeup is computed at
         with self._asked_lock:
             ids, everything, waiters = self._asked, self._asked_all, self._waiters
             self._asked, self._asked_all, self._waiters = set(), False, []
@@ -4512,10 +4621,21 @@ class _Scheduler(BackgroundScheduler):
                 if everything:
                     ids = set(self._store.ids()) | set(self._service.book.records)
                 self._store.preload([i for i in ids if not self._in_step(i)])
+                fires: list = []
                 for job_id in sorted(ids):
-                    self._sync(job_id, now)
-                fires = [row for job in self._store.get_due_jobs(now)
-                         for row in self._fire(job, now)]
+                    try:
+                        self._sync(job_id, now)
+                    except _LOOP_ERRORS:
+                        raise
+                    except Exception as exc:
+                        fires += self._set_aside(job_id, None, now, exc)
+                for job in self._store.get_due_jobs(now):
+                    try:
+                        fires += self._fire(job, now)
+                    except _LOOP_ERRORS:
+                        raise
+                    except Exception as exc:
+                        fires += self._set_aside(job.id, job.next_run_time, now, exc)
                 missed = [row for row in fires if row["status"] == "missed"]
                 inserted, started = self._store.commit(
                     fires, self._service.notifier.notes_for(missed), self._service.runner.start_in)
@@ -4534,7 +4654,25 @@ class _Scheduler(BackgroundScheduler):
             self._service.runner.wake()   # what this node did not take: its next claim
         if next_time is None:
             return None
-        return max((next_time - self._service.cluster.now()).total_seconds(), 0.0)
+        return min(max((next_time - self._service.cluster.now()).total_seconds(), 0.0),
+                   self.max_wait)
+
+    def _set_aside(self, job_id: str, moment: Optional[dt.datetime], now: dt.datetime,
+                   exc: Exception) -> list[dict]:
+        """One job's schedule could not be computed (its trigger raised): it is logged, taken
+        off the schedule and recorded once as a missed fire saying why, and the other jobs fire
+        on. A new definition of it (or the next start) schedules it again."""
+        reason = (f"not scheduled: its trigger failed ({type(exc).__name__}: {_clean(exc)}); "
+                  f"it is scheduled again when its definition changes")
+        log.error("job %s: %s", job_id, reason, exc_info=exc)
+        if self._store.stamp(job_id)[0]:
+            self._store.remove_job(job_id)
+        rec = self._service.book.get(job_id)
+        if rec is None or self._broken.get(job_id) == (rec.hash, reason):
+            return []
+        self._broken[job_id] = (rec.hash, reason)
+        return [self._row(types.SimpleNamespace(id=job_id), moment or now, rec, "missed",
+                          reason)]
 
     def _forget(self) -> None:
         """After a failed commit: memory is ahead of the table; read it again, check it all."""
@@ -4569,7 +4707,7 @@ class _Scheduler(BackgroundScheduler):
             return
         if self._store.hashes.get(job_id) != want:
             self._rebuild(rec, job, want, now)
-        elif rec.paused != (job.next_run_time is None):
+        elif rec.paused != (job.next_run_time is None) and job_id not in self._store.done:
             first = None if rec.paused else job.trigger.get_next_fire_time(None, now)
             if first is None and not rec.paused:
                 self._store.remove_job(job_id)   # resumed after its only fire time
@@ -4581,7 +4719,8 @@ class _Scheduler(BackgroundScheduler):
         rec = self._service.book.get(job_id)
         stored, stamp = self._store.stamp(job_id)
         return stored and rec is not None and rec.definition.is_enabled and \
-            rec.state != "manual" and rec.paused == (stamp is None) and \
+            rec.state != "manual" and (rec.paused == (stamp is None) or
+                                       job_id in self._store.done) and \
             self._store.hashes.get(job_id) == rec.schedule_hash(self.timezone)
 
     def _rebuild(self, rec: JobRecord, job, want: str, now: dt.datetime) -> None:
@@ -4596,11 +4735,12 @@ class _Scheduler(BackgroundScheduler):
             if first is None and not rec.paused:
                 self._store.remove_job(job.id)
                 return
+            self._store.done.discard(job.id)   # a new schedule: fire times again
             changes.update(trigger=trigger, next_run_time=first)
         else:
             if len(have) != 3 or have[2] != new_code:   # stored by older code (or before v2)
                 changes["trigger"] = trigger
-            if rec.paused != (job.next_run_time is None):
+            if rec.paused != (job.next_run_time is None) and job.id not in self._store.done:
                 changes["next_run_time"] = None if rec.paused else trigger.get_next_fire_time(
                     None, now)
         self._store.hashes[job.id] = want
@@ -4625,7 +4765,7 @@ class _Scheduler(BackgroundScheduler):
         if left_out:
             rows[0]["error"] += f"; and {left_out} earlier fire times were missed as well"
         if following is None:
-            self._store.remove_job(job.id)
+            self._store.finish_job(job)
         else:
             self._store.move_job(job, following)
         return rows
@@ -4644,6 +4784,9 @@ class _Scheduler(BackgroundScheduler):
 
 
 EXECUTE_JOB = "task_scheduler:execute_job"
+# The loop's own errors end a wakeup (retried from the table, or the node steps down); any other
+# error while scheduling a job is that job's, which is set aside while the others fire on.
+_LOOP_ERRORS = (sa.exc.SQLAlchemyError, NotLeader)
 CLAIM_AHEAD = 500       # runs a node claims beyond its workers, at most (see Runner._capacity)
 MAX_MISSED_ROWS = 100   # missed fire times recorded one by one per job and wakeup; more are
 #                         counted in the first row (a job every second, down for a day)
@@ -5083,12 +5226,16 @@ class Runner:
 
     # stopping
 
+    _stop_by: Optional[float] = None   # monotonic time by which stop() is done, once it began
+
     def stop(self, grace: float) -> None:
         """Claim nothing more; give running runs ``grace`` seconds (saying what is awaited);
         then end commands (TERM, KILL) and record what is left as interrupted."""
         self._stopping = True
         self._wake.set()
         self._thread.join(5)
+        # what the log counts down: the time left for the whole stop, TERM and KILL included
+        self._stop_by = time.monotonic() + grace + self.config.kill_grace + 1
         self._wait(grace)
         for active in list(self.active.values()):
             if active.proc is not None and active.proc.poll() is None:
@@ -5110,7 +5257,8 @@ class Runner:
                                  f"{time.monotonic() - a.claimed:.0f}s)"
                                  for a in list(self.active.values())[:5])
                 log.info("stopping: waiting up to %.0fs for %d running runs: %s",
-                         deadline - time.monotonic(), len(self.active), left)
+                         max((self._stop_by or deadline) - time.monotonic(), 0),
+                         len(self.active), left)
             self._hurry.wait(0.05)
 
 
@@ -5552,6 +5700,9 @@ def _refuse_moved_secret(index: int, target: dict, old: dict) -> None:
 # Scheduler service: the front door
 # --------------------------------------------------------------------------------------------
 
+_NO_FILE = "no jobs.yaml"   # SchedulerService._seen_hash while there is none (said once)
+
+
 class SchedulerService:
     """Everything but HTTP, thread-safe: it hands the work to the store, the job book, the
     schedule (APScheduler), the runner, the cluster and the reloader."""
@@ -5908,7 +6059,8 @@ class SchedulerService:
             return
         when = build_trigger(defn.trigger, self.timezone).run_date
         grace = defn.misfire_grace_time
-        if grace is not None and when + dt.timedelta(seconds=grace) < self.cluster.now():
+        # seconds compared, not when + grace: a huge grace overflows a datetime
+        if grace is not None and (self.cluster.now() - when).total_seconds() > grace:
             message = (f"{_iso(when)} has passed (misfire_grace_time {grace:g}s): a date job "
                        f"runs once, at a time to come; run it now instead, or give a later date")
             raise InvalidJob(f"job {defn.id}: trigger.run_date: {message}",
@@ -5930,6 +6082,9 @@ class SchedulerService:
             try:
                 text, digest = read_jobs_file(path, self.config.max_config_bytes)
             except InvalidConfig as exc:
+                if not os.path.lexists(path) and not any(
+                        r.source == "yaml" for r in self.book.records.values()):
+                    return self._no_jobs_file(path)
                 return self._reload_failed(exc, None)
             state = self._config_state
             if digest == self._seen_hash and not force and not state["error"] and (
@@ -5960,6 +6115,16 @@ class SchedulerService:
                 log.warning("jobs.yaml here (%s) differs from what the leader %s applied (%s): "
                             "the leader's applies", digest[:12], state["applied"]["node"],
                             state["applied"]["hash"][:12])
+        return self.config_status()
+
+    def _no_jobs_file(self, path: str) -> dict:
+        """No jobs.yaml, and no job from one: not an error (a service may run on API jobs
+        alone, and the file may come later). Said once; a jobs.yaml that goes away after its
+        jobs were applied is still an error (they are kept, and the file should say so)."""
+        if self._seen_hash != _NO_FILE:
+            log.info("no jobs.yaml (%s), starting with none", os.path.abspath(path))
+            self._seen_hash = _NO_FILE
+        self._config_state.update(error=None, errors=[], hash=None, jobs=0)
         return self.config_status()
 
     def _kept_as_applied(self, digest: str) -> bool:

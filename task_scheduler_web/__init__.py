@@ -27,7 +27,7 @@ from urllib.parse import urlencode, urlsplit
 import bottle
 import yaml
 
-from task_scheduler import JOB_STATES, RUN_STATUSES, SchedulerError
+from task_scheduler import JOB_STATES, MAX_OFFSET, RUN_STATUSES, SchedulerError
 
 from . import charts, forms
 from .docs import api_docs_html
@@ -650,7 +650,10 @@ def _qs() -> str:
 
 def _int_arg(name: str) -> int:
     text = bottle.request.query.get(name, "")
-    return max(int(text), 0) if text.isdigit() else 0
+    value = int(text) if text.isascii() and text.isdigit() else 0
+    if value > MAX_OFFSET:   # past every database's integer range: was a 500
+        raise _error_page(400, _t("error.400"), _t("error.too_far", name=name, max=MAX_OFFSET))
+    return value
 
 
 def _pager(items, limit: int, offset: int, params: dict[str, str]) -> dict:

@@ -72,13 +72,27 @@ def read_grace(text: str):
     return read_number(text)
 
 
+def read_json(text: str):
+    """JSON as the API takes it: no NaN or Infinity, no unpaired surrogate, and not nested past
+    what the parser follows (a RecursionError was a 500)."""
+    try:
+        value = json.loads(text, parse_constant=_not_json)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except json.JSONDecodeError as exc:
+        raise FieldError("form.not_json", error=exc.msg, line=exc.lineno) from None
+    except (ValueError, RecursionError) as exc:   # ValueError: also UnicodeEncodeError
+        raise FieldError("form.not_json", error=str(exc), line=1) from None
+    return value
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def read_json_object(text: str):
     if not text:
         return OMIT
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise FieldError("form.not_json", error=exc.msg, line=exc.lineno) from None
+    value = read_json(text)
     if not isinstance(value, dict):
         raise FieldError("form.not_object")
     return value
@@ -89,10 +103,7 @@ def read_args(text: str):
     if not text:
         return OMIT
     if text.startswith("["):
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise FieldError("form.not_json", error=exc.msg, line=exc.lineno) from None
+        value = read_json(text)
         if not isinstance(value, list):
             raise FieldError("form.not_list")
         return value
