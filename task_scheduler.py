@@ -1955,10 +1955,13 @@ _SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr", "
 LEASE = "leader"
 
 
-def new_run_id() -> str:
+def new_run_id(offset: float = 0.0) -> str:
     """Sortable by creation time (microseconds, hex) with random bits against collisions (not
-    secret: ``random``, as ``secrets`` would read the OS for each fire)."""
-    return f"{time.time_ns() // 1000:014x}{random.getrandbits(24):06x}"
+    secret: ``random``, as ``secrets`` would read the OS for each fire). ``offset``: seconds
+    from this machine's clock to the database's (``Cluster.offset``): ids made on nodes whose
+    clocks differ still sort in the database's order."""
+    micros = time.time_ns() // 1000 + int(offset * 1_000_000)
+    return f"{micros:014x}{random.getrandbits(24):06x}"
 
 
 def create_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
@@ -2407,6 +2410,7 @@ class Store:
         cancel was asked for). The rows are locked in id order first: the history writer ends
         a batch of them in that order, and one UPDATE would lock them in scan order (deadlock)."""
         with self.write() as conn:
+            self._bounded(conn)
             ids = conn.execute(sa.select(ts_runs.c.id).where(
                 ts_runs.c.node == self.node, ts_runs.c.status == "running")
                 .order_by(ts_runs.c.id).with_for_update()).scalars().all()
@@ -2417,10 +2421,18 @@ class Store:
         return {r.id for r in rows}, {r.id for r in rows if r.cancel_requested}
 
     def rescue(self, silent_for: float) -> list:
-        """Runs whose node stopped heart-beating become ``interrupted``, naming the node."""
+        """Runs whose node stopped heart-beating become ``interrupted``, naming the node. Rows
+        another transaction holds (a frozen node's history writer, say) are skipped, not
+        waited for: they are looked at again next time."""
         with self.write() as conn:
-            return conn.execute(ts_runs.update().where(
+            self._bounded(conn)
+            ids = conn.execute(sa.select(ts_runs.c.id).where(
                 ts_runs.c.status == "running", ts_runs.c.heartbeat_at < self._ago(silent_for))
+                .order_by(ts_runs.c.id).with_for_update(skip_locked=True)).scalars().all()
+            if not ids:
+                return []
+            return conn.execute(ts_runs.update().where(
+                ts_runs.c.id.in_(ids), ts_runs.c.status == "running")
                 .values(status="interrupted", finished_at=self.now(),
                         error=sa.literal("interrupted: node ") + sa.func.coalesce(
                             ts_runs.c.node, "?") + sa.literal(
@@ -2629,6 +2641,7 @@ class Store:
 
     def heartbeat_node(self, role: str, running: int, config_hash: Optional[str]) -> None:
         with self.write() as conn:
+            self._bounded(conn)
             if not conn.execute(ts_nodes.update().where(ts_nodes.c.id == self.node).values(
                     heartbeat_at=self.now(), role=role, running=running,
                     config_hash=config_hash)).rowcount:
@@ -2659,6 +2672,7 @@ class Store:
         """Take the lease when it is free or expired (each take is a new epoch); returns
         (epoch or None, database time)."""
         with self.write() as conn:
+            self._bounded(conn)
             row = conn.execute(ts_lease.update().where(
                 ts_lease.c.name == LEASE,
                 sa.or_(ts_lease.c.holder.is_(None), ts_lease.c.expires_at < self.now()))
@@ -2674,6 +2688,7 @@ class Store:
     def renew_lease(self, epoch: int, ttl: float) -> Optional[dt.datetime]:
         """Extend the lease held with ``epoch``; the database time, or None when lost."""
         with self.write() as conn:
+            self._bounded(conn)
             row = conn.execute(ts_lease.update().where(
                 ts_lease.c.name == LEASE, ts_lease.c.holder == self.node,
                 ts_lease.c.epoch == epoch, ts_lease.c.expires_at > self.now())
@@ -2685,10 +2700,18 @@ class Store:
     def release_lease(self, epoch: int) -> None:
         """Hand the lease back at once (a graceful stop): the others take it without waiting."""
         with self.write() as conn:
+            self._bounded(conn)
             if conn.execute(ts_lease.update().where(
                     ts_lease.c.name == LEASE, ts_lease.c.holder == self.node,
                     ts_lease.c.epoch == epoch).values(holder=None, expires_at=None)).rowcount:
                 self.notify(conn, "ts_lease")
+
+    def _bounded(self, conn) -> None:
+        """Lease, heartbeat and rescue statements wait at most ``LIVENESS_LOCK_WAIT`` for a
+        lock another node holds (a frozen node keeps its locks until the server ends its
+        session): past it they fail, and the cluster loop tries again on its next tick."""
+        if self.postgres:
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(LIVENESS_LOCK_WAIT * 1000)}")
 
     def fence(self, conn, epoch: Optional[int]) -> None:
         """Inside a leader's write: prove the lease is still ours with ``epoch``. The row lock
@@ -3334,6 +3357,7 @@ class _ActiveRun:
     flushed: tuple = (0, 0)              # output sizes last written to the database
     claimed: float = dataclasses.field(default_factory=time.monotonic)
     began: Optional[dt.datetime] = None  # when a worker took it up (claimed ahead: later)
+    watch: Any = None                    # told the process group (the cluster's fence watch)
 
 
 def run_python(func, args: list, kwargs: dict, limit: int, out: Optional[CappedOutput] = None,
@@ -3377,6 +3401,8 @@ def run_command(argv: list, env: dict, cwd: str, timeout: Optional[float], limit
         return _Outcome("failed", 127 if isinstance(exc, FileNotFoundError) else 126,
                         f"cannot start {argv[0]}: {exc.strerror or exc}")
     active.proc = proc
+    if active.watch is not None:
+        active.watch(proc.pid)
     if active.stop_reason:   # cancelled while starting
         kill_group(proc, kill_grace)
     reader = _PipeReader({proc.stdout: out, proc.stderr: err})
@@ -3653,6 +3679,10 @@ class Cluster:
         self._next_heartbeat = 0.0
         self._last_holder: Optional[str] = None
         self._failing = False
+        self._resigned = False     # stopping: never take or renew the lease again
+        self._lease_lock = threading.Lock()   # the loop's lease statements, and resign()
+        self._reached_last = -float("inf")   # monotonic: the last tick that reached the
+        self._reached_since = 0.0            # database, and the start of that unbroken run
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ts-cluster", daemon=True)
@@ -3685,6 +3715,24 @@ class Cluster:
         self._service.bus.subscribe("ts_lease", lambda _payload: self._wake.set())
         self._tick(initial=True)
         self._thread.start()
+
+    def resign(self) -> None:
+        """A stopping node hands the lease over before it waits for its runs (for up to the
+        shutdown grace): another node leads within about a second (the release is announced),
+        while this one goes on heart-beating the runs it still has."""
+        self._resigned = True
+        if not self.clustered:
+            return
+        with self._lease_lock:
+            epoch = self.epoch if self.role == "leader" else None
+            if epoch is None:
+                return
+            self._step_down("this node is stopping; the lease is handed over")
+            try:
+                self.store.release_lease(epoch)
+            except sa.exc.DBAPIError as exc:
+                log.warning("cluster: could not hand the lease back (%s); it expires by "
+                            "itself", _clean(exc))
 
     def stop(self) -> None:
         """Hand the lease back at once (the others need not wait for it to expire) and leave."""
@@ -3732,15 +3780,32 @@ class Cluster:
                     log.info("cluster: the database answers again")
                 self._failing = False
             except sa.exc.DBAPIError as exc:
-                if not self._failing:
+                if _lock_busy(exc):   # bounded wait on another node's lock: next tick
+                    log.info("cluster: a lease or heartbeat row was busy; trying again")
+                elif not self._failing:
                     log.warning("cluster: database error: %s", _clean(exc))
-                self._failing = True
+                self._failing = self._failing or not _lock_busy(exc)
             except Exception:
                 log.exception("cluster: unexpected error; continuing")
             if self.role == "leader" and time.monotonic() >= self._fire_until:
                 self._step_down("the lease could not be renewed in time")
+            try:
+                self._service.runner.fence_if_due()
+            except Exception:
+                log.exception("cluster: self-fencing failed; continuing")
 
     def _tick(self, initial: bool = False) -> None:
+        with self._lease_lock:
+            self._lease_tick(initial)
+        reached = time.monotonic()
+        if reached - self._reached_last > self.config.heartbeat_every * 1.5:
+            self._reached_since = reached   # back from an outage, or from a pause of its own
+        self._reached_last = reached
+        if time.monotonic() >= self._next_heartbeat:
+            self._next_heartbeat = time.monotonic() + self.config.heartbeat_every
+            self._heartbeat()
+
+    def _lease_tick(self, initial: bool) -> None:
         sent, local = time.monotonic(), time.time()
         epoch = None
         if self.role == "leader":
@@ -3750,6 +3815,8 @@ class Cluster:
                 db_now = self.store.db_time()
             else:
                 self._fire_until = sent + self.config.lease_ttl - LEASE_MARGIN
+        elif self._resigned:
+            db_now = self.store.db_time()
         else:
             epoch, db_now = self.store.acquire_lease(self.config.lease_ttl)
         # Before leading: the new leader's first wakeup builds the schedule by this offset (at
@@ -3758,9 +3825,13 @@ class Cluster:
         if epoch is not None:
             self._fire_until = sent + self.config.lease_ttl - LEASE_MARGIN
             self._take_lead(epoch, initial)
-        if time.monotonic() >= self._next_heartbeat:
-            self._next_heartbeat = time.monotonic() + self.config.heartbeat_every
-            self._heartbeat()
+
+    def may_rescue(self) -> bool:
+        """A node's silence proves it dead only while this node could itself have heard it:
+        after an outage of the database (or a pause of this process) every node's heartbeat
+        is old, and the live ones heartbeat again within seconds. So this node gives nothing up
+        until it has reached the database without a break for ``node_timeout`` itself."""
+        return time.monotonic() - self._reached_since >= self.config.node_timeout
 
     def _heartbeat(self) -> None:
         runner = self._service.runner
@@ -3769,7 +3840,7 @@ class Cluster:
                                   self._service.config_status().get("hash"))
         alive, cancels = self.store.heartbeat_runs()
         runner.after_heartbeat(alive, cancels, since)
-        if self.role == "leader":
+        if self.role == "leader" and self.may_rescue():
             runner.after_rescue(self.store.rescue(self.config.node_timeout))
         holder = self.store.lease()[0]
         if holder and holder != self._last_holder:
@@ -3789,6 +3860,19 @@ class Cluster:
 
 
 LEASE_MARGIN = 1.5   # seconds a leader stops firing before its lease could expire
+LIVENESS_LOCK_WAIT = 1.0   # seconds a lease/heartbeat/rescue statement waits for a row lock
+# Self-fencing. The leader gives a node's runs up (and retries them elsewhere) once their
+# heartbeat is ``node_timeout`` old on the database clock. A node that cannot heartbeat ends
+# its own command runs first: TERM at FENCE_AT of node_timeout after the last heartbeat that
+# got through (counted from when it was sent, so never later than the database's stamp), KILL
+# at FENCE_KILL. The rest of node_timeout is the margin for a slow kill and a late tick.
+FENCE_AT = 0.5
+FENCE_KILL = 0.7
+
+
+def _lock_busy(exc: sa.exc.DBAPIError) -> bool:
+    """PostgreSQL's lock_timeout (55P03): a row was busy, the database is fine."""
+    return getattr(exc.orig, "sqlstate", None) == "55P03"
 OUTPUT_FLUSH = 0.4   # seconds between writes of running output: a line shows on any node in <1 s
 
 
@@ -4234,7 +4318,8 @@ class _Scheduler(BackgroundScheduler):
              error: Optional[str]) -> dict:
         scheduled = _naive_utc(moment)
         late_start = self.leading_since is not None and scheduled < self.leading_since
-        row = {"id": new_run_id(), "job_id": job.id, "status": status, "attempt": 1,
+        row = {"id": new_run_id(self._service.cluster.offset), "job_id": job.id,
+               "status": status, "attempt": 1,
                "trigger": "catchup" if late_start and status == "queued" else "schedule",
                "scheduled_at": scheduled, "due_at": scheduled, "error": error,
                "epoch": self._store.epoch, "run_on": rec.run_on if rec else ""}
@@ -4305,6 +4390,84 @@ def _local_zone():
 # Runner: the life of a run on this node (claim, execute, finish, retry, cancel)
 # --------------------------------------------------------------------------------------------
 
+_FENCE_WATCH = r"""
+import os, select, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+kill_after, fd = float(sys.argv[1]), sys.stdin.fileno()
+groups, termed, deadline, buf = set(), set(), float("inf"), b""
+def end(pgids, sig):
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, sig)
+        except OSError:
+            pass
+while True:
+    if select.select([fd], [], [], 0.1)[0]:
+        data = os.read(fd, 65536)
+        if not data:
+            end(groups, signal.SIGTERM)
+            time.sleep(min(kill_after, 1.0))
+            end(groups, signal.SIGKILL)
+            break
+        *lines, buf = (buf + data).split(b"\n")
+        for line in lines:
+            op, _, arg = line.partition(b" ")
+            if op == b"D":
+                deadline, termed = float(arg), set()
+            elif op == b"+":
+                groups.add(int(arg))
+            elif op == b"-":
+                groups.discard(int(arg))
+    now = time.monotonic()
+    if now >= deadline and groups:
+        end(groups - termed, signal.SIGTERM)
+        termed |= groups
+        if now >= deadline + kill_after:
+            end(groups, signal.SIGKILL)
+            groups.clear()
+"""
+
+
+class _FenceWatch:
+    """A tiny process beside this node (python -S, no imports of ours) that ends the process
+    groups of this node's command runs when the node stops heart-beating them: past the
+    fencing deadline it sends TERM, ``kill_after`` seconds later KILL; when this node dies
+    (its pipe closes) at once. It acts while this process cannot: paused (SIGSTOP) or dead."""
+
+    def __init__(self, kill_after: float):
+        self._lock = threading.Lock()
+        self._broken = False
+        self._proc = subprocess.Popen([sys.executable, "-S", "-c", _FENCE_WATCH,
+                                       f"{kill_after:g}"], stdin=subprocess.PIPE,
+                                      start_new_session=True, close_fds=True)
+
+    def deadline(self, at: float) -> None:
+        self._send(f"D {at!r}")
+
+    def add(self, pgid: int) -> None:
+        self._send(f"+ {pgid}")
+
+    def remove(self, pgid: int) -> None:
+        self._send(f"- {pgid}")
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            self._proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(3)
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            try:
+                self._proc.stdin.write(line.encode() + b"\n")
+                self._proc.stdin.flush()
+            except (OSError, ValueError) as exc:   # it died, or was closed at stop
+                if not self._broken:
+                    log.error("fence watch: cannot reach it (%s); runs of this node are not "
+                              "ended by it if this node pauses", exc)
+                self._broken = True
+
+
 class Runner:
     """Runs queued runs on this node: the leader's fires, manual runs and retries all take this
     one path. It claims what its free workers can start, runs it in its thread pool, writes the
@@ -4322,6 +4485,12 @@ class Runner:
         self._stopping = False
         self._failing = False
         self._labels_ok = label_sets(self.config.labels)
+        self._fence_at = float("inf")   # monotonic: self-fencing deadline (see FENCE_AT)
+        self._watch: Optional[_FenceWatch] = None
+        # Retries (with the run they follow) held until that run's end is committed: another
+        # node's claim would count the run as still going (max_instances) and skip the retry.
+        # Retries the database refused wait here too.
+        self._held: list = []
         # Seconds a run here takes (a moving average), for the claim-ahead; until runs tell,
         # taken to be long: nothing is claimed ahead of free workers.
         self._typical = 10.0
@@ -4330,6 +4499,9 @@ class Runner:
                                          daemon=True)
 
     def start(self) -> None:
+        if self._service.store.postgres:   # other nodes may give this node's runs up
+            self._watch = _FenceWatch(self.config.node_timeout * (FENCE_KILL - FENCE_AT))
+            self._fenced_until(time.monotonic())
         self._thread.start()
         self._flusher.start()
 
@@ -4349,7 +4521,8 @@ class Runner:
                 >= limit:
             raise JobConflict(f"job {job_id!r} is already running (max_instances={limit})")
         now = self._service.now()
-        run = {"id": new_run_id(), "job_id": job_id, "trigger": "manual", "attempt": 1,
+        run = {"id": new_run_id(self._service.cluster.offset), "job_id": job_id,
+               "trigger": "manual", "attempt": 1,
                "scheduled_at": now, "due_at": now, "status": "queued", "run_on": rec.run_on,
                "params": json.dumps(params) if params else None, "rerun_of": rerun_of}
         self._service.store.queue_runs([run])
@@ -4363,6 +4536,7 @@ class Runner:
             self._wake.wait(self.config.queue_poll)
             self._wake.clear()
             try:
+                self.queue_held()
                 self._claim_while_free()
                 if self._failing:
                     log.info("runner: the database answers again")
@@ -4418,6 +4592,7 @@ class Runner:
         for run in started:
             active = _ActiveRun(run, CappedOutput(self.config.output_limit),
                                 CappedOutput(self.config.output_limit))
+            active.watch = self._watch and self._watch.add
             with self._lock:
                 self.active[run["id"]] = active
             try:
@@ -4488,6 +4663,12 @@ class Runner:
         with self._lock:
             if self.active.pop(run["id"], None) is None:
                 return   # already recorded (the service stopped while this run went on)
+        if self._watch is not None and active.proc is not None:
+            self._watch.remove(active.proc.pid)
+        if active.stop_reason is None and outcome.status == "failed" and \
+                active.proc is not None and time.monotonic() >= self._fence_at:
+            # Killed by the fence watch while this process was paused (SIGSTOP): say so.
+            active.stop_reason, active.stop_error = "interrupted", self._fence_reason()
         if active.stop_reason == "interrupted" and outcome.status != "interrupted":
             outcome = dataclasses.replace(outcome, status="interrupted",
                                           error=active.stop_error or outcome.error)
@@ -4512,8 +4693,8 @@ class Runner:
         level = logging.INFO if outcome.status == "succeeded" else logging.WARNING
         log.log(level, "run %s of %s: %s%s", run["id"], run["job_id"], outcome.status,
                 f" ({_clean(Exception(outcome.error))})" if outcome.error else "")
-        if not active.rescued and outcome.status in ("failed", "timeout"):
-            self._retry(run)
+        if not active.rescued and outcome.status in ("failed", "timeout", "interrupted"):
+            self._retry(run)   # interrupted: by this node's stop or its self-fencing
         self.wake()
 
     def _previous(self, run: dict) -> Optional[str]:
@@ -4532,20 +4713,26 @@ class Runner:
         """Queue the next attempt of a failed run (durable: it survives a restart)."""
         rec = self._service.book.get(run["job_id"])
         spec = rec.definition.retries if rec else None
-        if spec is None or run["attempt"] > spec.max or self._stopping:
+        if spec is None or run["attempt"] > spec.max:
             return
         delay = spec.delay * spec.backoff ** (run["attempt"] - 1)
-        retry = {"id": new_run_id(), "job_id": run["job_id"], "trigger": "retry",
+        retry = {"id": new_run_id(self._service.cluster.offset), "job_id": run["job_id"],
+                 "trigger": "retry",
                  "attempt": run["attempt"] + 1, "scheduled_at": run["scheduled_at"],
                  "due_at": self._service.now() + dt.timedelta(seconds=delay),
                  "status": "queued", "run_on": run.get("run_on") or "",
                  "params": run.get("params")}
-        try:
-            self._service.store.queue_runs([retry])
-        except sa.exc.DBAPIError as exc:
-            log.error("run %s of %s: could not queue its retry: %s", run["id"], run["job_id"],
-                      _clean(exc))
-            return
+        if self._service.store.postgres:
+            with self._lock:
+                self._held.append((retry, run["id"]))
+            self.queue_held()
+        else:   # one node: its claims leave out runs whose end is not written yet
+            try:
+                self._service.store.queue_runs([retry])
+            except sa.exc.DBAPIError as exc:
+                log.error("run %s of %s: could not queue its retry: %s", run["id"],
+                          run["job_id"], _clean(exc))
+                return
         log.info("run %s of %s will be retried in %ss (attempt %d of %d)", run["id"],
                  run["job_id"], delay, retry["attempt"], spec.max + 1)
 
@@ -4561,6 +4748,8 @@ class Runner:
     def after_heartbeat(self, alive: set, cancels: set, since: float) -> None:
         """Runs of this node the database no longer shows running were rescued while this node
         was silent (stopped, cut off): end them here, or they would run twice."""
+        self._fenced_until(since)
+        self.queue_held()
         for run_id, active in list(self.active.items()):
             if run_id in cancels:
                 self._stop(active, "cancelled")
@@ -4568,6 +4757,46 @@ class Runner:
                 active.rescued = True
                 self._stop(active, "interrupted", "interrupted: this node was silent too long "
                            "and the run was given up (and retried) elsewhere")
+
+    def queue_held(self) -> None:
+        """Queue the held retries whose run's end is committed (the unique fire key drops one
+        that the leader's rescue queued already)."""
+        unsettled = self._service.history.unsettled_ids()
+        with self._lock:
+            ready = [retry for retry, after in self._held if after not in unsettled]
+            self._held = [(retry, after) for retry, after in self._held if after in unsettled]
+        if not ready:
+            return
+        try:
+            self._service.store.queue_runs(ready)
+        except sa.exc.DBAPIError as exc:
+            log.warning("could not queue %d retries yet (%s); trying again", len(ready),
+                        _clean(exc))
+            with self._lock:
+                self._held.extend((retry, None) for retry in ready)
+
+    def _fenced_until(self, heartbeat_sent: float) -> None:
+        self._fence_at = heartbeat_sent + self.config.node_timeout * FENCE_AT
+        if self._watch is not None:
+            self._watch.deadline(self._fence_at)
+
+    def fence_if_due(self) -> None:
+        """Self-fencing: this node has not heart-beaten its runs for FENCE_AT of node_timeout
+        (the database is unreachable from here, or this process was paused), so the leader may
+        soon give them up and retry them elsewhere. End its command runs now, before that can
+        happen; their end (and why) is written when the database answers again. A python
+        job's thread cannot be ended: it goes on (docs/cluster.md)."""
+        if time.monotonic() < self._fence_at:
+            return
+        for active in list(self.active.values()):
+            if active.stop_reason is None and (active.proc is not None or active.began is None):
+                self._stop(active, "interrupted", self._fence_reason())
+
+    def _fence_reason(self) -> str:
+        silent = time.monotonic() - self._fence_at + self.config.node_timeout * FENCE_AT
+        return (f"interrupted: node {self._service.store.node} could not heartbeat for "
+                f"{silent:.0f}s (database unreachable, or the node paused), so it ended the "
+                f"run itself before another node could give it up (self-fencing)")
 
     def cancel(self, run_id: str) -> dict:
         """Cancel a queued run, or end a running command (on whichever node runs it)."""
@@ -4635,6 +4864,10 @@ class Runner:
         for active in list(self.active.values()):
             self.finish(active, _Outcome("interrupted", error="service stopped"))
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self._held and self._service.history.flush(10):
+            self.queue_held()   # their runs' ends are written: other nodes may take them
+        if self._watch is not None:
+            self._watch.close()
 
     def _wait(self, seconds: float) -> None:
         deadline, next_note = time.monotonic() + seconds, time.monotonic()
@@ -4971,6 +5204,7 @@ class SchedulerService:
         if self.reloader is not None:
             self.reloader.stop()
         self.scheduler.step_down()
+        self.cluster.resign()   # the lease first: firing goes on elsewhere while runs end here
         self.runner.stop(grace)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

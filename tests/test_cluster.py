@@ -196,3 +196,73 @@ def test_jobs_yaml_drift_is_reported_and_the_leaders_file_applies(tmp_path, post
     finally:
         for service in reversed(services):
             service.stop(grace=0.5)
+
+
+@pytest.fixture
+def db(postgres_url):
+    import task_scheduler as ts
+    engine = ts.create_engine(postgres_url)
+    yield engine
+    engine.dispose()
+
+
+def _lease(db):
+    import sqlalchemy as sa
+    with db.connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT holder, epoch, acquired_at, timezone('UTC', now()) AS now FROM ts_lease "
+            "WHERE name = 'leader' AND expires_at > timezone('UTC', now())")).first()
+
+
+def _db_now(db):
+    import sqlalchemy as sa
+    with db.connect() as conn:
+        return conn.execute(sa.text("SELECT timezone('UTC', now())")).scalar()
+
+
+@pytest.mark.slow
+def test_a_stopping_leader_hands_over_at_once_and_its_killed_run_is_retried(tmp_path, cluster,
+                                                                              db):
+    """SIGTERM of the leader while it has a long run: the lease is handed over before the
+    runs are waited for (the old order kept renewing it through the 30 s grace: no fires for
+    30 s), and the run the stop kills is retried on the other node as the job allows."""
+    write_jobs(tmp_path / "jobs.yaml", """
+        - {id: tick, command: 'true', trigger: {type: interval, seconds: 1}}
+        - id: long
+          command: "if [ -e marker ]; then echo second try; else touch marker; sleep 60; fi"
+          shell: true
+          retries: {max: 1, delay: 0}
+          trigger: {type: manual}
+    """)
+    first = cluster("first")
+    run = first.call("/api/jobs/long/run", "POST")["run"]
+    wait_for(lambda: (first.get(f"/api/runs/{run['id']}") or {}).get("status") == "running",
+             15, 0.1, "the long run to start on the only node")
+    second = cluster("second")
+    old = wait_for(lambda: _lease(db), 10, 0.1, "a lease")
+    assert old.holder == "first"
+    stopped_at = _db_now(db)
+    first.proc.send_signal(signal.SIGTERM)
+    new = wait_for(lambda: (row := _lease(db)) and row.epoch > old.epoch and row, 10, 0.05,
+                   "the second node to lead while the first waits for its run")
+    assert new.holder == "second"
+    took = (new.acquired_at - stopped_at).total_seconds()
+    assert took < 3, f"took over {took:.1f}s after the stop"
+    assert first.proc.poll() is None, "the first node still waits for its long run"
+    fired = wait_for(lambda: [r for r in second.get("/api/runs?job_id=tick&limit=200")["runs"]
+                              if r["node"] == "second" and r["status"] == "succeeded"],
+                     10, 0.1, "a fire by the new leader")
+    assert fired
+
+    first.proc.send_signal(signal.SIGTERM)   # again: stop now, the long run is killed
+    assert first.proc.wait(30) == 0
+    ended = second.get(f"/api/runs/{run['id']}")
+    assert ended["status"] == "interrupted", ended
+    retry = wait_for(lambda: [r for r in second.get("/api/runs?job_id=long")["runs"]
+                              if r["trigger"] == "retry" and r["status"] == "succeeded"],
+                     20, 0.2, "the retry to run on the second node")[0]
+    assert retry["attempt"] == 2 and retry["node"] == "second"
+    assert second.get(f"/api/runs/{retry['id']}")["stdout"] == "second try\n"
+    ticks = sorted((r for r in second.get("/api/runs?job_id=tick&limit=500")["runs"]
+                    if r["trigger"] in ("schedule", "catchup")), key=lambda r: r["scheduled_at"])
+    assert not [r for r in ticks if r["status"] == "missed"], "fire times missed at the handover"
