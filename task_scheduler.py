@@ -1913,6 +1913,7 @@ ts_nodes = sa.Table(
     sa.Column("role", sa.String(16), nullable=False, default="follower"),
     sa.Column("config_hash", sa.String(64)),
     sa.Column("running", sa.Integer, nullable=False, default=0),
+    sa.Column("schema_version", sa.Integer),   # the schema its code knows (NULL: older code)
 )
 ts_lease = sa.Table(
     "ts_lease", _metadata,
@@ -2027,8 +2028,10 @@ def migrate(engine: sa.Engine) -> int:
         version = int(row.scalar() or 0)
         if version > SCHEMA_VERSION:
             raise SchedulerError(f"the database has schema version {version}, newer than this "
-                                 f"task-scheduler {__version__} knows ({SCHEMA_VERSION}); "
-                                 f"upgrade task-scheduler")
+                                 f"task-scheduler {__version__} knows ({SCHEMA_VERSION}): a "
+                                 f"newer release has upgraded it. Upgrade task-scheduler on "
+                                 f"this node to that release (docs/cluster.md, rolling "
+                                 f"upgrades); this node does not start meanwhile")
         for step in range(version + 1, SCHEMA_VERSION + 1) if version else ():
             _MIGRATIONS[step](conn)
         if version == 0:
@@ -2042,6 +2045,8 @@ def migrate(engine: sa.Engine) -> int:
                 "ts_runs")}:   # became ix_ts_runs_since
             conn.execute(sa.text("DROP INDEX ix_ts_runs_scheduled_at"))
         _add_missing_column(conn, APS_TABLE, sa.Column("ts_hash", sa.String(80)))
+        # Additive, nullable: nodes of the previous release insert their rows without it.
+        _add_missing_column(conn, "ts_nodes", ts_nodes.c.schema_version.copy())
         if conn.execute(sa.select(ts_lease.c.name).where(ts_lease.c.name == LEASE)).first() \
                 is None:
             conn.execute(ts_lease.insert().values(name=LEASE, epoch=0))
@@ -2623,8 +2628,9 @@ class Store:
 
     # nodes and the leader lease (PostgreSQL)
 
-    def register_node(self, values: dict, silent_for: float) -> None:
-        """Add this node; refuse when a live node (another process) already has its id."""
+    def register_node(self, values: dict, silent_for: float) -> list:
+        """Add this node; refuse when a live node (another process) already has its id.
+        Returns the other live nodes: (id, version, schema_version)."""
         with self.write() as conn:
             row = conn.execute(sa.select(ts_nodes, (ts_nodes.c.heartbeat_at > self._ago(
                 silent_for)).label("alive")).where(ts_nodes.c.id == self.node)
@@ -2638,6 +2644,9 @@ class Store:
             conn.execute(ts_nodes.delete().where(ts_nodes.c.id == self.node))
             conn.execute(ts_nodes.insert().values(id=self.node, started_at=self.now(),
                                                   heartbeat_at=self.now(), **values))
+            return [(r.id, r.version, r.schema_version) for r in conn.execute(
+                sa.select(ts_nodes).where(ts_nodes.c.id != self.node,
+                                          ts_nodes.c.heartbeat_at > self._ago(silent_for)))]
 
     def heartbeat_node(self, role: str, running: int, config_hash: Optional[str]) -> None:
         with self.write() as conn:
@@ -3695,10 +3704,17 @@ class Cluster:
         """Register this node (a live node with the same id is refused) and interrupt the runs
         this node's previous life left running (SQLite: every such run)."""
         if self.clustered:
-            self.store.register_node(
+            others = self.store.register_node(
                 {"host": socket.gethostname(), "pid": os.getpid(), "version": __version__,
-                 "labels": ",".join(self.config.labels), "role": "follower"},
-                self.config.node_timeout)
+                 "labels": ",".join(self.config.labels), "role": "follower",
+                 "schema_version": SCHEMA_VERSION}, self.config.node_timeout)
+            mixed = [f"{node} ({version}, schema {schema or 'older'})"
+                     for node, version, schema in others
+                     if (version, schema) != (__version__, SCHEMA_VERSION)]
+            if mixed:   # a rolling upgrade: fine for a while (docs/cluster.md)
+                log.warning("node %s (%s, schema %d) joins nodes of other releases: %s; "
+                            "upgrade them all to one release", self.store.node, __version__,
+                            SCHEMA_VERSION, ", ".join(mixed))
         swept = self.store.sweep(self.store.node if self.clustered else None)
         if swept:
             log.warning("marked %d runs interrupted (left running by a crash)", len(swept))
@@ -5313,14 +5329,16 @@ class SchedulerService:
                      "role": "leader", "labels": list(self.config.labels),
                      "heartbeat_age_s": 0.0, "running": len(self.runner.active),
                      "version": __version__, "config_hash": self._config_state["hash"],
-                     "alive": True, "started_at": _iso(self.started_at)}]
+                     "alive": True, "started_at": _iso(self.started_at),
+                     "schema_version": SCHEMA_VERSION}]
         leader = self._leader()
         return [{"id": row.id, "host": row.host, "pid": row.pid,
                  "role": "leader" if row.id == leader else "follower",
                  "labels": [x for x in row.labels.split(",") if x],
                  "heartbeat_age_s": round(age, 1), "running": row.running,
                  "version": row.version, "config_hash": row.config_hash,
-                 "alive": age < self.config.node_timeout, "started_at": _iso(row.started_at)}
+                 "alive": age < self.config.node_timeout, "started_at": _iso(row.started_at),
+                 "schema_version": row.schema_version}
                 for row, age in self.store.nodes()]
 
     def config_status(self) -> dict:
@@ -6752,6 +6770,8 @@ class ApiNode(_Out):
     config_hash: Optional[str] = Field(description="sha256 of its own jobs.yaml")
     alive: bool = Field(description="heard from within node_timeout")
     started_at: Optional[dt.datetime]
+    schema_version: Optional[int] = Field(None, description="the database schema its release "
+                                          "knows; null: a release before this field")
 
 
 class ApiNodes(_Out):
