@@ -876,3 +876,18 @@ def test_run_ids_follow_the_database_clock_whatever_a_nodes_clock_says(nodes, db
     except BaseException:
         print(nodes.logs())
         raise
+
+
+@pytest.mark.slow
+def test_chaos_partition_freeze_stops_and_an_outage(postgres_url):
+    """bench/chaos.py, one round (CI-sized): a silent partition and a SIGSTOP of nodes running
+    long side-effecting runs, a graceful stop and a kill of the leader, a 20 s database outage.
+    It exits 1 when two copies of a run wrote at once, a fire was recorded twice or lost, a
+    takeover missed its goal (2 s graceful, 10 s kill) or a live node's run was given up."""
+    from conftest import ROOT
+    base = os.environ["TS_TEST_POSTGRES_URL"]
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "chaos.py"), "--db", base,
+                           "--rounds", "1", "--jobs", "10"], capture_output=True, text=True,
+                          timeout=900, env=child_env())
+    print(done.stdout[-5000:], done.stderr[-5000:])
+    assert done.returncode == 0, done.stdout[-3000:]
