@@ -2046,7 +2046,7 @@ def migrate(engine: sa.Engine) -> int:
             conn.execute(sa.text("DROP INDEX ix_ts_runs_scheduled_at"))
         _add_missing_column(conn, APS_TABLE, sa.Column("ts_hash", sa.String(80)))
         # Additive, nullable: nodes of the previous release insert their rows without it.
-        _add_missing_column(conn, "ts_nodes", ts_nodes.c.schema_version.copy())
+        _add_missing_column(conn, "ts_nodes", sa.Column("schema_version", sa.Integer))
         if conn.execute(sa.select(ts_lease.c.name).where(ts_lease.c.name == LEASE)).first() \
                 is None:
             conn.execute(ts_lease.insert().values(name=LEASE, epoch=0))
@@ -3729,7 +3729,12 @@ class Cluster:
             self._service.lead(None, initial=True)
             return
         self._service.bus.subscribe("ts_lease", lambda _payload: self._wake.set())
-        self._tick(initial=True)
+        try:
+            self._tick(initial=True)
+        except sa.exc.DBAPIError as exc:
+            if not _lock_busy(exc):
+                raise
+            log.info("cluster: the lease row is busy (a frozen leader?); trying again")
         self._thread.start()
 
     def resign(self) -> None:
@@ -3811,8 +3816,14 @@ class Cluster:
                 log.exception("cluster: self-fencing failed; continuing")
 
     def _tick(self, initial: bool = False) -> None:
-        with self._lease_lock:
-            self._lease_tick(initial)
+        busy = None
+        try:
+            with self._lease_lock:
+                self._lease_tick(initial)
+        except sa.exc.DBAPIError as exc:   # a busy lease row must not hold the heartbeat back
+            if not _lock_busy(exc):
+                raise
+            busy = exc
         reached = time.monotonic()
         if reached - self._reached_last > self.config.heartbeat_every * 1.5:
             self._reached_since = reached   # back from an outage, or from a pause of its own
@@ -3820,6 +3831,8 @@ class Cluster:
         if time.monotonic() >= self._next_heartbeat:
             self._next_heartbeat = time.monotonic() + self.config.heartbeat_every
             self._heartbeat()
+        if busy is not None:
+            raise busy
 
     def _lease_tick(self, initial: bool) -> None:
         sent, local = time.monotonic(), time.time()
@@ -4421,9 +4434,10 @@ while True:
     if select.select([fd], [], [], 0.1)[0]:
         data = os.read(fd, 65536)
         if not data:
-            end(groups, signal.SIGTERM)
-            time.sleep(min(kill_after, 1.0))
-            end(groups, signal.SIGKILL)
+            if groups:
+                end(groups, signal.SIGTERM)
+                time.sleep(min(kill_after, 1.0))
+                end(groups, signal.SIGKILL)
             break
         *lines, buf = (buf + data).split(b"\n")
         for line in lines:
@@ -4804,9 +4818,15 @@ class Runner:
         job's thread cannot be ended: it goes on (docs/cluster.md)."""
         if time.monotonic() < self._fence_at:
             return
-        for active in list(self.active.values()):
-            if active.stop_reason is None and (active.proc is not None or active.began is None):
-                self._stop(active, "interrupted", self._fence_reason())
+        ending = [a for a in list(self.active.values()) if a.stop_reason is None
+                  and (a.proc is not None or a.began is None)]
+        if ending:
+            log.warning("node %s: no heartbeat got through for %.0fs; ending its %d command "
+                        "runs before another node may give them up (self-fencing)",
+                        self._service.store.node, time.monotonic() - self._fence_at +
+                        self.config.node_timeout * FENCE_AT, len(ending))
+        for active in ending:
+            self._stop(active, "interrupted", self._fence_reason())
 
     def _fence_reason(self) -> str:
         silent = time.monotonic() - self._fence_at + self.config.node_timeout * FENCE_AT
