@@ -3889,6 +3889,7 @@ class Cluster:
 
 
 LEASE_MARGIN = 1.5   # seconds a leader stops firing before its lease could expire
+OUTPUT_FLUSH = 0.4   # seconds between writes of running output: a line shows on any node in <1 s
 LIVENESS_LOCK_WAIT = 1.0   # seconds a lease/heartbeat/rescue statement waits for a row lock
 # Self-fencing. The leader gives a node's runs up (and retries them elsewhere) once their
 # heartbeat is ``node_timeout`` old on the database clock. A node that cannot heartbeat ends
@@ -3902,7 +3903,6 @@ FENCE_KILL = 0.7
 def _lock_busy(exc: sa.exc.DBAPIError) -> bool:
     """PostgreSQL's lock_timeout (55P03): a row was busy, the database is fine."""
     return getattr(exc.orig, "sqlstate", None) == "55P03"
-OUTPUT_FLUSH = 0.4   # seconds between writes of running output: a line shows on any node in <1 s
 
 
 def label_sets(labels: tuple) -> list[str]:
@@ -4806,6 +4806,8 @@ class Runner:
                 self._held.extend((retry, None) for retry in ready)
 
     def _fenced_until(self, heartbeat_sent: float) -> None:
+        if time.monotonic() >= self._fence_at:   # back after the deadline (a pause): runs the
+            self.fence_if_due()                  # watch ended are marked before it moves on
         self._fence_at = heartbeat_sent + self.config.node_timeout * FENCE_AT
         if self._watch is not None:
             self._watch.deadline(self._fence_at)
