@@ -233,7 +233,7 @@ class Chaos:
                        "a new leader", 0.02)
         took = (new.acquired_at - at).total_seconds()
         self.takeovers[how].append(took)
-        self.story.append(f"{how} stop of the leader {victim.name}: {new.holder} leads "
+        self.story.append(f"{how} of the leader {victim.name}: {new.holder} leads "
                           f"{took:.2f}s later")
         if how == "graceful":
             victim.proc.wait(60)
