@@ -4530,7 +4530,11 @@ class Runner:
 
     def start(self) -> None:
         if self._service.store.postgres:   # other nodes may give this node's runs up
-            self._watch = _FenceWatch(self.config.node_timeout * (FENCE_KILL - FENCE_AT))
+            try:
+                self._watch = _FenceWatch(self.config.node_timeout * (FENCE_KILL - FENCE_AT))
+            except OSError as exc:
+                log.error("fence watch: cannot start %s (%s); this node's commands are ended "
+                          "by itself only, not while it is paused", sys.executable, exc)
             self._fenced_until(time.monotonic())
         self._thread.start()
         self._flusher.start()
