@@ -1986,6 +1986,9 @@ def create_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
         connect_args = {"application_name": "task-scheduler", "connect_timeout": 10,
                         "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                         "keepalives_count": 3,
+                        # a statement whose packets go unanswered (a silent partition) fails
+                        # after 20 s instead of TCP's ~15 min: the node's loops go on
+                        "tcp_user_timeout": 20000,
                         "options": f"{given} -c timezone=UTC "
                                    f"-c idle_in_transaction_session_timeout=4000 "
                                    f"-c lock_timeout=10000".strip()}
@@ -4599,7 +4602,7 @@ class Runner:
     def _claim_while_free(self) -> None:
         while not self._stopping:
             free = self._capacity() - len(self.active)
-            if free <= 0:
+            if free <= 0 or time.monotonic() >= self._fence_at:   # fenced: it would end them
                 return
             started, ended = self._service.store.claim(self._labels_ok, min(free, 200),
                                                        self._policy,
@@ -4612,7 +4615,7 @@ class Runner:
     def start_in(self, conn, fires: list[dict]) -> list[dict]:
         """The leader's fresh fires this node's free workers take, inside its wakeup."""
         free = self._capacity() - len(self.active)
-        if free <= 0 or self._stopping:
+        if free <= 0 or self._stopping or time.monotonic() >= self._fence_at:
             return []
         return self._service.store.start_fresh(conn, fires, self._labels_ok, free, self._policy,
                                                self._service.history.unsettled_ids())
