@@ -850,6 +850,7 @@ def test_liveness_statements_do_not_wait_on_a_frozen_nodes_locks(db):
     assert [r.id for r in store.rescue(10)] == ["held"]   # once the lock is gone
 
 
+@pytest.mark.slow
 @needs_faketime
 def test_run_ids_follow_the_database_clock_whatever_a_nodes_clock_says(nodes, db):
     """Run ids sort by creation time: with one node ten minutes ahead, its runs sorted after
