@@ -310,7 +310,11 @@ def check(chaos: Chaos, began: dt.datetime, horizon: dt.datetime,
     twice = [k for k, c in collections.Counter((r.job_id, r.scheduled_at) for r in rows).items()
              if c > 1]
     if twice:
-        failures.append(f"fires recorded twice: {twice[:5]}")
+        detail = chaos.sql("SELECT job_id, scheduled_at, trigger, epoch, node, status, id "
+                           "FROM ts_runs WHERE (job_id, scheduled_at) IN (" + ", ".join(
+                               f"('{job}', '{at.isoformat()}')" for job, at in twice[:5]) +
+                           ") ORDER BY job_id, id")
+        failures.append(f"fires recorded twice: {[tuple(r) for r in detail]}")
     by_job = collections.defaultdict(list)
     for row in rows:
         if row.job_id.startswith("t") and began <= row.scheduled_at <= horizon:
