@@ -2012,6 +2012,7 @@ ts_nodes = sa.Table(
     sa.Column("role", sa.String(16), nullable=False, default="follower"),
     sa.Column("config_hash", sa.String(64)),
     sa.Column("running", sa.Integer, nullable=False, default=0),
+    sa.Column("schema_version", sa.Integer),   # the schema its code knows (NULL: older code)
 )
 ts_lease = sa.Table(
     "ts_lease", _metadata,
@@ -2061,10 +2062,13 @@ ix_ts_runs_taken = sa.Index("ix_ts_runs_taken", ts_runs.c.job_id, postgresql_whe
 LEASE = "leader"
 
 
-def new_run_id() -> str:
+def new_run_id(offset: float = 0.0) -> str:
     """Sortable by creation time (microseconds, hex) with random bits against collisions (not
-    secret: ``random``, as ``secrets`` would read the OS for each fire)."""
-    return f"{time.time_ns() // 1000:014x}{random.getrandbits(24):06x}"
+    secret: ``random``, as ``secrets`` would read the OS for each fire). ``offset``: seconds
+    from this machine's clock to the database's (``Cluster.offset``): ids made on nodes whose
+    clocks differ still sort in the database's order."""
+    micros = time.time_ns() // 1000 + int(offset * 1_000_000)
+    return f"{micros:014x}{random.getrandbits(24):06x}"
 
 
 def create_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
@@ -2088,6 +2092,9 @@ def create_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
         connect_args = {"application_name": "task-scheduler", "connect_timeout": 10,
                         "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                         "keepalives_count": 3,
+                        # a statement whose packets go unanswered (a silent partition) fails
+                        # after 20 s instead of TCP's ~15 min: the node's loops go on
+                        "tcp_user_timeout": 20000,
                         "options": f"{given} -c timezone=UTC "
                                    f"-c idle_in_transaction_session_timeout=4000 "
                                    f"-c lock_timeout=10000".strip()}
@@ -2130,8 +2137,10 @@ def migrate(engine: sa.Engine) -> int:
         version = int(row.scalar() or 0)
         if version > SCHEMA_VERSION:
             raise SchedulerError(f"the database has schema version {version}, newer than this "
-                                 f"task-scheduler {__version__} knows ({SCHEMA_VERSION}); "
-                                 f"upgrade task-scheduler")
+                                 f"task-scheduler {__version__} knows ({SCHEMA_VERSION}): a "
+                                 f"newer release has upgraded it. Upgrade task-scheduler on "
+                                 f"this node to that release (docs/cluster.md, rolling "
+                                 f"upgrades); this node does not start meanwhile")
         for step in range(version + 1, SCHEMA_VERSION + 1) if version else ():
             _MIGRATIONS[step](conn)
         if version == 0:
@@ -2145,8 +2154,9 @@ def migrate(engine: sa.Engine) -> int:
                 "ts_runs")}:   # became ix_ts_runs_since
             conn.execute(sa.text("DROP INDEX ix_ts_runs_scheduled_at"))
         _add_missing_column(conn, APS_TABLE, sa.Column("ts_hash", sa.String(80)))
-        # A nullable column, no version step: nodes of the release before ignore it.
+        # Additive, nullable, no version step: nodes of the previous release leave them alone.
         _add_missing_column(conn, "ts_runs", sa.Column("pid", sa.Integer))
+        _add_missing_column(conn, "ts_nodes", sa.Column("schema_version", sa.Integer))
         if conn.execute(sa.select(ts_lease.c.name).where(ts_lease.c.name == LEASE)).first() \
                 is None:
             conn.execute(ts_lease.insert().values(name=LEASE, epoch=0))
@@ -2543,6 +2553,7 @@ class Store:
         cancel was asked for). The rows are locked in id order first: the history writer ends
         a batch of them in that order, and one UPDATE would lock them in scan order (deadlock)."""
         with self.write() as conn:
+            self._bounded(conn)
             ids = conn.execute(sa.select(ts_runs.c.id).where(*self._mine())
                 .order_by(ts_runs.c.id).with_for_update()).scalars().all()
             rows = conn.execute(ts_runs.update().where(
@@ -2553,15 +2564,26 @@ class Store:
 
     def rescue(self, silent_for: float) -> list:
         """Runs whose node stopped heart-beating become ``interrupted``, naming the node; runs
-        it had claimed but not started go back to the queue (nothing of them ran)."""
+        it had claimed but not started go back to the queue (nothing of them ran). Rows
+        another transaction holds (a frozen node's history writer, say) are skipped, not
+        waited for: they are looked at again next time."""
         with self.write() as conn:
-            if conn.execute(ts_runs.update().where(
-                    ts_runs.c.status == "queued", ts_runs.c.node.is_not(None),
-                    ts_runs.c.heartbeat_at < self._ago(silent_for))
+            self._bounded(conn)
+            claimed = conn.execute(sa.select(ts_runs.c.id).where(
+                ts_runs.c.status == "queued", ts_runs.c.node.is_not(None),
+                ts_runs.c.heartbeat_at < self._ago(silent_for))
+                .order_by(ts_runs.c.id).with_for_update(skip_locked=True)).scalars().all()
+            if claimed and conn.execute(ts_runs.update().where(
+                    ts_runs.c.id.in_(claimed), ts_runs.c.status == "queued")
                     .values(node=None, heartbeat_at=None)).rowcount:
                 self.notify(conn, "ts_runs")
-            return conn.execute(ts_runs.update().where(
+            ids = conn.execute(sa.select(ts_runs.c.id).where(
                 ts_runs.c.status == "running", ts_runs.c.heartbeat_at < self._ago(silent_for))
+                .order_by(ts_runs.c.id).with_for_update(skip_locked=True)).scalars().all()
+            if not ids:
+                return []
+            return conn.execute(ts_runs.update().where(
+                ts_runs.c.id.in_(ids), ts_runs.c.status == "running")
                 .values(status="interrupted", finished_at=self.now(),
                         error=sa.literal("interrupted: node ") + sa.func.coalesce(
                             ts_runs.c.node, "?") + sa.literal(
@@ -2769,8 +2791,9 @@ class Store:
 
     # nodes and the leader lease (PostgreSQL)
 
-    def register_node(self, values: dict, silent_for: float) -> None:
-        """Add this node; refuse when a live node (another process) already has its id."""
+    def register_node(self, values: dict, silent_for: float) -> list:
+        """Add this node; refuse when a live node (another process) already has its id.
+        Returns the other live nodes: (id, version, schema_version)."""
         with self.write() as conn:
             row = conn.execute(sa.select(ts_nodes, (ts_nodes.c.heartbeat_at > self._ago(
                 silent_for)).label("alive")).where(ts_nodes.c.id == self.node)
@@ -2784,9 +2807,13 @@ class Store:
             conn.execute(ts_nodes.delete().where(ts_nodes.c.id == self.node))
             conn.execute(ts_nodes.insert().values(id=self.node, started_at=self.now(),
                                                   heartbeat_at=self.now(), **values))
+            return [(r.id, r.version, r.schema_version) for r in conn.execute(
+                sa.select(ts_nodes).where(ts_nodes.c.id != self.node,
+                                          ts_nodes.c.heartbeat_at > self._ago(silent_for)))]
 
     def heartbeat_node(self, role: str, running: int, config_hash: Optional[str]) -> None:
         with self.write() as conn:
+            self._bounded(conn)
             if not conn.execute(ts_nodes.update().where(ts_nodes.c.id == self.node).values(
                     heartbeat_at=self.now(), role=role, running=running,
                     config_hash=config_hash)).rowcount:
@@ -2817,6 +2844,7 @@ class Store:
         """Take the lease when it is free or expired (each take is a new epoch); returns
         (epoch or None, database time)."""
         with self.write() as conn:
+            self._bounded(conn)
             row = conn.execute(ts_lease.update().where(
                 ts_lease.c.name == LEASE,
                 sa.or_(ts_lease.c.holder.is_(None), ts_lease.c.expires_at < self.now()))
@@ -2832,6 +2860,7 @@ class Store:
     def renew_lease(self, epoch: int, ttl: float) -> Optional[dt.datetime]:
         """Extend the lease held with ``epoch``; the database time, or None when lost."""
         with self.write() as conn:
+            self._bounded(conn)
             row = conn.execute(ts_lease.update().where(
                 ts_lease.c.name == LEASE, ts_lease.c.holder == self.node,
                 ts_lease.c.epoch == epoch, ts_lease.c.expires_at > self.now())
@@ -2843,10 +2872,18 @@ class Store:
     def release_lease(self, epoch: int) -> None:
         """Hand the lease back at once (a graceful stop): the others take it without waiting."""
         with self.write() as conn:
+            self._bounded(conn)
             if conn.execute(ts_lease.update().where(
                     ts_lease.c.name == LEASE, ts_lease.c.holder == self.node,
                     ts_lease.c.epoch == epoch).values(holder=None, expires_at=None)).rowcount:
                 self.notify(conn, "ts_lease")
+
+    def _bounded(self, conn) -> None:
+        """Lease, heartbeat and rescue statements wait at most ``LIVENESS_LOCK_WAIT`` for a
+        lock another node holds (a frozen node keeps its locks until the server ends its
+        session): past it they fail, and the cluster loop tries again on its next tick."""
+        if self.postgres:
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(LIVENESS_LOCK_WAIT * 1000)}")
 
     def fence(self, conn, epoch: Optional[int]) -> None:
         """Inside a leader's write: prove the lease is still ours with ``epoch``. The row lock
@@ -3795,6 +3832,7 @@ class _ActiveRun:
     claimed: float = dataclasses.field(default_factory=time.monotonic)
     began: Optional[dt.datetime] = None  # when a worker took it up (claimed ahead: later)
     on_spawn: Any = None                 # told a command's pid (= its process group)
+    watch: Any = None                    # told the process group (the cluster's fence watch)
 
 
 def run_python(func, args: list, kwargs: dict, limit: int, out: Optional[CappedOutput] = None,
@@ -3842,6 +3880,8 @@ def run_command(argv: list, env: dict, cwd: str, timeout: Optional[float], limit
     except (ValueError, TypeError) as exc:   # what validation lets through: one line, no trace
         return _Outcome("failed", 126, f"cannot start: {_clean(exc)}")
     active.proc = proc
+    if active.watch is not None:
+        active.watch(proc.pid)
     if active.on_spawn is not None:
         active.on_spawn(proc.pid)
     if active.stop_reason:   # cancelled while starting
@@ -4159,6 +4199,10 @@ class Cluster:
         self._next_heartbeat = 0.0
         self._last_holder: Optional[str] = None
         self._failing = False
+        self._resigned = False     # stopping: never take or renew the lease again
+        self._lease_lock = threading.Lock()   # the loop's lease statements, and resign()
+        self._reached_last = -float("inf")   # monotonic: the last tick that reached the
+        self._reached_since = 0.0            # database, and the start of that unbroken run
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ts-cluster", daemon=True)
@@ -4171,10 +4215,17 @@ class Cluster:
         """Register this node (a live node with the same id is refused) and interrupt the runs
         this node's previous life left running (SQLite: every such run)."""
         if self.clustered:
-            self.store.register_node(
+            others = self.store.register_node(
                 {"host": socket.gethostname(), "pid": os.getpid(), "version": __version__,
-                 "labels": ",".join(self.config.labels), "role": "follower"},
-                self.config.node_timeout)
+                 "labels": ",".join(self.config.labels), "role": "follower",
+                 "schema_version": SCHEMA_VERSION}, self.config.node_timeout)
+            mixed = [f"{node} ({version}, schema {schema or 'older'})"
+                     for node, version, schema in others
+                     if (version, schema) != (__version__, SCHEMA_VERSION)]
+            if mixed:   # a rolling upgrade: fine for a while (docs/cluster.md)
+                log.warning("node %s (%s, schema %d) joins nodes of other releases: %s; "
+                            "upgrade them all to one release", self.store.node, __version__,
+                            SCHEMA_VERSION, ", ".join(mixed))
         swept = self.store.sweep(self.store.node if self.clustered else None)
         if swept:
             log.warning("marked %d runs interrupted (left running by a crash)", len(swept))
@@ -4189,8 +4240,31 @@ class Cluster:
             self._service.lead(None, initial=True)
             return
         self._service.bus.subscribe("ts_lease", lambda _payload: self._wake.set())
-        self._tick(initial=True)
+        try:
+            self._tick(initial=True)
+        except sa.exc.DBAPIError as exc:
+            if not _lock_busy(exc):
+                raise
+            log.info("cluster: the lease row is busy (a frozen leader?); trying again")
         self._thread.start()
+
+    def resign(self) -> None:
+        """A stopping node hands the lease over before it waits for its runs (for up to the
+        shutdown grace): another node leads within about a second (the release is announced),
+        while this one goes on heart-beating the runs it still has."""
+        self._resigned = True
+        if not self.clustered:
+            return
+        with self._lease_lock:
+            epoch = self.epoch if self.role == "leader" else None
+            if epoch is None:
+                return
+            self._step_down("this node is stopping; the lease is handed over")
+            try:
+                self.store.release_lease(epoch)
+            except sa.exc.DBAPIError as exc:
+                log.warning("cluster: could not hand the lease back (%s); it expires by "
+                            "itself", _clean(exc))
 
     def stop(self) -> None:
         """Hand the lease back at once (the others need not wait for it to expire) and leave."""
@@ -4238,15 +4312,40 @@ class Cluster:
                     log.info("cluster: the database answers again")
                 self._failing = False
             except sa.exc.DBAPIError as exc:
-                if not self._failing:
+                if _lock_busy(exc):   # bounded wait on another node's lock: next tick
+                    log.info("cluster: a lease or heartbeat row was busy; trying again")
+                elif not self._failing:
                     log.warning("cluster: database error: %s", _clean(exc))
-                self._failing = True
+                self._failing = self._failing or not _lock_busy(exc)
             except Exception:
                 log.exception("cluster: unexpected error; continuing")
             if self.role == "leader" and time.monotonic() >= self._fire_until:
                 self._step_down("the lease could not be renewed in time")
+            try:
+                self._service.runner.fence_if_due()
+            except Exception:
+                log.exception("cluster: self-fencing failed; continuing")
 
     def _tick(self, initial: bool = False) -> None:
+        busy = None
+        try:
+            with self._lease_lock:
+                self._lease_tick(initial)
+        except sa.exc.DBAPIError as exc:   # a busy lease row must not hold the heartbeat back
+            if not _lock_busy(exc):
+                raise
+            busy = exc
+        reached = time.monotonic()
+        if reached - self._reached_last > self.config.heartbeat_every * 1.5:
+            self._reached_since = reached   # back from an outage, or from a pause of its own
+        self._reached_last = reached
+        if time.monotonic() >= self._next_heartbeat:
+            self._next_heartbeat = time.monotonic() + self.config.heartbeat_every
+            self._heartbeat()
+        if busy is not None:
+            raise busy
+
+    def _lease_tick(self, initial: bool) -> None:
         sent, local = time.monotonic(), time.time()
         epoch = None
         if self.role == "leader":
@@ -4256,6 +4355,8 @@ class Cluster:
                 db_now = self.store.db_time()
             else:
                 self._fire_until = sent + self.config.lease_ttl - LEASE_MARGIN
+        elif self._resigned:
+            db_now = self.store.db_time()
         else:
             epoch, db_now = self.store.acquire_lease(self.config.lease_ttl)
         # Before leading: the new leader's first wakeup builds the schedule by this offset (at
@@ -4264,9 +4365,13 @@ class Cluster:
         if epoch is not None:
             self._fire_until = sent + self.config.lease_ttl - LEASE_MARGIN
             self._take_lead(epoch, initial)
-        if time.monotonic() >= self._next_heartbeat:
-            self._next_heartbeat = time.monotonic() + self.config.heartbeat_every
-            self._heartbeat()
+
+    def may_rescue(self) -> bool:
+        """A node's silence proves it dead only while this node could itself have heard it:
+        after an outage of the database (or a pause of this process) every node's heartbeat
+        is old, and the live ones heartbeat again within seconds. So this node gives nothing up
+        until it has reached the database without a break for ``node_timeout`` itself."""
+        return time.monotonic() - self._reached_since >= self.config.node_timeout
 
     def _heartbeat(self) -> None:
         runner = self._service.runner
@@ -4275,7 +4380,7 @@ class Cluster:
                                   self._service.config_status().get("hash"))
         alive, cancels = self.store.heartbeat_runs()
         runner.after_heartbeat(alive, cancels, since)
-        if self.role == "leader":
+        if self.role == "leader" and self.may_rescue():
             runner.after_rescue(self.store.rescue(self.config.node_timeout))
         holder = self.store.lease()[0]
         if holder and holder != self._last_holder:
@@ -4296,6 +4401,19 @@ class Cluster:
 
 LEASE_MARGIN = 1.5   # seconds a leader stops firing before its lease could expire
 OUTPUT_FLUSH = 0.4   # seconds between writes of running output: a line shows on any node in <1 s
+LIVENESS_LOCK_WAIT = 1.0   # seconds a lease/heartbeat/rescue statement waits for a row lock
+# Self-fencing. The leader gives a node's runs up (and retries them elsewhere) once their
+# heartbeat is ``node_timeout`` old on the database clock. A node that cannot heartbeat ends
+# its own command runs first: TERM at FENCE_AT of node_timeout after the last heartbeat that
+# got through (counted from when it was sent, so never later than the database's stamp), KILL
+# at FENCE_KILL. The rest of node_timeout is the margin for a slow kill and a late tick.
+FENCE_AT = 0.5
+FENCE_KILL = 0.7
+
+
+def _lock_busy(exc: sa.exc.DBAPIError) -> bool:
+    """PostgreSQL's lock_timeout (55P03): a row was busy, the database is fine."""
+    return getattr(exc.orig, "sqlstate", None) == "55P03"
 
 
 def label_sets(labels: tuple) -> list[str]:
@@ -4774,7 +4892,8 @@ class _Scheduler(BackgroundScheduler):
              error: Optional[str]) -> dict:
         scheduled = _naive_utc(moment)
         late_start = self.leading_since is not None and scheduled < self.leading_since
-        row = {"id": new_run_id(), "job_id": job.id, "status": status, "attempt": 1,
+        row = {"id": new_run_id(self._service.cluster.offset), "job_id": job.id,
+               "status": status, "attempt": 1,
                "trigger": "catchup" if late_start and status == "queued" else "schedule",
                "scheduled_at": scheduled, "due_at": scheduled, "error": error,
                "epoch": self._store.epoch, "run_on": rec.run_on if rec else ""}
@@ -4848,6 +4967,85 @@ def _local_zone():
 # Runner: the life of a run on this node (claim, execute, finish, retry, cancel)
 # --------------------------------------------------------------------------------------------
 
+_FENCE_WATCH = r"""
+import os, select, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+kill_after, fd = float(sys.argv[1]), sys.stdin.fileno()
+groups, termed, deadline, buf = set(), set(), float("inf"), b""
+def end(pgids, sig):
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, sig)
+        except OSError:
+            pass
+while True:
+    if select.select([fd], [], [], 0.1)[0]:
+        data = os.read(fd, 65536)
+        if not data:
+            if groups:
+                end(groups, signal.SIGTERM)
+                time.sleep(min(kill_after, 1.0))
+                end(groups, signal.SIGKILL)
+            break
+        *lines, buf = (buf + data).split(b"\n")
+        for line in lines:
+            op, _, arg = line.partition(b" ")
+            if op == b"D":
+                deadline, termed = float(arg), set()
+            elif op == b"+":
+                groups.add(int(arg))
+            elif op == b"-":
+                groups.discard(int(arg))
+    now = time.monotonic()
+    if now >= deadline and groups:
+        end(groups - termed, signal.SIGTERM)
+        termed |= groups
+        if now >= deadline + kill_after:
+            end(groups, signal.SIGKILL)
+            groups.clear()
+"""
+
+
+class _FenceWatch:
+    """A tiny process beside this node (python -S, no imports of ours) that ends the process
+    groups of this node's command runs when the node stops heart-beating them: past the
+    fencing deadline it sends TERM, ``kill_after`` seconds later KILL; when this node dies
+    (its pipe closes) at once. It acts while this process cannot: paused (SIGSTOP) or dead."""
+
+    def __init__(self, kill_after: float):
+        self._lock = threading.Lock()
+        self._broken = False
+        self._proc = subprocess.Popen([sys.executable, "-S", "-c", _FENCE_WATCH,
+                                       f"{kill_after:g}"], stdin=subprocess.PIPE,
+                                      start_new_session=True, close_fds=True)
+
+    def deadline(self, at: float) -> None:
+        self._send(f"D {at!r}")
+
+    def add(self, pgid: int) -> None:
+        self._send(f"+ {pgid}")
+
+    def remove(self, pgid: int) -> None:
+        self._send(f"- {pgid}")
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            self._proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(3)
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            try:
+                self._proc.stdin.write(line.encode() + b"\n")
+                self._proc.stdin.flush()
+            except (OSError, ValueError) as exc:   # it died, or was closed at stop
+                if not self._broken:
+                    log.error("fence watch: cannot reach it (%s); runs of this node are not "
+                              "ended by it if this node pauses", exc)
+                self._broken = True
+
+
 class Runner:
     """Runs queued runs on this node: the leader's fires, manual runs and retries all take this
     one path. It claims what its free workers can start, runs it in its thread pool, writes the
@@ -4865,6 +5063,12 @@ class Runner:
         self._stopping = False
         self._failing = False
         self._labels_ok = label_sets(self.config.labels)
+        self._fence_at = float("inf")   # monotonic: self-fencing deadline (see FENCE_AT)
+        self._watch: Optional[_FenceWatch] = None
+        # Retries (with the run they follow) held until that run's end is committed: another
+        # node's claim would count the run as still going (max_instances) and skip the retry.
+        # Retries the database refused wait here too.
+        self._held: list = []
         # Seconds a run here takes (a moving average), for the claim-ahead; until runs tell,
         # taken to be long: nothing is claimed ahead of free workers.
         self._typical = 10.0
@@ -4875,6 +5079,13 @@ class Runner:
                                          daemon=True)
 
     def start(self) -> None:
+        if self._service.store.postgres:   # other nodes may give this node's runs up
+            try:
+                self._watch = _FenceWatch(self.config.node_timeout * (FENCE_KILL - FENCE_AT))
+            except OSError as exc:
+                log.error("fence watch: cannot start %s (%s); this node's commands are ended "
+                          "by itself only, not while it is paused", sys.executable, exc)
+            self._fenced_until(time.monotonic())
         self._thread.start()
         self._flusher.start()
 
@@ -4894,7 +5105,8 @@ class Runner:
                 >= limit:
             raise JobConflict(f"job {job_id!r} is already running (max_instances={limit})")
         now = self._service.now()
-        run = {"id": new_run_id(), "job_id": job_id, "trigger": "manual", "attempt": 1,
+        run = {"id": new_run_id(self._service.cluster.offset), "job_id": job_id,
+               "trigger": "manual", "attempt": 1,
                "scheduled_at": now, "due_at": now, "status": "queued", "run_on": rec.run_on,
                "params": json.dumps(params) if params else None, "rerun_of": rerun_of}
         self._service.store.queue_runs([run])
@@ -4908,6 +5120,7 @@ class Runner:
             self._wake.wait(self.config.queue_poll)
             self._wake.clear()
             try:
+                self.queue_held()
                 self._claim_while_free()
                 if self._failing:
                     log.info("runner: the database answers again")
@@ -4936,7 +5149,7 @@ class Runner:
     def _claim_while_free(self) -> None:
         while not self._stopping:
             free = self._capacity() - len(self.active)
-            if free <= 0:
+            if free <= 0 or time.monotonic() >= self._fence_at:   # fenced: it would end them
                 return
             started, ended = self._service.store.claim(self._labels_ok, min(free, 200),
                                                        self._policy,
@@ -4949,7 +5162,7 @@ class Runner:
     def start_in(self, conn, fires: list[dict]) -> list[dict]:
         """The leader's fresh fires this node's free workers take, inside its wakeup."""
         free = self._capacity() - len(self.active)
-        if free <= 0 or self._stopping:
+        if free <= 0 or self._stopping or time.monotonic() >= self._fence_at:
             return []
         return self._service.store.start_fresh(conn, fires, self._labels_ok, free, self._policy,
                                                self._service.history.unsettled_ids())
@@ -4965,6 +5178,7 @@ class Runner:
             active = _ActiveRun(run, MaskedOutput(self.config.output_limit, mask),
                                 MaskedOutput(self.config.output_limit, mask))
             active.on_spawn = functools.partial(self._spawned, run["id"])
+            active.watch = self._watch and self._watch.add
             with self._lock:
                 self.active[run["id"]] = active
             try:
@@ -5090,6 +5304,12 @@ class Runner:
             # Claimed but never started: back to the queue (the next start, another node).
             self._service.history.update(run["id"], node=None, heartbeat_at=None)
             return
+        if self._watch is not None and active.proc is not None:
+            self._watch.remove(active.proc.pid)
+        if active.stop_reason is None and outcome.status == "failed" and \
+                active.proc is not None and time.monotonic() >= self._fence_at:
+            # Killed by the fence watch while this process was paused (SIGSTOP): say so.
+            active.stop_reason, active.stop_error = "interrupted", self._fence_reason()
         if active.stop_reason == "interrupted" and outcome.status != "interrupted":
             outcome = dataclasses.replace(outcome, status="interrupted",
                                           error=active.stop_error or outcome.error)
@@ -5117,8 +5337,8 @@ class Runner:
         level = logging.INFO if outcome.status == "succeeded" else logging.WARNING
         log.log(level, "run %s of %s: %s%s", run["id"], run["job_id"], outcome.status,
                 f" ({_clean(Exception(fields['error']))})" if outcome.error else "")
-        if not active.rescued and outcome.status in ("failed", "timeout"):
-            self._retry(run)
+        if not active.rescued and outcome.status in ("failed", "timeout", "interrupted"):
+            self._retry(run)   # interrupted: by this node's stop or its self-fencing
         self.wake()
 
     def _previous(self, run: dict) -> Optional[str]:
@@ -5137,20 +5357,26 @@ class Runner:
         """Queue the next attempt of a failed run (durable: it survives a restart)."""
         rec = self._service.book.get(run["job_id"])
         spec = rec.definition.retries if rec else None
-        if spec is None or run["attempt"] > spec.max or self._stopping:
+        if spec is None or run["attempt"] > spec.max:
             return
         delay = spec.delay * spec.backoff ** (run["attempt"] - 1)
-        retry = {"id": new_run_id(), "job_id": run["job_id"], "trigger": "retry",
+        retry = {"id": new_run_id(self._service.cluster.offset), "job_id": run["job_id"],
+                 "trigger": "retry",
                  "attempt": run["attempt"] + 1, "scheduled_at": run["scheduled_at"],
                  "due_at": self._service.now() + dt.timedelta(seconds=delay),
                  "status": "queued", "run_on": run.get("run_on") or "",
                  "params": run.get("params")}
-        try:
-            self._service.store.queue_runs([retry])
-        except sa.exc.DBAPIError as exc:
-            log.error("run %s of %s: could not queue its retry: %s", run["id"], run["job_id"],
-                      _clean(exc))
-            return
+        if self._service.store.postgres:
+            with self._lock:
+                self._held.append((retry, run["id"]))
+            self.queue_held()
+        else:   # one node: its claims leave out runs whose end is not written yet
+            try:
+                self._service.store.queue_runs([retry])
+            except sa.exc.DBAPIError as exc:
+                log.error("run %s of %s: could not queue its retry: %s", run["id"],
+                          run["job_id"], _clean(exc))
+                return
         log.info("run %s of %s will be retried in %ss (attempt %d of %d)", run["id"],
                  run["job_id"], delay, retry["attempt"], spec.max + 1)
 
@@ -5166,6 +5392,8 @@ class Runner:
     def after_heartbeat(self, alive: set, cancels: set, since: float) -> None:
         """Runs of this node the database no longer shows running were rescued while this node
         was silent (stopped, cut off): end them here, or they would run twice."""
+        self._fenced_until(since)
+        self.queue_held()
         for run_id, active in list(self.active.items()):
             if run_id in cancels:
                 self._stop(active, "cancelled")
@@ -5173,6 +5401,54 @@ class Runner:
                 active.rescued = True
                 self._stop(active, "interrupted", "interrupted: this node was silent too long "
                            "and the run was given up (and retried) elsewhere")
+
+    def queue_held(self) -> None:
+        """Queue the held retries whose run's end is committed (the unique fire key drops one
+        that the leader's rescue queued already)."""
+        unsettled = self._service.history.unsettled_ids()
+        with self._lock:
+            ready = [retry for retry, after in self._held if after not in unsettled]
+            self._held = [(retry, after) for retry, after in self._held if after in unsettled]
+        if not ready:
+            return
+        try:
+            self._service.store.queue_runs(ready)
+        except sa.exc.DBAPIError as exc:
+            log.warning("could not queue %d retries yet (%s); trying again", len(ready),
+                        _clean(exc))
+            with self._lock:
+                self._held.extend((retry, None) for retry in ready)
+
+    def _fenced_until(self, heartbeat_sent: float) -> None:
+        if time.monotonic() >= self._fence_at:   # back after the deadline (a pause): runs the
+            self.fence_if_due()                  # watch ended are marked before it moves on
+        self._fence_at = heartbeat_sent + self.config.node_timeout * FENCE_AT
+        if self._watch is not None:
+            self._watch.deadline(self._fence_at)
+
+    def fence_if_due(self) -> None:
+        """Self-fencing: this node has not heart-beaten its runs for FENCE_AT of node_timeout
+        (the database is unreachable from here, or this process was paused), so the leader may
+        soon give them up and retry them elsewhere. End its command runs now, before that can
+        happen; their end (and why) is written when the database answers again. A python
+        job's thread cannot be ended: it goes on (docs/cluster.md)."""
+        if time.monotonic() < self._fence_at:
+            return
+        ending = [a for a in list(self.active.values()) if a.stop_reason is None
+                  and (a.proc is not None or a.began is None)]
+        if ending:
+            log.warning("node %s: no heartbeat got through for %.0fs; ending its %d command "
+                        "runs before another node may give them up (self-fencing)",
+                        self._service.store.node, time.monotonic() - self._fence_at +
+                        self.config.node_timeout * FENCE_AT, len(ending))
+        for active in ending:
+            self._stop(active, "interrupted", self._fence_reason())
+
+    def _fence_reason(self) -> str:
+        silent = time.monotonic() - self._fence_at + self.config.node_timeout * FENCE_AT
+        return (f"interrupted: node {self._service.store.node} could not heartbeat for "
+                f"{silent:.0f}s (database unreachable, or the node paused), so it ended the "
+                f"run itself before another node could give it up (self-fencing)")
 
     def cancel(self, run_id: str) -> dict:
         """Cancel a queued run, or end a running command (on whichever node runs it)."""
@@ -5247,6 +5523,10 @@ class Runner:
         for active in list(self.active.values()):
             self.finish(active, _Outcome("interrupted", error="service stopped"))
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self._held and self._service.history.flush(10):
+            self.queue_held()   # their runs' ends are written: other nodes may take them
+        if self._watch is not None:
+            self._watch.close()
 
     def _wait(self, seconds: float) -> None:
         deadline, next_note = time.monotonic() + seconds, time.monotonic()
@@ -5792,6 +6072,7 @@ class SchedulerService:
         if self.reloader is not None:
             self.reloader.stop()
         self.scheduler.step_down()
+        self.cluster.resign()   # the lease first: firing goes on elsewhere while runs end here
         self.runner.stop(grace)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
@@ -5900,14 +6181,16 @@ class SchedulerService:
                      "role": "leader", "labels": list(self.config.labels),
                      "heartbeat_age_s": 0.0, "running": len(self.runner.active),
                      "version": __version__, "config_hash": self._config_state["hash"],
-                     "alive": True, "started_at": _iso(self.started_at)}]
+                     "alive": True, "started_at": _iso(self.started_at),
+                     "schema_version": SCHEMA_VERSION}]
         leader = self._leader()
         return [{"id": row.id, "host": row.host, "pid": row.pid,
                  "role": "leader" if row.id == leader else "follower",
                  "labels": [x for x in row.labels.split(",") if x],
                  "heartbeat_age_s": round(age, 1), "running": row.running,
                  "version": row.version, "config_hash": row.config_hash,
-                 "alive": age < self.config.node_timeout, "started_at": _iso(row.started_at)}
+                 "alive": age < self.config.node_timeout, "started_at": _iso(row.started_at),
+                 "schema_version": row.schema_version}
                 for row, age in self.store.nodes()]
 
     def config_status(self) -> dict:
@@ -7560,6 +7843,8 @@ class ApiNode(_Out):
     config_hash: Optional[str] = Field(description="sha256 of its own jobs.yaml")
     alive: bool = Field(description="heard from within node_timeout")
     started_at: Optional[dt.datetime]
+    schema_version: Optional[int] = Field(None, description="the database schema its release "
+                                          "knows; null: a release before this field")
 
 
 class ApiNodes(_Out):

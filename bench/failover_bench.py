@@ -1,6 +1,10 @@
 """Failover time of a cluster of nodes on one PostgreSQL, against published figures.
 
-    python bench/failover_bench.py [--kills 10] [--nodes 3] [--jobs 1] [--db URL]
+    python bench/failover_bench.py [--kills 10] [--stops 10] [--nodes 3] [--jobs 1] [--db URL]
+
+Graceful stops and kills side by side: --stops times the leader is stopped with SIGTERM while
+it runs a long command (it hands the lease over first, then waits for the run), --kills times
+it is killed with SIGKILL; each is measured the same way, below.
 
 Starts --nodes real `python -m task_scheduler` processes on a schema of their own (created here,
 dropped at the end) with --jobs jobs firing every second, then --kills times: waits until the
@@ -119,14 +123,22 @@ def percentile(values: list, p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def kill_once(engine, nodes, spawn, rand) -> dict:
+def long_running_on(engine: sa.Engine, node: str) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(sa.text(
+            "SELECT 1 FROM ts_runs WHERE job_id = 'long' AND status = 'running' AND node = :n"),
+            {"n": node}).first())
+
+
+def kill_once(engine, nodes, spawn, rand, how: str = "kill") -> dict:
     current = wait_for(lambda: lease(engine), 30, "leader")
     wait_for(lambda: fired_for(engine, current.epoch) >= 3, 30, "3 s of fires by the leader")
+    if how == "stop":   # the case that took 30 s: the leader has a long run to wait for
+        wait_for(lambda: long_running_on(engine, current.holder), 30, "a long run on it")
     time.sleep(rand.random())   # land anywhere in a second: sometimes inside a commit
     victim = next(n for n in nodes if n.name == current.holder)
     killed = time.time()
-    victim.proc.send_signal(signal.SIGKILL)
-    victim.proc.wait()
+    victim.proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
     nodes.remove(victim)
     nodes.append(spawn())
 
@@ -136,7 +148,8 @@ def kill_once(engine, nodes, spawn, rand) -> dict:
     new = wait_for(taken, 30, "new leader", 0.01)
     fire = wait_for(lambda: first_fire(engine, new.epoch), 30, "first fire of the new leader")
     started = wait_for(lambda: first_fire(engine, new.epoch).started_at, 30, "its run started")
-    return {"from": victim.name, "to": new.holder, "epoch": new.epoch,
+    victim.proc.wait(60)
+    return {"how": how, "from": victim.name, "to": new.holder, "epoch": new.epoch,
             "lease": utc_seconds(new.acquired_at) - killed,
             "fire": run_time(fire.id) - killed, "started": utc_seconds(started) - killed}
 
@@ -146,7 +159,7 @@ def history(engine: sa.Engine) -> tuple[int, int, int]:
     with engine.connect() as conn:
         rows = conn.execute(sa.text(
             "SELECT job_id, scheduled_at FROM ts_runs WHERE trigger IN ('schedule', 'catchup') "
-            "ORDER BY job_id, scheduled_at")).all()
+            "AND job_id LIKE 'j%' ORDER BY job_id, scheduled_at")).all()
     duplicates = len(rows) - len(set(rows))
     steps = (dt.timedelta(0), dt.timedelta(seconds=1))   # a duplicate, or the next second
     gaps = sum(1 for a, b in itertools.pairwise(rows)
@@ -154,15 +167,27 @@ def history(engine: sa.Engine) -> tuple[int, int, int]:
     return len(rows), duplicates, gaps
 
 
-def report(kills: list, totals: tuple, args) -> None:
-    fires = [k["fire"] for k in kills]
-    print(f"\n{len(kills)} leader kills (SIGKILL), {args.nodes} nodes, {args.jobs} job(s) every "
-          f"second; lease_ttl 5 s, renewed every 1 s")
-    print(f"{'kill':>4}  {'from':>5} -> {'to':<5} {'epoch':>5}  {'lease taken':>11}  "
+def report(events: list, totals: tuple, args) -> None:
+    stops = [k for k in events if k["how"] == "stop"]
+    kills = [k for k in events if k["how"] == "kill"]
+    print(f"\n{len(stops)} graceful stops (SIGTERM, a long run going) and {len(kills)} kills "
+          f"(SIGKILL) of the leader, {args.nodes} nodes, {args.jobs} job(s) every second; "
+          f"lease_ttl 5 s, renewed every 1 s")
+    print(f"{'#':>3} {'how':>4}  {'from':>5} -> {'to':<5} {'epoch':>5}  {'lease taken':>11}  "
           f"{'first fire':>10}  {'run started':>11}")
-    for i, k in enumerate(kills, 1):
-        print(f"{i:>4}  {k['from']:>5} -> {k['to']:<5} {k['epoch']:>5}  {k['lease']:>10.2f}s  "
-              f"{k['fire']:>9.2f}s  {k['started']:>10.2f}s")
+    for i, k in enumerate(events, 1):
+        print(f"{i:>3} {k['how']:>4}  {k['from']:>5} -> {k['to']:<5} {k['epoch']:>5}  "
+              f"{k['lease']:>10.2f}s  {k['fire']:>9.2f}s  {k['started']:>10.2f}s")
+    print(f"\n{'takeover, seconds after the signal':<36} {'graceful stop':>22} {'kill -9':>22}")
+    for label, key in (("lease taken (p50 / p99 / max)", "lease"),
+                       ("first fire (p50 / p99 / max)", "fire")):
+        cells = [" / ".join(f"{percentile([k[key] for k in group], p):.2f}" for p in (50, 99))
+                 + f" / {max(k[key] for k in group):.2f}" if group else "-"
+                 for group in (stops, kills)]
+        print(f"{label:<36} {cells[0]:>22} {cells[1]:>22}")
+    if not kills:
+        return
+    fires = [k["fire"] for k in kills]
     p50, p99, worst = percentile(fires, 50), percentile(fires, 99), max(fires)
     rows, duplicates, gaps = totals
     print(f"\nfailover (kill -> new leader's first fire): p50 {p50:.2f} s, p99 {p99:.2f} s, "
@@ -183,6 +208,7 @@ def ratio(low: float, high: float, base: float) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--stops", type=int, default=10)
     parser.add_argument("--nodes", type=int, default=3, choices=(2, 3))
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--db", default=os.environ.get(
@@ -200,7 +226,8 @@ def main(argv=None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="failover-bench-"))
     jobs = folder / "jobs.yaml"
     jobs.write_text("".join(f"- {{id: j{i}, command: 'true', trigger: {{type: interval, "
-                            f"seconds: 1}}}}\n" for i in range(args.jobs)))
+                            f"seconds: 1}}}}\n" for i in range(args.jobs)) +
+                    "- {id: long, command: 'sleep 8', trigger: {type: interval, seconds: 2}}\n")
     names = (f"n{i}" for i in itertools.count(1))
     nodes: list[Node] = []
     print(f"schema {schema}, node logs in {folder} (kept if this fails), seed {seed}")
@@ -208,12 +235,14 @@ def main(argv=None) -> int:
         nodes.extend(Node(next(names), folder, url, jobs) for _ in range(args.nodes))
         wait_for(lambda: all(n.answers() for n in nodes), 60, "nodes answering", 0.2)
         kills = []
-        for i in range(args.kills):
+        order = ["stop"] * args.stops + ["kill"] * args.kills
+        rand.shuffle(order)
+        for i, how in enumerate(order):
             kills.append(kill_once(engine, nodes, lambda: Node(next(names), folder, url, jobs),
-                                   rand))
+                                   rand, how))
             k = kills[-1]
-            print(f"kill {i + 1}/{args.kills}: {k['from']} -> {k['to']}, first fire "
-                  f"{k['fire']:.2f} s after the kill", flush=True)
+            print(f"{how} {i + 1}/{len(order)}: {k['from']} -> {k['to']}, first fire "
+                  f"{k['fire']:.2f} s after the signal", flush=True)
         wait_for(lambda: fired_for(engine, kills[-1]["epoch"]) >= 3, 30, "fires after the last")
         report(kills, history(engine), args)
         shutil.rmtree(folder)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import free_port, start_process, wait_for, write_jobs
+from conftest import child_env, free_port, start_process, wait_for, write_jobs
 
 pytestmark = pytest.mark.postgres
 
@@ -196,3 +197,153 @@ def test_jobs_yaml_drift_is_reported_and_the_leaders_file_applies(tmp_path, post
     finally:
         for service in reversed(services):
             service.stop(grace=0.5)
+
+
+@pytest.fixture
+def db(postgres_url):
+    import task_scheduler as ts
+    engine = ts.create_engine(postgres_url)
+    yield engine
+    engine.dispose()
+
+
+def _lease(db):
+    """The live lease row, or None (none yet, or no tables yet)."""
+    import sqlalchemy as sa
+    try:
+        with db.connect() as conn:
+            return conn.execute(sa.text(
+                "SELECT holder, epoch, acquired_at, timezone('UTC', now()) AS now FROM ts_lease "
+                "WHERE name = 'leader' AND expires_at > timezone('UTC', now())")).first()
+    except sa.exc.ProgrammingError:
+        return None
+
+
+def _db_now(db):
+    import sqlalchemy as sa
+    with db.connect() as conn:
+        return conn.execute(sa.text("SELECT timezone('UTC', now())")).scalar()
+
+
+@pytest.mark.slow
+def test_a_stopping_leader_hands_over_at_once_and_its_killed_run_is_retried(tmp_path, cluster,
+                                                                              db):
+    """SIGTERM of the leader while it has a long run: the lease is handed over before the
+    runs are waited for (the old order kept renewing it through the 30 s grace: no fires for
+    30 s), and the run the stop kills is retried on the other node as the job allows."""
+    write_jobs(tmp_path / "jobs.yaml", """
+        - {id: tick, command: 'true', trigger: {type: interval, seconds: 1}}
+        - id: long
+          command: "if [ -e marker ]; then echo second try; else touch marker; sleep 60; fi"
+          shell: true
+          retries: {max: 1, delay: 0}
+          trigger: {type: manual}
+    """)
+    first = cluster("first")
+    run = first.call("/api/jobs/long/run", "POST")["run"]
+    wait_for(lambda: (first.get(f"/api/runs/{run['id']}") or {}).get("status") == "running",
+             15, 0.1, "the long run to start on the only node")
+    second = cluster("second")
+    old = wait_for(lambda: _lease(db), 10, 0.1, "a lease")
+    assert old.holder == "first"
+    stopped_at = _db_now(db)
+    first.proc.send_signal(signal.SIGTERM)
+    new = wait_for(lambda: (row := _lease(db)) and row.epoch > old.epoch and row, 10, 0.05,
+                   "the second node to lead while the first waits for its run")
+    assert new.holder == "second"
+    took = (new.acquired_at - stopped_at).total_seconds()
+    assert took < 3, f"took over {took:.1f}s after the stop"
+    assert first.proc.poll() is None, "the first node still waits for its long run"
+    fired = wait_for(lambda: [r for r in second.get("/api/runs?job_id=tick&limit=200")["runs"]
+                              if r["node"] == "second" and r["status"] == "succeeded"],
+                     10, 0.1, "a fire by the new leader")
+    assert fired
+
+    first.proc.send_signal(signal.SIGTERM)   # again: stop now, the long run is killed
+    assert first.proc.wait(30) == 0
+    ended = second.get(f"/api/runs/{run['id']}")
+    assert ended["status"] == "interrupted", ended
+    retry = wait_for(lambda: [r for r in second.get("/api/runs?job_id=long")["runs"]
+                              if r["trigger"] == "retry" and r["status"] == "succeeded"],
+                     20, 0.2, "the retry to run on the second node")[0]
+    assert retry["attempt"] == 2 and retry["node"] == "second"
+    assert second.get(f"/api/runs/{retry['id']}")["stdout"] == "second try\n"
+    ticks = sorted((r for r in second.get("/api/runs?job_id=tick&limit=500")["runs"]
+                    if r["trigger"] in ("schedule", "catchup")), key=lambda r: r["scheduled_at"])
+    assert not [r for r in ticks if r["status"] == "missed"], "fire times missed at the handover"
+
+
+PREVIOUS_RELEASE = "b505db3"   # the release before nodes recorded their schema version
+
+
+@pytest.fixture
+def previous_release(tmp_path):
+    """The previous release's code (the module and the GUI package), from git."""
+    import io
+    import tarfile
+    from conftest import ROOT
+    found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e",
+                            f"{PREVIOUS_RELEASE}^{{commit}}"], capture_output=True)
+    if found.returncode:
+        pytest.skip(f"commit {PREVIOUS_RELEASE} is not in this clone")
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", PREVIOUS_RELEASE,
+                              "task_scheduler.py", "task_scheduler_web"],
+                             capture_output=True, check=True).stdout
+    folder = tmp_path / "previous-release"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+@pytest.mark.slow
+def test_a_rolling_upgrade_runs_both_releases_on_one_database(tmp_path, postgres_url, db,
+                                                               previous_release, cluster):
+    """A node of the previous release leads; a node of this one joins (its migration only
+    adds a nullable column, which the old node's statements leave alone), says plainly that
+    releases are mixed, lists both with their schema versions, and takes over when the old
+    node stops. A node whose code is older than the database's schema refuses to start and
+    says what to do."""
+    import sqlalchemy as sa
+
+    import task_scheduler as ts
+    write_jobs(tmp_path / "jobs.yaml",
+               "- {id: tick, command: 'true', trigger: {type: interval, seconds: 1}}\n"
+               "- {id: there, command: 'echo ran', run_on: [new], trigger: {type: manual}}\n")
+    port = free_port()
+    old = start_process(["--config", str(tmp_path / "jobs.yaml"), "--db", postgres_url,
+                         "--port", str(port), "--node-id", "old"], tmp_path,
+                        env={"PYTHONPATH": str(previous_release)})
+    try:
+        wait_for(lambda: (_lease(db) or (None,))[0] == "old", 30, 0.1, "the old node leading")
+        new = cluster("new", labels="new")
+        listed = {n["id"]: n for n in new.get("/api/nodes")["nodes"]}
+        assert listed["old"]["schema_version"] is None and listed["old"]["alive"]
+        assert listed["new"]["schema_version"] == ts.SCHEMA_VERSION
+        assert "joins nodes of other releases: old" in (tmp_path / "service.log").read_text()
+        with urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/jobs/there/run", data=b"{}", method="POST",
+                headers={"Content-Type": "application/json"}),
+                timeout=10) as resp:   # queued by the old node, run by the new one
+            run_id = json.load(resp)["run"]["id"]
+        ran = wait_for(lambda: (r := new.get(f"/api/runs/{run_id}")) and
+                       r["status"] == "succeeded" and r, 20, 0.2, "the new node's run")
+        assert ran["node"] == "new" and ran["stdout"] == "ran\n"
+        old.send_signal(signal.SIGTERM)
+        assert old.wait(30) == 0
+        wait_for(lambda: (_lease(db) or (None,))[0] == "new", 15, 0.1, "the new node leading")
+        wait_for(lambda: [r for r in new.get("/api/runs?job_id=tick")["runs"]
+                          if r["node"] == "new" and r["status"] == "succeeded"],
+                 20, 0.2, "the new leader firing")
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait(10)
+    with db.begin() as conn:   # as the next release's migration would leave it
+        conn.execute(sa.text("UPDATE ts_meta SET value = :v WHERE key = 'schema_version'"),
+                     {"v": str(ts.SCHEMA_VERSION + 1)})
+    refused = subprocess.run([sys.executable, "-m", "task_scheduler", "--config",
+                              str(tmp_path / "jobs.yaml"), "--db", postgres_url, "--port",
+                              str(free_port()), "--node-id", "late"], cwd=tmp_path,
+                             env=child_env(), capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2, refused
+    assert "Upgrade task-scheduler on this node" in refused.stderr, refused.stderr
