@@ -285,6 +285,8 @@ def test_processes_of_a_killed_service_are_ended_when_it_starts_again(tmp_path, 
                          for r in runs), 30, 0.1, "4 runs running")
     wait_for(lambda: all(_stored_pid(database_url, r) for r in runs), 30, 0.1,
              "the runs' process groups recorded")
+    for watch in _fence_watches(proc.pid):   # PostgreSQL: the node's fence watch would end
+        os.kill(watch, signal.SIGKILL)       # them at once; here it dies with the node
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     left = _run_pids(runs)
@@ -312,6 +314,24 @@ def test_processes_of_a_killed_service_are_ended_when_it_starts_again(tmp_path, 
         for pids in _run_pids(runs + fresh).values():   # nothing of this test outlives it
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
+
+
+def _fence_watches(parent: int) -> list[int]:
+    """The fence watch processes (``python -S -c ...``) a service process started."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmd:
+                argv = cmd.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"-S" in argv[1:3]:
+            found.append(int(entry))
+    return found
 
 
 def _stored_pid(database_url, run_id):
