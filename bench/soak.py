@@ -52,7 +52,7 @@ SETTLE = 12.0        # seconds a fire may take to have its row on a loaded two-c
 DISTURBANCE = 12.0   # seconds around a restart in which interval fires may be coalesced away
 HISTORY = 600.0      # fires older than this are not looked for (retention keeps 1000 per job)
 STUCK_WAIT = 45.0    # a queued/running row with no process moves by then (node_timeout is 10)
-READY_WAIT = 60.0    # a started node answers /api/health 200 within this
+READY_WAIT = 30.0    # a started node answers /api/health 200 within this
 
 INVARIANTS = {
     "no_double_fire": "no (job_id, scheduled_at) has two runs with trigger schedule/catchup",
@@ -94,7 +94,8 @@ class Plan:
     """Draws steps from the seed and what it drew before (never from the service's answers)."""
 
     OPS = {"create": 22, "update": 8, "delete": 6, "pause": 5, "resume": 5, "run": 12,
-           "cancel": 5, "yaml_save": 6, "yaml_broken": 3, "wait": 14, "sigterm": 3, "kill9": 3}
+           "cancel": 5, "yaml_save": 6, "yaml_broken": 3, "wait": 14, "sigterm": 3, "kill9": 3,
+           "fire_then_restart": 3, "sleepers_then_kill9": 2}
 
     def __init__(self, seed: int, nodes: int, skip: tuple = ()):
         self.rng = random.Random(seed)
@@ -102,12 +103,15 @@ class Plan:
         self.api_ids: list[str] = []
         self.yaml_jobs: dict[str, dict] = {}
         self.ops = {op: w for op, w in self.OPS.items() if op not in skip}
+        self.pending: list[dict] = []   # the rest of a scenario's steps
         self.skip = set(skip)
 
     def next(self) -> dict:
-        op = self.rng.choices(list(self.ops), weights=list(self.ops.values()))[0]
-        step = getattr(self, f"_{op}")()
-        step.setdefault("op", op)
+        if self.pending:
+            step = self.pending.pop(0)
+        else:
+            op = self.rng.choices(list(self.ops), weights=list(self.ops.values()))[0]
+            step = getattr(self, f"_{op}")()
         if step["op"] not in ("yaml_save", "yaml_broken", "wait"):
             step.setdefault("node", self.rng.randrange(self.nodes))
         return step
@@ -227,6 +231,31 @@ class Plan:
     def _yaml_broken(self) -> dict:
         kind = self.rng.choice(["unknown_key", "bad_yaml", "duplicate", "bad_cron"])
         return {"op": "yaml_broken", "kind": kind, "jobs": list(self.yaml_jobs.values())}
+
+    # ---- scenarios: a few steps in a row that the defects of issue 18 need ----
+    def _fire_then_restart(self) -> dict:
+        """A date job due in seconds, its fire, then a restart: the fire must not run again."""
+        jid = self.new_id("api")
+        self.api_ids.append(jid)
+        job = {"id": jid, "command": ["echo", "once"],
+               "trigger": {"type": "date", "run_date": {"$in": self.rng.randint(1, 3)}}}
+        if self.rng.random() < 0.5:
+            job["misfire_grace_time"] = None
+        self.pending = [{"op": "wait", "seconds": 5}, self.rng.choice([self._sigterm,
+                                                                       self._kill9])()]
+        return {"op": "create", "kind": "scenario/date_then_restart", "job": job}
+
+    def _sleepers_then_kill9(self) -> dict:
+        """Runs of a long sleep up to max_instances, then kill -9 and more runs: the orphans of
+        the killed service count toward max_instances."""
+        jid = self.new_id("api")
+        self.api_ids.append(jid)
+        limit = self.rng.randint(2, 4)
+        job = {"id": jid, "command": ["sleep", "20"], "max_instances": limit,
+               "trigger": {"type": "manual"}}
+        self.pending = [{"op": "run", "id": jid, "times": limit}, {"op": "wait", "seconds": 1},
+                        self._kill9(), {"op": "run", "id": jid, "times": limit}]
+        return {"op": "create", "kind": "scenario/sleepers_then_kill9", "job": job}
 
     def _wait(self) -> dict:
         return {"op": "wait", "seconds": self.rng.choice([1, 2, 3, 5])}
@@ -448,6 +477,7 @@ class Checker:
         self.engine, self.model, self.marker = engine, model, marker
         self.seen_doubles: set = set()
         self.seen_missing: set = set()
+        self.over: set = set()   # jobs over max_instances at the last look
 
     def query(self, sql: str, **params) -> list:
         with self.engine.connect() as conn:
@@ -518,12 +548,14 @@ class Checker:
         return job.max_instances_seen if job else 1
 
     def max_instances_processes(self) -> list[str]:
+        """Reported once per job while it stays over its limit."""
         per_job: dict[str, set] = collections.defaultdict(set)
         for run_id, job_id in live_runs(self.marker).items():
             per_job[job_id].add(run_id)
-        return [f"{job}: {len(runs)} runs have live processes, max_instances "
-                f"{self.limit(job)} ({sorted(runs)})"
-                for job, runs in per_job.items() if len(runs) > self.limit(job)]
+        over = {job for job, runs in per_job.items() if len(runs) > self.limit(job)}
+        new, self.over = over - self.over, over
+        return [f"{job}: {len(per_job[job])} runs have live processes, max_instances "
+                f"{self.limit(job)} ({sorted(per_job[job])})" for job in sorted(new)]
 
 
 def live_runs(marker: str) -> dict[str, str]:
@@ -708,11 +740,11 @@ class Soak:
             if not node.alive():
                 problems.append(f"node {node.name} exited with {node.proc.returncode}")
                 continue
-            wait = 2.0 if node.name in self.known_down else READY_WAIT
-            answer = self.health(node, wait)
+            was_down = node.name in self.known_down
+            answer = self.health(node, 2.0 if was_down else READY_WAIT)
             if answer.status == 200:
                 self.known_down.discard(node.name)
-            else:
+            elif not was_down:   # reported when it goes down, not again at every step
                 self.known_down.add(node.name)
                 problems.append(f"node {node.name}: /api/health -> {answer.status} "
                                 f"{answer.body}")
