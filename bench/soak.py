@@ -96,6 +96,7 @@ class Plan:
     OPS = {"create": 22, "update": 8, "delete": 6, "pause": 5, "resume": 5, "run": 12,
            "cancel": 5, "yaml_save": 6, "yaml_broken": 3, "wait": 14, "sigterm": 3, "kill9": 3,
            "fire_then_restart": 3, "sleepers_then_kill9": 2}
+    GUARANTEE = 12   # steps within which each essential operation comes at least once
 
     def __init__(self, seed: int, nodes: int, skip: tuple = ()):
         self.rng = random.Random(seed)
@@ -104,14 +105,25 @@ class Plan:
         self.yaml_jobs: dict[str, dict] = {}
         self.ops = {op: w for op, w in self.OPS.items() if op not in skip}
         self.pending: list[dict] = []   # the rest of a scenario's steps
+        self.count, self.drawn = 0, {}   # steps drawn; op -> the step it was last drawn at
         self.skip = set(skip)
+
+    def starved(self) -> Optional[str]:
+        """An essential operation not drawn for GUARANTEE steps: even a short run has each."""
+        for op in ("create", "run", "yaml_save", "yaml_broken", "sigterm", "kill9"):
+            if op in self.ops and self.count - self.drawn.get(op, 0) >= self.GUARANTEE:
+                return op
+        return None
 
     def next(self) -> dict:
         if self.pending:
             step = self.pending.pop(0)
         else:
-            op = self.rng.choices(list(self.ops), weights=list(self.ops.values()))[0]
+            op = self.starved() or self.rng.choices(list(self.ops),
+                                                    weights=list(self.ops.values()))[0]
+            self.drawn[op] = self.count
             step = getattr(self, f"_{op}")()
+        self.count += 1
         if step["op"] not in ("yaml_save", "yaml_broken", "wait"):
             step.setdefault("node", self.rng.randrange(self.nodes))
         return step
@@ -157,7 +169,7 @@ class Plan:
             trigger["seconds"] = 15   # 1.5 MB a run: often enough
         job = {"id": jid, **json.loads(json.dumps(PAYLOADS[payload])), "trigger": trigger}
         if payload == "sleep":
-            job["command"][1] = str(rng.choice([6, 10, 15]))
+            job["command"][1] = str(rng.choice([4, 6, 10]))   # SIGTERM waits for them
             job["max_instances"] = rng.randint(1, 4)
             if tkind == "interval":
                 trigger["seconds"] = max(trigger["seconds"], 3)
@@ -251,7 +263,7 @@ class Plan:
         jid = self.new_id("api")
         self.api_ids.append(jid)
         limit = self.rng.randint(2, 4)
-        job = {"id": jid, "command": ["sleep", "20"], "max_instances": limit,
+        job = {"id": jid, "command": ["sleep", "12"], "max_instances": limit,
                "trigger": {"type": "manual"}}
         self.pending = [{"op": "run", "id": jid, "times": limit}, {"op": "wait", "seconds": 1},
                         self._kill9(), {"op": "run", "id": jid, "times": limit}]
@@ -540,8 +552,12 @@ class Checker:
             time.sleep(1.0)
             now = suspects()
             first = {k: v for k, v in first.items() if now.get(k) == v}
-        return [f"run {rid} of {job} stays {status} with no process after {wait:.0f}s"
-                for rid, (job, status) in first.items()]
+        if not first:
+            return []
+        jobs = collections.Counter(f"{job}/{status}" for job, status in first.values())
+        rid, (job, status) = next(iter(first.items()))
+        return [f"{len(first)} runs stay queued/running with no process for {wait:.0f}s "
+                f"(job/status: {dict(jobs)}), e.g. run {rid} of {job} ({status})"]
 
     def limit(self, job_id: str) -> int:
         job = self.model.jobs.get(job_id)
