@@ -51,8 +51,9 @@ UTC = dt.UTC
 SETTLE = 12.0        # seconds a fire may take to have its row on a loaded two-core machine
 DISTURBANCE = 12.0   # seconds around a restart in which interval fires may be coalesced away
 HISTORY = 600.0      # fires older than this are not looked for (retention keeps 1000 per job)
-STUCK_WAIT = 45.0    # a queued/running row with no process moves by then (node_timeout is 10)
-READY_WAIT = 30.0    # a started node answers /api/health 200 within this
+STUCK_WAIT = 30.0    # a queued/running row with no process moves by then (node_timeout is 10)
+READY_WAIT = 30.0    # a started node answers HTTP within this
+HEALTH_WAIT = 10.0   # ... and its scheduler runs this soon after (it starts after the port)
 
 INVARIANTS = {
     "no_double_fire": "no (job_id, scheduled_at) has two runs with trigger schedule/catchup",
@@ -674,15 +675,16 @@ class Soak:
 
     # ---- running ----
     def run(self, seconds: float = 60.0, max_steps: Optional[int] = None,
-            replay: Optional[list] = None) -> Report:
+            replay: Optional[list] = None, min_steps: int = 0) -> Report:
+        """Steps for ``seconds`` (and at least ``min_steps``, at most ``max_steps``)."""
         try:
             self.start_all()
             self.check_after("start")
             began = time.monotonic()
             deadline = began + seconds
             source = iter(replay) if replay is not None else None
-            while time.monotonic() < deadline and (max_steps is None
-                                                   or len(self.steps) < max_steps):
+            while ((time.monotonic() < deadline or len(self.steps) < min_steps)
+                   and (max_steps is None or len(self.steps) < max_steps)):
                 step = next(source, None) if source is not None else self.plan.next()
                 if step is None:
                     break
@@ -757,7 +759,7 @@ class Soak:
                 problems.append(f"node {node.name} exited with {node.proc.returncode}")
                 continue
             was_down = node.name in self.known_down
-            answer = self.health(node, 2.0 if was_down else READY_WAIT)
+            answer = self.health(node, 0.0 if was_down else HEALTH_WAIT)
             if answer.status == 200:
                 self.known_down.discard(node.name)
             elif not was_down:   # reported when it goes down, not again at every step
@@ -934,7 +936,7 @@ def database(db: str, folder: Path, pg_base: Optional[str] = None):
 
 def soak(db: str, seconds: float, seed: Optional[int] = None, folder: Optional[Path] = None,
          max_steps: Optional[int] = None, replay: Optional[list] = None,
-         skip: tuple = (), pg_base: Optional[str] = None) -> Report:
+         skip: tuple = (), pg_base: Optional[str] = None, min_steps: int = 0) -> Report:
     """One soak: SQLite with one node, or PostgreSQL with two nodes on one schema."""
     seed = random.randrange(1 << 31) if seed is None else seed
     folder = Path(folder or tempfile.mkdtemp(prefix=f"soak-{db}-"))
@@ -942,7 +944,7 @@ def soak(db: str, seconds: float, seed: Optional[int] = None, folder: Optional[P
     print(f"soak on {db}: seed {seed}, work folder {folder}", flush=True)
     with database(db, folder, pg_base) as url:
         runner = Soak(db, url, folder, seed, nodes=1 if db == "sqlite" else 2, skip=skip)
-        return runner.run(seconds, max_steps, replay)
+        return runner.run(seconds, max_steps, replay, min_steps)
 
 
 def main(argv: Optional[list] = None) -> int:

@@ -1,4 +1,4 @@
-"""The soak of issue 18 in CI: bench/soak.py's engine, about 45 s of random steps per database.
+"""The soak of issue 18 in CI: bench/soak.py's engine, about 35 s of random steps per database.
 
 One soak runs per database (SQLite with one node; PostgreSQL with two nodes on one schema);
 each invariant of ``bench.soak.INVARIANTS`` is then its own test, so a failure names the
@@ -33,7 +33,8 @@ KNOWN_DEFECTS: dict[str, str] = {
     "no_server_error": "#8: run_date 9999-12-31T23:59:59+14:00 gives a 500",
 }
 
-SECONDS = float(os.environ.get("TS_SOAK_SECONDS", "45"))
+SECONDS = float(os.environ.get("TS_SOAK_SECONDS", "35"))
+MIN_STEPS = 20   # with Plan.GUARANTEE 12: each essential operation at least once
 DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 pytestmark = pytest.mark.slow
@@ -57,7 +58,7 @@ def run_soak(db: str, folder) -> soak.Report:
             pytest.fail("TS_TEST_POSTGRES_URL is not set: PostgreSQL tests are required in CI")
         pytest.skip("TS_TEST_POSTGRES_URL is not set")
     seed = int(os.environ.get("TS_SOAK_SEED") or random.randrange(1 << 31))
-    return soak.soak(db, SECONDS, seed, folder)
+    return soak.soak(db, SECONDS, seed, folder, min_steps=MIN_STEPS)
 
 
 @pytest.mark.parametrize("invariant", list(soak.INVARIANTS))
