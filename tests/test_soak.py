@@ -37,8 +37,6 @@ SECONDS = float(os.environ.get("TS_SOAK_SECONDS", "35"))
 MIN_STEPS = 20   # with Plan.GUARANTEE 12: each essential operation at least once
 DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
@@ -61,6 +59,7 @@ def run_soak(db: str, folder) -> soak.Report:
     return soak.soak(db, SECONDS, seed, folder, min_steps=MIN_STEPS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("invariant", list(soak.INVARIANTS))
 @pytest.mark.parametrize("db", DATABASES)
 def test_invariant(reports, db, invariant):
@@ -74,6 +73,7 @@ def test_invariant(reports, db, invariant):
                        f"{len(found)} time(s)\n{report.text()}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("db", DATABASES)
 def test_soak_ran_every_kind_of_step(reports, db):
     """A soak that drew no restart or no jobs.yaml save would check little: a short run still
@@ -81,3 +81,74 @@ def test_soak_ran_every_kind_of_step(reports, db):
     report = reports(db)
     ops = {name.split(":")[0] for name in report.counts}
     assert {"create", "run", "yaml_save", "restart"} <= ops, report.text(show_steps=False)
+
+
+# ---- the invariant checks themselves can fail (quick: a crafted ts_runs, no service) ----
+
+@pytest.fixture
+def checker(tmp_path):
+    engine = soak.sa.create_engine(f"sqlite:///{tmp_path / 'runs.sqlite'}")
+    with engine.begin() as conn:
+        conn.execute(soak.sa.text("CREATE TABLE ts_runs (id TEXT PRIMARY KEY, job_id TEXT, "
+                                  "trigger TEXT, scheduled_at DATETIME, status TEXT, node TEXT)"))
+    model = soak.Model()
+    model.ready_at -= soak.dt.timedelta(seconds=600)
+    yield soak.Checker(engine, model, f"TS_SOAK={soak.uuid.uuid4().hex}")
+    engine.dispose()
+
+
+def add_run(checker, run_id, job_id, trigger, at, status="succeeded"):
+    with checker.engine.begin() as conn:
+        conn.execute(soak.sa.text("INSERT INTO ts_runs VALUES (:i, :j, :t, :s, :st, 'n0')"),
+                     dict(i=run_id, j=job_id, t=trigger, s=at.replace(tzinfo=None), st=status))
+
+
+def test_no_double_fire_sees_a_catchup_of_a_fire_that_ran(checker):
+    at = soak.utcnow().replace(microsecond=0)
+    add_run(checker, "r1", "once", "schedule", at)
+    add_run(checker, "r2", "other", "manual", at)
+    add_run(checker, "r3", "other", "schedule", at)
+    assert checker.no_double_fire() == []
+    add_run(checker, "r4", "once", "catchup", at)
+    found = checker.no_double_fire()
+    assert len(found) == 1 and found[0].startswith("once at")
+    assert checker.no_double_fire() == []   # a pair is reported once
+
+
+def test_every_fire_has_row_sees_a_missing_fire(checker):
+    now = soak.utcnow().replace(microsecond=0)
+    start = now - soak.dt.timedelta(seconds=60)
+    job = {"id": "tick", "trigger": {"type": "interval", "seconds": 10,
+                                     "start_date": soak.iso(start)}}
+    checker.model.accept("api", job, start - soak.dt.timedelta(seconds=5))
+    for k in range(6):   # start .. start+50 s: every fire before now - SETTLE (12 s) but one
+        if k != 3:
+            add_run(checker, f"r{k}", "tick", "schedule", start + soak.dt.timedelta(seconds=10 * k))
+    found = checker.every_fire_has_row(now)
+    assert len(found) == 1 and "tick: no row for 1 fire(s)" in found[0]
+    add_run(checker, "r3", "tick", "schedule", start + soak.dt.timedelta(seconds=30), "missed")
+    assert checker.every_fire_has_row(now) == []
+
+
+def test_nothing_stuck_sees_a_running_row_without_a_process(checker):
+    add_run(checker, "gone", "job", "manual", soak.utcnow(), "running")
+    found = checker.nothing_stuck(wait=1)
+    assert len(found) == 1 and "run gone of job (running)" in found[0]
+
+
+def test_max_instances_processes_counts_runs_in_proc(checker):
+    checker.model.accept("api", {"id": "sleepy", "trigger": {"type": "manual"},
+                                 "max_instances": 1}, soak.utcnow())
+    name, value = checker.marker.split("=")
+    procs = [soak.subprocess.Popen(["sleep", "30"], env={**os.environ, name: value,
+                                                          "TS_JOB_ID": "sleepy",
+                                                          "TS_RUN_ID": f"run{i}"})
+             for i in range(2)]
+    try:
+        found = checker.max_instances_processes()
+        assert len(found) == 1 and found[0].startswith("sleepy: 2 runs have live processes")
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    assert checker.max_instances_processes() == []
