@@ -629,7 +629,8 @@ class Report:
         return {v.invariant for v in self.violations}
 
     def text(self, show_steps: bool = True) -> str:
-        lines = [f"soak on {self.db}: seed {self.seed}, {len(self.steps)} steps, work folder "
+        origin = "a replayed step list" if self.seed is None else f"seed {self.seed}"
+        lines = [f"soak on {self.db}: {origin}, {len(self.steps)} steps, work folder "
                  f"{self.folder}", "steps by operation:"]
         lines += [f"  {op:32s} {n}" for op, n in sorted(self.counts.items())]
         lines.append("invariants checked (times):")
@@ -644,8 +645,8 @@ class Report:
             lines.append(f"  {name}: {len(found)}")
             lines += [f"    step {v.step}: {v.message[:400]}" for v in found[:8]]
         if self.violations and show_steps:
-            lines.append(f"replay: python bench/soak.py --db {self.db} --seed {self.seed} "
-                         f"--steps {len(self.steps)}   (or --replay "
+            again = "" if self.seed is None else f"--seed {self.seed} --steps {len(self.steps)}"
+            lines.append(f"replay: python bench/soak.py --db {self.db} {again}   (or --replay "
                          f"{self.folder / 'steps.json'})")
             lines += [describe(i, s) for i, s in enumerate(self.steps)]
         return "\n".join(lines)
@@ -696,8 +697,8 @@ class Soak:
                 self.check_after(step["op"])
             self.settle()
         finally:
+            (self.folder / "steps.json").write_text(json.dumps(self.steps, indent=1))
             self.shutdown()
-        (self.folder / "steps.json").write_text(json.dumps(self.steps, indent=1))
         return Report(self.seed, self.db, self.steps, self.counts, self.checks,
                       self.violations, self.folder)
 
@@ -938,10 +939,12 @@ def soak(db: str, seconds: float, seed: Optional[int] = None, folder: Optional[P
          max_steps: Optional[int] = None, replay: Optional[list] = None,
          skip: tuple = (), pg_base: Optional[str] = None, min_steps: int = 0) -> Report:
     """One soak: SQLite with one node, or PostgreSQL with two nodes on one schema."""
-    seed = random.randrange(1 << 31) if seed is None else seed
+    if seed is None and replay is None:
+        seed = random.randrange(1 << 31)
     folder = Path(folder or tempfile.mkdtemp(prefix=f"soak-{db}-"))
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"soak on {db}: seed {seed}, work folder {folder}", flush=True)
+    print(f"soak on {db}: seed {seed if replay is None else '- (a replay)'}, work folder "
+          f"{folder}", flush=True)
     with database(db, folder, pg_base) as url:
         runner = Soak(db, url, folder, seed, nodes=1 if db == "sqlite" else 2, skip=skip)
         return runner.run(seconds, max_steps, replay, min_steps)
