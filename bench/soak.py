@@ -53,6 +53,7 @@ DISTURBANCE = 12.0   # seconds around a restart in which interval fires may be c
 HISTORY = 600.0      # fires older than this are not looked for (retention keeps 1000 per job)
 STUCK_WAIT = 30.0    # a queued/running row with no process moves by then (node_timeout is 10)
 READY_WAIT = 30.0    # a started node answers HTTP within this
+YAML_WAIT = 30.0     # a good jobs.yaml save is listed by every node by then (failover: ~6 s)
 HEALTH_WAIT = 10.0   # ... and its scheduler runs this soon after (it starts after the port)
 
 INVARIANTS = {
@@ -137,11 +138,11 @@ class Plan:
             jid = (jid + "-" + "x" * 64)[:64]
         return jid
 
-    def trigger(self) -> tuple[str, dict]:
+    def trigger(self, edge: bool = True) -> tuple[str, dict]:
         rng = self.rng
         kinds = ["interval", "interval", "date_soon", "date_soon", "cron_fields", "cron_expr",
                  "manual"]
-        if "edge" not in self.skip:
+        if edge and "edge" not in self.skip:
             kinds += ["far_date", "far_cron"]
         kind = rng.choice(kinds)
         if kind == "interval":   # a start_date fixes the phase: the model can compute each fire
@@ -161,11 +162,12 @@ class Plan:
                           "month": "1", "day": "1", "hour": "0"}
         return kind, {"type": "manual"}
 
-    def body(self, jid: str, payload: Optional[str] = None) -> tuple[str, dict]:
+    def body(self, jid: str, edge: bool = True) -> tuple[str, dict]:
+        """A job; ``edge``: its trigger may be one validation accepts at the edge (jobs.yaml
+        jobs get none: one refused job would refuse every later save of the file)."""
         rng = self.rng
-        payload = payload or rng.choice(["echo", "echo", "fail", "nul", "binary", "huge",
-                                         "sleep", "sleep"])
-        tkind, trigger = self.trigger()
+        payload = rng.choice(["echo", "echo", "fail", "nul", "binary", "huge", "sleep", "sleep"])
+        tkind, trigger = self.trigger(edge)
         if payload == "huge" and tkind == "interval":
             trigger["seconds"] = 15   # 1.5 MB a run: often enough
         job = {"id": jid, **json.loads(json.dumps(PAYLOADS[payload])), "trigger": trigger}
@@ -231,14 +233,14 @@ class Plan:
         rng = self.rng
         action = rng.choice(["add", "add", "change", "remove"]) if self.yaml_jobs else "add"
         if action == "add" or not self.yaml_jobs:
-            _, job = self.body(self.new_id("yaml"))
+            _, job = self.body(self.new_id("yaml"), edge=False)
             self.yaml_jobs[job["id"]] = job
         else:
             jid = rng.choice(sorted(self.yaml_jobs))
             if action == "remove":
                 del self.yaml_jobs[jid]
             else:
-                self.yaml_jobs[jid] = self.body(jid)[1]
+                self.yaml_jobs[jid] = self.body(jid, edge=False)[1]
         return {"op": "yaml_save", "kind": action, "jobs": list(self.yaml_jobs.values())}
 
     def _yaml_broken(self) -> dict:
@@ -734,8 +736,8 @@ class Soak:
         self.violation("max_instances_processes", self.checker.max_instances_processes())
         if op in ("start", "restart"):
             self.violation("nothing_stuck", self.checker.nothing_stuck(STUCK_WAIT))
-        if op in ("start", "restart", "yaml_save", "yaml_broken"):
-            self.violation("yaml_jobs_match", self.yaml_jobs_match())
+        if op in ("start", "restart", "yaml_broken"):
+            self.violation("yaml_jobs_match", self.yaml_jobs_match(wait=HEALTH_WAIT))
 
     def settle(self) -> None:
         """The end: no new work, let what runs end, then look once more at everything."""
@@ -752,7 +754,7 @@ class Soak:
             time.sleep(1.0)
 
     def scheduler_up(self) -> list[str]:
-        """Each node's health, polled up to READY_WAIT; a node already found down (and not
+        """Each node's health, polled up to HEALTH_WAIT; a node already found down (and not
         restarted since) gets a short look, or a dead scheduler would stall every step."""
         problems = []
         for node in self.nodes:
@@ -777,17 +779,25 @@ class Soak:
                 return answer
             time.sleep(0.5)
 
-    def yaml_jobs_match(self) -> list[str]:
-        problems = []
-        for node in self.nodes:
-            answer = self.api.call(node, "GET", "/api/jobs?source=yaml&limit=1000")
-            if answer.status != 200:
-                continue   # the 500 check has it
-            listed = {j["id"] for j in answer.body["jobs"]}
-            if listed != self.model.yaml_ids:
-                problems.append(f"node {node.name} lists yaml jobs {sorted(listed)}, the last "
-                                f"good jobs.yaml has {sorted(self.model.yaml_ids)}")
-        return problems
+    def yaml_jobs_match(self, wait: float = 0.0) -> list[str]:
+        """Every node lists the yaml jobs of the last good save, within ``wait`` seconds (in a
+        cluster only the leader applies a save: after a failover that takes a lease's time)."""
+        deadline = time.monotonic() + wait
+        while True:
+            problems = [p for p in map(self.yaml_mismatch, self.nodes) if p]
+            if not problems or time.monotonic() > deadline:
+                return problems
+            time.sleep(0.5)
+
+    def yaml_mismatch(self, node: Node) -> Optional[str]:
+        answer = self.api.call(node, "GET", "/api/jobs?source=yaml&limit=1000")
+        if answer.status != 200:
+            return None   # the 500 check has it
+        listed = {j["id"] for j in answer.body["jobs"]}
+        if listed == self.model.yaml_ids:
+            return None
+        return (f"node {node.name} lists yaml jobs {sorted(listed)}, the last good jobs.yaml "
+                f"has {sorted(self.model.yaml_ids)}")
 
     def wait_ready(self) -> None:
         for node in self.nodes:
@@ -883,6 +893,7 @@ class Soak:
         answers = self.reload_all()
         if all(a.status == 200 for a in answers):
             self.accept_yaml(jobs, sent)
+            self.violation("yaml_jobs_match", self.yaml_jobs_match(wait=YAML_WAIT))
 
     def accept_yaml(self, jobs: list[dict], sent: dt.datetime) -> None:
         for gone in self.model.yaml_ids - {j["id"] for j in jobs}:
