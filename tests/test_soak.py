@@ -20,6 +20,7 @@ import random
 import pytest
 
 from bench import soak
+from conftest import wait_for
 
 KNOWN_DEFECTS: dict[str, str] = {
     # invariant -> the issue 18 defect(s) that break it on code without the fixes (found by
@@ -144,7 +145,8 @@ def test_max_instances_processes_counts_runs_in_proc(checker):
                                                           "TS_JOB_ID": "sleepy",
                                                           "TS_RUN_ID": f"run{i}"})
              for i in range(2)]
-    try:
+    try:   # until both have exec'd: before that /proc shows this process's environment
+        wait_for(lambda: len(soak.live_runs(checker.marker)) == 2, 10, message="two sleeps")
         found = checker.max_instances_processes()
         assert len(found) == 1 and found[0].startswith("sleepy: 2 runs have live processes")
     finally:
