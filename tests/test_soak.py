@@ -27,7 +27,8 @@ KNOWN_DEFECTS: dict[str, str] = {
     # this soak on the branch point 326e5f1). INTEGRATOR: empty this after merging the fixes.
     "no_double_fire": "#1: a fire already run is run again as catchup after SIGTERM/kill -9",
     "scheduler_up": "#2: a far-future date or cron year stops the scheduler thread",
-    "every_fire_has_row": "#2: once the scheduler thread is dead no fire gets a row",
+    "every_fire_has_row": "#2: once the scheduler thread is dead no fire gets a row; #3: on "
+                          "PostgreSQL fires' rows wait behind a NUL batch and are dropped",
     "nothing_stuck": "#3: PostgreSQL, a NUL byte in output drops a batch of run records, "
                      "their rows stay running",
     "max_instances_processes": "#4: the processes of a kill -9'd service run on beside new ones",
