@@ -32,7 +32,8 @@ KNOWN_DEFECTS: dict[str, str] = {
     "nothing_stuck": "#3: PostgreSQL, a NUL byte in output drops a batch of run records, "
                      "their rows stay running",
     "max_instances_processes": "#4: the processes of a kill -9'd service run on beside new ones",
-    "no_server_error": "#8: run_date 9999-12-31T23:59:59+14:00 gives a 500",
+    "no_server_error": "#8: run_date 9999-12-31T23:59:59+14:00 (or ...Z) gives a 500 "
+                       "(OverflowError in _refuse_past_date, POST and PUT)",
 }
 
 SECONDS = float(os.environ.get("TS_SOAK_SECONDS", "35"))
