@@ -21,7 +21,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ import pytest
 import sqlalchemy as sa
 
 import task_scheduler as ts
+from bench import chaos
 from conftest import child_env, free_port, wait_for
 
 pytestmark = pytest.mark.postgres
@@ -606,81 +606,14 @@ def test_a_node_starting_while_jobs_change_elsewhere_learns_them(postgres_url):
 # everyone behind it (sessions closed, connections refused).
 # --------------------------------------------------------------------------------------------
 
-class Proxy:
-    """A TCP proxy to PostgreSQL. ``stall()``: a silent partition (nothing is forwarded, no
-    socket closes, new connections hang); ``cut()``: an outage (every session closed, new
-    connections refused); ``heal()`` ends either."""
-
-    def __init__(self, target: tuple):
-        self.target = target
-        self.flowing, self.down = threading.Event(), threading.Event()
-        self.flowing.set()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets: list = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+class Proxy(chaos.Proxy):
+    """bench/chaos.py's TCP proxy to PostgreSQL. ``stall()``: a silent partition (nothing is
+    forwarded, no socket closes, new connections hang); ``cut()``: an outage (every session
+    closed, new connections refused); ``heal()`` ends either."""
 
     def url(self, postgres_url: str) -> str:
         parts = urlsplit(postgres_url)
         return urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{self.port}"))
-
-    def stall(self) -> None:
-        self.flowing.clear()
-
-    def cut(self) -> None:
-        self.down.set()
-        with self.lock:
-            for sock in self.sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            self.sockets.clear()
-
-    def heal(self) -> None:
-        self.down.clear()
-        self.flowing.set()
-
-    def close(self) -> None:
-        self.heal()
-        self.cut()
-        self.listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
-
-    def _connect(self, client) -> None:
-        self.flowing.wait()
-        if self.down.is_set():
-            client.close()
-            return
-        try:
-            server = socket.create_connection(self.target, timeout=5)
-        except OSError:
-            client.close()
-            return
-        server.settimeout(None)
-        with self.lock:
-            self.sockets += [client, server]
-        for a, b in ((client, server), (server, client)):
-            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, source, sink) -> None:
-        try:
-            while data := source.recv(65536):
-                self.flowing.wait()
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.close()
 
 
 @pytest.fixture
