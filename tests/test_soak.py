@@ -6,10 +6,9 @@ invariant that broke (``test_invariant[sqlite-no_double_fire]``) and prints the 
 list and the command that replays it. ``TS_SOAK_SEED`` fixes the seed (default: a new one each
 run, printed); ``TS_SOAK_SECONDS`` the length.
 
-KNOWN_DEFECTS: invariants this soak finds broken on code where issue 18's defects are not fixed
-yet. A broken invariant listed there is reported as xfail (with the violations) instead of
-failing; one that holds passes. The integrator empties the set once the fixes are merged; from
-then on any violation fails the build.
+KNOWN_DEFECTS: invariants a known, not yet fixed defect breaks. A broken invariant listed there
+is reported as xfail (with the violations) instead of failing; one that holds passes. It is empty:
+issue 18's fixes have landed, and any violation fails the build.
 """
 
 from __future__ import annotations
@@ -23,17 +22,8 @@ from bench import soak
 from conftest import wait_for
 
 KNOWN_DEFECTS: dict[str, str] = {
-    # invariant -> the issue 18 defect(s) that break it on code without the fixes (found by
-    # this soak on the branch point 326e5f1). INTEGRATOR: empty this after merging the fixes.
-    "no_double_fire": "#1: a fire already run is run again as catchup after SIGTERM/kill -9",
-    "scheduler_up": "#2: a far-future date or cron year stops the scheduler thread",
-    "every_fire_has_row": "#2: once the scheduler thread is dead no fire gets a row; #3: on "
-                          "PostgreSQL fires' rows wait behind a NUL batch and are dropped",
-    "nothing_stuck": "#3: PostgreSQL, a NUL byte in output drops a batch of run records, "
-                     "their rows stay running",
-    "max_instances_processes": "#4: the processes of a kill -9'd service run on beside new ones",
-    "no_server_error": "#8: run_date 9999-12-31T23:59:59+14:00 (or ...Z) gives a 500 "
-                       "(OverflowError in _refuse_past_date, POST and PUT)",
+    # invariant -> the defect that breaks it today, while a fix is on its way (an xfail that
+    # shows the violations). Empty: since issue 18's fixes landed any violation fails.
 }
 
 SECONDS = float(os.environ.get("TS_SOAK_SECONDS", "35"))
