@@ -4111,6 +4111,7 @@ class Bus:
     it listened were missed."""
 
     CHANNELS = ("ts_jobs", "ts_runs", "ts_lease", "ts_notes")
+    POLL = 1.0   # seconds between looks at the stop flag while no notification comes
 
     def __init__(self, store: Store):
         self._store = store
@@ -4119,6 +4120,9 @@ class Bus:
         self._thread = threading.Thread(target=self._listen, name="ts-listen", daemon=True)
         self._prefix = ""
         self._listening = threading.Event()
+        # A channel of this listener's own: stop() notifies it, so the listener ends now rather
+        # than at its next look (notifies() waits up to a second; ~0.9 s of every stop).
+        self._wake_channel = f"ts_wake_{secrets.token_hex(8)}"
         store.on_commit.append(self.deliver)
 
     def subscribe(self, channel: str, callback) -> None:
@@ -4143,7 +4147,16 @@ class Bus:
     def stop(self) -> None:
         self._stopping.set()
         if self._thread.is_alive():
+            self._wake_listener()
             self._thread.join(3)
+
+    def _wake_listener(self) -> None:
+        try:
+            with self._store.engine.connect() as conn:
+                conn.execute(sa.text(f'NOTIFY "{self._wake_channel}"'))
+                conn.commit()
+        except sa.exc.DBAPIError as exc:   # the database is away: the listener's poll ends it
+            log.debug("bus: could not wake the listener (%s)", _clean(exc))
 
     def _listen(self) -> None:
         import psycopg
@@ -4154,12 +4167,15 @@ class Bus:
                     self._prefix = self._store.channel_prefix
                     for channel in self.CHANNELS:
                         conn.execute(f'LISTEN "{self._prefix}{channel}"')
+                    conn.execute(f'LISTEN "{self._wake_channel}"')
                     self._listening.set()
                     for channel in self.CHANNELS:   # whatever happened before, look again
                         self.deliver(channel, None)
                     delay = 0.5
                     while not self._stopping.is_set():
-                        for note in conn.notifies(timeout=1.0):
+                        for note in conn.notifies(timeout=self.POLL):
+                            if self._stopping.is_set():
+                                break
                             self._received(note.channel, note.payload)
             except Exception as exc:   # psycopg.Error, OSError: the server or network went away
                 if self._stopping.is_set():

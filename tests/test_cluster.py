@@ -347,3 +347,22 @@ def test_a_rolling_upgrade_runs_both_releases_on_one_database(tmp_path, postgres
                              env=child_env(), capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2, refused
     assert "Upgrade task-scheduler on this node" in refused.stderr, refused.stderr
+
+
+
+def test_a_stopping_bus_wakes_its_listener_instead_of_waiting_for_its_poll(tmp_path,
+                                                                          postgres_url,
+                                                                          monkeypatch):
+    """Bus.stop notifies the listener's own channel: a stop does not wait out the listener's
+    poll (it was ~0.9 s of every PostgreSQL service's stop)."""
+    import task_scheduler as ts
+    monkeypatch.setattr(ts.Bus, "POLL", 60.0)
+    jobs = write_jobs(tmp_path / "jobs.yaml", "[]\n")
+    service = ts.SchedulerService(ts.Config(config_path=str(jobs), database_url=postgres_url,
+                                            watch=False)).start()
+    try:
+        assert service.bus._thread.is_alive()
+        service.bus.stop()   # joins for at most 3 s: the poll alone would take 60
+        assert not service.bus._thread.is_alive()
+    finally:
+        service.stop(grace=1)
