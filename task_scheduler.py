@@ -2360,8 +2360,8 @@ class Store:
         """Which (job_id, scheduled_at) of ``keys`` already have a fire row (scheduled or
         catch-up, any status). The unique key tells the two triggers apart, so this is the check
         that a fire time is recorded once (ScheduleStore.commit asks it for schedules computed
-        afresh). Each key is one lookup on uq_ts_runs_fire: a statement of many ORs took ~90 ms
-        per 1,000 keys on SQLite and ~230 ms on PostgreSQL, planning it."""
+        afresh, and for catch-ups). Each key is one lookup on uq_ts_runs_fire: a statement of
+        many ORs took ~90 ms per 1,000 keys on SQLite and ~230 ms on PostgreSQL, planning it."""
         if not keys:
             return set()
         if self.postgres:
@@ -3148,10 +3148,13 @@ class ScheduleStore(SQLAlchemyJobStore):
         recorded time, and only to a time not after it was computed (every row was recorded
         by then): a date job's only fire time is its run_date, whenever it is added. Such a
         first fire is looked up; a recorded one is left out, never fired again. (A second of
-        slack: a cron schedule computed within a second starts at that second.)"""
+        slack: a cron schedule computed within a second starts at that second.) Every catch-up
+        is looked up too: it is due from before this node led, when another leader (or this
+        node's previous life) may have recorded it; there are few, once per takeover or start."""
         keys = [(f["job_id"], f["scheduled_at"]) for f in fires
-                if f["trigger"] in ("schedule", "catchup") and f["scheduled_at"].replace(
-                    tzinfo=dt.UTC).timestamp() <= self._recomputed.get(f["job_id"], -1) + 1]
+                if f["trigger"] == "catchup" or f["trigger"] == "schedule" and f[
+                    "scheduled_at"].replace(tzinfo=dt.UTC).timestamp() <=
+                self._recomputed.get(f["job_id"], -1) + 1]
         recorded = self.db.fired(conn, keys) if keys else set()
         if not recorded:
             return fires
