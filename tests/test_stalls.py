@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import socket
 import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
@@ -14,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 import task_scheduler as ts
+from bench import chaos
 from conftest import Client, wait_for, write_jobs
 
 TWENTY = "".join(f"- {{id: tick{i:02d}, command: 'true', "
@@ -92,69 +92,12 @@ def test_api_writes_and_saves_never_wait_on_the_fire_loop(tmp_path, make_service
         assert not [r for r in runs if r["status"] == "missed"], "a fire was missed"
 
 
-class Outage:
-    """A TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones:
-    the database goes away, as far as the service can tell."""
+class Outage(chaos.Proxy):
+    """bench/chaos.py's TCP proxy in front of PostgreSQL: ``cut()`` closes every connection and
+    refuses new ones (the database goes away, as far as the service can tell); ``restore()``
+    ends that."""
 
-    def __init__(self, target: tuple):
-        self.target, self.down = target, threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets: list = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def cut(self) -> None:
-        self.down.set()
-        with self.lock:
-            for sock in self.sockets:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
-            self.sockets.clear()
-
-    def restore(self) -> None:
-        self.down.clear()
-
-    def close(self) -> None:
-        self.cut()
-        self.listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.down.is_set():
-                client.close()
-                continue
-            try:
-                server = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            server.settimeout(None)
-            with self.lock:
-                self.sockets += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source, sink) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                try:
-                    sock.close()
-                except OSError:
-                    pass
+    restore = chaos.Proxy.heal
 
 
 @pytest.mark.postgres
