@@ -52,6 +52,7 @@ SETTLE = 12.0        # seconds a fire may take to have its row on a loaded two-c
 DISTURBANCE = 12.0   # seconds around a restart in which interval fires may be coalesced away
 HISTORY = 600.0      # fires older than this are not looked for (retention keeps 1000 per job)
 STUCK_WAIT = 30.0    # a queued/running row with no process moves by then (node_timeout is 10)
+WORKERS = 10         # a node's workers (Config.max_workers): past them, queued rows wait
 READY_WAIT = 30.0    # a started node answers HTTP within this
 YAML_WAIT = 30.0     # a good jobs.yaml save is listed by every node by then (failover: ~6 s)
 HEALTH_WAIT = 10.0   # ... and its scheduler runs this soon after (it starts after the port)
@@ -488,8 +489,8 @@ ACTIVE = ("queued", "running")
 
 
 class Checker:
-    def __init__(self, engine: sa.Engine, model: Model, marker: str):
-        self.engine, self.model, self.marker = engine, model, marker
+    def __init__(self, engine: sa.Engine, model: Model, marker: str, nodes: int = 1):
+        self.engine, self.model, self.marker, self.nodes = engine, model, marker, nodes
         self.seen_doubles: set = set()
         self.seen_missing: set = set()
         self.over: set = set()   # jobs over max_instances at the last look
@@ -541,14 +542,16 @@ class Checker:
 
     def nothing_stuck(self, wait: float) -> list[str]:
         """Rows queued/running with no process carrying their run id, unchanged for ``wait``
-        seconds (a queued row of a job already at max_instances is waiting, not stuck)."""
+        seconds (a queued row of a job already at max_instances, or while every worker runs
+        something, is waiting, not stuck: a long soak piles up more sleeps than workers)."""
         def suspects() -> dict:
             live = live_runs(self.marker)
             rows = self.query("SELECT id, job_id, status FROM ts_runs WHERE status IN "
                               "('queued', 'running')")
             per_job = collections.Counter(job for job in live.values())
+            busy = len(live) >= WORKERS * self.nodes
             return {r[0]: (r[1], r[2]) for r in rows if r[0] not in live
-                    and not (r[2] == "queued" and per_job[r[1]] >= self.limit(r[1]))}
+                    and not (r[2] == "queued" and (busy or per_job[r[1]] >= self.limit(r[1])))}
         first = suspects()
         deadline = time.monotonic() + wait
         while first and time.monotonic() < deadline:
@@ -666,7 +669,7 @@ class Soak:
         self.engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://",
                                                       1))
         self.model = Model()
-        self.checker = Checker(self.engine, self.model, self.marker)
+        self.checker = Checker(self.engine, self.model, self.marker, len(self.nodes))
         self.api = Api(self.observe)
         self.plan = Plan(seed if seed is not None else 0, nodes, skip)
         self.steps: list[dict] = []
