@@ -49,12 +49,14 @@ def _probe(base: str, job_id: str) -> None:
                       if r["status"] == "succeeded"], 60, 0.2, "the probe job's run")
 
 
-def test_a_date_job_fires_once_across_restarts(jobs_file, make_config):
+def _date_job_that_ran(jobs_file, make_config, command: str, seconds: float) -> ts.Config:
+    """A service whose jobs.yaml has the date job ``once`` (due in ``seconds``, grace null) ran
+    it and stopped; its config, to start the service again on the same database."""
     write_jobs(jobs_file, f"""
         - id: once
-          command: ['echo', 'once']
+          command: {command}
           misfire_grace_time: null
-          trigger: {{type: date, run_date: '{_soon(1.5)}'}}
+          trigger: {{type: date, run_date: '{_soon(seconds)}'}}
     """)
     config = make_config()
     service = ts.SchedulerService(config).start()
@@ -62,6 +64,11 @@ def test_a_date_job_fires_once_across_restarts(jobs_file, make_config):
         final_runs(service, "once", timeout=30)
     finally:
         service.stop()
+    return config
+
+
+def test_a_date_job_fires_once_across_restarts(jobs_file, make_config):
+    config = _date_job_that_ran(jobs_file, make_config, "['echo', 'once']", 1.5)
     for _ in range(2):   # restarted twice: each start would re-add the date job
         service = ts.SchedulerService(config).start()
         try:
@@ -114,18 +121,7 @@ def test_a_catchup_of_a_fire_another_leader_recorded_is_not_inserted(jobs_file, 
 def test_a_fired_date_job_stays_done_when_its_row_is_pruned(jobs_file, make_config):
     """The schedule itself remembers the fire: retention may have deleted its row by the time
     of a restart, and a date job with misfire_grace_time null would then run again."""
-    write_jobs(jobs_file, f"""
-        - id: once
-          command: 'true'
-          misfire_grace_time: null
-          trigger: {{type: date, run_date: '{_soon(1.0)}'}}
-    """)
-    config = make_config()
-    service = ts.SchedulerService(config).start()
-    try:
-        final_runs(service, "once", timeout=30)
-    finally:
-        service.stop()
+    config = _date_job_that_ran(jobs_file, make_config, "'true'", 1.0)
     engine = ts.create_engine(config.database_url)
     with engine.begin() as conn:   # what retention does to old runs
         conn.execute(ts.ts_runs.delete())
