@@ -20,6 +20,8 @@ CHILD = textwrap.dedent("""
     HERE = sys.argv[1]
     sys.path.insert(0, HERE)   # what a program's own folder is to it; -I left it out
     with_gui = sys.argv[2] == "gui"
+    if not with_gui:   # not copied; and a task-scheduler pip-installed here must not stand in
+        sys.modules["task_scheduler_web"] = None   # import raises ModuleNotFoundError for it
     import task_scheduler
     from task_scheduler import Config, SchedulerService, create_app
     assert task_scheduler.__file__.startswith(HERE), task_scheduler.__file__
