@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 
 import task_scheduler as ts  # noqa: E402
+import task_scheduler.store.schema as ts_schema
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 UTC = dt.UTC
@@ -133,9 +134,9 @@ def run_ours(p: dict, began: float) -> dict:
     service = ts.SchedulerService(config).start()
     ready = time.time()
     a, b = (dt.datetime.fromtimestamp(t, UTC).replace(tzinfo=None) for t in window(p))
-    final = sa.select(sa.func.count()).select_from(ts.ts_runs).where(
-        ts.ts_runs.c.scheduled_at >= a, ts.ts_runs.c.scheduled_at < b,
-        ts.ts_runs.c.status.not_in(["queued", "running"]))
+    final = sa.select(sa.func.count()).select_from(ts_schema.ts_runs).where(
+        ts_schema.ts_runs.c.scheduled_at >= a, ts_schema.ts_runs.c.scheduled_at < b,
+        ts_schema.ts_runs.c.status.not_in(["queued", "running"]))
 
     def done() -> bool:
         with service.engine.connect() as conn:
@@ -249,13 +250,13 @@ class database:
 
 def count_rows(url: str, p: dict) -> dict:
     a, b = (dt.datetime.fromtimestamp(t, UTC).replace(tzinfo=None) for t in window(p))
-    engine = ts.create_engine(url)
+    engine = ts_schema.create_engine(url)
     try:
         with engine.connect() as conn:
-            return dict(conn.execute(sa.select(ts.ts_runs.c.status, sa.func.count())
-                                     .where(ts.ts_runs.c.scheduled_at >= a,
-                                            ts.ts_runs.c.scheduled_at < b)
-                                     .group_by(ts.ts_runs.c.status)).all())
+            return dict(conn.execute(sa.select(ts_schema.ts_runs.c.status, sa.func.count())
+                                     .where(ts_schema.ts_runs.c.scheduled_at >= a,
+                                            ts_schema.ts_runs.c.scheduled_at < b)
+                                     .group_by(ts_schema.ts_runs.c.status)).all())
     except sa.exc.DBAPIError as exc:
         return {"error": str(exc).splitlines()[0]}
     finally:

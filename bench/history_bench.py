@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sqlalchemy as sa  # noqa: E402
 
 import task_scheduler as ts  # noqa: E402
+import task_scheduler.store.schema as ts_schema
 
 JOBS = 100
 SPAN = dt.timedelta(days=29)      # inside keep_days (30): only keep_runs prunes in the prune case
@@ -105,8 +106,8 @@ def _database(tmp: Path, args) -> tuple[str, callable]:
 def _seed(url: str, per_job: dict[str, int], now: dt.datetime) -> None:
     """``per_job[job_id]`` finished runs per job, spread evenly over SPAN before ``now``,
     interleaved across jobs; ids sort by time, as ``new_run_id`` makes them."""
-    engine = ts.create_engine(url)
-    ts.migrate(engine)
+    engine = ts_schema.create_engine(url)
+    ts_schema.migrate(engine)
     total = sum(per_job.values())
     slots = [job for job, n in per_job.items() for _ in range(n)]
     random.Random(7).shuffle(slots)
@@ -274,9 +275,9 @@ def _utc() -> dt.datetime:
 
 def _lateness(service, since: dt.datetime, until: dt.datetime) -> list[float]:
     with service.store.engine.connect() as conn:
-        rows = conn.execute(sa.select(ts.ts_runs.c.scheduled_at, ts.ts_runs.c.started_at).where(
-            ts.ts_runs.c.job_id.like("tick-%"), ts.ts_runs.c.trigger == "schedule",
-            ts.ts_runs.c.scheduled_at >= since, ts.ts_runs.c.scheduled_at <= until)).all()
+        rows = conn.execute(sa.select(ts_schema.ts_runs.c.scheduled_at, ts_schema.ts_runs.c.started_at).where(
+            ts_schema.ts_runs.c.job_id.like("tick-%"), ts_schema.ts_runs.c.trigger == "schedule",
+            ts_schema.ts_runs.c.scheduled_at >= since, ts_schema.ts_runs.c.scheduled_at <= until)).all()
     # a fire that never started (missed, skipped) counts as late as the window is long
     return [((r.started_at or until) - r.scheduled_at).total_seconds() for r in rows]
 

@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import task_scheduler as ts  # noqa: E402
+import task_scheduler.http.server as ts_server
 
 BASELINE_REV = "1be30ab"   # the last commit serving with the threaded wsgiref server
 HEALTH = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
@@ -56,7 +57,7 @@ def main() -> int:
     _raise_file_limit(2 * (args.concurrent + args.idle + args.hog) + 512)
     if args.hog:
         hogs = []
-        for name, make in (("waitress (now)", ts.make_server),
+        for name, make in (("waitress (now)", ts_server.make_server),
                            ("waitress, no per-client gate", _ungated_make_server)):
             with _server_process(make) as (port, pid):
                 hogs.append((name, _hog(port, pid, args.hog, args.probes)))
@@ -66,7 +67,7 @@ def main() -> int:
         return 0
     baseline, label = _baseline_make_server()
     rows = []
-    for name, make in (("waitress (now)", ts.make_server), (label, baseline)):
+    for name, make in (("waitress (now)", ts_server.make_server), (label, baseline)):
         with _server_process(make) as (port, pid):
             concurrent = _concurrent(port, pid, args.concurrent, args.timeout)
             idle = _idle(port, pid, args.idle, args.probes)
@@ -89,9 +90,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ungated_make_server(app, host: str, port: int):
-    """``ts.make_server`` as it was before the per-client gate: waitress's own channels and
+    """``ts_server.make_server`` as it was before the per-client gate: waitress's own channels and
     idle sweep."""
-    server = ts.make_server(app, host, port)
+    server = ts_server.make_server(app, host, port)
     del server._server.channel_class, server._server.maintenance   # back to the class's
     return server
 

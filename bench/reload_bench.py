@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import sqlalchemy as sa
 import task_scheduler as ts  # noqa: E402
+import task_scheduler.store.schema as ts_schema
 
 
 def job_line(i: int, seconds: int | None = None) -> str:
@@ -51,7 +53,7 @@ def start_up(config: ts.Config, count: int) -> tuple[ts.SchedulerService, float]
     started = time.perf_counter()
     service = ts.SchedulerService(config).start()
     with service.engine.connect() as conn:
-        live = conn.execute(ts.sa.text(f"SELECT count(*) FROM {ts.APS_TABLE}")).scalar()
+        live = conn.execute(sa.text(f"SELECT count(*) FROM {ts_schema.APS_TABLE}")).scalar()
     elapsed = time.perf_counter() - started
     if live != count or len(service.jobs()) != count:
         raise SystemExit(f"start-up loaded {live} schedules, expected {count}")

@@ -27,7 +27,9 @@ from urllib.parse import urlencode, urlsplit
 import bottle
 import yaml
 
-from task_scheduler import JOB_STATES, MAX_OFFSET, RUN_STATUSES, SchedulerError
+from task_scheduler.errors import SchedulerError
+from task_scheduler.http.io import MAX_OFFSET
+from task_scheduler.models import JOB_STATES, RUN_STATUSES
 
 from . import charts, forms
 from .docs import api_docs_html

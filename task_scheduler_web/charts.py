@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 from datetime import UTC, datetime, timedelta
 
-from task_scheduler import SchedulerError
+from task_scheduler.errors import SchedulerError
 
 from .i18n import Locale, parse_time
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from task_scheduler import shell_syntax
+from task_scheduler.checks import shell_syntax
 
 OMIT = object()   # a reader's answer for "leave the key out": the default applies
 TRIGGER_FIELD = {"cron": "cron_expression", "interval": "interval_seconds", "date": "run_date",

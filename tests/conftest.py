@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 import task_scheduler as ts
+import task_scheduler.models as ts_models
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ENV = "TS_TEST_POSTGRES_URL"
@@ -213,6 +214,6 @@ def final_runs(service, job_id, count=1, timeout=15.0):
     def done():
         service.flush()
         runs = [r for r in service.runs(job_id=job_id, limit=1000)
-                if r["status"] in ts.FINAL_STATUSES]
+                if r["status"] in ts_models.FINAL_STATUSES]
         return runs if len(runs) >= count else None
     return wait_for(done, timeout, message=f"{count} finished runs of {job_id}")

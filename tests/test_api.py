@@ -17,6 +17,19 @@ from pathlib import Path
 import pytest
 
 import task_scheduler as ts
+
+import hmac
+
+import task_scheduler.store.runs as ts_runs
+import task_scheduler.http.app as ts_app
+import task_scheduler.http.guard as ts_guard
+import task_scheduler.http.io as ts_io
+import task_scheduler.metrics as ts_metrics
+import task_scheduler.models as ts_models
+import task_scheduler.http.openapi as ts_openapi
+import task_scheduler.store.schema as ts_schema
+import task_scheduler.http.server as ts_server
+import task_scheduler.timeutil as ts_timeutil
 from conftest import Client, wait_for, write_jobs
 
 YAML_JOBS = """\
@@ -58,7 +71,7 @@ def assert_error(response, status, code, *words):
 def wait_run(client, run_id, timeout=15.0):
     def final():
         run = client.get(f"/api/runs/{run_id}").json
-        return run if run["status"] in ts.FINAL_STATUSES else None
+        return run if run["status"] in ts_models.FINAL_STATUSES else None
     return wait_for(final, timeout, message=f"run {run_id} to finish")
 
 
@@ -359,8 +372,8 @@ def test_a_body_not_sent_as_json_is_415(client, content_type):
 
 
 def test_a_body_over_the_limit_is_413(client):
-    body = json.dumps(job(description="x" * ts.MAX_BODY)).encode()
-    assert_error(post_raw(client, body), 413, "too_large", str(ts.MAX_BODY))
+    body = json.dumps(job(description="x" * ts_io.MAX_BODY)).encode()
+    assert_error(post_raw(client, body), 413, "too_large", str(ts_io.MAX_BODY))
     assert_error(client.request("PUT", "/api/jobs/api_job", body=body,
                                 headers={"Content-Type": "application/json"}), 413, "too_large")
 
@@ -370,7 +383,7 @@ def test_bad_length_headers_are_400(client):
     assert_error(chunked, 400, "bad_request", "Content-Length")
     environ = {"CONTENT_LENGTH": "12abc"}
     with pytest.raises(ts.BadRequest, match="not a number of bytes"):
-        ts._content_length(environ)
+        ts_io._content_length(environ)
 
 
 @pytest.mark.parametrize("method, path", [
@@ -442,7 +455,7 @@ def test_odd_query_values_get_an_answer(client):
         response = client.get(f"/api/runs?{query}")
         assert response.status in (200, 400), (query, response)
     assert client.get("/api/runs?since=0001-01-01T00:00:00%2B01:00").status == 200
-    assert ts.ID_PATTERN == ts.JobDefinition.model_json_schema()["properties"]["id"]["pattern"]
+    assert ts_io.ID_PATTERN == ts.JobDefinition.model_json_schema()["properties"]["id"]["pattern"]
 
 
 # security: the token, headers
@@ -454,14 +467,14 @@ def test_token_guards_every_route_but_health(make_service):
     right = Client(app, token="s3cret-token-for-tests")
     assert anonymous.get("/api/health").status == 200
     wrong_tries = 0
-    for method, route, _ in ts.API_ROUTES:
+    for method, route, _ in ts_app.API_ROUTES:
         path = route.replace("<job_id>", "some_job").replace("<run_id>", "some_run")
         for client in (anonymous, wrong):
             if route == "/api/health":
                 continue
             response = client.request(method, path, json_body=job() if method != "GET" else None)
             wrong_tries += client is wrong
-            if client is wrong and wrong_tries > ts.TOKEN_FAILURES:   # guessing: slowed down
+            if client is wrong and wrong_tries > ts_guard.TOKEN_FAILURES:   # guessing: slowed down
                 assert_error(response, 429, "too_many_requests", "too many wrong tokens")
                 assert int(response.headers["Retry-After"]) > 0
                 continue
@@ -481,8 +494,8 @@ def test_token_guards_every_route_but_health(make_service):
 
 def test_token_is_compared_in_constant_time(make_service, monkeypatch):
     calls = []
-    real = ts.hmac.compare_digest
-    monkeypatch.setattr(ts.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
     client = Client(ts.create_app(make_service(token="s3cret-token-for-tests")), token="guess")
     assert client.get("/api/jobs").status == 401
     assert calls == [(b"guess", b"s3cret-token-for-tests")]
@@ -517,7 +530,7 @@ def test_every_answer_says_nosniff(client):
 def test_openapi_document_covers_every_route_from_the_models(client):
     doc = client.get("/api/openapi.json").json
     assert doc["openapi"].startswith("3.1")
-    routes = {(m.lower(), r.replace("<", "{").replace(">", "}")) for m, r, _ in ts.API_ROUTES}
+    routes = {(m.lower(), r.replace("<", "{").replace(">", "}")) for m, r, _ in ts_app.API_ROUTES}
     documented = {(m, p) for p, item in doc["paths"].items() for m in item}
     assert documented == routes
     schemas = doc["components"]["schemas"]
@@ -549,19 +562,19 @@ def test_response_models_document_every_field_the_api_sends(client):
     """Fields are added freely (DESIGN), but each must be in the document."""
     create(client)
     run = wait_run(client, client.post("/api/jobs/api_job/run").json["run"]["id"])
-    answers = [(ts.ApiJob, client.get("/api/jobs/api_job").json),
-               (ts.ApiRunDetail, run),
-               (ts.ApiRun, client.get("/api/runs").json["runs"][0]),
-               (ts.ApiRun, client.get("/api/jobs/api_job").json["last_run"]),
-               (ts.ApiStatus, client.get("/api/status").json),
-               (ts.ApiHealth, client.get("/api/health").json),
-               (ts.ApiReload, client.post("/api/reload").json),
-               (ts.ApiError, client.get("/api/jobs/nope").json)]
+    answers = [(ts_openapi.ApiJob, client.get("/api/jobs/api_job").json),
+               (ts_openapi.ApiRunDetail, run),
+               (ts_openapi.ApiRun, client.get("/api/runs").json["runs"][0]),
+               (ts_openapi.ApiRun, client.get("/api/jobs/api_job").json["last_run"]),
+               (ts_openapi.ApiStatus, client.get("/api/status").json),
+               (ts_openapi.ApiHealth, client.get("/api/health").json),
+               (ts_openapi.ApiReload, client.post("/api/reload").json),
+               (ts_openapi.ApiError, client.get("/api/jobs/nope").json)]
     for model, answer in answers:
         model.model_validate(answer)
         assert set(answer) <= set(model.model_fields), (model.__name__, set(answer))
-    assert JOB_FIELDS <= set(ts.ApiJob.model_fields)
-    assert RUN_FIELDS <= set(ts.ApiRun.model_fields)
+    assert JOB_FIELDS <= set(ts_openapi.ApiJob.model_fields)
+    assert RUN_FIELDS <= set(ts_openapi.ApiRun.model_fields)
 
 
 def test_docs_page_is_self_contained_html_of_the_document(client):
@@ -655,14 +668,14 @@ def test_metrics_in_the_prometheus_text_format(jobs_file, client, service):
 def test_run_ids_start_with_their_creation_time_as_metrics_expects():
     """RunStats reads the runs created since its last scrape by id: ids must sort by time."""
     before = f"{int(time.time() * 1e6):014x}"
-    first, second = ts.new_run_id(), ts.new_run_id()
+    first, second = ts_schema.new_run_id(), ts_schema.new_run_id()
     assert before <= first[:14] <= second[:14] <= f"{int(time.time() * 1e6):014x}"
 
 
 def test_metrics_escape_label_values():
-    assert ts._labels({"job_id": 'a"b\\c\nd'}) == '{job_id="a\\"b\\\\c\\nd"}'
-    assert ts._number(float("inf")) == "+Inf" and ts._number(0.25) == "0.25"
-    assert ts._number(3) == "3" and ts._number(True) == "1"
+    assert ts_metrics._labels({"job_id": 'a"b\\c\nd'}) == '{job_id="a\\"b\\\\c\\nd"}'
+    assert ts_metrics._number(float("inf")) == "+Inf" and ts_metrics._number(0.25) == "0.25"
+    assert ts_metrics._number(3) == "3" and ts_metrics._number(True) == "1"
 
 
 # the server: real HTTP, keep-alive
@@ -692,7 +705,7 @@ def test_real_server_keeps_connections_alive_and_answers_405(live_server):
 def test_real_server_answers_413_to_big_bodies_and_survives(live_server):
     host, port = live_server.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    conn.request("POST", "/api/jobs", body=b"x" * (2 * ts.MAX_BODY),
+    conn.request("POST", "/api/jobs", body=b"x" * (2 * ts_io.MAX_BODY),
                  headers={"Content-Type": "application/json"})
     response = conn.getresponse()
     assert response.status == 413 and b'"too_large"' in response.read()
@@ -702,7 +715,7 @@ def test_real_server_answers_413_to_big_bodies_and_survives(live_server):
     # Past max_request_body_size waitress answers at the headers (plain text, not the API's
     # JSON: the app never sees the request) and closes without reading the body, so the client
     # may see a reset after the answer.
-    limit = ts.HTTP_SETTINGS["max_request_body_size"]
+    limit = ts_server.HTTP_SETTINGS["max_request_body_size"]
     head = (f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {3 * limit}\r\n")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
@@ -810,7 +823,7 @@ def test_api_jobs_and_pauses_survive_reload_and_restart(jobs_file, make_config):
 
 
 def test_list_runs_pages_by_cursor_and_caps_the_count(client, service, monkeypatch):
-    now = ts._utcnow()
+    now = ts_timeutil._utcnow()
     rows = [{"id": f"00{i}", "job_id": "k", "trigger": "manual", "status": "succeeded",
              "scheduled_at": now.replace(microsecond=i), "finished_at": now} for i in range(5)]
     with service.store.write() as conn:
@@ -823,7 +836,7 @@ def test_list_runs_pages_by_cursor_and_caps_the_count(client, service, monkeypat
     assert page(before="003") == (["002", "001"], 3, False)
     assert page(before="001") == (["000"], 1, False)
     assert page(before="001", offset=1) == ([], 1, False)
-    monkeypatch.setattr(ts, "TOTAL_CAP", 3)
+    monkeypatch.setattr(ts_runs, "TOTAL_CAP", 3)
     assert page() == (["004", "003"], 3, True)      # at least 3: counting stopped there
     assert page(offset=2) == (["002", "001"], 5, False)
     assert_error(client.get("/api/runs?before=x'"), 400, "bad_request", "before")

@@ -173,6 +173,7 @@ def test_a_change_on_a_follower_reaches_the_leader_at_once(tmp_path, cluster):
 def test_jobs_yaml_drift_is_reported_and_the_leaders_file_applies(tmp_path, postgres_url,
                                                                    caplog):
     import task_scheduler as ts
+    import task_scheduler.store.schema as ts_schema
     paths = {}
     for node, job in (("a", "from_a"), ("b", "from_b")):
         (tmp_path / node).mkdir()
@@ -202,7 +203,7 @@ def test_jobs_yaml_drift_is_reported_and_the_leaders_file_applies(tmp_path, post
 @pytest.fixture
 def db(postgres_url):
     import task_scheduler as ts
-    engine = ts.create_engine(postgres_url)
+    engine = ts_schema.create_engine(postgres_url)
     yield engine
     engine.dispose()
 
@@ -318,7 +319,7 @@ def test_a_rolling_upgrade_runs_both_releases_on_one_database(tmp_path, postgres
         new = cluster("new", labels="new")
         listed = {n["id"]: n for n in new.get("/api/nodes")["nodes"]}
         assert listed["old"]["schema_version"] is None and listed["old"]["alive"]
-        assert listed["new"]["schema_version"] == ts.SCHEMA_VERSION
+        assert listed["new"]["schema_version"] == ts_schema.SCHEMA_VERSION
         assert "joins nodes of other releases: old" in (tmp_path / "service.log").read_text()
         with urllib.request.urlopen(urllib.request.Request(
                 f"http://127.0.0.1:{port}/api/jobs/there/run", data=b"{}", method="POST",
@@ -340,7 +341,7 @@ def test_a_rolling_upgrade_runs_both_releases_on_one_database(tmp_path, postgres
             old.wait(10)
     with db.begin() as conn:   # as the next release's migration would leave it
         conn.execute(sa.text("UPDATE ts_meta SET value = :v WHERE key = 'schema_version'"),
-                     {"v": str(ts.SCHEMA_VERSION + 1)})
+                     {"v": str(ts_schema.SCHEMA_VERSION + 1)})
     refused = subprocess.run([sys.executable, "-m", "task_scheduler", "--config",
                               str(tmp_path / "jobs.yaml"), "--db", postgres_url, "--port",
                               str(free_port()), "--node-id", "late"], cwd=tmp_path,
@@ -356,7 +357,8 @@ def test_a_stopping_bus_wakes_its_listener_instead_of_waiting_for_its_poll(tmp_p
     """Bus.stop notifies the listener's own channel: a stop does not wait out the listener's
     poll (it was ~0.9 s of every PostgreSQL service's stop)."""
     import task_scheduler as ts
-    monkeypatch.setattr(ts.Bus, "POLL", 60.0)
+    import task_scheduler.bus as ts_bus
+    monkeypatch.setattr(ts_bus.Bus, "POLL", 60.0)
     jobs = write_jobs(tmp_path / "jobs.yaml", "[]\n")
     service = ts.SchedulerService(ts.Config(config_path=str(jobs), database_url=postgres_url,
                                             watch=False)).start()

@@ -33,6 +33,11 @@ import pytest
 import sqlalchemy as sa
 
 import task_scheduler as ts
+import task_scheduler.cluster as ts_cluster
+import task_scheduler.models as ts_models
+import task_scheduler.store.runs as ts_runs
+import task_scheduler.store.schedules as ts_schedules
+import task_scheduler.store.schema as ts_schema
 from bench import chaos
 from conftest import child_env, free_port, wait_for
 
@@ -40,7 +45,7 @@ pytestmark = pytest.mark.postgres
 
 JOBS = 30
 GOAL = 10.0   # seconds from losing the leader to the next leader's first fire (the p99 goal)
-ENDED = ts.FINAL_STATUSES
+ENDED = ts_models.FINAL_STATUSES
 
 
 class Node:
@@ -145,7 +150,7 @@ def nodes(tmp_path, postgres_url):
 
 @pytest.fixture
 def db(postgres_url):
-    engine = ts.create_engine(postgres_url)
+    engine = ts_schema.create_engine(postgres_url)
     yield engine
     engine.dispose()
 
@@ -241,7 +246,7 @@ def test_chaos_three_nodes_kills_and_a_frozen_leader(nodes, db):
         for i in range(JOBS)))
     seed = random.randrange(1 << 30)
     rand = random.Random(seed)
-    ts.migrate(db)   # the lease row exists before the nodes race for it: the watch sees epoch 1
+    ts_schema.migrate(db)   # the lease row exists before the nodes race for it: the watch sees epoch 1
     watch = LeaseWatch(db)
     watch.start()
     story = [f"random seed {seed}"]
@@ -436,7 +441,7 @@ def test_node_ten_minutes_ahead_neither_takes_the_lease_nor_fires_early(nodes, d
     """A node whose clock runs ten minutes ahead sees every lease as long expired by its own
     clock: it must leave a live leader's lease alone (leases use the database clock), and once
     it leads it must fire a date job at its time by the database clock."""
-    ts.migrate(db)
+    ts_schema.migrate(db)
     watch = LeaseWatch(db)
     normal = nodes.start("normal")
     lease = new_leader(watch, 0, 30)
@@ -482,7 +487,7 @@ def test_node_ten_minutes_ahead_leading_from_its_start_fires_on_the_database_clo
     """The same node, alone, leads from the moment it starts: the schedule it builds then must
     already use the database clock (an interval job fires within seconds, not ten minutes
     later; a date job at its time)."""
-    ts.migrate(db)
+    ts_schema.migrate(db)
     due = db_now(db).replace(microsecond=0) + dt.timedelta(seconds=15)
     nodes.jobs.write_text(
         f"- {{id: once, command: 'true', trigger: {{type: date, run_date: "
@@ -507,8 +512,8 @@ def test_heartbeat_and_history_writer_lock_runs_in_one_order(db):
     of ends, row by row) lock the same rows. In two orders they deadlock, and PostgreSQL aborts
     one after a second: the chaos test lost cluster ticks this way. Here the heartbeat comes
     while a batch is half written."""
-    ts.migrate(db)
-    store = ts.Store(db, "n1")
+    ts_schema.migrate(db)
+    store = ts_runs.Store(db, "n1")
     now = store.db_time()
     for run_id in ("b", "a"):   # b is stored first (a scan meets it first); a sorts first
         with store.write() as conn:
@@ -548,11 +553,11 @@ def test_heartbeat_and_history_writer_lock_runs_in_one_order(db):
 def test_nodes_starting_together_create_the_schedule_table_once(postgres_url):
     """APScheduler creates its table on start, unlocked: nodes starting together on a new
     database raced, and the losers exited (UniqueViolation). Four start at one moment here."""
-    engines = [ts.create_engine(postgres_url) for _ in range(4)]
+    engines = [ts_schema.create_engine(postgres_url) for _ in range(4)]
     barrier, errors = threading.Barrier(len(engines)), []
 
     def start(engine):
-        store = ts.ScheduleStore(ts.Store(engine, "n"))
+        store = ts_schedules.ScheduleStore(ts_runs.Store(engine, "n"))
         barrier.wait()
         try:
             store.start(None, "default")
@@ -672,7 +677,7 @@ def test_a_silent_node_ends_its_runs_before_they_are_retried_elsewhere(nodes, db
     and 12 of 12 long runs ran twice at once."""
     lines = tmp_path / "lines.txt"
     nodes.jobs.write_text(WRITER.format(lines=lines))
-    ts.migrate(db)
+    ts_schema.migrate(db)
     cut = nodes.start("cut", url=proxy.url(nodes.url))
     wait_for(cut.status, 30, 0.2, "the first node answering")
     code, body = cut.post("/api/jobs/writer/run", {})
@@ -720,7 +725,7 @@ def test_a_database_outage_gives_up_no_run_of_a_live_node(nodes, db, proxy):
     heart-beating"): a missed heartbeat while the database was away is no sign of death."""
     nodes.jobs.write_text("- {id: short, command: 'sleep 2', run_on: [b], "
                           "trigger: {type: manual}}\n")
-    ts.migrate(db)
+    ts_schema.migrate(db)
     url = proxy.url(nodes.url)
     a = nodes.start("a", url=url)
     wait_for(a.status, 30, 0.2, "node a answering")
@@ -755,8 +760,8 @@ def test_liveness_statements_do_not_wait_on_a_frozen_nodes_locks(db):
     the rows it holds, and a lease statement gives up after a bounded wait (try again next
     tick) instead of PostgreSQL's 10 s lock_timeout. Once, a new leader made no progress for
     11 s behind a frozen node and then lost its own lease."""
-    ts.migrate(db)
-    store, frozen = ts.Store(db, "new"), ts.Store(db, "frozen")
+    ts_schema.migrate(db)
+    store, frozen = ts_runs.Store(db, "new"), ts_runs.Store(db, "frozen")
     old = store.db_time() - dt.timedelta(seconds=60)
     with store.write() as conn:
         store.insert_runs(conn, [{"id": run_id, "job_id": run_id, "trigger": "manual",
@@ -779,7 +784,7 @@ def test_liveness_statements_do_not_wait_on_a_frozen_nodes_locks(db):
         worker.join(8)
         assert not worker.is_alive(), "a liveness statement waited on the frozen node's lock"
     assert outcome["rescued"] == ["free"]
-    assert ts._lock_busy(outcome["error"]), outcome["error"]
+    assert ts_cluster._lock_busy(outcome["error"]), outcome["error"]
     assert [r.id for r in store.rescue(10)] == ["held"]   # once the lock is gone
 
 
@@ -791,7 +796,7 @@ def test_run_ids_follow_the_database_clock_whatever_a_nodes_clock_says(nodes, db
     the database's clock as each node measures it."""
     nodes.jobs.write_text("- {id: manual, command: 'true', max_instances: 5, "
                           "trigger: {type: manual}}\n")
-    ts.migrate(db)
+    ts_schema.migrate(db)
     normal = nodes.start("normal")
     wait_for(normal.status, 30, 0.2, "the normal node answering")
     skewed = start_skewed(nodes, "skewed", db)

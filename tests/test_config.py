@@ -11,6 +11,12 @@ import textwrap
 import pytest
 
 import task_scheduler as ts
+import task_scheduler.checks as ts_checks
+import task_scheduler.cli as ts_cli
+import task_scheduler.config as ts_config
+import task_scheduler.jobsfile as ts_jobsfile
+import task_scheduler.models as ts_models
+import task_scheduler.triggers as ts_triggers
 from conftest import ROOT, child_env, write_jobs
 
 SEED = ROOT / "docs" / "examples" / "seed"
@@ -33,7 +39,7 @@ def test_seed_readme_examples_load_unchanged(tmp_path):
     assert by_id["api_health_check"].description == "5分ごとにAPIのヘルスチェックを実行します。"
     assert by_id["api_health_check"].kwargs == {"api_endpoint": "http://127.0.0.1:8000/"}
     assert by_id["daily_backup"].kind == "command"
-    assert ts.trigger_text(by_id["daily_backup"].trigger) == \
+    assert ts_triggers.trigger_text(by_id["daily_backup"].trigger) == \
         "cron day_of_week=mon-sun hour=2 minute=30"
     assert len(digest) == 64
 
@@ -222,7 +228,7 @@ def test_signature_check_on_the_fast_path_and_the_api(tmp_path, service):
            trigger: {type: interval, minutes: 5}}
     """)
     with pytest.raises(ts.InvalidConfig) as info:
-        ts.JobsParser().parse(text, str(tmp_path / "jobs.yaml"))
+        ts_jobsfile.JobsParser().parse(text, str(tmp_path / "jobs.yaml"))
     assert "jobs.yaml:3: bad: kwargs: check_api_status() has no parameter 'endpoint'" in \
         str(info.value)
     with pytest.raises(ts.InvalidJob) as info:
@@ -258,7 +264,7 @@ def test_shell_syntax_without_a_shell_is_an_error(tmp_path, command, syntax):
     "echo 'a | b'", "echo 'cost: $5'", "printf '%s\\n' x", "echo a\\|b", "sh -c 'echo $HOME'",
 ])
 def test_quoted_shell_characters_are_fine(tmp_path, command):
-    assert ts.shell_syntax(command) is None
+    assert ts_checks.shell_syntax(command) is None
     path = write_jobs(tmp_path / "jobs.yaml", f"- id: a\n  command: {json.dumps(command)}\n"
                                               f"  trigger: {{type: interval, seconds: 60}}\n")
     ts.load_jobs_file(str(path))
@@ -292,16 +298,16 @@ def test_jobs_folder_is_importable(tmp_path):
 ])
 def test_crontab_day_of_week_means_what_cron_means(expression, days):
     import datetime as dt
-    trig = ts.crontab_trigger(expression, dt.UTC)
+    trig = ts_triggers.crontab_trigger(expression, dt.UTC)
     start = dt.datetime(2026, 11, 29, tzinfo=dt.UTC)   # a Sunday: one week of fires
-    fires = ts.fire_times(trig, trig.get_next_fire_time(None, start), 8)
+    fires = ts_triggers.fire_times(trig, trig.get_next_fire_time(None, start), 8)
     week = {f.strftime("%a").lower() for f in fires if f < start + dt.timedelta(days=7)}
     assert week == set(days.split(","))
 
 
 def test_crontab_sunday_fires_on_sunday():
     import datetime as dt
-    trig = ts.crontab_trigger("0 9 * * 0", dt.UTC)
+    trig = ts_triggers.crontab_trigger("0 9 * * 0", dt.UTC)
     start = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)   # a Monday
     fire = trig.get_next_fire_time(None, start)
     assert fire.weekday() == 6 and fire.hour == 9   # Sunday
@@ -309,9 +315,9 @@ def test_crontab_sunday_fires_on_sunday():
 
 def test_crontab_day_and_weekday_fire_on_either():
     import datetime as dt
-    trig = ts.crontab_trigger("0 0 13 * 5", dt.UTC)   # the 13th, or any Friday
+    trig = ts_triggers.crontab_trigger("0 0 13 * 5", dt.UTC)   # the 13th, or any Friday
     start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-    fires = ts.fire_times(trig, trig.get_next_fire_time(None, start), 4)
+    fires = ts_triggers.fire_times(trig, trig.get_next_fire_time(None, start), 4)
     assert [f.day for f in fires] == [6, 13, 20, 27]   # Fridays 6, 20, 27 and Friday the 13th
 
 
@@ -334,7 +340,7 @@ def test_cli_validate_ok_and_errors(tmp_path):
 
 def test_cli_version():
     result = cli("--version")
-    assert result.returncode == 0 and ts.__version__ in result.stdout
+    assert result.returncode == 0 and ts_config.__version__ in result.stdout
 
 
 def test_cli_refuses_public_bind_without_token(tmp_path):
@@ -350,7 +356,7 @@ def test_config_from_env_and_flags_win():
     config = ts.Config.from_env(env)
     assert (config.config_path, config.port, config.token, config.host) == \
         ("/etc/jobs.yaml", 9000, "s3cret", "0.0.0.0")
-    args = ts._parser().parse_args(["run", "--port", "9100", "--config", "mine.yaml"])
+    args = ts_cli._parser().parse_args(["run", "--port", "9100", "--config", "mine.yaml"])
     config = ts.Config.from_args(args, env)
     assert (config.port, config.config_path, config.token) == (9100, "mine.yaml", "s3cret")
     with pytest.raises(ts.SchedulerError, match="port: 'eighty' is not a number"):
@@ -373,8 +379,8 @@ PARSER_FILES = [
 @pytest.mark.parametrize("text", PARSER_FILES)
 def test_fast_parser_matches_the_full_parse(tmp_path, text):
     path = str(tmp_path / "jobs.yaml")
-    expected = [j.dump() for j in ts.parse_jobs_text(text, path)]
-    parser = ts.JobsParser()
+    expected = [j.dump() for j in ts_jobsfile.parse_jobs_text(text, path)]
+    parser = ts_jobsfile.JobsParser()
     assert [j.dump() for j in parser.parse(text, path)] == expected
     assert [j.dump() for j in parser.parse(text, path)] == expected   # from its memory
 
@@ -383,7 +389,7 @@ def test_fast_parser_remembers_good_entries_but_never_hides_errors(tmp_path):
     path = str(tmp_path / "jobs.yaml")
     good = "".join(f"- {{id: j{i}, command: 'true', "
                    f"trigger: {{type: interval, seconds: {i + 1}}}}}\n" for i in range(50))
-    parser = ts.JobsParser()
+    parser = ts_jobsfile.JobsParser()
     assert len(parser.parse(good, path)) == 50
     edited = good.replace("seconds: 7}", "seconds: 70}")
     jobs = {j.id: j for j in parser.parse(edited, path)}
@@ -406,7 +412,7 @@ def test_fast_parser_remembers_good_entries_but_never_hides_errors(tmp_path):
 
 def test_book_definitions_share_their_sets_of_given_fields_safely():
     """share_fields saves two sets a job; a copy with changes still works, the shared set not."""
-    a, b = (ts.share_fields(ts.JobDefinition.model_validate(
+    a, b = (ts_models.share_fields(ts.JobDefinition.model_validate(
         {"id": i, "command": "true", "trigger": {"type": "interval", "hours": 1}})) for i in "ab")
     assert a.model_fields_set is b.model_fields_set
     assert a.trigger.model_fields_set is b.trigger.model_fields_set

@@ -46,6 +46,9 @@ from apscheduler.triggers.cron import CronTrigger
 from cronsim import CronSim
 
 import task_scheduler as ts
+import task_scheduler.checks as ts_checks
+import task_scheduler.store.schema as ts_schema
+import task_scheduler.triggers as ts_triggers
 from conftest import child_env, write_jobs
 
 UTC = dt.UTC
@@ -298,7 +301,7 @@ def generated_cases(count: int, seed: int) -> list:
     cases = []
     while len(cases) < 2 * count:
         expression = generate(rng)
-        problems = ts.crontab_problems(expression)
+        problems = ts_triggers.crontab_problems(expression)
         if problems:   # only "never fires" combinations may be refused
             assert "never occurs" in problems[0], (expression, problems)
             continue
@@ -334,7 +337,7 @@ def test_generated_cases_cover_the_syntax():
 def test_trigger_agrees_with_cronsim_on_2000_generated_expressions():
     mismatches = []
     for expression, zone, start in CASES:
-        ours = drive(ts.crontab_trigger(expression, ZoneInfo(zone)), start, 20)
+        ours = drive(ts_triggers.crontab_trigger(expression, ZoneInfo(zone)), start, 20)
         oracle = cronsim_fires(expression, zone, start, 20)
         if stamps(ours) != stamps(oracle):
             mismatches.append((expression, zone, start.isoformat()))
@@ -346,7 +349,7 @@ def test_trigger_agrees_with_a_brute_force_reference():
     checked, mismatches = 0, []
     for expression, zone, start in CASES[::8]:
         horizon = start + dt.timedelta(days=365 * horizon_years)
-        ours = drive(ts.crontab_trigger(expression, ZoneInfo(zone)), start, 20, until=horizon)
+        ours = drive(ts_triggers.crontab_trigger(expression, ZoneInfo(zone)), start, 20, until=horizon)
         expected = reference_fires(expression, zone, start, 20, horizon)
         checked += 1
         if stamps(ours) != stamps(expected):
@@ -376,7 +379,7 @@ def test_intended_difference_minute_star_with_a_fixed_hour(zone, day, debian, ou
     end = start + dt.timedelta(days=1)
     debian_fires = list(itertools.takewhile(lambda f: f < end, CronSim("*/15 2 * * *", start)))
     assert len(debian_fires) == debian
-    assert len(drive(ts.crontab_trigger("*/15 2 * * *", tz), start, 20, until=end)) == ours
+    assert len(drive(ts_triggers.crontab_trigger("*/15 2 * * *", tz), start, 20, until=end)) == ours
 
 
 # -- DST days 2024-2027 -------------------------------------------------------------------------
@@ -388,7 +391,7 @@ YEARS_END = dt.datetime(2028, 1, 1)
 def all_fires(line: str, zone: str) -> list:
     """Every fire time of a crontab line in 2024-2027."""
     tz = ZoneInfo(zone)
-    return list(_chain(ts.crontab_trigger(line, tz), YEARS_START.replace(tzinfo=tz),
+    return list(_chain(ts_triggers.crontab_trigger(line, tz), YEARS_START.replace(tzinfo=tz),
                        YEARS_END.replace(tzinfo=tz)))
 
 
@@ -463,7 +466,7 @@ def test_each_wall_time_fires_once(zone, line):
 def test_fires_on_change_days(zone, day, line, count):
     tz = ZoneInfo(zone)
     start = dt.datetime.combine(day, dt.time(0), tz)
-    fires = drive(ts.crontab_trigger(line, tz), start, 20,
+    fires = drive(ts_triggers.crontab_trigger(line, tz), start, 20,
                   until=dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tz))
     assert len(fires) == count
     if count > 1:   # the first pass of the repeated hour, at the offset of the night before
@@ -472,11 +475,11 @@ def test_fires_on_change_days(zone, day, line, count):
 
 def test_real_time_jobs_follow_the_clock_on_change_days():
     tz = ZoneInfo("Europe/Berlin")
-    back = [f.astimezone(tz) for f in drive(ts.crontab_trigger("0 * * * *", tz),
+    back = [f.astimezone(tz) for f in drive(ts_triggers.crontab_trigger("0 * * * *", tz),
                                              dt.datetime(2024, 10, 27, 0, 30, tzinfo=tz), 4)]
     assert [(f.hour, f.utcoffset().seconds // 3600) for f in back] == \
         [(1, 2), (2, 2), (2, 1), (3, 1)]   # 02:00 twice
-    forward = [f.astimezone(tz) for f in drive(ts.crontab_trigger("30 * * * *", tz),
+    forward = [f.astimezone(tz) for f in drive(ts_triggers.crontab_trigger("30 * * * *", tz),
                                                 dt.datetime(2025, 3, 30, 0, 45, tzinfo=tz), 3)]
     assert [f.hour for f in forward] == [1, 3, 4]   # 02:30 does not exist: no fire
 
@@ -491,8 +494,8 @@ def test_jitter_fires_each_time_once_across_changes(zone, line, jitter):
     tz = ZoneInfo(zone)
     for change, _, _ in transitions(zone)[:4]:
         start, end = change - dt.timedelta(hours=8), change + dt.timedelta(hours=8)
-        bases = [b.astimezone(UTC) for b in _chain(ts.crontab_trigger(line, tz), start, end)]
-        fires = simulate_scheduler(ts.crontab_trigger(line, tz, jitter=jitter), start, end)
+        bases = [b.astimezone(UTC) for b in _chain(ts_triggers.crontab_trigger(line, tz), start, end)]
+        fires = simulate_scheduler(ts_triggers.crontab_trigger(line, tz, jitter=jitter), start, end)
         fires = [f for f in map(_utc, fires) if f < bases[-1] + jitter * SECOND]
         assert len(fires) == len(bases), (change, line)
         for base, fire, following in zip(bases, fires, [*bases[1:], None], strict=True):
@@ -502,7 +505,7 @@ def test_jitter_fires_each_time_once_across_changes(zone, line, jitter):
 
 def test_jitter_once_per_day_across_a_fall_back_night():
     tz = ZoneInfo("Europe/Berlin")
-    trigger = ts.crontab_trigger("30 2 * * *", tz, jitter=30)
+    trigger = ts_triggers.crontab_trigger("30 2 * * *", tz, jitter=30)
     fires = simulate_scheduler(trigger, dt.datetime(2024, 10, 20, tzinfo=tz),
                                dt.datetime(2024, 11, 3, tzinfo=tz))
     assert [f.astimezone(tz).date() for f in fires] == \
@@ -513,7 +516,7 @@ def test_interval_keeps_real_elapsed_time_across_changes():
     tz = ZoneInfo("Europe/Berlin")
     for spec, seconds in (({"type": "interval", "hours": 1}, 3600),
                           ({"type": "interval", "days": 1}, 86400)):
-        trigger = ts.build_trigger(spec_of(spec), tz)
+        trigger = ts_triggers.build_trigger(spec_of(spec), tz)
         for change, _, _ in transitions("Europe/Berlin")[:2]:
             fires = drive(trigger, change - dt.timedelta(days=2), 80)
             gaps = {(b - a).total_seconds() for a, b in zip(fires, fires[1:], strict=False)}
@@ -546,8 +549,8 @@ def spec_of(trigger: dict):
     ({"minute": "*/15", "hour": "2"}, "*/15 2 * * *"),
 ])
 def test_field_form_becomes_a_crontab_line(fields, line):
-    assert ts.fields_crontab(fields) == line
-    trigger = ts.build_trigger(spec_of({"type": "cron", **fields}), UTC)
+    assert ts_triggers.fields_crontab(fields) == line
+    trigger = ts_triggers.build_trigger(spec_of({"type": "cron", **fields}), UTC)
     assert isinstance(trigger, ts.CrontabTrigger) and str(trigger) == f"cron[{line}]"
 
 
@@ -558,8 +561,8 @@ def test_field_form_becomes_a_crontab_line(fields, line):
     {"day": "*/2,1st mon"},                         # one field ORs; cron ANDs a '*' field
 ])
 def test_field_form_that_no_crontab_line_says_keeps_apscheduler(fields):
-    assert ts.fields_crontab(fields) is None
-    trigger = ts.build_trigger(spec_of({"type": "cron", **fields}), UTC)
+    assert ts_triggers.fields_crontab(fields) is None
+    trigger = ts_triggers.build_trigger(spec_of({"type": "cron", **fields}), UTC)
     assert isinstance(trigger, ts.DstSafeCronTrigger)
 
 
@@ -592,11 +595,11 @@ def _aps_fields(rng) -> dict:
         fields["day"] = _aps_field(rng, 1, 31)
     elif day < 0.45:   # (with day_of_week too, most such days never come)
         order = rng.choice(["1st", "2nd", "3rd", "4th", "5th", "last"])
-        weekday = rng.choice(ts._APS_WEEKDAYS.names)
+        weekday = rng.choice(ts_triggers._APS_WEEKDAYS.names)
         fields["day"] = rng.choice([f"{order} {weekday}", f"last,{order} {weekday}",
                                     f"{rng.randint(1, 28)},{order} {weekday}"])
     if rng.random() < 0.4 and not 0.3 <= day < 0.45:
-        fields["day_of_week"] = _aps_field(rng, 0, 6, ts._APS_WEEKDAYS.names)
+        fields["day_of_week"] = _aps_field(rng, 0, 6, ts_triggers._APS_WEEKDAYS.names)
     if rng.random() < 0.8:
         fields["hour"] = _aps_field(rng, 0, 23)
     if rng.random() < 0.8 or not fields:
@@ -614,8 +617,8 @@ def test_field_form_fires_when_apscheduler_does_where_there_is_no_dst():
     for _ in range(400):
         fields = _aps_fields(rng)
         spec = spec_of({"type": "cron", **fields})
-        assert ts.trigger_problems(spec) == [], fields
-        ours = ts.build_trigger(spec, UTC)
+        assert ts_checks.trigger_problems(spec) == [], fields
+        ours = ts_triggers.build_trigger(spec, UTC)
         translated += isinstance(ours, ts.CrontabTrigger)
         start = dt.datetime(2024, 1, 1, tzinfo=UTC) + dt.timedelta(days=rng.uniform(0, 1400))
         theirs = CronTrigger(**fields, timezone=UTC)
@@ -633,8 +636,8 @@ def test_field_form_fires_when_apscheduler_does_where_there_is_no_dst():
 ])
 def test_field_form_gets_the_same_dst_rules(zone, fields, line):
     tz = ZoneInfo(zone)
-    from_fields = ts.build_trigger(spec_of({"type": "cron", **fields}), tz)
-    from_line = ts.crontab_trigger(line, tz)
+    from_fields = ts_triggers.build_trigger(spec_of({"type": "cron", **fields}), tz)
+    from_line = ts_triggers.crontab_trigger(line, tz)
     for change, _, _ in transitions(zone):   # each change of 2024-2027 and the month after it
         window = (change - dt.timedelta(days=3), change + dt.timedelta(days=35))
         assert stamps(_chain(from_fields, *window)) == stamps(_chain(from_line, *window))
@@ -652,9 +655,9 @@ def test_field_form_gets_the_same_dst_rules(zone, fields, line):
 ])
 def test_fallback_gets_the_same_dst_rules_as_a_crontab_line(zone, fields, line):
     tz = ZoneInfo(zone)
-    from_fields = ts.build_trigger(spec_of({"type": "cron", **fields}), tz)
+    from_fields = ts_triggers.build_trigger(spec_of({"type": "cron", **fields}), tz)
     assert isinstance(from_fields, ts.DstSafeCronTrigger)
-    from_line = ts.crontab_trigger(line, tz)
+    from_line = ts_triggers.crontab_trigger(line, tz)
     for change, _, _ in transitions(zone):   # each change of 2024-2027 and the month after it
         window = (change - dt.timedelta(days=3), change + dt.timedelta(days=35))
         assert stamps(_chain(from_fields, *window)) == stamps(_chain(from_line, *window))
@@ -665,20 +668,20 @@ def test_fallback_with_seconds_gets_the_same_dst_rules(zone):
     tz = ZoneInfo(zone)
     start, end = YEARS_START.replace(tzinfo=tz), YEARS_END.replace(tzinfo=tz)
     # seconds, fixed hour: each wall time once; skipped ones once, at the change
-    fixed = ts.build_trigger(spec_of({"type": "cron", "hour": "1-2", "minute": "0,30",
+    fixed = ts_triggers.build_trigger(spec_of({"type": "cron", "hour": "1-2", "minute": "0,30",
                                       "second": "0,30"}), tz)
     line = [f.astimezone(UTC) for f in all_fires("0,30 1-2 * * *", zone)]
     changes = {t for t, _, _ in transitions(zone)}
     expected = sorted({*line, *(f + 30 * SECOND for f in line if f.astimezone(UTC) not in changes)},
                       key=lambda f: f.timestamp())
     assert stamps(_chain(fixed, start, end)) == stamps(expected)
-    late = ts.build_trigger(spec_of({"type": "cron", "hour": 2, "minute": 30, "second": 15}), tz)
+    late = ts_triggers.build_trigger(spec_of({"type": "cron", "hour": 2, "minute": 30, "second": 15}), tz)
     line = [f.astimezone(UTC) for f in all_fires("30 2 * * *", zone)]
     expected = [f if f in changes else f + 15 * SECOND for f in line]
     assert stamps(_chain(late, start, end)) == stamps(expected)
     # seconds, wildcard hour: real time, both passes of a repeated hour, nothing in a gap
-    real = ts.build_trigger(spec_of({"type": "cron", "minute": 0, "second": "0,30"}), tz)
-    hourly = ts.crontab_trigger("0 * * * *", tz)
+    real = ts_triggers.build_trigger(spec_of({"type": "cron", "minute": 0, "second": "0,30"}), tz)
+    hourly = ts_triggers.crontab_trigger("0 * * * *", tz)
     for change, _, _ in transitions(zone):
         window = (change - 5 * 3600 * SECOND, change + 5 * 3600 * SECOND)
         on_the_hour = [f.astimezone(UTC) for f in _chain(hourly, *window)]
@@ -689,7 +692,7 @@ def test_fallback_with_seconds_gets_the_same_dst_rules(zone):
 
 def test_fallback_jitter_terminates_in_a_repeated_hour():
     tz = ZoneInfo("Europe/Berlin")
-    trigger = ts.build_trigger(spec_of({"type": "cron", "hour": 2, "minute": "*/10",
+    trigger = ts_triggers.build_trigger(spec_of({"type": "cron", "hour": 2, "minute": "*/10",
                                         "second": "0,30", "jitter": 30}), tz)
     fires = simulate_scheduler(trigger, dt.datetime(2024, 10, 26, 12, tzinfo=tz),
                                dt.datetime(2024, 10, 28, 12, tzinfo=tz))
@@ -699,7 +702,7 @@ def test_fallback_jitter_terminates_in_a_repeated_hour():
 # -- what used to be misread, refused, or accepted as something else ----------------------------
 
 def first_fires(line: str, count: int, start=dt.datetime(2026, 1, 1, tzinfo=UTC)) -> list:
-    trigger = ts.crontab_trigger(line, UTC)
+    trigger = ts_triggers.crontab_trigger(line, UTC)
     return drive(trigger, start, count)
 
 
@@ -750,10 +753,10 @@ def test_macros_l_and_hash():
     ("9" * 5000 + " * * * *", "is not a valid minute field: '999"),   # int() refuses 4,300 digits
 ])
 def test_invalid_lines_are_refused_naming_the_field(line, message):
-    problems = ts.crontab_problems(line)
+    problems = ts_triggers.crontab_problems(line)
     assert problems and message in problems[0], problems
     with pytest.raises(ValueError, match="^expression: "):
-        ts.crontab_trigger(line, UTC)
+        ts_triggers.crontab_trigger(line, UTC)
 
 
 @pytest.mark.parametrize("field, value", [
@@ -761,8 +764,8 @@ def test_invalid_lines_are_refused_naming_the_field(line, message):
     ("day_of_week", "mon-fri/2"), ("day_of_week", 7), ("minute", "1-"), ("hour", "*/25"),
 ])
 def test_field_form_refuses_what_apscheduler_would_misread(field, value):
-    problems = ts.trigger_problems(spec_of({"type": "cron", field: value}))
-    assert problems == [(field, ts._aps_field_problem(field, value))]
+    problems = ts_checks.trigger_problems(spec_of({"type": "cron", field: value}))
+    assert problems == [(field, ts_triggers._aps_field_problem(field, value))]
     assert f"is not a valid {field.replace('_', ' ')} field (" in problems[0][1]
 
 
@@ -772,7 +775,7 @@ def test_field_form_refuses_what_apscheduler_would_misread(field, value):
     ({"type": "cron", "expression": "0 0 */31 * 1#2"}, "expression"),   # the 1st, a 2nd Monday
 ])
 def test_a_trigger_that_never_fires_is_refused(trigger, field):
-    assert ts.trigger_problems(spec_of(trigger)) == [
+    assert ts_checks.trigger_problems(spec_of(trigger)) == [
         (field, "it matches no time from now on, so it would never fire")]
 
 
@@ -794,11 +797,11 @@ def test_job_validator_reports_expression_problems(tmp_path):
     good = write_jobs(tmp_path / "good.yaml", "- {id: a, command: 'true', trigger: {type: cron,"
                                               " expression: '@daily'}}\n")
     jobs, _ = ts.load_jobs_file(str(good))
-    assert ts.trigger_text(jobs[0].trigger) == "cron @daily"
+    assert ts_triggers.trigger_text(jobs[0].trigger) == "cron @daily"
     defn = ts.JobDefinition.model_validate({"id": "a", "command": "true", "trigger": {
         "type": "cron", "expression": "0 0 1 jan-dec/3 *", "timezone": "Europe/Berlin"}})
-    assert ts.check_job(defn, str(tmp_path)) == []
-    assert ts.trigger_text(defn.trigger) == "cron 0 0 1 jan-dec/3 * (Europe/Berlin)"
+    assert ts_checks.check_job(defn, str(tmp_path)) == []
+    assert ts_triggers.trigger_text(defn.trigger) == "cron 0 0 1 jan-dec/3 * (Europe/Berlin)"
 
 
 def test_cli_validate_prints_file_line_job_field_message(tmp_path):
@@ -814,7 +817,7 @@ def test_cli_validate_prints_file_line_job_field_message(tmp_path):
 
 def test_crontab_trigger_pickles_with_a_version_and_reads_well():
     tz = ZoneInfo("Europe/Berlin")
-    trigger = ts.crontab_trigger("*/15 2 * * *", tz, jitter=5,
+    trigger = ts_triggers.crontab_trigger("*/15 2 * * *", tz, jitter=5,
                                  start_date="2026-01-01 00:00:00")
     state = trigger.__getstate__()
     assert state["version"] == 1 and state["expression"] == "*/15 2 * * *"
@@ -829,7 +832,7 @@ def test_crontab_trigger_pickles_with_a_version_and_reads_well():
 
 
 def test_start_and_end_dates():
-    trigger = ts.crontab_trigger("0 12 * * *", UTC, start_date="2026-03-01 12:00:00",
+    trigger = ts_triggers.crontab_trigger("0 12 * * *", UTC, start_date="2026-03-01 12:00:00",
                                  end_date="2026-03-03 12:00:00")
     fires = drive(trigger, dt.datetime(2026, 1, 1, tzinfo=UTC), 10)
     assert [f.day for f in fires] == [1, 2, 3]
@@ -919,7 +922,7 @@ def old_trigger(name: str):
 def test_triggers_stored_by_older_versions_still_load_and_fire(name):
     spec, stored = old_trigger(name)
     assert isinstance(stored, (ts.DstSafeCronTrigger, OrTrigger))
-    fresh = ts.build_trigger(spec, UTC)
+    fresh = ts_triggers.build_trigger(spec, UTC)
     assert isinstance(fresh, ts.CrontabTrigger)
     start = dt.datetime(2026, 5, 4, 7, 8, 9, tzinfo=UTC)   # weeks without a clock change
     if spec.jitter:
@@ -939,18 +942,18 @@ def test_the_service_gives_a_stored_old_trigger_todays_code_and_keeps_its_phase(
     config = ts.Config(config_path=str(jobs), database_url=f"sqlite:///{tmp_path / 'ts.sqlite'}",
                        port=0, watch=False)
     ts.SchedulerService(config).start().stop()
-    engine = ts.create_engine(config.database_url)
+    engine = ts_schema.create_engine(config.database_url)
     with engine.begin() as conn:   # the row as the older code left it
-        row = conn.execute(sa.text(f"SELECT job_state, next_run_time FROM {ts.APS_TABLE}")).one()
+        row = conn.execute(sa.text(f"SELECT job_state, next_run_time FROM {ts_schema.APS_TABLE}")).one()
         state = pickle.loads(row.job_state)
         state["trigger"] = stored
-        conn.execute(sa.text(f"UPDATE {ts.APS_TABLE} SET job_state = :s, ts_hash = NULL"),
+        conn.execute(sa.text(f"UPDATE {ts_schema.APS_TABLE} SET job_state = :s, ts_hash = NULL"),
                      {"s": pickle.dumps(state)})
     engine.dispose()
     service = ts.SchedulerService(config).start()
     try:
         job = service.scheduler.get_job("old")
-        assert type(job.trigger) is type(ts.build_trigger(spec_of(spec_data), UTC))
+        assert type(job.trigger) is type(ts_triggers.build_trigger(spec_of(spec_data), UTC))
         assert job.next_run_time.timestamp() == pytest.approx(row.next_run_time)
     finally:
         service.stop()
@@ -969,11 +972,11 @@ def test_replacing_an_old_trigger_keeps_the_schedule_phase(tmp_path):
                           next_run_time=phase)
         before = scheduler.get_job("x")
         assert isinstance(before.trigger, OrTrigger)
-        scheduler.modify_job("x", trigger=ts.build_trigger(spec, UTC))
+        scheduler.modify_job("x", trigger=ts_triggers.build_trigger(spec, UTC))
         after = scheduler.get_job("x")   # unpickled from the database
     finally:
         scheduler.shutdown(wait=False)
     assert isinstance(after.trigger, ts.CrontabTrigger)
     assert after.next_run_time == before.next_run_time == phase
-    assert stamps(ts.fire_times(after.trigger, after.next_run_time, 12)) == \
-        stamps(ts.fire_times(before.trigger, before.next_run_time, 12))
+    assert stamps(ts_triggers.fire_times(after.trigger, after.next_run_time, 12)) == \
+        stamps(ts_triggers.fire_times(before.trigger, before.next_run_time, 12))

@@ -10,6 +10,8 @@ import time
 import pytest
 
 import task_scheduler as ts
+import task_scheduler.models as ts_models
+import task_scheduler.output as ts_output
 from conftest import final_runs, wait_for
 
 TASKS = '''
@@ -50,7 +52,7 @@ def add(service, **definition):
 def run_and_wait(service, job_id, timeout=15.0):
     run = service.run_now(job_id)
     assert run["status"] == "queued" and run["trigger"] == "manual"
-    wait_for(lambda: service.run(run["id"])["status"] in ts.FINAL_STATUSES, timeout,
+    wait_for(lambda: service.run(run["id"])["status"] in ts_models.FINAL_STATUSES, timeout,
              message=f"run of {job_id} to finish")
     service.flush()
     return service.run(run["id"])
@@ -218,7 +220,7 @@ def test_python_job_capture_is_per_thread(tasks, service):
 
 
 def test_capped_output_unit():
-    out = ts.CappedOutput(10)
+    out = ts_output.CappedOutput(10)
     for chunk in (b"abc", b"defgh", b"ijklmnop", b"qrstuvwxyz"):
         out.write(chunk)
     text = out.text()

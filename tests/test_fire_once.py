@@ -13,15 +13,22 @@ import sqlalchemy as sa
 from apscheduler.triggers.interval import IntervalTrigger
 
 import task_scheduler as ts
+
+import task_scheduler.book as ts_book
+
+import task_scheduler.scheduler as ts_scheduler
+import task_scheduler.store.schema as ts_schema
+import task_scheduler.timeutil as ts_timeutil
+import task_scheduler.triggers as ts_triggers
 from conftest import Client, final_runs, free_port, start_process, wait_for, write_jobs
 
 
 def _fire_rows(engine, job_id):
     with engine.connect() as conn:
-        return conn.execute(sa.select(ts.ts_runs.c.scheduled_at, ts.ts_runs.c.trigger,
-                                      ts.ts_runs.c.status)
-                            .where(ts.ts_runs.c.job_id == job_id,
-                                   ts.ts_runs.c.trigger.in_(("schedule", "catchup")))).all()
+        return conn.execute(sa.select(ts_schema.ts_runs.c.scheduled_at, ts_schema.ts_runs.c.trigger,
+                                      ts_schema.ts_runs.c.status)
+                            .where(ts_schema.ts_runs.c.job_id == job_id,
+                                   ts_schema.ts_runs.c.trigger.in_(("schedule", "catchup")))).all()
 
 
 def _soon(seconds: float) -> str:
@@ -99,10 +106,10 @@ def test_a_catchup_of_a_fire_another_leader_recorded_is_not_inserted(jobs_file, 
     finally:
         service.stop()
     at = dt.datetime.fromisoformat(due).astimezone(dt.UTC).replace(tzinfo=None)
-    engine = ts.create_engine(config.database_url)
+    engine = ts_schema.create_engine(config.database_url)
     with engine.begin() as conn:   # recorded elsewhere; the schedule still says it is due
-        conn.execute(ts.ts_runs.insert().values(
-            id=ts.new_run_id(), job_id="hourly", trigger="schedule", attempt=1,
+        conn.execute(ts_schema.ts_runs.insert().values(
+            id=ts_schema.new_run_id(), job_id="hourly", trigger="schedule", attempt=1,
             scheduled_at=at, status="succeeded", run_on=""))
     engine.dispose()
     wait_for(lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None) > at, 10, 0.05,
@@ -122,9 +129,9 @@ def test_a_fired_date_job_stays_done_when_its_row_is_pruned(jobs_file, make_conf
     """The schedule itself remembers the fire: retention may have deleted its row by the time
     of a restart, and a date job with misfire_grace_time null would then run again."""
     config = _date_job_that_ran(jobs_file, make_config, "'true'", 1.0)
-    engine = ts.create_engine(config.database_url)
+    engine = ts_schema.create_engine(config.database_url)
     with engine.begin() as conn:   # what retention does to old runs
-        conn.execute(ts.ts_runs.delete())
+        conn.execute(ts_schema.ts_runs.delete())
     engine.dispose()
     for _ in range(2):
         service = ts.SchedulerService(config).start()
@@ -208,7 +215,7 @@ def test_a_date_job_runs_once_when_the_process_is_stopped_and_started(tmp_path, 
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    engine = ts.create_engine(database_url)
+    engine = ts_schema.create_engine(database_url)
     try:
         assert len(_fire_rows(engine, "once")) == 1
     finally:
@@ -293,13 +300,14 @@ class RaisingTrigger(IntervalTrigger):
 
 def test_one_job_whose_trigger_raises_is_set_aside_and_the_others_fire(make_service,
                                                                         monkeypatch):
-    real = ts.build_trigger
+    real = ts_triggers.build_trigger
 
     def build(spec, default_tz, now=None):   # the scheduler's triggers: built with ``now``
         if now is not None and getattr(spec, "seconds", None) in (7, 9):
             return RaisingTrigger(good=0 if spec.seconds == 7 else 1)
         return real(spec, default_tz, now)
-    monkeypatch.setattr(ts, "build_trigger", build)
+    monkeypatch.setattr(ts_scheduler, "build_trigger", build)
+    monkeypatch.setattr(ts_book, "build_trigger", build)
     service = make_service()
     service.add_job({"id": "good", "command": "true", "trigger": {"type": "interval",
                                                                   "seconds": 1}})
@@ -319,8 +327,8 @@ def test_one_job_whose_trigger_raises_is_set_aside_and_the_others_fire(make_serv
 
 
 def test_store_fired_finds_scheduled_and_catchup_rows_only(service):
-    at = ts._utcnow()
-    rows = [{"id": ts.new_run_id(), "job_id": job_id, "trigger": trigger, "scheduled_at": at,
+    at = ts_timeutil._utcnow()
+    rows = [{"id": ts_schema.new_run_id(), "job_id": job_id, "trigger": trigger, "scheduled_at": at,
              "status": "succeeded"}
             for job_id, trigger in (("s", "schedule"), ("c", "catchup"), ("m", "manual"),
                                     ("r", "retry"))]

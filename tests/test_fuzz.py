@@ -23,6 +23,12 @@ from schemathesis.config import SchemathesisConfig
 
 import task_scheduler as ts
 
+import task_scheduler.http.guard as ts_guard
+
+import task_scheduler.runner as ts_runner
+import task_scheduler.http.app as ts_app
+import task_scheduler.executor as ts_executor
+
 TOKEN = "fuzz-token-0123456789"
 EXAMPLES = int(os.environ.get("TS_FUZZ_EXAMPLES", "10"))
 # A job can be valid JSON Schema and still invalid: a cron field out of range, a callable that
@@ -36,11 +42,11 @@ SEMANTIC_422 = {"include-operation-id": ["api_create_job", "api_replace_job"],
 @pytest.fixture
 def fuzz_server(make_service, monkeypatch):
     """The served app, counting requests by route and status: every route must be fuzzed."""
-    monkeypatch.setattr(ts, "run_command", lambda *a, **kw: ts._Outcome("succeeded", 0))
-    monkeypatch.setattr(ts, "run_python", lambda *a, **kw: ts._Outcome("succeeded"))
+    monkeypatch.setattr(ts_runner, "run_command", lambda *a, **kw: ts_executor._Outcome("succeeded", 0))
+    monkeypatch.setattr(ts_runner, "run_python", lambda *a, **kw: ts_executor._Outcome("succeeded"))
     # The fuzzer sends a wrong token to every operation, and expects 401 each time, not the
     # 429 a real guesser gets past the limit (tests/test_secrets.py checks that).
-    monkeypatch.setattr(ts, "TOKEN_FAILURES", 1 << 30)
+    monkeypatch.setattr(ts_guard, "TOKEN_FAILURES", 1 << 30)
     service = make_service(token=TOKEN)
     service.scheduler.pause()
     app, seen = ts.create_app(service), collections.Counter()
@@ -59,12 +65,12 @@ def fuzz_server(make_service, monkeypatch):
         by_route[route] += count
         by_status[status] += count
     print(f"\nfuzz: {sum(seen.values())} requests, by status {dict(sorted(by_status.items()))}")
-    missing = [f"{m} {r}" for m, r, _ in ts.API_ROUTES if by_route[m, r] == 0]
+    missing = [f"{m} {r}" for m, r, _ in ts_app.API_ROUTES if by_route[m, r] == 0]
     assert not missing, f"never fuzzed: {missing}"
 
 
 def _route(method: str, path: str) -> tuple:
-    for m, route, _ in ts.API_ROUTES:
+    for m, route, _ in ts_app.API_ROUTES:
         parts, given = route.split("/"), path.split("/")
         if m == method and len(parts) == len(given) and all(
                 p == g or p.startswith("<") for p, g in zip(parts, given, strict=True)):

@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 
 import task_scheduler as ts
+import task_scheduler.http.app as ts_app
+import task_scheduler.models as ts_models
+import task_scheduler.http.openapi as ts_openapi
+import task_scheduler.timeutil as ts_timeutil
 import task_scheduler_web as web
 from conftest import Client, write_jobs
 from task_scheduler_web import charts, forms, i18n
@@ -288,7 +292,7 @@ class FakeService:
 
     def runs(self, since=None, limit=50):
         runs = sorted(self._runs, key=lambda r: r["started_at"], reverse=True)
-        return ts.Page(r for r in runs if r["started_at"] >= since.isoformat())
+        return ts_models.Page(r for r in runs if r["started_at"] >= since.isoformat())
 
     def run_spans(self, since, limit):
         return self.runs(since, limit), False
@@ -423,10 +427,10 @@ def test_api_docs_follow_the_language(client):
 
 def test_api_docs_without_the_gui_package_point_to_the_json(service, monkeypatch):
     monkeypatch.setitem(sys.modules, "task_scheduler_web", None)   # vendored alone
-    answer = ts.api_docs(service)
+    answer = ts_app.api_docs(service)
     assert answer.status_code == 200 and 'href="/api/openapi.json"' in answer.body
     assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
-    assert json.loads(ts.openapi_json(False))["paths"]["/api/docs"]
+    assert json.loads(ts_openapi.openapi_json(tuple(ts_app.API_ROUTES), False))["paths"]["/api/docs"]
 
 
 # -- README.ja.md ---------------------------------------------------------------------------------
@@ -445,7 +449,7 @@ def test_japanese_readme_is_linked_and_parallel_to_the_readme():
 
 
 def test_run_list_pages_by_cursor_forward_and_back(client, service, monkeypatch):
-    now = ts._utcnow()
+    now = ts_timeutil._utcnow()
     with service.store.write() as conn:
         service.store.insert_runs(conn, [
             {"id": f"00{i}", "job_id": "p", "trigger": "manual", "status": "succeeded",

@@ -18,6 +18,7 @@ import pytest
 from conftest import wait_for
 
 import task_scheduler as ts
+import task_scheduler.http.server as ts_server
 
 HEALTH = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
@@ -132,7 +133,7 @@ def test_a_slowloris_holds_no_worker_thread(server):
     get(address)
     threads = threading.active_count()
     slow = [socket.create_connection(address, timeout=10)
-            for _ in range(2 * ts.HTTP_SETTINGS["threads"])]
+            for _ in range(2 * ts_server.HTTP_SETTINGS["threads"])]
     try:
         for sock in slow:
             sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
@@ -168,7 +169,7 @@ def test_shutdown_ends_the_threads_and_closes_the_port(service):
     before = set(threading.enumerate())
     server = ts.serve_in_thread(ts.create_app(service), "127.0.0.1", 0)
     started = set(threading.enumerate()) - before
-    assert len(started) == 1 + ts.HTTP_SETTINGS["threads"]   # the loop and the workers
+    assert len(started) == 1 + ts_server.HTTP_SETTINGS["threads"]   # the loop and the workers
     conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
     conn.request("GET", "/api/health")
     assert conn.getresponse().read() and conn.sock is not None   # kept alive

@@ -10,6 +10,8 @@ import time
 import pytest
 
 import task_scheduler as ts
+import task_scheduler.models as ts_models
+import task_scheduler.output as ts_output
 from conftest import Client, wait_for
 
 TICKER = {"id": "ticker", "command": "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.3; done",
@@ -40,14 +42,14 @@ def test_offsets_tail_a_running_command(service):
 
 
 def test_offsets_in_a_capped_stream_say_what_was_not_kept():
-    capped = ts.CappedOutput(20)
+    capped = ts_output.CappedOutput(20)
     capped.write(b"0123456789" * 5)
-    text, after = ts.output_since(*capped.parts(), 3)
+    text, after = ts_output.output_since(*capped.parts(), 3)
     assert after == 50 and text.startswith("3456789") and "bytes not kept" in text
     assert text.endswith("0123456789")
-    assert ts.output_parts(capped.text()) == capped.parts()   # read back from the database
+    assert ts_output.output_parts(capped.text()) == capped.parts()   # read back from the database
     euro = "€".encode()
-    assert ts.output_since(euro[:2], b"", 2, 0) == ("", 0)   # half a character waits
+    assert ts_output.output_since(euro[:2], b"", 2, 0) == ("", 0)   # half a character waits
 
 
 def test_server_sent_events_stream_the_output_until_the_end(service, live_server):
@@ -138,12 +140,12 @@ def test_run_with_parameters_and_rerun(tmp_path, make_service):
     assert client.post("/api/jobs/greet/run", body=b"[1]",
                        headers={"Content-Type": "application/json"}).status == 422
     running = service.run_now("show")
-    if service.run(running["id"])["status"] not in ts.FINAL_STATUSES:
+    if service.run(running["id"])["status"] not in ts_models.FINAL_STATUSES:
         assert client.post(f"/api/runs/{running['id']}/rerun").status in (202, 409)
 
 
 def wait_run(service, run_id):
-    return wait_for(lambda: (r := service.run(run_id))["status"] in ts.FINAL_STATUSES and r, 15)
+    return wait_for(lambda: (r := service.run(run_id))["status"] in ts_models.FINAL_STATUSES and r, 15)
 
 
 def test_manual_only_jobs_never_fire_but_run_by_hand(tmp_path, make_service, jobs_file):

@@ -14,7 +14,10 @@ import time
 
 import pytest
 
+import sqlalchemy as sa
 import task_scheduler as ts
+import task_scheduler.cli as ts_cli
+import task_scheduler.store.schema as ts_schema
 from conftest import Client, ROOT, child_env, free_port, start_process, wait_for, write_jobs
 
 
@@ -88,9 +91,9 @@ def test_ctrl_c_says_what_it_waits_for_and_a_second_one_stops_at_once(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    engine = ts.create_engine(f"sqlite:///{tmp_path / 'task_scheduler.sqlite'}")
+    engine = ts_schema.create_engine(f"sqlite:///{tmp_path / 'task_scheduler.sqlite'}")
     with engine.connect() as conn:
-        status = conn.execute(ts.sa.select(ts.ts_runs.c.status)).scalar()
+        status = conn.execute(sa.select(ts_schema.ts_runs.c.status)).scalar()
     engine.dispose()
     assert status == "interrupted"
 
@@ -125,10 +128,10 @@ def test_help_shows_the_run_flags_and_a_missing_explicit_config_fails(tmp_path):
 
 def test_token_file_and_a_warning_for_a_token_in_ps(tmp_path, capsys):
     (tmp_path / "token").write_text("from-a-file\n")
-    args = ts._parser().parse_args(["run", "--token-file", str(tmp_path / "token")])
+    args = ts_cli._parser().parse_args(["run", "--token-file", str(tmp_path / "token")])
     assert ts.Config.from_args(args, {}).token == "from-a-file"
     with pytest.raises(ts.SchedulerError, match="cannot read the token file"):
-        ts.Config.from_args(ts._parser().parse_args(["run", "--token-file", "/nonexistent"]), {})
+        ts.Config.from_args(ts_cli._parser().parse_args(["run", "--token-file", "/nonexistent"]), {})
 
 
 def test_status_lists_and_attempt_numbers(make_service):

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import task_scheduler as ts
+import task_scheduler.models as ts_models
 from conftest import Client, free_port, wait_for, write_jobs
 
 SECRET = "hook-secret-123"
@@ -93,7 +94,7 @@ def notify_service(make_service, **overrides):
 
 def run_to_end(service, job_id):
     run = service.run_now(job_id)
-    return wait_for(lambda: (r := service.run(run["id"]))["status"] in ts.FINAL_STATUSES and r,
+    return wait_for(lambda: (r := service.run(run["id"]))["status"] in ts_models.FINAL_STATUSES and r,
                     20, message=f"a run of {job_id}")
 
 

@@ -14,6 +14,11 @@ import pytest
 import sqlalchemy as sa
 
 import task_scheduler as ts
+import task_scheduler.history as ts_history
+import task_scheduler.store.runs as ts_runs
+import task_scheduler.store.schema as ts_schema
+import task_scheduler.timeutil as ts_timeutil
+import task_scheduler.triggers as ts_triggers
 from conftest import final_runs, wait_for, write_jobs
 
 UTC = dt.UTC
@@ -48,8 +53,8 @@ def test_sqlite_locked_beyond_busy_timeout_scheduler_survives(tmp_path, make_ser
     wait_for(lambda: service.health()[0], 15, message="health to recover")
     service.flush(30)
     with service.engine.connect() as conn:   # finished while locked, written after
-        assert conn.execute(sa.select(ts.ts_runs.c.status)
-                            .where(ts.ts_runs.c.id == during["id"])).scalar() == "succeeded"
+        assert conn.execute(sa.select(ts_schema.ts_runs.c.status)
+                            .where(ts_schema.ts_runs.c.id == during["id"])).scalar() == "succeeded"
     assert service.scheduler.alive()
     before = len(final_runs(service, "tick", count=1))
     final_runs(service, "tick", count=before + 2, timeout=15)   # firing resumed by itself
@@ -77,8 +82,8 @@ def test_postgres_connections_killed_mid_run(postgres_url, make_service):
     wait_for(lambda: service.run(run["id"])["status"] == "succeeded", 15)
     service.flush()
     with service.engine.connect() as conn:
-        status = conn.execute(sa.select(ts.ts_runs.c.status)
-                              .where(ts.ts_runs.c.id == run["id"])).scalar()
+        status = conn.execute(sa.select(ts_schema.ts_runs.c.status)
+                              .where(ts_schema.ts_runs.c.id == run["id"])).scalar()
     assert status == "succeeded"
     count = len(final_runs(service, "tick", count=1))
     final_runs(service, "tick", count=count + 2, timeout=15)
@@ -204,9 +209,9 @@ def test_python_job_that_never_returns_is_visible_and_blocks_only_itself(tmp_pat
 ])
 def test_cron_fires_once_on_dst_days(zone, day, expression, expected):
     tz = zoneinfo.ZoneInfo(zone)
-    trigger = pickle.loads(pickle.dumps(ts.crontab_trigger(expression, tz)))  # as stored
+    trigger = pickle.loads(pickle.dumps(ts_triggers.crontab_trigger(expression, tz)))  # as stored
     start = dt.datetime.combine(day, dt.time(0), tz) - dt.timedelta(hours=12)
-    fires = ts.fire_times(trigger, trigger.get_next_fire_time(None, start), 4)
+    fires = ts_triggers.fire_times(trigger, trigger.get_next_fire_time(None, start), 4)
     on_day = [f.astimezone(UTC).isoformat() for f in fires
               if f.astimezone(tz).date() == day]
     assert on_day == expected
@@ -214,9 +219,9 @@ def test_cron_fires_once_on_dst_days(zone, day, expression, expected):
 
 def test_hourly_cron_still_fires_every_real_hour_when_clocks_go_back():
     tz = zoneinfo.ZoneInfo("Europe/Berlin")
-    trigger = ts.crontab_trigger("0 * * * *", tz)
+    trigger = ts_triggers.crontab_trigger("0 * * * *", tz)
     start = dt.datetime(2024, 10, 26, 23, 30, tzinfo=UTC)
-    fires = ts.fire_times(trigger, trigger.get_next_fire_time(None, start), 4)
+    fires = ts_triggers.fire_times(trigger, trigger.get_next_fire_time(None, start), 4)
     assert [f.astimezone(UTC).hour for f in fires] == [0, 1, 2, 3]   # 02:00 local twice
 
 
@@ -258,10 +263,10 @@ def test_shutdown_does_not_advance_a_schedule_without_recording(jobs_file, make_
     service = ts.SchedulerService(config).start()
     final_runs(service, "j", count=2)
     service.stop()
-    engine = ts.create_engine(config.database_url)
+    engine = ts_schema.create_engine(config.database_url)
     with engine.connect() as conn:
-        next_ts = conn.execute(sa.text(f"SELECT next_run_time FROM {ts.APS_TABLE}")).scalar()
-        last = conn.execute(sa.select(sa.func.max(ts.ts_runs.c.scheduled_at))).scalar()
+        next_ts = conn.execute(sa.text(f"SELECT next_run_time FROM {ts_schema.APS_TABLE}")).scalar()
+        last = conn.execute(sa.select(sa.func.max(ts_schema.ts_runs.c.scheduled_at))).scalar()
     engine.dispose()
     # The stored next fire is the one right after the last recorded fire: none was skipped.
     gap = dt.datetime.fromtimestamp(next_ts, UTC).replace(tzinfo=None) - last
@@ -292,9 +297,9 @@ def test_stop_ends_commands_past_the_grace_and_records_them(tmp_path, make_confi
     started = time.monotonic()
     service.stop()
     assert time.monotonic() - started < 10
-    engine = ts.create_engine(config.database_url)
+    engine = ts_schema.create_engine(config.database_url)
     with engine.connect() as conn:
-        row = conn.execute(sa.select(ts.ts_runs).where(ts.ts_runs.c.id == run["id"])).first()
+        row = conn.execute(sa.select(ts_schema.ts_runs).where(ts_schema.ts_runs.c.id == run["id"])).first()
     engine.dispose()
     assert row.status == "interrupted" and row.finished_at is not None
     pid = int(pidfile.read_text())
@@ -304,14 +309,14 @@ def test_stop_ends_commands_past_the_grace_and_records_them(tmp_path, make_confi
 
 def test_history_writer_gives_up_after_bounded_retries_and_says_so(sqlite_url, caplog,
                                                                   monkeypatch):
-    engine = ts.create_engine(sqlite_url)
-    ts.migrate(engine)
-    writer = ts.HistoryWriter(ts.Store(engine, "node"))
+    engine = ts_schema.create_engine(sqlite_url)
+    ts_schema.migrate(engine)
+    writer = ts_history.HistoryWriter(ts_runs.Store(engine, "node"))
     monkeypatch.setattr(writer, "RETRY_DELAYS", (0.01, 0.01))
     writer.start()
     engine.dispose()
     monkeypatch.setattr(engine.dialect, "connect", _refuse)   # the database stays away
-    writer.update("r1", status="succeeded", finished_at=ts._utcnow())
+    writer.update("r1", status="succeeded", finished_at=ts_timeutil._utcnow())
     writer.flush(10)
     assert writer.dropped == 1
     assert any("dropping 1 run records after retries" in r.getMessage() for r in caplog.records)

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+import sqlalchemy as sa
 import task_scheduler as ts
+import task_scheduler.store.schema as ts_schema
 from conftest import final_runs, free_port, start_process, wait_for, write_jobs
 
 GOOD = """\
@@ -115,7 +117,7 @@ def snapshot(service) -> dict:
 
 def not_applied_records(caplog) -> list:
     return [r for r in caplog.records
-            if r.name == "task_scheduler" and "jobs.yaml not applied" in r.getMessage()]
+            if r.name.startswith("task_scheduler") and "jobs.yaml not applied" in r.getMessage()]
 
 
 # each way of saving, seen by real watchdog events
@@ -360,8 +362,8 @@ def test_burst_of_20_quick_saves_ends_in_the_last_file(jobs_file, make_service):
     assert {service.job(f"burst_{k}")["trigger"]["minutes"] for k in range(19 % 7)} == {20}
     assert service.job("alpha") == alpha   # untouched through all 20 saves
     with service.engine.connect() as conn:
-        rows = conn.execute(ts.sa.select(ts.ts_jobs.c.id)).scalars().all()
-        aps = conn.execute(ts.sa.text(f"SELECT id FROM {ts.APS_TABLE}")).scalars().all()
+        rows = conn.execute(sa.select(ts_schema.ts_jobs.c.id)).scalars().all()
+        aps = conn.execute(sa.text(f"SELECT id FROM {ts_schema.APS_TABLE}")).scalars().all()
     assert set(rows) == expected and set(aps) == expected
 
 

@@ -19,6 +19,13 @@ import pytest
 import sqlalchemy as sa
 
 import task_scheduler as ts
+
+import task_scheduler.runner as ts_runner
+import task_scheduler.history as ts_history
+import task_scheduler.models as ts_models
+import task_scheduler.store.runs as ts_runs
+import task_scheduler.store.schema as ts_schema
+import task_scheduler.timeutil as ts_timeutil
 from conftest import final_runs, free_port, start_process, wait_for, write_jobs
 
 
@@ -41,7 +48,7 @@ def test_nul_in_output_is_recorded_and_holds_no_other_run(service):
     run = service.run_now("print0")
     other = service.run_now("other")
     row = wait_for(lambda: (r := stored(service, run["id"])) is not None and
-                   r.status in ts.FINAL_STATUSES and r, 30, message="the NUL run's end row")
+                   r.status in ts_models.FINAL_STATUSES and r, 30, message="the NUL run's end row")
     assert (row.status, row.stdout) == ("succeeded", "before\ufffdafter\n")
     assert "1 NUL byte(s) of its stdout are stored as U+FFFD" in row.stderr
     assert stored(service, other["id"]).status == "succeeded"
@@ -56,11 +63,11 @@ def test_nul_in_a_python_error_is_recorded(tmp_path, make_service):
     add(service, id="boom", func="nuljob:boom")
     run = service.run_now("boom")
     row = wait_for(lambda: (r := stored(service, run["id"])) is not None and
-                   r.status in ts.FINAL_STATUSES and r, 30, message="the python run's end row")
+                   r.status in ts_models.FINAL_STATUSES and r, 30, message="the python run's end row")
     assert row.status == "failed" and "ValueError: a\ufffdb" in row.error
 
 
-class _PoisonStore(ts.Store):
+class _PoisonStore(ts_runs.Store):
     """Refuses any write that carries the poisoned run's output, as PostgreSQL refuses a value
     it cannot hold."""
 
@@ -73,19 +80,19 @@ class _PoisonStore(ts.Store):
 
 
 def test_history_writer_isolates_a_row_the_database_refuses(database_url):
-    engine = ts.create_engine(database_url)
-    ts.migrate(engine)
+    engine = ts_schema.create_engine(database_url)
+    ts_schema.migrate(engine)
     store = _PoisonStore(engine, "node")
-    now = ts._utcnow()
+    now = ts_timeutil._utcnow()
     rows = [{"id": i, "job_id": i, "trigger": "manual", "scheduled_at": now, "status": "running",
              "node": "node", "started_at": now} for i in ("good1", "poisoned", "good2")]
     with store.write() as conn:
         store.insert_runs(conn, rows)
-    writer = ts.HistoryWriter(store)
+    writer = ts_history.HistoryWriter(store)
     writer.start()
     try:
         for run_id in ("good1", "poisoned", "good2"):
-            writer.update(run_id, status="succeeded", finished_at=ts._utcnow(),
+            writer.update(run_id, status="succeeded", finished_at=ts_timeutil._utcnow(),
                           stdout=f"out of {run_id}", exit_code=0)
         assert writer.flush(30)
         got = {r.id: r for r in (store.run(i) for i in ("good1", "poisoned", "good2"))}
@@ -180,17 +187,17 @@ def test_a_run_error_never_shows_the_service_traceback(tmp_path, make_service, m
     add(service, id="py", func="tbjob:boom")
     run = service.run_now("py")
     row = wait_for(lambda: (r := stored(service, run["id"])) is not None and
-                   r.status in ts.FINAL_STATUSES and r, 30, message="the python run's end")
+                   r.status in ts_models.FINAL_STATUSES and r, 30, message="the python run's end")
     assert row.error.startswith("ValueError: kaputt") and "tbjob.py" in row.error
     assert "task_scheduler" not in row.error   # the job's own frames only
 
     def broken(*args, **kwargs):
         raise RuntimeError("inside the service")
     add(service, id="cmd", command=["echo"])
-    monkeypatch.setattr(ts, "command_argv", broken)
+    monkeypatch.setattr(ts_runner, "command_argv", broken)
     run = service.run_now("cmd")
     row = wait_for(lambda: (r := stored(service, run["id"])) is not None and
-                   r.status in ts.FINAL_STATUSES and r, 30, message="the command run's end")
+                   r.status in ts_models.FINAL_STATUSES and r, 30, message="the command run's end")
     assert row.status == "failed"
     assert row.error == "task-scheduler could not run it: RuntimeError: inside the service"
 
@@ -335,18 +342,18 @@ def _fence_watches(parent: int) -> list[int]:
 
 
 def _stored_pid(database_url, run_id):
-    engine = ts.create_engine(database_url)
+    engine = ts_schema.create_engine(database_url)
     try:
-        return ts.Store(engine, "reader").run(run_id).pid
+        return ts_runs.Store(engine, "reader").run(run_id).pid
     finally:
         engine.dispose()
 
 
 def test_runs_claimed_by_a_dead_or_restarted_node_go_back_to_the_queue(database_url):
-    engine = ts.create_engine(database_url)
-    ts.migrate(engine)
-    store = ts.Store(engine, "leader")
-    now, old = ts._utcnow(), ts._utcnow() - dt.timedelta(seconds=60)
+    engine = ts_schema.create_engine(database_url)
+    ts_schema.migrate(engine)
+    store = ts_runs.Store(engine, "leader")
+    now, old = ts_timeutil._utcnow(), ts_timeutil._utcnow() - dt.timedelta(seconds=60)
     if store.postgres:   # rescue compares with the database's clock
         now = store.db_time().replace(tzinfo=None)
         old = now - dt.timedelta(seconds=60)
@@ -360,7 +367,7 @@ def test_runs_claimed_by_a_dead_or_restarted_node_go_back_to_the_queue(database_
         assert store.rescue(10) == []   # nothing had started: nothing is interrupted
         assert (store.run("dead1").status, store.run("dead1").node) == ("queued", None)
         assert store.run("live1").node == "live"   # a live node keeps what it claimed
-        ts.Store(engine, "restarted").sweep("restarted")
+        ts_runs.Store(engine, "restarted").sweep("restarted")
         assert (store.run("gone1").status, store.run("gone1").node) == ("queued", None)
         started, _ = store.claim([""], 10, lambda job_id: (1, None))
         assert sorted(r["id"] for r in started) == ["dead1", "gone1"]   # claimable again
@@ -369,12 +376,12 @@ def test_runs_claimed_by_a_dead_or_restarted_node_go_back_to_the_queue(database_
 
 
 def test_a_database_without_the_pid_column_gains_it(database_url):
-    engine = ts.create_engine(database_url)
+    engine = ts_schema.create_engine(database_url)
     try:
-        ts.migrate(engine)
+        ts_schema.migrate(engine)
         with engine.begin() as conn:   # as the release before wrote it
             conn.execute(sa.text("ALTER TABLE ts_runs DROP COLUMN pid"))
-        ts.migrate(engine)
+        ts_schema.migrate(engine)
         assert "pid" in {c["name"] for c in sa.inspect(engine).get_columns("ts_runs")}
     finally:
         engine.dispose()
@@ -405,10 +412,10 @@ def test_a_claimed_run_not_started_at_stop_goes_back_to_the_queue(tmp_path, make
 def test_run_ends_are_written_as_one_batch(database_url):
     """The writer's batch is one executemany; a statement that cannot take it would make every
     batch fall back to a transaction per row (correct, but far slower)."""
-    engine = ts.create_engine(database_url)
-    ts.migrate(engine)
-    store = ts.Store(engine, "node")
-    now = ts._utcnow()
+    engine = ts_schema.create_engine(database_url)
+    ts_schema.migrate(engine)
+    store = ts_runs.Store(engine, "node")
+    now = ts_timeutil._utcnow()
     ids = [f"run{i}" for i in range(3)]
     try:
         with store.write() as conn:

@@ -18,6 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import task_scheduler as ts
+
+import task_scheduler.notify as ts_notify
+import task_scheduler.http.guard as ts_guard
+import task_scheduler.output as ts_output
 from conftest import Client, child_env, wait_for
 from test_notify import Receiver, receiver, run_to_end, sent_notes, smtp  # noqa: F401
 
@@ -135,13 +139,13 @@ def test_a_python_jobs_error_and_the_database_password_are_masked(make_service, 
 
 
 def test_secret_mask_across_pieces():
-    mask = ts.SecretMask(["abcdefgh", "abcd", "zzzz", "no"])   # "no": too short to mask
-    out = ts.MaskedOutput(1000, mask)
+    mask = ts_output.SecretMask(["abcdefgh", "abcd", "zzzz", "no"])   # "no": too short to mask
+    out = ts_output.MaskedOutput(1000, mask)
     for piece in (b"1ab", b"cdef", b"gh2 ab", b"cd3 zz", b"zz4 no a"):
         out.write(piece)
     assert out.text() == "1***2 ***3 ***4 no "   # "a" may begin a secret: held back
     assert out.settle() == "1***2 ***3 ***4 no a"
-    assert ts.service_secrets(ts.Config(database_url="postgresql://u:p%40ss-word@h/db"))[1:] == \
+    assert ts_output.service_secrets(ts.Config(database_url="postgresql://u:p%40ss-word@h/db"))[1:] == \
         ["p%40ss-word", "p@ss-word"]
 
 
@@ -282,7 +286,7 @@ class Trickler:
 
 def test_a_trickling_webhook_neither_holds_others_nor_outlasts_its_deadline(
         make_service, recorders, monkeypatch):
-    monkeypatch.setattr(ts, "NOTIFY_TIMEOUT", 8)   # room for a loaded machine
+    monkeypatch.setattr(ts_notify, "NOTIFY_TIMEOUT", 8)   # room for a loaded machine
     slow, fast = Trickler(every=1.0), recorders()
     try:
         service = make_service(notify_delays=(60,))
@@ -329,7 +333,7 @@ def test_wrong_tokens_are_limited_per_client_and_the_right_one_always_passes(mak
     base = f"http://127.0.0.1:{server.server_port}"
     try:
         guesser, user = "203.0.113.7", "198.51.100.1, 203.0.113.8"
-        for _ in range(ts.TOKEN_FAILURES):
+        for _ in range(ts_guard.TOKEN_FAILURES):
             assert api_get(base, "guess-" + "x" * 20, guesser)[0] == 401
         status, headers = api_get(base, "guess-" + "y" * 20, guesser)
         assert status == 429 and int(headers["Retry-After"]) > 0
@@ -347,13 +351,13 @@ def test_wrong_tokens_are_limited_per_client_and_the_right_one_always_passes(mak
 def test_forwarded_for_is_believed_only_from_trusted_proxies(make_service):
     client = Client(ts.create_app(make_service(token=TOKEN)), token="wrong-" + "w" * 20)
     statuses = [client.get("/api/jobs", headers={"X-Forwarded-For": f"192.0.2.{i}"}).status
-                for i in range(ts.TOKEN_FAILURES + 1)]
-    assert statuses == [401] * ts.TOKEN_FAILURES + [429]   # all one client: the peer
-    assert ts.client_address({"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR":
+                for i in range(ts_guard.TOKEN_FAILURES + 1)]
+    assert statuses == [401] * ts_guard.TOKEN_FAILURES + [429]   # all one client: the peer
+    assert ts_guard.client_address({"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR":
                               "6.6.6.6, 192.0.2.9, 10.0.0.3"},
-                             ts.trusted_networks(["10.0.0.0/8"])) == "192.0.2.9"
+                             ts_guard.trusted_networks(["10.0.0.0/8"])) == "192.0.2.9"
     with pytest.raises(ts.SchedulerError, match="not an IP address or network"):
-        ts.trusted_networks(["proxy.example.com"])
+        ts_guard.trusted_networks(["proxy.example.com"])
 
 
 @pytest.mark.parametrize("weak", ["", " ", "short-token", " padded-token-1234567 "])

@@ -13,6 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 import task_scheduler as ts
+
+import task_scheduler.store.runs as ts_runs
+import task_scheduler.jobsfile as ts_jobsfile
+import task_scheduler.store.schedules as ts_schedules
+import task_scheduler.store.schema as ts_schema
+import task_scheduler.timeutil as ts_timeutil
 from conftest import final_runs, free_port, start_process, wait_for, write_jobs
 
 TWO_JOBS = """
@@ -39,8 +45,8 @@ def test_yaml_jobs_become_rows_and_schedules(jobs_file, make_service):
     assert jobs["nightly"]["next_run_time"].endswith("+00:00")
     assert len(jobs["nightly"]["next_run_times"]) == 5
     with service.engine.connect() as conn:
-        rows = conn.execute(sa.select(ts.ts_jobs.c.id, ts.ts_jobs.c.source)).all()
-        aps = conn.execute(sa.text(f"SELECT id FROM {ts.APS_TABLE}")).scalars().all()
+        rows = conn.execute(sa.select(ts_schema.ts_jobs.c.id, ts_schema.ts_jobs.c.source)).all()
+        aps = conn.execute(sa.text(f"SELECT id FROM {ts_schema.APS_TABLE}")).scalars().all()
     assert sorted(rows) == [("dormant", "yaml"), ("every_hour", "yaml"), ("nightly", "yaml")]
     assert sorted(aps) == ["every_hour", "nightly"]   # a disabled job is never fired
 
@@ -82,11 +88,11 @@ def test_restart_on_the_applied_file_parses_writes_and_unpickles_nothing(jobs_fi
     ts.SchedulerService(config).start().stop()
 
     def stored():
-        with ts.create_engine(config.database_url).connect() as conn:
-            return (conn.execute(sa.text(f"SELECT * FROM {ts.APS_TABLE} ORDER BY id")).all(),
-                    conn.execute(sa.select(ts.ts_jobs).order_by(ts.ts_jobs.c.id)).all())
+        with ts_schema.create_engine(config.database_url).connect() as conn:
+            return (conn.execute(sa.text(f"SELECT * FROM {ts_schema.APS_TABLE} ORDER BY id")).all(),
+                    conn.execute(sa.select(ts_schema.ts_jobs).order_by(ts_schema.ts_jobs.c.id)).all())
     before, calls = stored(), []
-    for cls, name in ((ts.JobsParser, "parse"), (ts.ScheduleStore, "lookup_job")):
+    for cls, name in ((ts_jobsfile.JobsParser, "parse"), (ts_schedules.ScheduleStore, "lookup_job")):
         original = getattr(cls, name)
         monkeypatch.setattr(cls, name, lambda self, *a, _o=original, _n=name:
                             calls.append(_n) or _o(self, *a))
@@ -196,23 +202,23 @@ def test_second_scheduler_on_one_sqlite_file_is_refused(tmp_path):
 
 
 def test_newer_schema_is_refused_older_is_migrated(sqlite_url):
-    engine = ts.create_engine(sqlite_url)
-    assert ts.migrate(engine) == ts.SCHEMA_VERSION
+    engine = ts_schema.create_engine(sqlite_url)
+    assert ts_schema.migrate(engine) == ts_schema.SCHEMA_VERSION
     with engine.begin() as conn:
-        conn.execute(ts.ts_meta.update().values(value=str(ts.SCHEMA_VERSION + 1)))
+        conn.execute(ts_schema.ts_meta.update().values(value=str(ts_schema.SCHEMA_VERSION + 1)))
     with pytest.raises(ts.SchedulerError, match="newer than this task-scheduler"):
-        ts.migrate(engine)
+        ts_schema.migrate(engine)
     with engine.begin() as conn:
-        conn.execute(ts.ts_meta.delete())
-    assert ts.migrate(engine) == ts.SCHEMA_VERSION
+        conn.execute(ts_schema.ts_meta.delete())
+    assert ts_schema.migrate(engine) == ts_schema.SCHEMA_VERSION
     engine.dispose()
 
 
 def test_retention_by_count_and_age(make_service):
     service = make_service(keep_runs=3, keep_days=1)
     service.add_job({"id": "r", "command": "true", "trigger": {"type": "interval", "hours": 1}})
-    old = ts._utcnow().replace(year=2000)
-    rows = [finished_run("r", f"000{i}", ts._utcnow()) for i in range(6)]
+    old = ts_timeutil._utcnow().replace(year=2000)
+    rows = [finished_run("r", f"000{i}", ts_timeutil._utcnow()) for i in range(6)]
     rows.append(finished_run("r", "0000z", old))
     with service.store.write() as conn:
         service.store.insert_runs(conn, rows)
@@ -229,12 +235,12 @@ def finished_run(job_id, run_id, scheduled_at, trigger="manual"):
 
 def test_unique_fire_key_runs_a_fire_once(make_service):
     service = make_service()
-    row = finished_run("x", ts.new_run_id(), ts._utcnow(), "schedule")
+    row = finished_run("x", ts_schema.new_run_id(), ts_timeutil._utcnow(), "schedule")
     with service.store.write() as conn:
         assert service.store.insert_runs(conn, [row]) == [row["id"]]
     with service.store.write() as conn:
-        assert service.store.insert_runs(conn, [{**row, "id": ts.new_run_id()}]) == []
-        assert service.store.insert_runs(conn, [{**row, "id": ts.new_run_id()},
+        assert service.store.insert_runs(conn, [{**row, "id": ts_schema.new_run_id()}]) == []
+        assert service.store.insert_runs(conn, [{**row, "id": ts_schema.new_run_id()},
                                                 {**row, "id": "other", "attempt": 2}]) == ["other"]
 
 
@@ -272,7 +278,7 @@ def test_kill_9_mid_run_then_restart(tmp_path, database_url):
         run = call("/jobs/slow/run", "POST")["run"]
         wait_for(lambda: call(f"/runs/{run['id']}")["status"] == "running", 10)
         # the writer commits "running" within a batch; give it a moment to be durable
-        service_db = ts.create_engine(database_url)
+        service_db = ts_schema.create_engine(database_url)
         wait_for(lambda: _status_in_db(service_db, run["id"]) == "running", 10)
         wait_for(lambda: _status_in_db(service_db, done["id"]) == "succeeded", 10)
         os.kill(proc.pid, signal.SIGKILL)
@@ -293,8 +299,8 @@ def test_kill_9_mid_run_then_restart(tmp_path, database_url):
 
 def _status_in_db(engine, run_id):
     with engine.connect() as conn:
-        return conn.execute(sa.select(ts.ts_runs.c.status)
-                            .where(ts.ts_runs.c.id == run_id)).scalar()
+        return conn.execute(sa.select(ts_schema.ts_runs.c.status)
+                            .where(ts_schema.ts_runs.c.id == run_id)).scalar()
 
 
 def test_sigterm_waits_for_runs_and_exits_0(tmp_path, sqlite_url):
@@ -324,21 +330,21 @@ def test_sigterm_waits_for_runs_and_exits_0(tmp_path, sqlite_url):
     wait_for(lambda: status() == "running", 10, message="the command to start")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
-    engine = ts.create_engine(sqlite_url)
+    engine = ts_schema.create_engine(sqlite_url)
     assert _status_in_db(engine, run_id) == "succeeded"   # finished within the grace period
     engine.dispose()
 
 
 def test_retention_deletes_in_chunks_releasing_the_write_lock(make_service, monkeypatch):
     service = make_service(keep_runs=2, keep_days=1)
-    now, old = ts._utcnow(), ts._utcnow().replace(year=2000)
+    now, old = ts_timeutil._utcnow(), ts_timeutil._utcnow().replace(year=2000)
     rows = [finished_run("c", f"001{i}", now.replace(microsecond=i)) for i in range(7)]
     rows += [finished_run("c", f"000{i}", old.replace(minute=i)) for i in range(3)]
     with service.store.write() as conn:
         service.store.insert_runs(conn, rows)
     # the first chunk of 2, then every chunk "too slow" for a 0 s budget: 1 run each
-    monkeypatch.setattr(ts, "PRUNE_CHUNK", 2)
-    monkeypatch.setattr(ts, "PRUNE_CHUNK_S", 0)
+    monkeypatch.setattr(ts_runs, "PRUNE_CHUNK", 2)
+    monkeypatch.setattr(ts_runs, "PRUNE_CHUNK_S", 0)
     deletes = []
 
     def count(conn, cursor, statement, *args):
@@ -353,7 +359,7 @@ def test_retention_deletes_in_chunks_releasing_the_write_lock(make_service, monk
 
 def test_retention_gives_way_to_waiting_writers_and_stops_with_the_service(make_service):
     service = make_service(keep_runs=1, keep_days=1)
-    now = ts._utcnow()
+    now = ts_timeutil._utcnow()
     with service.store.write() as conn:
         service.store.insert_runs(conn, [finished_run("w", f"00{i:03d}", now.replace(
             microsecond=i)) for i in range(50)])

@@ -17,6 +17,11 @@ import urllib.request
 import pytest
 
 import task_scheduler as ts
+import task_scheduler.http.api as ts_api
+import task_scheduler.capture as ts_capture
+import task_scheduler.models as ts_models
+import task_scheduler.processes as ts_processes
+import task_scheduler.http.server as ts_server
 from conftest import free_port, start_process, wait_for, write_jobs
 
 STUBBORN = {"id": "stubborn", "command": "trap '' TERM; echo started; sleep 60 & wait; sleep 60",
@@ -55,7 +60,7 @@ def test_a_killed_live_stream_frees_its_slot(service, live_server):
     service.add_job({**STUBBORN, "id": "quiet", "command": "sleep 60"})
     run = service.run_now("quiet")
     wait_for(lambda: service.run(run["id"])["status"] == "running", 20)
-    streams = [open_stream(live_server, run["id"]) for _ in range(ts.MAX_STREAMS)]
+    streams = [open_stream(live_server, run["id"]) for _ in range(ts_api.MAX_STREAMS)]
     assert all(first.startswith(b"HTTP/1.1 200") for _, first in streams)
     status, body = request(live_server, "GET", f"/api/runs/{run['id']}/stdout")
     assert status == 200   # a plain read needs no slot
@@ -97,7 +102,7 @@ def test_cancels_of_a_run_that_ignores_term_do_not_hold_the_server(make_service)
         server.shutdown()
         server.server_close()
         if run["id"] in service.runner.active:
-            ts._signal_group(service.runner.active[run["id"]].proc.pid, 9)
+            ts_processes._signal_group(service.runner.active[run["id"]].proc.pid, 9)
 
 
 
@@ -163,7 +168,7 @@ def test_output_no_run_owns_is_limited_with_a_count(make_service, tmp_path, caps
     thread.start()
     thread.join()
     out = capsys.readouterr().out
-    assert 0 < len(out) <= ts.SPILL_BYTES
+    assert 0 < len(out) <= ts_capture.SPILL_BYTES
     assert any("no run owns" in r.getMessage() for r in caplog.records)
 
 
@@ -192,7 +197,7 @@ threading.Thread(target=_unowned, daemon=True).start()
         wait_for(lambda: _get(base, "/api/health"), 30, 0.2, "the service to answer")
         run = json.loads(_post(base, "/api/jobs/threads/run"))["run"]
         done = wait_for(lambda: (r := json.loads(_get(base, f"/api/runs/{run['id']}")))[
-            "status"] in ts.FINAL_STATUSES and r, 60, 0.2, "the run to end")
+            "status"] in ts_models.FINAL_STATUSES and r, 60, 0.2, "the run to end")
         assert done["status"] == "succeeded", done
         assert "thread 3 line 1999" in done["stdout"]
         assert "thread 3 raw 1999" in done["stderr"]   # sys.__stderr__ belongs to the run too
@@ -201,7 +206,7 @@ threading.Thread(target=_unowned, daemon=True).start()
         proc.wait(30)
     log = (tmp_path / "service.log").read_text(errors="replace")
     assert "thread 3 line" not in log and "thread 0 raw" not in log
-    assert len(log) < 2 * ts.SPILL_BYTES + 200_000, len(log)   # not the 2.4 MB written
+    assert len(log) < 2 * ts_capture.SPILL_BYTES + 200_000, len(log)   # not the 2.4 MB written
     assert "no run owns" in log
 
 
@@ -246,7 +251,7 @@ def health_from(source, port, timeout=5.0, token=None):
 @pytest.fixture
 def small_server(make_service, monkeypatch):
     """A server with room for 400 connections (the real one: 4,000): a quarter per client."""
-    monkeypatch.setitem(ts.HTTP_SETTINGS, "connection_limit", 400)
+    monkeypatch.setitem(ts_server.HTTP_SETTINGS, "connection_limit", 400)
     service = make_service(token="a-token-long-enough-1234")
     server = ts.serve_in_thread(ts.create_app(service), "127.0.0.1", 0)
     yield server.server_port

@@ -29,6 +29,7 @@ CHILD = textwrap.dedent("""
         import task_scheduler_web
     except ModuleNotFoundError:
         assert not with_gui
+        task_scheduler_web = None
     else:
         assert with_gui and task_scheduler_web.__file__.startswith(HERE), \\
             task_scheduler_web.__file__
@@ -48,7 +49,7 @@ CHILD = textwrap.dedent("""
                                       port=0, watch=False, shutdown_grace=5, kill_grace=1))
     service.start()
     try:
-        app = create_app(service)
+        app = create_app(service, gui=task_scheduler_web)   # a vendored GUI is handed in
         report = {"health": get(app, "/api/health")[:2], "gui": get(app, "/")[:2],
                   "docs": list(get(app, "/api/docs")), "openapi": get(app, "/api/openapi.json")[:2]}
         page = report["docs"][2]   # the GUI's page of the API, or the fallback naming the spec

@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 import task_scheduler
+import task_scheduler.models as ts_models
 from conftest import wait_for
 
 pytestmark = pytest.mark.browser
@@ -52,7 +53,7 @@ def finished_run(server, job_id):
         except task_scheduler.JobConflict:
             return None
     run = wait_for(queued, RUN_DONE / 1000, 0.05, f"{job_id} to accept a run")
-    wait_for(lambda: service.run(run["id"])["status"] in task_scheduler.FINAL_STATUSES,
+    wait_for(lambda: service.run(run["id"])["status"] in ts_models.FINAL_STATUSES,
              RUN_DONE / 1000, 0.05, f"the run of {job_id} to end")
     return service.run(run["id"])
 

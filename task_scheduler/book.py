@@ -1,0 +1,266 @@
+"""The job book: every job as applied on this node (definition, source, state, trigger), its
+listing and search, and the API's Job shape. It owns no SQL and starts no run."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import shlex
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, Optional
+
+from pydantic import ValidationError
+
+from .errors import JobConflict, JobNotFound
+from .models import (
+    DateSpec, JobDefinition, ManualSpec, definition_hash, redact_target, share_fields)
+from .text import _clean, _json_default
+from .timeutil import _iso, _utcnow
+from .triggers import build_trigger, fire_times, trigger_text
+
+if TYPE_CHECKING:
+    from .store.runs import Store
+
+log = logging.getLogger("task_scheduler")
+
+
+@dataclasses.dataclass(slots=True)   # no __dict__: ~100 bytes less on each of 10,000 jobs
+class JobRecord:
+    """A job definition as applied: one row of ts_jobs, kept in memory for fast reads."""
+
+    definition: JobDefinition
+    source: str
+    paused: bool
+    hash: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    trigger: Any = None   # the built APScheduler trigger, for next fire times
+    view: Optional[tuple] = None   # (key, job dict, JSON) cached by JobBook.view
+
+    @property
+    def state(self) -> str:
+        if not self.definition.is_enabled:
+            return "disabled"
+        if isinstance(self.definition.trigger, ManualSpec):
+            return "manual"
+        if self.finished():
+            return "finished"
+        return "paused" if self.paused else "scheduled"
+
+    def finished(self) -> bool:
+        """A date job whose time has come: it fires at once (or has), and never again."""
+        spec = self.definition.trigger
+        return isinstance(spec, DateSpec) and self.trigger is not None and \
+            self.trigger.run_date <= dt.datetime.now(dt.UTC)
+
+    @property
+    def run_on(self) -> str:
+        return ",".join(sorted(set(self.definition.run_on)))
+
+    def schedule_hash(self, timezone) -> str:
+        """definition:trigger-spec:trigger-code: what the APScheduler job was built from. The
+        spec part says whether the schedule itself changed (the phase starts again)."""
+        spec = json.dumps(self.definition.trigger.model_dump(mode="json"), sort_keys=True)
+        spec_hash = hashlib.sha256(f"{spec}|{timezone}".encode()).hexdigest()[:16]
+        return f"{self.hash[:16]}:{spec_hash}:{TRIGGER_VERSION}"
+
+
+TRIGGER_VERSION = "2"   # raised when trigger classes change: stored jobs get today's triggers
+
+
+class JobBook:
+    """The job definitions as applied (ts_jobs), in memory on every node for fast reads, and the
+    one reconcile path that changes them. Reads take no lock (a claim reads the book inside
+    its transaction, so nothing may make it wait)."""
+
+    def __init__(self, store: Store, timezone):
+        self.store, self.timezone = store, timezone
+        self.records: dict[str, JobRecord] = {}
+        self.lock = threading.RLock()   # one writer at a time; taken before any transaction
+
+    def load(self) -> None:
+        with self.lock:
+            self.records = dict(filter(None, map(self._record, self.store.job_rows())))
+
+    def refresh(self, ids: Optional[list] = None) -> list[str]:
+        """Take in changes made elsewhere (all jobs when ``ids`` is None); the ids changed."""
+        with self.lock:
+            if ids is None:
+                signatures = self.store.job_signatures()
+                ids = [i for i, sig in signatures.items() if (rec := self.records.get(i)) is None
+                       or (rec.hash, rec.paused) != sig]
+                ids += [i for i in self.records if i not in signatures]
+            rows = dict(filter(None, map(self._record, self.store.job_rows(ids)))) if ids else {}
+            changed = []
+            for job_id in ids:
+                old, new = self.records.get(job_id), rows.get(job_id)
+                if new is None:
+                    if self.records.pop(job_id, None) is not None:
+                        changed.append(job_id)
+                elif old is None or (old.hash, old.paused) != (new.hash, new.paused):
+                    self.records[job_id] = new
+                    changed.append(job_id)
+            return changed
+
+    def get(self, job_id: str) -> Optional[JobRecord]:
+        return self.records.get(job_id)
+
+    def require(self, job_id: str) -> JobRecord:
+        rec = self.records.get(job_id)
+        if rec is None:
+            raise JobNotFound(f"job {job_id!r} does not exist")
+        return rec
+
+    def reconcile(self, desired: dict, source: str, remove_missing: bool = True) -> dict:
+        """Diff desired definitions against the applied ones by id and hash and write the
+        difference to ts_jobs in one transaction: added, rescheduled (trigger changed),
+        modified (options only: the next fire time is kept), removed, unchanged."""
+        changes: dict[str, list] = {"added": [], "rescheduled": [], "modified": [],
+                                    "removed": [], "unchanged": []}
+        with self.lock:
+            upserts, now = [], _utcnow()
+            for job_id, defn in desired.items():
+                rec = self.records.get(job_id)
+                if rec is not None and rec.source != source:
+                    raise JobConflict(f"job {job_id!r} already exists with source {rec.source}")
+                kind = _change_kind(rec, defn)
+                changes[kind].append(job_id)
+                if kind == "unchanged":
+                    rec.definition = share_fields(defn)   # equal (same hash): keep one copy
+                else:
+                    upserts.append({"_new": rec is None, "id": job_id, "source": source,
+                                    "definition": json.dumps(defn.dump()),
+                                    "definition_hash": definition_hash(defn),
+                                    "paused": rec.paused if rec else False, "updated_at": now,
+                                    **({"created_at": now} if rec is None else {})})
+            if remove_missing:
+                changes["removed"] = sorted(i for i, r in self.records.items()
+                                            if r.source == source and i not in desired)
+            self.store.write_jobs(upserts, changes["removed"])
+            for values in upserts:
+                self.records[values["id"]] = self._new_record(values, desired[values["id"]])
+            for job_id in changes["removed"]:
+                self.records.pop(job_id, None)
+        touched = {k: v for k, v in changes.items() if v and k != "unchanged"}
+        if touched:
+            log.info("reconcile (%s): %s", source,
+                     ", ".join(f"{k} {len(v)}" for k, v in touched.items()))
+        return changes
+
+    def set_paused(self, job_id: str, paused: bool) -> bool:
+        """Pause or resume; True when that changed anything."""
+        with self.lock:
+            rec = self.require(job_id)
+            if rec.paused == paused:
+                return False
+            if not self.store.set_paused(job_id, paused):
+                raise JobNotFound(f"job {job_id!r} does not exist")
+            self.records[job_id] = dataclasses.replace(rec, paused=paused, view=None)
+        log.info("job %s %s", job_id, "paused" if paused else "resumed")
+        return True
+
+    def select(self, q=None, state=None, source=None, kind=None, tag=None) -> list[JobRecord]:
+        needle = q.lower() if q else None
+        states = set(state.split(",") if isinstance(state, str) else state) if state else None
+        return [r for _, r in sorted(self.records.items())
+                if (states is None or r.state in states)
+                and (source is None or r.source == source)
+                and (kind is None or r.definition.kind == kind)
+                and (tag is None or tag in r.definition.tags)
+                and (needle is None or needle in _search_text(r))]
+
+    def view(self, rec: JobRecord, next_ts: Optional[float], last_run: Optional[dict]
+             ) -> tuple[dict, str]:
+        """A job's dict and JSON, kept on its record until its state, next fire time or last
+        run changes (a new definition is a new record): computing next fire times is the bulk
+        of the cost, so a list of 1,000 jobs is answered in milliseconds."""
+        key = (rec.paused, rec.state, next_ts, last_run and (last_run["id"], last_run["status"]))
+        if rec.view is None or rec.view[0] != key:
+            job = self._job_dict(rec, next_ts, last_run)
+            rec.view = (key, job, json.dumps(job, default=_json_default, ensure_ascii=False))
+        return rec.view[1], rec.view[2]
+
+    def trigger_of(self, rec: JobRecord):
+        if rec.trigger is None:
+            rec.trigger = build_trigger(rec.definition.trigger, self.timezone)
+        return rec.trigger
+
+    def _job_dict(self, rec: JobRecord, next_ts: Optional[float], last_run) -> dict:
+        d = rec.definition
+        next_time = (dt.datetime.fromtimestamp(next_ts, dt.UTC)
+                     if next_ts is not None and rec.state == "scheduled" else None)
+        definition = d.dump()
+        if definition.get("notify"):   # the API and the GUI never show a secret
+            definition["notify"] = [redact_target(t) for t in definition["notify"]]
+        return {
+            "id": d.id, "description": d.description, "kind": d.kind, "func": d.func,
+            "command": _command_list(d), "args": d.args, "kwargs": d.kwargs,
+            "trigger": d.trigger.model_dump(mode="json", exclude_none=True),
+            "trigger_text": trigger_text(d.trigger), "source": rec.source, "state": rec.state,
+            "next_run_time": _iso(next_time),
+            "next_run_times": [_iso(t) for t in self._fire_times(rec, next_time, 5)],
+            "max_instances": d.max_instances, "coalesce": d.coalesce,
+            "misfire_grace_time": d.misfire_grace_time, "timeout": d.timeout, "tags": d.tags,
+            "run_on": d.run_on, "notify": definition.get("notify", []),
+            "is_enabled": d.is_enabled, "paused": rec.paused,
+            "last_run": last_run, "definition": definition,
+            "created_at": _iso(rec.created_at), "updated_at": _iso(rec.updated_at),
+        }
+
+    def _fire_times(self, rec: JobRecord, first: Optional[dt.datetime], count: int) -> list:
+        return fire_times(self.trigger_of(rec), first, count) if first is not None else []
+
+    def _record(self, row) -> Optional[tuple[str, JobRecord]]:
+        try:
+            defn = share_fields(JobDefinition.model_validate(json.loads(row.definition)))
+        except (ValidationError, ValueError) as exc:
+            log.error("job %s in the database no longer validates, skipped: %s", row.id,
+                      _clean(exc))
+            return None
+        # the definition's id, and an interned source: not two more strings per job
+        rec = JobRecord(defn, sys.intern(row.source), row.paused, row.definition_hash,
+                        row.created_at, row.updated_at)
+        self._date_trigger(rec)
+        return (defn.id if defn.id == row.id else row.id), rec
+
+    def _new_record(self, values: dict, defn: JobDefinition) -> JobRecord:
+        old = self.records.get(values["id"])
+        rec = JobRecord(share_fields(defn), values["source"], values["paused"],
+                        values["definition_hash"], old.created_at if old else values["updated_at"],
+                        values["updated_at"])
+        self._date_trigger(rec)
+        return rec
+
+    def _date_trigger(self, rec: JobRecord) -> None:
+        """Only a date job's state needs its trigger (finished()); the others build theirs when
+        a view asks: 10,000 eager triggers cost ~2 MiB and a tenth of a second."""
+        if isinstance(rec.definition.trigger, DateSpec):
+            self.trigger_of(rec)
+
+
+def _change_kind(rec: Optional[JobRecord], defn: JobDefinition) -> str:
+    if rec is None:
+        return "added"
+    if rec.hash == definition_hash(defn):
+        return "unchanged"
+    old = rec.definition
+    if old.is_enabled != defn.is_enabled or old.trigger != defn.trigger:
+        return "rescheduled"
+    return "modified"
+
+
+def _command_list(defn: JobDefinition) -> Optional[list]:
+    if defn.command is None:
+        return [defn.func, *map(str, defn.args)] if defn.kind == "command" else None
+    if isinstance(defn.command, list) or defn.shell:
+        return [defn.command] if defn.shell else list(defn.command)
+    return shlex.split(defn.command)
+
+
+def _search_text(rec: JobRecord) -> str:
+    d = rec.definition
+    return " ".join([d.id, d.description, d.func or "", str(d.command or ""), *d.tags]).lower()

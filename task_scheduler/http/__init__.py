@@ -1,0 +1,1 @@
+"""HTTP: the JSON API, its guard, the OpenAPI document and the server."""

@@ -1,0 +1,131 @@
+"""The WSGI app: the route table, create_app() with the guard plugin, the OpenAPI and docs
+pages, /metrics, and the GUI plugin when one is given or installed."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import bottle
+
+from .api import (
+    MAX_STREAMS, api_cancel_run, api_create_job, api_delete_job, api_get_job, api_get_run,
+    api_health, api_list_jobs, api_list_runs, api_nodes, api_pause_job, api_reload,
+    api_replace_job, api_rerun_run, api_resume_job, api_run_job, api_run_stderr, api_run_stdout,
+    api_status)
+from .guard import HttpGuard
+from .io import _OPEN_ROUTES, _common_headers, _error_page, _raw_json
+from .openapi import openapi_json
+from ..metrics import RunStats, metrics_text
+
+if TYPE_CHECKING:
+    from ..service import SchedulerService
+
+log = logging.getLogger("task_scheduler")
+GUI_ENTRY_POINTS = "task_scheduler.gui"
+DISCOVER = object()   # create_app's default: the installed GUI, if any
+
+
+def api_openapi(service):
+    """This API as an OpenAPI 3.1 document, generated from the models that validate requests."""
+    return _raw_json(200, openapi_json(tuple(API_ROUTES), bool(service.config.token)))
+
+
+def api_docs(service):
+    """A readable page of this API, rendered on the server from the OpenAPI document."""
+    secured = bool(service.config.token)
+    gui = bottle.request.app.config["ts.gui"]
+    if gui is None:   # the core alone: the document itself is the reference
+        body = _DOCS_WITHOUT_GUI
+    else:             # the page's template lives with the GUI
+        body = gui.api_docs_html(openapi_json(tuple(API_ROUTES), secured), secured)
+    return bottle.HTTPResponse(body, headers={
+        "Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": DOCS_CSP})
+
+
+_DOCS_WITHOUT_GUI = ('<!doctype html><html lang="en"><meta charset="utf-8"><title>API</title>'
+                     '<p>This API is described by <a href="/api/openapi.json">/api/openapi.json'
+                     '</a> (OpenAPI 3.1); docs/api.md has examples.</p></html>')
+
+
+def api_metrics(service):
+    """Prometheus metrics (text exposition format 0.0.4)."""
+    stats = bottle.request.app.config["ts.run_stats"]
+    return bottle.HTTPResponse(metrics_text(service, stats),
+                               headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+API_ROUTES = [
+    ("GET", "/api/health", api_health),
+    ("GET", "/api/status", api_status),
+    ("GET", "/api/jobs", api_list_jobs),
+    ("POST", "/api/jobs", api_create_job),
+    ("GET", "/api/jobs/<job_id>", api_get_job),
+    ("PUT", "/api/jobs/<job_id>", api_replace_job),
+    ("DELETE", "/api/jobs/<job_id>", api_delete_job),
+    ("POST", "/api/jobs/<job_id>/pause", api_pause_job),
+    ("POST", "/api/jobs/<job_id>/resume", api_resume_job),
+    ("POST", "/api/jobs/<job_id>/run", api_run_job),
+    ("GET", "/api/runs", api_list_runs),
+    ("GET", "/api/runs/<run_id>", api_get_run),
+    ("GET", "/api/runs/<run_id>/stdout", api_run_stdout),
+    ("GET", "/api/runs/<run_id>/stderr", api_run_stderr),
+    ("POST", "/api/runs/<run_id>/cancel", api_cancel_run),
+    ("POST", "/api/runs/<run_id>/rerun", api_rerun_run),
+    ("GET", "/api/nodes", api_nodes),
+    ("POST", "/api/reload", api_reload),
+    ("GET", "/api/openapi.json", api_openapi),
+    ("GET", "/api/docs", api_docs),
+    ("GET", "/metrics", api_metrics),
+]
+
+
+def create_app(service: SchedulerService, gui: Any = DISCOVER) -> bottle.Bottle:
+    """The WSGI app: the JSON API under /api and, with a GUI, the pages on the same app.
+
+    ``gui`` is a module or object with ``install_gui(app, service)`` and
+    ``api_docs_html(document, secured)`` (``task_scheduler_web``), or None for the API alone. By
+    default it is the one installed under the entry point group ``task_scheduler.gui``: the core
+    never imports the GUI by name, so the GUI can import the core."""
+    gui = discover_gui() if gui is DISCOVER else gui
+    app = bottle.Bottle(catchall=True)
+    app.config.update({"json.enable": False, "ts.run_stats": RunStats(), "ts.gui": gui,
+                       "ts.streams": threading.BoundedSemaphore(MAX_STREAMS)})
+    app.install(HttpGuard(service))
+    for method, path, handler in API_ROUTES:
+        app.route(path, method, functools.partial(handler, service), name=handler.__name__,
+                  **{"ts.api": True, "ts.open": path in _OPEN_ROUTES})
+    for code in (c for c in bottle.HTTP_CODES if c >= 400):
+        app.error(code)(_error_page)
+    app.add_hook("after_request", _common_headers)
+    if gui is not None:
+        gui.install_gui(app, service)
+    return app
+
+
+@functools.cache
+def discover_gui() -> Any:
+    """The GUI installed as a plugin (pyproject's ``task_scheduler.gui`` entry point), or None:
+    the API alone still serves. A GUI that is there but broken fails loudly."""
+    found = importlib.metadata.entry_points(group=GUI_ENTRY_POINTS)
+    if not found:
+        log.info("no GUI installed (entry point group %s): serving the API only; "
+                 "create_app(service, gui=task_scheduler_web) adds a vendored one",
+                 GUI_ENTRY_POINTS)
+        return None
+    plugin = sorted(found, key=lambda ep: ep.name)[0]
+    try:
+        return plugin.load()
+    except ModuleNotFoundError as exc:
+        if exc.name != plugin.module:
+            raise
+        log.info("GUI %s is registered but not importable: serving the API only", plugin.value)
+        return None
+
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DOCS_CSP = ("default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")

@@ -1,0 +1,381 @@
+"""The OpenAPI 3.1 document, generated from the models that validate requests and shape answers."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import json
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..config import __version__
+from .api import api_health
+from .io import ID_PATTERN, JobsQuery, MAX_BODY, OutputQuery, RunsQuery, _OPEN_ROUTES
+from ..models import JOB_STATES, JobDefinition, NOTIFY_EVENTS, RUN_STATUSES, RUN_TRIGGERS, RunParams
+
+
+_REF = "#/components/schemas/{model}"
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")   # answers gain fields, never lose them (DESIGN)
+
+
+class ApiRun(_Out):
+    """A run (times in UTC); attempt counts retries."""
+
+    id: str
+    job_id: str
+    status: Literal[RUN_STATUSES]
+    trigger: Literal[RUN_TRIGGERS]
+    attempt: int
+    scheduled_at: dt.datetime
+    started_at: Optional[dt.datetime]
+    finished_at: Optional[dt.datetime]
+    duration_s: Optional[float]
+    exit_code: Optional[int]
+    error: Optional[str]
+    truncated: bool
+    node: Optional[str] = Field(description="the node that ran it")
+    run_on: list[str] = Field(description="labels a node needs to run it (from the job)")
+    rerun_of: Optional[str] = Field(description="the run this one reran")
+    due_at: Optional[dt.datetime] = Field(None, description="queued runs: when it may start "
+                                          "(a retry waits for its delay)")
+    waiting: Optional[str] = Field(None, description="queued runs: why it has not started")
+
+
+class ApiRunDetail(ApiRun):
+    """A run with its output (each stream capped; truncated says if a middle was cut)."""
+
+    stdout: str
+    stderr: str
+    params: Optional[dict[str, Any]] = Field(description="this run's own args, kwargs, env")
+    notifications: list[ApiNotification] = Field([], description="what was sent about it")
+
+
+class ApiNotification(_Out):
+    """One notification about a run: where to (no secrets), its state and each attempt."""
+
+    id: str
+    event: Literal[NOTIFY_EVENTS]
+    target: str
+    status: Literal["pending", "sent", "failed"]
+    attempts: int
+    log: list[dict[str, Any]] = Field(description="each attempt: at, ok, detail")
+
+
+class ApiJob(_Out):
+    """A job as applied: its definition, state, next five fire times and last run."""
+
+    id: str
+    description: str
+    kind: Literal["python", "command"]
+    func: Optional[str]
+    command: Optional[list[str]] = Field(description="argv of a command job")
+    args: list[Any]
+    kwargs: dict[str, Any]
+    trigger: dict[str, Any] = Field(description="the trigger as in jobs.yaml, defaults filled in")
+    trigger_text: str
+    source: Literal["yaml", "api"]
+    state: Literal[JOB_STATES]
+    next_run_time: Optional[dt.datetime]
+    next_run_times: list[dt.datetime]
+    max_instances: int
+    coalesce: bool
+    misfire_grace_time: Optional[float]
+    timeout: Optional[float]
+    tags: list[str]
+    run_on: list[str] = Field(description="only a node with all these labels runs it")
+    notify: list[dict[str, Any]] = Field(description="notification targets, secrets hidden")
+    is_enabled: bool
+    paused: bool
+    last_run: Optional[ApiRun] = Field(description="the last run that finished in this process")
+    definition: dict[str, Any] = Field(description="the definition as given (JobDefinition)")
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ApiJobPage(_Out):
+    """A page of jobs; total counts all matches."""
+
+    jobs: list[ApiJob]
+    total: int
+
+
+class ApiRunPage(_Out):
+    """A page of runs, newest first; total counts the matches up to offset + 10,000."""
+
+    runs: list[ApiRun]
+    total: int
+    total_capped: bool = Field(description="there are more matches than total (counting "
+                               "stops 10,000 past the offset)")
+
+
+class ApiRunQueued(_Out):
+    """The run just queued (status queued, trigger manual)."""
+
+    run: ApiRun
+
+
+class ApiErrorDetail(_Out):
+    """One problem: the field (dotted path) and what is wrong; line in jobs.yaml errors."""
+
+    field: Optional[str] = None
+    message: str
+    line: Optional[int] = None
+
+
+class ApiErrorInfo(_Out):
+    code: str
+    message: str
+    details: list[ApiErrorDetail]
+
+
+class ApiError(_Out):
+    """Every failure: a code, a message for people, details naming each field."""
+
+    error: ApiErrorInfo
+
+
+class ApiHealth(_Out):
+    """Liveness of the scheduler thread and the database."""
+
+    status: Literal["ok", "unavailable"]
+    scheduler: str = Field(description="running (leads), standby (a follower), down, stopped")
+    db: str
+
+
+class ApiConfig(_Out):
+    """The state of jobs.yaml: when it was last applied, and the errors of the last reload."""
+
+    path: Optional[str]
+    loaded_at: Optional[dt.datetime]
+    hash: Optional[str]
+    jobs: int
+    error: Optional[str]
+    errors: list[dict[str, Any]]
+    changes: Optional[dict[str, int]] = Field(None, description="what the last reload applied")
+    drift: Optional[dict[str, Any]] = Field(None, description="set when this node's jobs.yaml "
+                                            "differs from what the leader applied")
+
+
+class ApiStatus(_Out):
+    """The service at a glance."""
+
+    version: str
+    started_at: Optional[dt.datetime]
+    uptime_s: float
+    node: str
+    role: str
+    leader: Optional[str] = Field(description="the node holding the leader lease")
+    scheduler: str
+    timezone: str
+    jobs: dict[str, int]
+    runs_24h: dict[str, int]
+    active_runs: int
+    config: ApiConfig
+
+
+class ApiOutput(_Out):
+    """Output of a run after a byte offset: ask again from ``offset`` while ``running``."""
+
+    text: str
+    offset: int = Field(description="bytes of the stream so far: the next ?offset=")
+    status: Literal[RUN_STATUSES]
+    running: bool
+    truncated: bool = Field(description="a middle part of the stream was not kept")
+
+
+class ApiNode(_Out):
+    """One task-scheduler process on this database."""
+
+    id: str
+    host: str
+    pid: int
+    role: Literal["leader", "follower"]
+    labels: list[str]
+    heartbeat_age_s: float = Field(description="seconds since its last heartbeat (DB clock)")
+    running: int = Field(description="runs it is running")
+    version: str
+    config_hash: Optional[str] = Field(description="sha256 of its own jobs.yaml")
+    alive: bool = Field(description="heard from within node_timeout")
+    started_at: Optional[dt.datetime]
+    schema_version: Optional[int] = Field(None, description="the database schema its release "
+                                          "knows; null: a release before this field")
+
+
+class ApiNodes(_Out):
+    """The nodes, the leader marked."""
+
+    nodes: list[ApiNode]
+
+
+class ApiReload(_Out):
+    """jobs.yaml was read and applied."""
+
+    config: ApiConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class _Op:
+    """How one route is documented: its answer (a model, a media type, or None for no body),
+    its query and body models, and the statuses it adds to the ones every route can answer."""
+
+    status: int
+    answer: Any
+    tag: str
+    query: Optional[type] = None
+    body: Optional[type] = None
+    errors: tuple = ()
+
+
+_OPERATIONS = {
+    "api_health": _Op(200, ApiHealth, "service"),
+    "api_status": _Op(200, ApiStatus, "service"),
+    "api_list_jobs": _Op(200, ApiJobPage, "jobs", query=JobsQuery),
+    "api_create_job": _Op(201, ApiJob, "jobs", body=JobDefinition, errors=(409,)),
+    "api_get_job": _Op(200, ApiJob, "jobs"),
+    "api_replace_job": _Op(200, ApiJob, "jobs", body=JobDefinition, errors=(409,)),
+    "api_delete_job": _Op(204, None, "jobs", errors=(409,)),
+    "api_pause_job": _Op(200, ApiJob, "jobs"),
+    "api_resume_job": _Op(200, ApiJob, "jobs"),
+    "api_run_job": _Op(202, ApiRunQueued, "jobs", body=RunParams, errors=(409,)),
+    "api_rerun_run": _Op(202, ApiRunQueued, "runs", errors=(409,)),
+    "api_list_runs": _Op(200, ApiRunPage, "runs", query=RunsQuery),
+    "api_get_run": _Op(200, ApiRunDetail, "runs"),
+    "api_run_stdout": _Op(200, "text/plain", "runs", query=OutputQuery),
+    "api_run_stderr": _Op(200, "text/plain", "runs", query=OutputQuery),
+    "api_cancel_run": _Op(200, ApiRun, "runs", errors=(409,)),
+    "api_nodes": _Op(200, ApiNodes, "service"),
+    "api_reload": _Op(200, ApiReload, "service"),
+    "api_openapi": _Op(200, "application/json", "about"),
+    "api_docs": _Op(200, "text/html", "about"),
+    "api_metrics": _Op(200, "text/plain", "about"),
+}
+_ERROR_TEXTS = {
+    400: "Malformed JSON, or a query parameter that is unknown or out of range",
+    401: "Missing or wrong token: send Authorization: Bearer <token>",
+    404: "No such job, run or route",
+    405: "Method not allowed on this path (the Allow header lists the allowed ones)",
+    409: "Conflict: the id is taken, the job comes from jobs.yaml (edit the file), or the run "
+         "cannot be started or cancelled now",
+    413: f"Body over {MAX_BODY} bytes",
+    415: "Body not sent as Content-Type: application/json",
+    422: "Invalid job definition or jobs.yaml: details name each field",
+    429: "Too many wrong tokens from this client: wait Retry-After seconds (the right token "
+         "always passes)",
+    503: "The database is unavailable",
+}
+_API_TEXT = """JSON in and out. Every failure answers `{"error": {"code", "message", "details"}}`.
+
+**Security.** Creating or changing a command job (or a python job naming any importable
+callable) runs code as the service's user: this API is remote code execution by design. Without
+a token the server only binds loopback; with `--token`/`TS_API_TOKEN` every route but
+`/api/health` needs `Authorization: Bearer <token>`. See docs/api.md."""
+
+
+@functools.lru_cache(maxsize=2)
+def openapi_json(routes: tuple, secured: bool) -> str:
+    """The OpenAPI document of ``routes`` as JSON text."""
+    return json.dumps(openapi_document(routes, secured))
+
+
+def openapi_document(routes: list, secured: bool = False) -> dict:
+    """This API as an OpenAPI 3.1 document; every schema comes from the pydantic models that
+    validate the requests (JobDefinition, JobsQuery, RunsQuery) or shape the answers (Api*)."""
+    schemas: dict = {}
+    models = [(JobDefinition, "validation"), (RunParams, "validation"),
+              *((m, "serialization") for m in _RESPONSE_MODELS)]
+    for model, mode in models:
+        schema = model.model_json_schema(ref_template=_REF, mode=mode)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    paths: dict = {}
+    for method, route, handler in routes:
+        path = route.replace("<", "{").replace(">", "}")
+        paths.setdefault(path, {})[method.lower()] = _operation(route, handler, secured)
+    doc = {"openapi": "3.1.0",
+           "info": {"title": "task-scheduler", "version": __version__, "description": _API_TEXT},
+           "paths": paths, "components": {"schemas": schemas}}
+    if secured:
+        doc["components"]["securitySchemes"] = {"bearerAuth": {
+            "type": "http", "scheme": "bearer", "description": "--token or TS_API_TOKEN"}}
+        doc["security"] = [{"bearerAuth": []}]
+    return doc
+
+
+def _operation(route: str, handler, secured: bool) -> dict:
+    op = _OPERATIONS[handler.__name__]
+    summary, _, rest = (handler.__doc__ or handler.__name__).replace("``", "").partition("\n")
+    out = {"operationId": handler.__name__, "summary": summary.strip(), "tags": [op.tag]}
+    if rest.strip():
+        out["description"] = " ".join(line.strip() for line in rest.splitlines()).strip()
+    params = [{"name": part[1:-1], "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": ID_PATTERN}}
+              for part in route.split("/") if part.startswith("<")]
+    out["parameters"] = params + (_query_parameters(op.query) if op.query else [])
+    if op.body is not None:
+        out["requestBody"] = {"required": op.body is not RunParams, "content": {
+            "application/json": {"schema": {"$ref": _REF.format(model=op.body.__name__)}}}}
+    if route in _OPEN_ROUTES:
+        out["security"] = []
+    out["responses"] = _responses(op, handler, secured and route not in _OPEN_ROUTES)
+    return out
+
+
+def _query_parameters(model: type[BaseModel]) -> list:
+    """A query model's fields as OpenAPI parameters (optional; null is no query value)."""
+    params = []
+    for name, prop in model.model_json_schema()["properties"].items():
+        prop = {k: v for k, v in prop.items() if k != "title"}
+        choices = [s for s in prop.pop("anyOf", []) if s.get("type") != "null"]
+        if len(choices) == 1:
+            prop.update(choices[0])
+        elif choices:
+            prop["anyOf"] = choices
+        if prop.get("default", 0) is None:
+            del prop["default"]
+        param = {"name": name, "in": "query", "required": False}
+        if "description" in prop:
+            param["description"] = prop.pop("description")
+        params.append({**param, "schema": prop})
+    return params
+
+
+def _responses(op: _Op, handler, secured: bool) -> dict:
+    answer = op.answer
+    if answer is None:
+        out = {str(op.status): {"description": "Done; no content"}}
+    elif isinstance(answer, str):
+        schema = {"type": "object"} if answer == "application/json" else {"type": "string"}
+        out = {str(op.status): {"description": "OK", "content": {answer: {"schema": schema}}}}
+    else:
+        out = {str(op.status): _json_answer(answer.__doc__, answer.__name__)}
+    if op.query is OutputQuery:   # ?offset= answers JSON, Accept: text/event-stream a stream
+        out[str(op.status)]["content"].update({
+            "application/json": {"schema": {"$ref": _REF.format(model="ApiOutput")}},
+            "text/event-stream": {"schema": {"type": "string"}}})
+    codes = [400, 404, 405, 413, 415, 422, 503, *op.errors, *([401, 429] if secured else [])]
+    for code in sorted(codes):
+        out[str(code)] = _json_answer(_ERROR_TEXTS[code], "ApiError")
+    out["405"]["headers"] = {"Allow": {"required": True, "schema": {"type": "string"},
+                                       "description": "the methods this path answers"}}
+    if secured:
+        out["401"]["headers"] = {"WWW-Authenticate": {"required": True,
+                                                      "schema": {"type": "string"}}}
+        out["429"]["headers"] = {"Retry-After": {"required": True, "schema": {"type": "string"},
+                                                 "description": "seconds to wait"}}
+    if handler is api_health:
+        out["503"] = _json_answer("The scheduler thread or the database is down", "ApiHealth")
+    return out
+
+
+def _json_answer(text: Optional[str], model: str) -> dict:
+    return {"description": (text or model).strip().splitlines()[0],
+            "content": {"application/json": {"schema": {"$ref": _REF.format(model=model)}}}}
+
+
+_RESPONSE_MODELS = (ApiJob, ApiJobPage, ApiRun, ApiRunDetail, ApiRunPage, ApiRunQueued,
+                    ApiError, ApiHealth, ApiStatus, ApiNodes, ApiReload, ApiOutput)

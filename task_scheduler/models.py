@@ -1,0 +1,364 @@
+"""The data shapes: the jobs.yaml schema (JobDefinition and its triggers, retries, notification
+targets), run statuses, params of a run, and the dict shapes the API answers with."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import (
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictBool,
+    StrictFloat, StrictInt, StrictStr, Tag, model_validator)
+
+from .timeutil import _iso
+
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "interrupted", "missed",
+                "skipped", "cancelled")
+FINAL_STATUSES = frozenset(RUN_STATUSES) - {"queued", "running"}
+ENDED_STATUSES = ("succeeded", "failed", "timeout", "interrupted")   # what "recovered" looks at
+RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup")
+JOB_STATES = ("scheduled", "paused", "disabled", "finished", "manual")
+SCRIPT_SUFFIXES = (".sh", ".bash", ".bat", ".cmd", ".ps1", ".py")
+
+
+
+Number = Union[StrictInt, StrictFloat]
+CronField = Union[StrictStr, StrictInt]
+DateValue = Union[StrictStr, dt.datetime, dt.date]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _TriggerBase(_Model):
+    timezone: Optional[StrictStr] = None
+    jitter: Optional[Annotated[Number, Field(ge=0, le=86400)]] = None   # at most a day
+
+
+class IntervalSpec(_TriggerBase):
+    type: Literal["interval"]
+    weeks: Annotated[Number, Field(ge=0)] = 0
+    days: Annotated[Number, Field(ge=0)] = 0
+    hours: Annotated[Number, Field(ge=0)] = 0
+    minutes: Annotated[Number, Field(ge=0)] = 0
+    seconds: Annotated[Number, Field(ge=0)] = 0
+    start_date: Optional[DateValue] = None
+    end_date: Optional[DateValue] = None
+
+    @model_validator(mode="after")
+    def _positive(self) -> IntervalSpec:
+        total = _interval_seconds(self)
+        if not total > 0:
+            raise ValueError("an interval needs one of weeks, days, hours, minutes, seconds > 0")
+        if not total <= 100 * 366 * 86400:   # also rejects .inf; longer overflows datetimes
+            raise ValueError("an interval must be at most 100 years")
+        if total < 0.1:   # shorter would keep the scheduler catching up forever
+            raise ValueError("an interval must be at least 0.1 seconds")
+        return self
+
+
+class CronSpec(_TriggerBase):
+    type: Literal["cron"]
+    expression: Optional[StrictStr] = None
+    year: Optional[CronField] = None
+    month: Optional[CronField] = None
+    day: Optional[CronField] = None
+    week: Optional[CronField] = None
+    day_of_week: Optional[CronField] = None
+    hour: Optional[CronField] = None
+    minute: Optional[CronField] = None
+    second: Optional[CronField] = None
+    start_date: Optional[DateValue] = None
+    end_date: Optional[DateValue] = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> CronSpec:
+        fields = [f for f in _CRON_FIELDS if getattr(self, f) is not None]
+        if self.expression is not None and fields:
+            raise ValueError(f"give either expression or fields ({', '.join(fields)}), not both")
+        if self.expression is None and not fields:
+            raise ValueError("give expression: '30 2 * * *' or fields such as hour and minute")
+        return self
+
+
+class DateSpec(_TriggerBase):
+    type: Literal["date"]
+    run_date: DateValue
+
+
+class ManualSpec(_Model):
+    """No schedule: the job runs only when started by hand or through the API."""
+
+    type: Literal["manual"]
+
+
+TriggerSpec = Annotated[Union[IntervalSpec, CronSpec, DateSpec, ManualSpec],
+                        Field(discriminator="type")]
+_CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
+
+
+NOTIFY_EVENTS = ("failed", "timeout", "interrupted", "missed", "succeeded", "recovered",
+                 "retrying")
+NOTIFY_DEFAULT_ON = ["failed", "timeout", "interrupted", "missed"]
+_URL = r"^https?://[^\s/?#]+[^\s]*$"
+
+
+class _NotifyBase(_Model):
+    on: Annotated[list[Literal[NOTIFY_EVENTS]], Field(min_length=1)] = NOTIFY_DEFAULT_ON
+
+
+class WebhookTarget(_NotifyBase):
+    """A JSON POST; with ``secret``, signed with HMAC-SHA256 (as GitHub signs webhooks)."""
+
+    webhook: Annotated[StrictStr, Field(pattern=_URL)]
+    headers: dict[StrictStr, StrictStr] = {}
+    secret: Optional[StrictStr] = None
+
+
+class SlackTarget(_NotifyBase):
+    """An incoming-webhook message (Slack, Mattermost and the like)."""
+
+    slack: Annotated[StrictStr, Field(pattern=_URL)]
+
+
+class EmailTarget(_NotifyBase):
+    """Mail through the service's SMTP server (--smtp-url)."""
+
+    email: Annotated[list[Annotated[StrictStr, Field(pattern=r"^[^@\s]+@[^@\s]+$")]],
+                     Field(min_length=1, max_length=50)]
+
+
+def _notify_kind(value: Any) -> Optional[str]:
+    if isinstance(value, dict):
+        return next((k for k in ("webhook", "slack", "email") if k in value), None)
+    return next((k for k in ("webhook", "slack", "email") if hasattr(value, k)), None)
+
+
+def _yaml_on(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted ``on:`` key as the boolean true: it means 'on' here."""
+    if isinstance(value, dict) and True in value and "on" not in value:
+        value = {("on" if key is True else key): item for key, item in value.items()}
+    return value
+
+
+NotifyTarget = Annotated[Union[Annotated[WebhookTarget, Tag("webhook")],
+                               Annotated[SlackTarget, Tag("slack")],
+                               Annotated[EmailTarget, Tag("email")]],
+                         Discriminator(_notify_kind), BeforeValidator(_yaml_on)]
+
+
+def _no_nul(value: str) -> str:
+    """A value the OS takes as a C string (argv, env, paths) ends at a NUL: refuse it."""
+    if "\0" in value:
+        raise ValueError("must not contain a NUL character (\\0)")
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not value or "=" in value or "\0" in value:
+        raise ValueError(f"{value!r} is not an environment variable name (it must be "
+                         f"non-empty, without '=' or a NUL character)")
+    return value
+
+
+CString = Annotated[StrictStr, AfterValidator(_no_nul)]
+EnvMap = dict[Annotated[StrictStr, AfterValidator(_env_name)], CString]
+
+
+def _argv_problem(args: list) -> Optional[str]:
+    """Extra argv of a command job: each becomes a C string."""
+    bad = next((i for i, a in enumerate(args) if "\0" in str(a)), None)
+    return None if bad is None else f"args[{bad}]: must not contain a NUL character (\\0)"
+
+
+class RetrySpec(_Model):
+    max: Annotated[StrictInt, Field(ge=0, le=100)] = 0
+    delay: Annotated[Number, Field(ge=0)] = 0
+    backoff: Annotated[Number, Field(ge=1)] = 1
+
+
+MAX_NESTING = 100   # levels of lists and objects in args/kwargs: pydantic's dump fails near 255
+
+
+def _shallow(value):
+    """args or kwargs nested no deeper than MAX_NESTING (counted without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ValueError(f"nested deeper than {MAX_NESTING} levels of lists and objects")
+        if isinstance(item, (list, dict)):
+            stack.extend((child, depth + 1) for child in
+                         (item.values() if isinstance(item, dict) else item))
+    return value
+
+
+class JobDefinition(_Model):
+    """One entry of jobs.yaml, and the body of ``POST /api/jobs``."""
+
+    id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    func: Optional[CString] = Field(None, description="pkg.mod:func, or a script path")
+    command: Union[CString, list[CString], None] = None
+    shell: StrictBool = False
+    args: Annotated[list[Any], AfterValidator(_shallow)] = []
+    kwargs: Annotated[dict[StrictStr, Any], AfterValidator(_shallow)] = {}
+    description: StrictStr = ""
+    tags: list[StrictStr] = []
+    is_enabled: StrictBool = True
+    trigger: TriggerSpec = Field(default_factory=lambda: ManualSpec(type="manual"),
+                                 description="none: runs only by hand (type manual)")
+    max_instances: Annotated[StrictInt, Field(ge=1, le=1000)] = 1
+    coalesce: StrictBool = True
+    misfire_grace_time: Optional[Annotated[Number, Field(gt=0)]] = 60
+    timeout: Optional[Annotated[Number, Field(gt=0)]] = None
+    retries: Optional[RetrySpec] = None
+    env: EnvMap = {}
+    cwd: Optional[CString] = None
+    replace_existing: StrictBool = True
+    run_on: Annotated[list[Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]],
+                      Field(max_length=8, description="node labels: only a node with all of "
+                                                      "them runs this job")] = []
+    notify: Annotated[list[NotifyTarget], Field(max_length=20)] = []
+
+    @model_validator(mode="after")
+    def _one_target(self) -> JobDefinition:
+        if (self.func is None) == (self.command is None):
+            raise ValueError("give exactly one of func (a python callable or a script) or command")
+        if self.command is not None and not self.command:
+            raise ValueError("command: must not be empty")
+        if self.shell and not isinstance(self.command, str):
+            raise ValueError("shell: true needs command as a string")
+        if self.kind == "command" and _argv_problem(self.args):
+            raise ValueError(_argv_problem(self.args))
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "command" if self.command is not None or _is_script(self.func) else "python"
+
+    def dump(self) -> dict:
+        """The definition as given (defaults left out), JSON- and YAML-ready."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class RunParams(_Model):
+    """The optional body of ``POST /api/jobs/{id}/run``: parameters of this run only. args
+    replace the job's args; kwargs and env are merged over the job's."""
+
+    args: Optional[Annotated[list[Any], AfterValidator(_shallow)]] = Field(
+        None, description="positional arguments (python) or extra argv (commands)")
+    kwargs: Optional[Annotated[dict[StrictStr, Any], AfterValidator(_shallow)]] = Field(
+        None, description="python jobs only")
+    env: Optional[EnvMap] = Field(None, description="command jobs only")
+
+
+def _is_script(func: Optional[str]) -> bool:
+    return bool(func) and ("/" in func or "\\" in func or func.lower().endswith(SCRIPT_SUFFIXES))
+
+
+def _interval_seconds(spec: IntervalSpec) -> float:
+    return (spec.weeks * 604800 + spec.days * 86400 + spec.hours * 3600 + spec.minutes * 60
+            + spec.seconds)
+
+
+class _SharedFieldsSet(set):
+    """A model's set of given fields, one object for all models given the same fields (the
+    book's definitions: two 216-byte sets a job, ~4 MiB per 10,000 jobs). Definitions are
+    never changed in place, so it refuses changes; model_copy gets a plain set."""
+
+    __slots__ = ()
+
+    def __copy__(self) -> set:
+        return set(self)
+
+    def __deepcopy__(self, memo) -> set:
+        return set(self)
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a set of fields shared by many definitions cannot change")
+
+    add = update = discard = remove = pop = clear = _refuse
+    __ior__ = __iand__ = __isub__ = __ixor__ = _refuse
+
+
+@functools.lru_cache(maxsize=256)   # distinct sets of given fields: a handful in practice
+def _shared_fields(fields: frozenset) -> _SharedFieldsSet:
+    return _SharedFieldsSet(fields)
+
+
+def share_fields(defn: JobDefinition) -> JobDefinition:
+    """``defn`` (and the models in it) with their sets of given fields shared."""
+    for model in (defn, defn.trigger, defn.retries, *defn.notify):
+        if model is not None:
+            object.__setattr__(model, "__pydantic_fields_set__",
+                               _shared_fields(frozenset(model.__pydantic_fields_set__)))
+    return defn
+
+
+def definition_hash(defn: JobDefinition) -> str:
+    return hashlib.sha256(json.dumps(defn.dump(), sort_keys=True).encode()).hexdigest()
+
+
+def run_to_dict(row: Any, output: bool = False) -> dict:
+    """A run row (or live run dict) in the API's Run shape."""
+    get = row.get if isinstance(row, dict) else row._mapping.get
+    started, finished = get("started_at"), get("finished_at")
+    out = {
+        "id": get("id"), "job_id": get("job_id"), "status": get("status"),
+        "trigger": get("trigger"), "attempt": get("attempt") or 1,
+        "scheduled_at": _iso(get("scheduled_at")), "started_at": _iso(started),
+        "finished_at": _iso(finished),
+        "duration_s": round((finished - started).total_seconds(), 3)
+        if started and finished else None,
+        "exit_code": get("exit_code"), "error": get("error"), "truncated": bool(get("truncated")),
+        "node": get("node"), "run_on": [x for x in (get("run_on") or "").split(",") if x],
+        "rerun_of": get("rerun_of"),
+    }
+    if get("status") == "queued":
+        out["due_at"] = _iso(get("due_at"))
+    if output:
+        out["stdout"], out["stderr"] = get("stdout") or "", get("stderr") or ""
+        out["params"] = json.loads(get("params") or "null")
+    return out
+
+
+class Page(list):
+    """A list of results with the ``total`` count of all matches (before limit/offset);
+    ``capped``: there are more than ``total`` (counting stopped, see ``TOTAL_CAP``)."""
+
+    total: int = 0
+    capped: bool = False
+
+
+def target_text(target: dict) -> str:
+    """A notify target for people and logs: where it goes, without its secrets."""
+    if "email" in target:
+        return "mail to " + ", ".join(target["email"])
+    url = urllib.parse.urlsplit(target.get("webhook") or target.get("slack") or "")
+    kind = "webhook" if "webhook" in target else "slack"
+    port = f":{url.port}" if url.port else ""
+    return f"{kind} {url.scheme}://{url.hostname}{port}{'/…' if url.path not in ('', '/') else ''}"
+
+
+def redact_target(target: dict) -> dict:
+    """A notify target as the API and the GUI show it: the secrets replaced."""
+    shown = dict(target)
+    for key in ("webhook", "slack"):
+        if key in shown:
+            shown[key] = target_text({key: shown[key]}).split(" ", 1)[1]
+    if shown.get("secret"):
+        shown["secret"] = SECRET_SHOWN
+    if shown.get("headers"):
+        shown["headers"] = dict.fromkeys(shown["headers"], SECRET_SHOWN)
+    return shown
+
+
+SECRET_SHOWN = "(hidden)"

@@ -1,0 +1,1 @@
+"""The store: all SQL lives in this package (schema, runs, schedules)."""

@@ -1,0 +1,275 @@
+"""The schema: every table, the engine (SQLite pragmas, private files), migrations between
+schema versions, and run ids on the database's clock."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any, Optional
+
+import sqlalchemy as sa
+import sqlalchemy.dialects.postgresql
+import sqlalchemy.dialects.sqlite
+
+from ..config import __version__
+from ..errors import SchedulerError
+
+
+SCHEMA_VERSION = 2
+
+
+
+_metadata = sa.MetaData()
+ts_meta = sa.Table(
+    "ts_meta", _metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+ts_jobs = sa.Table(
+    "ts_jobs", _metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(8), nullable=False),
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("definition_hash", sa.String(64), nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+ts_runs = sa.Table(
+    "ts_runs", _metadata,
+    sa.Column("id", sa.String(32), primary_key=True),   # time-ordered: newest sorts last
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, default=1),
+    sa.Column("scheduled_at", sa.DateTime, nullable=False),
+    sa.Column("started_at", sa.DateTime),
+    sa.Column("finished_at", sa.DateTime),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("stdout", sa.Text),
+    sa.Column("stderr", sa.Text),
+    sa.Column("truncated", sa.Boolean, nullable=False, default=False),
+    sa.Column("node", sa.String(255)),
+    sa.Column("due_at", sa.DateTime),                   # a queued run starts from then on
+    sa.Column("heartbeat_at", sa.DateTime),             # its node still runs it
+    sa.Column("epoch", sa.Integer),                     # the lease epoch that recorded the fire
+    sa.Column("run_on", sa.String(255), nullable=False, default=""),   # labels a node needs
+    sa.Column("params", sa.Text),                       # this run's own args/kwargs/env (JSON)
+    sa.Column("rerun_of", sa.String(32)),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("pid", sa.Integer),   # a command's process group: found again after a crash
+    sa.UniqueConstraint("job_id", "scheduled_at", "trigger", "attempt", name="uq_ts_runs_fire"),
+    sa.Index("ix_ts_runs_job_id", "job_id", "id"),
+    # "runs since T" by status (the 24 h counts, retention by age) from the index alone
+    sa.Index("ix_ts_runs_since", "scheduled_at", "status"),
+    sa.Index("ix_ts_runs_status", "status"),
+)
+# The queue: only queued rows are in it, however long the history grows.
+ix_ts_runs_queue = sa.Index("ix_ts_runs_queue", ts_runs.c.due_at, ts_runs.c.id,
+                            postgresql_where=ts_runs.c.status == "queued",
+                            sqlite_where=ts_runs.c.status == "queued")
+ts_nodes = sa.Table(
+    "ts_nodes", _metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("labels", sa.Text, nullable=False, default=""),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False, default="follower"),
+    sa.Column("config_hash", sa.String(64)),
+    sa.Column("running", sa.Integer, nullable=False, default=0),
+    sa.Column("schema_version", sa.Integer),   # the schema its code knows (NULL: older code)
+)
+ts_lease = sa.Table(
+    "ts_lease", _metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("holder", sa.String(255)),
+    sa.Column("epoch", sa.Integer, nullable=False, default=0),
+    sa.Column("expires_at", sa.DateTime),
+    sa.Column("acquired_at", sa.DateTime),
+)
+ts_notifications = sa.Table(
+    "ts_notifications", _metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("run_id", sa.String(32), nullable=False),
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("target", sa.Text, nullable=False),     # as defined: secrets stay in the database
+    sa.Column("payload", sa.Text, nullable=False),    # what is sent, fixed when the run ended
+    sa.Column("status", sa.String(8), nullable=False),   # pending, sent, failed
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_at", sa.DateTime, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("log", sa.Text, nullable=False, default="[]"),   # each attempt: at, ok, detail
+    sa.Index("ix_ts_notifications_run", "run_id"),
+    sa.Index("ix_ts_notifications_due", "status", "next_at"),
+)
+ts_sessions = sa.Table(
+    "ts_sessions", _metadata,
+    sa.Column("id", sa.String(64), primary_key=True),   # sha256 of the secret in the cookie
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Column("revoked_at", sa.DateTime),
+)
+APS_TABLE = "ts_apscheduler_jobs"
+TOTAL_CAP = 1_000     # runs counted past the offset: exact for a job's history (keep_runs 1000)
+PRUNE_CHUNK = 200     # runs in retention's first chunk; later ones are sized by time:
+PRUNE_CHUNK_S = 0.003  # seconds a chunk holds the write lock: what a fire may wait for it
+RUN_SPAN_COLUMNS = ("id", "job_id", "trigger", "status", "scheduled_at", "started_at",
+                    "finished_at")   # what the dashboard's timeline draws of a run
+_SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr", "params")]
+# Runs that count against max_instances: running, or claimed by a node and waiting for one of
+# its workers (they read ``queued`` until their code runs, but they will run). Counted per job
+# at every claim: an index of just these rows keeps that from reading the whole queue.
+_TAKEN = sa.or_(ts_runs.c.status == "running",
+                sa.and_(ts_runs.c.status == "queued", ts_runs.c.node.is_not(None)))
+ix_ts_runs_taken = sa.Index("ix_ts_runs_taken", ts_runs.c.job_id, postgresql_where=_TAKEN,
+                            sqlite_where=_TAKEN)
+LEASE = "leader"
+
+
+def new_run_id(offset: float = 0.0) -> str:
+    """Sortable by creation time (microseconds, hex) with random bits against collisions (not
+    secret: ``random``, as ``secrets`` would read the OS for each fire). ``offset``: seconds
+    from this machine's clock to the database's (``Cluster.offset``): ids made on nodes whose
+    clocks differ still sort in the database's order."""
+    micros = time.time_ns() // 1000 + int(offset * 1_000_000)
+    return f"{micros:014x}{random.getrandbits(24):06x}"
+
+
+def create_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
+    """An engine tuned for us: SQLite in WAL mode with a private file; PostgreSQL with pre-ping,
+    UTC sessions, and time limits so that a stalled peer never holds a lock for long."""
+    if url.startswith("sqlite"):
+        _make_private_sqlite(url)
+        engine = sa.create_engine(url, connect_args={"timeout": busy_timeout})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    connect_args = {}
+    if "postgresql" in url:
+        parsed = sa.make_url(url)
+        given = parsed.query.get("options", "")   # e.g. -csearch_path=... : kept, ours added
+        url = parsed.difference_update_query(["options"])
+        # A leader stopped inside a transaction (SIGSTOP) would hold its lease row's lock, and
+        # a takeover waits for it: the server ends such a transaction after 4 s, before the
+        # lease (5 s) runs out, so failover is not stretched. Dead peers: keepalives.
+        connect_args = {"application_name": "task-scheduler", "connect_timeout": 10,
+                        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                        "keepalives_count": 3,
+                        # a statement whose packets go unanswered (a silent partition) fails
+                        # after 20 s instead of TCP's ~15 min: the node's loops go on
+                        "tcp_user_timeout": 20000,
+                        "options": f"{given} -c timezone=UTC "
+                                   f"-c idle_in_transaction_session_timeout=4000 "
+                                   f"-c lock_timeout=10000".strip()}
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                            connect_args=connect_args)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_path(url: str) -> Optional[str]:
+    if not url.startswith("sqlite"):
+        return None
+    path = sa.make_url(url).database
+    return None if not path or path == ":memory:" or path.startswith("file:") else path
+
+
+def _make_private_sqlite(url: str) -> None:
+    """The job store holds pickles: the file is created 0600 (SQLite gives -wal/-shm the same)."""
+    path = _sqlite_path(url)
+    if path is None:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    os.chmod(path, 0o600)
+
+
+def migrate(engine: sa.Engine) -> int:
+    """Create or upgrade our tables; refuse a schema newer than this code. Returns the version.
+    Nodes starting together on PostgreSQL take turns (an advisory lock)."""
+    with engine.begin() as conn:
+        _take_turns(conn)
+        _metadata.create_all(conn)
+        row = conn.execute(sa.select(ts_meta.c.value).where(ts_meta.c.key == "schema_version"))
+        version = int(row.scalar() or 0)
+        if version > SCHEMA_VERSION:
+            raise SchedulerError(f"the database has schema version {version}, newer than this "
+                                 f"task-scheduler {__version__} knows ({SCHEMA_VERSION}): a "
+                                 f"newer release has upgraded it. Upgrade task-scheduler on "
+                                 f"this node to that release (docs/cluster.md, rolling "
+                                 f"upgrades); this node does not start meanwhile")
+        for step in range(version + 1, SCHEMA_VERSION + 1) if version else ():
+            _MIGRATIONS[step](conn)
+        if version == 0:
+            conn.execute(ts_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+        elif version < SCHEMA_VERSION:
+            conn.execute(ts_meta.update().where(ts_meta.c.key == "schema_version")
+                         .values(value=str(SCHEMA_VERSION)))
+        for index in ts_runs.indexes:   # those added since a database was created, too
+            index.create(conn, checkfirst=True)
+        if "ix_ts_runs_scheduled_at" in {i["name"] for i in sa.inspect(conn).get_indexes(
+                "ts_runs")}:   # became ix_ts_runs_since
+            conn.execute(sa.text("DROP INDEX ix_ts_runs_scheduled_at"))
+        _add_missing_column(conn, APS_TABLE, sa.Column("ts_hash", sa.String(80)))
+        # Additive, nullable, no version step: nodes of the previous release leave them alone.
+        _add_missing_column(conn, "ts_runs", sa.Column("pid", sa.Integer))
+        _add_missing_column(conn, "ts_nodes", sa.Column("schema_version", sa.Integer))
+        if conn.execute(sa.select(ts_lease.c.name).where(ts_lease.c.name == LEASE)).first() \
+                is None:
+            conn.execute(ts_lease.insert().values(name=LEASE, epoch=0))
+    return SCHEMA_VERSION
+
+
+def _take_turns(conn) -> None:
+    """Nodes creating tables on one PostgreSQL wait for each other (till this commits)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(0x7453_6368_6564)))
+
+
+def _migrate_to_2(conn) -> None:
+    """Runs become a queue that several nodes share (due_at, heartbeat, epoch, placement, a
+    cancel request), runs may carry their own parameters, and attempts count from 1."""
+    for name in ("due_at", "heartbeat_at", "epoch", "run_on", "params", "rerun_of",
+                 "cancel_requested"):
+        _add_missing_column(conn, "ts_runs", ts_runs.c[name].copy())
+    conn.execute(ts_runs.update().where(ts_runs.c.due_at.is_(None))
+                 .values(due_at=ts_runs.c.scheduled_at))
+    # Two steps keep (job, time, trigger, attempt) unique all along: PostgreSQL checks each row.
+    conn.execute(ts_runs.update().values(attempt=-(ts_runs.c.attempt + 1)))
+    conn.execute(ts_runs.update().values(attempt=-ts_runs.c.attempt))
+
+
+def _add_missing_column(conn, table: str, column: sa.Column) -> None:
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(table) or column.name in {
+            c["name"] for c in inspector.get_columns(table)}:
+        return
+    ddl = f"ALTER TABLE {table} ADD COLUMN {column.name} {column.type.compile(conn.dialect)}"
+    if not column.nullable:
+        default = column.default.arg if column.default is not None else ""
+        ddl += f" NOT NULL DEFAULT {_sql_literal(conn, default)}"
+    conn.execute(sa.text(ddl))
+
+
+def _sql_literal(conn, value: Any) -> str:
+    if isinstance(value, bool):
+        return ("true" if value else "false") if conn.dialect.name == "postgresql" \
+            else str(int(value))
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+_MIGRATIONS = {2: _migrate_to_2}
+LIVENESS_LOCK_WAIT = 1.0   # seconds a lease/heartbeat/rescue statement waits for a row lock
