@@ -14,6 +14,8 @@ import urllib.request
 
 import pytest
 
+import task_scheduler.bus as ts_bus
+import task_scheduler.store.schema as ts_schema
 from conftest import child_env, free_port, start_process, wait_for, write_jobs
 
 pytestmark = pytest.mark.postgres
@@ -173,7 +175,6 @@ def test_a_change_on_a_follower_reaches_the_leader_at_once(tmp_path, cluster):
 def test_jobs_yaml_drift_is_reported_and_the_leaders_file_applies(tmp_path, postgres_url,
                                                                    caplog):
     import task_scheduler as ts
-    import task_scheduler.store.schema as ts_schema
     paths = {}
     for node, job in (("a", "from_a"), ("b", "from_b")):
         (tmp_path / node).mkdir()
@@ -202,7 +203,6 @@ def test_jobs_yaml_drift_is_reported_and_the_leaders_file_applies(tmp_path, post
 
 @pytest.fixture
 def db(postgres_url):
-    import task_scheduler as ts
     engine = ts_schema.create_engine(postgres_url)
     yield engine
     engine.dispose()
@@ -306,7 +306,6 @@ def test_a_rolling_upgrade_runs_both_releases_on_one_database(tmp_path, postgres
     says what to do."""
     import sqlalchemy as sa
 
-    import task_scheduler as ts
     write_jobs(tmp_path / "jobs.yaml",
                "- {id: tick, command: 'true', trigger: {type: interval, seconds: 1}}\n"
                "- {id: there, command: 'echo ran', run_on: [new], trigger: {type: manual}}\n")
@@ -357,7 +356,6 @@ def test_a_stopping_bus_wakes_its_listener_instead_of_waiting_for_its_poll(tmp_p
     """Bus.stop notifies the listener's own channel: a stop does not wait out the listener's
     poll (it was ~0.9 s of every PostgreSQL service's stop)."""
     import task_scheduler as ts
-    import task_scheduler.bus as ts_bus
     monkeypatch.setattr(ts_bus.Bus, "POLL", 60.0)
     jobs = write_jobs(tmp_path / "jobs.yaml", "[]\n")
     service = ts.SchedulerService(ts.Config(config_path=str(jobs), database_url=postgres_url,
