@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 
 import task_scheduler as ts  # noqa: E402
-import task_scheduler.store.schema as ts_schema
+import task_scheduler.store.schema as ts_schema  # noqa: E402
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 UTC = dt.UTC

@@ -275,9 +275,10 @@ def _utc() -> dt.datetime:
 
 def _lateness(service, since: dt.datetime, until: dt.datetime) -> list[float]:
     with service.store.engine.connect() as conn:
-        rows = conn.execute(sa.select(ts_schema.ts_runs.c.scheduled_at, ts_schema.ts_runs.c.started_at).where(
+        runs = ts_schema.ts_runs.c
+        rows = conn.execute(sa.select(runs.scheduled_at, runs.started_at).where(
             ts_schema.ts_runs.c.job_id.like("tick-%"), ts_schema.ts_runs.c.trigger == "schedule",
-            ts_schema.ts_runs.c.scheduled_at >= since, ts_schema.ts_runs.c.scheduled_at <= until)).all()
+            runs.scheduled_at >= since, runs.scheduled_at <= until)).all()
     # a fire that never started (missed, skipped) counts as late as the window is long
     return [((r.started_at or until) - r.scheduled_at).total_seconds() for r in rows]
 

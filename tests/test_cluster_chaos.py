@@ -246,7 +246,8 @@ def test_chaos_three_nodes_kills_and_a_frozen_leader(nodes, db):
         for i in range(JOBS)))
     seed = random.randrange(1 << 30)
     rand = random.Random(seed)
-    ts_schema.migrate(db)   # the lease row exists before the nodes race for it: the watch sees epoch 1
+    # the lease row exists before the nodes race for it: the watch sees epoch 1
+    ts_schema.migrate(db)
     watch = LeaseWatch(db)
     watch.start()
     story = [f"random seed {seed}"]

@@ -349,7 +349,8 @@ def test_trigger_agrees_with_a_brute_force_reference():
     checked, mismatches = 0, []
     for expression, zone, start in CASES[::8]:
         horizon = start + dt.timedelta(days=365 * horizon_years)
-        ours = drive(ts_triggers.crontab_trigger(expression, ZoneInfo(zone)), start, 20, until=horizon)
+        ours = drive(ts_triggers.crontab_trigger(expression, ZoneInfo(zone)), start, 20,
+                     until=horizon)
         expected = reference_fires(expression, zone, start, 20, horizon)
         checked += 1
         if stamps(ours) != stamps(expected):
@@ -494,7 +495,8 @@ def test_jitter_fires_each_time_once_across_changes(zone, line, jitter):
     tz = ZoneInfo(zone)
     for change, _, _ in transitions(zone)[:4]:
         start, end = change - dt.timedelta(hours=8), change + dt.timedelta(hours=8)
-        bases = [b.astimezone(UTC) for b in _chain(ts_triggers.crontab_trigger(line, tz), start, end)]
+        chain = _chain(ts_triggers.crontab_trigger(line, tz), start, end)
+        bases = [b.astimezone(UTC) for b in chain]
         fires = simulate_scheduler(ts_triggers.crontab_trigger(line, tz, jitter=jitter), start, end)
         fires = [f for f in map(_utc, fires) if f < bases[-1] + jitter * SECOND]
         assert len(fires) == len(bases), (change, line)
@@ -675,7 +677,8 @@ def test_fallback_with_seconds_gets_the_same_dst_rules(zone):
     expected = sorted({*line, *(f + 30 * SECOND for f in line if f.astimezone(UTC) not in changes)},
                       key=lambda f: f.timestamp())
     assert stamps(_chain(fixed, start, end)) == stamps(expected)
-    late = ts_triggers.build_trigger(spec_of({"type": "cron", "hour": 2, "minute": 30, "second": 15}), tz)
+    late = ts_triggers.build_trigger(
+        spec_of({"type": "cron", "hour": 2, "minute": 30, "second": 15}), tz)
     line = [f.astimezone(UTC) for f in all_fires("30 2 * * *", zone)]
     expected = [f if f in changes else f + 15 * SECOND for f in line]
     assert stamps(_chain(late, start, end)) == stamps(expected)
@@ -944,7 +947,8 @@ def test_the_service_gives_a_stored_old_trigger_todays_code_and_keeps_its_phase(
     ts.SchedulerService(config).start().stop()
     engine = ts_schema.create_engine(config.database_url)
     with engine.begin() as conn:   # the row as the older code left it
-        row = conn.execute(sa.text(f"SELECT job_state, next_run_time FROM {ts_schema.APS_TABLE}")).one()
+        row = conn.execute(sa.text(
+            f"SELECT job_state, next_run_time FROM {ts_schema.APS_TABLE}")).one()
         state = pickle.loads(row.job_state)
         state["trigger"] = stored
         conn.execute(sa.text(f"UPDATE {ts_schema.APS_TABLE} SET job_state = :s, ts_hash = NULL"),

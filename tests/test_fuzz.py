@@ -42,7 +42,8 @@ SEMANTIC_422 = {"include-operation-id": ["api_create_job", "api_replace_job"],
 @pytest.fixture
 def fuzz_server(make_service, monkeypatch):
     """The served app, counting requests by route and status: every route must be fuzzed."""
-    monkeypatch.setattr(ts_runner, "run_command", lambda *a, **kw: ts_executor._Outcome("succeeded", 0))
+    monkeypatch.setattr(ts_runner, "run_command",
+                        lambda *a, **kw: ts_executor._Outcome("succeeded", 0))
     monkeypatch.setattr(ts_runner, "run_python", lambda *a, **kw: ts_executor._Outcome("succeeded"))
     # The fuzzer sends a wrong token to every operation, and expects 401 each time, not the
     # 429 a real guesser gets past the limit (tests/test_secrets.py checks that).

@@ -430,7 +430,8 @@ def test_api_docs_without_the_gui_package_point_to_the_json(service, monkeypatch
     answer = ts_app.api_docs(service)
     assert answer.status_code == 200 and 'href="/api/openapi.json"' in answer.body
     assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
-    assert json.loads(ts_openapi.openapi_json(tuple(ts_app.API_ROUTES), False))["paths"]["/api/docs"]
+    document = ts_openapi.openapi_json(tuple(ts_app.API_ROUTES), False)
+    assert json.loads(document)["paths"]["/api/docs"]
 
 
 # -- README.ja.md ---------------------------------------------------------------------------------

@@ -145,7 +145,8 @@ def test_run_with_parameters_and_rerun(tmp_path, make_service):
 
 
 def wait_run(service, run_id):
-    return wait_for(lambda: (r := service.run(run_id))["status"] in ts_models.FINAL_STATUSES and r, 15)
+    return wait_for(
+        lambda: (r := service.run(run_id))["status"] in ts_models.FINAL_STATUSES and r, 15)
 
 
 def test_manual_only_jobs_never_fire_but_run_by_hand(tmp_path, make_service, jobs_file):

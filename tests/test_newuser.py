@@ -131,7 +131,8 @@ def test_token_file_and_a_warning_for_a_token_in_ps(tmp_path, capsys):
     args = ts_cli._parser().parse_args(["run", "--token-file", str(tmp_path / "token")])
     assert ts.Config.from_args(args, {}).token == "from-a-file"
     with pytest.raises(ts.SchedulerError, match="cannot read the token file"):
-        ts.Config.from_args(ts_cli._parser().parse_args(["run", "--token-file", "/nonexistent"]), {})
+        args = ts_cli._parser().parse_args(["run", "--token-file", "/nonexistent"])
+        ts.Config.from_args(args, {})
 
 
 def test_status_lists_and_attempt_numbers(make_service):

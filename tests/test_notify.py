@@ -94,8 +94,8 @@ def notify_service(make_service, **overrides):
 
 def run_to_end(service, job_id):
     run = service.run_now(job_id)
-    return wait_for(lambda: (r := service.run(run["id"]))["status"] in ts_models.FINAL_STATUSES and r,
-                    20, message=f"a run of {job_id}")
+    return wait_for(lambda: (r := service.run(run["id"]))["status"] in ts_models.FINAL_STATUSES
+                    and r, 20, message=f"a run of {job_id}")
 
 
 def sent_notes(service, run_id, count=1):

@@ -299,7 +299,8 @@ def test_stop_ends_commands_past_the_grace_and_records_them(tmp_path, make_confi
     assert time.monotonic() - started < 10
     engine = ts_schema.create_engine(config.database_url)
     with engine.connect() as conn:
-        row = conn.execute(sa.select(ts_schema.ts_runs).where(ts_schema.ts_runs.c.id == run["id"])).first()
+        runs = ts_schema.ts_runs
+        row = conn.execute(sa.select(runs).where(runs.c.id == run["id"])).first()
     engine.dispose()
     assert row.status == "interrupted" and row.finished_at is not None
     pid = int(pidfile.read_text())

@@ -63,7 +63,8 @@ def test_nul_in_a_python_error_is_recorded(tmp_path, make_service):
     add(service, id="boom", func="nuljob:boom")
     run = service.run_now("boom")
     row = wait_for(lambda: (r := stored(service, run["id"])) is not None and
-                   r.status in ts_models.FINAL_STATUSES and r, 30, message="the python run's end row")
+                   r.status in ts_models.FINAL_STATUSES and r, 30,
+                   message="the python run's end row")
     assert row.status == "failed" and "ValueError: a\ufffdb" in row.error
 
 

@@ -145,8 +145,8 @@ def test_secret_mask_across_pieces():
         out.write(piece)
     assert out.text() == "1***2 ***3 ***4 no "   # "a" may begin a secret: held back
     assert out.settle() == "1***2 ***3 ***4 no a"
-    assert ts_output.service_secrets(ts.Config(database_url="postgresql://u:p%40ss-word@h/db"))[1:] == \
-        ["p%40ss-word", "p@ss-word"]
+    config = ts.Config(database_url="postgresql://u:p%40ss-word@h/db")
+    assert ts_output.service_secrets(config)[1:] == ["p%40ss-word", "p@ss-word"]
 
 
 class Recorder:

@@ -92,7 +92,8 @@ def test_restart_on_the_applied_file_parses_writes_and_unpickles_nothing(jobs_fi
             return (conn.execute(sa.text(f"SELECT * FROM {ts_schema.APS_TABLE} ORDER BY id")).all(),
                     conn.execute(sa.select(ts_schema.ts_jobs).order_by(ts_schema.ts_jobs.c.id)).all())
     before, calls = stored(), []
-    for cls, name in ((ts_jobsfile.JobsParser, "parse"), (ts_schedules.ScheduleStore, "lookup_job")):
+    for cls, name in ((ts_jobsfile.JobsParser, "parse"),
+                      (ts_schedules.ScheduleStore, "lookup_job")):
         original = getattr(cls, name)
         monkeypatch.setattr(cls, name, lambda self, *a, _o=original, _n=name:
                             calls.append(_n) or _o(self, *a))
