@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import task_scheduler as ts  # noqa: E402
-import task_scheduler.http.server as ts_server
+import task_scheduler.http.server as ts_server  # noqa: E402
 
 BASELINE_REV = "1be30ab"   # the last commit serving with the threaded wsgiref server
 HEALTH = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
