@@ -215,6 +215,7 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
+@pytest.mark.both_databases
 def test_cancel_a_queued_run(make_service):
     client = Client(ts.create_app(make_service(max_workers=1)))
     create(client, job_id="busy", command=["sleep", "30"])
@@ -249,6 +250,7 @@ def test_reload_without_a_file_is_400(make_service):
 
 # jobs and runs: filters and pagination
 
+@pytest.mark.both_databases
 def test_list_jobs_filters_and_pages(yaml_client, tmp_path):
     create(yaml_client, job_id="alpha", description="Nightly BACKUP", tags=["ops"])
     create(yaml_client, job_id="beta", func="json:dumps", args=[{}], command=None,   # dumps(obj)
@@ -278,6 +280,7 @@ def test_list_jobs_filters_and_pages(yaml_client, tmp_path):
     assert yaml_client.get("/api/jobs?q=%C3%A9t%C3%A9").json["total"] == 0   # UTF-8 query
 
 
+@pytest.mark.both_databases
 def test_list_runs_filters_and_pages(client, service):
     create(client, job_id="ok", command="true")
     create(client, job_id="bad", command="false")
@@ -614,6 +617,7 @@ def parse_metrics(text: str) -> dict:
     return samples
 
 
+@pytest.mark.both_databases
 def test_metrics_in_the_prometheus_text_format(jobs_file, client, service):
     write_jobs(jobs_file, YAML_JOBS)
     client.post("/api/reload")
@@ -776,6 +780,7 @@ def test_real_server_answers_idle_and_broken_clients_without_harm(live_server):
 
 # survival: API jobs and pause state across a reload and a restart
 
+@pytest.mark.both_databases
 def test_api_jobs_and_pauses_survive_reload_and_restart(jobs_file, make_config):
     write_jobs(jobs_file, YAML_JOBS)
     service = ts.SchedulerService(make_config()).start()
@@ -809,6 +814,7 @@ def test_api_jobs_and_pauses_survive_reload_and_restart(jobs_file, make_config):
     assert after["mine"]["next_run_time"] == before["mine"]["next_run_time"]   # phase kept
 
 
+@pytest.mark.both_databases
 def test_list_runs_pages_by_cursor_and_caps_the_count(client, service, monkeypatch):
     now = ts._utcnow()
     rows = [{"id": f"00{i}", "job_id": "k", "trigger": "manual", "status": "succeeded",

@@ -15,6 +15,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 import task_scheduler as ts
 from conftest import Client, final_runs, free_port, start_process, wait_for, write_jobs
 
+# A fire's row is its unique key (job, time, trigger, attempt): what each dialect does with it
+# is the subject, so every test here runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 def _fire_rows(engine, job_id):
     with engine.connect() as conn:
