@@ -77,6 +77,7 @@ def leader_of(nodes) -> str:
                                  if n.proc.poll() is None), 20, 0.1, "a leader")
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_is_interrupted_naming_it_and_retried(tmp_path, cluster):
     write_jobs(tmp_path / "jobs.yaml", """
         - id: long
@@ -106,6 +107,7 @@ def test_worker_killed_mid_run_is_interrupted_naming_it_and_retried(tmp_path, cl
     assert done["node"] == "worker-2" and done["stdout"] == "second try\n"
 
 
+@pytest.mark.slow
 def test_run_on_places_runs_only_on_matching_nodes(tmp_path, cluster):
     write_jobs(tmp_path / "jobs.yaml", """
         - {id: on_db, command: 'true', run_on: [db], trigger: {type: interval, hours: 24}}
@@ -132,6 +134,7 @@ def test_run_on_places_runs_only_on_matching_nodes(tmp_path, cluster):
     assert sorted(n["role"] for n in nodes.values()) == ["follower", "leader"]
 
 
+@pytest.mark.slow
 def test_a_restarted_node_leaves_the_other_nodes_runs_alone(tmp_path, cluster):
     write_jobs(tmp_path / "jobs.yaml", """
         - {id: long_a, command: 'sleep 60', run_on: [a], trigger: {type: interval, hours: 24}}
@@ -152,6 +155,7 @@ def test_a_restarted_node_leaves_the_other_nodes_runs_alone(tmp_path, cluster):
     a.call(f"/api/runs/{run_a}/cancel", "POST")   # or stopping node-a waits out its grace
 
 
+@pytest.mark.slow
 def test_a_change_on_a_follower_reaches_the_leader_at_once(tmp_path, cluster):
     write_jobs(tmp_path / "jobs.yaml", "[]\n")
     first = cluster("first")

@@ -231,6 +231,7 @@ def new_leader(watch: LeaseWatch, after: int, timeout: float):
     return wait_for(taken, timeout, 0.05, f"a lease epoch after {after}")
 
 
+@pytest.mark.slow
 def test_chaos_three_nodes_kills_and_a_frozen_leader(nodes, db):
     """Three nodes, 30 jobs a second; the leader killed (SIGKILL) three times in about a
     minute, a replacement started each time, then the leader frozen (SIGSTOP) inside its commit
@@ -431,6 +432,7 @@ def assert_on_time(run, due: dt.datetime, epoch: int) -> None:
     assert due <= run.started_at < due + dt.timedelta(seconds=3), run
 
 
+@pytest.mark.slow
 @needs_faketime
 def test_node_ten_minutes_ahead_neither_takes_the_lease_nor_fires_early(nodes, db):
     """A node whose clock runs ten minutes ahead sees every lease as long expired by its own
@@ -477,6 +479,7 @@ def test_node_ten_minutes_ahead_neither_takes_the_lease_nor_fires_early(nodes, d
         raise
 
 
+@pytest.mark.slow
 @needs_faketime
 def test_node_ten_minutes_ahead_leading_from_its_start_fires_on_the_database_clock(nodes, db):
     """The same node, alone, leads from the moment it starts: the schedule it builds then must
