@@ -189,6 +189,9 @@ def test_cancel_kills_the_whole_process_group(client, tmp_path):
     run = client.post("/api/jobs/api_job/run").json["run"]
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), message="child pid")
     child = int(pidfile.read_text())
+    # The row says running a moment after the process starts (it said queued once under load).
+    wait_for(lambda: client.get(f"/api/runs/{run['id']}").json["status"] == "running", 10,
+             message="the run's row to say running")
     response = client.post(f"/api/runs/{run['id']}/cancel")
     assert response.status == 200, response
     # At once: cancelled if the group went within a moment of TERM, else still being ended.
