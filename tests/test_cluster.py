@@ -29,7 +29,9 @@ class Node:
                 "--node-id", node_id]
         self.proc: subprocess.Popen = start_process(args + (["--labels", labels] if labels
                                                             else []), folder)
-        wait_for(lambda: self.get("/api/health"), 30, 0.1, f"node {node_id} to answer")
+        # 60 s: a node's migration waits for any other node's on the same database (a
+        # database-wide advisory lock), other tests' nodes included
+        wait_for(lambda: self.get("/api/health"), 60, 0.1, f"node {node_id} to answer")
 
     def call(self, path: str, method: str = "GET", body: dict | None = None):
         data = json.dumps(body).encode() if body is not None else None
