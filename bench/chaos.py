@@ -118,7 +118,12 @@ class Proxy:
         except OSError:
             pass
         finally:
+            # shutdown, not just close: the other pump is blocked in recv() on one of these, and
+            # a close() alone leaves that connection open (PostgreSQL then keeps the session,
+            # idle in transaction, holding its locks: the DROP SCHEMA at the end waited forever)
             for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     sock.close()
 

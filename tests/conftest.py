@@ -42,12 +42,33 @@ def write_jobs(path: Path, text: str) -> Path:
     return path
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+BOTH_DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def pytest_generate_tests(metafunc):
+    """A test using ``database_url`` runs on a real SQLite file; one marked ``both_databases``
+    (the dialect is its subject: claims, the lease, unique keys, migrations, several nodes, the
+    bus, fire-once, run records) runs on the real PostgreSQL too."""
+    if "database_url" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("both_databases")
+        if both:
+            metafunc.parametrize("database_url", BOTH_DATABASES, indirect=True)
+
+
+@pytest.fixture
 def database_url(request, tmp_path):
-    """Each test using this runs on a real SQLite file and on the real PostgreSQL."""
-    if request.param == "sqlite":
+    """A real SQLite file, or a fresh schema on the real PostgreSQL (see pytest_generate_tests)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
         return f"sqlite:///{tmp_path / 'ts.sqlite'}"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Slow tests first (the order is otherwise kept): the workers start the long clusters, chaos
+    runs and soaks at once and fill the time they take with the quick tests, instead of one worker
+    starting a two-minute chaos test when the others have nothing left to do."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture
@@ -189,10 +210,31 @@ def live_server(service):
     server.server_close()
 
 
+_PORTS_PER_WORKER = 400
+_next_port = None
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port that is free now and that no other test will be handed meanwhile.
+
+    A port the kernel picks (bind to 0) comes from the ephemeral range: between this call and the
+    child binding it, any outgoing connection of another pytest-xdist worker may take it. So each
+    worker hands out ports from its own block below that range (20000 + 400 per worker), in turn,
+    skipping any that something else holds."""
+    global _next_port
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    start = 20_000 + int(worker or 0) % 30 * _PORTS_PER_WORKER
+    if _next_port is None:
+        _next_port = start + os.getpid() % _PORTS_PER_WORKER   # other runs start elsewhere
+    for _ in range(_PORTS_PER_WORKER):
+        port, _next_port = _next_port, start + (_next_port + 1 - start) % _PORTS_PER_WORKER
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in {start}-{start + _PORTS_PER_WORKER - 1}")
 
 
 def child_env(**extra) -> dict:

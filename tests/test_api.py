@@ -202,6 +202,9 @@ def test_cancel_kills_the_whole_process_group(client, tmp_path):
     run = client.post("/api/jobs/api_job/run").json["run"]
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), message="child pid")
     child = int(pidfile.read_text())
+    # The row says running a moment after the process starts (it said queued once under load).
+    wait_for(lambda: client.get(f"/api/runs/{run['id']}").json["status"] == "running", 10,
+             message="the run's row to say running")
     response = client.post(f"/api/runs/{run['id']}/cancel")
     assert response.status == 200, response
     # At once: cancelled if the group went within a moment of TERM, else still being ended.
@@ -228,6 +231,7 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
+@pytest.mark.both_databases
 def test_cancel_a_queued_run(make_service):
     client = Client(ts.create_app(make_service(max_workers=1)))
     create(client, job_id="busy", command=["sleep", "30"])
@@ -262,6 +266,7 @@ def test_reload_without_a_file_is_400(make_service):
 
 # jobs and runs: filters and pagination
 
+@pytest.mark.both_databases
 def test_list_jobs_filters_and_pages(yaml_client, tmp_path):
     create(yaml_client, job_id="alpha", description="Nightly BACKUP", tags=["ops"])
     create(yaml_client, job_id="beta", func="json:dumps", args=[{}], command=None,   # dumps(obj)
@@ -291,6 +296,7 @@ def test_list_jobs_filters_and_pages(yaml_client, tmp_path):
     assert yaml_client.get("/api/jobs?q=%C3%A9t%C3%A9").json["total"] == 0   # UTF-8 query
 
 
+@pytest.mark.both_databases
 def test_list_runs_filters_and_pages(client, service):
     create(client, job_id="ok", command="true")
     create(client, job_id="bad", command="false")
@@ -627,6 +633,7 @@ def parse_metrics(text: str) -> dict:
     return samples
 
 
+@pytest.mark.both_databases
 def test_metrics_in_the_prometheus_text_format(jobs_file, client, service):
     write_jobs(jobs_file, YAML_JOBS)
     client.post("/api/reload")
@@ -789,6 +796,7 @@ def test_real_server_answers_idle_and_broken_clients_without_harm(live_server):
 
 # survival: API jobs and pause state across a reload and a restart
 
+@pytest.mark.both_databases
 def test_api_jobs_and_pauses_survive_reload_and_restart(jobs_file, make_config):
     write_jobs(jobs_file, YAML_JOBS)
     service = ts.SchedulerService(make_config()).start()
@@ -822,6 +830,7 @@ def test_api_jobs_and_pauses_survive_reload_and_restart(jobs_file, make_config):
     assert after["mine"]["next_run_time"] == before["mine"]["next_run_time"]   # phase kept
 
 
+@pytest.mark.both_databases
 def test_list_runs_pages_by_cursor_and_caps_the_count(client, service, monkeypatch):
     now = ts_timeutil._utcnow()
     rows = [{"id": f"00{i}", "job_id": "k", "trigger": "manual", "status": "succeeded",

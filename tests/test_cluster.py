@@ -31,7 +31,9 @@ class Node:
                 "--node-id", node_id]
         self.proc: subprocess.Popen = start_process(args + (["--labels", labels] if labels
                                                             else []), folder)
-        wait_for(lambda: self.get("/api/health"), 30, 0.1, f"node {node_id} to answer")
+        # 60 s: a node's migration waits for any other node's on the same database (a
+        # database-wide advisory lock), other tests' nodes included
+        wait_for(lambda: self.get("/api/health"), 60, 0.1, f"node {node_id} to answer")
 
     def call(self, path: str, method: str = "GET", body: dict | None = None):
         data = json.dumps(body).encode() if body is not None else None
@@ -79,6 +81,7 @@ def leader_of(nodes) -> str:
                                  if n.proc.poll() is None), 20, 0.1, "a leader")
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_is_interrupted_naming_it_and_retried(tmp_path, cluster):
     write_jobs(tmp_path / "jobs.yaml", """
         - id: long
@@ -108,6 +111,7 @@ def test_worker_killed_mid_run_is_interrupted_naming_it_and_retried(tmp_path, cl
     assert done["node"] == "worker-2" and done["stdout"] == "second try\n"
 
 
+@pytest.mark.slow
 def test_run_on_places_runs_only_on_matching_nodes(tmp_path, cluster):
     write_jobs(tmp_path / "jobs.yaml", """
         - {id: on_db, command: 'true', run_on: [db], trigger: {type: interval, hours: 24}}
@@ -134,6 +138,7 @@ def test_run_on_places_runs_only_on_matching_nodes(tmp_path, cluster):
     assert sorted(n["role"] for n in nodes.values()) == ["follower", "leader"]
 
 
+@pytest.mark.slow
 def test_a_restarted_node_leaves_the_other_nodes_runs_alone(tmp_path, cluster):
     write_jobs(tmp_path / "jobs.yaml", """
         - {id: long_a, command: 'sleep 60', run_on: [a], trigger: {type: interval, hours: 24}}
@@ -154,6 +159,7 @@ def test_a_restarted_node_leaves_the_other_nodes_runs_alone(tmp_path, cluster):
     a.call(f"/api/runs/{run_a}/cancel", "POST")   # or stopping node-a waits out its grace
 
 
+@pytest.mark.slow
 def test_a_change_on_a_follower_reaches_the_leader_at_once(tmp_path, cluster):
     write_jobs(tmp_path / "jobs.yaml", "[]\n")
     first = cluster("first")

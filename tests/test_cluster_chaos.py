@@ -236,6 +236,7 @@ def new_leader(watch: LeaseWatch, after: int, timeout: float):
     return wait_for(taken, timeout, 0.05, f"a lease epoch after {after}")
 
 
+@pytest.mark.slow
 def test_chaos_three_nodes_kills_and_a_frozen_leader(nodes, db):
     """Three nodes, 30 jobs a second; the leader killed (SIGKILL) three times in about a
     minute, a replacement started each time, then the leader frozen (SIGSTOP) inside its commit
@@ -437,6 +438,7 @@ def assert_on_time(run, due: dt.datetime, epoch: int) -> None:
     assert due <= run.started_at < due + dt.timedelta(seconds=3), run
 
 
+@pytest.mark.slow
 @needs_faketime
 def test_node_ten_minutes_ahead_neither_takes_the_lease_nor_fires_early(nodes, db):
     """A node whose clock runs ten minutes ahead sees every lease as long expired by its own
@@ -483,6 +485,7 @@ def test_node_ten_minutes_ahead_neither_takes_the_lease_nor_fires_early(nodes, d
         raise
 
 
+@pytest.mark.slow
 @needs_faketime
 def test_node_ten_minutes_ahead_leading_from_its_start_fires_on_the_database_clock(nodes, db):
     """The same node, alone, leads from the moment it starts: the schedule it builds then must
@@ -630,11 +633,15 @@ def proxy(postgres_url):
     made.close()
 
 
-# A side-effecting job: a line "<run id> <unix time>" every 0.2 s, 60 lines. Two copies of
-# one fire running at once show as overlapping spans of two run ids in lines.txt.
+# A side-effecting job: a line "<run id> <unix time>" every 0.2 s until the file {stop}
+# exists (at most 300 lines). Two copies of one fire running at once show as overlapping spans
+# of two run ids in lines.txt. (It wrote a fixed 60 lines: on a loaded machine the second node
+# took 19 s to start, the first copy had ended, and there was nothing left to retry.)
 WRITER = """
 - id: writer
-  command: 'for i in $(seq 1 60); do echo "$TS_RUN_ID $(date +%s.%N)" >> {lines}; sleep 0.2; done'
+  command: >-
+    for i in $(seq 1 300); do [ -e {stop} ] && break;
+    echo "$TS_RUN_ID $(date +%s.%N)" >> {lines}; sleep 0.2; done
   shell: true
   retries: {{max: 1, delay: 0}}
   trigger: {{type: manual}}
@@ -677,7 +684,8 @@ def test_a_silent_node_ends_its_runs_before_they_are_retried_elsewhere(nodes, db
     copies never write at once. Before, the cut node's copy went on till the partition healed
     and 12 of 12 long runs ran twice at once."""
     lines = tmp_path / "lines.txt"
-    nodes.jobs.write_text(WRITER.format(lines=lines))
+    stop = tmp_path / "stop"
+    nodes.jobs.write_text(WRITER.format(lines=lines, stop=stop))
     ts_schema.migrate(db)
     cut = nodes.start("cut", url=proxy.url(nodes.url))
     wait_for(cut.status, 30, 0.2, "the first node answering")
@@ -700,6 +708,7 @@ def test_a_silent_node_ends_its_runs_before_they_are_retried_elsewhere(nodes, db
     finally:
         proxy.heal()
         cut.signal(signal.SIGCONT)
+    stop.touch()   # a copy of the first run still going would write on past this: overlaps show
     try:
         done = wait_for(lambda: (r := api_run(other, retried.id)) and r["status"] in ENDED
                         and r, 40, 0.2, "the retry to end")

@@ -334,9 +334,10 @@ def test_generated_cases_cover_the_syntax():
     assert any(name in text for name in ("mon", "FRI", "sat", "MAY", "dec"))
 
 
-def test_trigger_agrees_with_cronsim_on_2000_generated_expressions():
+@pytest.mark.parametrize("part", range(4))   # a quarter each: the workers share the CPU time
+def test_trigger_agrees_with_cronsim_on_2000_generated_expressions(part):
     mismatches = []
-    for expression, zone, start in CASES:
+    for expression, zone, start in CASES[part::4]:
         ours = drive(ts_triggers.crontab_trigger(expression, ZoneInfo(zone)), start, 20)
         oracle = cronsim_fires(expression, zone, start, 20)
         if stamps(ours) != stamps(oracle):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, child_env
 
 
+@pytest.mark.slow
 def test_embed_example_runs_and_runs_again_on_the_same_database(tmp_path):
     for _ in range(2):   # the second start finds its jobs stored and replaces them
         result = subprocess.run([sys.executable, str(ROOT / "docs" / "examples" / "embed.py"),

@@ -161,6 +161,7 @@ def test_missing_program_is_a_failed_run(tmp_path, service):
     assert "cannot start" in run["error"]
 
 
+@pytest.mark.both_databases
 def test_retries_run_again_with_trigger_retry(service):
     add(service, id="flaky", command=["false"], retries={"max": 2, "delay": 0.1, "backoff": 2})
     service.run_now("flaky")
@@ -171,6 +172,7 @@ def test_retries_run_again_with_trigger_retry(service):
     assert len({r["scheduled_at"] for r in runs}) == 1   # attempts of one fire
 
 
+@pytest.mark.both_databases
 def test_scheduled_runs_are_recorded(service):
     add(service, id="tick", command=["echo", "tick"], trigger={"type": "interval", "seconds": 0.3})
 
@@ -183,6 +185,7 @@ def test_scheduled_runs_are_recorded(service):
     assert runs[0]["scheduled_at"] > runs[1]["scheduled_at"]   # newest first
 
 
+@pytest.mark.both_databases
 def test_overlapping_fires_are_skipped(service):
     add(service, id="long", command=["sleep", "2"], max_instances=1,
         trigger={"type": "interval", "seconds": 0.3})
@@ -191,6 +194,7 @@ def test_overlapping_fires_are_skipped(service):
     assert "max_instances=1" in skipped[0]["error"]
 
 
+@pytest.mark.both_databases
 def test_manual_run_beyond_max_instances_is_a_conflict(service):
     add(service, id="busy", command=["sleep", "5"])
     first = service.run_now("busy")

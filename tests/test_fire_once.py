@@ -22,6 +22,10 @@ import task_scheduler.timeutil as ts_timeutil
 import task_scheduler.triggers as ts_triggers
 from conftest import Client, final_runs, free_port, start_process, wait_for, write_jobs
 
+# A fire's row is its unique key (job, time, trigger, attempt): what each dialect does with it
+# is the subject, so every test here runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 def _fire_rows(engine, job_id):
     with engine.connect() as conn:
@@ -201,14 +205,17 @@ def test_a_date_job_runs_once_when_the_process_is_stopped_and_started(tmp_path, 
         wait_for(up, 60, 0.1, "the service to start")
         wait_for(lambda: [r for r in runs() if r["status"] == "succeeded"], 60, 0.2,
                  "the date job's run")
+        # Its fire: "schedule", or "catchup" when a loaded machine started the service after
+        # the date (seen under four workers); either way the one row that fire ever gets.
+        fired = [(r["scheduled_at"], r["trigger"]) for r in runs()]
+        assert len(fired) == 1 and fired[0][1] in ("schedule", "catchup"), fired
         proc.send_signal(stop)
         proc.wait(30)
         for restart in range(2):
             proc = start_process(args, tmp_path)
             wait_for(up, 60, 0.1, "the service to start again")
             _probe(f"http://127.0.0.1:{port}", f"probe{restart}")
-            assert [(r["scheduled_at"], r["trigger"]) for r in runs()] == \
-                [(runs()[0]["scheduled_at"], "schedule")]
+            assert [(r["scheduled_at"], r["trigger"]) for r in runs()] == fired
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
     finally:

@@ -8,9 +8,12 @@ import shutil
 import signal
 import urllib.request
 
+import pytest
+
 from conftest import ROOT, free_port, start_process, wait_for
 
 
+@pytest.mark.slow
 def test_sample_service_serves_health_and_records_runs(tmp_path):
     shutil.copy(ROOT / "jobs.yaml", tmp_path / "jobs.yaml")
     (tmp_path / "docs").symlink_to(ROOT / "docs")   # the disabled backup example's script

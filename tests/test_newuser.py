@@ -44,6 +44,7 @@ def test_an_edited_job_module_is_imported_again_on_reload(tmp_path, make_service
     assert service.run(run["id"])["stdout"] == "two\n"
 
 
+@pytest.mark.both_databases
 def test_a_date_in_the_past_is_refused_and_a_fired_date_job_is_finished(make_service):
     service = make_service()
     client = Client(ts.create_app(service))
@@ -67,6 +68,7 @@ def test_a_date_in_the_past_is_refused_and_a_fired_date_job_is_finished(make_ser
     wait_for(lambda: service.job("graced")["last_run"], 10, message="the graced job's run")
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_what_it_waits_for_and_a_second_one_stops_at_once(tmp_path):
     write_jobs(tmp_path / "jobs.yaml", "- {id: long, command: 'sleep 60', "
                                        "trigger: {type: interval, hours: 1}}\n")
@@ -135,6 +137,7 @@ def test_token_file_and_a_warning_for_a_token_in_ps(tmp_path, capsys):
         ts.Config.from_args(args, {})
 
 
+@pytest.mark.both_databases
 def test_status_lists_and_attempt_numbers(make_service):
     service = make_service()
     client = Client(ts.create_app(service))

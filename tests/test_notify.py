@@ -14,8 +14,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import sqlalchemy as sa
 
 import task_scheduler as ts
+import task_scheduler.store.schema as ts_schema
 import task_scheduler.models as ts_models
 from conftest import Client, free_port, wait_for, write_jobs
 
@@ -184,6 +186,7 @@ def test_each_event_is_sent_only_where_asked(make_service, receiver, jobs_file):
         ["succeeded", "failed", "timeout", "recovered"]
 
 
+@pytest.mark.both_databases
 def test_missed_and_interrupted_are_sent_and_a_restart_still_delivers(
         make_config, receiver, jobs_file):
     write_jobs(jobs_file, f"""
@@ -203,7 +206,13 @@ def test_missed_and_interrupted_are_sent_and_a_restart_still_delivers(
     wait_for(lambda: first.run(run["id"])["status"] == "running", 10)
     receiver.down()   # nothing can be delivered now
     first.stop(grace=0.2)   # the long run ends interrupted; its notification stays queued
-    time.sleep(3)   # the downtime: 'tick' misses its fires beyond its 1 s grace
+    # The downtime: until 'tick's next stored fire time is past its 1 s grace (with a margin).
+    engine = ts_schema.create_engine(config.database_url)
+    with engine.connect() as conn:
+        due = conn.execute(sa.text(f"SELECT next_run_time FROM {ts_schema.APS_TABLE} "
+                                   "WHERE id = 'tick'")).scalar()
+    engine.dispose()
+    wait_for(lambda: time.time() > due + 1.5, 10, 0.05, "tick's fire to be past its grace")
     receiver.up()
     second = ts.SchedulerService(config).start()
     try:
@@ -230,6 +239,7 @@ def test_a_receiver_that_is_down_is_retried_then_given_up(make_service, receiver
     receiver.up()
 
 
+@pytest.mark.both_databases
 def test_a_receiver_answering_errors_is_retried_until_it_answers(make_service, receiver):
     receiver.status = 500
     service = make_service(notify_delays=(0.3,))

@@ -121,6 +121,7 @@ def _downtime(jobs_file, make_config, job_yaml, seconds):
     return ts.SchedulerService(config).start()
 
 
+@pytest.mark.both_databases
 def test_missed_fires_within_grace_run_as_one_catchup(jobs_file, make_config):
     service = _downtime(jobs_file, make_config, """
         - {id: j, command: 'true', misfire_grace_time: 60, coalesce: true,
@@ -142,6 +143,7 @@ def test_missed_fires_within_grace_run_as_one_catchup(jobs_file, make_config):
         service.stop()
 
 
+@pytest.mark.both_databases
 def test_missed_fires_without_coalesce_each_run(jobs_file, make_config):
     service = _downtime(jobs_file, make_config, """
         - {id: j, command: 'true', misfire_grace_time: 60, coalesce: false, max_instances: 10,
@@ -154,6 +156,7 @@ def test_missed_fires_without_coalesce_each_run(jobs_file, make_config):
         service.stop()
 
 
+@pytest.mark.both_databases
 def test_missed_fires_beyond_grace_are_recorded_missed(jobs_file, make_config):
     service = _downtime(jobs_file, make_config, """
         - {id: j, command: 'true', misfire_grace_time: 1, coalesce: false, max_instances: 5,
@@ -257,6 +260,7 @@ def test_two_schedulers_on_one_postgres_run_each_fire_once(tmp_path, postgres_ur
             s.stop(grace=2)
 
 
+@pytest.mark.both_databases
 def test_shutdown_does_not_advance_a_schedule_without_recording(jobs_file, make_config):
     write_jobs(jobs_file, "- {id: j, command: 'true', trigger: {type: interval, seconds: 0.2}}\n")
     config = make_config()
@@ -287,6 +291,7 @@ def test_retention_runs_in_the_background_without_blocking_fires(make_service):
     final_runs(service, "t", count=min(count, 2) + 1)
 
 
+@pytest.mark.both_databases
 def test_stop_ends_commands_past_the_grace_and_records_them(tmp_path, make_config):
     config = make_config(shutdown_grace=0.5, kill_grace=0.5)
     service = ts.SchedulerService(config).start()

@@ -200,6 +200,7 @@ def test_a_copied_session_cookie_dies_with_logout(token_app):
     assert status == 303 and "/login" in headers["Location"]
 
 
+@pytest.mark.both_databases
 def test_logout_holds_across_restarts_and_other_nodes(make_config, jobs_file):
     config = make_config(token=TOKEN)
     first = ts.SchedulerService(config).start()

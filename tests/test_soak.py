@@ -28,7 +28,10 @@ KNOWN_DEFECTS: dict[str, str] = {
 
 SECONDS = float(os.environ.get("TS_SOAK_SECONDS", "35"))
 MIN_STEPS = 20   # with Plan.GUARANTEE 12: each essential operation at least once
-DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+# One soak per database and worker (the module's ``reports``): each database's tests share a worker.
+DATABASES = [pytest.param("sqlite", marks=pytest.mark.xdist_group("soak-sqlite")),
+             pytest.param("postgres", marks=[pytest.mark.postgres,
+                                             pytest.mark.xdist_group("soak-postgres")])]
 
 
 @pytest.fixture(scope="module")

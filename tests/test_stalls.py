@@ -100,6 +100,7 @@ class Outage(chaos.Proxy):
     restore = chaos.Proxy.heal
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_every_fire_gets_one_row_through_a_database_outage(postgres_url, make_service):
     parts = urlsplit(postgres_url)

@@ -55,7 +55,7 @@ def test_the_shutdown_countdown_counts_down(tmp_path, make_config, caplog):
     """The grace, then TERM and KILL: one countdown of the time left (it said "up to 5s", then
     "up to 6s" when the kill phase began)."""
     caplog.set_level(logging.INFO, logger="task_scheduler")
-    service = ts.SchedulerService(make_config(shutdown_grace=6, kill_grace=2)).start()
+    service = ts.SchedulerService(make_config(shutdown_grace=2, kill_grace=1)).start()
     pidfile = tmp_path / "pid"
     service.add_job({"id": "stubborn", "shell": True,
                      "command": f"echo $$ > {pidfile}; trap '' TERM; sleep 60"})

@@ -252,6 +252,9 @@ def health_from(source, port, timeout=5.0, token=None):
 def small_server(make_service, monkeypatch):
     """A server with room for 400 connections (the real one: 4,000): a quarter per client."""
     monkeypatch.setitem(ts_server.HTTP_SETTINGS, "connection_limit", 400)
+    # The sweep that closes idle connections of a full server runs every cleanup_interval (10 s
+    # in production): the tests wait for it, not for those 10 s.
+    monkeypatch.setitem(ts_server.HTTP_SETTINGS, "cleanup_interval", 1)
     service = make_service(token="a-token-long-enough-1234")
     server = ts.serve_in_thread(ts.create_app(service), "127.0.0.1", 0)
     yield server.server_port

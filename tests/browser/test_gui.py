@@ -8,7 +8,8 @@ from playwright.sync_api import expect
 
 import task_scheduler
 
-pytestmark = pytest.mark.browser
+# One worker per module: its module-scoped servers and Chromium start once.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser-gui")]
 
 RUN_DONE = 30_000  # ms: a run goes queued -> running -> done through the real executor
 

@@ -15,7 +15,8 @@ import task_scheduler
 import task_scheduler.models as ts_models
 from conftest import wait_for
 
-pytestmark = pytest.mark.browser
+# One worker per module: its module-scoped servers and Chromium start once.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser-i18n")]
 
 RUN_DONE = 30_000
 TOKYO = zoneinfo.ZoneInfo("Asia/Tokyo")

@@ -7,7 +7,11 @@ from __future__ import annotations
 import statistics
 import time
 
+import pytest
 from playwright.sync_api import expect
+
+# One worker per module: its module-scoped servers and Chromium start once.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser-live")]
 
 RUN_DONE = 20_000
 TIMED_LINES = "for i in $(seq 1 12); do date +%s.%N; sleep 0.4; done"
