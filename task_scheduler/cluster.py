@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Optional
 from collections.abc import Callable
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 
 from .config import __version__
 from .store.schema import SCHEMA_VERSION

@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any, Optional
 from collections.abc import Callable
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 
 from .errors import InvalidJob, SchedulerError
 from .models import (
