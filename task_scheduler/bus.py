@@ -11,8 +11,6 @@ import threading
 from typing import TYPE_CHECKING, Optional
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 
 from .text import _clean
 

@@ -3,6 +3,7 @@ dead nodes, and stepping down. On SQLite the one node always leads."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -10,19 +11,35 @@ import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Optional
+from collections.abc import Callable
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 
 from .config import __version__
 from .store.schema import SCHEMA_VERSION
 from .text import _clean
 
 if TYPE_CHECKING:
-    from .service import SchedulerService
+    from .bus import Bus
+    from .config import Config
+    from .store.runs import Store
 
 log = logging.getLogger("task_scheduler")
+
+
+@dataclasses.dataclass
+class NodeHooks:
+    """What the cluster tells the rest of this node, and asks it. Callables: the runner and the
+    scheduler are built after the cluster (they read its clock)."""
+
+    lead: Callable[[Optional[int], bool], None]   # leads from now: (lease epoch, at start-up)
+    step_down: Callable[[], None]                 # stop firing now
+    swept: Callable[[list], None]                 # runs a crash left running, ended (as dicts)
+    running: Callable[[], int]                    # runs going on this node
+    after_heartbeat: Callable[[set, list, float], None]   # (alive runs, cancels, sent at)
+    after_rescue: Callable[[list], None]          # runs given up by dead nodes
+    fence_if_due: Callable[[], None]              # kill runs whose heartbeat failed too long
+    config_hash: Callable[[], Optional[str]]      # jobs.yaml as this node read it
 
 
 class Cluster:
@@ -31,8 +48,8 @@ class Cluster:
     runs whose node went silent, and the offset of this machine's clock from the database's.
     On SQLite there is one node: it leads from the start and none of the rest runs."""
 
-    def __init__(self, service: SchedulerService):
-        self._service, self.config, self.store = service, service.config, service.store
+    def __init__(self, config: Config, store: Store, bus: Bus, hooks: NodeHooks):
+        self.config, self.store, self._bus, self._hooks = config, store, bus, hooks
         self.role = "follower"
         self.epoch: Optional[int] = None
         self.offset = 0.0          # database clock minus this machine's clock, seconds
@@ -53,6 +70,9 @@ class Cluster:
     def clustered(self) -> bool:
         return self.store.postgres
 
+    def leads(self) -> bool:
+        return self.role == "leader"
+
     def join(self) -> None:
         """Register this node (a live node with the same id is refused) and interrupt the runs
         this node's previous life left running (SQLite: every such run)."""
@@ -71,17 +91,15 @@ class Cluster:
         swept = self.store.sweep(self.store.node if self.clustered else None)
         if swept:
             log.warning("marked %d runs interrupted (left running by a crash)", len(swept))
-            self._service.book.load()   # the notifications name the jobs' targets
-            self.store.queue_notes(self._service.notifier.notes_for(
-                [dict(r._mapping) for r in swept]))
+            self._hooks.swept([dict(r._mapping) for r in swept])
 
     def start(self) -> None:
         """Lead at once on SQLite; on PostgreSQL try for the lease now, then keep at it."""
         if not self.clustered:
             self.role, self._fire_until = "leader", float("inf")
-            self._service.lead(None, initial=True)
+            self._hooks.lead(None, True)
             return
-        self._service.bus.subscribe("ts_lease", lambda _payload: self._wake.set())
+        self._bus.subscribe("ts_lease", lambda _payload: self._wake.set())
         try:
             self._tick(initial=True)
         except sa.exc.DBAPIError as exc:
@@ -118,7 +136,7 @@ class Cluster:
             return
         try:
             if self.role == "leader" and self.epoch is not None:
-                self._service.scheduler.step_down()
+                self._hooks.step_down()
                 self.store.release_lease(self.epoch)
             self.store.leave()
         except sa.exc.DBAPIError as exc:
@@ -164,7 +182,7 @@ class Cluster:
             if self.role == "leader" and time.monotonic() >= self._fire_until:
                 self._step_down("the lease could not be renewed in time")
             try:
-                self._service.runner.fence_if_due()
+                self._hooks.fence_if_due()
             except Exception:
                 log.exception("cluster: self-fencing failed; continuing")
 
@@ -216,14 +234,12 @@ class Cluster:
         return time.monotonic() - self._reached_since >= self.config.node_timeout
 
     def _heartbeat(self) -> None:
-        runner = self._service.runner
         since = time.monotonic()
-        self.store.heartbeat_node(self.role, len(runner.active),
-                                  self._service.config_status().get("hash"))
+        self.store.heartbeat_node(self.role, self._hooks.running(), self._hooks.config_hash())
         alive, cancels = self.store.heartbeat_runs()
-        runner.after_heartbeat(alive, cancels, since)
+        self._hooks.after_heartbeat(alive, cancels, since)
         if self.role == "leader" and self.may_rescue():
-            runner.after_rescue(self.store.rescue(self.config.node_timeout))
+            self._hooks.after_rescue(self.store.rescue(self.config.node_timeout))
         holder = self.store.lease()[0]
         if holder and holder != self._last_holder:
             if self._last_holder is not None:
@@ -233,12 +249,12 @@ class Cluster:
     def _take_lead(self, epoch: int, initial: bool) -> None:
         self.role, self.epoch = "leader", epoch
         log.warning("node %s leads now (lease epoch %d)", self.store.node, epoch)
-        self._service.lead(epoch, initial=initial)
+        self._hooks.lead(epoch, initial)
 
     def _step_down(self, reason: str) -> None:
         log.warning("node %s stops leading: %s", self.store.node, reason)
         self.role, self.epoch, self._fire_until = "follower", None, 0.0
-        self._service.scheduler.step_down()
+        self._hooks.step_down()
 
 
 LEASE_MARGIN = 1.5   # seconds a leader stops firing before its lease could expire

@@ -9,8 +9,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 
 from .config import __version__
 from .models import FINAL_STATUSES, JOB_STATES

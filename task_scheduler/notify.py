@@ -20,10 +20,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Callable
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 
 from .errors import InvalidJob, SchedulerError
 from .models import (
@@ -34,8 +33,10 @@ from .text import _clean, _short
 from .timeutil import _iso
 
 if TYPE_CHECKING:
-    from .book import JobRecord
-    from .service import SchedulerService
+    from .book import JobBook, JobRecord
+    from .bus import Bus
+    from .config import Config
+    from .store.runs import Store
 
 log = logging.getLogger("task_scheduler")
 
@@ -45,10 +46,14 @@ class Notifier:
     that ends the run (a restart or a failover loses nothing, and a run never waits for it); the
     leader sends it, retrying with backoff for ``notify_retry_for`` seconds, and each attempt is
     recorded on the run. Secrets (webhook secrets and headers, Slack URLs, the SMTP password)
-    never reach the API, the GUI or the log."""
+    never reach the API, the GUI or the log. ``base_url`` is where the API is served (links to
+    runs), known only once the server listens."""
 
-    def __init__(self, service: SchedulerService):
-        self._service, self.config = service, service.config
+    def __init__(self, config: Config, store: Store, bus: Bus, book: JobBook, *,
+                 now: Callable[[], dt.datetime], leading: Callable[[], bool],
+                 base_url: Callable[[], Optional[str]]):
+        self.config, self.store, self.bus, self.book = config, store, bus, book
+        self._now, self._leading, self._base_url = now, leading, base_url
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ts-notify", daemon=True)
@@ -61,7 +66,7 @@ class Notifier:
         self._busy_lock = threading.Lock()
 
     def start(self) -> None:
-        self._service.bus.subscribe("ts_notes", lambda _payload: self._wake.set())
+        self.bus.subscribe("ts_notes", lambda _payload: self._wake.set())
         self._thread.start()
 
     def stop(self) -> None:
@@ -73,7 +78,7 @@ class Notifier:
         waiting = [row for queue in self._queues.values() for row in queue]
         for row in waiting:   # due again now, not when their hold runs out: a restart sends
             try:
-                self._service.store.record_note(row.id, next_at=row.next_at)
+                self.store.record_note(row.id, next_at=row.next_at)
             except sa.exc.DBAPIError as exc:
                 log.warning("notifications: %s stays held a while: %s", row.id, _clean(exc))
 
@@ -81,7 +86,7 @@ class Notifier:
         """The notifications the ends of these runs call for (by each job's ``notify``)."""
         notes = []
         for run in runs:
-            rec = self._service.book.get(run["job_id"])
+            rec = self.book.get(run["job_id"])
             if rec is None or not rec.definition.notify:
                 continue
             events = _events(run["status"], previous, _will_retry(rec.definition, run))
@@ -91,11 +96,11 @@ class Notifier:
         return notes
 
     def wants_previous(self, job_id: str) -> bool:
-        rec = self._service.book.get(job_id)
+        rec = self.book.get(job_id)
         return rec is not None and any("recovered" in t.on for t in rec.definition.notify)
 
     def _note(self, run: dict, rec: JobRecord, event: str, target) -> dict:
-        now = self._service.now()
+        now = self._now()
         return {"id": new_run_id(), "run_id": run["id"], "job_id": run["job_id"],
                 "event": event, "target": json.dumps(target.model_dump()),
                 "payload": json.dumps(self._payload(run, rec, event), ensure_ascii=False),
@@ -106,7 +111,7 @@ class Notifier:
         shown = run_to_dict(run)
         lines = {name: (run.get(name) or "").splitlines()[-NOTIFY_LINES:]
                  for name in ("stdout", "stderr")}
-        base = (self.config.public_url or self._service.base_url or "").rstrip("/")
+        base = (self.config.public_url or self._base_url() or "").rstrip("/")
         return {"event": event, "job": {"id": rec.definition.id,
                                         "description": rec.definition.description},
                 "run": {k: shown[k] for k in ("id", "status", "trigger", "attempt",
@@ -120,7 +125,7 @@ class Notifier:
         while not self._stopping.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
-            if self._service.cluster.role != "leader":
+            if not self._leading():
                 continue
             try:
                 self._dispatch()
@@ -132,7 +137,7 @@ class Notifier:
     def _dispatch(self) -> None:
         """Queue due notices by destination; a destination with no sender at work gets one.
         A notice already queued (taken again once its hold ran out) is not queued twice."""
-        for row in self._service.store.take_notes(20, hold=NOTIFY_TIMEOUT * 3):
+        for row in self.store.take_notes(20, hold=NOTIFY_TIMEOUT * 3):
             where = _destination(json.loads(row.target))
             with self._busy_lock:
                 if row.id in self._queued:
@@ -180,12 +185,12 @@ class Notifier:
         except Exception as exc:   # a refused connection, an HTTP error, SMTP's complaint
             detail, ok = _clean(exc), False
         attempts = row.attempts + 1
-        now = self._service.now()
+        now = self._now()
         history = [*json.loads(row.log), {"at": _iso(now), "ok": ok, "detail": detail[:300]}]
         given_up = not ok and (now - row.created_at).total_seconds() >= self.config.\
             notify_retry_for
         delay = self.config.notify_delays[min(attempts, len(self.config.notify_delays)) - 1]
-        self._service.store.record_note(
+        self.store.record_note(
             row.id, attempts=attempts, log=json.dumps(history[-20:]),
             status="sent" if ok else "failed" if given_up else "pending",
             next_at=now + dt.timedelta(seconds=0 if ok or given_up else delay))

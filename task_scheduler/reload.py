@@ -1,43 +1,205 @@
-"""The reloader: watches the folder of jobs.yaml, debounces events, and applies a valid file
-through the service; a broken edit is reported and changes nothing."""
+"""jobs.yaml at run time: JobsFile reads, validates and (on the leader) applies it, keeping its
+state for /api/status; the Reloader watches its folder, debounces events and asks JobsFile to
+reload. A broken edit is reported and changes nothing. Neither edits jobs but through the
+``reconcile`` callable it is given."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import threading
 import time
 from typing import TYPE_CHECKING, Optional
+from collections.abc import Callable
 
 import yaml
 
-from .errors import InvalidConfig
+from .errors import BadRequest, InvalidConfig
 from .explain import _config_error_text
-from .jobsfile import _node_at, _yaml_compose, read_jobs_file
+from .jobsfile import JobsParser, _node_at, _yaml_compose, read_jobs_file
 from .text import _clean
+from .timeutil import _iso, _utcnow
 
 if TYPE_CHECKING:
-    from .service import SchedulerService
+    from .book import JobBook
+    from .config import Config
+    from .jobs import JobCatalog
+    from .store.runs import Store
 
 log = logging.getLogger("task_scheduler")
 
 
+_NO_FILE = "no jobs.yaml"   # ConfigState.seen_hash while there is none (said once)
+
+
+@dataclasses.dataclass
+class ConfigState:
+    """jobs.yaml as this node last read it, for /api/status (``JobsFile.status``)."""
+
+    path: Optional[str]
+    loaded_at: Optional[str] = None
+    hash: Optional[str] = None
+    jobs: int = 0
+    error: Optional[str] = None
+    errors: list = dataclasses.field(default_factory=list)
+    reloads: int = 0
+    failures: int = 0
+    applied: Optional[dict] = None   # {"hash", "node", "at"} the leader last applied
+    changes: Optional[dict] = None   # counts by kind of the last applied reload
+    seen_hash: Optional[str] = None  # the content last looked at, good or bad (or _NO_FILE)
+
+
+class JobsFile:
+    """Reads jobs.yaml and, when this node leads, applies it if it validates; else keeps
+    everything and records why. One reload at a time (``lock``): the file read last is applied
+    last. Followers validate their copy and report drift from the leader's."""
+
+    def __init__(self, config: Config, store: Store, book: JobBook, catalog: JobCatalog, *,
+                 leading: Callable[[], bool]):
+        self.config, self.store, self.book, self.catalog = config, store, book, catalog
+        self._leading = leading
+        path = config.config_path
+        self.state = ConfigState(path=path and os.path.abspath(path))
+        self.lock = threading.Lock()
+        self._parser = JobsParser()
+
+    def status(self) -> dict:
+        state = self.state
+        out = {"changes": state.changes, "path": state.path, "loaded_at": state.loaded_at,
+               "hash": state.hash, "jobs": state.jobs, "error": state.error,
+               "errors": state.errors}
+        applied = state.applied
+        out["drift"] = None if not applied or not state.hash or applied["hash"] == \
+            state.hash else {"leader": applied.get("node"), "leader_hash": applied["hash"],
+                             "this_hash": state.hash}
+        return out
+
+    def reload(self, initial: bool = False, force: bool = False) -> dict:
+        """See ``SchedulerService.reload``. The file is parsed outside every other lock: fires
+        and API calls never wait on a big file."""
+        path = self.config.config_path
+        if not path:
+            raise BadRequest("this service has no jobs.yaml (config_path is not set)")
+        with self.lock:
+            leading = self._leading()
+            try:
+                text, digest = read_jobs_file(path, self.config.max_config_bytes)
+            except InvalidConfig as exc:
+                if not os.path.lexists(path) and not any(
+                        r.source == "yaml" for r in self.book.records.values()):
+                    return self._no_jobs_file(path)
+                return self._failed(exc, None)
+            if self._seen(digest, leading, force):
+                return self.status()
+            if initial and leading and not force and self._kept_as_applied(digest):
+                return self.status()
+            try:
+                jobs = self._parser.parse(text, path)
+            except InvalidConfig as exc:
+                return self._failed(exc, digest)
+            if leading:
+                self._apply(path, digest, jobs)
+            else:
+                self._follow(digest)
+            state = self.state
+            state.seen_hash = digest
+            state.loaded_at, state.hash, state.jobs = _iso(_utcnow()), digest, len(jobs)
+            state.error, state.errors = None, []
+            state.reloads += 0 if initial else 1
+        return self.status()
+
+    def reload_quietly(self) -> None:
+        """At start and on leading: a bad file is logged and recorded, never raised."""
+        if not self.config.config_path:
+            return
+        try:
+            self.reload(initial=True)
+        except InvalidConfig:
+            log.warning("keeping the jobs stored in the database")
+
+    def _seen(self, digest: str, leading: bool, force: bool) -> bool:
+        """This content was looked at already, and (leading) it is what was applied."""
+        state = self.state
+        return digest == state.seen_hash and not force and not state.error and (
+            not leading or (state.applied or {}).get("hash") == digest)
+
+    def _apply(self, path: str, digest: str, jobs: list) -> None:
+        with self.book.lock:
+            conflict = _api_id_conflict(self.book.records, path, jobs)
+            if conflict is not None:
+                self._failed(conflict, digest)
+            changes = self.catalog.reconcile({j.id: j for j in jobs}, "yaml")
+        applied = {"hash": digest, "node": self.store.node, "at": _iso(_utcnow())}
+        self.store.set_meta("config", json.dumps(applied))
+        self.state.changes = {k: len(v) for k, v in changes.items()}
+        self.state.applied = applied
+
+    def _follow(self, digest: str) -> None:
+        applied = self.store.get_meta("config")
+        self.state.applied = applied = json.loads(applied) if applied else None
+        if applied and applied["hash"] != digest:
+            log.warning("jobs.yaml here (%s) differs from what the leader %s applied (%s): "
+                        "the leader's applies", digest[:12], applied["node"],
+                        applied["hash"][:12])
+
+    def _no_jobs_file(self, path: str) -> dict:
+        """No jobs.yaml, and no job from one: not an error (a service may run on API jobs
+        alone, and the file may come later). Said once; a jobs.yaml that goes away after its
+        jobs were applied is still an error (they are kept, and the file should say so)."""
+        state = self.state
+        if state.seen_hash != _NO_FILE:
+            log.info("no jobs.yaml (%s), starting with none", os.path.abspath(path))
+            state.seen_hash = _NO_FILE
+        state.error, state.errors, state.hash, state.jobs = None, [], None, 0
+        return self.status()
+
+    def _kept_as_applied(self, digest: str) -> bool:
+        """A start on the very file ts_jobs was last reconciled with (its hash is written after
+        that commit): nothing to parse, validate or write. Parsing 10,000 jobs took a second;
+        the parser learns the file at the first reload that changes it."""
+        applied = self.store.get_meta("config")
+        applied = json.loads(applied) if applied else None
+        if not applied or applied.get("hash") != digest:
+            return False
+        count = sum(1 for r in self.book.records.values() if r.source == "yaml")
+        self.state = dataclasses.replace(
+            self.state, seen_hash=digest, applied=applied, loaded_at=_iso(_utcnow()),
+            hash=digest, jobs=count, error=None, errors=[],
+            changes={"added": 0, "rescheduled": 0, "modified": 0, "removed": 0,
+                     "unchanged": count})
+        log.info("jobs.yaml is as last applied (%s): %d jobs kept", digest[:12], count)
+        return True
+
+    def _failed(self, exc: InvalidConfig, digest: Optional[str]):
+        """Keep the error for /api/status and raise it; log it once per file content and error
+        (the poll and repeated events retry a bad file without flooding the log)."""
+        state = self.state
+        new_error = digest != state.seen_hash or state.error != str(exc)
+        state.seen_hash, state.error, state.errors = digest, str(exc), exc.details
+        if new_error:
+            state.failures += 1
+            log.error("jobs.yaml not applied, the running configuration is kept:\n%s", exc)
+        raise exc
+
+
 class Reloader:
     """Watches the folder of jobs.yaml (editors save by rename), debounces bursts of events, and
-    reloads in its own thread; a slow hash poll catches what events miss (NFS, symlink swaps)."""
+    has ``jobs_file`` reload in its own thread; a slow hash poll catches what events miss (NFS,
+    symlink swaps)."""
 
-    def __init__(self, service: SchedulerService):
-        self._service = service
-        self._path = os.path.abspath(service.config.config_path)
+    def __init__(self, config: Config, jobs_file: JobsFile):
+        self.config, self.jobs_file = config, jobs_file
+        self._path = os.path.abspath(config.config_path)
         self._cond = threading.Condition()
         self._due: Optional[float] = None
         self._stopping = False
         self._observer = None
         self._thread = threading.Thread(target=self._loop, name="ts-reloader", daemon=True)
-        self.lock = threading.Lock()   # held by SchedulerService.reload: one reload at a time
 
     def start(self) -> None:
-        if self._service.config.watch:
+        if self.config.watch:
             self._observer = self._watch()
         self._thread.start()
 
@@ -54,7 +216,7 @@ class Reloader:
     def poke(self, delay: Optional[float] = None) -> None:
         """Ask for a reload after the debounce delay (a later poke pushes it back)."""
         with self._cond:
-            self._due = time.monotonic() + (self._service.config.debounce if delay is None
+            self._due = time.monotonic() + (self.config.debounce if delay is None
                                             else delay)
             self._cond.notify()
 
@@ -66,12 +228,12 @@ class Reloader:
             observer.start()
         except OSError as exc:
             log.warning("cannot watch %s (%s); polling every %ss instead", self._path,
-                        _clean(exc), self._service.config.poll_interval)
+                        _clean(exc), self.config.poll_interval)
             return None
         return observer
 
     def _loop(self) -> None:
-        poll = self._service.config.poll_interval
+        poll = self.config.poll_interval
         next_poll = time.monotonic() + poll
         while self._wait(next_poll):
             next_poll = time.monotonic() + poll
@@ -94,7 +256,7 @@ class Reloader:
 
     def _reload(self) -> None:
         try:
-            self._service.reload()
+            self.jobs_file.reload()
         except InvalidConfig:
             pass  # recorded and logged by reload(); the running configuration stays
         except Exception:

@@ -398,14 +398,14 @@ def test_unexpected_error_in_a_reload_does_not_stop_the_reloader(jobs_file, make
                                                                  monkeypatch, caplog):
     write_jobs(jobs_file, GOOD)
     service = make_service()
-    real_reconcile, raised = service.reconcile, threading.Event()
+    real_reconcile, raised = service.catalog.reconcile, threading.Event()
 
     def reconcile_failing_once(*args, **kwargs):
         if not raised.is_set():
             raised.set()
             raise RuntimeError("boom in reconcile")
         return real_reconcile(*args, **kwargs)
-    monkeypatch.setattr(service, "reconcile", reconcile_failing_once)
+    monkeypatch.setattr(service.catalog, "reconcile", reconcile_failing_once)
     first = GOOD.replace("hours: 1", "hours: 2")
     save_in_place(jobs_file, first)
     wait_for(lambda: any("reloader: unexpected error" in r.getMessage()
@@ -420,12 +420,12 @@ def test_unexpected_error_in_a_reload_does_not_stop_the_reloader(jobs_file, make
 def test_reloads_run_off_the_observer_thread(jobs_file, make_service, monkeypatch):
     write_jobs(jobs_file, GOOD)
     service = make_service()
-    real_reload, threads = service.reload, []
+    real_reload, threads = service.jobs_file.reload, []
 
     def recording_reload(*args, **kwargs):
         threads.append(threading.current_thread().name)
         return real_reload(*args, **kwargs)
-    monkeypatch.setattr(service, "reload", recording_reload)
+    monkeypatch.setattr(service.jobs_file, "reload", recording_reload)
     new = GOOD.replace("hours: 1", "hours: 2")
     save_atomic(jobs_file, new)
     wait_applied(service, new)

@@ -7,8 +7,6 @@ import time
 
 import bottle
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 
 from ..errors import SchedulerError, Unavailable
 from .io import (

@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Optional
 
 import bottle
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 
 from ..config import allowed_hosts
 from ..errors import (

@@ -1,0 +1,170 @@
+"""Job management: jobs read as views (with their next fire and last run) and changed (add, replace,
+delete, pause, resume, reconcile) through the book's one reconcile path, the schedule told after.
+It must not parse jobs.yaml (reload.py) nor touch runs (runner.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+from collections.abc import Callable
+
+from pydantic import ValidationError
+
+from .checks import parse_job, trigger_problems
+from .errors import InvalidJob, JobConflict
+from .explain import _details_text, _pydantic_detail
+from .models import DateSpec, JobDefinition, Page, run_to_dict
+from .notify import restore_secrets
+from .timeutil import _iso
+from .triggers import build_trigger, fire_times
+
+if TYPE_CHECKING:
+    from .book import JobBook, JobRecord
+    from .config import Config
+    from .runner import Runner
+    from .store.runs import Store
+
+
+class JobCatalog:
+    """The jobs as the API and the GUI see them. Every write goes through ``book.reconcile``
+    under the book's lock; then, when this node leads, ``ask`` has the schedule follow (waiting
+    a moment for it, never inside a transaction); otherwise the leader hears it by NOTIFY."""
+
+    def __init__(self, config: Config, book: JobBook, store: Store, runner: Runner, timezone,
+                 *, leading: Callable[[], bool], ask: Callable, now: Callable[[], dt.datetime]):
+        self.config, self.book, self.store, self.runner = config, book, store, runner
+        self.timezone = timezone
+        self._leading, self._ask, self._now = leading, ask, now
+
+    # reads
+
+    def page(self, q=None, state=None, source=None, kind=None, tag=None, limit=None,
+             offset: int = 0) -> Page:
+        """Jobs matching every given filter, by id; ``.total`` counts all matches."""
+        views, total = self._page(q, state, source, kind, tag, limit, offset)
+        page = Page(dict(view[0]) for view in views)
+        page.total = total
+        return page
+
+    def page_json(self, q=None, state=None, source=None, kind=None, tag=None, limit=None,
+                  offset: int = 0) -> tuple[list[str], int]:
+        """``page()`` as one JSON text per job, and the total: the API's fast path."""
+        views, total = self._page(q, state, source, kind, tag, limit, offset)
+        return [view[1] for view in views], total
+
+    def job(self, job_id: str) -> dict:
+        return dict(self._views([self.book.require(job_id)])[0][0])
+
+    def job_json(self, job_id: str) -> str:
+        return self._views([self.book.require(job_id)])[0][1]
+
+    def preview_trigger(self, trigger: dict, count: int = 5) -> list:
+        """The next fire times of a trigger spec (for forms); raises InvalidJob."""
+        try:
+            spec = JobDefinition.model_validate({"id": "preview", "command": "true",
+                                                 "trigger": trigger}).trigger
+        except ValidationError as exc:
+            details = [_pydantic_detail(e) for e in exc.errors()]
+            raise InvalidJob(_details_text(details, None), details) from None
+        details = [{"field": f"trigger.{f}" if f else "trigger", "message": m, "line": None}
+                   for f, m in trigger_problems(spec)]
+        if details:
+            raise InvalidJob(_details_text(details, None), details)
+        trig = build_trigger(spec, self.timezone)
+        first = trig.get_next_fire_time(None, dt.datetime.now(self.timezone)) if trig else None
+        return [_iso(t) for t in fire_times(trig, first, count)] if first else []
+
+    def _page(self, q, state, source, kind, tag, limit, offset) -> tuple[list, int]:
+        matches = self.book.select(q, state, source, kind, tag)
+        return self._views(matches[offset:offset + limit if limit is not None else None]), \
+            len(matches)
+
+    def _views(self, records: list) -> list:
+        ids = [r.definition.id for r in records]
+        if len(ids) == 1:
+            next_time, newest = self.store.job_state(ids[0])
+            next_times = {ids[0]: next_time} if next_time is not None else {}
+            last = {ids[0]: newest} if newest is not None else {}
+        else:
+            next_times = self.store.next_run_times(ids) if ids else {}
+            last = self.store.last_runs(ids) if ids else {}
+        for run in self.runner.recent.values():   # ended here, maybe not yet in the table
+            if run["job_id"] in last and run["id"] >= last[run["job_id"]]["id"]:
+                last[run["job_id"]] = run_to_dict(run)
+        return [self.book.view(r, next_times.get(r.definition.id), last.get(r.definition.id))
+                for r in records]
+
+    # writes (all through the one reconcile path)
+
+    def add(self, definition: dict, source: str = "api") -> dict:
+        """Add a job; with ``replace_existing: true`` in the definition an existing job of that
+        id and source is replaced instead (so a program can add its jobs at every start)."""
+        defn = parse_job(definition, self.config.base_dir)
+        self._refuse_past_date(defn)
+        with self.book.lock:
+            rec = self.book.get(defn.id)
+            if rec is not None and not (definition.get("replace_existing") is True
+                                        and rec.source == source):
+                raise JobConflict(f"job {defn.id!r} already exists (source {rec.source}); "
+                                  f"replace it instead of adding it")
+            self._apply(self.book.reconcile({defn.id: defn}, source, remove_missing=False))
+        return self.job(defn.id)
+
+    def replace(self, job_id: str, definition: dict) -> dict:
+        if isinstance(definition, dict) and definition.get("id", job_id) != job_id:
+            raise InvalidJob(f"id: {definition.get('id')!r} in the body differs from {job_id!r} "
+                             f"in the path", [{"field": "id", "message": "differs from the path",
+                                               "line": None}])
+        rec = self.book.get(job_id)
+        if isinstance(definition, dict) and rec is not None and "notify" in definition:
+            definition = {**definition, "notify": restore_secrets(definition["notify"],
+                                                                  rec.definition.notify)}
+        defn = parse_job({**definition, "id": job_id} if isinstance(definition, dict)
+                         else definition, self.config.base_dir)
+        self._refuse_past_date(defn)
+        with self.book.lock:
+            self._editable(job_id)
+            self._apply(self.book.reconcile({job_id: defn}, "api", remove_missing=False))
+        return self.job(job_id)
+
+    def delete(self, job_id: str) -> None:
+        with self.book.lock:
+            self._editable(job_id)
+            self.store.write_jobs([], [job_id])
+            self.book.records.pop(job_id, None)
+        self._apply({"removed": [job_id]})
+
+    def set_paused(self, job_id: str, paused: bool) -> dict:
+        if self.book.set_paused(job_id, paused):
+            self._apply({"modified": [job_id]})
+        return self.job(job_id)
+
+    def reconcile(self, desired: dict, source: str, remove_missing: bool = True) -> dict:
+        changes = self.book.reconcile(desired, source, remove_missing)
+        self._apply(changes)
+        return changes
+
+    def _apply(self, changes: dict) -> None:
+        ids = [i for kind, ids in changes.items() if kind != "unchanged" for i in ids]
+        if ids and self._leading():
+            self._ask(ids).wait(5)
+
+    def _editable(self, job_id: str) -> JobRecord:
+        rec = self.book.require(job_id)
+        if rec.source == "yaml":
+            raise JobConflict(f"job {job_id!r} is defined in {self.config.config_path}; edit the "
+                              f"file to change or remove it (pause, resume and run work here)")
+        return rec
+
+    def _refuse_past_date(self, defn: JobDefinition) -> None:
+        """A date job whose time (and grace) has passed would never fire: say so."""
+        if not isinstance(defn.trigger, DateSpec):
+            return
+        when = build_trigger(defn.trigger, self.timezone).run_date
+        grace = defn.misfire_grace_time
+        # seconds compared, not when + grace: a huge grace overflows a datetime
+        if grace is not None and (self._now() - when).total_seconds() > grace:
+            message = (f"{_iso(when)} has passed (misfire_grace_time {grace:g}s): a date job "
+                       f"runs once, at a time to come; run it now instead, or give a later date")
+            raise InvalidJob(f"job {defn.id}: trigger.run_date: {message}",
+                             [{"field": "trigger.run_date", "message": message, "line": None}])

@@ -1,0 +1,109 @@
+"""Run queries: the runs as the API and the GUI read them, from the store and, for runs still going
+or just ended here, from the runner's memory; why a queued run waits. It must not change a run
+(runner.py does)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Optional
+from collections.abc import Callable
+
+from .errors import RunNotFound
+from .models import FINAL_STATUSES, Page, run_to_dict, target_text
+from .output import output_parts, output_since
+from .store.schema import RUN_SPAN_COLUMNS
+from .timeutil import _aware
+
+if TYPE_CHECKING:
+    from .runner import Runner
+    from .store.runs import Store
+
+
+class RunQueries:
+    """Reads runs: the store's rows, overlaid with the runner's live state (output so far, a
+    status not yet written), and explains a queued run's wait by ``nodes`` and ``now``."""
+
+    def __init__(self, store: Store, runner: Runner, *, nodes: Callable[[], list],
+                 now: Callable[[], dt.datetime]):
+        self.store, self.runner = store, runner
+        self._nodes, self._now = nodes, now
+
+    def runs(self, job_id: Optional[str] = None, status=None,
+             since: Optional[dt.datetime] = None, limit: int = 50, offset: int = 0,
+             trigger: Optional[str] = None, before: Optional[str] = None,
+             after: Optional[str] = None) -> Page:
+        """Runs newest first (without their output); see ``SchedulerService.runs``."""
+        page = self.store.runs(job_id, status, since, limit, offset, trigger, before, after)
+        for index, run in enumerate(page):
+            live = self._live(run["id"])
+            page[index] = self._explain(run_to_dict(live) if live is not None else run)
+        return page
+
+    def run_spans(self, since: dt.datetime, limit: int) -> tuple[list[dict], bool]:
+        """For the timeline; see ``SchedulerService.run_spans``."""
+        rows = self.store.run_spans(since, limit)
+        spans = []
+        for row in rows[:limit]:
+            live = self._live(row.id) if row.status in ("queued", "running") else None
+            values = [live.get(k, v) for k, v in zip(RUN_SPAN_COLUMNS, row, strict=True)] \
+                if live is not None else row
+            run_id, job_id, trigger, status, scheduled, began, ended = values
+            scheduled, began, ended = _aware(scheduled), _aware(began), _aware(ended)
+            spans.append({"id": run_id, "job_id": job_id, "trigger": trigger, "status": status,
+                          "scheduled_at": scheduled, "started_at": began, "finished_at": ended,
+                          "duration_s": round((ended - began).total_seconds(), 3)
+                          if began and ended else None})
+        return spans, len(rows) > limit
+
+    def run(self, run_id: str) -> dict:
+        """One run with its stdout and stderr (live output for a run still going), and what
+        was sent about it."""
+        live = self._live(run_id)
+        if live is not None:
+            run = run_to_dict(live, output=True)
+        else:
+            row = self.store.run(run_id)
+            if row is None:
+                raise RunNotFound(f"run {run_id!r} does not exist")
+            run = self._explain(run_to_dict(row, output=True))
+        run["notifications"] = [
+            {"id": n.id, "event": n.event, "target": target_text(json.loads(n.target)),
+             "status": n.status, "attempts": n.attempts, "log": json.loads(n.log)}
+            for n in self.store.notes_of(run_id)] if run["status"] in FINAL_STATUSES else []
+        return run
+
+    def output(self, run_id: str, stream: str, offset: int = 0) -> dict:
+        """A run's stdout or stderr after byte ``offset``, to tail a run that goes on: from
+        memory on the node running it, else as that node last wrote it (under a second old)."""
+        active = self.runner.active.get(run_id)
+        if active is not None:
+            parts, status = (active.out if stream == "stdout" else active.err).parts(), \
+                active.run["status"]
+        else:
+            run = self.run(run_id)
+            parts, status = output_parts(run[stream]), run["status"]
+        text, after = output_since(*parts, min(offset, parts[2]))
+        return {"text": text, "offset": after, "status": status,
+                "running": status in ("queued", "running"),
+                "truncated": parts[2] > len(parts[0]) + len(parts[1])}
+
+    def _explain(self, run: dict) -> dict:
+        """Why a queued run has not started: no live node has its labels, or a retry's delay."""
+        if run["status"] != "queued":
+            return run
+        if run.get("node"):
+            run["waiting"] = f"claimed by node {run['node']}: waits for a free worker there"
+        elif run["run_on"] and not any(set(run["run_on"]) <= set(node["labels"])
+                                     for node in self._nodes() if node["alive"]):
+            run["waiting"] = (f"no live node has the labels {', '.join(run['run_on'])}; it "
+                              f"starts when one does (--labels)")
+        elif run.get("due_at") and dt.datetime.fromisoformat(run["due_at"]) > self._now():
+            run["waiting"] = f"a retry: due at {run['due_at']}"
+        return run
+
+    def _live(self, run_id: str) -> Optional[dict]:
+        active = self.runner.active.get(run_id)
+        if active is not None:
+            return {**active.run, "stdout": active.out.text(), "stderr": active.err.text()}
+        return self.runner.recent.get(run_id)
