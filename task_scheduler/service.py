@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from .checks import SECRET_ENV, check_params, parse_job, trigger_problems
 from .cluster import Cluster
 from .config import Config, __version__, check_token
 from .errors import BadRequest, InvalidConfig, InvalidJob, JobConflict, RunNotFound, SchedulerError
+from .executor import RunContext
 from .explain import _details_text, _pydantic_detail
 from .history import HistoryWriter
 from .jobsfile import JobsParser, read_jobs_file
@@ -32,11 +34,12 @@ from .models import (
 from .notify import Notifier, restore_secrets
 from .output import output_parts, output_since, service_secrets
 from .reload import Reloader, _api_id_conflict
-from .runner import Runner
+from .runner import Runner, RunnerParts
 from .scheduler import _Scheduler
 from .store.runs import Store
 from .store.schedules import ScheduleStore
-from .store.schema import RUN_SPAN_COLUMNS, SCHEMA_VERSION, _sqlite_path, create_engine, migrate
+from .store.schema import (RUN_SPAN_COLUMNS, SCHEMA_VERSION, _sqlite_path, create_engine, migrate,
+                           new_run_id)
 from .text import _clean
 from .timeutil import _aware, _iso, _local_zone, _naive_utc, _utcnow
 from .triggers import _zone, build_trigger, fire_times
@@ -67,8 +70,12 @@ class SchedulerService:
         self.book = JobBook(self.store, self.timezone)
         self.history = HistoryWriter(self.store, prune=self.prune)
         self.cluster = Cluster(self)
-        self.runner = Runner(self)
         self.notifier = Notifier(self)
+        self.runner = Runner(RunnerParts(
+            config, self.store, self.history, self.book, now=self.now,
+            new_id=lambda: new_run_id(self.cluster.offset), notes_for=self.notifier.notes_for,
+            wants_previous=self.notifier.wants_previous, secrets=self.secrets,
+            passed_env=self.passed_env, run_context=functools.partial(RunContext, self)))
         self.scheduler = _Scheduler(self, ScheduleStore(self.store), timezone=self.timezone)
         self.reloader = Reloader(self) if config.config_path else None
         self.base_url: Optional[str] = None   # how jobs reach this service's API (http_check)

@@ -13,7 +13,7 @@ import sqlalchemy.dialects.sqlite
 from ..errors import SchedulerError, Unavailable
 from .io import (
     JobsQuery, OutputQuery, RunsQuery, _content_length, _json_body, _query_params, _raw_json, _text)
-from ..timeutil import _utc_naive
+from ..timeutil import _naive_utc
 
 
 def api_health(service):
@@ -84,7 +84,7 @@ def api_list_runs(service):
     """Runs, newest first, filtered and paged; ``total`` counts the matches, up to
     ``offset`` + 10,000 (``total_capped`` is true when there are more)."""
     query = _query_params(RunsQuery).model_dump()
-    query["since"] = _utc_naive(query["since"])
+    query["since"] = _naive_utc(query["since"])
     page = service.runs(**query)
     return {"runs": list(page), "total": page.total, "total_capped": page.capped}
 
