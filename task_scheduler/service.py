@@ -35,7 +35,7 @@ from .notify import Notifier, restore_secrets
 from .output import output_parts, output_since, service_secrets
 from .reload import Reloader, _api_id_conflict
 from .runner import Runner, RunnerParts
-from .scheduler import _Scheduler
+from .scheduler import SchedulerParts, _Scheduler
 from .store.runs import Store
 from .store.schedules import ScheduleStore
 from .store.schema import (RUN_SPAN_COLUMNS, SCHEMA_VERSION, _sqlite_path, create_engine, migrate,
@@ -76,7 +76,12 @@ class SchedulerService:
             new_id=lambda: new_run_id(self.cluster.offset), notes_for=self.notifier.notes_for,
             wants_previous=self.notifier.wants_previous, secrets=self.secrets,
             passed_env=self.passed_env, run_context=functools.partial(RunContext, self)))
-        self.scheduler = _Scheduler(self, ScheduleStore(self.store), timezone=self.timezone)
+        self.scheduler = _Scheduler(SchedulerParts(
+            ScheduleStore(self.store), self.book, now=self.cluster.now,
+            may_fire=self.cluster.may_fire, lost=self.cluster.lost,
+            new_id=lambda: new_run_id(self.cluster.offset), notes_for=self.notifier.notes_for,
+            start_in=self.runner.start_in, take=self.runner.take, wake=self.runner.wake),
+            timezone=self.timezone)
         self.reloader = Reloader(self) if config.config_path else None
         self.base_url: Optional[str] = None   # how jobs reach this service's API (http_check)
         self.started_at: Optional[dt.datetime] = None
