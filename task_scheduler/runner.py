@@ -26,7 +26,7 @@ from .executor import RunContext, _ActiveRun, _Outcome, _current_run, run_comman
 from .fence import Fencing
 from .history import _db_text
 from .loops import SupervisedLoop
-from .models import ENDED_STATUSES, FINAL_STATUSES, JobDefinition, run_to_dict
+from .models import ENDED_STATUSES, FINAL_STATUSES, JobDefinition, Run, run_to_dict
 from .output import MASK_REFRESH, MaskedOutput, SecretMask, _nul_note, notify_secrets
 from .processes import end_processes, kill_group, run_processes
 from .store.runs import _run_row
@@ -58,7 +58,7 @@ class RunnerParts:
     new_id: Callable[[], str]
     notes_for: Callable[..., list]              # (runs, previous=None) -> notice rows
     wants_previous: Callable[[str], bool]       # does the job's notify ask for "recovered"?
-    secrets: Iterable[str] = ()                 # the service's own, masked in every output
+    secrets: Iterable[str] = ()                 # the service's own (read at each run)
     passed_env: dict = dataclasses.field(default_factory=dict)
     run_context: Callable[..., RunContext] = functools.partial(RunContext, None)
 
@@ -77,9 +77,9 @@ class _RunTable:
         # taken to be long: nothing is claimed ahead of free workers.
         self.typical = 10.0
 
-    def remember(self, run: dict) -> None:
+    def remember(self, run: Run) -> None:
         with self.lock:
-            self.recent[run["id"]] = run
+            self.recent[run.id] = run
             while len(self.recent) > 500:   # far more than one writer batch can hold back
                 self.recent.popitem(last=False)
 
@@ -93,7 +93,7 @@ class _Masks:
     walked for each run)."""
 
     def __init__(self, book: JobBook, secrets: Iterable[str]):
-        self._book, self._secrets = book, list(secrets)
+        self._book, self._secrets = book, secrets   # the service's list: read at each run
         self._every: tuple = (0.0, [])   # (monotonic refresh time, every job's secrets)
         self._masks: dict = {}
 
@@ -128,25 +128,25 @@ class _Finisher:
     def finish(self, active: _ActiveRun, outcome: _Outcome) -> None:
         run = active.run
         with self._runs.lock:
-            if self._runs.active.pop(run["id"], None) is None:
+            if self._runs.active.pop(run.id, None) is None:
                 return   # already recorded (the service stopped while this run went on)
         if active.began is None and self._runs.stopping and outcome.status == "interrupted":
             # Claimed but never started: back to the queue (the next start, another node).
-            self._p.history.update(run["id"], node=None, heartbeat_at=None)
+            self._p.history.update(run.id, node=None, heartbeat_at=None)
             return
         if active.proc is not None:
             self._fencing.release(active.proc.pid)
         outcome = self._as_stopped(active, outcome)
         fields = self._end_fields(active, outcome)
-        run.update(fields)
+        run.update(**fields)
         if not active.rescued:
             previous = self._previous(run) if outcome.status == "succeeded" and \
-                self._p.wants_previous(run["job_id"]) else None
-            self._p.history.update(run["id"], notes=self._p.notes_for([run], previous),
+                self._p.wants_previous(run.job_id) else None
+            self._p.history.update(run.id, notes=self._p.notes_for([run.to_row()], previous),
                                    **fields)
         self._runs.remember(run)
         level = logging.INFO if outcome.status == "succeeded" else logging.WARNING
-        log.log(level, "run %s of %s: %s%s", run["id"], run["job_id"], outcome.status,
+        log.log(level, "run %s of %s: %s%s", run.id, run.job_id, outcome.status,
                 f" ({_clean(Exception(fields['error']))})" if outcome.error else "")
         if not active.rescued and outcome.status in ("failed", "timeout", "interrupted"):
             self.retry(run)   # interrupted: by this node's stop or its self-fencing
@@ -167,7 +167,7 @@ class _Finisher:
         run = active.run
         fields = dict(status=outcome.status, finished_at=self._p.now(),
                       exit_code=outcome.exit_code, stdout=outcome.stdout,
-                      error=self._masks.mask_for(run["job_id"]).text(outcome.error),
+                      error=self._masks.mask_for(run.job_id).text(outcome.error),
                       stderr=outcome.stderr + _nul_note(active.out, active.err),
                       truncated=outcome.truncated)
         fields = _db_text(fields)   # as stored: the API, notifications and the row agree
@@ -176,51 +176,50 @@ class _Finisher:
             self._runs.took((fields["finished_at"] - active.began).total_seconds())
         return fields
 
-    def _previous(self, run: dict) -> Optional[str]:
+    def _previous(self, run: Run) -> Optional[str]:
         """How the job's run before this one ended: the later of the table's answer and the
         runs ended here whose end the history writer has not written yet."""
-        found = self._p.store.previous_outcome(run["job_id"], run["id"])
+        found = self._p.store.previous_outcome(run.job_id, run.id)
         best = tuple(found) if found else ("", None)
         with self._runs.lock:
             for other in self._runs.recent.values():
-                if other["job_id"] == run["job_id"] and best[0] < other["id"] < run["id"] \
-                        and other.get("status") in ENDED_STATUSES:
-                    best = (other["id"], other["status"])
+                if other.job_id == run.job_id and best[0] < other.id < run.id \
+                        and other.status in ENDED_STATUSES:
+                    best = (other.id, other.status)
         return best[1]
 
-    def retry(self, run: dict) -> None:
+    def retry(self, run: Run) -> None:
         """Queue the next attempt of a failed run (durable: it survives a restart)."""
-        rec = self._p.book.get(run["job_id"])
+        rec = self._p.book.get(run.job_id)
         spec = rec.definition.retries if rec else None
-        if spec is None or run["attempt"] > spec.max:
+        if spec is None or run.attempt > spec.max:
             return
-        delay = spec.delay * spec.backoff ** (run["attempt"] - 1)
-        retry = {"id": self._p.new_id(), "job_id": run["job_id"], "trigger": "retry",
-                 "attempt": run["attempt"] + 1, "scheduled_at": run["scheduled_at"],
+        delay = spec.delay * spec.backoff ** (run.attempt - 1)
+        retry = {"id": self._p.new_id(), "job_id": run.job_id, "trigger": "retry",
+                 "attempt": run.attempt + 1, "scheduled_at": run.scheduled_at,
                  "due_at": self._p.now() + dt.timedelta(seconds=delay),
-                 "status": "queued", "run_on": run.get("run_on") or "",
-                 "params": run.get("params")}
+                 "status": "queued", "run_on": run.run_on or "", "params": run.params}
         if self._p.store.postgres:
             with self._runs.lock:
-                self.held.append((retry, run["id"]))
+                self.held.append((retry, run.id))
             self.queue_held()
         else:   # one node: its claims leave out runs whose end is not written yet
             try:
                 self._p.store.queue_runs([retry])
             except sa.exc.DBAPIError as exc:
-                log.error("run %s of %s: could not queue its retry: %s", run["id"],
-                          run["job_id"], _clean(exc))
+                log.error("run %s of %s: could not queue its retry: %s", run.id,
+                          run.job_id, _clean(exc))
                 return
-        log.info("run %s of %s will be retried in %ss (attempt %d of %d)", run["id"],
-                 run["job_id"], delay, retry["attempt"], spec.max + 1)
+        log.info("run %s of %s will be retried in %ss (attempt %d of %d)", run.id,
+                 run.job_id, delay, retry["attempt"], spec.max + 1)
 
     def after_rescue(self, rows: list) -> None:
         """Runs the leader found orphaned (their node went silent): tell, retry where allowed."""
         self._p.store.queue_notes(self._p.notes_for([dict(r._mapping) for r in rows]))
         for row in rows:
-            run = run_to_dict(row)
-            log.warning("run %s of %s: %s", run["id"], run["job_id"], run["error"])
-            self.retry({**run, "scheduled_at": row.scheduled_at, "run_on": row.run_on})
+            run = Run.from_row(row)
+            log.warning("run %s of %s: %s", run.id, run.job_id, run.error)
+            self.retry(run)
 
     def queue_held(self) -> None:
         """Queue the held retries whose run's end is committed (the unique fire key drops one
@@ -285,19 +284,19 @@ class _Starter:
                                          self._p.history.unsettled_ids())
 
     def take(self, started: list, ended: list) -> None:
-        """Start claimed runs in the pool; remember the ones the claim ended."""
-        for run in ended:
+        """Start claimed runs (store rows) in the pool; remember the ones the claim ended."""
+        for run in map(Run.from_row, ended):
             self._runs.remember(run)
-            log.warning("run %s of %s %s: %s", run["id"], run["job_id"], run["status"],
-                        run["error"])
-        for run in started:
-            mask = self._masks.mask_for(run["job_id"])
+            log.warning("run %s of %s %s: %s", run.id, run.job_id, run.status,
+                        run.error)
+        for run in map(Run.from_row, started):
+            mask = self._masks.mask_for(run.job_id)
             active = _ActiveRun(run, MaskedOutput(self.config.output_limit, mask),
                                 MaskedOutput(self.config.output_limit, mask))
-            active.on_spawn = functools.partial(self._spawned, run["id"])
+            active.on_spawn = functools.partial(self._spawned, run.id)
             active.watch = self._fencing.watch and self._fencing.watch.add
             with self._runs.lock:
-                self._runs.active[run["id"]] = active
+                self._runs.active[run.id] = active
             try:
                 self.pool.submit(self._execute, active)
             except RuntimeError:   # the service stopped between the claim and now
@@ -319,14 +318,14 @@ class _Starter:
             written = (active.out.total, active.err.total)
             if written != active.flushed:
                 active.flushed = written
-                self._p.history.update(active.run["id"], stdout=active.out.text(),
+                self._p.history.update(active.run.id, stdout=active.out.text(),
                                        stderr=active.err.text(),
                                        truncated=active.out.truncated or active.err.truncated)
 
     def _execute(self, active: _ActiveRun) -> None:
         run = active.run
         if active.stop_reason is not None:   # cancelled while it waited for a worker
-            run["started_at"] = None
+            run.started_at = None
             self._finish(active, _Outcome(active.stop_reason, error=active.stop_error or
                                           "cancelled before it started"))
             return
@@ -334,24 +333,27 @@ class _Starter:
         # Only now does the run read running, with the time its code starts (a claimed run
         # waits for a worker as queued); the writer merges this with a quick run's end.
         run.update(status="running", started_at=active.began)
-        self._p.history.update(run["id"], status="running", started_at=active.began)
-        rec = self._p.book.get(run["job_id"])
-        token = _current_run.set(self._p.run_context(run["id"], run["job_id"],
-                                                     run["scheduled_at"]))
+        self._p.history.update(run.id, status="running", started_at=active.began)
+        rec = self._p.book.get(run.job_id)
+        token = _current_run.set(self._p.run_context(run.id, run.job_id,
+                                                     run.scheduled_at))
         try:
             outcome = (self._run_job(rec.definition, active) if rec is not None else
                        _Outcome("cancelled", error="the job was removed before it started"))
         except Exception as exc:  # our own failure: record it rather than lose the run; the
             # traceback (the service's files) goes to the service log only
-            log.exception("run %s of %s failed inside task-scheduler", run["id"], run["job_id"])
+            log.exception("run %s of %s failed inside task-scheduler", run.id, run.job_id)
             outcome = _Outcome("failed", error=f"task-scheduler could not run it: "
                                                 f"{type(exc).__name__}: {_clean(exc)}")
         finally:
             _current_run.reset(token)
-        self._finish(active, outcome)
+        try:
+            self._finish(active, outcome)
+        except Exception:   # a pool's worker would swallow it: the run would stay running
+            log.exception("run %s of %s: its end could not be recorded", run.id, run.job_id)
 
     def _run_job(self, defn: JobDefinition, active: _ActiveRun) -> _Outcome:
-        params = json.loads(active.run.get("params") or "null") or {}
+        params = json.loads(active.run.params or "null") or {}
         limit, base_dir = self.config.output_limit, self.config.base_dir
         if defn.kind == "python":
             try:
@@ -364,7 +366,7 @@ class _Starter:
         run = active.run
         env = {**_job_env(defn, self._p.passed_env), **params.get("env", {}),
                "TS_JOB_ID": defn.id,
-               "TS_RUN_ID": run["id"], "TS_SCHEDULED_AT": _iso(run["scheduled_at"]) or ""}
+               "TS_RUN_ID": run.id, "TS_SCHEDULED_AT": _iso(run.scheduled_at) or ""}
         cwd = _resolve_path(defn.cwd, base_dir) if defn.cwd else base_dir
         argv = command_argv(defn.model_copy(update={"args": params.get("args", defn.args)}),
                             base_dir)
@@ -496,7 +498,8 @@ class Runner:
             if active is not None:
                 self._stop(active, "cancelled")
                 waiting = active.began is None   # claimed ahead: no worker will run it now
-                return run_to_dict({**active.run, "status": "cancelled", "started_at": None}
+                return run_to_dict(dataclasses.replace(active.run, status="cancelled",
+                                                       started_at=None)
                                    if waiting else active.run)
             row = store.run(run_id)
             if row is None:
@@ -517,13 +520,13 @@ class Runner:
 
     def _stop(self, active: _ActiveRun, reason: str, error: Optional[str] = None) -> None:
         if reason == "cancelled" and active.began is not None:
-            self._refuse_python(active.run["job_id"], active.run["id"])
+            self._refuse_python(active.run.job_id, active.run.id)
         ending = active.stop_reason is not None   # a killer is at work already
         active.stop_reason, active.stop_error = reason, error
         if active.proc is not None and not ending:
             threading.Thread(target=kill_group, args=(active.proc, self.config.kill_grace),
                              daemon=True).start()
-        log.info("run %s of %s: %s", active.run["id"], active.run["job_id"],
+        log.info("run %s of %s: %s", active.run.id, active.run.job_id,
                  "cancelled" if reason == "cancelled" else "being ended")
 
     def _refuse_python(self, job_id: str, run_id: str) -> None:
@@ -565,7 +568,7 @@ class Runner:
         while self.active and time.monotonic() < deadline and not self._hurry.is_set():
             if time.monotonic() >= next_note and seconds > 1:
                 next_note = time.monotonic() + 5
-                left = ", ".join(f"{a.run['job_id']} ({a.run['id']}, "
+                left = ", ".join(f"{a.run.job_id} ({a.run.id}, "
                                  f"{time.monotonic() - a.claimed:.0f}s)"
                                  for a in list(self.active.values())[:5])
                 log.info("stopping: waiting up to %.0fs for %d running runs: %s",
