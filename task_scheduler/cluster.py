@@ -16,6 +16,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from .config import __version__
+from .loops import SupervisedLoop
 from .store.schema import SCHEMA_VERSION
 from .text import _clean
 
@@ -57,14 +58,13 @@ class Cluster:
         self._fire_until = 0.0     # monotonic: firing stops then unless the lease is renewed
         self._next_heartbeat = 0.0
         self._last_holder: Optional[str] = None
-        self._failing = False
         self._resigned = False     # stopping: never take or renew the lease again
         self._lease_lock = threading.Lock()   # the loop's lease statements, and resign()
         self._reached_last = -float("inf")   # monotonic: the last tick that reached the
         self._reached_since = 0.0            # database, and the start of that unbroken run
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="ts-cluster", daemon=True)
+        self._loop = SupervisedLoop("cluster", "ts-cluster", self._tick,
+                                    lambda: self.config.lease_renew, busy=_lock_busy,
+                                    after=self._after_tick)
 
     @property
     def clustered(self) -> bool:
@@ -99,14 +99,14 @@ class Cluster:
             self.role, self._fire_until = "leader", float("inf")
             self._hooks.lead(None, True)
             return
-        self._bus.subscribe("ts_lease", lambda _payload: self._wake.set())
+        self._bus.subscribe("ts_lease", lambda _payload: self._loop.wake())
         try:
             self._tick(initial=True)
         except sa.exc.DBAPIError as exc:
             if not _lock_busy(exc):
                 raise
             log.info("cluster: the lease row is busy (a frozen leader?); trying again")
-        self._thread.start()
+        self._loop.start()
 
     def resign(self) -> None:
         """A stopping node hands the lease over before it waits for its runs (for up to the
@@ -128,10 +128,7 @@ class Cluster:
 
     def stop(self) -> None:
         """Hand the lease back at once (the others need not wait for it to expire) and leave."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
+        self._loop.stop(5)
         if not self.clustered:
             return
         try:
@@ -157,34 +154,14 @@ class Cluster:
         """The scheduler found its write fenced off: step down now."""
         if self.role == "leader":
             self._step_down(reason)
-            self._wake.set()
+            self._loop.wake()
 
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            self._wake.wait(max(0.0, self.config.lease_renew - (time.monotonic() - started)))
-            self._wake.clear()
-            if self._stopping.is_set():
-                return
-            try:
-                self._tick()
-                if self._failing:
-                    log.info("cluster: the database answers again")
-                self._failing = False
-            except sa.exc.DBAPIError as exc:
-                if _lock_busy(exc):   # bounded wait on another node's lock: next tick
-                    log.info("cluster: a lease or heartbeat row was busy; trying again")
-                elif not self._failing:
-                    log.warning("cluster: database error: %s", _clean(exc))
-                self._failing = self._failing or not _lock_busy(exc)
-            except Exception:
-                log.exception("cluster: unexpected error; continuing")
-            if self.role == "leader" and time.monotonic() >= self._fire_until:
-                self._step_down("the lease could not be renewed in time")
-            try:
-                self._hooks.fence_if_due()
-            except Exception:
-                log.exception("cluster: self-fencing failed; continuing")
+    def _after_tick(self) -> None:
+        """Each round, whether the database answered or not: stop firing on a lease that
+        could not be renewed, and end this node's commands if its heartbeat is overdue."""
+        if self.role == "leader" and time.monotonic() >= self._fire_until:
+            self._step_down("the lease could not be renewed in time")
+        self._hooks.fence_if_due()
 
     def _tick(self, initial: bool = False) -> None:
         busy = None

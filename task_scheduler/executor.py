@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from .capture import _capture_routers
 from .errors import SchedulerError
+from .models import Run
 from .output import CappedOutput
 from .processes import _command_status, _group_alive, _signal_group, kill_escaped, kill_group
 from .text import _clean
@@ -63,7 +64,7 @@ class _Outcome:
 
 @dataclasses.dataclass
 class _ActiveRun:
-    run: dict
+    run: Run
     out: CappedOutput
     err: CappedOutput
     proc: Optional[subprocess.Popen] = None

@@ -9,6 +9,8 @@ import logging
 import subprocess
 import sys
 import threading
+import time
+from typing import Optional
 
 log = logging.getLogger("task_scheduler")
 
@@ -100,3 +102,47 @@ class _FenceWatch:
                     log.error("fence watch: cannot reach it (%s); runs of this node are not "
                               "ended by it if this node pauses", exc)
                 self._broken = True
+
+
+class Fencing:
+    """This node's self-fencing deadline (monotonic): FENCE_AT of ``node_timeout`` after the
+    last heartbeat that got through, told to the fence watch (on PostgreSQL only: on SQLite no
+    other node can give this node's runs up, and the deadline stays at infinity)."""
+
+    def __init__(self, node: str, node_timeout: float):
+        self.node, self.node_timeout = node, node_timeout
+        self.at = float("inf")
+        self.watch: Optional[_FenceWatch] = None
+
+    def start(self) -> None:
+        try:
+            self.watch = _FenceWatch(self.node_timeout * (FENCE_KILL - FENCE_AT))
+        except OSError as exc:
+            log.error("fence watch: cannot start %s (%s); this node's commands are ended "
+                      "by itself only, not while it is paused", sys.executable, exc)
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.at
+
+    def heard(self, heartbeat_sent: float) -> None:
+        """A heartbeat sent at ``heartbeat_sent`` (monotonic) got through: a new deadline."""
+        self.at = heartbeat_sent + self.node_timeout * FENCE_AT
+        if self.watch is not None:
+            self.watch.deadline(self.at)
+
+    def silent(self) -> float:
+        """Seconds since the last heartbeat that got through was sent."""
+        return time.monotonic() - self.at + self.node_timeout * FENCE_AT
+
+    def reason(self) -> str:
+        return (f"interrupted: node {self.node} could not heartbeat for {self.silent():.0f}s "
+                f"(database unreachable, or the node paused), so it ended the run itself "
+                f"before another node could give it up (self-fencing)")
+
+    def release(self, pgid: int) -> None:
+        if self.watch is not None:
+            self.watch.remove(pgid)
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()

@@ -1,8 +1,10 @@
 """The data shapes: the jobs.yaml schema (JobDefinition and its triggers, retries, notification
-targets), run statuses, params of a run, and the dict shapes the API answers with."""
+targets), run statuses, params of a run, the typed run (Run), and the dict shapes the API
+answers with."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -307,9 +309,73 @@ def definition_hash(defn: JobDefinition) -> str:
     return hashlib.sha256(json.dumps(defn.dump(), sort_keys=True).encode()).hexdigest()
 
 
+@dataclasses.dataclass(slots=True)
+class Run:
+    """A run as it travels inside the core (claimed, running, ended on this node): the columns
+    of ts_runs, typed. Made from a store row with ``Run.from_row`` (rows come from the store as
+    dicts or SQLAlchemy rows; the store is not changed for it), answered with ``run_to_dict``.
+    Its fields change in place as the run goes on (status, started_at, the end)."""
+
+    id: str
+    job_id: str
+    trigger: str = "manual"
+    attempt: int = 1
+    scheduled_at: Optional[dt.datetime] = None
+    started_at: Optional[dt.datetime] = None
+    finished_at: Optional[dt.datetime] = None
+    status: str = "queued"
+    exit_code: Optional[int] = None
+    error: Optional[str] = None
+    stdout: Optional[str] = None
+    stderr: Optional[str] = None
+    truncated: bool = False
+    node: Optional[str] = None
+    due_at: Optional[dt.datetime] = None
+    heartbeat_at: Optional[dt.datetime] = None
+    epoch: Optional[int] = None
+    run_on: str = ""
+    params: Optional[str] = None
+    rerun_of: Optional[str] = None
+    cancel_requested: bool = False
+    pid: Optional[int] = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Run:
+        """From a store row: a dict (claims, fires) or a SQLAlchemy row; unknown keys dropped."""
+        values = row if isinstance(row, dict) else row._mapping
+        return cls(**{k: values[k] for k in _RUN_FIELDS if k in values and
+                      (values[k] is not None or k not in _RUN_NOT_NULL)})
+
+    def to_row(self) -> dict:
+        """As a dict of its columns (what the notifier and the store's callers read)."""
+        return {name: getattr(self, name) for name in _RUN_FIELDS}
+
+    def update(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    # Read as a mapping too, for readers outside the runner that take runs as dicts
+    # (SchedulerService._live and _views, run_spans): reads only.
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name, default)
+
+    def keys(self) -> tuple:
+        return _RUN_FIELDS
+
+
+_RUN_FIELDS = tuple(f.name for f in dataclasses.fields(Run))
+_RUN_NOT_NULL = ("attempt", "truncated", "run_on", "cancel_requested")
+
+
 def run_to_dict(row: Any, output: bool = False) -> dict:
-    """A run row (or live run dict) in the API's Run shape."""
-    get = row.get if isinstance(row, dict) else row._mapping.get
+    """A run row (or live run dict, or Run) in the API's Run shape."""
+    get = row.get if isinstance(row, (dict, Run)) else row._mapping.get
     started, finished = get("started_at"), get("finished_at")
     out = {
         "id": get("id"), "job_id": get("job_id"), "status": get("status"),

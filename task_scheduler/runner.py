@@ -1,5 +1,7 @@
 """The runner: the life of a run on this node (claim, execute, finish, retry, cancel), bounded by
-its workers, with the fence watch holding what it runs to the cluster's lease."""
+its workers, with the fence watch holding what it runs to the cluster's lease. It receives its
+collaborators (the store, the history writer, the job book, a clock, callables); it must not
+hold the service nor call into the cluster or the scheduler."""
 
 from __future__ import annotations
 
@@ -10,200 +12,424 @@ import datetime as dt
 import functools
 import json
 import logging
-import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 
 from .checks import _job_env, _resolve_path, command_argv, resolve_callable
-from .config import label_sets
+from .config import Config, label_sets
 from .errors import InvalidJob, JobConflict, RunNotFound
 from .executor import RunContext, _ActiveRun, _Outcome, _current_run, run_command, run_python
-from .fence import FENCE_AT, FENCE_KILL, _FenceWatch
+from .fence import Fencing
 from .history import _db_text
-from .models import ENDED_STATUSES, FINAL_STATUSES, JobDefinition, run_to_dict
+from .loops import SupervisedLoop
+from .models import ENDED_STATUSES, FINAL_STATUSES, JobDefinition, Run, run_to_dict
 from .output import MASK_REFRESH, MaskedOutput, SecretMask, _nul_note, notify_secrets
 from .processes import end_processes, kill_group, run_processes
 from .store.runs import _run_row
-from .store.schema import new_run_id
 from .text import _clean
 from .timeutil import _iso
 
 if TYPE_CHECKING:
-    from .service import SchedulerService
+    from .book import JobBook
+    from .history import HistoryWriter
+    from .store.runs import Store
 
 log = logging.getLogger("task_scheduler")
 
 
 OUTPUT_FLUSH = 0.4   # seconds between writes of running output: a line shows on any node in <1 s
-CLAIM_AHEAD = 500       # runs a node claims beyond its workers, at most (see Runner._capacity)
+CLAIM_AHEAD = 500       # runs a node claims beyond its workers, at most (see _Starter.capacity)
 
 
-class Runner:
-    """Runs queued runs on this node: the leader's fires, manual runs and retries all take this
-    one path. It claims what its free workers can start, runs it in its thread pool, writes the
-    end through the history writer, queues the retry, and ends runs asked to stop."""
+@dataclasses.dataclass(frozen=True)
+class RunnerParts:
+    """What the runner is given: the store, the history writer, the job book, the clock (the
+    database's, naive UTC), new run ids, and what the notifier says of ended runs."""
 
-    def __init__(self, service: SchedulerService):
-        self._service, self.config = service, service.config
-        self.pool = concurrent.futures.ThreadPoolExecutor(self.config.max_workers, "ts-run")
+    config: Config
+    store: Store
+    history: HistoryWriter
+    book: JobBook
+    now: Callable[[], dt.datetime]
+    new_id: Callable[[], str]
+    notes_for: Callable[..., list]              # (runs, previous=None) -> notice rows
+    wants_previous: Callable[[str], bool]       # does the job's notify ask for "recovered"?
+    secrets: Iterable[str] = ()                 # the service's own (read at each run)
+    passed_env: dict = dataclasses.field(default_factory=dict)
+    run_context: Callable[..., RunContext] = functools.partial(RunContext, None)
+
+
+class _RunTable:
+    """The runs of this node in memory: those going on (``active``), those ended here whose
+    end the history writer may not have committed yet (``recent``: reads must still find
+    them), and the moving average of how long a run takes here."""
+
+    def __init__(self) -> None:
         self.active: dict[str, _ActiveRun] = {}
-        self.recent: collections.OrderedDict = collections.OrderedDict()   # ended here, maybe
-        # not yet committed by the history writer: reads must still find them
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._hurry = threading.Event()
-        self._stopping = False
-        self._failing = False
-        self._labels_ok = label_sets(self.config.labels)
-        self._fence_at = float("inf")   # monotonic: self-fencing deadline (see FENCE_AT)
-        self._watch: Optional[_FenceWatch] = None
-        # Retries (with the run they follow) held until that run's end is committed: another
-        # node's claim would count the run as still going (max_instances) and skip the retry.
-        # Retries the database refused wait here too.
-        self._held: list = []
+        self.recent: collections.OrderedDict = collections.OrderedDict()
+        self.lock = threading.Lock()
+        self.stopping = False
         # Seconds a run here takes (a moving average), for the claim-ahead; until runs tell,
         # taken to be long: nothing is claimed ahead of free workers.
-        self._typical = 10.0
-        self._masked: tuple = (0.0, [])   # (monotonic refresh time, every job's secrets)
+        self.typical = 10.0
+
+    def remember(self, run: Run) -> None:
+        with self.lock:
+            self.recent[run.id] = run
+            while len(self.recent) > 500:   # far more than one writer batch can hold back
+                self.recent.popitem(last=False)
+
+    def took(self, seconds: float) -> None:
+        self.typical += (max(seconds, 0.0) - self.typical) * 0.2
+
+
+class _Masks:
+    """The secrets masked in a run's output: the service's, this job's notify targets' (as they
+    are now) and every job's (as they were at most MASK_REFRESH seconds ago: the book is not
+    walked for each run)."""
+
+    def __init__(self, book: JobBook, secrets: Iterable[str]):
+        self._book, self._secrets = book, secrets   # the service's list: read at each run
+        self._every: tuple = (0.0, [])   # (monotonic refresh time, every job's secrets)
         self._masks: dict = {}
-        self._thread = threading.Thread(target=self._loop, name="ts-runner", daemon=True)
-        self._flusher = threading.Thread(target=self._flush_output, name="ts-output",
-                                         daemon=True)
-
-    def start(self) -> None:
-        if self._service.store.postgres:   # other nodes may give this node's runs up
-            try:
-                self._watch = _FenceWatch(self.config.node_timeout * (FENCE_KILL - FENCE_AT))
-            except OSError as exc:
-                log.error("fence watch: cannot start %s (%s); this node's commands are ended "
-                          "by itself only, not while it is paused", sys.executable, exc)
-            self._fenced_until(time.monotonic())
-        self._thread.start()
-        self._flusher.start()
-
-    def wake(self, _payload: Any = None) -> None:
-        self._wake.set()
-
-    def hurry(self) -> None:
-        self._hurry.set()
-
-    # queueing
-
-    def run_now(self, job_id: str, params: Optional[dict] = None, rerun_of: Optional[str] = None
-                ) -> dict:
-        rec = self._service.book.require(job_id)
-        limit = rec.definition.max_instances
-        if self._service.store.active_count(job_id, self._service.history.unsettled_ids()) \
-                >= limit:
-            raise JobConflict(f"job {job_id!r} is already running (max_instances={limit})")
-        now = self._service.now()
-        run = {"id": new_run_id(self._service.cluster.offset), "job_id": job_id,
-               "trigger": "manual", "attempt": 1,
-               "scheduled_at": now, "due_at": now, "status": "queued", "run_on": rec.run_on,
-               "params": json.dumps(params) if params else None, "rerun_of": rerun_of}
-        self._service.store.queue_runs([run])
-        self.wake()
-        return run_to_dict(_run_row(run))
-
-    # claiming and executing
-
-    def _loop(self) -> None:
-        while not self._stopping:
-            self._wake.wait(self.config.queue_poll)
-            self._wake.clear()
-            try:
-                self.queue_held()
-                self._claim_while_free()
-                if self._failing:
-                    log.info("runner: the database answers again")
-                self._failing = False
-            except sa.exc.DBAPIError as exc:
-                if not self._failing:
-                    log.warning("runner: cannot claim runs: %s", _clean(exc))
-                self._failing = True
-            except Exception:
-                log.exception("runner: unexpected error; continuing")
-
-    def _flush_output(self) -> None:
-        """Output of running runs reaches the database while it changes, a batch at a time:
-        any node can show it, and a crash keeps what was written."""
-        while not self._stopping:
-            time.sleep(OUTPUT_FLUSH)
-            for active in list(self.active.values()):
-                written = (active.out.total, active.err.total)
-                if written != active.flushed:
-                    active.flushed = written
-                    self._service.history.update(active.run["id"], stdout=active.out.text(),
-                                                 stderr=active.err.text(),
-                                                 truncated=active.out.truncated
-                                                 or active.err.truncated)
-
-    def _claim_while_free(self) -> None:
-        while not self._stopping:
-            free = self._capacity() - len(self.active)
-            if free <= 0 or time.monotonic() >= self._fence_at:   # fenced: it would end them
-                return
-            started, ended = self._service.store.claim(self._labels_ok, min(free, 200),
-                                                       self._policy,
-                                                       self._service.notifier.notes_for,
-                                                       self._service.history.unsettled_ids())
-            self.take(started, ended)
-            if len(started) + len(ended) < free:
-                return
-
-    def start_in(self, conn, fires: list[dict]) -> list[dict]:
-        """The leader's fresh fires this node's free workers take, inside its wakeup."""
-        free = self._capacity() - len(self.active)
-        if free <= 0 or self._stopping or time.monotonic() >= self._fence_at:
-            return []
-        return self._service.store.start_fresh(conn, fires, self._labels_ok, free, self._policy,
-                                               self._service.history.unsettled_ids())
-
-    def take(self, started: list, ended: list) -> None:
-        """Start claimed runs in the pool; remember the ones the claim ended."""
-        for run in ended:
-            self._remember(run)
-            log.warning("run %s of %s %s: %s", run["id"], run["job_id"], run["status"],
-                        run["error"])
-        for run in started:
-            mask = self.mask_for(run["job_id"])
-            active = _ActiveRun(run, MaskedOutput(self.config.output_limit, mask),
-                                MaskedOutput(self.config.output_limit, mask))
-            active.on_spawn = functools.partial(self._spawned, run["id"])
-            active.watch = self._watch and self._watch.add
-            with self._lock:
-                self.active[run["id"]] = active
-            try:
-                self.pool.submit(self._execute, active)
-            except RuntimeError:   # the service stopped between the claim and now
-                self.finish(active, _Outcome("interrupted", error="service stopped"))
 
     def mask_for(self, job_id: str) -> SecretMask:
-        """The secrets masked in a run's output: the service's, this job's notify targets'
-        (as they are now) and every job's (as they were at most MASK_REFRESH seconds ago: the
-        book is not walked for each run)."""
         now = time.monotonic()
-        if now >= self._masked[0]:
-            values = [v for rec in list(self._service.book.records.values())
+        if now >= self._every[0]:
+            values = [v for rec in list(self._book.records.values())
                       if rec.definition.notify for v in notify_secrets(rec.definition.notify)]
-            self._masked = (now + MASK_REFRESH, values)
-        rec = self._service.book.get(job_id)
+            self._every = (now + MASK_REFRESH, values)
+        rec = self._book.get(job_id)
         own = notify_secrets(rec.definition.notify) if rec is not None else []
-        key = frozenset([*self._service.secrets, *self._masked[1], *own])
+        key = frozenset([*self._secrets, *self._every[1], *own])
         if key not in self._masks:
             if len(self._masks) > 64:
                 self._masks.clear()
             self._masks[key] = SecretMask(key)
         return self._masks[key]
 
+
+class _Finisher:
+    """The end of a run: recorded through the history writer (with its notifications), kept in
+    memory until written, and its retry queued. On PostgreSQL a retry is held until its run's
+    end is committed: another node's claim would count the run as still going
+    (max_instances) and skip the retry. Retries the database refused wait there too."""
+
+    def __init__(self, parts: RunnerParts, runs: _RunTable, masks: _Masks, fencing: Fencing,
+                 wake: Callable[[], None]):
+        self._p, self._runs, self._masks, self._fencing, self._wake = \
+            parts, runs, masks, fencing, wake
+        self.held: list = []   # (retry row, id of the run whose end it waits for)
+
+    def finish(self, active: _ActiveRun, outcome: _Outcome) -> None:
+        run = active.run
+        with self._runs.lock:
+            if self._runs.active.pop(run.id, None) is None:
+                return   # already recorded (the service stopped while this run went on)
+        if active.began is None and self._runs.stopping and outcome.status == "interrupted":
+            # Claimed but never started: back to the queue (the next start, another node).
+            self._p.history.update(run.id, node=None, heartbeat_at=None)
+            return
+        if active.proc is not None:
+            self._fencing.release(active.proc.pid)
+        outcome = self._as_stopped(active, outcome)
+        fields = self._end_fields(active, outcome)
+        run.update(**fields)
+        if not active.rescued:
+            previous = self._previous(run) if outcome.status == "succeeded" and \
+                self._p.wants_previous(run.job_id) else None
+            self._p.history.update(run.id, notes=self._p.notes_for([run.to_row()], previous),
+                                   **fields)
+        self._runs.remember(run)
+        level = logging.INFO if outcome.status == "succeeded" else logging.WARNING
+        log.log(level, "run %s of %s: %s%s", run.id, run.job_id, outcome.status,
+                f" ({_clean(Exception(fields['error']))})" if outcome.error else "")
+        if not active.rescued and outcome.status in ("failed", "timeout", "interrupted"):
+            self.retry(run)   # interrupted: by this node's stop or its self-fencing
+        self._wake()
+
+    def _as_stopped(self, active: _ActiveRun, outcome: _Outcome) -> _Outcome:
+        """The outcome of a run this node ended (stop, self-fencing) says so."""
+        if active.stop_reason is None and outcome.status == "failed" and \
+                active.proc is not None and self._fencing.due():
+            # Killed by the fence watch while this process was paused (SIGSTOP): say so.
+            active.stop_reason, active.stop_error = "interrupted", self._fencing.reason()
+        if active.stop_reason == "interrupted" and outcome.status != "interrupted":
+            outcome = dataclasses.replace(outcome, status="interrupted",
+                                          error=active.stop_error or outcome.error)
+        return outcome
+
+    def _end_fields(self, active: _ActiveRun, outcome: _Outcome) -> dict:
+        run = active.run
+        fields = dict(status=outcome.status, finished_at=self._p.now(),
+                      exit_code=outcome.exit_code, stdout=outcome.stdout,
+                      error=self._masks.mask_for(run.job_id).text(outcome.error),
+                      stderr=outcome.stderr + _nul_note(active.out, active.err),
+                      truncated=outcome.truncated)
+        fields = _db_text(fields)   # as stored: the API, notifications and the row agree
+        fields["started_at"] = active.began   # None: ended before a worker took it up
+        if active.began is not None:
+            self._runs.took((fields["finished_at"] - active.began).total_seconds())
+        return fields
+
+    def _previous(self, run: Run) -> Optional[str]:
+        """How the job's run before this one ended: the later of the table's answer and the
+        runs ended here whose end the history writer has not written yet."""
+        found = self._p.store.previous_outcome(run.job_id, run.id)
+        best = tuple(found) if found else ("", None)
+        with self._runs.lock:
+            for other in self._runs.recent.values():
+                if other.job_id == run.job_id and best[0] < other.id < run.id \
+                        and other.status in ENDED_STATUSES:
+                    best = (other.id, other.status)
+        return best[1]
+
+    def retry(self, run: Run) -> None:
+        """Queue the next attempt of a failed run (durable: it survives a restart)."""
+        rec = self._p.book.get(run.job_id)
+        spec = rec.definition.retries if rec else None
+        if spec is None or run.attempt > spec.max:
+            return
+        delay = spec.delay * spec.backoff ** (run.attempt - 1)
+        retry = {"id": self._p.new_id(), "job_id": run.job_id, "trigger": "retry",
+                 "attempt": run.attempt + 1, "scheduled_at": run.scheduled_at,
+                 "due_at": self._p.now() + dt.timedelta(seconds=delay),
+                 "status": "queued", "run_on": run.run_on or "", "params": run.params}
+        if self._p.store.postgres:
+            with self._runs.lock:
+                self.held.append((retry, run.id))
+            self.queue_held()
+        else:   # one node: its claims leave out runs whose end is not written yet
+            try:
+                self._p.store.queue_runs([retry])
+            except sa.exc.DBAPIError as exc:
+                log.error("run %s of %s: could not queue its retry: %s", run.id,
+                          run.job_id, _clean(exc))
+                return
+        log.info("run %s of %s will be retried in %ss (attempt %d of %d)", run.id,
+                 run.job_id, delay, retry["attempt"], spec.max + 1)
+
+    def after_rescue(self, rows: list) -> None:
+        """Runs the leader found orphaned (their node went silent): tell, retry where allowed."""
+        self._p.store.queue_notes(self._p.notes_for([dict(r._mapping) for r in rows]))
+        for row in rows:
+            run = Run.from_row(row)
+            log.warning("run %s of %s: %s", run.id, run.job_id, run.error)
+            self.retry(run)
+
+    def queue_held(self) -> None:
+        """Queue the held retries whose run's end is committed (the unique fire key drops one
+        that the leader's rescue queued already)."""
+        unsettled = self._p.history.unsettled_ids()
+        with self._runs.lock:
+            ready = [retry for retry, after in self.held if after not in unsettled]
+            self.held = [(retry, after) for retry, after in self.held if after in unsettled]
+        if not ready:
+            return
+        try:
+            self._p.store.queue_runs(ready)
+        except sa.exc.DBAPIError as exc:
+            log.warning("could not queue %d retries yet (%s); trying again", len(ready),
+                        _clean(exc))
+            with self._runs.lock:
+                self.held.extend((retry, None) for retry in ready)
+
+
+class _Starter:
+    """Claiming and executing: what this node's free workers (and the claim-ahead) can start,
+    taken from the queue or from the leader's fresh fires, run in the thread pool."""
+
+    def __init__(self, parts: RunnerParts, runs: _RunTable, masks: _Masks, fencing: Fencing,
+                 finish: Callable[[_ActiveRun, _Outcome], None]):
+        self._p, self._runs, self._masks, self._fencing, self._finish = \
+            parts, runs, masks, fencing, finish
+        self.config = parts.config
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.config.max_workers, "ts-run")
+        self._labels_ok = label_sets(self.config.labels)
+
+    def capacity(self) -> int:
+        """How many runs this node holds at once: its workers, and as many more as they
+        would start within about a second at the typical run time here. Short runs are so
+        claimed a batch per transaction, not one per free worker (a burst of 200 no-op runs:
+        2 claims, not 20); long runs are claimed one per free worker, so that another node
+        can start what this one cannot yet. Claimed-ahead runs say ``queued`` (with this
+        node) while they wait; a worker makes them ``running``, with its ``started_at``."""
+        workers = self.config.max_workers
+        return workers + min(CLAIM_AHEAD, int(workers * 1.0 / max(self._runs.typical, 0.002)))
+
+    def _free(self) -> int:
+        if self._runs.stopping or self._fencing.due():   # fenced: it would end them
+            return 0
+        return self.capacity() - len(self._runs.active)
+
+    def claim_while_free(self) -> None:
+        while (free := self._free()) > 0:
+            started, ended = self._p.store.claim(self._labels_ok, min(free, 200), self._policy,
+                                                 self._p.notes_for,
+                                                 self._p.history.unsettled_ids())
+            self.take(started, ended)
+            if len(started) + len(ended) < free:
+                return
+
+    def start_in(self, conn, fires: list[dict]) -> list[dict]:
+        """The leader's fresh fires this node's free workers take, inside its wakeup."""
+        free = self._free()
+        if free <= 0:
+            return []
+        return self._p.store.start_fresh(conn, fires, self._labels_ok, free, self._policy,
+                                         self._p.history.unsettled_ids())
+
+    def take(self, started: list, ended: list) -> None:
+        """Start claimed runs (store rows) in the pool; remember the ones the claim ended."""
+        for run in map(Run.from_row, ended):
+            self._runs.remember(run)
+            log.warning("run %s of %s %s: %s", run.id, run.job_id, run.status,
+                        run.error)
+        for run in map(Run.from_row, started):
+            mask = self._masks.mask_for(run.job_id)
+            active = _ActiveRun(run, MaskedOutput(self.config.output_limit, mask),
+                                MaskedOutput(self.config.output_limit, mask))
+            active.on_spawn = functools.partial(self._spawned, run.id)
+            active.watch = self._fencing.watch and self._fencing.watch.add
+            with self._runs.lock:
+                self._runs.active[run.id] = active
+            try:
+                self.pool.submit(self._execute, active)
+            except RuntimeError:   # the service stopped between the claim and now
+                self._finish(active, _Outcome("interrupted", error="service stopped"))
+
+    def _policy(self, job_id: str) -> Optional[tuple]:
+        rec = self._p.book.get(job_id)   # no lock: this runs inside the claim
+        return None if rec is None else (rec.definition.max_instances,
+                                         rec.definition.misfire_grace_time)
+
     def _spawned(self, run_id: str, pid: int) -> None:
         """A command started: its row keeps the process group, to be found after a crash."""
-        self._service.history.update(run_id, pid=pid)
+        self._p.history.update(run_id, pid=pid)
+
+    def flush_output(self) -> None:
+        """Output of running runs reaches the database while it changes, a batch at a time:
+        any node can show it, and a crash keeps what was written."""
+        for active in list(self._runs.active.values()):
+            written = (active.out.total, active.err.total)
+            if written != active.flushed:
+                active.flushed = written
+                self._p.history.update(active.run.id, stdout=active.out.text(),
+                                       stderr=active.err.text(),
+                                       truncated=active.out.truncated or active.err.truncated)
+
+    def _execute(self, active: _ActiveRun) -> None:
+        run = active.run
+        if active.stop_reason is not None:   # cancelled while it waited for a worker
+            run.started_at = None
+            self._finish(active, _Outcome(active.stop_reason, error=active.stop_error or
+                                          "cancelled before it started"))
+            return
+        active.began = self._p.now()
+        # Only now does the run read running, with the time its code starts (a claimed run
+        # waits for a worker as queued); the writer merges this with a quick run's end.
+        run.update(status="running", started_at=active.began)
+        self._p.history.update(run.id, status="running", started_at=active.began)
+        rec = self._p.book.get(run.job_id)
+        token = _current_run.set(self._p.run_context(run.id, run.job_id,
+                                                     run.scheduled_at))
+        try:
+            outcome = (self._run_job(rec.definition, active) if rec is not None else
+                       _Outcome("cancelled", error="the job was removed before it started"))
+        except Exception as exc:  # our own failure: record it rather than lose the run; the
+            # traceback (the service's files) goes to the service log only
+            log.exception("run %s of %s failed inside task-scheduler", run.id, run.job_id)
+            outcome = _Outcome("failed", error=f"task-scheduler could not run it: "
+                                                f"{type(exc).__name__}: {_clean(exc)}")
+        finally:
+            _current_run.reset(token)
+        try:
+            self._finish(active, outcome)
+        except Exception:   # a pool's worker would swallow it: the run would stay running
+            log.exception("run %s of %s: its end could not be recorded", run.id, run.job_id)
+
+    def _run_job(self, defn: JobDefinition, active: _ActiveRun) -> _Outcome:
+        params = json.loads(active.run.params or "null") or {}
+        limit, base_dir = self.config.output_limit, self.config.base_dir
+        if defn.kind == "python":
+            try:
+                func = resolve_callable(defn.func, base_dir, seen_within=1.0)
+            except InvalidJob as exc:
+                return _Outcome("failed", error=f"func: {exc}")
+            return _settled(active, run_python(func, params.get("args", defn.args),
+                                               {**defn.kwargs, **params.get("kwargs", {})},
+                                               limit, active.out, active.err))
+        run = active.run
+        env = {**_job_env(defn, self._p.passed_env), **params.get("env", {}),
+               "TS_JOB_ID": defn.id,
+               "TS_RUN_ID": run.id, "TS_SCHEDULED_AT": _iso(run.scheduled_at) or ""}
+        cwd = _resolve_path(defn.cwd, base_dir) if defn.cwd else base_dir
+        argv = command_argv(defn.model_copy(update={"args": params.get("args", defn.args)}),
+                            base_dir)
+        return _settled(active, run_command(argv, env, cwd, defn.timeout, limit,
+                                            self.config.kill_grace, active))
+
+
+class Runner:
+    """Runs queued runs on this node: the leader's fires, manual runs and retries all take this
+    one path. Its starter claims what its free workers can start and runs it in its thread
+    pool, its finisher writes the end through the history writer and queues the retry; it
+    queues manual runs, ends runs asked to stop (cancel, self-fencing, rescue) and stops."""
+
+    def __init__(self, parts: RunnerParts):
+        self._p, self.config = parts, parts.config
+        self.runs = _RunTable()
+        self.active, self.recent = self.runs.active, self.runs.recent
+        self._hurry = threading.Event()
+        self.fencing = Fencing(parts.store.node, self.config.node_timeout)
+        self._masks = _Masks(parts.book, parts.secrets)
+        self.mask_for = self._masks.mask_for
+        self._finisher = _Finisher(parts, self.runs, self._masks, self.fencing, self.wake)
+        self._starter = _Starter(parts, self.runs, self._masks, self.fencing,
+                                 self._finisher.finish)
+        self.finish, self.take = self._finisher.finish, self._starter.take
+        self.start_in, self.after_rescue = self._starter.start_in, self._finisher.after_rescue
+        self.queue_held = self._finisher.queue_held
+        self._loop = SupervisedLoop("runner", "ts-runner", self._claim,
+                                    lambda: self.config.queue_poll)
+        self._flusher = SupervisedLoop("output", "ts-output", self._starter.flush_output,
+                                       lambda: OUTPUT_FLUSH)
+
+    def start(self) -> None:
+        if self._p.store.postgres:   # other nodes may give this node's runs up
+            self.fencing.start()
+            self._fenced_until(time.monotonic())
+        self._loop.start()
+        self._flusher.start()
+
+    def wake(self, _payload: Any = None) -> None:
+        self._loop.wake()
+
+    def hurry(self) -> None:
+        self._hurry.set()
+
+    def _claim(self) -> None:
+        self.queue_held()
+        self._starter.claim_while_free()
+
+    def run_now(self, job_id: str, params: Optional[dict] = None, rerun_of: Optional[str] = None
+                ) -> dict:
+        """Queue a manual run of the job (409 while max_instances of it go on)."""
+        rec = self._p.book.require(job_id)
+        limit = rec.definition.max_instances
+        if self._p.store.active_count(job_id, self._p.history.unsettled_ids()) >= limit:
+            raise JobConflict(f"job {job_id!r} is already running (max_instances={limit})")
+        now = self._p.now()
+        run = {"id": self._p.new_id(), "job_id": job_id, "trigger": "manual", "attempt": 1,
+               "scheduled_at": now, "due_at": now, "status": "queued", "run_on": rec.run_on,
+               "params": json.dumps(params) if params else None, "rerun_of": rerun_of}
+        self._p.store.queue_runs([run])
+        self.wake()
+        return run_to_dict(_run_row(run))
 
     def end_leftovers(self, clustered: bool) -> None:
         """At start-up, before any run starts: processes of runs this node left (a crash, a
@@ -214,7 +440,7 @@ class Runner:
         found = run_processes()
         if not found:
             return
-        store = self._service.store
+        store = self._p.store
         for row in store.runs_of_processes(sorted(found)):
             if clustered and row.node != store.node:
                 continue
@@ -227,164 +453,7 @@ class Runner:
                         len(found[row.id]), shown)
             store.add_to_error(row.id, note)
 
-    def _capacity(self) -> int:
-        """How many runs this node holds at once: its workers, and as many more as they
-        would start within about a second at the typical run time here. Short runs are so
-        claimed a batch per transaction, not one per free worker (a burst of 200 no-op runs:
-        2 claims, not 20); long runs are claimed one per free worker, so that another node
-        can start what this one cannot yet. Claimed-ahead runs say ``queued`` (with this
-        node) while they wait; a worker makes them ``running``, with its ``started_at``."""
-        workers = self.config.max_workers
-        return workers + min(CLAIM_AHEAD, int(workers * 1.0 / max(self._typical, 0.002)))
-
-    def _policy(self, job_id: str) -> Optional[tuple]:
-        rec = self._service.book.get(job_id)   # no lock: this runs inside the claim
-        return None if rec is None else (rec.definition.max_instances,
-                                         rec.definition.misfire_grace_time)
-
-    def _execute(self, active: _ActiveRun) -> None:
-        run = active.run
-        if active.stop_reason is not None:   # cancelled while it waited for a worker
-            run["started_at"] = None
-            self.finish(active, _Outcome(active.stop_reason, error=active.stop_error or
-                                         "cancelled before it started"))
-            return
-        active.began = self._service.now()
-        # Only now does the run read running, with the time its code starts (a claimed run
-        # waits for a worker as queued); the writer merges this with a quick run's end.
-        run.update(status="running", started_at=active.began)
-        self._service.history.update(run["id"], status="running", started_at=active.began)
-        rec = self._service.book.get(run["job_id"])
-        token = _current_run.set(RunContext(self._service, run["id"], run["job_id"],
-                                            run["scheduled_at"]))
-        try:
-            outcome = (self._run_job(rec.definition, active) if rec is not None else
-                       _Outcome("cancelled", error="the job was removed before it started"))
-        except Exception as exc:  # our own failure: record it rather than lose the run; the
-            # traceback (the service's files) goes to the service log only
-            log.exception("run %s of %s failed inside task-scheduler", run["id"], run["job_id"])
-            outcome = _Outcome("failed", error=f"task-scheduler could not run it: "
-                                                f"{type(exc).__name__}: {_clean(exc)}")
-        finally:
-            _current_run.reset(token)
-        self.finish(active, outcome)
-
-    def _run_job(self, defn: JobDefinition, active: _ActiveRun) -> _Outcome:
-        params = json.loads(active.run.get("params") or "null") or {}
-        limit, base_dir = self.config.output_limit, self.config.base_dir
-        if defn.kind == "python":
-            try:
-                func = resolve_callable(defn.func, base_dir, seen_within=1.0)
-            except InvalidJob as exc:
-                return _Outcome("failed", error=f"func: {exc}")
-            return _settled(active, run_python(func, params.get("args", defn.args),
-                                               {**defn.kwargs, **params.get("kwargs", {})},
-                                               limit, active.out, active.err))
-        run = active.run
-        env = {**_job_env(defn, self._service.passed_env), **params.get("env", {}),
-               "TS_JOB_ID": defn.id,
-               "TS_RUN_ID": run["id"], "TS_SCHEDULED_AT": _iso(run["scheduled_at"]) or ""}
-        cwd = _resolve_path(defn.cwd, base_dir) if defn.cwd else base_dir
-        argv = command_argv(defn.model_copy(update={"args": params.get("args", defn.args)}),
-                            base_dir)
-        return _settled(active, run_command(argv, env, cwd, defn.timeout, limit,
-                                            self.config.kill_grace, active))
-
-    # ending
-
-    def finish(self, active: _ActiveRun, outcome: _Outcome) -> None:
-        run = active.run
-        with self._lock:
-            if self.active.pop(run["id"], None) is None:
-                return   # already recorded (the service stopped while this run went on)
-        if active.began is None and self._stopping and outcome.status == "interrupted":
-            # Claimed but never started: back to the queue (the next start, another node).
-            self._service.history.update(run["id"], node=None, heartbeat_at=None)
-            return
-        if self._watch is not None and active.proc is not None:
-            self._watch.remove(active.proc.pid)
-        if active.stop_reason is None and outcome.status == "failed" and \
-                active.proc is not None and time.monotonic() >= self._fence_at:
-            # Killed by the fence watch while this process was paused (SIGSTOP): say so.
-            active.stop_reason, active.stop_error = "interrupted", self._fence_reason()
-        if active.stop_reason == "interrupted" and outcome.status != "interrupted":
-            outcome = dataclasses.replace(outcome, status="interrupted",
-                                          error=active.stop_error or outcome.error)
-        fields = dict(status=outcome.status, finished_at=self._service.now(),
-                      exit_code=outcome.exit_code, stdout=outcome.stdout,
-                      error=self.mask_for(run["job_id"]).text(outcome.error),
-                      stderr=outcome.stderr + _nul_note(active.out, active.err),
-                      truncated=outcome.truncated)
-        fields = _db_text(fields)   # as stored: the API, notifications and the row agree
-        if active.began is None:
-            fields["started_at"] = None   # ended before a worker took it up
-        else:
-            fields["started_at"] = active.began
-            took = (fields["finished_at"] - active.began).total_seconds()
-            self._typical += (max(took, 0.0) - self._typical) * 0.2
-        run.update(fields)
-        if not active.rescued:
-            notifier = self._service.notifier
-            previous = self._previous(run) \
-                if outcome.status == "succeeded" and notifier.wants_previous(run["job_id"]) \
-                else None
-            self._service.history.update(run["id"], notes=notifier.notes_for([run], previous),
-                                         **fields)
-        self._remember(run)
-        level = logging.INFO if outcome.status == "succeeded" else logging.WARNING
-        log.log(level, "run %s of %s: %s%s", run["id"], run["job_id"], outcome.status,
-                f" ({_clean(Exception(fields['error']))})" if outcome.error else "")
-        if not active.rescued and outcome.status in ("failed", "timeout", "interrupted"):
-            self._retry(run)   # interrupted: by this node's stop or its self-fencing
-        self.wake()
-
-    def _previous(self, run: dict) -> Optional[str]:
-        """How the job's run before this one ended: the later of the table's answer and the
-        runs ended here whose end the history writer has not written yet."""
-        found = self._service.store.previous_outcome(run["job_id"], run["id"])
-        best = tuple(found) if found else ("", None)
-        with self._lock:
-            for other in self.recent.values():
-                if other["job_id"] == run["job_id"] and best[0] < other["id"] < run["id"] \
-                        and other.get("status") in ENDED_STATUSES:
-                    best = (other["id"], other["status"])
-        return best[1]
-
-    def _retry(self, run: dict) -> None:
-        """Queue the next attempt of a failed run (durable: it survives a restart)."""
-        rec = self._service.book.get(run["job_id"])
-        spec = rec.definition.retries if rec else None
-        if spec is None or run["attempt"] > spec.max:
-            return
-        delay = spec.delay * spec.backoff ** (run["attempt"] - 1)
-        retry = {"id": new_run_id(self._service.cluster.offset), "job_id": run["job_id"],
-                 "trigger": "retry",
-                 "attempt": run["attempt"] + 1, "scheduled_at": run["scheduled_at"],
-                 "due_at": self._service.now() + dt.timedelta(seconds=delay),
-                 "status": "queued", "run_on": run.get("run_on") or "",
-                 "params": run.get("params")}
-        if self._service.store.postgres:
-            with self._lock:
-                self._held.append((retry, run["id"]))
-            self.queue_held()
-        else:   # one node: its claims leave out runs whose end is not written yet
-            try:
-                self._service.store.queue_runs([retry])
-            except sa.exc.DBAPIError as exc:
-                log.error("run %s of %s: could not queue its retry: %s", run["id"],
-                          run["job_id"], _clean(exc))
-                return
-        log.info("run %s of %s will be retried in %ss (attempt %d of %d)", run["id"],
-                 run["job_id"], delay, retry["attempt"], spec.max + 1)
-
-    def after_rescue(self, rows: list) -> None:
-        """Runs the leader found orphaned (their node went silent): tell, retry where allowed."""
-        self._service.store.queue_notes(self._service.notifier.notes_for(
-            [dict(r._mapping) for r in rows]))
-        for row in rows:
-            run = run_to_dict(row)
-            log.warning("run %s of %s: %s", run["id"], run["job_id"], run["error"])
-            self._retry({**run, "scheduled_at": row.scheduled_at, "run_on": row.run_on})
+    # ending runs from outside their worker: cancel, rescue, self-fencing
 
     def after_heartbeat(self, alive: set, cancels: set, since: float) -> None:
         """Runs of this node the database no longer shows running were rescued while this node
@@ -399,29 +468,10 @@ class Runner:
                 self._stop(active, "interrupted", "interrupted: this node was silent too long "
                            "and the run was given up (and retried) elsewhere")
 
-    def queue_held(self) -> None:
-        """Queue the held retries whose run's end is committed (the unique fire key drops one
-        that the leader's rescue queued already)."""
-        unsettled = self._service.history.unsettled_ids()
-        with self._lock:
-            ready = [retry for retry, after in self._held if after not in unsettled]
-            self._held = [(retry, after) for retry, after in self._held if after in unsettled]
-        if not ready:
-            return
-        try:
-            self._service.store.queue_runs(ready)
-        except sa.exc.DBAPIError as exc:
-            log.warning("could not queue %d retries yet (%s); trying again", len(ready),
-                        _clean(exc))
-            with self._lock:
-                self._held.extend((retry, None) for retry in ready)
-
     def _fenced_until(self, heartbeat_sent: float) -> None:
-        if time.monotonic() >= self._fence_at:   # back after the deadline (a pause): runs the
-            self.fence_if_due()                  # watch ended are marked before it moves on
-        self._fence_at = heartbeat_sent + self.config.node_timeout * FENCE_AT
-        if self._watch is not None:
-            self._watch.deadline(self._fence_at)
+        if self.fencing.due():      # back after the deadline (a pause): runs the watch
+            self.fence_if_due()     # ended are marked before it moves on
+        self.fencing.heard(heartbeat_sent)
 
     def fence_if_due(self) -> None:
         """Self-fencing: this node has not heart-beaten its runs for FENCE_AT of node_timeout
@@ -429,44 +479,39 @@ class Runner:
         soon give them up and retry them elsewhere. End its command runs now, before that can
         happen; their end (and why) is written when the database answers again. A python
         job's thread cannot be ended: it goes on (docs/cluster.md)."""
-        if time.monotonic() < self._fence_at:
+        if not self.fencing.due():
             return
         ending = [a for a in list(self.active.values()) if a.stop_reason is None
                   and (a.proc is not None or a.began is None)]
         if ending:
             log.warning("node %s: no heartbeat got through for %.0fs; ending its %d command "
                         "runs before another node may give them up (self-fencing)",
-                        self._service.store.node, time.monotonic() - self._fence_at +
-                        self.config.node_timeout * FENCE_AT, len(ending))
+                        self._p.store.node, self.fencing.silent(), len(ending))
         for active in ending:
-            self._stop(active, "interrupted", self._fence_reason())
-
-    def _fence_reason(self) -> str:
-        silent = time.monotonic() - self._fence_at + self.config.node_timeout * FENCE_AT
-        return (f"interrupted: node {self._service.store.node} could not heartbeat for "
-                f"{silent:.0f}s (database unreachable, or the node paused), so it ended the "
-                f"run itself before another node could give it up (self-fencing)")
+            self._stop(active, "interrupted", self.fencing.reason())
 
     def cancel(self, run_id: str) -> dict:
         """Cancel a queued run, or end a running command (on whichever node runs it)."""
+        store = self._p.store
         for _ in range(3):   # a queued run may be claimed meanwhile: look again
             active = self.active.get(run_id)
             if active is not None:
                 self._stop(active, "cancelled")
                 waiting = active.began is None   # claimed ahead: no worker will run it now
-                return run_to_dict({**active.run, "status": "cancelled", "started_at": None}
+                return run_to_dict(dataclasses.replace(active.run, status="cancelled",
+                                                       started_at=None)
                                    if waiting else active.run)
-            row = self._service.store.run(run_id)
+            row = store.run(run_id)
             if row is None:
                 raise RunNotFound(f"run {run_id!r} does not exist")
-            if row.status == "queued" and self._service.store.cancel_queued(run_id):
+            if row.status == "queued" and store.cancel_queued(run_id):
                 log.info("run %s of %s cancelled before it started", run_id, row.job_id)
-                return run_to_dict(self._service.store.run(run_id))
+                return run_to_dict(store.run(run_id))
             if row.status in ("queued", "running") and \
-                    row.node not in (None, self._service.store.node):   # held by another node
+                    row.node not in (None, store.node):   # held by another node
                 if row.status == "running":
                     self._refuse_python(row.job_id, run_id)
-                self._service.store.request_cancel(run_id)
+                store.request_cancel(run_id)
                 log.info("run %s of %s: cancel asked of node %s", run_id, row.job_id, row.node)
                 return run_to_dict(row)
             if row.status in FINAL_STATUSES:
@@ -475,27 +520,21 @@ class Runner:
 
     def _stop(self, active: _ActiveRun, reason: str, error: Optional[str] = None) -> None:
         if reason == "cancelled" and active.began is not None:
-            self._refuse_python(active.run["job_id"], active.run["id"])
+            self._refuse_python(active.run.job_id, active.run.id)
         ending = active.stop_reason is not None   # a killer is at work already
         active.stop_reason, active.stop_error = reason, error
         if active.proc is not None and not ending:
             threading.Thread(target=kill_group, args=(active.proc, self.config.kill_grace),
                              daemon=True).start()
-        log.info("run %s of %s: %s", active.run["id"], active.run["job_id"],
+        log.info("run %s of %s: %s", active.run.id, active.run.job_id,
                  "cancelled" if reason == "cancelled" else "being ended")
 
     def _refuse_python(self, job_id: str, run_id: str) -> None:
-        rec = self._service.book.get(job_id)
+        rec = self._p.book.get(job_id)
         if rec is not None and rec.definition.kind == "python":
             raise JobConflict(f"run {run_id} is a python job; a running thread cannot be "
                               f"stopped from outside (make the job return, or run it as a "
                               f"command job to get timeout and cancel)")
-
-    def _remember(self, run: dict) -> None:
-        with self._lock:
-            self.recent[run["id"]] = run
-            while len(self.recent) > 500:   # far more than one writer batch can hold back
-                self.recent.popitem(last=False)
 
     # stopping
 
@@ -504,9 +543,9 @@ class Runner:
     def stop(self, grace: float) -> None:
         """Claim nothing more; give running runs ``grace`` seconds (saying what is awaited);
         then end commands (TERM, KILL) and record what is left as interrupted."""
-        self._stopping = True
-        self._wake.set()
-        self._thread.join(5)
+        self.runs.stopping = True
+        self._flusher.stop(0)
+        self._loop.stop(5)
         # what the log counts down: the time left for the whole stop, TERM and KILL included
         self._stop_by = time.monotonic() + grace + self.config.kill_grace + 1
         self._wait(grace)
@@ -519,18 +558,17 @@ class Runner:
         self._wait(0.5 if self._hurry.is_set() else self.config.kill_grace + 1)
         for active in list(self.active.values()):
             self.finish(active, _Outcome("interrupted", error="service stopped"))
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        if self._held and self._service.history.flush(10):
+        self._starter.pool.shutdown(wait=False, cancel_futures=True)
+        if self._finisher.held and self._p.history.flush(10):
             self.queue_held()   # their runs' ends are written: other nodes may take them
-        if self._watch is not None:
-            self._watch.close()
+        self.fencing.close()
 
     def _wait(self, seconds: float) -> None:
         deadline, next_note = time.monotonic() + seconds, time.monotonic()
         while self.active and time.monotonic() < deadline and not self._hurry.is_set():
             if time.monotonic() >= next_note and seconds > 1:
                 next_note = time.monotonic() + 5
-                left = ", ".join(f"{a.run['job_id']} ({a.run['id']}, "
+                left = ", ".join(f"{a.run.job_id} ({a.run.id}, "
                                  f"{time.monotonic() - a.claimed:.0f}s)"
                                  for a in list(self.active.values())[:5])
                 log.info("stopping: waiting up to %.0fs for %d running runs: %s",

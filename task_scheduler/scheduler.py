@@ -1,14 +1,15 @@
 """The scheduler: APScheduler 3 as the leader's clock. Each fire becomes queued runs in the store
-(or a missed row), never a call of the job itself."""
+(or a missed row), never a call of the job itself. It must not hold the service nor run a job."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import logging
 import threading
 import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
 import sqlalchemy as sa
@@ -19,17 +20,34 @@ from apscheduler.schedulers.base import STATE_RUNNING
 
 from .errors import NotLeader
 from .models import JobDefinition
-from .store.schema import new_run_id
 from .text import _clean
 from .timeutil import _iso, _naive_utc
 from .triggers import build_trigger
 
 if TYPE_CHECKING:
-    from .book import JobRecord
-    from .service import SchedulerService
+    from .book import JobBook, JobRecord
     from .store.schedules import ScheduleStore
 
 log = logging.getLogger("task_scheduler")
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulerParts:
+    """What the scheduler is given: the schedule's store, the job book, the cluster's clock
+    (aware, the database's) and lease (``may_fire``; ``lost`` when a write was fenced off),
+    new run ids, the notices of missed fires, and the runner's entry points for the fires
+    (``start_in`` inside the commit, ``take`` after it, ``wake`` for the rest)."""
+
+    store: ScheduleStore
+    book: JobBook
+    now: Callable[[], dt.datetime]
+    may_fire: Callable[[], bool]
+    lost: Callable[[str], None]
+    new_id: Callable[[], str]
+    notes_for: Callable[[list], list]
+    start_in: Callable[[Any, list], list]
+    take: Callable[[list, list], None]
+    wake: Callable[[], None]
 
 
 class _Scheduler(BackgroundScheduler):
@@ -37,14 +55,15 @@ class _Scheduler(BackgroundScheduler):
     for, turns due fires into rows (queued; or missed, saying why: past the grace, or coalesced
     into a later fire, never a silent gap) and commits both with the schedule in one fenced
     transaction. It fires on the database's clock. A database error does not end the loop
-    (pitfall A8): the wakeup is retried from the stored state."""
+    (pitfall A8): the wakeup is retried from the stored state. It holds no service: what it
+    uses is given (SchedulerParts)."""
 
     retry_wait = 2.0
     max_wait = 3600.0   # the longest sleep: a wait of centuries overflows the thread's timer
 
-    def __init__(self, service: SchedulerService, store: ScheduleStore, **kwargs):
-        super().__init__(jobstores={"default": store}, **kwargs)
-        self._service, self._store = service, store
+    def __init__(self, parts: SchedulerParts, **kwargs):
+        super().__init__(jobstores={"default": parts.store}, **kwargs)
+        self._p, self._store, self._book = parts, parts.store, parts.book
         self.last_error: Optional[str] = None
         self.leading_since: Optional[dt.datetime] = None
         self._asked: set = set()
@@ -58,7 +77,7 @@ class _Scheduler(BackgroundScheduler):
         every job definition before the first fire (the event: that is done)."""
         self._store.epoch = epoch
         self._store.invalidate()
-        self.leading_since = _naive_utc(self._service.cluster.now())
+        self.leading_since = _naive_utc(self._p.now())
         self.resume()
         return self.ask(None)
 
@@ -92,13 +111,13 @@ class _Scheduler(BackgroundScheduler):
     def _process_jobs(self):
         if self.state != STATE_RUNNING:
             return None
-        if not self._service.cluster.may_fire():
+        if not self._p.may_fire():
             return 0.2   # not renewed lately: fire nothing until it is (or this node steps down)
         try:
             wait = self._wakeup()
         except NotLeader as exc:
             self._forget()
-            self._service.cluster.lost(str(exc))
+            self._p.lost(str(exc))
             return None
         except Exception as exc:
             self._forget()
@@ -109,7 +128,7 @@ class _Scheduler(BackgroundScheduler):
         return wait
 
     def _wakeup(self) -> Optional[float]:
-        now = self._service.cluster.now().astimezone(self.timezone)
+        now = self._p.now().astimezone(self.timezone)
         self._store.now = now   # what a schedule computed in this wakeup is computed at
         with self._asked_lock:
             ids, everything, waiters = self._asked, self._asked_all, self._waiters
@@ -117,7 +136,7 @@ class _Scheduler(BackgroundScheduler):
         try:
             with self._jobstores_lock:
                 if everything:
-                    ids = set(self._store.ids()) | set(self._service.book.records)
+                    ids = set(self._store.ids()) | set(self._book.records)
                 self._store.preload([i for i in ids if not self._in_step(i)])
                 fires: list = []
                 for job_id in sorted(ids):
@@ -136,7 +155,7 @@ class _Scheduler(BackgroundScheduler):
                         fires += self._set_aside(job.id, job.next_run_time, now, exc)
                 missed = [row for row in fires if row["status"] == "missed"]
                 inserted, started = self._store.commit(
-                    fires, self._service.notifier.notes_for(missed), self._service.runner.start_in)
+                    fires, self._p.notes_for(missed), self._p.start_in)
                 next_time = self._store.get_next_run_time()
         except Exception:
             with self._asked_lock:   # ask again after the retry; release the callers now
@@ -147,12 +166,12 @@ class _Scheduler(BackgroundScheduler):
             for done in waiters:
                 done.set()
         if started:
-            self._service.runner.take(started, [])
+            self._p.take(started, [])
         if len(inserted) > len(started):
-            self._service.runner.wake()   # what this node did not take: its next claim
+            self._p.wake()   # what this node did not take: its next claim
         if next_time is None:
             return None
-        return min(max((next_time - self._service.cluster.now()).total_seconds(), 0.0),
+        return min(max((next_time - self._p.now()).total_seconds(), 0.0),
                    self.max_wait)
 
     def _set_aside(self, job_id: str, moment: Optional[dt.datetime], now: dt.datetime,
@@ -165,7 +184,7 @@ class _Scheduler(BackgroundScheduler):
         log.error("job %s: %s", job_id, reason, exc_info=exc)
         if self._store.stamp(job_id)[0]:
             self._store.remove_job(job_id)
-        rec = self._service.book.get(job_id)
+        rec = self._book.get(job_id)
         if rec is None or self._broken.get(job_id) == (rec.hash, reason):
             return []
         self._broken[job_id] = (rec.hash, reason)
@@ -186,7 +205,7 @@ class _Scheduler(BackgroundScheduler):
 
     def _sync(self, job_id: str, now: dt.datetime) -> None:
         """Make APScheduler's job match its definition: add, rebuild, pause or remove it."""
-        rec = self._service.book.get(job_id)
+        rec = self._book.get(job_id)
         if self._in_step(job_id):
             return   # every job on a restart: unpickling 10,000 jobs took seconds
         job = self._store.lookup_job(job_id) if self._store.stamp(job_id)[0] else None
@@ -214,7 +233,7 @@ class _Scheduler(BackgroundScheduler):
 
     def _in_step(self, job_id: str) -> bool:
         """Does the stored schedule match the definition (known without unpickling)?"""
-        rec = self._service.book.get(job_id)
+        rec = self._book.get(job_id)
         stored, stamp = self._store.stamp(job_id)
         return stored and rec is not None and rec.definition.is_enabled and \
             rec.state != "manual" and (rec.paused == (stamp is None) or
@@ -247,7 +266,7 @@ class _Scheduler(BackgroundScheduler):
     def _fire(self, job, now: dt.datetime) -> list[dict]:
         """The rows of a due job's fire times, and its schedule moved past them."""
         times, left_out, following = _due_times(job, now)
-        rec = self._service.book.get(job.id)
+        rec = self._book.get(job.id)
         rows = []
         if job.coalesce and len(times) > 1:
             reason = f"coalesced: the fire at {_iso(times[-1])} ran in its place"
@@ -272,13 +291,13 @@ class _Scheduler(BackgroundScheduler):
              error: Optional[str]) -> dict:
         scheduled = _naive_utc(moment)
         late_start = self.leading_since is not None and scheduled < self.leading_since
-        row = {"id": new_run_id(self._service.cluster.offset), "job_id": job.id,
+        row = {"id": self._p.new_id(), "job_id": job.id,
                "status": status, "attempt": 1,
                "trigger": "catchup" if late_start and status == "queued" else "schedule",
                "scheduled_at": scheduled, "due_at": scheduled, "error": error,
                "epoch": self._store.epoch, "run_on": rec.run_on if rec else ""}
         if status != "queued":
-            row["finished_at"] = _naive_utc(self._service.cluster.now())
+            row["finished_at"] = _naive_utc(self._p.now())
         return row
 
 

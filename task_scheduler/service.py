@@ -5,6 +5,7 @@ order of start and stop."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 from typing import Optional
@@ -15,6 +16,7 @@ from .checks import SECRET_ENV, check_params
 from .cluster import Cluster, NodeHooks
 from .config import Config, __version__, check_token
 from .errors import JobConflict
+from .executor import RunContext
 from .history import HistoryWriter
 from .jobs import JobCatalog
 from .lockfile import lock_sqlite
@@ -23,12 +25,12 @@ from .notify import Notifier
 from .output import service_secrets
 from .queries import RunQueries
 from .reload import JobsFile, Reloader
-from .runner import Runner
-from .scheduler import _Scheduler
+from .runner import Runner, RunnerParts
+from .scheduler import SchedulerParts, _Scheduler
 from .status import StatusBoard
 from .store.runs import Store
 from .store.schedules import ScheduleStore
-from .store.schema import create_engine, migrate
+from .store.schema import create_engine, migrate, new_run_id
 from .timeutil import _local_zone, _naive_utc, _utcnow
 from .triggers import _zone
 
@@ -62,10 +64,19 @@ class SchedulerService:
             after_rescue=lambda rows: self.runner.after_rescue(rows),
             fence_if_due=lambda: self.runner.fence_if_due(),
             config_hash=lambda: self.jobs_file.state.hash))
-        self.runner = Runner(self)
         self.notifier = Notifier(config, self.store, self.bus, self.book, now=self.now,
                                  leading=self.cluster.leads, base_url=lambda: self.base_url)
-        self.scheduler = _Scheduler(self, ScheduleStore(self.store), timezone=self.timezone)
+        self.runner = Runner(RunnerParts(
+            config, self.store, self.history, self.book, now=self.now,
+            new_id=lambda: new_run_id(self.cluster.offset), notes_for=self.notifier.notes_for,
+            wants_previous=self.notifier.wants_previous, secrets=self.secrets,
+            passed_env=self.passed_env, run_context=functools.partial(RunContext, self)))
+        self.scheduler = _Scheduler(SchedulerParts(
+            ScheduleStore(self.store), self.book, now=self.cluster.now,
+            may_fire=self.cluster.may_fire, lost=self.cluster.lost,
+            new_id=lambda: new_run_id(self.cluster.offset), notes_for=self.notifier.notes_for,
+            start_in=self.runner.start_in, take=self.runner.take, wake=self.runner.wake),
+            timezone=self.timezone)
         self.catalog = JobCatalog(config, self.book, self.store, self.runner, self.timezone,
                                   leading=self.cluster.leads, ask=self.scheduler.ask,
                                   now=self.cluster.now)

@@ -6,16 +6,20 @@ import datetime as dt
 from typing import Optional
 
 
-# Dict shapes of the API and the GUI
-
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def _naive_utc(value: Optional[dt.datetime]) -> Optional[dt.datetime]:
+    """A time as naive UTC (the database's form); beyond what datetime can hold in UTC (a
+    fire time late on 9999-12-31 west of UTC, an API query's ``since``), the earliest or the
+    latest time: no loop dies of an overflow, and a query past the end matches nothing."""
     if value is None or value.tzinfo is None:
         return value
-    return value.astimezone(dt.UTC).replace(tzinfo=None)
+    try:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:
+        return dt.datetime.min if value.year < 2000 else dt.datetime.max
 
 
 def _iso(value: Optional[dt.datetime]) -> Optional[str]:
@@ -39,12 +43,3 @@ def _local_zone():
     from tzlocal import get_localzone   # APScheduler's own dependency
     return get_localzone()
 
-
-def _utc_naive(value: Optional[dt.datetime]) -> Optional[dt.datetime]:
-    """A time as naive UTC; beyond what datetime can hold in UTC, the earliest or latest."""
-    if value is None or value.tzinfo is None:
-        return value
-    try:
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
-    except OverflowError:
-        return dt.datetime.min if value.year < 2000 else dt.datetime.max

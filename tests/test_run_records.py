@@ -222,7 +222,7 @@ def test_a_claimed_run_waiting_for_a_worker_reads_queued(tmp_path, make_service)
         "def wait():\n    GATE.wait(60)\n")
     service = make_service(max_workers=10)
     add(service, id="blocked", func=f"{module}:wait", max_instances=20)
-    service.runner._typical = 0.01   # as after quick runs: the runner claims ahead of workers
+    service.runner.runs.typical = 0.01   # as after quick runs: the runner claims ahead of workers
     runs = [service.run_now("blocked") for _ in range(11)]
     gate = importlib.import_module(module)
     try:
@@ -409,7 +409,7 @@ def test_a_claimed_run_not_started_at_stop_goes_back_to_the_queue(tmp_path, make
         "def wait():\n    GATE.wait(60)\n")
     service = make_service(max_workers=1)
     add(service, id="blocked", func=f"{module}:wait", max_instances=5)
-    service.runner._typical = 0.01   # claims ahead of its one worker
+    service.runner.runs.typical = 0.01   # claims ahead of its one worker
     first, second = service.run_now("blocked"), service.run_now("blocked")
     gate = importlib.import_module(module)
     try:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from ..errors import SchedulerError, Unavailable
 from .io import (
     JobsQuery, OutputQuery, RunsQuery, _content_length, _json_body, _query_params, _raw_json, _text)
-from ..timeutil import _utc_naive
+from ..timeutil import _naive_utc
 
 
 def api_health(service):
@@ -82,7 +82,7 @@ def api_list_runs(service):
     """Runs, newest first, filtered and paged; ``total`` counts the matches, up to
     ``offset`` + 10,000 (``total_capped`` is true when there are more)."""
     query = _query_params(RunsQuery).model_dump()
-    query["since"] = _utc_naive(query["since"])
+    query["since"] = _naive_utc(query["since"])
     page = service.runs(**query)
     return {"runs": list(page), "total": page.total, "total_capped": page.capped}
 
