@@ -254,7 +254,7 @@ def _measure_prune(tmp: Path, args) -> dict:
         quiet = (quiet[0], _utc())
         time.sleep(1)
         begun = _utc()
-        deleted = service.store.prune(keep_runs=1000, keep_days=3650)
+        deleted = service.store.retention.prune(keep_runs=1000, keep_days=3650)
         # at least a second of fires, so that a short prune still has a sample
         pruning = (begun, max(_utc(), begun + dt.timedelta(seconds=1)))
         time.sleep(3)   # the fires delayed by the prune have started

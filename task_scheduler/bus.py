@@ -17,7 +17,7 @@ import sqlalchemy.dialects.sqlite
 from .text import _clean
 
 if TYPE_CHECKING:
-    from .store.runs import Store
+    from .store import Store
 
 log = logging.getLogger("task_scheduler")
 

@@ -57,7 +57,7 @@ class Cluster:
         """Register this node (a live node with the same id is refused) and interrupt the runs
         this node's previous life left running (SQLite: every such run)."""
         if self.clustered:
-            others = self.store.register_node(
+            others = self.store.nodes.register_node(
                 {"host": socket.gethostname(), "pid": os.getpid(), "version": __version__,
                  "labels": ",".join(self.config.labels), "role": "follower",
                  "schema_version": SCHEMA_VERSION}, self.config.node_timeout)
@@ -68,11 +68,11 @@ class Cluster:
                 log.warning("node %s (%s, schema %d) joins nodes of other releases: %s; "
                             "upgrade them all to one release", self.store.node, __version__,
                             SCHEMA_VERSION, ", ".join(mixed))
-        swept = self.store.sweep(self.store.node if self.clustered else None)
+        swept = self.store.liveness.sweep(self.store.node if self.clustered else None)
         if swept:
             log.warning("marked %d runs interrupted (left running by a crash)", len(swept))
             self._service.book.load()   # the notifications name the jobs' targets
-            self.store.queue_notes(self._service.notifier.notes_for(
+            self.store.notes.queue_notes(self._service.notifier.notes_for(
                 [dict(r._mapping) for r in swept]))
 
     def start(self) -> None:
@@ -103,7 +103,7 @@ class Cluster:
                 return
             self._step_down("this node is stopping; the lease is handed over")
             try:
-                self.store.release_lease(epoch)
+                self.store.nodes.release_lease(epoch)
             except sa.exc.DBAPIError as exc:
                 log.warning("cluster: could not hand the lease back (%s); it expires by "
                             "itself", _clean(exc))
@@ -119,8 +119,8 @@ class Cluster:
         try:
             if self.role == "leader" and self.epoch is not None:
                 self._service.scheduler.step_down()
-                self.store.release_lease(self.epoch)
-            self.store.leave()
+                self.store.nodes.release_lease(self.epoch)
+            self.store.nodes.leave()
         except sa.exc.DBAPIError as exc:
             log.warning("cluster: could not leave cleanly (%s); the lease expires by itself",
                         _clean(exc))
@@ -191,7 +191,7 @@ class Cluster:
         sent, local = time.monotonic(), time.time()
         epoch = None
         if self.role == "leader":
-            db_now = self.store.renew_lease(self.epoch, self.config.lease_ttl)
+            db_now = self.store.nodes.renew_lease(self.epoch, self.config.lease_ttl)
             if db_now is None:
                 self._step_down("another node holds the lease")
                 db_now = self.store.db_time()
@@ -200,7 +200,7 @@ class Cluster:
         elif self._resigned:
             db_now = self.store.db_time()
         else:
-            epoch, db_now = self.store.acquire_lease(self.config.lease_ttl)
+            epoch, db_now = self.store.nodes.acquire_lease(self.config.lease_ttl)
         # Before leading: the new leader's first wakeup builds the schedule by this offset (at
         # start-up the first tick leads with none measured yet).
         self.offset = db_now.replace(tzinfo=dt.UTC).timestamp() - (local + time.time()) / 2
@@ -218,13 +218,13 @@ class Cluster:
     def _heartbeat(self) -> None:
         runner = self._service.runner
         since = time.monotonic()
-        self.store.heartbeat_node(self.role, len(runner.active),
-                                  self._service.config_status().get("hash"))
-        alive, cancels = self.store.heartbeat_runs()
+        self.store.nodes.heartbeat_node(self.role, len(runner.active),
+                                        self._service.config_status().get("hash"))
+        alive, cancels = self.store.liveness.heartbeat_runs()
         runner.after_heartbeat(alive, cancels, since)
         if self.role == "leader" and self.may_rescue():
-            runner.after_rescue(self.store.rescue(self.config.node_timeout))
-        holder = self.store.lease()[0]
+            runner.after_rescue(self.store.liveness.rescue(self.config.node_timeout))
+        holder = self.store.nodes.lease()[0]
         if holder and holder != self._last_holder:
             if self._last_holder is not None:
                 self.failovers += 1

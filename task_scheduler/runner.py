@@ -28,6 +28,7 @@ from .history import _db_text
 from .models import ENDED_STATUSES, FINAL_STATUSES, JobDefinition, run_to_dict
 from .output import MASK_REFRESH, MaskedOutput, SecretMask, _nul_note, notify_secrets
 from .processes import end_processes, kill_group, run_processes
+from .store import Admission
 from .store.runs import _run_row
 from .store.schema import new_run_id
 from .text import _clean
@@ -98,7 +99,7 @@ class Runner:
                 ) -> dict:
         rec = self._service.book.require(job_id)
         limit = rec.definition.max_instances
-        if self._service.store.active_count(job_id, self._service.history.unsettled_ids()) \
+        if self._service.store.runs.active_count(job_id, self._service.history.unsettled_ids()) \
                 >= limit:
             raise JobConflict(f"job {job_id!r} is already running (max_instances={limit})")
         now = self._service.now()
@@ -106,7 +107,7 @@ class Runner:
                "trigger": "manual", "attempt": 1,
                "scheduled_at": now, "due_at": now, "status": "queued", "run_on": rec.run_on,
                "params": json.dumps(params) if params else None, "rerun_of": rerun_of}
-        self._service.store.queue_runs([run])
+        self._service.store.runs.queue_runs([run])
         self.wake()
         return run_to_dict(_run_row(run))
 
@@ -148,21 +149,39 @@ class Runner:
             free = self._capacity() - len(self.active)
             if free <= 0 or time.monotonic() >= self._fence_at:   # fenced: it would end them
                 return
-            started, ended = self._service.store.claim(self._labels_ok, min(free, 200),
-                                                       self._policy,
-                                                       self._service.notifier.notes_for,
-                                                       self._service.history.unsettled_ids())
+            started, ended = self._service.store.runs.claim(self._admission(min(free, 200)))
             self.take(started, ended)
+            self._queue_notes(ended)
             if len(started) + len(ended) < free:
                 return
 
-    def start_in(self, conn, fires: list[dict]) -> list[dict]:
-        """The leader's fresh fires this node's free workers take, inside its wakeup."""
+    def admission_for(self, fires: list[dict]) -> Optional[Admission]:
+        """Which of the leader's fresh fires this node's free workers may take in its wakeup:
+        values built before the wakeup's transaction (None: none)."""
         free = self._capacity() - len(self.active)
         if free <= 0 or self._stopping or time.monotonic() >= self._fence_at:
-            return []
-        return self._service.store.start_fresh(conn, fires, self._labels_ok, free, self._policy,
-                                               self._service.history.unsettled_ids())
+            return None
+        return self._admission(free, {f["job_id"] for f in fires})
+
+    def _admission(self, limit: int, job_ids: Optional[set] = None) -> Admission:
+        """What a claim may start: each job's (max_instances, misfire_grace_time) as the book
+        says now (all jobs, or ``job_ids``), taken before the transaction: the store decides
+        from these values, never by calling back here."""
+        records = self._service.book.records
+        pairs = list(records.items()) if job_ids is None else \
+            [(i, records.get(i)) for i in job_ids]
+        limits = {i: (rec.definition.max_instances, rec.definition.misfire_grace_time)
+                  for i, rec in pairs if rec is not None}
+        return Admission(tuple(self._labels_ok), limit, limits,
+                         self._service.history.unsettled_ids())
+
+    def _queue_notes(self, ended: list) -> None:
+        """The notifications of runs a claim ended, after its commit."""
+        try:
+            self._service.store.notes.queue_notes(self._service.notifier.notes_for(ended))
+        except sa.exc.DBAPIError as exc:
+            log.error("could not queue the notifications of %d runs ended unstarted: %s",
+                      len(ended), _clean(exc))
 
     def take(self, started: list, ended: list) -> None:
         """Start claimed runs in the pool; remember the ones the claim ended."""
@@ -215,7 +234,7 @@ class Runner:
         if not found:
             return
         store = self._service.store
-        for row in store.runs_of_processes(sorted(found)):
+        for row in store.liveness.runs_of_processes(sorted(found)):
             if clustered and row.node != store.node:
                 continue
             groups = end_processes(found[row.id], self.config.kill_grace)
@@ -225,7 +244,7 @@ class Runner:
             log.warning("run %s of %s: %d processes left by the service's last life were "
                         "still running (group %s); ended them", row.id, row.job_id,
                         len(found[row.id]), shown)
-            store.add_to_error(row.id, note)
+            store.runs.add_to_error(row.id, note)
 
     def _capacity(self) -> int:
         """How many runs this node holds at once: its workers, and as many more as they
@@ -236,11 +255,6 @@ class Runner:
         node) while they wait; a worker makes them ``running``, with its ``started_at``."""
         workers = self.config.max_workers
         return workers + min(CLAIM_AHEAD, int(workers * 1.0 / max(self._typical, 0.002)))
-
-    def _policy(self, job_id: str) -> Optional[tuple]:
-        rec = self._service.book.get(job_id)   # no lock: this runs inside the claim
-        return None if rec is None else (rec.definition.max_instances,
-                                         rec.definition.misfire_grace_time)
 
     def _execute(self, active: _ActiveRun) -> None:
         run = active.run
@@ -341,7 +355,7 @@ class Runner:
     def _previous(self, run: dict) -> Optional[str]:
         """How the job's run before this one ended: the later of the table's answer and the
         runs ended here whose end the history writer has not written yet."""
-        found = self._service.store.previous_outcome(run["job_id"], run["id"])
+        found = self._service.store.queries.previous_outcome(run["job_id"], run["id"])
         best = tuple(found) if found else ("", None)
         with self._lock:
             for other in self.recent.values():
@@ -369,7 +383,7 @@ class Runner:
             self.queue_held()
         else:   # one node: its claims leave out runs whose end is not written yet
             try:
-                self._service.store.queue_runs([retry])
+                self._service.store.runs.queue_runs([retry])
             except sa.exc.DBAPIError as exc:
                 log.error("run %s of %s: could not queue its retry: %s", run["id"],
                           run["job_id"], _clean(exc))
@@ -379,7 +393,7 @@ class Runner:
 
     def after_rescue(self, rows: list) -> None:
         """Runs the leader found orphaned (their node went silent): tell, retry where allowed."""
-        self._service.store.queue_notes(self._service.notifier.notes_for(
+        self._service.store.notes.queue_notes(self._service.notifier.notes_for(
             [dict(r._mapping) for r in rows]))
         for row in rows:
             run = run_to_dict(row)
@@ -409,7 +423,7 @@ class Runner:
         if not ready:
             return
         try:
-            self._service.store.queue_runs(ready)
+            self._service.store.runs.queue_runs(ready)
         except sa.exc.DBAPIError as exc:
             log.warning("could not queue %d retries yet (%s); trying again", len(ready),
                         _clean(exc))
@@ -456,17 +470,17 @@ class Runner:
                 waiting = active.began is None   # claimed ahead: no worker will run it now
                 return run_to_dict({**active.run, "status": "cancelled", "started_at": None}
                                    if waiting else active.run)
-            row = self._service.store.run(run_id)
+            row = self._service.store.queries.run(run_id)
             if row is None:
                 raise RunNotFound(f"run {run_id!r} does not exist")
-            if row.status == "queued" and self._service.store.cancel_queued(run_id):
+            if row.status == "queued" and self._service.store.runs.cancel_queued(run_id):
                 log.info("run %s of %s cancelled before it started", run_id, row.job_id)
-                return run_to_dict(self._service.store.run(run_id))
+                return run_to_dict(self._service.store.queries.run(run_id))
             if row.status in ("queued", "running") and \
                     row.node not in (None, self._service.store.node):   # held by another node
                 if row.status == "running":
                     self._refuse_python(row.job_id, run_id)
-                self._service.store.request_cancel(run_id)
+                self._service.store.runs.request_cancel(run_id)
                 log.info("run %s of %s: cancel asked of node %s", run_id, row.job_id, row.node)
                 return run_to_dict(row)
             if row.status in FINAL_STATUSES:

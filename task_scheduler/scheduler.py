@@ -136,7 +136,8 @@ class _Scheduler(BackgroundScheduler):
                         fires += self._set_aside(job.id, job.next_run_time, now, exc)
                 missed = [row for row in fires if row["status"] == "missed"]
                 inserted, started = self._store.commit(
-                    fires, self._service.notifier.notes_for(missed), self._service.runner.start_in)
+                    fires, self._service.notifier.notes_for(missed),
+                    self._service.runner.admission_for(fires))
                 next_time = self._store.get_next_run_time()
         except Exception:
             with self._asked_lock:   # ask again after the retry; release the callers now

@@ -34,7 +34,7 @@ from .output import output_parts, output_since, service_secrets
 from .reload import Reloader, _api_id_conflict
 from .runner import Runner
 from .scheduler import _Scheduler
-from .store.runs import Store
+from .store import Store
 from .store.schedules import ScheduleStore
 from .store.schema import RUN_SPAN_COLUMNS, SCHEMA_VERSION, _sqlite_path, create_engine, migrate
 from .text import _clean
@@ -224,14 +224,14 @@ class SchedulerService:
     def _run_counts(self, max_age: float) -> dict:
         at, counts = self._counts
         if time.monotonic() - at > max_age:
-            counts = self.store.run_counts(_utcnow() - dt.timedelta(hours=24))
+            counts = self.store.queries.run_counts(_utcnow() - dt.timedelta(hours=24))
             self._counts = (time.monotonic(), counts)
         return dict(counts)
 
     def _leader(self) -> Optional[str]:
         if not self.cluster.clustered:
             return self.store.node
-        holder, _, left = self.store.lease()
+        holder, _, left = self.store.nodes.lease()
         return holder if left > 0 else None
 
     def _scheduler_state(self) -> str:
@@ -258,7 +258,7 @@ class SchedulerService:
                  "version": row.version, "config_hash": row.config_hash,
                  "alive": age < self.config.node_timeout, "started_at": _iso(row.started_at),
                  "schema_version": row.schema_version}
-                for row, age in self.store.nodes()]
+                for row, age in self.store.nodes.all()]
 
     def config_status(self) -> dict:
         state = self._config_state
@@ -322,12 +322,12 @@ class SchedulerService:
     def _views(self, records: list) -> list:
         ids = [r.definition.id for r in records]
         if len(ids) == 1:
-            next_time, newest = self.store.job_state(ids[0])
+            next_time, newest = self.store.queries.job_state(ids[0])
             next_times = {ids[0]: next_time} if next_time is not None else {}
             last = {ids[0]: newest} if newest is not None else {}
         else:
-            next_times = self.store.next_run_times(ids) if ids else {}
-            last = self.store.last_runs(ids) if ids else {}
+            next_times = self.store.jobs.next_run_times(ids) if ids else {}
+            last = self.store.queries.last_runs(ids) if ids else {}
         for run in self.runner.recent.values():   # ended here, maybe not yet in the table
             if run["job_id"] in last and run["id"] >= last[run["job_id"]]["id"]:
                 last[run["job_id"]] = run_to_dict(run)
@@ -370,7 +370,7 @@ class SchedulerService:
     def delete_job(self, job_id: str) -> None:
         with self.book.lock:
             self._editable(job_id)
-            self.store.write_jobs([], [job_id])
+            self.store.jobs.write_jobs([], [job_id])
             self.book.records.pop(job_id, None)
         self._apply({"removed": [job_id]})
 
@@ -453,10 +453,10 @@ class SchedulerService:
                         return self._reload_failed(conflict, digest)
                     changes = self.reconcile({j.id: j for j in jobs}, "yaml")
                 applied = {"hash": digest, "node": self.store.node, "at": _iso(_utcnow())}
-                self.store.set_meta("config", json.dumps(applied))
+                self.store.jobs.set_meta("config", json.dumps(applied))
                 state.update(changes={k: len(v) for k, v in changes.items()}, applied=applied)
             else:
-                applied = self.store.get_meta("config")
+                applied = self.store.jobs.get_meta("config")
                 state["applied"] = json.loads(applied) if applied else None
             self._seen_hash = digest
             state.update(loaded_at=_iso(_utcnow()), hash=digest, jobs=len(jobs), error=None,
@@ -481,7 +481,7 @@ class SchedulerService:
         """A start on the very file ts_jobs was last reconciled with (its hash is written after
         that commit): nothing to parse, validate or write. Parsing 10,000 jobs took a second;
         the parser learns the file at the first reload that changes it."""
-        applied = self.store.get_meta("config")
+        applied = self.store.jobs.get_meta("config")
         applied = json.loads(applied) if applied else None
         if not applied or applied.get("hash") != digest:
             return False
@@ -521,7 +521,7 @@ class SchedulerService:
              after: Optional[str] = None) -> Page:
         """Runs newest first (without their output); ``.total`` counts the matches (up to a
         cap: ``.capped``); ``before``/``after`` are run-id cursors (see ``Store.runs``)."""
-        page = self.store.runs(job_id, status, since, limit, offset, trigger, before, after)
+        page = self.store.queries.runs(job_id, status, since, limit, offset, trigger, before, after)
         for index, run in enumerate(page):
             live = self._live(run["id"])
             page[index] = self._explain(run_to_dict(live) if live is not None else run)
@@ -531,7 +531,7 @@ class SchedulerService:
         """For the timeline: the newest ``limit`` runs since ``since`` as dicts of the
         RUN_SPAN_COLUMNS (times aware, UTC) and ``duration_s``, and whether there were more.
         At a million runs this is several times cheaper than ``runs()``."""
-        rows = self.store.run_spans(since, limit)
+        rows = self.store.queries.run_spans(since, limit)
         spans = []
         for row in rows[:limit]:
             live = self._live(row.id) if row.status in ("queued", "running") else None
@@ -552,14 +552,14 @@ class SchedulerService:
         if live is not None:
             run = run_to_dict(live, output=True)
         else:
-            row = self.store.run(run_id)
+            row = self.store.queries.run(run_id)
             if row is None:
                 raise RunNotFound(f"run {run_id!r} does not exist")
             run = self._explain(run_to_dict(row, output=True))
         run["notifications"] = [
             {"id": n.id, "event": n.event, "target": target_text(json.loads(n.target)),
              "status": n.status, "attempts": n.attempts, "log": json.loads(n.log)}
-            for n in self.store.notes_of(run_id)] if run["status"] in FINAL_STATUSES else []
+            for n in self.store.notes.notes_of(run_id)] if run["status"] in FINAL_STATUSES else []
         return run
 
     def _explain(self, run: dict) -> dict:
@@ -621,5 +621,5 @@ class SchedulerService:
         return self.history.flush(timeout)
 
     def prune(self) -> int:
-        return self.store.prune(self.config.keep_runs, self.config.keep_days,
-                                stopping=lambda: self.history.stopping)
+        return self.store.retention.prune(self.config.keep_runs, self.config.keep_days,
+                                          stopping=lambda: self.history.stopping)
