@@ -14,7 +14,7 @@ history), the run list ``/runs`` and a deep page of it (the middle of all histor
 
 Prune case: 50 interval jobs fire every second; 100 other jobs hold 2,000 old runs each. The
 lateness (start minus fire time) p99 of the fires while nothing is pruned is compared with that
-of the fires while ``Store.prune(keep_runs=1000)`` deletes the ~100,000 runs past the limit.
+of the fires while ``Retention.prune(keep_runs=1000)`` deletes the ~100,000 runs past the limit.
 
     python bench/history_bench.py                 # --runs 1000000 --base 1000 --db sqlite
     python bench/history_bench.py --runs 100000   # a quick run

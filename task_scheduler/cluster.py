@@ -51,7 +51,7 @@ class Cluster:
 
     @property
     def clustered(self) -> bool:
-        return self.store.postgres
+        return self.store.clustered
 
     def join(self) -> None:
         """Register this node (a live node with the same id is refused) and interrupt the runs

@@ -10,8 +10,6 @@ import time
 from typing import TYPE_CHECKING, Any, Optional
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 
 from .models import FINAL_STATUSES
 from .text import _clean

@@ -77,7 +77,7 @@ class Runner:
                                          daemon=True)
 
     def start(self) -> None:
-        if self._service.store.postgres:   # other nodes may give this node's runs up
+        if self._service.store.clustered:   # other nodes may give this node's runs up
             try:
                 self._watch = _FenceWatch(self.config.node_timeout * (FENCE_KILL - FENCE_AT))
             except OSError as exc:
@@ -377,7 +377,7 @@ class Runner:
                  "due_at": self._service.now() + dt.timedelta(seconds=delay),
                  "status": "queued", "run_on": run.get("run_on") or "",
                  "params": run.get("params")}
-        if self._service.store.postgres:
+        if self._service.store.clustered:
             with self._lock:
                 self._held.append((retry, run["id"]))
             self.queue_held()

@@ -520,7 +520,7 @@ class SchedulerService:
              trigger: Optional[str] = None, before: Optional[str] = None,
              after: Optional[str] = None) -> Page:
         """Runs newest first (without their output); ``.total`` counts the matches (up to a
-        cap: ``.capped``); ``before``/``after`` are run-id cursors (see ``Store.runs``)."""
+        cap: ``.capped``); ``before``/``after`` are run-id cursors (see ``RunQueries.runs``)."""
         page = self.store.queries.runs(job_id, status, since, limit, offset, trigger, before, after)
         for index, run in enumerate(page):
             live = self._live(run["id"])

@@ -68,13 +68,18 @@ class Database:
     def channel_prefix(self) -> str:
         return self.dialect.channel_prefix(self.engine)
 
-    def now(self, conn=None):
+    def now(self):
         """The database clock, naive UTC, as a SQL expression (a value on SQLite)."""
         return self.dialect.now()
 
     def db_time(self) -> dt.datetime:
         with self.engine.connect() as conn:
             return self.dialect.now_value(conn)
+
+    def ping(self) -> None:
+        """One round trip (the health check); raises the driver's error when it fails."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
 
     def bounded(self, conn) -> None:
         """Lease, heartbeat and rescue statements wait at most ``LIVENESS_LOCK_WAIT`` for a

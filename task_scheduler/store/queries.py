@@ -81,6 +81,20 @@ class RunQueries:
                                 .where(ts_runs.c.id.in_(newest))).all()
         return {r.job_id: run_to_dict(r) for r in rows}
 
+    def scrape(self, floor: str, pending: set) -> list:
+        """For /metrics: the runs created since run id ``floor``, and the ``pending`` ones
+        (seen unfinished before) from earlier, with what the counters need; a pending run no
+        longer found (pruned) is left out."""
+        columns = [ts_runs.c[name] for name in ("id", "job_id", "status", "trigger",
+                                                "scheduled_at", "started_at", "finished_at")]
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(sa.select(*columns).where(ts_runs.c.id >= floor)).all()
+            older = pending - {row.id for row in rows}
+            if older:
+                rows += conn.execute(sa.select(*columns)
+                                     .where(ts_runs.c.id.in_(list(older)))).all()
+        return rows
+
     def previous_outcome(self, job_id: str, before: str) -> Optional[tuple]:
         """(id, status) of the job's last run before ``before`` that ended (for 'recovered')."""
         with self.db.engine.connect() as conn:
