@@ -107,7 +107,7 @@ class PostgresDialect:
         return conn.execute(sa.select(self.now())).scalar()
 
     def ago(self, seconds: float):
-        return sa.func.timezone("UTC", sa.func.now() - _interval(seconds))
+        return self.now() - _interval(seconds)
 
     def later(self, seconds: float):
         return self.now() + _interval(seconds)
