@@ -1,6 +1,7 @@
-"""The run queue: runs inserted (each fire key once), claimed by a node, started, ended, rescued
-when their node goes silent, swept at start-up. Takes data (the rows, an Admission built before
-the transaction) and returns rows: it calls into no other part while a transaction is open."""
+"""The run queue: runs inserted (each fire key once), claimed by a node, started, ended,
+cancelled (their heartbeats, rescue and start-up sweep are in liveness.py). Takes data (the rows,
+an Admission built before the transaction) and returns rows: it calls into no other part while a
+transaction is open."""
 
 from __future__ import annotations
 
