@@ -173,7 +173,6 @@ def test_a_change_on_a_follower_reaches_the_leader_at_once(tmp_path, cluster):
 def test_jobs_yaml_drift_is_reported_and_the_leaders_file_applies(tmp_path, postgres_url,
                                                                    caplog):
     import task_scheduler as ts
-    import task_scheduler.store.schema as ts_schema
     paths = {}
     for node, job in (("a", "from_a"), ("b", "from_b")):
         (tmp_path / node).mkdir()
@@ -202,7 +201,7 @@ def test_jobs_yaml_drift_is_reported_and_the_leaders_file_applies(tmp_path, post
 
 @pytest.fixture
 def db(postgres_url):
-    import task_scheduler as ts
+    import task_scheduler.store.schema as ts_schema
     engine = ts_schema.create_engine(postgres_url)
     yield engine
     engine.dispose()
@@ -306,7 +305,7 @@ def test_a_rolling_upgrade_runs_both_releases_on_one_database(tmp_path, postgres
     says what to do."""
     import sqlalchemy as sa
 
-    import task_scheduler as ts
+    import task_scheduler.store.schema as ts_schema
     write_jobs(tmp_path / "jobs.yaml",
                "- {id: tick, command: 'true', trigger: {type: interval, seconds: 1}}\n"
                "- {id: there, command: 'echo ran', run_on: [new], trigger: {type: manual}}\n")
