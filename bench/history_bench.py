@@ -14,7 +14,7 @@ history), the run list ``/runs`` and a deep page of it (the middle of all histor
 
 Prune case: 50 interval jobs fire every second; 100 other jobs hold 2,000 old runs each. The
 lateness (start minus fire time) p99 of the fires while nothing is pruned is compared with that
-of the fires while ``Store.prune(keep_runs=1000)`` deletes the ~100,000 runs past the limit.
+of the fires while ``Retention.prune(keep_runs=1000)`` deletes the ~100,000 runs past the limit.
 
     python bench/history_bench.py                 # --runs 1000000 --base 1000 --db sqlite
     python bench/history_bench.py --runs 100000   # a quick run
@@ -254,7 +254,7 @@ def _measure_prune(tmp: Path, args) -> dict:
         quiet = (quiet[0], _utc())
         time.sleep(1)
         begun = _utc()
-        deleted = service.store.prune(keep_runs=1000, keep_days=3650)
+        deleted = service.store.retention.prune(keep_runs=1000, keep_days=3650)
         # at least a second of fires, so that a short prune still has a sample
         pruning = (begun, max(_utc(), begun + dt.timedelta(seconds=1)))
         time.sleep(3)   # the fires delayed by the prune have started

@@ -23,7 +23,7 @@ from .timeutil import _iso, _utcnow
 from .triggers import build_trigger, fire_times, trigger_text
 
 if TYPE_CHECKING:
-    from .store.runs import Store
+    from .store import Store
 
 log = logging.getLogger("task_scheduler")
 
@@ -84,17 +84,18 @@ class JobBook:
 
     def load(self) -> None:
         with self.lock:
-            self.records = dict(filter(None, map(self._record, self.store.job_rows())))
+            self.records = dict(filter(None, map(self._record, self.store.jobs.job_rows())))
 
     def refresh(self, ids: Optional[list] = None) -> list[str]:
         """Take in changes made elsewhere (all jobs when ``ids`` is None); the ids changed."""
         with self.lock:
             if ids is None:
-                signatures = self.store.job_signatures()
+                signatures = self.store.jobs.job_signatures()
                 ids = [i for i, sig in signatures.items() if (rec := self.records.get(i)) is None
                        or (rec.hash, rec.paused) != sig]
                 ids += [i for i in self.records if i not in signatures]
-            rows = dict(filter(None, map(self._record, self.store.job_rows(ids)))) if ids else {}
+            rows = dict(filter(None, map(self._record, self.store.jobs.job_rows(ids)))) \
+                if ids else {}
             changed = []
             for job_id in ids:
                 old, new = self.records.get(job_id), rows.get(job_id)
@@ -140,7 +141,7 @@ class JobBook:
             if remove_missing:
                 changes["removed"] = sorted(i for i, r in self.records.items()
                                             if r.source == source and i not in desired)
-            self.store.write_jobs(upserts, changes["removed"])
+            self.store.jobs.write_jobs(upserts, changes["removed"])
             for values in upserts:
                 self.records[values["id"]] = self._new_record(values, desired[values["id"]])
             for job_id in changes["removed"]:
@@ -157,7 +158,7 @@ class JobBook:
             rec = self.require(job_id)
             if rec.paused == paused:
                 return False
-            if not self.store.set_paused(job_id, paused):
+            if not self.store.jobs.set_paused(job_id, paused):
                 raise JobNotFound(f"job {job_id!r} does not exist")
             self.records[job_id] = dataclasses.replace(rec, paused=paused, view=None)
         log.info("job %s %s", job_id, "paused" if paused else "resumed")

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from .text import _clean
 
 if TYPE_CHECKING:
-    from .store.runs import Store
+    from .store import Store
 
 log = logging.getLogger("task_scheduler")
 
@@ -54,7 +54,7 @@ class Bus:
     def start(self, timeout: float = 10.0) -> None:
         """Listen; returns once LISTEN holds, so that what is read afterwards misses no change
         (later ones are announced)."""
-        if self._store.postgres:
+        if self._store.clustered:
             self._thread.start()
             if not self._listening.wait(timeout):
                 log.warning("bus: not listening yet after %gs; changes made meanwhile on other "

@@ -23,7 +23,7 @@ from .text import _clean
 if TYPE_CHECKING:
     from .bus import Bus
     from .config import Config
-    from .store.runs import Store
+    from .store import Store
 
 log = logging.getLogger("task_scheduler")
 
@@ -68,7 +68,7 @@ class Cluster:
 
     @property
     def clustered(self) -> bool:
-        return self.store.postgres
+        return self.store.clustered
 
     def leads(self) -> bool:
         return self.role == "leader"
@@ -77,7 +77,7 @@ class Cluster:
         """Register this node (a live node with the same id is refused) and interrupt the runs
         this node's previous life left running (SQLite: every such run)."""
         if self.clustered:
-            others = self.store.register_node(
+            others = self.store.nodes.register_node(
                 {"host": socket.gethostname(), "pid": os.getpid(), "version": __version__,
                  "labels": ",".join(self.config.labels), "role": "follower",
                  "schema_version": SCHEMA_VERSION}, self.config.node_timeout)
@@ -88,7 +88,7 @@ class Cluster:
                 log.warning("node %s (%s, schema %d) joins nodes of other releases: %s; "
                             "upgrade them all to one release", self.store.node, __version__,
                             SCHEMA_VERSION, ", ".join(mixed))
-        swept = self.store.sweep(self.store.node if self.clustered else None)
+        swept = self.store.liveness.sweep(self.store.node if self.clustered else None)
         if swept:
             log.warning("marked %d runs interrupted (left running by a crash)", len(swept))
             self._hooks.swept([dict(r._mapping) for r in swept])
@@ -121,7 +121,7 @@ class Cluster:
                 return
             self._step_down("this node is stopping; the lease is handed over")
             try:
-                self.store.release_lease(epoch)
+                self.store.nodes.release_lease(epoch)
             except sa.exc.DBAPIError as exc:
                 log.warning("cluster: could not hand the lease back (%s); it expires by "
                             "itself", _clean(exc))
@@ -134,8 +134,8 @@ class Cluster:
         try:
             if self.role == "leader" and self.epoch is not None:
                 self._hooks.step_down()
-                self.store.release_lease(self.epoch)
-            self.store.leave()
+                self.store.nodes.release_lease(self.epoch)
+            self.store.nodes.leave()
         except sa.exc.DBAPIError as exc:
             log.warning("cluster: could not leave cleanly (%s); the lease expires by itself",
                         _clean(exc))
@@ -186,7 +186,7 @@ class Cluster:
         sent, local = time.monotonic(), time.time()
         epoch = None
         if self.role == "leader":
-            db_now = self.store.renew_lease(self.epoch, self.config.lease_ttl)
+            db_now = self.store.nodes.renew_lease(self.epoch, self.config.lease_ttl)
             if db_now is None:
                 self._step_down("another node holds the lease")
                 db_now = self.store.db_time()
@@ -195,7 +195,7 @@ class Cluster:
         elif self._resigned:
             db_now = self.store.db_time()
         else:
-            epoch, db_now = self.store.acquire_lease(self.config.lease_ttl)
+            epoch, db_now = self.store.nodes.acquire_lease(self.config.lease_ttl)
         # Before leading: the new leader's first wakeup builds the schedule by this offset (at
         # start-up the first tick leads with none measured yet).
         self.offset = db_now.replace(tzinfo=dt.UTC).timestamp() - (local + time.time()) / 2
@@ -212,12 +212,12 @@ class Cluster:
 
     def _heartbeat(self) -> None:
         since = time.monotonic()
-        self.store.heartbeat_node(self.role, self._hooks.running(), self._hooks.config_hash())
-        alive, cancels = self.store.heartbeat_runs()
+        self.store.nodes.heartbeat_node(self.role, self._hooks.running(), self._hooks.config_hash())
+        alive, cancels = self.store.liveness.heartbeat_runs()
         self._hooks.after_heartbeat(alive, cancels, since)
         if self.role == "leader" and self.may_rescue():
-            self._hooks.after_rescue(self.store.rescue(self.config.node_timeout))
-        holder = self.store.lease()[0]
+            self._hooks.after_rescue(self.store.liveness.rescue(self.config.node_timeout))
+        holder = self.store.nodes.lease()[0]
         if holder and holder != self._last_holder:
             if self._last_holder is not None:
                 self.failovers += 1

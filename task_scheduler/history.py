@@ -10,14 +10,12 @@ import time
 from typing import TYPE_CHECKING, Any, Optional
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 
 from .models import FINAL_STATUSES
 from .text import _clean
 
 if TYPE_CHECKING:
-    from .store.runs import Store
+    from .store import Store
 
 log = logging.getLogger("task_scheduler")
 
@@ -138,7 +136,7 @@ class HistoryWriter:
 
     def _write(self, updates: list, notes: dict) -> None:
         with self._store.write() as conn:
-            self._store.finish_runs(conn, updates, notes)
+            self._store.runs.finish_runs(conn, updates, notes)
 
     def _write_each(self, updates: list, notes: dict) -> list:
         """Write each row in a transaction of its own. A row the database refuses for what it

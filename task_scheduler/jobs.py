@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .book import JobBook, JobRecord
     from .config import Config
     from .runner import Runner
-    from .store.runs import Store
+    from .store import Store
 
 
 class JobCatalog:
@@ -82,12 +82,12 @@ class JobCatalog:
     def _views(self, records: list) -> list:
         ids = [r.definition.id for r in records]
         if len(ids) == 1:
-            next_time, newest = self.store.job_state(ids[0])
+            next_time, newest = self.store.queries.job_state(ids[0])
             next_times = {ids[0]: next_time} if next_time is not None else {}
             last = {ids[0]: newest} if newest is not None else {}
         else:
-            next_times = self.store.next_run_times(ids) if ids else {}
-            last = self.store.last_runs(ids) if ids else {}
+            next_times = self.store.jobs.next_run_times(ids) if ids else {}
+            last = self.store.queries.last_runs(ids) if ids else {}
         for run in self.runner.recent.values():   # ended here, maybe not yet in the table
             if run["job_id"] in last and run["id"] >= last[run["job_id"]]["id"]:
                 last[run["job_id"]] = run_to_dict(run)
@@ -130,7 +130,7 @@ class JobCatalog:
     def delete(self, job_id: str) -> None:
         with self.book.lock:
             self._editable(job_id)
-            self.store.write_jobs([], [job_id])
+            self.store.jobs.write_jobs([], [job_id])
             self.book.records.pop(job_id, None)
         self._apply({"removed": [job_id]})
 

@@ -8,14 +8,12 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from .config import __version__
 from .models import FINAL_STATUSES, JOB_STATES
-from .store.schema import ts_runs
 
 if TYPE_CHECKING:
     from .service import SchedulerService
+    from .store.queries import RunQueries
 
 
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)   # a quick check .. an hour's backup
@@ -41,20 +39,13 @@ class RunStats:
         self.duration = _Histogram(DURATION_BUCKETS)
         self.lateness = _Histogram(LATENESS_BUCKETS)
 
-    def update(self, engine: sa.Engine) -> None:
+    def update(self, queries: RunQueries) -> None:
         with self.lock:
             now = time.time()
             # Run ids begin with their creation time, microseconds in 14 hex digits (new_run_id).
             floor = f"{int(self.floor * 1e6):014x}"
-            columns = [ts_runs.c[name] for name in ("id", "job_id", "status", "trigger",
-                                                    "scheduled_at", "started_at", "finished_at")]
-            with engine.connect() as conn:
-                rows = conn.execute(sa.select(*columns).where(ts_runs.c.id >= floor)).all()
-                older = self.pending - {row.id for row in rows}
-                if older:
-                    rows += conn.execute(sa.select(*columns)
-                                         .where(ts_runs.c.id.in_(list(older)))).all()
-            self.pending -= older
+            rows = queries.scrape(floor, self.pending)
+            self.pending = set()   # every one of them is in rows (or gone): _take says again
             for row in rows:
                 self._take(row)
             self.floor = max(self.started, now - self.overlap)
@@ -97,7 +88,7 @@ class _Histogram:
 
 def metrics_text(service: SchedulerService, stats: RunStats) -> str:
     """The metrics of ``service`` in the Prometheus text exposition format 0.0.4."""
-    stats.update(service.engine)
+    stats.update(service.store.queries)
     status, state, nodes = service.status(), service.metrics_state(), service.nodes()
     prefix = "task_scheduler_"
     families = [

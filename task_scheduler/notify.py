@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .book import JobBook, JobRecord
     from .bus import Bus
     from .config import Config
-    from .store.runs import Store
+    from .store import Store
 
 log = logging.getLogger("task_scheduler")
 
@@ -78,7 +78,7 @@ class Notifier:
         waiting = [row for queue in self._queues.values() for row in queue]
         for row in waiting:   # due again now, not when their hold runs out: a restart sends
             try:
-                self.store.record_note(row.id, next_at=row.next_at)
+                self.store.notes.record_note(row.id, next_at=row.next_at)
             except sa.exc.DBAPIError as exc:
                 log.warning("notifications: %s stays held a while: %s", row.id, _clean(exc))
 
@@ -137,7 +137,7 @@ class Notifier:
     def _dispatch(self) -> None:
         """Queue due notices by destination; a destination with no sender at work gets one.
         A notice already queued (taken again once its hold ran out) is not queued twice."""
-        for row in self.store.take_notes(20, hold=NOTIFY_TIMEOUT * 3):
+        for row in self.store.notes.take_notes(20, hold=NOTIFY_TIMEOUT * 3):
             where = _destination(json.loads(row.target))
             with self._busy_lock:
                 if row.id in self._queued:
@@ -190,7 +190,7 @@ class Notifier:
         given_up = not ok and (now - row.created_at).total_seconds() >= self.config.\
             notify_retry_for
         delay = self.config.notify_delays[min(attempts, len(self.config.notify_delays)) - 1]
-        self.store.record_note(
+        self.store.notes.record_note(
             row.id, attempts=attempts, log=json.dumps(history[-20:]),
             status="sent" if ok else "failed" if given_up else "pending",
             next_at=now + dt.timedelta(seconds=0 if ok or given_up else delay))

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .book import JobBook
     from .config import Config
     from .jobs import JobCatalog
-    from .store.runs import Store
+    from .store import Store
 
 log = logging.getLogger("task_scheduler")
 
@@ -132,12 +132,12 @@ class JobsFile:
                 self._failed(conflict, digest)
             changes = self.catalog.reconcile({j.id: j for j in jobs}, "yaml")
         applied = {"hash": digest, "node": self.store.node, "at": _iso(_utcnow())}
-        self.store.set_meta("config", json.dumps(applied))
+        self.store.jobs.set_meta("config", json.dumps(applied))
         self.state.changes = {k: len(v) for k, v in changes.items()}
         self.state.applied = applied
 
     def _follow(self, digest: str) -> None:
-        applied = self.store.get_meta("config")
+        applied = self.store.jobs.get_meta("config")
         self.state.applied = applied = json.loads(applied) if applied else None
         if applied and applied["hash"] != digest:
             log.warning("jobs.yaml here (%s) differs from what the leader %s applied (%s): "
@@ -159,7 +159,7 @@ class JobsFile:
         """A start on the very file ts_jobs was last reconciled with (its hash is written after
         that commit): nothing to parse, validate or write. Parsing 10,000 jobs took a second;
         the parser learns the file at the first reload that changes it."""
-        applied = self.store.get_meta("config")
+        applied = self.store.jobs.get_meta("config")
         applied = json.loads(applied) if applied else None
         if not applied or applied.get("hash") != digest:
             return False

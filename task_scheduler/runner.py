@@ -29,6 +29,7 @@ from .loops import SupervisedLoop
 from .models import ENDED_STATUSES, FINAL_STATUSES, JobDefinition, Run, run_to_dict
 from .output import MASK_REFRESH, MaskedOutput, SecretMask, _nul_note, notify_secrets
 from .processes import end_processes, kill_group, run_processes
+from .store import Admission
 from .store.runs import _run_row
 from .text import _clean
 from .timeutil import _iso
@@ -36,7 +37,7 @@ from .timeutil import _iso
 if TYPE_CHECKING:
     from .book import JobBook
     from .history import HistoryWriter
-    from .store.runs import Store
+    from .store import Store
 
 log = logging.getLogger("task_scheduler")
 
@@ -179,7 +180,7 @@ class _Finisher:
     def _previous(self, run: Run) -> Optional[str]:
         """How the job's run before this one ended: the later of the table's answer and the
         runs ended here whose end the history writer has not written yet."""
-        found = self._p.store.previous_outcome(run.job_id, run.id)
+        found = self._p.store.queries.previous_outcome(run.job_id, run.id)
         best = tuple(found) if found else ("", None)
         with self._runs.lock:
             for other in self._runs.recent.values():
@@ -199,13 +200,13 @@ class _Finisher:
                  "attempt": run.attempt + 1, "scheduled_at": run.scheduled_at,
                  "due_at": self._p.now() + dt.timedelta(seconds=delay),
                  "status": "queued", "run_on": run.run_on or "", "params": run.params}
-        if self._p.store.postgres:
+        if self._p.store.clustered:
             with self._runs.lock:
                 self.held.append((retry, run.id))
             self.queue_held()
         else:   # one node: its claims leave out runs whose end is not written yet
             try:
-                self._p.store.queue_runs([retry])
+                self._p.store.runs.queue_runs([retry])
             except sa.exc.DBAPIError as exc:
                 log.error("run %s of %s: could not queue its retry: %s", run.id,
                           run.job_id, _clean(exc))
@@ -215,7 +216,7 @@ class _Finisher:
 
     def after_rescue(self, rows: list) -> None:
         """Runs the leader found orphaned (their node went silent): tell, retry where allowed."""
-        self._p.store.queue_notes(self._p.notes_for([dict(r._mapping) for r in rows]))
+        self._p.store.notes.queue_notes(self._p.notes_for([dict(r._mapping) for r in rows]))
         for row in rows:
             run = Run.from_row(row)
             log.warning("run %s of %s: %s", run.id, run.job_id, run.error)
@@ -231,7 +232,7 @@ class _Finisher:
         if not ready:
             return
         try:
-            self._p.store.queue_runs(ready)
+            self._p.store.runs.queue_runs(ready)
         except sa.exc.DBAPIError as exc:
             log.warning("could not queue %d retries yet (%s); trying again", len(ready),
                         _clean(exc))
@@ -268,20 +269,39 @@ class _Starter:
 
     def claim_while_free(self) -> None:
         while (free := self._free()) > 0:
-            started, ended = self._p.store.claim(self._labels_ok, min(free, 200), self._policy,
-                                                 self._p.notes_for,
-                                                 self._p.history.unsettled_ids())
+            started, ended = self._p.store.runs.claim(self._admission(min(free, 200)))
             self.take(started, ended)
+            self._queue_notes(ended)
             if len(started) + len(ended) < free:
                 return
 
-    def start_in(self, conn, fires: list[dict]) -> list[dict]:
-        """The leader's fresh fires this node's free workers take, inside its wakeup."""
+    def admission_for(self, fires: list[dict]) -> Optional[Admission]:
+        """Which of the leader's fresh fires this node's free workers may take in its wakeup:
+        values built before the wakeup's transaction (None: none)."""
         free = self._free()
-        if free <= 0:
-            return []
-        return self._p.store.start_fresh(conn, fires, self._labels_ok, free, self._policy,
-                                         self._p.history.unsettled_ids())
+        return self._admission(free, {f["job_id"] for f in fires}) if free > 0 else None
+
+    def _admission(self, limit: int, job_ids: Optional[set] = None) -> Admission:
+        """What a claim may start: each job's (max_instances, misfire_grace_time) as the book
+        says now (all jobs, or ``job_ids``), taken before the transaction: the store decides
+        from these values, never by calling back here."""
+        records = self._p.book.records
+        pairs = list(records.items()) if job_ids is None else \
+            [(i, records.get(i)) for i in job_ids]
+        limits = {i: (rec.definition.max_instances, rec.definition.misfire_grace_time)
+                  for i, rec in pairs if rec is not None}
+        return Admission(tuple(self._labels_ok), limit, limits,
+                         frozenset(self._p.history.unsettled_ids()))
+
+    def _queue_notes(self, ended: list) -> None:
+        """The notifications of runs a claim ended, after its commit."""
+        if not ended:
+            return
+        try:
+            self._p.store.notes.queue_notes(self._p.notes_for(ended))
+        except sa.exc.DBAPIError as exc:
+            log.error("could not queue the notifications of %d runs ended unstarted: %s",
+                      len(ended), _clean(exc))
 
     def take(self, started: list, ended: list) -> None:
         """Start claimed runs (store rows) in the pool; remember the ones the claim ended."""
@@ -301,11 +321,6 @@ class _Starter:
                 self.pool.submit(self._execute, active)
             except RuntimeError:   # the service stopped between the claim and now
                 self._finish(active, _Outcome("interrupted", error="service stopped"))
-
-    def _policy(self, job_id: str) -> Optional[tuple]:
-        rec = self._p.book.get(job_id)   # no lock: this runs inside the claim
-        return None if rec is None else (rec.definition.max_instances,
-                                         rec.definition.misfire_grace_time)
 
     def _spawned(self, run_id: str, pid: int) -> None:
         """A command started: its row keeps the process group, to be found after a crash."""
@@ -392,7 +407,8 @@ class Runner:
         self._starter = _Starter(parts, self.runs, self._masks, self.fencing,
                                  self._finisher.finish)
         self.finish, self.take = self._finisher.finish, self._starter.take
-        self.start_in, self.after_rescue = self._starter.start_in, self._finisher.after_rescue
+        self.admission_for, self.after_rescue = (self._starter.admission_for,
+                                                  self._finisher.after_rescue)
         self.queue_held = self._finisher.queue_held
         self._loop = SupervisedLoop("runner", "ts-runner", self._claim,
                                     lambda: self.config.queue_poll)
@@ -400,7 +416,7 @@ class Runner:
                                        lambda: OUTPUT_FLUSH)
 
     def start(self) -> None:
-        if self._p.store.postgres:   # other nodes may give this node's runs up
+        if self._p.store.clustered:   # other nodes may give this node's runs up
             self.fencing.start()
             self._fenced_until(time.monotonic())
         self._loop.start()
@@ -421,13 +437,13 @@ class Runner:
         """Queue a manual run of the job (409 while max_instances of it go on)."""
         rec = self._p.book.require(job_id)
         limit = rec.definition.max_instances
-        if self._p.store.active_count(job_id, self._p.history.unsettled_ids()) >= limit:
+        if self._p.store.runs.active_count(job_id, self._p.history.unsettled_ids()) >= limit:
             raise JobConflict(f"job {job_id!r} is already running (max_instances={limit})")
         now = self._p.now()
         run = {"id": self._p.new_id(), "job_id": job_id, "trigger": "manual", "attempt": 1,
                "scheduled_at": now, "due_at": now, "status": "queued", "run_on": rec.run_on,
                "params": json.dumps(params) if params else None, "rerun_of": rerun_of}
-        self._p.store.queue_runs([run])
+        self._p.store.runs.queue_runs([run])
         self.wake()
         return run_to_dict(_run_row(run))
 
@@ -441,7 +457,7 @@ class Runner:
         if not found:
             return
         store = self._p.store
-        for row in store.runs_of_processes(sorted(found)):
+        for row in store.liveness.runs_of_processes(sorted(found)):
             if clustered and row.node != store.node:
                 continue
             groups = end_processes(found[row.id], self.config.kill_grace)
@@ -451,7 +467,7 @@ class Runner:
             log.warning("run %s of %s: %d processes left by the service's last life were "
                         "still running (group %s); ended them", row.id, row.job_id,
                         len(found[row.id]), shown)
-            store.add_to_error(row.id, note)
+            store.runs.add_to_error(row.id, note)
 
     # ending runs from outside their worker: cancel, rescue, self-fencing
 
@@ -501,17 +517,17 @@ class Runner:
                 return run_to_dict(dataclasses.replace(active.run, status="cancelled",
                                                        started_at=None)
                                    if waiting else active.run)
-            row = store.run(run_id)
+            row = store.queries.run(run_id)
             if row is None:
                 raise RunNotFound(f"run {run_id!r} does not exist")
-            if row.status == "queued" and store.cancel_queued(run_id):
+            if row.status == "queued" and store.runs.cancel_queued(run_id):
                 log.info("run %s of %s cancelled before it started", run_id, row.job_id)
-                return run_to_dict(store.run(run_id))
+                return run_to_dict(store.queries.run(run_id))
             if row.status in ("queued", "running") and \
                     row.node not in (None, store.node):   # held by another node
                 if row.status == "running":
                     self._refuse_python(row.job_id, run_id)
-                store.request_cancel(run_id)
+                store.runs.request_cancel(run_id)
                 log.info("run %s of %s: cancel asked of node %s", run_id, row.job_id, row.node)
                 return run_to_dict(row)
             if row.status in FINAL_STATUSES:

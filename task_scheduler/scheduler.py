@@ -36,7 +36,7 @@ class SchedulerParts:
     """What the scheduler is given: the schedule's store, the job book, the cluster's clock
     (aware, the database's) and lease (``may_fire``; ``lost`` when a write was fenced off),
     new run ids, the notices of missed fires, and the runner's entry points for the fires
-    (``start_in`` inside the commit, ``take`` after it, ``wake`` for the rest)."""
+    (``admission_for`` before the commit, ``take`` after it, ``wake`` for the rest)."""
 
     store: ScheduleStore
     book: JobBook
@@ -45,7 +45,7 @@ class SchedulerParts:
     lost: Callable[[str], None]
     new_id: Callable[[], str]
     notes_for: Callable[[list], list]
-    start_in: Callable[[Any, list], list]
+    admission_for: Callable[[list], Any]
     take: Callable[[list, list], None]
     wake: Callable[[], None]
 
@@ -155,7 +155,7 @@ class _Scheduler(BackgroundScheduler):
                         fires += self._set_aside(job.id, job.next_run_time, now, exc)
                 missed = [row for row in fires if row["status"] == "missed"]
                 inserted, started = self._store.commit(
-                    fires, self._p.notes_for(missed), self._p.start_in)
+                    fires, self._p.notes_for(missed), self._p.admission_for(fires))
                 next_time = self._store.get_next_run_time()
         except Exception:
             with self._asked_lock:   # ask again after the retry; release the callers now

@@ -23,12 +23,12 @@ from .lockfile import lock_sqlite
 from .models import FINAL_STATUSES, Page
 from .notify import Notifier
 from .output import service_secrets
-from .queries import RunQueries
+from .runlog import RunLog
 from .reload import JobsFile, Reloader
 from .runner import Runner, RunnerParts
 from .scheduler import SchedulerParts, _Scheduler
 from .status import StatusBoard
-from .store.runs import Store
+from .store import Store
 from .store.schedules import ScheduleStore
 from .store.schema import create_engine, migrate, new_run_id
 from .timeutil import _local_zone, _naive_utc, _utcnow
@@ -40,7 +40,7 @@ log = logging.getLogger("task_scheduler")
 class SchedulerService:
     """Everything but HTTP, thread-safe. Its parts: the store, the bus, the job book, the history
     writer, the cluster, the runner, the notifier, the schedule (APScheduler), the job catalog,
-    jobs.yaml and its reloader, the status board and the run queries."""
+    jobs.yaml and its reloader, the status board and the run log."""
 
     def __init__(self, config: Config):
         check_token(config.token)
@@ -75,19 +75,19 @@ class SchedulerService:
             ScheduleStore(self.store), self.book, now=self.cluster.now,
             may_fire=self.cluster.may_fire, lost=self.cluster.lost,
             new_id=lambda: new_run_id(self.cluster.offset), notes_for=self.notifier.notes_for,
-            start_in=self.runner.start_in, take=self.runner.take, wake=self.runner.wake),
+            admission_for=self.runner.admission_for, take=self.runner.take, wake=self.runner.wake),
             timezone=self.timezone)
         self.catalog = JobCatalog(config, self.book, self.store, self.runner, self.timezone,
                                   leading=self.cluster.leads, ask=self.scheduler.ask,
-                                  now=self.cluster.now)
+                            now=self.cluster.now)
         self.jobs_file = JobsFile(config, self.store, self.book, self.catalog,
                                   leading=self.cluster.leads)
         self.reloader = Reloader(config, self.jobs_file) if config.config_path else None
-        self.board = StatusBoard(config, self.engine, self.store, self.book, self.cluster,
+        self.board = StatusBoard(config, self.store, self.book, self.cluster,
                                  self.scheduler, self.runner, self.history, self.jobs_file,
                                  self.timezone)
-        self.queries = RunQueries(self.store, self.runner, nodes=self.board.nodes,
-                                  now=self.cluster.now)
+        self.runlog = RunLog(self.store, self.runner, nodes=self.board.nodes,
+                            now=self.cluster.now)
         self._lockfile = None
         self.bus.subscribe("ts_jobs", self._jobs_changed)
         self.bus.subscribe("ts_runs", self.runner.wake)
@@ -179,7 +179,7 @@ class SchedulerService:
     def _swept(self, runs: list) -> None:
         """Runs a crash left running were ended: tell whom their jobs' notify names."""
         self.book.load()   # the notifications name the jobs' targets
-        self.store.queue_notes(self.notifier.notes_for(runs))
+        self.store.notes.queue_notes(self.notifier.notes_for(runs))
 
     def _jobs_changed(self, payload: Optional[dict]) -> None:
         if payload and payload.get("node") == self.store.node:
@@ -266,23 +266,23 @@ class SchedulerService:
              after: Optional[str] = None) -> Page:
         """Runs newest first (without their output); ``.total`` counts the matches (up to a
         cap: ``.capped``); ``before``/``after`` are run-id cursors (see ``Store.runs``)."""
-        return self.queries.runs(job_id, status, since, limit, offset, trigger, before, after)
+        return self.runlog.runs(job_id, status, since, limit, offset, trigger, before, after)
 
     def run_spans(self, since: dt.datetime, limit: int) -> tuple[list[dict], bool]:
         """For the timeline: the newest ``limit`` runs since ``since`` as dicts of the
         RUN_SPAN_COLUMNS (times aware, UTC) and ``duration_s``, and whether there were more.
         At a million runs this is several times cheaper than ``runs()``."""
-        return self.queries.run_spans(since, limit)
+        return self.runlog.run_spans(since, limit)
 
     def run(self, run_id: str) -> dict:
         """One run with its stdout and stderr (live output for a run still going), and what
         was sent about it."""
-        return self.queries.run(run_id)
+        return self.runlog.run(run_id)
 
     def output(self, run_id: str, stream: str, offset: int = 0) -> dict:
         """A run's stdout or stderr after byte ``offset``, to tail a run that goes on: from
         memory on the node running it, else as that node last wrote it (under a second old)."""
-        return self.queries.output(run_id, stream, offset)
+        return self.runlog.output(run_id, stream, offset)
 
     def run_now(self, job_id: str, params: Optional[dict] = None) -> dict:
         """Queue a manual run, optionally with parameters of its own (``RunParams``: args,
@@ -307,5 +307,5 @@ class SchedulerService:
         return self.history.flush(timeout)
 
     def prune(self) -> int:
-        return self.store.prune(self.config.keep_runs, self.config.keep_days,
+        return self.store.retention.prune(self.config.keep_runs, self.config.keep_days,
                                 stopping=lambda: self.history.stopping)

@@ -26,18 +26,18 @@ if TYPE_CHECKING:
     from .reload import JobsFile
     from .runner import Runner
     from .scheduler import _Scheduler
-    from .store.runs import Store
+    from .store import Store
 
 
 class StatusBoard:
     """Reads the parts' state into the shapes the API answers. ``started_at`` and ``stopping``
     are set by the service as it starts and stops."""
 
-    def __init__(self, config: Config, engine: sa.Engine, store: Store, book: JobBook,
+    def __init__(self, config: Config, store: Store, book: JobBook,
                  cluster: Cluster,
                  scheduler: _Scheduler, runner: Runner, history: HistoryWriter,
                  jobs_file: JobsFile, timezone):
-        self.config, self.engine, self.store, self.book = config, engine, store, book
+        self.config, self.store, self.book = config, store, book
         self.cluster = cluster
         self.scheduler, self.runner, self.history = scheduler, runner, history
         self.jobs_file, self.timezone = jobs_file, timezone
@@ -48,8 +48,7 @@ class StatusBoard:
     def health(self) -> tuple[bool, dict]:
         scheduler_ok = self.scheduler.alive() and not self.scheduler.last_error
         try:
-            with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
+            self.store.ping()
             db = "ok"
         except sa.exc.SQLAlchemyError as exc:
             db = f"error: {_clean(exc)}"
@@ -92,7 +91,7 @@ class StatusBoard:
                  "version": row.version, "config_hash": row.config_hash,
                  "alive": age < self.config.node_timeout, "started_at": _iso(row.started_at),
                  "schema_version": row.schema_version}
-                for row, age in self.store.nodes()]
+                for row, age in self.store.nodes.all()]
 
     def metrics_state(self) -> dict:
         state = self.jobs_file.state
@@ -104,14 +103,14 @@ class StatusBoard:
         ``max_age`` seconds."""
         at, counts = self._counts
         if time.monotonic() - at > max_age:
-            counts = self.store.run_counts(_utcnow() - dt.timedelta(hours=24))
+            counts = self.store.queries.run_counts(_utcnow() - dt.timedelta(hours=24))
             self._counts = (time.monotonic(), counts)
         return dict(counts)
 
     def _leader(self) -> Optional[str]:
         if not self.cluster.clustered:
             return self.store.node
-        holder, _, left = self.store.lease()
+        holder, _, left = self.store.nodes.lease()
         return holder if left > 0 else None
 
     def _scheduler_state(self) -> str:

@@ -230,7 +230,7 @@ def gui_login_post(service) -> str:
     given = bottle.request.forms.getunicode("token", "") or ""
     if hmac.compare_digest(given.encode(), token.encode()):   # the right token always passes
         limiter.forget(client)
-        secret = service.store.create_session(SESSION_TTL)
+        secret = service.store.sessions.create_session(SESSION_TTL)
         _set_cookie("ts_session", _sign(f"session:{secret}"), SESSION_TTL)
         _redirect(target, "flash.logged_in")
     wait = limiter.wait(client)
@@ -248,7 +248,7 @@ def gui_login_post(service) -> str:
 def gui_logout(service) -> None:
     secret = _session_secret()
     if secret:
-        service.store.revoke_session(secret)
+        service.store.sessions.revoke_session(secret)
     bottle.response.delete_cookie("ts_session", path="/")
     _redirect("/login" if _token(service) else "/", "flash.logged_out")
 
@@ -332,7 +332,7 @@ def _guard(handler, service, key: bytes, method: str, public: bool):
         environ["ts.gui.key"] = key
         environ["ts.gui.locale"] = _choose_locale(service)
         environ["ts.gui.session"] = _session_secret() if _token(service) else None
-        if environ["ts.gui.session"] and not service.store.session_active(
+        if environ["ts.gui.session"] and not service.store.sessions.session_active(
                 environ["ts.gui.session"]):
             environ["ts.gui.session"] = None   # logged out, expired, or never issued here
         environ["ts.gui.login"] = bool(environ["ts.gui.session"])

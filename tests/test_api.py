@@ -20,7 +20,7 @@ import task_scheduler as ts
 
 import hmac
 
-import task_scheduler.store.runs as ts_runs
+import task_scheduler.store.queries as ts_queries
 import task_scheduler.http.app as ts_app
 import task_scheduler.http.guard as ts_guard
 import task_scheduler.http.io as ts_io
@@ -836,7 +836,7 @@ def test_list_runs_pages_by_cursor_and_caps_the_count(client, service, monkeypat
     rows = [{"id": f"00{i}", "job_id": "k", "trigger": "manual", "status": "succeeded",
              "scheduled_at": now.replace(microsecond=i), "finished_at": now} for i in range(5)]
     with service.store.write() as conn:
-        service.store.insert_runs(conn, rows)
+        service.store.runs.insert_runs(conn, rows)
 
     def page(**query):
         body = client.get("/api/runs", query={"job_id": "k", "limit": 2, **query}).json
@@ -845,7 +845,7 @@ def test_list_runs_pages_by_cursor_and_caps_the_count(client, service, monkeypat
     assert page(before="003") == (["002", "001"], 3, False)
     assert page(before="001") == (["000"], 1, False)
     assert page(before="001", offset=1) == ([], 1, False)
-    monkeypatch.setattr(ts_runs, "TOTAL_CAP", 3)
+    monkeypatch.setattr(ts_queries, "TOTAL_CAP", 3)
     assert page() == (["004", "003"], 3, True)      # at least 3: counting stopped there
     assert page(offset=2) == (["002", "001"], 5, False)
     assert_error(client.get("/api/runs?before=x'"), 400, "bad_request", "before")

@@ -35,7 +35,7 @@ import sqlalchemy as sa
 import task_scheduler as ts
 import task_scheduler.cluster as ts_cluster
 import task_scheduler.models as ts_models
-import task_scheduler.store.runs as ts_runs
+import task_scheduler.store as ts_store
 import task_scheduler.store.schedules as ts_schedules
 import task_scheduler.store.schema as ts_schema
 from bench import chaos
@@ -517,19 +517,19 @@ def test_heartbeat_and_history_writer_lock_runs_in_one_order(db):
     one after a second: the chaos test lost cluster ticks this way. Here the heartbeat comes
     while a batch is half written."""
     ts_schema.migrate(db)
-    store = ts_runs.Store(db, "n1")
+    store = ts_store.Store(db, "n1")
     now = store.db_time()
     for run_id in ("b", "a"):   # b is stored first (a scan meets it first); a sorts first
         with store.write() as conn:
-            store.insert_runs(conn, [{"id": run_id, "job_id": run_id, "trigger": "manual",
-                                      "scheduled_at": now, "status": "running", "node": "n1",
-                                      "heartbeat_at": now}])
+            store.runs.insert_runs(conn, [{"id": run_id, "job_id": run_id, "trigger": "manual",
+                                           "scheduled_at": now, "status": "running", "node": "n1",
+                                           "heartbeat_at": now}])
     ended = {"status": "succeeded", "finished_at": now}
     outcome = {}
 
     def heartbeat():
         try:
-            outcome["alive"] = store.heartbeat_runs()
+            outcome["alive"] = store.liveness.heartbeat_runs()
         except sa.exc.DBAPIError as exc:
             outcome["error"] = exc
 
@@ -541,11 +541,11 @@ def test_heartbeat_and_history_writer_lock_runs_in_one_order(db):
 
     with store.write() as conn:
         pid = conn.execute(sa.select(sa.func.pg_backend_pid())).scalar()
-        store.finish_runs(conn, [("a", ended)])
+        store.runs.finish_runs(conn, [("a", ended)])
         beat = threading.Thread(target=heartbeat)
         beat.start()
         wait_for(lambda: waiting_for(pid), 10, 0.02, "the heartbeat waiting for run a")
-        store.finish_runs(conn, [("b", ended)])
+        store.runs.finish_runs(conn, [("b", ended)])
     beat.join(10)
     assert "error" not in outcome, outcome.get("error")
     assert outcome["alive"] == (set(), set())   # both ended before the heartbeat got them
@@ -561,7 +561,7 @@ def test_nodes_starting_together_create_the_schedule_table_once(postgres_url):
     barrier, errors = threading.Barrier(len(engines)), []
 
     def start(engine):
-        store = ts_schedules.ScheduleStore(ts_runs.Store(engine, "n"))
+        store = ts_schedules.ScheduleStore(ts_store.Store(engine, "n"))
         barrier.wait()
         try:
             store.start(None, "default")
@@ -771,12 +771,12 @@ def test_liveness_statements_do_not_wait_on_a_frozen_nodes_locks(db):
     tick) instead of PostgreSQL's 10 s lock_timeout. Once, a new leader made no progress for
     11 s behind a frozen node and then lost its own lease."""
     ts_schema.migrate(db)
-    store, frozen = ts_runs.Store(db, "new"), ts_runs.Store(db, "frozen")
+    store, frozen = ts_store.Store(db, "new"), ts_store.Store(db, "frozen")
     old = store.db_time() - dt.timedelta(seconds=60)
     with store.write() as conn:
-        store.insert_runs(conn, [{"id": run_id, "job_id": run_id, "trigger": "manual",
-                                  "scheduled_at": old, "status": "running", "node": "frozen",
-                                  "heartbeat_at": old} for run_id in ("held", "free")])
+        store.runs.insert_runs(conn, [{"id": run_id, "job_id": run_id, "trigger": "manual",
+                                       "scheduled_at": old, "status": "running", "node": "frozen",
+                                       "heartbeat_at": old} for run_id in ("held", "free")])
     with frozen.write() as conn:
         conn.execute(sa.text("SELECT 1 FROM ts_runs WHERE id = 'held' FOR UPDATE"))
         conn.execute(sa.text("SELECT 1 FROM ts_lease WHERE name = 'leader' FOR SHARE"))
@@ -784,8 +784,8 @@ def test_liveness_statements_do_not_wait_on_a_frozen_nodes_locks(db):
 
         def rescue_then_lease():
             try:
-                outcome["rescued"] = [r.id for r in store.rescue(10)]
-                store.acquire_lease(5)
+                outcome["rescued"] = [r.id for r in store.liveness.rescue(10)]
+                store.nodes.acquire_lease(5)
             except sa.exc.DBAPIError as exc:
                 outcome["error"] = exc
 
@@ -795,7 +795,7 @@ def test_liveness_statements_do_not_wait_on_a_frozen_nodes_locks(db):
         assert not worker.is_alive(), "a liveness statement waited on the frozen node's lock"
     assert outcome["rescued"] == ["free"]
     assert ts_cluster._lock_busy(outcome["error"]), outcome["error"]
-    assert [r.id for r in store.rescue(10)] == ["held"]   # once the lock is gone
+    assert [r.id for r in store.liveness.rescue(10)] == ["held"]   # once the lock is gone
 
 
 @pytest.mark.slow

@@ -340,10 +340,10 @@ def test_store_fired_finds_scheduled_and_catchup_rows_only(service):
             for job_id, trigger in (("s", "schedule"), ("c", "catchup"), ("m", "manual"),
                                     ("r", "retry"))]
     with service.store.write() as conn:
-        service.store.insert_runs(conn, rows)
+        service.store.runs.insert_runs(conn, rows)
     keys = [(job_id, at) for job_id in "scmrx"] + [("s", at + dt.timedelta(microseconds=1))]
     with service.store.write() as conn:
-        assert service.store.fired(conn, keys) == {("s", at), ("c", at)}
+        assert service.store.runs.fired(conn, keys) == {("s", at), ("c", at)}
 
 
 @pytest.mark.slow

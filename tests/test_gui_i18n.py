@@ -452,7 +452,7 @@ def test_japanese_readme_is_linked_and_parallel_to_the_readme():
 def test_run_list_pages_by_cursor_forward_and_back(client, service, monkeypatch):
     now = ts_timeutil._utcnow()
     with service.store.write() as conn:
-        service.store.insert_runs(conn, [
+        service.store.runs.insert_runs(conn, [
             {"id": f"00{i}", "job_id": "p", "trigger": "manual", "status": "succeeded",
              "scheduled_at": now.replace(microsecond=i), "finished_at": now} for i in range(5)])
     monkeypatch.setattr(web, "PAGE_SIZE", 2)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 import task_scheduler as ts
 import task_scheduler.history as ts_history
-import task_scheduler.store.runs as ts_runs
+import task_scheduler.store as ts_store
 import task_scheduler.store.schema as ts_schema
 import task_scheduler.timeutil as ts_timeutil
 import task_scheduler.triggers as ts_triggers
@@ -317,7 +317,7 @@ def test_history_writer_gives_up_after_bounded_retries_and_says_so(sqlite_url, c
                                                                   monkeypatch):
     engine = ts_schema.create_engine(sqlite_url)
     ts_schema.migrate(engine)
-    writer = ts_history.HistoryWriter(ts_runs.Store(engine, "node"))
+    writer = ts_history.HistoryWriter(ts_store.Store(engine, "node"))
     monkeypatch.setattr(writer, "RETRY_DELAYS", (0.01, 0.01))
     writer.start()
     engine.dispose()

@@ -23,6 +23,7 @@ import task_scheduler.models as ts_models
 
 import task_scheduler.runner as ts_runner
 import task_scheduler.history as ts_history
+import task_scheduler.store as ts_store
 import task_scheduler.store.runs as ts_runs
 import task_scheduler.store.schema as ts_schema
 import task_scheduler.timeutil as ts_timeutil
@@ -37,7 +38,7 @@ def add(service, **definition):
 def stored(service, run_id):
     """The run as its row says (not the runner's memory of it)."""
     service.flush()
-    return service.store.run(run_id)
+    return service.store.queries.run(run_id)
 
 
 # -- NUL in output (issue 18 item 3) -----------------------------------------------------------
@@ -75,7 +76,7 @@ def test_nul_in_a_python_error_is_recorded(tmp_path, make_service):
     assert row.status == "failed" and "ValueError: a\ufffdb" in row.error
 
 
-class _PoisonStore(ts_runs.Store):
+class _PoisonRuns(ts_runs.RunStore):
     """Refuses any write that carries the poisoned run's output, as PostgreSQL refuses a value
     it cannot hold."""
 
@@ -91,12 +92,13 @@ class _PoisonStore(ts_runs.Store):
 def test_history_writer_isolates_a_row_the_database_refuses(database_url):
     engine = ts_schema.create_engine(database_url)
     ts_schema.migrate(engine)
-    store = _PoisonStore(engine, "node")
+    store = ts_store.Store(engine, "node")
+    store.runs = _PoisonRuns(store, store.notes)
     now = ts_timeutil._utcnow()
     rows = [{"id": i, "job_id": i, "trigger": "manual", "scheduled_at": now, "status": "running",
              "node": "node", "started_at": now} for i in ("good1", "poisoned", "good2")]
     with store.write() as conn:
-        store.insert_runs(conn, rows)
+        store.runs.insert_runs(conn, rows)
     writer = ts_history.HistoryWriter(store)
     writer.start()
     try:
@@ -104,7 +106,7 @@ def test_history_writer_isolates_a_row_the_database_refuses(database_url):
             writer.update(run_id, status="succeeded", finished_at=ts_timeutil._utcnow(),
                           stdout=f"out of {run_id}", exit_code=0)
         assert writer.flush(30)
-        got = {r.id: r for r in (store.run(i) for i in ("good1", "poisoned", "good2"))}
+        got = {r.id: r for r in (store.queries.run(i) for i in ("good1", "poisoned", "good2"))}
         assert got["good1"].status == got["good2"].status == "succeeded"
         assert got["good1"].stdout == "out of good1"
         bad = got["poisoned"]
@@ -237,10 +239,10 @@ def test_a_claimed_run_waiting_for_a_worker_reads_queued(tmp_path, make_service)
         wait_for(lambda: waiting[0]["id"] in service.runner.active, 30,
                  message="the 11th run claimed ahead by this node")
         service.flush()
-        row = service.store.run(waiting[0]["id"])
+        row = service.store.queries.run(waiting[0]["id"])
         assert (row.status, row.started_at, row.node) == ("queued", None, service.store.node)
         assert service.run(waiting[0]["id"])["status"] == "queued"
-        assert service.store.active_count("blocked") == 11
+        assert service.store.runs.active_count("blocked") == 11
         with pytest.raises(ts.JobConflict):   # claimed runs count toward max_instances
             for _ in range(10):
                 service.run_now("blocked")
@@ -356,7 +358,7 @@ def _fence_watches(parent: int) -> list[int]:
 def _stored_pid(database_url, run_id):
     engine = ts_schema.create_engine(database_url)
     try:
-        return ts_runs.Store(engine, "reader").run(run_id).pid
+        return ts_store.Store(engine, "reader").queries.run(run_id).pid
     finally:
         engine.dispose()
 
@@ -365,24 +367,26 @@ def _stored_pid(database_url, run_id):
 def test_runs_claimed_by_a_dead_or_restarted_node_go_back_to_the_queue(database_url):
     engine = ts_schema.create_engine(database_url)
     ts_schema.migrate(engine)
-    store = ts_runs.Store(engine, "leader")
+    store = ts_store.Store(engine, "leader")
     now, old = ts_timeutil._utcnow(), ts_timeutil._utcnow() - dt.timedelta(seconds=60)
-    if store.postgres:   # rescue compares with the database's clock
+    if store.clustered:   # rescue compares with the database's clock
         now = store.db_time().replace(tzinfo=None)
         old = now - dt.timedelta(seconds=60)
     rows = [{"id": "dead1", "job_id": "a", "node": "dead", "heartbeat_at": old},
             {"id": "live1", "job_id": "b", "node": "live", "heartbeat_at": now},
             {"id": "gone1", "job_id": "c", "node": "restarted", "heartbeat_at": now}]
     with store.write() as conn:
-        store.insert_runs(conn, [{**r, "trigger": "manual", "scheduled_at": now,
+        store.runs.insert_runs(conn, [{**r, "trigger": "manual", "scheduled_at": now,
                                   "status": "queued"} for r in rows])
     try:
-        assert store.rescue(10) == []   # nothing had started: nothing is interrupted
-        assert (store.run("dead1").status, store.run("dead1").node) == ("queued", None)
-        assert store.run("live1").node == "live"   # a live node keeps what it claimed
-        ts_runs.Store(engine, "restarted").sweep("restarted")
-        assert (store.run("gone1").status, store.run("gone1").node) == ("queued", None)
-        started, _ = store.claim([""], 10, lambda job_id: (1, None))
+        assert store.liveness.rescue(10) == []   # nothing had started: nothing is interrupted
+        run = store.queries.run
+        assert (run("dead1").status, run("dead1").node) == ("queued", None)
+        assert run("live1").node == "live"   # a live node keeps what it claimed
+        ts_store.Store(engine, "restarted").liveness.sweep("restarted")
+        assert (run("gone1").status, run("gone1").node) == ("queued", None)
+        limits = {job: (1, None) for job in "abc"}
+        started, _ = store.runs.claim(ts_store.Admission(("",), 10, limits))
         assert sorted(r["id"] for r in started) == ["dead1", "gone1"]   # claimable again
     finally:
         engine.dispose()
@@ -419,9 +423,9 @@ def test_a_claimed_run_not_started_at_stop_goes_back_to_the_queue(tmp_path, make
         service.stop(grace=0.2)
     finally:
         gate.GATE.set()
-    row = service.store.run(second["id"])
+    row = service.store.queries.run(second["id"])
     assert (row.status, row.node, row.started_at) == ("queued", None, None)
-    assert service.store.run(first["id"]).status == "interrupted"
+    assert service.store.queries.run(first["id"]).status == "interrupted"
 
 
 @pytest.mark.both_databases
@@ -430,17 +434,18 @@ def test_run_ends_are_written_as_one_batch(database_url):
     batch fall back to a transaction per row (correct, but far slower)."""
     engine = ts_schema.create_engine(database_url)
     ts_schema.migrate(engine)
-    store = ts_runs.Store(engine, "node")
+    store = ts_store.Store(engine, "node")
     now = ts_timeutil._utcnow()
     ids = [f"run{i}" for i in range(3)]
     try:
         with store.write() as conn:
-            store.insert_runs(conn, [{"id": i, "job_id": i, "trigger": "manual",
+            store.runs.insert_runs(conn, [{"id": i, "job_id": i, "trigger": "manual",
                                       "scheduled_at": now, "status": "queued", "node": "node"}
                                      for i in ids])
-            store.finish_runs(conn, [(i, {"status": "running", "started_at": now}) for i in ids])
-            store.finish_runs(conn, [(i, {"status": "succeeded", "finished_at": now})
+            store.runs.finish_runs(conn, [(i, {"status": "running", "started_at": now})
+                                          for i in ids])
+            store.runs.finish_runs(conn, [(i, {"status": "succeeded", "finished_at": now})
                                      for i in ids])
-        assert {store.run(i).status for i in ids} == {"succeeded"}
+        assert {store.queries.run(i).status for i in ids} == {"succeeded"}
     finally:
         engine.dispose()

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 import task_scheduler as ts
 
-import task_scheduler.store.runs as ts_runs
+import task_scheduler.store.retention as ts_retention
 import task_scheduler.jobsfile as ts_jobsfile
 import task_scheduler.store.schedules as ts_schedules
 import task_scheduler.store.schema as ts_schema
@@ -229,7 +229,7 @@ def test_retention_by_count_and_age(make_service):
     rows = [finished_run("r", f"000{i}", ts_timeutil._utcnow()) for i in range(6)]
     rows.append(finished_run("r", "0000z", old))
     with service.store.write() as conn:
-        service.store.insert_runs(conn, rows)
+        service.store.runs.insert_runs(conn, rows)
     assert service.runs(job_id="r").total == 7
     service.prune()
     remaining = service.runs(job_id="r")
@@ -245,12 +245,13 @@ def finished_run(job_id, run_id, scheduled_at, trigger="manual"):
 def test_unique_fire_key_runs_a_fire_once(make_service):
     service = make_service()
     row = finished_run("x", ts_schema.new_run_id(), ts_timeutil._utcnow(), "schedule")
+    insert = service.store.runs.insert_runs
     with service.store.write() as conn:
-        assert service.store.insert_runs(conn, [row]) == [row["id"]]
+        assert insert(conn, [row]) == [row["id"]]
     with service.store.write() as conn:
-        assert service.store.insert_runs(conn, [{**row, "id": ts_schema.new_run_id()}]) == []
-        assert service.store.insert_runs(conn, [{**row, "id": ts_schema.new_run_id()},
-                                                {**row, "id": "other", "attempt": 2}]) == ["other"]
+        assert insert(conn, [{**row, "id": ts_schema.new_run_id()}]) == []
+        assert insert(conn, [{**row, "id": ts_schema.new_run_id()},
+                             {**row, "id": "other", "attempt": 2}]) == ["other"]
 
 
 @pytest.mark.slow
@@ -354,10 +355,10 @@ def test_retention_deletes_in_chunks_releasing_the_write_lock(make_service, monk
     rows = [finished_run("c", f"001{i}", now.replace(microsecond=i)) for i in range(7)]
     rows += [finished_run("c", f"000{i}", old.replace(minute=i)) for i in range(3)]
     with service.store.write() as conn:
-        service.store.insert_runs(conn, rows)
+        service.store.runs.insert_runs(conn, rows)
     # the first chunk of 2, then every chunk "too slow" for a 0 s budget: 1 run each
-    monkeypatch.setattr(ts_runs, "PRUNE_CHUNK", 2)
-    monkeypatch.setattr(ts_runs, "PRUNE_CHUNK_S", 0)
+    monkeypatch.setattr(ts_retention, "PRUNE_CHUNK", 2)
+    monkeypatch.setattr(ts_retention, "PRUNE_CHUNK_S", 0)
     deletes = []
 
     def count(conn, cursor, statement, *args):
@@ -375,7 +376,7 @@ def test_retention_gives_way_to_waiting_writers_and_stops_with_the_service(make_
     service = make_service(keep_runs=1, keep_days=1)
     now = ts_timeutil._utcnow()
     with service.store.write() as conn:
-        service.store.insert_runs(conn, [finished_run("w", f"00{i:03d}", now.replace(
+        service.store.runs.insert_runs(conn, [finished_run("w", f"00{i:03d}", now.replace(
             microsecond=i)) for i in range(50)])
     service.store.waiting.append(None)   # a writer waits for the lock: no chunk starts
     pruned = []

@@ -1,1 +1,35 @@
-"""The store: all SQL lives in this package (schema, runs, schedules)."""
+"""The store: every SQL statement of the service, in sub-stores that each own one concept and
+share one Database (engine, dialect, write transaction). Callers hold a ``Store`` and name the
+sub-store: ``store.runs.claim(...)``, ``store.queries.runs(...)``. It takes data and returns
+rows; it calls into no other part while a write transaction is open."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from .database import Database
+from .jobs import JobStore
+from .liveness import RunLiveness
+from .nodes import NodeStore
+from .notes import NoteStore
+from .queries import RunQueries
+from .retention import Retention
+from .runs import Admission, RunStore
+from .sessions import SessionStore
+
+__all__ = ["Admission", "Store"]
+
+
+class Store(Database):
+    """The database and its sub-stores, built on one engine for one node."""
+
+    def __init__(self, engine: sa.Engine, node: str):
+        super().__init__(engine, node)
+        self.jobs = JobStore(self)            # job definitions, meta, next fire times
+        self.notes = NoteStore(self)          # the notifications queue
+        self.runs = RunStore(self, self.notes)   # the queue: insert, claim, start, end
+        self.liveness = RunLiveness(self)     # run heartbeats, rescue, start-up sweep
+        self.queries = RunQueries(self)       # reads of run history
+        self.nodes = NodeStore(self)          # nodes and the leader lease
+        self.sessions = SessionStore(self)    # GUI sessions
+        self.retention = Retention(self)      # pruning of history

@@ -10,18 +10,16 @@ import pickle
 from typing import TYPE_CHECKING, Optional
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.util import datetime_to_utc_timestamp, utc_timestamp_to_datetime
 
-from .runs import DONE_MARK, _run_row
+from .runs import DONE_MARK, Admission, _run_row
 from .schema import APS_TABLE, _take_turns
 from ..timeutil import _iso
 
 if TYPE_CHECKING:
-    from .runs import Store
+    from . import Store
 
 log = logging.getLogger("task_scheduler")
 
@@ -156,10 +154,12 @@ class ScheduleStore(SQLAlchemyJobStore):
         for job_id in self.ids():
             self.remove_job(job_id)
 
-    def commit(self, fires: list[dict], notes: list[dict] = (), start=None) -> tuple:
+    def commit(self, fires: list[dict], notes: list[dict] = (),
+               admission: Optional[Admission] = None) -> tuple:
         """Write the pending schedule changes, insert the fires (and the notifications of the
-        missed ones), in one fenced transaction; ``start(conn, fires)`` marks the fires this
-        node's workers take at once. Returns the ids of the runs inserted, and those started."""
+        missed ones, built before), in one fenced transaction; ``admission`` (built before
+        too) says which fires this node's workers take at once. Returns the ids of the runs
+        inserted, and the rows of those started: the caller starts them after the commit."""
         moved = [{"i": i, "t": t} for i, t in sorted(self._moved.items())
                  if i not in self._pending]
         if not self._pending and not moved and not fires:
@@ -171,15 +171,15 @@ class ScheduleStore(SQLAlchemyJobStore):
             if moved:
                 conn.execute(self.jobs_t.update().where(self.jobs_t.c.id == sa.bindparam("i"))
                              .values(next_run_time=sa.bindparam("t")), moved)
-            started = start(conn, fires) if start is not None else []
-            inserted = self.db.insert_runs(conn, fires)
+            started = self.db.runs.start_fresh(conn, fires, admission)
+            inserted = self.db.runs.insert_runs(conn, fires)
             kept = set(inserted)
-            self.db.insert_notes(conn, [n for n in notes if n["run_id"] in kept])
+            self.db.notes.insert_notes(conn, [n for n in notes if n["run_id"] in kept])
             if any(f["status"] == "queued" and f.get("node") is None for f in fires):
                 self.db.notify(conn, "ts_runs")   # not for fires claimed here already
             # Last, so that the lease row is locked only for the commit itself: the renewal
             # waits for that lock, and a long first write (10,000 jobs) would let it lapse.
-            self.db.fence(conn, self.epoch)
+            self.db.nodes.fence(conn, self.epoch)
         self._pending.clear()
         self._moved.clear()
         for fire in fired:
@@ -200,7 +200,7 @@ class ScheduleStore(SQLAlchemyJobStore):
                 if f["trigger"] == "catchup" or f["trigger"] == "schedule" and f[
                     "scheduled_at"].replace(tzinfo=dt.UTC).timestamp() <=
                 self._recomputed.get(f["job_id"], -1) + 1]
-        recorded = self.db.fired(conn, keys) if keys else set()
+        recorded = self.db.runs.fired(conn, keys)
         if not recorded:
             return fires
         log.info("not fired again, already recorded: %s", ", ".join(

@@ -9,8 +9,6 @@ import time
 from typing import Any, Optional
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 
 from ..config import __version__
 from ..errors import SchedulerError

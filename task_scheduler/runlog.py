@@ -1,4 +1,4 @@
-"""Run queries: the runs as the API and the GUI read them, from the store and, for runs still going
+"""The run log: the runs as the API and the GUI read them, from the store and, for runs still going
 or just ended here, from the runner's memory; why a queued run waits. It must not change a run
 (runner.py does)."""
 
@@ -17,10 +17,10 @@ from .timeutil import _aware
 
 if TYPE_CHECKING:
     from .runner import Runner
-    from .store.runs import Store
+    from .store import Store
 
 
-class RunQueries:
+class RunLog:
     """Reads runs: the store's rows, overlaid with the runner's live state (output so far, a
     status not yet written), and explains a queued run's wait by ``nodes`` and ``now``."""
 
@@ -34,7 +34,7 @@ class RunQueries:
              trigger: Optional[str] = None, before: Optional[str] = None,
              after: Optional[str] = None) -> Page:
         """Runs newest first (without their output); see ``SchedulerService.runs``."""
-        page = self.store.runs(job_id, status, since, limit, offset, trigger, before, after)
+        page = self.store.queries.runs(job_id, status, since, limit, offset, trigger, before, after)
         for index, run in enumerate(page):
             live = self._live(run["id"])
             page[index] = self._explain(run_to_dict(live) if live is not None else run)
@@ -42,7 +42,7 @@ class RunQueries:
 
     def run_spans(self, since: dt.datetime, limit: int) -> tuple[list[dict], bool]:
         """For the timeline; see ``SchedulerService.run_spans``."""
-        rows = self.store.run_spans(since, limit)
+        rows = self.store.queries.run_spans(since, limit)
         spans = []
         for row in rows[:limit]:
             live = self._live(row.id) if row.status in ("queued", "running") else None
@@ -63,14 +63,14 @@ class RunQueries:
         if live is not None:
             run = run_to_dict(live, output=True)
         else:
-            row = self.store.run(run_id)
+            row = self.store.queries.run(run_id)
             if row is None:
                 raise RunNotFound(f"run {run_id!r} does not exist")
             run = self._explain(run_to_dict(row, output=True))
         run["notifications"] = [
             {"id": n.id, "event": n.event, "target": target_text(json.loads(n.target)),
              "status": n.status, "attempts": n.attempts, "log": json.loads(n.log)}
-            for n in self.store.notes_of(run_id)] if run["status"] in FINAL_STATUSES else []
+            for n in self.store.notes.notes_of(run_id)] if run["status"] in FINAL_STATUSES else []
         return run
 
     def output(self, run_id: str, stream: str, offset: int = 0) -> dict:

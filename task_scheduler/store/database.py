@@ -1,0 +1,88 @@
+"""The database the sub-stores share: the engine, this node's id, its dialect, and the one write
+transaction (writers taking turns on SQLite, announcements after commit). It runs no domain
+SQL: that is in the sub-stores (runs, queries, jobs, nodes, notes, sessions, retention)."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import functools
+from typing import Optional
+
+import sqlalchemy as sa
+
+from .dialect import dialect_for
+from .schema import LIVENESS_LOCK_WAIT
+
+
+class Database:
+    """One engine and the transaction every write takes (the shape of APScheduler's
+    SQLAlchemyJobStore: each operation one ``engine.begin()``).
+
+    On PostgreSQL, times that nodes compare (leases, heartbeats, queues) come from the database
+    clock; changes are announced with NOTIFY. SQLite has one node: its clock is this machine's,
+    and its writers take turns on a lock before they begin (never inside a transaction)."""
+
+    def __init__(self, engine: sa.Engine, node: str):
+        self.engine, self.node = engine, node
+        self.dialect = dialect_for(engine)
+        self._write_lock = self.dialect.write_lock()
+        self.on_commit: list = []   # (channel, payload) after each commit: this process's bus
+        self.waiting: collections.deque = collections.deque()   # one item per writer waiting
+
+    @property
+    def clustered(self) -> bool:
+        """Several nodes may share this database (PostgreSQL): leases, heartbeats, NOTIFY."""
+        return self.dialect.clustered
+
+    @property
+    def postgres(self) -> bool:
+        """Kept for callers outside the store; ``clustered`` says what they mean."""
+        return self.dialect.clustered
+
+    @contextlib.contextmanager
+    def write(self):
+        """One write transaction; ``notify(conn, ...)`` inside it announces after commit."""
+        self.waiting.append(None)   # retention gives way while writers wait
+        with self.turn():
+            self.waiting.pop()      # deque append/pop are atomic: a count without a lock
+            with self.engine.begin() as conn:
+                conn.info["ts.notes"] = []
+                yield conn
+                notes = conn.info.pop("ts.notes")
+        for channel, payload in notes:
+            for callback in self.on_commit:
+                callback(channel, payload)
+
+    def turn(self):
+        """The write lock on SQLite (writers take turns before they begin); nothing elsewhere."""
+        return self._write_lock or contextlib.nullcontext()
+
+    def notify(self, conn, channel: str, ids: Optional[list] = None) -> None:
+        payload = {"node": self.node, "ids": ids if ids is None or len(ids) < 200 else None}
+        conn.info["ts.notes"].append((channel, payload))
+        self.dialect.publish(conn, self.channel_prefix + channel, payload)
+
+    @functools.cached_property
+    def channel_prefix(self) -> str:
+        return self.dialect.channel_prefix(self.engine)
+
+    def now(self):
+        """The database clock, naive UTC, as a SQL expression (a value on SQLite)."""
+        return self.dialect.now()
+
+    def db_time(self) -> dt.datetime:
+        with self.engine.connect() as conn:
+            return self.dialect.now_value(conn)
+
+    def ping(self) -> None:
+        """One round trip (the health check); raises the driver's error when it fails."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def bounded(self, conn) -> None:
+        """Lease, heartbeat and rescue statements wait at most ``LIVENESS_LOCK_WAIT`` for a
+        lock another node holds (a frozen node keeps its locks until the server ends its
+        session): past it they fail, and the cluster loop tries again on its next tick."""
+        self.dialect.bound_lock_wait(conn, LIVENESS_LOCK_WAIT)

@@ -1,0 +1,45 @@
+"""GUI sessions, kept in the database so that a logout holds on every node and across restarts.
+Only the hash of a session's secret is stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+
+import sqlalchemy as sa
+
+from .database import Database
+from .schema import ts_sessions
+from ..timeutil import _utcnow
+
+
+class SessionStore:
+    """Create, check and revoke GUI sessions (ts_sessions)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def create_session(self, ttl: float) -> str:
+        """A new session; returns the secret for the cookie (only its hash is stored)."""
+        secret, now = secrets.token_urlsafe(32), _utcnow()
+        with self.db.write() as conn:
+            conn.execute(ts_sessions.insert().values(
+                id=_secret_hash(secret), created_at=now,
+                expires_at=now + dt.timedelta(seconds=ttl)))
+        return secret
+
+    def session_active(self, secret: str) -> bool:
+        with self.db.engine.connect() as conn:
+            row = conn.execute(sa.select(ts_sessions.c.expires_at, ts_sessions.c.revoked_at)
+                               .where(ts_sessions.c.id == _secret_hash(secret))).first()
+        return row is not None and row.revoked_at is None and row.expires_at > _utcnow()
+
+    def revoke_session(self, secret: str) -> None:
+        with self.db.write() as conn:
+            conn.execute(ts_sessions.update().where(ts_sessions.c.id == _secret_hash(secret))
+                         .values(revoked_at=_utcnow()))
+
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
