@@ -354,20 +354,6 @@ class Run:
         for name, value in fields.items():
             setattr(self, name, value)
 
-    # Read as a mapping too, for readers outside the runner that take runs as dicts
-    # (SchedulerService._live and _views, run_spans): reads only.
-    def __getitem__(self, name: str) -> Any:
-        try:
-            return getattr(self, name)
-        except AttributeError:
-            raise KeyError(name) from None
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return getattr(self, name, default)
-
-    def keys(self) -> tuple:
-        return _RUN_FIELDS
-
 
 _RUN_FIELDS = tuple(f.name for f in dataclasses.fields(Run))
 _RUN_NOT_NULL = ("attempt", "truncated", "run_on", "cancel_requested")
@@ -375,7 +361,8 @@ _RUN_NOT_NULL = ("attempt", "truncated", "run_on", "cancel_requested")
 
 def run_to_dict(row: Any, output: bool = False) -> dict:
     """A run row (or live run dict, or Run) in the API's Run shape."""
-    get = row.get if isinstance(row, (dict, Run)) else row._mapping.get
+    row = row.to_row() if isinstance(row, Run) else row
+    get = row.get if isinstance(row, dict) else row._mapping.get
     started, finished = get("started_at"), get("finished_at")
     out = {
         "id": get("id"), "job_id": get("job_id"), "status": get("status"),

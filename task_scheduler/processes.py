@@ -14,14 +14,20 @@ from typing import Optional
 log = logging.getLogger("task_scheduler")
 
 
-def _group_alive(pgid: int) -> bool:
+def _signal_reaches(send, target: int) -> bool:
+    """Whether signal 0 sent by ``send`` (os.kill, os.killpg) finds ``target``: another
+    user's process exists too, though we may not signal it."""
     try:
-        os.killpg(pgid, 0)
+        send(target, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
     return True
+
+
+def _group_alive(pgid: int) -> bool:
+    return _signal_reaches(os.killpg, pgid)
 
 
 def kill_escaped(run_id: Optional[str], grace: float) -> int:
@@ -98,13 +104,8 @@ def _environ_of(pid: int) -> bytes:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return os.path.exists(f"/proc/{pid}") and not _is_zombie(pid)
+    return _signal_reaches(os.kill, pid) and os.path.exists(f"/proc/{pid}") \
+        and not _is_zombie(pid)
 
 
 def _is_zombie(pid: int) -> bool:

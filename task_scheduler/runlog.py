@@ -79,7 +79,7 @@ class RunLog:
         active = self.runner.active.get(run_id)
         if active is not None:
             parts, status = (active.out if stream == "stdout" else active.err).parts(), \
-                active.run["status"]
+                active.run.status
         else:
             run = self.run(run_id)
             parts, status = output_parts(run[stream]), run["status"]
@@ -105,5 +105,7 @@ class RunLog:
     def _live(self, run_id: str) -> Optional[dict]:
         active = self.runner.active.get(run_id)
         if active is not None:
-            return {**active.run, "stdout": active.out.text(), "stderr": active.err.text()}
-        return self.runner.recent.get(run_id)
+            return {**active.run.to_row(), "stdout": active.out.text(),
+                    "stderr": active.err.text()}
+        ended = self.runner.recent.get(run_id)
+        return ended.to_row() if ended is not None else None

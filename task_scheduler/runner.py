@@ -506,8 +506,19 @@ class Runner:
         for active in ending:
             self._stop(active, "interrupted", self.fencing.reason())
 
-    def cancel(self, run_id: str) -> dict:
-        """Cancel a queued run, or end a running command (on whichever node runs it)."""
+    def cancel(self, run_id: str, wait: float = 0.0) -> dict:
+        """Cancel a queued run, or end a running command (on whichever node runs it). With
+        ``wait``, give a command this node is ending that long to go (most end within
+        milliseconds of TERM); a run already being ended is not waited for again."""
+        active = self.active.get(run_id)
+        again = active is not None and active.stop_reason is not None
+        run = self._cancel(run_id)
+        deadline = time.monotonic() + (0 if again else wait)
+        while run_id in self.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return run
+
+    def _cancel(self, run_id: str) -> dict:
         store = self._p.store
         for _ in range(3):   # a queued run may be claimed meanwhile: look again
             active = self.active.get(run_id)

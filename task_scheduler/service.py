@@ -298,9 +298,10 @@ class SchedulerService:
             raise JobConflict(f"run {run_id} is {run['status']}; rerun it once it has ended")
         return self.runner.run_now(run["job_id"], run.get("params"), rerun_of=run_id)
 
-    def cancel(self, run_id: str) -> dict:
-        """Cancel a queued run, or kill a running command's process group (any node)."""
-        return self.runner.cancel(run_id)
+    def cancel(self, run_id: str, wait: float = 0.0) -> dict:
+        """Cancel a queued run, or kill a running command's process group (any node); ``wait``
+        seconds at most for a command this node runs to go."""
+        return self.runner.cancel(run_id, wait)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until the run history written so far is in the database (tests, shutdown)."""

@@ -164,12 +164,7 @@ def api_cancel_run(service, run_id):
     The answer comes at once: the run as it is then, ``cancelled`` if its command ended within
     CANCEL_WAIT of the TERM, else still ``running`` while the group is ended in the background
     (KILL after the kill grace). A cancel holds a server thread for no longer than that."""
-    active = service.runner.active.get(run_id)
-    again = active is not None and active.stop_reason is not None   # being ended already
-    service.cancel(run_id)
-    deadline = time.monotonic() + (0 if again else CANCEL_WAIT)
-    while run_id in service.runner.active and time.monotonic() < deadline:
-        time.sleep(0.01)   # in memory: most commands end within milliseconds of TERM
+    service.cancel(run_id, wait=CANCEL_WAIT)
     run = service.run(run_id)
     return {k: v for k, v in run.items() if k not in ("stdout", "stderr")}
 

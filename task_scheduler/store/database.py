@@ -36,11 +36,6 @@ class Database:
         """Several nodes may share this database (PostgreSQL): leases, heartbeats, NOTIFY."""
         return self.dialect.clustered
 
-    @property
-    def postgres(self) -> bool:
-        """Kept for callers outside the store; ``clustered`` says what they mean."""
-        return self.dialect.clustered
-
     @contextlib.contextmanager
     def write(self):
         """One write transaction; ``notify(conn, ...)`` inside it announces after commit."""
