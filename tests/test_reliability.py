@@ -8,6 +8,7 @@ import pickle
 import sqlite3
 import threading
 import time
+import uuid
 import zoneinfo
 
 import pytest
@@ -66,7 +67,10 @@ def test_sqlite_locked_beyond_busy_timeout_scheduler_survives(tmp_path, make_ser
 
 @pytest.mark.postgres
 def test_postgres_connections_killed_mid_run(postgres_url, make_service):
-    service = make_service(database_url=postgres_url)
+    # Its own application_name: the test ends this service's sessions, not those of the tests
+    # running beside it on the same server.
+    name = f"ts-killed-{uuid.uuid4().hex[:8]}"
+    service = make_service(database_url=f"{postgres_url}&application_name={name}")
     add(service, id="slow", command=["sleep", "1"])
     add(service, id="tick", command=["true"], trigger={"type": "interval", "seconds": 0.5})
     final_runs(service, "tick", count=1)
@@ -76,7 +80,7 @@ def test_postgres_connections_killed_mid_run(postgres_url, make_service):
     with admin.connect() as conn:
         killed = conn.execute(sa.text(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = 'task-scheduler' AND pid <> pg_backend_pid()")).scalar()
+            "WHERE application_name = :name AND pid <> pg_backend_pid()"), {"name": name}).scalar()
     admin.dispose()
     assert killed >= 1
     wait_for(lambda: service.run(run["id"])["status"] == "succeeded", 15)

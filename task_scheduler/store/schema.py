@@ -153,11 +153,13 @@ def create_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
     if "postgresql" in url:
         parsed = sa.make_url(url)
         given = parsed.query.get("options", "")   # e.g. -csearch_path=... : kept, ours added
-        url = parsed.difference_update_query(["options"])
+        # what pg_stat_activity shows for this node's sessions (a URL may name them)
+        name = parsed.query.get("application_name", "task-scheduler")
+        url = parsed.difference_update_query(["options", "application_name"])
         # A leader stopped inside a transaction (SIGSTOP) would hold its lease row's lock, and
         # a takeover waits for it: the server ends such a transaction after 4 s, before the
         # lease (5 s) runs out, so failover is not stretched. Dead peers: keepalives.
-        connect_args = {"application_name": "task-scheduler", "connect_timeout": 10,
+        connect_args = {"application_name": name, "connect_timeout": 10,
                         "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                         "keepalives_count": 3,
                         # a statement whose packets go unanswered (a silent partition) fails
@@ -232,9 +234,14 @@ def migrate(engine: sa.Engine) -> int:
 
 
 def _take_turns(conn) -> None:
-    """Nodes creating tables on one PostgreSQL wait for each other (till this commits)."""
+    """Nodes creating tables in one PostgreSQL schema wait for each other (till this commits).
+    The lock is the schema's: deployments in other schemas of the same database (or a node
+    frozen mid-migration in one) do not hold each other up. Nodes of one release share the
+    key; an older release never migrates a schema a newer one is migrating (it refuses a
+    newer schema), so the key of older releases (one bigint) need not be taken too."""
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(0x7453_6368_6564)))
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
+            0x7453_6368, sa.func.hashtext(sa.func.current_schema()))))
 
 
 def _migrate_to_2(conn) -> None:
