@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .config import __version__
@@ -29,9 +30,12 @@ class RunStats:
 
     overlap = 300.0   # seconds of runs re-read each scrape: history rows commit a little late
 
-    def __init__(self):
+    def __init__(self, clock: Callable[[], float] = time.time):
+        # Run ids carry their creation time on the database's clock (new_run_id): the floor is
+        # read on the same clock, or a run made just after start could sort below it.
+        self.clock = clock
         self.lock = threading.Lock()
-        self.started = self.floor = time.time()
+        self.started = self.floor = clock()
         self.counted: set = set()       # final runs in the overlap window, already counted
         self.pending: set = set()       # runs seen queued or running
         self.by_status: collections.Counter = collections.Counter()   # (job_id, status)
@@ -41,7 +45,7 @@ class RunStats:
 
     def update(self, queries: RunQueries) -> None:
         with self.lock:
-            now = time.time()
+            now = self.clock()
             # Run ids begin with their creation time, microseconds in 14 hex digits (new_run_id).
             floor = f"{int(self.floor * 1e6):014x}"
             rows = queries.scrape(floor, self.pending)

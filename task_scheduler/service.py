@@ -168,6 +168,10 @@ class SchedulerService:
         """The database's time as naive UTC, as runs record it."""
         return _naive_utc(self.cluster.now())
 
+    def clock(self) -> float:
+        """The database's time in seconds since the epoch: the clock of run ids."""
+        return self.cluster.now().timestamp()
+
     @property
     def started_at(self) -> Optional[dt.datetime]:
         return self.board.started_at

@@ -92,7 +92,7 @@ def create_app(service: SchedulerService, gui: Any = DISCOVER) -> bottle.Bottle:
     never imports the GUI by name, so the GUI can import the core."""
     gui = discover_gui() if gui is DISCOVER else gui
     app = bottle.Bottle(catchall=True)
-    app.config.update({"json.enable": False, "ts.run_stats": RunStats(), "ts.gui": gui,
+    app.config.update({"json.enable": False, "ts.run_stats": RunStats(service.clock), "ts.gui": gui,
                        "ts.streams": threading.BoundedSemaphore(MAX_STREAMS)})
     app.install(HttpGuard(service))
     for method, path, handler in API_ROUTES:
