@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
         ("--trusted-proxies", "comma-separated addresses (or networks, 10.0.0.0/8) of reverse "
                               "proxies whose X-Forwarded-For names the client, for the limit on "
                               "wrong tokens and connections (TS_TRUSTED_PROXIES)"),
+        ("--workers", "runs this node runs at once, each in a thread (TS_WORKERS; default 10)"),
+        ("--keep-runs", "finished runs kept per job; older ones are pruned (TS_KEEP_RUNS; "
+                        "default 1000)"),
+        ("--keep-days", "days a finished run is kept (TS_KEEP_DAYS; default 30; fractions "
+                        "allowed)"),
         ("--log-level", "DEBUG, INFO, WARNING, ERROR (TS_LOG_LEVEL)"),
     )
     for flag, text in flags:

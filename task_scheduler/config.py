@@ -66,7 +66,8 @@ class Config:
             "timezone": "TS_TIMEZONE", "allowed_hosts": "TS_ALLOWED_HOSTS",
             "labels": "TS_NODE_LABELS", "node": "TS_NODE_ID", "public_url": "TS_PUBLIC_URL",
             "smtp_url": "TS_SMTP_URL", "pass_env": "TS_PASS_ENV",
-            "trusted_proxies": "TS_TRUSTED_PROXIES"}
+            "trusted_proxies": "TS_TRUSTED_PROXIES", "max_workers": "TS_WORKERS",
+            "keep_runs": "TS_KEEP_RUNS", "keep_days": "TS_KEEP_DAYS"}
 
     @classmethod
     def from_env(cls, env: Optional[dict] = None, **overrides: Any) -> Config:
@@ -75,6 +76,9 @@ class Config:
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "port" in values:
             values["port"] = _parse_port(values["port"])
+        for name, (parse, low, high, unit) in _LIMITS.items():
+            if name in values:
+                values[name] = _parse_limit(name, values[name], parse, low, high, unit)
         if isinstance(values.get("allowed_hosts"), str):
             values["allowed_hosts"] = tuple(h for h in values["allowed_hosts"].split(",") if h)
         if isinstance(values.get("labels"), str):
@@ -95,7 +99,10 @@ class Config:
                               labels=args.labels, node=args.node_id,
                               public_url=args.public_url, smtp_url=args.smtp_url,
                               pass_env=getattr(args, "pass_env", None),
-                              trusted_proxies=getattr(args, "trusted_proxies", None))
+                              trusted_proxies=getattr(args, "trusted_proxies", None),
+                              max_workers=getattr(args, "workers", None),
+                              keep_runs=getattr(args, "keep_runs", None),
+                              keep_days=getattr(args, "keep_days", None))
         return config
 
     @functools.cached_property
@@ -150,6 +157,33 @@ def _parse_port(value: Any) -> int:
     if not 0 <= port <= 65535:
         raise SchedulerError(f"port: {port} is out of range (1-65535, or 0 for any)")
     return port
+
+
+# Settings given as text: (parse, lowest, highest, what a value counts), checked by from_env.
+_LIMITS = {
+    "max_workers": (int, 1, 1000, "runs at once; each is a thread"),
+    "keep_runs": (int, 1, 10 ** 9, "runs kept per job"),
+    # 0 keeps no finished run past the next prune; 100 years is more than any history needs,
+    # and far more overflows the date arithmetic of pruning
+    "keep_days": (float, 0, 36500, "days a finished run is kept"),
+}
+_FLAGS = {"max_workers": "--workers", "keep_runs": "--keep-runs", "keep_days": "--keep-days"}
+
+
+def _parse_limit(name: str, value: Any, parse, low: int, high: int, unit: str):
+    """A number setting within [low, high]: a message naming the flag, its variable and the
+    valid range for anything else (a word, a fraction where a count is meant, nan, -1)."""
+    where = f"{_FLAGS[name]} ({Config._ENV[name]})"
+    try:
+        number = parse(str(value).strip()) if isinstance(value, str) else parse(value)
+    except (TypeError, ValueError, OverflowError):
+        kind = "a whole number" if parse is int else "a number"
+        raise SchedulerError(f"{where}: {value!r} is not {kind} ({unit}; {low:,} to "
+                             f"{high:,})") from None
+    if not low <= number <= high:   # also nan, which compares false
+        raise SchedulerError(f"{where}: {value!r} is out of range ({unit}; {low:,} to "
+                             f"{high:,})")
+    return number
 
 
 def label_sets(labels: tuple) -> list[str]:

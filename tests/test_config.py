@@ -363,6 +363,46 @@ def test_config_from_env_and_flags_win():
         ts.Config.from_env({"TS_PORT": "eighty"})
 
 
+def test_workers_and_retention_come_from_flags_and_the_environment(capsys):
+    env = {"TS_WORKERS": "4", "TS_KEEP_RUNS": "200", "TS_KEEP_DAYS": "7.5"}
+    config = ts.Config.from_env(env)
+    assert (config.max_workers, config.keep_runs, config.keep_days) == (4, 200, 7.5)
+    args = ts_cli._parser().parse_args(["run", "--workers", "2", "--keep-runs", "50",
+                                        "--keep-days", "0.5"])
+    config = ts.Config.from_args(args, env)
+    assert (config.max_workers, config.keep_runs, config.keep_days) == (2, 50, 0.5)
+    defaults = ts.Config.from_args(ts_cli._parser().parse_args(["run"]), {})
+    assert (defaults.max_workers, defaults.keep_runs, defaults.keep_days) == (10, 1000, 30)
+    with pytest.raises(SystemExit):
+        ts.main(["--help"])
+    listed = capsys.readouterr().out
+    assert all(f"{flag} " in listed for flag in ("--workers", "--keep-runs", "--keep-days"))
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--workers", "ten", "--workers (TS_WORKERS): 'ten' is not a whole number"),
+    ("--workers", "0", "--workers (TS_WORKERS): '0' is out of range"),
+    ("--workers", "2.5", "is not a whole number"),
+    ("--keep-runs", "-5", "--keep-runs (TS_KEEP_RUNS): '-5' is out of range"),
+    ("--keep-days", "-1", "--keep-days (TS_KEEP_DAYS): '-1' is out of range"),
+    ("--keep-days", "a week", "'a week' is not a number"),
+    ("--keep-days", "nan", "out of range"),
+    ("--keep-days", "1e9", "out of range"),
+])
+def test_bad_workers_and_retention_are_a_clear_error_not_a_traceback(tmp_path, capsys, flag,
+                                                                     value, words):
+    # a public host without a token: a value let through is refused next, not served forever
+    code = ts.main(["run", f"{flag}={value}", "--db", f"sqlite:///{tmp_path / 'ts.sqlite'}",
+                    "--host", "0.0.0.0"])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and "Traceback" not in err, err
+    assert not (tmp_path / "ts.sqlite").exists()
+    variable = {"--workers": "TS_WORKERS", "--keep-runs": "TS_KEEP_RUNS",
+                "--keep-days": "TS_KEEP_DAYS"}[flag]
+    with pytest.raises(ts.SchedulerError, match=variable):
+        ts.Config.from_env({variable: value})
+
+
 PARSER_FILES = [
     "- {id: a, command: 'true', trigger: {type: interval, seconds: 5}}\n"
     "- id: b\n  func: 'os:getcwd'\n  trigger: {type: cron, expression: '0 9 * * 1-5'}\n",
