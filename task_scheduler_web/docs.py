@@ -23,14 +23,21 @@ def api_docs_html(document_json: str, secured: bool) -> str:
     request = bottle.request
     lang = choose_language(request.query.get("lang"), request.get_cookie(LANG_COOKIE),
                            request.headers.get("Accept-Language"))
-    return _page(document_json, secured, lang)
+    return _page(document_json, secured, lang, _base_url(request))
+
+
+def _base_url(request) -> str:
+    """The address this page was asked at (the guard has checked its Host): what the reader's
+    curl reaches, whatever port or name the service listens on."""
+    parts = request.urlparts
+    return f"{parts.scheme}://{parts.netloc}{request.script_name.rstrip('/')}"
 
 
 @functools.lru_cache(maxsize=8)
-def _page(document_json: str, secured: bool, lang: str) -> str:
+def _page(document_json: str, secured: bool, lang: str, base_url: str) -> str:
     doc = json.loads(document_json)
     locale = Locale(lang, UTC, UTC)
-    ops = [_operation(path, method, op, secured, locale)
+    ops = [_operation(path, method, op, secured, locale, base_url)
            for path, item in doc["paths"].items() for method, op in item.items()]
     schemas = [_schema(name, schema, locale) for name, schema in
                doc["components"]["schemas"].items()]
@@ -39,7 +46,8 @@ def _page(document_json: str, secured: bool, lang: str) -> str:
                            ops=ops, schemas=schemas, t=locale.t, lang=lang)
 
 
-def _operation(path: str, method: str, op: dict, secured: bool, locale: Locale) -> dict:
+def _operation(path: str, method: str, op: dict, secured: bool, locale: Locale,
+               base_url: str) -> dict:
     error = {"$ref": "#/components/schemas/ApiError"}
     return {
         "id": op["operationId"], "method": method.upper(), "path": path,
@@ -57,7 +65,7 @@ def _operation(path: str, method: str, op: dict, secured: bool, locale: Locale) 
                               if c["schema"] != error]}
                    for code, r in op["responses"].items() if code >= "400"],
         "error_type": type_parts(error, locale),
-        "curl": _curl(path, method, op, secured),
+        "curl": _curl(base_url + path, method, op, secured),
     }
 
 
@@ -97,10 +105,10 @@ def type_parts(schema: dict, locale: Locale) -> list[dict]:
     return [{"text": f"{kind} ({', '.join(extra)})" if extra else str(kind)}]
 
 
-def _curl(path: str, method: str, op: dict, secured: bool) -> str:
+def _curl(url: str, method: str, op: dict, secured: bool) -> str:
     parts = ["curl -s"] + ([f"-X {method.upper()}"] if method != "get" else [])
     if secured and op.get("security") != []:
         parts.append("-H 'Authorization: Bearer $TS_API_TOKEN'")
     if "requestBody" in op:
         parts.append("-H 'Content-Type: application/json' -d @job.json")
-    return " ".join(parts + [f"http://127.0.0.1:8000{path}"])
+    return " ".join(parts + [url])

@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -393,7 +394,7 @@ def test_bad_length_headers_are_400(client):
 
 
 @pytest.mark.parametrize("method, path", [
-    ("GET", "/api/nope"), ("GET", "/api"), ("GET", "/api/jobs/"), ("GET", "/api/jobs/a/b/c"),
+    ("GET", "/api/nope"), ("GET", "/api//"), ("GET", "/api/jobs/"), ("GET", "/api/jobs/a/b/c"),
     ("POST", "/api/runs/x/y"), ("GET", "/api/jobs/nobody"), ("GET", "/api/runs/nothing"),
 ])
 def test_unknown_routes_and_ids_are_404(client, method, path):
@@ -509,8 +510,8 @@ def test_token_is_compared_in_constant_time(make_service, monkeypatch):
 
 def test_without_a_token_every_route_is_open(client):
     create(client)
-    for path in ("/api/status", "/api/jobs", "/api/jobs/api_job", "/api/runs", "/metrics",
-                 "/api/openapi.json", "/api/docs"):
+    for path in ("/api/", "/api", "/api/status", "/api/jobs", "/api/jobs/api_job", "/api/runs",
+                 "/metrics", "/api/openapi.json", "/api/docs"):
         assert client.get(path).status == 200, path
 
 
@@ -531,7 +532,42 @@ def test_every_answer_says_nosniff(client):
     assert all(a.headers.get("X-Content-Type-Options") == "nosniff" for a in answers), answers
 
 
-# the OpenAPI document, /api/docs
+# the index, the OpenAPI document, /api/docs
+
+def test_the_api_root_answers_an_index_of_links_that_work(client):
+    index = client.get("/api/")
+    assert index.status == 200 and index.headers["Content-Type"].startswith("application/json")
+    assert index.json["name"] == "task-scheduler" and index.json["version"] == ts.__version__
+    assert client.get("/api").json == index.json
+    links = index.json["links"]
+    assert {"docs", "openapi", "jobs", "runs", "status", "health"} <= set(links)
+    for name, path in links.items():
+        assert client.get(path).status == 200, (name, path)
+    ts_openapi.ApiIndex.model_validate(index.json)
+    assert set(index.json) <= set(ts_openapi.ApiIndex.model_fields)
+
+
+def test_the_api_root_needs_the_token_like_every_route_but_health(make_service):
+    token = "s3cret-token-for-tests"
+    app = ts.create_app(make_service(token=token))
+    for path in ("/api/", "/api"):
+        assert_error(Client(app).get(path), 401, "unauthorized")
+        assert Client(app, token=token).get(path).status == 200
+
+
+def test_openapi_summaries_are_whole_sentences_and_the_count_cap_is_the_stores(client):
+    doc = client.get("/api/openapi.json").json
+    ops = [op for item in doc["paths"].values() for op in item.values()]
+    for op in ops:
+        assert op["summary"].endswith((".", ")")), op["summary"]
+        assert not re.search(r"\b(up to|the new|and|or|of|with)$", op["summary"]), op["summary"]
+    assert len({op["operationId"] for op in ops}) == len(ops)
+    runs = doc["paths"]["/api/runs"]["get"]
+    page = json.dumps([runs, doc["components"]["schemas"]["ApiRunPage"]])
+    assert f"{ts_schema.TOTAL_CAP:,}" in page and "10,000" not in page
+    assert f"offset` + {ts_schema.TOTAL_CAP:,}" in (Path(__file__).parents[1] / "docs"
+                                                    / "embedding.md").read_text()
+
 
 def test_openapi_document_covers_every_route_from_the_models(client):
     doc = client.get("/api/openapi.json").json
@@ -598,6 +634,15 @@ def test_docs_page_is_self_contained_html_of_the_document(client):
     assert "<script" not in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
     assert "remote code execution" in page
+
+
+def test_docs_curl_examples_name_the_address_the_page_was_asked_at(client, live_server):
+    page = client.get("/api/docs", headers={"Host": "127.0.0.1:8765"}).text
+    assert "curl -s http://127.0.0.1:8765/api/jobs" in page
+    assert "http://127.0.0.1:8000/api" not in page
+    with urllib.request.urlopen(f"{live_server}/api/docs", timeout=10) as answer:
+        served = answer.read().decode()
+    assert f"curl -s {live_server}/api/jobs" in served
 
 
 # /metrics

@@ -8,10 +8,23 @@ import time
 import bottle
 import sqlalchemy as sa
 
+from ..config import __version__
 from ..errors import SchedulerError, Unavailable
 from .io import (
     JobsQuery, OutputQuery, RunsQuery, _content_length, _json_body, _query_params, _raw_json, _text)
 from ..timeutil import _naive_utc
+
+
+def api_index(service):
+    """An index of this API: its name, version, and links to the docs and main collections."""
+    root = bottle.request.script_name.rstrip("/")   # where the app is mounted: "" at the top
+    return {"name": "task-scheduler", "version": __version__,
+            "links": {name: f"{root}{path}" for name, path in INDEX_LINKS.items()}}
+
+
+INDEX_LINKS = {"docs": "/api/docs", "openapi": "/api/openapi.json", "jobs": "/api/jobs",
+               "runs": "/api/runs", "nodes": "/api/nodes", "status": "/api/status",
+               "health": "/api/health", "metrics": "/metrics"}
 
 
 def api_health(service):
@@ -79,8 +92,10 @@ def api_rerun_run(service, run_id):
 
 
 def api_list_runs(service):
-    """Runs, newest first, filtered and paged; ``total`` counts the matches, up to
-    ``offset`` + 10,000 (``total_capped`` is true when there are more)."""
+    """Runs, newest first, filtered and paged.
+
+    ``total`` counts the matches up to ``offset`` + 1,000 (store.schema.TOTAL_CAP);
+    ``total_capped`` is true when there are more."""
     query = _query_params(RunsQuery).model_dump()
     query["since"] = _naive_utc(query["since"])
     page = service.runs(**query)
@@ -93,8 +108,10 @@ def api_get_run(service, run_id):
 
 
 def api_run_stdout(service, run_id):
-    """A run's stdout as text; ``?offset=N`` answers JSON with what came after byte N, the new
-    offset and whether the run goes on; ``Accept: text/event-stream`` streams it live (SSE)."""
+    """A run's stdout as text.
+
+    ``?offset=N`` answers JSON with what came after byte N, the new offset and whether the run
+    goes on; ``Accept: text/event-stream`` streams it live (SSE)."""
     return _output(service, run_id, "stdout")
 
 

@@ -13,7 +13,7 @@ import bottle
 
 from .api import (
     MAX_STREAMS, api_cancel_run, api_create_job, api_delete_job, api_get_job, api_get_run,
-    api_health, api_list_jobs, api_list_runs, api_nodes, api_pause_job, api_reload,
+    api_health, api_index, api_list_jobs, api_list_runs, api_nodes, api_pause_job, api_reload,
     api_replace_job, api_rerun_run, api_resume_job, api_run_job, api_run_stderr, api_run_stdout,
     api_status)
 from .guard import HttpGuard
@@ -59,6 +59,8 @@ def api_metrics(service):
 
 
 API_ROUTES = [
+    ("GET", "/api/", api_index),
+    ("GET", "/api", api_index),
     ("GET", "/api/health", api_health),
     ("GET", "/api/status", api_status),
     ("GET", "/api/jobs", api_list_jobs),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import functools
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import __version__
 from .api import api_health
 from .io import ID_PATTERN, JobsQuery, MAX_BODY, OutputQuery, RunsQuery, _OPEN_ROUTES
+from ..store.schema import TOTAL_CAP
 from ..models import JOB_STATES, JobDefinition, NOTIFY_EVENTS, RUN_STATUSES, RUN_TRIGGERS, RunParams
 
 
@@ -105,12 +107,12 @@ class ApiJobPage(_Out):
 
 
 class ApiRunPage(_Out):
-    """A page of runs, newest first; total counts the matches up to offset + 10,000."""
+    """A page of runs, newest first; total counts the matches (see total_capped)."""
 
     runs: list[ApiRun]
     total: int
-    total_capped: bool = Field(description="there are more matches than total (counting "
-                               "stops 10,000 past the offset)")
+    total_capped: bool = Field(description=f"there are more matches than total (counting "
+                               f"stops {TOTAL_CAP:,} past the offset)")
 
 
 class ApiRunQueued(_Out):
@@ -137,6 +139,15 @@ class ApiError(_Out):
     """Every failure: a code, a message for people, details naming each field."""
 
     error: ApiErrorInfo
+
+
+class ApiIndex(_Out):
+    """What this API is, and where its docs and main collections are."""
+
+    name: str
+    version: str
+    links: dict[str, str] = Field(description="docs, openapi, jobs, runs, nodes, status, "
+                                  "health, metrics: each a path on this server")
 
 
 class ApiHealth(_Out):
@@ -232,6 +243,7 @@ class _Op:
 
 
 _OPERATIONS = {
+    "api_index": _Op(200, ApiIndex, "about"),
     "api_health": _Op(200, ApiHealth, "service"),
     "api_status": _Op(200, ApiStatus, "service"),
     "api_list_jobs": _Op(200, ApiJobPage, "jobs", query=JobsQuery),
@@ -293,9 +305,14 @@ def openapi_document(routes: list, secured: bool = False) -> dict:
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     paths: dict = {}
+    seen: collections.Counter = collections.Counter()
     for method, route, handler in routes:
         path = route.replace("<", "{").replace(">", "}")
-        paths.setdefault(path, {})[method.lower()] = _operation(route, handler, secured)
+        op = _operation(route, handler, secured)
+        seen[handler.__name__] += 1   # a handler on two paths (/api/ and /api): ids stay unique
+        if seen[handler.__name__] > 1:
+            op["operationId"] += f"_{seen[handler.__name__]}"
+        paths.setdefault(path, {})[method.lower()] = op
     doc = {"openapi": "3.1.0",
            "info": {"title": "task-scheduler", "version": __version__, "description": _API_TEXT},
            "paths": paths, "components": {"schemas": schemas}}
@@ -378,4 +395,4 @@ def _json_answer(text: Optional[str], model: str) -> dict:
 
 
 _RESPONSE_MODELS = (ApiJob, ApiJobPage, ApiRun, ApiRunDetail, ApiRunPage, ApiRunQueued,
-                    ApiError, ApiHealth, ApiStatus, ApiNodes, ApiReload, ApiOutput)
+                    ApiError, ApiIndex, ApiHealth, ApiStatus, ApiNodes, ApiReload, ApiOutput)
