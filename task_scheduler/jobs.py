@@ -103,6 +103,8 @@ class JobCatalog:
         self._refuse_past_date(defn)
         with self.book.lock:
             rec = self.book.get(defn.id)
+            if rec is not None and rec.source == "yaml" and source != "yaml":
+                raise self._in_file(defn.id)   # what PUT and DELETE answer too: one story
             if rec is not None and not (definition.get("replace_existing") is True
                                         and rec.source == source):
                 raise JobConflict(f"job {defn.id!r} already exists (source {rec.source}); "
@@ -152,9 +154,12 @@ class JobCatalog:
     def _editable(self, job_id: str) -> JobRecord:
         rec = self.book.require(job_id)
         if rec.source == "yaml":
-            raise JobConflict(f"job {job_id!r} is defined in {self.config.config_path}; edit the "
-                              f"file to change or remove it (pause, resume and run work here)")
+            raise self._in_file(job_id)
         return rec
+
+    def _in_file(self, job_id: str) -> JobConflict:
+        return JobConflict(f"job {job_id!r} is defined in {self.config.config_path}; edit the "
+                           f"file to change or remove it (pause, resume and run work here)")
 
     def _refuse_past_date(self, defn: JobDefinition) -> None:
         """A date job whose time (and grace) has passed would never fire: say so."""

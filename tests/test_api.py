@@ -103,7 +103,12 @@ def test_create_answers_201_with_the_job_shape(client):
 def test_create_conflicts_and_validation(yaml_client):
     create(yaml_client)
     assert_error(yaml_client.post("/api/jobs", job()), 409, "conflict", "already exists")
-    assert_error(yaml_client.post("/api/jobs", job("from_yaml")), 409, "conflict")
+    posted = assert_error(yaml_client.post("/api/jobs", job("from_yaml")), 409, "conflict",
+                          "edit the file")
+    put = assert_error(yaml_client.put("/api/jobs/from_yaml", job("from_yaml")), 409, "conflict")
+    assert posted["message"] == put["message"] and "jobs.yaml" in posted["message"]
+    replacing = job("from_yaml", replace_existing=True)   # no way around the file either
+    assert assert_error(yaml_client.post("/api/jobs", replacing), 409, "conflict") == posted
     bad = {"id": "bad id!", "command": "true", "colour": "red",
            "trigger": {"type": "interval", "seconds": -5}, "max_instances": "two"}
     error = assert_error(yaml_client.post("/api/jobs", bad), 422, "invalid")
