@@ -514,6 +514,7 @@ def _render_form(service, view: str, form: dict, errors: dict, preview, job=None
             else {"nav": "new", "title": _t("title.new")})
     return _render(view, **page, form=form, errors=errors, preview=preview,
                    groups=forms.GROUPS, advanced=forms.advanced_in_use(form, errors),
+                   error_links=forms.error_links(errors),
                    default_tz=str(service.timezone))
 
 

@@ -395,6 +395,25 @@ def advanced_in_use(form: dict[str, str], errors: dict[str, str]) -> bool:
     return any(form[f.name] != fresh[f.name] or f.name in errors for f in FIELDS)
 
 
+# The id of each field's input where it is not f-<name> (views/_job_form.tpl); a choice links
+# to its first radio button, which exists whatever was posted
+_INPUT_IDS = {"cron_expression": "f-cron", "interval_seconds": "f-interval",
+              "run_date": "f-run-date", "max_instances": "f-max", "trigger_type": "tt-cron",
+              "kind": "kind-python"}
+
+
+def error_links(errors: dict[str, str]) -> list[dict[str, str]]:
+    """The form's errors in the order of its fields, each with its field's label (catalog key)
+    and the id of its input: the summary at the top links to fields that may sit folded away
+    in "More options". The general error is shown at the top already."""
+    links = []
+    for name in (n for n in FORM_FIELDS if n in errors):
+        label = "form.trigger" if name == "trigger_type" else f"field.{name}"
+        links.append({"anchor": _INPUT_IDS.get(name, f"f-{name}"), "label": label,
+                      "message": errors[name]})
+    return links
+
+
 def error_field(field: str, trigger_type: str) -> str:
     """The form field that shows a validation error of jobs.yaml field ``field``."""
     head, _, rest = field.partition(".")

@@ -417,6 +417,43 @@ def test_a_new_group_is_one_entry(monkeypatch):
     assert forms.error_field("notify.0", "cron") == "notify_to"
 
 
+
+@pytest.mark.parametrize("lang, heading", [("en", "2 fields need a change"),
+                                           ("ja", "保存する前に 2 か所を直してください")])
+def test_form_errors_are_summed_up_at_the_top_linking_to_each_field(service, lang, heading):
+    from test_security import Browser
+    browser = Browser(ts.create_app(service))
+    browser.cookies[i18n.LANG_COOKIE] = lang
+    form = {"csrf_token": browser.csrf("/jobs/new"), "id": "two_errors", "kind": "command",
+            "target": "true", "trigger_type": "interval", "interval_seconds": "ten",
+            "max_instances": "1", "shell": "auto", "retries_delay": "soon"}
+    status, _, page = browser.request("POST", "/jobs/new", form=form)
+    assert status == 422
+    summary = re.search(r'<div class="error-summary" data-testid="error-summary".*?</div>', page,
+                        re.DOTALL)
+    assert summary and page.index("error-summary") < page.index('name="id"'), page[:3000]
+    links = re.findall(r'<a href="#([\w-]+)">([^<]+)</a>: ([^<]+)</li>', summary.group(0))
+    assert [anchor for anchor, _, _ in links] == ["f-interval", "f-retries_delay"]
+    assert all(f'id="{anchor}"' in page for anchor, _, _ in links)   # each link has its field
+    assert [label for _, label, _ in links] == [i18n.catalogs()[lang]["field.interval_seconds"],
+                                                i18n.catalogs()[lang]["field.retries_delay"]]
+    assert heading in summary.group(0) and "ten" in links[0][2] and "soon" in links[1][2]
+    assert page.count('data-testid="form-error"') == 2   # the fields keep their own messages
+    status, _, page = browser.request("GET", "/jobs/new")
+    assert "error-summary" not in page
+
+
+def test_error_links_point_at_inputs_the_form_has(service):
+    page = Client(ts.create_app(service)).get("/jobs/new").text
+    errors = dict.fromkeys([*forms.FORM_FIELDS, "_general"], "wrong")
+    links = forms.error_links(errors)
+    assert len(links) == len(forms.FORM_FIELDS)   # the general error is shown on its own
+    missing = [link["anchor"] for link in links if f'id="{link["anchor"]}"' not in page]
+    assert missing == []
+    english = i18n.catalogs()["en"]
+    assert [link["label"] for link in links if link["label"] not in english] == []
+
+
 # -- /api/docs ------------------------------------------------------------------------------------
 
 def test_api_docs_follow_the_language(client):

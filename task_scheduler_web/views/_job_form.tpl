@@ -1,5 +1,15 @@
 <form method="post" action="{{action}}" class="job-form" data-testid="job-form" novalidate>
   % include('_csrf.tpl')
+  % if error_links:
+  <div class="error-summary" data-testid="error-summary" role="alert">
+    <p class="error-summary-title">{{t('form.error_summary', n=len(error_links))}}</p>
+    <ul>
+      % for link in error_links:
+      <li><a href="#{{link['anchor']}}">{{t(link['label'])}}</a>: {{link['message']}}</li>
+      % end
+    </ul>
+  </div>
+  % end
   % include('_field_error.tpl', name='_general')
   <fieldset class="kind-fields">
     <legend>{{t('form.job')}}</legend>

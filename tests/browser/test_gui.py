@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -118,6 +119,30 @@ def test_bad_cron_shows_form_error_and_creates_nothing(gui_server, page, shot):
     expect(page.locator('input[name="kind"][value="command"]')).to_be_checked()
     shot(page, "bad_cron")
     assert_no_job(gui_server.service, "bad_cron_job")
+
+
+def test_an_error_in_more_options_is_summed_up_at_the_top_with_a_link(gui_server, page, shot):
+    page.goto(gui_server.url("/jobs/new"))
+    fill_job_form(page, id="needs_kwargs", kind="python", target="shutil:copyfile",
+                  trigger_type="interval", interval_seconds="3600")
+    page.get_by_role("button", name="Create job").click()
+    summary = page.get_by_test_id("error-summary")
+    expect(summary).to_be_in_viewport()   # seen at once, not only inside "More options"
+    expect(summary).to_contain_text("1 field needs a change")
+    link = summary.get_by_role("link", name="Keyword arguments (kwargs, JSON)")
+    expect(link).to_have_attribute("href", "#f-kwargs")
+    expect(summary).to_contain_text("copyfile() needs the argument 'src'")
+    shot(page, "summary")
+    page.evaluate("window.scrollTo(0, 0)")
+    link.click()
+    kwargs = page.locator("#f-kwargs")
+    expect(kwargs).to_be_in_viewport()
+    field = page.locator(".field", has=kwargs)
+    expect(field.get_by_test_id("form-error")).to_contain_text("needs the argument 'src'")
+    shot(page, "field")
+    # what the reader sees after the click: the field itself, not only the page's top
+    page.screenshot(path=str(Path(__file__).parent / "screenshots" / "error_summary-view.png"))
+    assert_no_job(gui_server.service, "needs_kwargs")
 
 
 def test_non_numeric_fields_are_form_errors(gui_server, page, shot):
