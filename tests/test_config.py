@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -401,6 +402,35 @@ def test_bad_workers_and_retention_are_a_clear_error_not_a_traceback(tmp_path, c
                 "--keep-days": "TS_KEEP_DAYS"}[flag]
     with pytest.raises(ts.SchedulerError, match=variable):
         ts.Config.from_env({variable: value})
+
+
+def readme_yaml(name: str) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", (ROOT / name).read_text(), re.DOTALL)
+
+
+def test_readme_examples_pass_validate_beside_their_stand_ins_and_name_their_placeholders(
+        tmp_path, monkeypatch):
+    for module in [m for m in sys.modules if m.split(".")[0] == "modules"]:
+        monkeypatch.delitem(sys.modules, module)   # a seed test before this one imported them
+    seed, bare = tmp_path / "seed", tmp_path / "bare"
+    shutil.copytree(SEED, seed)
+    bare.mkdir()
+    english = readme_yaml("README.md")[0]
+    message, _ = errors_of(bare, english)
+    (seed / "readme.yaml").write_text(english)
+    assert ts_cli.main(["validate", str(seed / "readme.yaml")]) == 0
+    placeholders = ["modules.scheduler.tasks.monitoring", "backup_script.sh", "reindex.sh"]
+    assert len(message.strip().splitlines()) == len(placeholders), message
+    prose = re.sub(r"```.*?```", "", (ROOT / "README.md").read_text(), flags=re.DOTALL)
+    for name in placeholders:
+        assert name in message and name in prose, name
+    first, second, third = readme_yaml("README.ja.md")[:3]
+    (seed / "ja.yaml").write_text(first + second.replace("/path/to/your/", "./"))
+    (seed / "ja3.yaml").write_text(third)
+    assert ts_cli.main(["validate", str(seed / "ja.yaml")]) == 0
+    assert ts_cli.main(["validate", str(seed / "ja3.yaml")]) == 0
+    japanese = (ROOT / "README.ja.md").read_text()
+    assert "最初の README" not in japanese and "仮の名前" in japanese
 
 
 PARSER_FILES = [
