@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -410,8 +411,11 @@ def readme_yaml(name: str) -> list[str]:
 
 def test_readme_examples_pass_validate_beside_their_stand_ins_and_name_their_placeholders(
         tmp_path, monkeypatch):
+    # A seed test before this one imported the stand-in and left its folder on sys.path.
     for module in [m for m in sys.modules if m.split(".")[0] == "modules"]:
-        monkeypatch.delitem(sys.modules, module)   # a seed test before this one imported them
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not os.path.isdir(
+        os.path.join(p or ".", "modules"))])
     seed, bare = tmp_path / "seed", tmp_path / "bare"
     shutil.copytree(SEED, seed)
     bare.mkdir()
