@@ -138,6 +138,10 @@ def test_an_error_in_more_options_is_summed_up_at_the_top_with_a_link(gui_server
     kwargs = page.locator("#f-kwargs")
     expect(kwargs).to_be_in_viewport()
     field = page.locator(".field", has=kwargs)
+    # the field's label is not hidden under the sticky top bar
+    topbar = page.locator("header.topbar").bounding_box()
+    label = field.locator("label").bounding_box()
+    assert label["y"] >= topbar["y"] + topbar["height"], (label, topbar)
     expect(field.get_by_test_id("form-error")).to_contain_text("needs the argument 'src'")
     shot(page, "field")
     # what the reader sees after the click: the field itself, not only the page's top
