@@ -34,6 +34,13 @@ def fill_job_form(page, **fields):
     return form
 
 
+def create_in_form(page, server, **fields):
+    """Fill the new-job form and press Create job."""
+    page.goto(server.url("/jobs/new"))
+    fill_job_form(page, **fields)
+    page.get_by_role("button", name="Create job").click()
+
+
 # -- Pages -------------------------------------------------------------------------------------
 
 def test_dashboard_shows_status_counts_and_timeline(gui_server, page, shot):
@@ -105,10 +112,8 @@ def test_create_job_with_the_form(gui_server, page, shot):
 
 
 def test_bad_cron_shows_form_error_and_creates_nothing(gui_server, page, shot):
-    page.goto(gui_server.url("/jobs/new"))
-    fill_job_form(page, id="bad_cron_job", kind="command", target="echo x",
-                  trigger_type="cron", cron_expression="61 * * * *")
-    page.get_by_role("button", name="Create job").click()
+    create_in_form(page, gui_server, id="bad_cron_job", kind="command", target="echo x",
+                   trigger_type="cron", cron_expression="61 * * * *")
     error = page.get_by_test_id("form-error")
     expect(error).to_have_count(1)
     # The error sits in the cron field's block, and the entered values are kept.
@@ -122,10 +127,8 @@ def test_bad_cron_shows_form_error_and_creates_nothing(gui_server, page, shot):
 
 
 def test_an_error_in_more_options_is_summed_up_at_the_top_with_a_link(gui_server, page, shot):
-    page.goto(gui_server.url("/jobs/new"))
-    fill_job_form(page, id="needs_kwargs", kind="python", target="shutil:copyfile",
-                  trigger_type="interval", interval_seconds="3600")
-    page.get_by_role("button", name="Create job").click()
+    create_in_form(page, gui_server, id="needs_kwargs", kind="python", target="shutil:copyfile",
+                   trigger_type="interval", interval_seconds="3600")
     summary = page.get_by_test_id("error-summary")
     expect(summary).to_be_in_viewport()   # seen at once, not only inside "More options"
     expect(summary).to_contain_text("1 field needs a change")
