@@ -114,7 +114,8 @@ class ApiClient:
                     else "set TS_API_TOKEN to its token")
             return ClientError(f"{self.url} wants a token: {said} (the client reads it only "
                                f"from the environment, where ps does not show it)", 401)
-        return ClientError(f"{_error_message(exc)} (HTTP {exc.code})", exc.code)
+        first, newline, details = _error_message(exc).partition("\n")
+        return ClientError(f"{first} (HTTP {exc.code}){newline}{details}", exc.code)
 
     def _unreachable(self, exc: OSError) -> str:
         reason = getattr(exc, "reason", None) or exc
@@ -152,10 +153,14 @@ def _json(text: str, url: str) -> Any:
 
 
 def _error_message(exc: urllib.error.HTTPError) -> str:
-    """The API's ``error.message``, else the HTTP reason (a proxy's page, say)."""
+    """The API's ``error.message`` and a line per detail (a field and what is wrong with it),
+    else the HTTP reason (a proxy's page, say)."""
     try:
-        return json.loads(exc.read().decode())["error"]["message"]
-    except (ValueError, KeyError, TypeError, OSError):
+        error = json.loads(exc.read().decode())["error"]
+        details = "".join(f"\n  {d.get('field') or '-'}: {d['message']}"
+                          for d in error.get("details") or ())
+        return error["message"] + details
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):
         return str(exc.reason)
 
 
@@ -172,6 +177,9 @@ def run_command(args: argparse.Namespace) -> int:
         return CLIENT_ERROR_EXIT
     except KeyboardInterrupt:   # Ctrl-C while following: the run itself goes on
         return 130
+    except BrokenPipeError:   # `| head` stopped reading: not a failure of the command
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # quiet exit flush
+        return 0
 
 
 def _token() -> Optional[str]:

@@ -241,6 +241,9 @@ def test_params_are_env_for_commands_and_kwargs_for_python(url, tmp_path):
     assert run["stdout"] == "ababab\n" and run["params"]["kwargs"] == {"name": "ab", "times": 3}
     wrong = cli("run", "greet", "--param", "nope", url=url)
     assert wrong.returncode == 2 and "NAME=VALUE" in wrong.stderr
+    unknown = cli("run", "greet", "--param", "colour=red", url=url)
+    assert unknown.returncode == 2 and "(HTTP 422)" in unknown.stderr
+    assert "colour" in unknown.stderr, unknown.stderr
 
 
 @pytest.mark.slow
