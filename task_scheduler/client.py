@@ -32,6 +32,7 @@ TIMEOUT = 30.0     # seconds one call may take: a loaded service answers well wi
 FOLLOW_POLL = 0.3  # seconds between looks at a followed run's output: live to a person's eye
 WAIT_POLL_MAX = 2.0  # a --wait without output backs off to one small GET every 2 s
 MAX_JOBS = 10000   # the API's page limit: one call lists every job of any real service
+KEY_WIDTH = 17     # the longest key of a "key  value" listing ("jobs.yaml error") and room
 CLIENT_ERROR_EXIT = 2   # as the service's own errors; a run that did not succeed exits 1
 
 
@@ -363,7 +364,8 @@ def _table(headers: tuple, rows: list, empty: str) -> str:
 
 
 def _pairs(pairs: list) -> str:
-    return "\n".join(f"{key:<14}{value}" for key, value in pairs if value not in (None, ""))
+    return "\n".join(f"{key:<{KEY_WIDTH}}{value}" for key, value in pairs
+                     if value not in (None, ""))
 
 
 def _last(run: Optional[dict]) -> str:
@@ -386,13 +388,14 @@ def _job_text(job: dict) -> str:
         ("kind", f"{job['kind']}: {what}"), ("schedule", job["trigger_text"]),
         ("state", job["state"]), ("source", job["source"]),
         ("tags", ", ".join(job.get("tags") or [])), ("timeout", job.get("timeout")),
-        (f"next ({_zone()})", "\n".ljust(15).join(map(_local, job["next_run_times"]))),
+        (f"next ({_zone()})", ("\n" + " " * KEY_WIDTH).join(map(_local, job["next_run_times"]))),
         ("last run", job["last_run"] and f"{_last(job['last_run'])} ({job['last_run']['id']})"),
     ])
 
 
 def _job_state(job: dict) -> str:
-    return f"{job['id']}: {job['state']}, next run {_local(job['next_run_time'])} ({_zone()})"
+    upcoming = job["next_run_time"] and f", next run {_local(job['next_run_time'])} ({_zone()})"
+    return f"{job['id']}: {job['state']}{upcoming or ''}"
 
 
 def _run_line(run: dict) -> str:
@@ -421,7 +424,8 @@ def _status_text(status: dict) -> str:
         ("node", f"{status['node']} ({status['role']}; leader {status['leader']})"),
         ("scheduler", status["scheduler"]), ("time zone", status["timezone"]),
         ("started", f"{_local(status['started_at'])} ({_zone()})"),
-        ("jobs", _counts(status["jobs"])), ("runs (24 h)", _counts(status["runs_24h"]) or "none"),
+        ("jobs", _counts(status["jobs"]) or "none"),
+        ("runs (24 h)", _counts(status["runs_24h"]) or "none"),
         ("active runs", status["active_runs"]),
         ("jobs.yaml", config.get("path") and f"{config['path']} ({config.get('jobs')} jobs)"),
         ("jobs.yaml error", config.get("error")),
