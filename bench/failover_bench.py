@@ -94,10 +94,13 @@ def lease(engine: sa.Engine):
 
 
 def first_fire(engine: sa.Engine, epoch: int):
-    """The first fire (not a missed one) recorded by ``epoch``: (id, started_at)."""
+    """The first fire recorded by ``epoch`` that is to run: (id, started_at). Not a missed
+    one, nor one skipped because a run of the job still counts as going (the killed leader's
+    run, until it is rescued): those never start."""
     with engine.connect() as conn:
         return conn.execute(sa.text(
-            "SELECT id, started_at FROM ts_runs WHERE epoch = :e AND status <> 'missed' "
+            "SELECT id, started_at FROM ts_runs WHERE epoch = :e "
+            "AND status NOT IN ('missed', 'skipped') "
             "AND trigger IN ('schedule', 'catchup') ORDER BY id LIMIT 1"), {"e": epoch}).first()
 
 

@@ -28,10 +28,10 @@ POSTGRES = os.environ.get("TS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0
 BENCHES = {
     "startup_bench": ["--jobs", "2000"],
     "api_bench": ["--jobs", "1000", "--duration", "3"],
+    "reload_bench": ["--jobs", "2000", "--edits", "3"],
+    "history_bench": ["--runs", "100000"],
     "fire_bench": ["--db", "sqlite", "--case", "all", "--seconds", "5", "--warmup", "2",
                    "--minute", "10"],
-    "history_bench": ["--runs", "100000"],
-    "reload_bench": ["--jobs", "2000", "--edits", "3"],
     "http_load_bench": ["--concurrent", "200", "--idle", "300", "--hog", "600"],
     "failover_bench": ["--kills", "3", "--stops", "3", "--db", POSTGRES],
 }

@@ -1,5 +1,6 @@
-"""The command line: ``task-scheduler run|validate``. The composition root: it builds the Config,
-the service and the app, and hands the GUI package to the app (the core never imports it)."""
+"""The command line: ``task-scheduler run|validate`` and the API client's commands. The
+composition root: it builds the Config, the service and the app, and hands the GUI package to
+the app (the core never imports it); the client's commands go to client.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import threading
 from typing import Optional
 
 from .capture import _capture_routers
+from .client import DEFAULT_URL, run_command
 from .config import Config, LOOPBACK_HOSTS, __version__
 from .errors import InvalidConfig, SchedulerError
 from .http.app import create_app, discover_gui
@@ -24,9 +26,14 @@ log = logging.getLogger("task_scheduler")
 
 def main(argv: Optional[list] = None) -> int:
     """``task-scheduler [run] [...]``, ``task-scheduler validate [PATH]``, ``--version``."""
-    args = _parser().parse_args(_default_command(sys.argv[1:] if argv is None else argv))
+    parser = _parser()
+    args = parser.parse_args(_default_command(sys.argv[1:] if argv is None else argv))
+    if args.command == "run":
+        _check_run(parser, args)
     if args.command == "validate":
         return _cmd_validate(args.path)
+    if args.command in CLIENT_COMMANDS or getattr(args, "job", None):
+        return run_command(args)
     try:
         config = Config.from_args(args)
         explicit = args.config or os.environ.get("TS_CONFIG")
@@ -49,58 +56,141 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="task-scheduler", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"task-scheduler {__version__}")
     sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run the scheduler with its API and GUI (the default)",
+    client = _client_flags()
+    run = sub.add_parser("run", parents=[client], help="run the scheduler with its API and GUI "
+                         "(the default); 'run JOB' asks a running service to run a job",
                          description="Run the scheduler with its API and GUI (the default "
-                                     "command). Flags win over the environment variables named.",
-                         epilog="Other commands: 'task-scheduler validate [PATH]' checks a "
-                                "jobs.yaml; 'task-scheduler --version'.")
-    flags = (
-        ("--config", "jobs.yaml path (TS_CONFIG; default ./jobs.yaml; a path given here must "
-                     "exist)"),
-        ("--db", "database URL (TS_DATABASE_URL; default sqlite:///./task_scheduler.sqlite; "
-                 "postgresql://user@host/db for production and for several nodes)"),
-        ("--host", "bind address (TS_HOST; default 127.0.0.1; anything else needs a token)"),
-        ("--port", "port (TS_PORT; default 8000)"),
-        ("--token", "API/GUI bearer token (TS_API_TOKEN); visible in ps: prefer the variable "
-                    "or --token-file"),
-        ("--token-file", "read the token from this file (TS_API_TOKEN_FILE)"),
-        ("--allowed-hosts", "comma-separated Host names to answer besides loopback and the "
-                            "bound address, e.g. the name a reverse proxy passes "
-                            "(TS_ALLOWED_HOSTS; '.example.com' allows subdomains)"),
-        ("--node-id", "this node's name in a cluster (TS_NODE_ID; default the host name; "
-                      "each node of one database needs its own)"),
-        ("--labels", "comma-separated labels of this node, for jobs' run_on (TS_NODE_LABELS; "
-                     "e.g. db,backup)"),
-        ("--public-url", "this service's address as people reach it, for links in "
-                         "notifications (TS_PUBLIC_URL; e.g. https://sched.example.com)"),
-        ("--smtp-url", "mail server for email notifications (TS_SMTP_URL; "
-                       "smtp://user:pass@host:587?from=me@example.com uses STARTTLS, smtps:// "
-                       "TLS); visible in ps: prefer the variable"),
-        ("--pass-env", "comma-separated TS_* variables command jobs get all the same "
-                       "(TS_PASS_ENV; jobs get no TS_* variable of the service otherwise)"),
-        ("--trusted-proxies", "comma-separated addresses (or networks, 10.0.0.0/8) of reverse "
-                              "proxies whose X-Forwarded-For names the client, for the limit on "
-                              "wrong tokens and connections (TS_TRUSTED_PROXIES)"),
-        ("--workers", "runs this node runs at once, each in a thread (TS_WORKERS; default 10)"),
-        ("--keep-runs", "finished runs kept per job; older ones are pruned (TS_KEEP_RUNS; "
-                        "default 1000)"),
-        ("--keep-days", "days a finished run is kept (TS_KEEP_DAYS; default 30; fractions "
-                        "allowed)"),
-        ("--log-level", "DEBUG, INFO, WARNING, ERROR (TS_LOG_LEVEL)"),
-    )
-    for flag, text in flags:
+                                     "command).\nFlags win over the environment variables "
+                                     "named.\nWith a JOB, ask a running service (--url) to run "
+                                     "that job now instead.",
+                         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("job", nargs="?", help="a job to run now on a running service (the "
+                                            "client); without it, run the service")
+    run.add_argument("--param", action="append", metavar="K=V",
+                     help="with JOB: this run's environment variable (command job) or keyword "
+                          "argument (python job, the value read as JSON when it parses); again "
+                          "for more")
+    run.add_argument("--wait", action="store_true",
+                     help="with JOB: wait for the run to end; exit 0 if it succeeded, else 1")
+    run.add_argument("--follow", action="store_true",
+                     help="with JOB: print the run's output as it comes, then exit as --wait")
+    for flag, text in SERVICE_FLAGS:
         run.add_argument(flag, help=text)
     val = sub.add_parser("validate", help="check a jobs.yaml; exit 1 with file:line errors")
     val.add_argument("path", nargs="?", default=os.environ.get("TS_CONFIG", "jobs.yaml"))
+    _add_client_commands(sub, client)
     return parser
+
+
+SERVICE_FLAGS = (
+    ("--config", "jobs.yaml path (TS_CONFIG; default ./jobs.yaml; a path given here must "
+                 "exist)"),
+    ("--db", "database URL (TS_DATABASE_URL; default sqlite:///./task_scheduler.sqlite; "
+             "postgresql://user@host/db for production and for several nodes)"),
+    ("--host", "bind address (TS_HOST; default 127.0.0.1; anything else needs a token)"),
+    ("--port", "port (TS_PORT; default 8000)"),
+    ("--token", "API/GUI bearer token (TS_API_TOKEN); visible in ps: prefer the variable "
+                "or --token-file"),
+    ("--token-file", "read the token from this file (TS_API_TOKEN_FILE)"),
+    ("--allowed-hosts", "comma-separated Host names to answer besides loopback and the "
+                        "bound address, e.g. the name a reverse proxy passes "
+                        "(TS_ALLOWED_HOSTS; '.example.com' allows subdomains)"),
+    ("--node-id", "this node's name in a cluster (TS_NODE_ID; default the host name; "
+                  "each node of one database needs its own)"),
+    ("--labels", "comma-separated labels of this node, for jobs' run_on (TS_NODE_LABELS; "
+                 "e.g. db,backup)"),
+    ("--public-url", "this service's address as people reach it, for links in "
+                     "notifications (TS_PUBLIC_URL; e.g. https://sched.example.com)"),
+    ("--smtp-url", "mail server for email notifications (TS_SMTP_URL; "
+                   "smtp://user:pass@host:587?from=me@example.com uses STARTTLS, smtps:// "
+                   "TLS); visible in ps: prefer the variable"),
+    ("--pass-env", "comma-separated TS_* variables command jobs get all the same "
+                   "(TS_PASS_ENV; jobs get no TS_* variable of the service otherwise)"),
+    ("--trusted-proxies", "comma-separated addresses (or networks, 10.0.0.0/8) of reverse "
+                          "proxies whose X-Forwarded-For names the client, for the limit on "
+                          "wrong tokens and connections (TS_TRUSTED_PROXIES)"),
+    ("--workers", "runs this node runs at once, each in a thread (TS_WORKERS; default 10)"),
+    ("--keep-runs", "finished runs kept per job; older ones are pruned (TS_KEEP_RUNS; "
+                    "default 1000)"),
+    ("--keep-days", "days a finished run is kept (TS_KEEP_DAYS; default 30; fractions "
+                    "allowed)"),
+    ("--log-level", "DEBUG, INFO, WARNING, ERROR (TS_LOG_LEVEL)"),
+)
+CLIENT_COMMANDS = ("jobs", "show", "runs", "logs", "pause", "resume", "cancel", "status")
+RUN_EPILOG = f"""\
+Other commands ('task-scheduler COMMAND --help' for one):
+  validate [PATH]                 check a jobs.yaml
+  --version                       this version
+
+Commands for a running service, at --url or TS_URL (default {DEFAULT_URL}), with the
+token from TS_API_TOKEN; tables in local time, --json for the API's JSON:
+  jobs                            the jobs, their state, next and last run
+  show JOB                        one job
+  run JOB [--param K=V] [--wait] [--follow]
+                                  run a job now (--wait: exit as the run did)
+  runs [--job J] [--status S] [--since 2h]
+                                  runs, newest first
+  logs RUN [-f]                   a run's output (-f: as it comes, until it ends)
+  pause JOB, resume JOB           stop or restart a job's schedule
+  cancel RUN                      cancel a queued or running run
+  status                          version, node, job and run counts, jobs.yaml
+"""
+
+
+def _client_flags() -> argparse.ArgumentParser:
+    """--url and --json, shared by every client command."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--url", help=f"the service's address (TS_URL; default {DEFAULT_URL}); "
+                                     f"the token comes from TS_API_TOKEN only")
+    flags.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
+    return flags
+
+
+def _add_client_commands(sub, client: argparse.ArgumentParser) -> None:
+    def command(name: str, text: str, *positional: str) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, parents=[client], help=text, description=text)
+        for dest in positional:
+            parser.add_argument(dest, metavar=dest.upper().removesuffix("_ID"))
+        return parser
+    command("jobs", "list the jobs of a running service")
+    command("show", "show one job", "job")
+    runs = command("runs", "list runs, newest first")
+    runs.add_argument("--job", help="runs of this job")
+    runs.add_argument("--status", help="succeeded, failed, running... or several: failed,timeout")
+    runs.add_argument("--since", help="runs since then: 30m, 2h, 7d, or a local time "
+                                      "(2026-12-01T09:00)")
+    runs.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    logs = command("logs", "print a run's output", "run_id")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="print it as it comes until the run ends; exit 0 if it succeeded")
+    command("pause", "pause a job's schedule", "job")
+    command("resume", "resume a paused job", "job")
+    command("cancel", "cancel a queued or running run", "run_id")
+    command("status", "the service's version, node, counts and jobs.yaml")
 
 
 def _default_command(argv: list) -> list:
     if argv in (["-h"], ["--help"]):
         return ["run", "--help"]   # the flags people look for are the run command's
-    if argv and argv[0] in ("run", "validate", "-h", "--help", "--version"):
-        return argv
+    if argv and (argv[0] in ("-h", "--help", "--version") or not argv[0].startswith("-")):
+        return argv   # a command; an unknown word is argparse's "invalid choice", not a job
     return ["run", *argv]
+
+
+def _check_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``run JOB`` is the client and ``run [flags]`` the service: never a mix of the two."""
+    service = [flag for flag, _ in SERVICE_FLAGS if getattr(args, _dest(flag)) is not None]
+    client = [flag for flag in ("--param", "--wait", "--follow", "--url", "--json")
+              if getattr(args, _dest(flag)) not in (None, False)]
+    if args.job and service:
+        parser.error(f"{', '.join(service)}: flags of the service; 'run {args.job}' asks a "
+                     f"running service (--url) to run the job")
+    if not args.job and client:
+        parser.error(f"{', '.join(client)} needs a JOB: task-scheduler run JOB {client[0]}")
+
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
 
 
 def _cmd_validate(path: str) -> int:

@@ -32,7 +32,7 @@ FLOORS = [
                "builtin", "jobs", "status", "runlog"}),
     ("front door", {"service"}),
     ("http", {"http", "http.io", "http.guard", "http.api", "http.openapi", "http.app",
-              "http.server"}),
+              "http.server", "client"}),
     ("assembly", {"cli", "__init__", "__main__"}),
 ]
 FLOOR_OF = {name: level for level, (_, names) in enumerate(FLOORS) for name in names}
