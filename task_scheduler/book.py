@@ -11,6 +11,8 @@ import logging
 import shlex
 import sys
 import threading
+import types
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import ValidationError
@@ -81,10 +83,25 @@ class JobBook:
         self.store, self.timezone = store, timezone
         self.records: dict[str, JobRecord] = {}
         self.lock = threading.RLock()   # one writer at a time; taken before any transaction
+        self._changes = 0               # bumped by every change of records: limits() cache key
+        self._limits: tuple = (-1, types.MappingProxyType({}))
+
+    def limits(self) -> Mapping[str, tuple]:
+        """{job id: (max_instances, misfire_grace_time)} of every job, what a claim admits by:
+        built once per change of the book, not per claim (10,000 jobs: ~2 ms each time)."""
+        changes, limits = self._limits
+        if changes != self._changes:
+            changes = self._changes
+            limits = types.MappingProxyType({
+                i: (r.definition.max_instances, r.definition.misfire_grace_time)
+                for i, r in list(self.records.items())})
+            self._limits = (changes, limits)
+        return limits
 
     def load(self) -> None:
         with self.lock:
             self.records = dict(filter(None, map(self._record, self.store.jobs.job_rows())))
+            self._changes += 1
 
     def refresh(self, ids: Optional[list] = None) -> list[str]:
         """Take in changes made elsewhere (all jobs when ``ids`` is None); the ids changed."""
@@ -105,6 +122,7 @@ class JobBook:
                 elif old is None or (old.hash, old.paused) != (new.hash, new.paused):
                     self.records[job_id] = new
                     changed.append(job_id)
+            self._changes += bool(changed)
             return changed
 
     def get(self, job_id: str) -> Optional[JobRecord]:
@@ -146,6 +164,7 @@ class JobBook:
                 self.records[values["id"]] = self._new_record(values, desired[values["id"]])
             for job_id in changes["removed"]:
                 self.records.pop(job_id, None)
+            self._changes += 1
         touched = {k: v for k, v in changes.items() if v and k != "unchanged"}
         if touched:
             log.info("reconcile (%s): %s", source,
@@ -161,6 +180,7 @@ class JobBook:
             if not self.store.jobs.set_paused(job_id, paused):
                 raise JobNotFound(f"job {job_id!r} does not exist")
             self.records[job_id] = dataclasses.replace(rec, paused=paused, view=None)
+            self._changes += 1
         log.info("job %s %s", job_id, "paused" if paused else "resumed")
         return True
 

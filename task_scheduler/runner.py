@@ -285,11 +285,9 @@ class _Starter:
         """What a claim may start: each job's (max_instances, misfire_grace_time) as the book
         says now (all jobs, or ``job_ids``), taken before the transaction: the store decides
         from these values, never by calling back here."""
-        records = self._p.book.records
-        pairs = list(records.items()) if job_ids is None else \
-            [(i, records.get(i)) for i in job_ids]
-        limits = {i: (rec.definition.max_instances, rec.definition.misfire_grace_time)
-                  for i, rec in pairs if rec is not None}
+        limits = self._p.book.limits()
+        if job_ids is not None:
+            limits = {i: limits[i] for i in job_ids if i in limits}
         return Admission(tuple(self._labels_ok), limit, limits,
                          frozenset(self._p.history.unsettled_ids()))
 

@@ -479,7 +479,9 @@ def test_japanese_readme_is_linked_and_parallel_to_the_readme():
     assert "](README.ja.md)" in readme.split("\n\n", 2)[1]   # at the top
     headings = [re.findall(r"^(#+) ", text, re.MULTILINE) for text in (readme, japanese)]
     assert headings[0] == headings[1]   # section by section
-    commands = [re.findall(r"^(?:curl|pip|task-scheduler)\b.*$", text, re.MULTILINE)
+    # the same commands; their trailing comments are in each README's language
+    commands = [[re.sub(r"\s+# .*$", "", line) for line in
+                 re.findall(r"^(?:curl|pip|task-scheduler)\b.*$", text, re.MULTILINE)]
                 for text in (readme, japanese)]
     assert commands[0] == commands[1]
     assert "func: 'modules.scheduler.tasks.monitoring.check_api_status'" in japanese
