@@ -58,6 +58,7 @@ ts_runs = sa.Table(
     sa.Column("rerun_of", sa.String(32)),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
     sa.Column("pid", sa.Integer),   # a command's process group: found again after a crash
+    sa.Column("result", sa.Text),   # a python job's return value, as JSON text
     sa.UniqueConstraint("job_id", "scheduled_at", "trigger", "attempt", name="uq_ts_runs_fire"),
     sa.Index("ix_ts_runs_job_id", "job_id", "id"),
     # "runs since T" by status (the 24 h counts, retention by age) from the index alone
@@ -119,7 +120,8 @@ PRUNE_CHUNK = 200     # runs in retention's first chunk; later ones are sized by
 PRUNE_CHUNK_S = 0.003  # seconds a chunk holds the write lock: what a fire may wait for it
 RUN_SPAN_COLUMNS = ("id", "job_id", "trigger", "status", "scheduled_at", "started_at",
                     "finished_at")   # what the dashboard's timeline draws of a run
-_SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr", "params")]
+_SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr", "params",
+                                                           "result")]
 # Runs that count against max_instances: running, or claimed by a node and waiting for one of
 # its workers (they read ``queued`` until their code runs, but they will run). Counted per job
 # at every claim: an index of just these rows keeps that from reading the whole queue.
@@ -226,6 +228,7 @@ def migrate(engine: sa.Engine) -> int:
         _add_missing_column(conn, APS_TABLE, sa.Column("ts_hash", sa.String(80)))
         # Additive, nullable, no version step: nodes of the previous release leave them alone.
         _add_missing_column(conn, "ts_runs", sa.Column("pid", sa.Integer))
+        _add_missing_column(conn, "ts_runs", sa.Column("result", sa.Text))
         _add_missing_column(conn, "ts_nodes", sa.Column("schema_version", sa.Integer))
         if conn.execute(sa.select(ts_lease.c.name).where(ts_lease.c.name == LEASE)).first() \
                 is None:
