@@ -60,6 +60,7 @@ class _Outcome:
     stdout: str = ""
     stderr: str = ""
     truncated: bool = False
+    value: Any = None   # what a python job returned (stored as the run's result)
 
 
 @dataclasses.dataclass
@@ -82,15 +83,15 @@ def run_python(func, args: list, kwargs: dict, limit: int, out: Optional[CappedO
                err: Optional[CappedOutput] = None) -> _Outcome:
     """Call a python job in this thread with its output and log records captured (into ``out``
     and ``err``: readable while it runs); its log records reach the service log up to
-    ``limit`` bytes."""
+    ``limit`` bytes. The outcome's ``value`` is what it returned."""
     out, err = out or CappedOutput(limit), err or CappedOutput(limit)
     stdout, stderr, handler = _capture_routers()
-    budget = [limit, 0]
+    budget, value = [limit, 0], None
     stdout.bind(out)
     stderr.bind(err)
     handler.bind(err, budget)
     try:
-        func(*args, **kwargs)
+        value = func(*args, **kwargs)
         status, error = "succeeded", None
     except BaseException as exc:  # SystemExit and KeyboardInterrupt in a job are failures too
         status = "failed"
@@ -105,7 +106,8 @@ def run_python(func, args: list, kwargs: dict, limit: int, out: Optional[CappedO
         log.warning("%s: %d bytes of its log records were not written to this log (limit %d "
                     "bytes per run); the run's stderr keeps their head and tail",
                     getattr(func, "__qualname__", func), budget[1], limit)
-    return _Outcome(status, None, error, out.text(), err.text(), out.truncated or err.truncated)
+    return _Outcome(status, None, error, out.text(), err.text(), out.truncated or err.truncated,
+                    value)
 
 
 def run_command(argv: list, env: dict, cwd: str, timeout: Optional[float], limit: int,

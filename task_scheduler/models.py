@@ -338,6 +338,7 @@ class Run:
     rerun_of: Optional[str] = None
     cancel_requested: bool = False
     pid: Optional[int] = None
+    result: Optional[str] = None   # a python job's return value, as JSON text
 
     @classmethod
     def from_row(cls, row: Any) -> Run:
@@ -380,7 +381,17 @@ def run_to_dict(row: Any, output: bool = False) -> dict:
     if output:
         out["stdout"], out["stderr"] = get("stdout") or "", get("stderr") or ""
         out["params"] = json.loads(get("params") or "null")
+        out["result"] = _result_value(get("result"))
     return out
+
+
+def _result_value(text: Optional[str]) -> Any:
+    """A stored result decoded; as the text itself should masking have made it JSON no more
+    (a secret that was a whole number)."""
+    try:
+        return None if text is None else json.loads(text)
+    except ValueError:
+        return text
 
 
 class Page(list):

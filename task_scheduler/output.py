@@ -1,15 +1,17 @@
-"""Captured output: capped head-and-tail buffers, reading output back from an offset, and masking
-of secrets (the service's token, notification secrets, a run's env) in what a job prints."""
+"""Captured output: capped head-and-tail buffers, reading output back from an offset, masking
+of secrets (the service's token, notification secrets, a run's env) in what a job prints, and a
+python job's return value as stored (JSON, capped, masked)."""
 
 from __future__ import annotations
 
 import collections
+import json
 import re
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Optional
+from typing import Any, Optional
 
 from .config import Config
 
@@ -204,3 +206,30 @@ class MaskedOutput(CappedOutput):
             if held:
                 super().write(self._mask.bytes(held))
         return self.text()
+
+
+# Bytes of a result's JSON text: a value to pass on (a count, an id, a small report), not a data
+# set; one over it is refused whole rather than cut, as cut JSON would not parse.
+RESULT_LIMIT = 64 * 1024
+
+
+def result_text(value: Any, mask: SecretMask, limit: int = RESULT_LIMIT
+                ) -> tuple[Optional[str], str]:
+    """A python job's return value as stored: (its JSON text with secrets masked, or None; a
+    note for the run's stderr saying why a value was not recorded, or ""). None is no result."""
+    if value is None:
+        return None, ""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=_not_json)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return None, (f"\n[task-scheduler: its return value was not recorded as the run's "
+                      f"result: {exc}]\n")
+    size = len(text.encode())
+    if size > limit:
+        return None, (f"\n[task-scheduler: its return value was not recorded as the run's "
+                      f"result: {size} bytes of JSON, over the {limit}-byte limit]\n")
+    return mask.text(text), ""
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"a {type(value).__qualname__} is not JSON-serialisable")

@@ -27,7 +27,8 @@ from .fence import Fencing
 from .history import _db_text
 from .loops import SupervisedLoop
 from .models import ENDED_STATUSES, FINAL_STATUSES, JobDefinition, Run, run_to_dict
-from .output import MASK_REFRESH, MaskedOutput, SecretMask, _nul_note, notify_secrets
+from .output import (MASK_REFRESH, MaskedOutput, SecretMask, _nul_note, notify_secrets,
+                     result_text)
 from .processes import end_processes, kill_group, run_processes
 from .store import Admission
 from .store.runs import _run_row
@@ -165,11 +166,12 @@ class _Finisher:
         return outcome
 
     def _end_fields(self, active: _ActiveRun, outcome: _Outcome) -> dict:
-        run = active.run
+        mask = self._masks.mask_for(active.run.job_id)
+        result, note = result_text(outcome.value, mask)
         fields = dict(status=outcome.status, finished_at=self._p.now(),
                       exit_code=outcome.exit_code, stdout=outcome.stdout,
-                      error=self._masks.mask_for(run.job_id).text(outcome.error),
-                      stderr=outcome.stderr + _nul_note(active.out, active.err),
+                      error=mask.text(outcome.error), result=result,
+                      stderr=outcome.stderr + _nul_note(active.out, active.err) + note,
                       truncated=outcome.truncated)
         fields = _db_text(fields)   # as stored: the API, notifications and the row agree
         fields["started_at"] = active.began   # None: ended before a worker took it up
