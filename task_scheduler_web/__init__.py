@@ -578,6 +578,7 @@ def _helpers(locale: Locale) -> dict:
             "span": locale.span, "since": locale.since, "word": locale.word,
             "message": locale.message, "trigger": locale.trigger, "elapsed": _elapsed,
             "json": lambda value: json.dumps(value, ensure_ascii=False),
+            "pretty_json": lambda value: json.dumps(value, ensure_ascii=False, indent=2),
             "args": lambda value: forms.show_args(value if value else forms.OMIT),
             "run_statuses": RUN_STATUSES, "job_states": JOB_STATES}
 

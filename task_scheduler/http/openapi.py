@@ -54,6 +54,9 @@ class ApiRunDetail(ApiRun):
     stdout: str
     stderr: str
     params: Optional[dict[str, Any]] = Field(description="this run's own args, kwargs, env")
+    result: Any = Field(None, description="what a python job returned (JSON, up to 64 KiB, "
+                                          "secrets masked); null: none, or not recorded (its "
+                                          "stderr says why)")
     notifications: list[ApiNotification] = Field([], description="what was sent about it")
 
 

@@ -66,6 +66,12 @@
     <pre class="pre pre-error" data-testid="run-error">{{run['error']}}</pre>
   </section>
   % end
+  % if run.get('result') is not None:
+  <section class="panel">
+    <h2>{{t('run.result')}}</h2>
+    <pre class="pre" data-testid="run-result">{{h['pretty_json'](run['result'])}}</pre>
+  </section>
+  % end
   % if run.get('truncated'):
   <p class="note warn">✂ {{t('run.truncated')}}</p>
   % end
