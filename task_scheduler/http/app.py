@@ -89,7 +89,7 @@ def create_app(service: SchedulerService, gui: Any = DISCOVER) -> bottle.Bottle:
     """The WSGI app: the JSON API under /api and, with a GUI, the pages on the same app.
 
     ``gui`` is a module or object with ``install_gui(app, service)`` and
-    ``api_docs_html(document, secured)`` (``task_scheduler_web``), or None for the API alone. By
+    ``api_docs_html(document, secured)`` (the GUI package), or None for the API alone. By
     default it is the one installed under the entry point group ``task_scheduler.gui``: the core
     never imports the GUI by name, so the GUI can import the core."""
     gui = discover_gui() if gui is DISCOVER else gui
@@ -115,7 +115,7 @@ def discover_gui() -> Any:
     found = importlib.metadata.entry_points(group=GUI_ENTRY_POINTS)
     if not found:
         log.info("no GUI installed (entry point group %s): serving the API only; "
-                 "create_app(service, gui=task_scheduler_web) adds a vendored one",
+                 "create_app(service, gui=<the GUI package>) adds a vendored one",
                  GUI_ENTRY_POINTS)
         return None
     plugin = sorted(found, key=lambda ep: ep.name)[0]
