@@ -157,10 +157,27 @@ class Node:
             os.kill(self.proc.pid, sig)
 
 
+_ports = None   # this process's turn through its block of ports
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port from a block of this pytest-xdist worker's own, below the kernel's ephemeral
+    range: a port the kernel picks (bind to 0) may be taken by another worker's outgoing
+    connection before the node binds it (a node failed to start so under the test suite)."""
+    global _ports
+    if _ports is None:
+        worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+        start = 12_000 + worker % 16 * 400   # tests/conftest.py hands out 20000 and up
+        _ports = itertools.cycle([*range(start, start + 400)][os.getpid() % 400:]
+                                 + [*range(start, start + 400)][:os.getpid() % 400])
+    for port in itertools.islice(_ports, 400):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this worker's block")
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
