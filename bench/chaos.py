@@ -157,27 +157,30 @@ class Node:
             os.kill(self.proc.pid, sig)
 
 
-_ports = None   # this process's turn through its block of ports
+class PortBlock:
+    """Free ports from a block of this pytest-xdist worker's own (``base`` + ``span`` per
+    worker), below the kernel's ephemeral range, handed out in turn. A port the kernel picks
+    (bind to 0) may be taken by another worker's outgoing connection before the child binds it:
+    a node failed to start so under the test suite. tests/conftest.py uses its own base."""
 
-
-def free_port() -> int:
-    """A free port from a block of this pytest-xdist worker's own, below the kernel's ephemeral
-    range: a port the kernel picks (bind to 0) may be taken by another worker's outgoing
-    connection before the node binds it (a node failed to start so under the test suite)."""
-    global _ports
-    if _ports is None:
+    def __init__(self, base: int, span: int = 400, workers: int = 16):
         worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-        start = 12_000 + worker % 16 * 400   # tests/conftest.py hands out 20000 and up
-        _ports = itertools.cycle([*range(start, start + 400)][os.getpid() % 400:]
-                                 + [*range(start, start + 400)][:os.getpid() % 400])
-    for port in itertools.islice(_ports, 400):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in this worker's block")
+        self.start, self.span = base + worker % workers * span, span
+        self._next = os.getpid() % span   # other runs start elsewhere in the block
+
+    def take(self) -> int:
+        for _ in range(self.span):
+            port, self._next = self.start + self._next, (self._next + 1) % self.span
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+        raise RuntimeError(f"no free port in {self.start}-{self.start + self.span - 1}")
+
+
+free_port = PortBlock(12_000).take   # tests/conftest.py hands out 20000 and up
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 import task_scheduler as ts
+from bench.chaos import PortBlock
 import task_scheduler.models as ts_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,31 +210,9 @@ def live_server(service):
     server.server_close()
 
 
-_PORTS_PER_WORKER = 400
-_next_port = None
-
-
-def free_port() -> int:
-    """A port that is free now and that no other test will be handed meanwhile.
-
-    A port the kernel picks (bind to 0) comes from the ephemeral range: between this call and the
-    child binding it, any outgoing connection of another pytest-xdist worker may take it. So each
-    worker hands out ports from its own block below that range (20000 + 400 per worker), in turn,
-    skipping any that something else holds."""
-    global _next_port
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    start = 20_000 + int(worker or 0) % 30 * _PORTS_PER_WORKER
-    if _next_port is None:
-        _next_port = start + os.getpid() % _PORTS_PER_WORKER   # other runs start elsewhere
-    for _ in range(_PORTS_PER_WORKER):
-        port, _next_port = _next_port, start + (_next_port + 1 - start) % _PORTS_PER_WORKER
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError(f"no free port in {start}-{start + _PORTS_PER_WORKER - 1}")
+# Each xdist worker hands out ports from its own block (20000 + 400 per worker), in turn:
+# see bench/chaos.py PortBlock for why not the kernel's pick.
+free_port = PortBlock(20_000, workers=30).take
 
 
 def child_env(**extra) -> dict:
