@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 
 from .checks import parse_job
 from .errors import InvalidConfig, InvalidJob, JobConflict
-from .jobsfile import parse_jobs_text, read_jobs_file
+from .jobsfile import read_jobs_file
 from .notify import restore_secrets
 from .reload import _api_id_conflict
 from .text import _clean
@@ -59,7 +59,7 @@ class JobsFileEditor:
         self.config, self.book, self.jobs_file = config, book, jobs_file
         self._leading = leading
         self._texts: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self._lines: tuple[Optional[str], dict] = (None, {})
+        self._lines: tuple[Optional[tuple], dict] = (None, {})
         self.lock = threading.Lock()
 
     # reads
@@ -71,12 +71,14 @@ class JobsFileEditor:
         path = self.config.config_path
         if rec is None or rec.source != "yaml" or not path:
             return None
-        try:
-            text, digest = read_jobs_file(path, self.config.max_config_bytes)
-        except InvalidConfig:
+        try:   # parsed once per version of the file, known by its stat: a job page reads
+            info = os.stat(path)   # no file while it stays as it was
+            key = (info.st_ino, info.st_mtime_ns, info.st_size)
+            if self._lines[0] != key:
+                self._lines = (key, entry_lines(read_jobs_file(
+                    path, self.config.max_config_bytes)[0]))
+        except (OSError, InvalidConfig):
             return None
-        if self._lines[0] != digest:   # parsed once per version of the file
-            self._lines = (digest, entry_lines(text))
         line = self._lines[1].get(job_id)
         return {"path": path, "line": line} if line else None
 
@@ -166,7 +168,7 @@ class JobsFileEditor:
         """The whole new file must validate, with the edited job read back as wanted and no id
         taken by an API job; else nothing is written."""
         try:
-            jobs = parse_jobs_text(new_text, path)
+            jobs = self.jobs_file.validate(new_text, path)
         except InvalidConfig as exc:   # this job's errors go next to its fields
             details = [d if d.get("job") == job_id else {
                 **d, "field": "", "message": f"{path}:{d.get('line')}: {d.get('job')}: "

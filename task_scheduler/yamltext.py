@@ -16,6 +16,7 @@ import datetime as dt
 import difflib
 import io
 import json
+import re
 from typing import Any, Optional
 
 import yaml
@@ -48,7 +49,11 @@ class Entry:
 
 def entry_lines(text: str) -> dict[str, int]:
     """{job id: line (1-based) of its entry's ``- ``} of a jobs.yaml text; {} when it has no
-    list of jobs to find."""
+    list of jobs to find. Entries that all start ``- id: ...`` are found by a look at each line
+    (a 10,000-job file: 20 ms, where composing its nodes takes over a second)."""
+    fast = _entry_lines_fast(text.splitlines())
+    if fast is not None:
+        return fast
     try:
         items, _ = _items(yaml.compose(text, Loader=_LOADER))
     except yaml.YAMLError:
@@ -59,6 +64,29 @@ def entry_lines(text: str) -> dict[str, int]:
         if job_id is not None:
             lines.setdefault(job_id, node.start_mark.line + 1)
     return lines
+
+
+def _entry_lines_fast(lines: list[str]) -> Optional[dict[str, int]]:
+    """The lines when every item of the jobs list starts ``- id: ID`` at one column (each id
+    once, and no other item at that column); None to compose the file instead."""
+    found: dict[str, int] = {}
+    column = None
+    for number, line in enumerate(lines, 1):
+        match = _ENTRY_LINE.match(line)
+        if match:
+            column = len(match[1]) if column is None else column
+            if len(match[1]) != column or match[3] in found:
+                return None
+            found[match[3]] = number
+    if column is None:
+        return None
+    dash = " " * column + "-"
+    items = sum(1 for line in lines
+                if line.startswith(dash) and line[column + 1:column + 2] in ("", " "))
+    return found if items == len(found) else None
+
+
+_ENTRY_LINE = re.compile(r"( *)- +id: *(['\"]?)([A-Za-z0-9_.-]{1,64})\2 *(?:#.*)?")
 
 
 def _items(root) -> tuple[list, Optional[int]]:
@@ -99,13 +127,22 @@ def locate(text: str, job_id: str) -> Entry:
                           f"own line); edit the file by hand")
     end = items[index + 1].start_mark.line if index + 1 < len(items) else (
         after if after is not None else len(lines))
-    data = yaml.load(text, Loader=_LOADER)
-    defaults = (data.get("defaults") or {}) if isinstance(data, dict) else {}
-    item = (data["jobs"] if isinstance(data, dict) else data)[index]
+    item = _construct(items[index])   # only what is needed: the item, the defaults
+    defaults = next((_construct(value) for key, value in root.value if key.value == "defaults"),
+                    None) if isinstance(root, yaml.MappingNode) else None
+    defaults = defaults if isinstance(defaults, dict) else {}
     column = prefix.index("-")
     offset = column - _indent_of(lines[_jobs_key_line(root)]) if isinstance(
         root, yaml.MappingNode) else 0
     return Entry(mark.line, end, column, item, defaults, max(offset, 0))
+
+
+def _construct(node) -> Any:
+    loader = _LOADER("")
+    try:
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _jobs_key_line(root) -> int:

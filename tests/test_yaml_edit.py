@@ -178,6 +178,12 @@ def test_a_one_line_flow_item_keeps_its_flow_style():
 def test_entry_lines_name_the_line_of_each_entry():
     assert entry_lines(SAMPLE) == {"health": 7, "disk": 14, "last": 21}
     assert entry_lines(": not yaml [") == {}
+    # an entry whose id is not its first key: the file is composed, same answer
+    assert entry_lines("- command: 'true'\n  id: a\n- id: b\n  command: 'true'\n") == \
+        {"a": 1, "b": 3}
+    # a nested '- id:' line does not pass for an entry
+    assert entry_lines("- id: a\n  args:\n    - id: b\n- id: b\n  command: x\n") == \
+        {"a": 1, "b": 4}
 
 
 # -- the service: write, conflict, refusals ------------------------------------------------------
