@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import functools
 import io
 import json
 import re
@@ -187,6 +188,8 @@ def rewrite_entry(text: str, entry: Entry, keys: dict) -> str:
     mapping, offset = _guess_style(chunk.splitlines(), entry.offset)
     ruamel = YAML()   # round-trip
     ruamel.preserve_quotes, ruamel.width = True, WIDE
+    ruamel.Representer = _representer()
+
     ruamel.indent(mapping=mapping, sequence=offset + 2, offset=offset)
     seq = ruamel.load(chunk)
     _update(seq[0], keys)
@@ -201,6 +204,19 @@ def rewrite_entry(text: str, entry: Entry, keys: dict) -> str:
     if entry.end == len(lines) and lines and not lines[-1].endswith("\n"):
         body = body[:-len(newline)]   # the file had no newline at its end: still none
     return "".join(lines[:entry.first]) + body + "".join(lines[entry.end:])
+
+
+@functools.cache
+def _representer():
+    """ruamel's round-trip representer writing None as ``null`` (not an empty value); a
+    subclass, so a python job using ruamel.yaml in this process is not changed."""
+    from ruamel.yaml.representer import RoundTripRepresenter
+
+    class Representer(RoundTripRepresenter):
+        pass
+    Representer.add_representer(type(None), lambda r, _: r.represent_scalar(
+        "tag:yaml.org,2002:null", "null"))
+    return Representer
 
 
 def _guess_style(lines: list[str], offset: int) -> tuple[int, int]:

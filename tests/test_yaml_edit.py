@@ -450,3 +450,55 @@ def test_export_from_the_gui_downloads_the_entry(yaml_service):
     assert status == 200 and headers["Content-Type"].startswith("application/yaml")
     assert headers["Content-Disposition"] == 'attachment; filename="health.yaml"'
     assert yaml.safe_load(text)[0]["id"] == "health"
+
+
+def test_the_last_entry_before_another_top_level_key_leaves_that_key_alone():
+    text = textwrap.dedent("""\
+        jobs:
+        - id: a
+          command: 'true'
+          timeout: 5
+
+        # shared settings
+        defaults:
+          timeout: 9
+        """)
+    new = rewrite(text, "a", lambda d: d.pop("timeout"))   # no timeout: null beats the default
+    assert changed_lines(text, new) == ["-  timeout: 5", "+  timeout: null"]
+    new = rewrite(text, "a", lambda d: d.update(timeout=9))   # what defaults: says
+    assert changed_lines(text, new) == ["-  timeout: 5", "+  timeout: 9"]
+    new = rewrite(text, "a", lambda d: d.update(description="A"))
+    assert changed_lines(text, new) == ["+  description: A"]
+
+
+def test_a_follower_does_not_write_its_file(yaml_service, jobs_file):
+    snap = yaml_service.yaml_snapshot("disk")
+    yaml_service.editor._leading = lambda: False   # as a node that does not hold the lease
+    definition = dict(yaml_service.job("disk")["definition"], timeout=120)
+    with pytest.raises(ts.JobConflict, match="this node follows"):
+        yaml_service.edit_yaml_job("disk", definition, snap["hash"])
+    assert jobs_file.read_text() == SAMPLE
+
+
+def test_a_symlinked_file_is_written_where_it_points(make_service, tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    write_jobs(real / "jobs.yaml", SAMPLE)
+    link = tmp_path / "linked.yaml"
+    link.symlink_to(real / "jobs.yaml")
+    service = make_service(config_path=str(link))
+    snap = service.yaml_snapshot("disk")
+    service.edit_yaml_job("disk", dict(service.job("disk")["definition"], timeout=7),
+                          snap["hash"])
+    assert link.is_symlink() and "timeout: 7" in (real / "jobs.yaml").read_text()
+    assert service.job("disk")["timeout"] == 7
+
+
+def test_a_conflict_whose_first_version_is_forgotten_has_no_diff(yaml_service, jobs_file):
+    snap = yaml_service.yaml_snapshot("disk")
+    yaml_service.editor._texts.clear()   # another node rendered the form, or long ago
+    jobs_file.write_text(SAMPLE + "\n")
+    with pytest.raises(FileChanged) as caught:
+        yaml_service.edit_yaml_job("disk", yaml_service.job("disk")["definition"],
+                                   snap["hash"])
+    assert caught.value.diff == "" and jobs_file.read_text() == SAMPLE + "\n"
