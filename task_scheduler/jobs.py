@@ -112,6 +112,13 @@ class JobCatalog:
             self._apply(self.book.reconcile({defn.id: defn}, source, remove_missing=False))
         return self.job(defn.id)
 
+    def clone(self, source_id: str, definition: dict) -> dict:
+        """Add a copy of a job (the GUI's Clone): notify secrets shown hidden are the source's."""
+        if isinstance(definition, dict) and "notify" in definition:
+            definition = {**definition, "notify": restore_secrets(
+                definition["notify"], self.book.require(source_id).definition.notify)}
+        return self.add(definition, "api")
+
     def replace(self, job_id: str, definition: dict) -> dict:
         if isinstance(definition, dict) and definition.get("id", job_id) != job_id:
             raise InvalidJob(f"id: {definition.get('id')!r} in the body differs from {job_id!r} "
@@ -159,7 +166,9 @@ class JobCatalog:
 
     def _in_file(self, job_id: str) -> JobConflict:
         return JobConflict(f"job {job_id!r} is defined in {self.config.config_path}; edit the "
-                           f"file to change or remove it (pause, resume and run work here)")
+                           f"file to change or remove it, or use Edit on its GUI page, which "
+                           f"writes the file (/jobs/{job_id}/edit); pause, resume and run "
+                           f"work here")
 
     def _refuse_past_date(self, defn: JobDefinition) -> None:
         """A date job whose time (and grace) has passed would never fire: say so."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import logging
 import os
 from typing import Optional
@@ -33,6 +34,7 @@ from .store.schedules import ScheduleStore
 from .store.schema import create_engine, migrate, new_run_id
 from .timeutil import _local_zone, _naive_utc, _utcnow
 from .triggers import _zone
+from .yamledit import JobsFileEditor
 
 log = logging.getLogger("task_scheduler")
 
@@ -83,6 +85,7 @@ class SchedulerService:
         self.jobs_file = JobsFile(config, self.store, self.book, self.catalog,
                                   leading=self.cluster.leads)
         self.reloader = Reloader(config, self.jobs_file) if config.config_path else None
+        self.editor = JobsFileEditor(config, self.book, self.jobs_file, leading=self.cluster.leads)
         self.board = StatusBoard(config, self.store, self.book, self.cluster,
                                  self.scheduler, self.runner, self.history, self.jobs_file,
                                  self.timezone)
@@ -226,10 +229,28 @@ class SchedulerService:
         return self.catalog.page_json(q, state, source, kind, tag, limit, offset)
 
     def job(self, job_id: str) -> dict:
-        return self.catalog.job(job_id)
+        """One job; a jobs.yaml job also says where it is defined (``defined_at``)."""
+        job = self.catalog.job(job_id)
+        if job["source"] == "yaml":
+            job["defined_at"] = self.editor.where(job_id)
+        return job
 
     def job_json(self, job_id: str) -> str:
-        return self.catalog.job_json(job_id)
+        text = self.catalog.job_json(job_id)   # cached: ``defined_at`` is added to the text
+        if self.book.require(job_id).source != "yaml":
+            return text
+        return f'{text[:-1]}, "defined_at": {json.dumps(self.editor.where(job_id))}}}'
+
+    def job_yaml(self, job_id: str) -> str:
+        """A job as a jobs.yaml entry (secrets hidden as the API hides them)."""
+        return self.editor.export(self.job(job_id))
+
+    def yaml_snapshot(self, job_id: str) -> dict:
+        return self.editor.snapshot(job_id)
+
+    def edit_yaml_job(self, job_id: str, definition: dict, base_hash: str) -> dict:
+        """Write a jobs.yaml job into the file and apply it: ``JobsFileEditor.edit``."""
+        return self.editor.edit(job_id, definition, base_hash)
 
     def preview_trigger(self, trigger: dict, count: int = 5) -> list:
         """The next fire times of a trigger spec (for forms); raises InvalidJob."""
@@ -239,6 +260,9 @@ class SchedulerService:
         """Add a job; with ``replace_existing: true`` in the definition an existing API job of
         that id is replaced instead (so a program can add its jobs at every start)."""
         return self.catalog.add(definition, source)
+
+    def clone_job(self, source_id: str, definition: dict) -> dict:
+        return self.catalog.clone(source_id, definition)
 
     def replace_job(self, job_id: str, definition: dict) -> dict:
         return self.catalog.replace(job_id, definition)

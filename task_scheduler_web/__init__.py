@@ -28,7 +28,7 @@ import bottle
 import yaml
 
 from task_scheduler.errors import SchedulerError
-from task_scheduler.http.io import MAX_OFFSET
+from task_scheduler.http.io import MAX_OFFSET, YAML_TYPE
 from task_scheduler.models import JOB_STATES, RUN_STATUSES
 
 from . import charts, forms
@@ -81,30 +81,56 @@ def gui_job_detail(service, job_id: str) -> str:
     recent = service.runs(job_id=job_id, limit=CHART_RUNS)
     definition = yaml.safe_dump(job.get("definition") or {}, sort_keys=False, allow_unicode=True)
     return _render("job_detail", nav="jobs", title=_t("title.job", id=job_id), job=job,
-                   runs=runs, definition=definition, pager=pager,
+                   runs=runs, definition=definition, pager=pager, where=job.get("defined_at"),
                    chart=charts.duration_chart(recent, _locale()), here=f"/jobs/{job_id}")
 
 
 def gui_job_new(service) -> str:
-    return _render_form(service, "job_new", forms.new_form(), {}, None)
+    """The new-job form; ``?clone=ID`` fills it with that job's settings and a free id."""
+    source = bottle.request.query.getunicode("clone", "") or ""
+    if not source:
+        return _render_form(service, "job_new", forms.new_form(), {}, None)
+    job = _fetch(service.job, source)
+    form = forms.job_to_form(job)
+    form["id"] = forms.copy_id(job["id"], lambda i: service.book.get(i) is not None)
+    return _render_form(service, "job_new", form, {}, None, clone_of=job["id"])
 
 
 def gui_job_create(service) -> str:
+    source = bottle.request.forms.getunicode("clone_of", "") or ""
+    if source:   # what the form does not show, and hidden notify secrets, are the original's
+        return _post_job_form(service, "job_new", lambda d: service.clone_job(source, d),
+                              "flash.job_created", base=_fetch(service.job, source),
+                              clone_of=source)
     return _post_job_form(service, "job_new", service.add_job, "flash.job_created")
 
 
 def gui_job_edit(service, job_id: str) -> str:
     job = _fetch(service.job, job_id)
+    yaml_file = None
     if job.get("source") != "api":
-        _redirect(f"/jobs/{job_id}", "flash.yaml_job", "error", id=job_id)
-    return _render_form(service, "job_edit", forms.job_to_form(job), {}, None, job=job)
+        yaml_file = _act(lambda: service.yaml_snapshot(job_id), f"/jobs/{job_id}")
+    return _render_form(service, "job_edit", forms.job_to_form(job), {}, None, job=job,
+                        yaml_file=yaml_file)
 
 
 def gui_job_update(service, job_id: str) -> str:
     job = _fetch(service.job, job_id)
+    if job.get("source") != "api":
+        return _post_yaml_form(service, job)
     return _post_job_form(service, "job_edit",
                           lambda definition: service.replace_job(job_id, definition),
                           "flash.job_saved", job=job)
+
+
+def gui_job_yaml(service, job_id: str) -> str:
+    """The job as a jobs.yaml entry, to download (the API's ``?format=yaml``, behind the GUI
+    login)."""
+    text = _fetch(service.job_yaml, job_id)
+    bottle.response.content_type = YAML_TYPE
+    name = f"{job_id}.yaml".replace('"', "")
+    bottle.response.set_header("Content-Disposition", f'attachment; filename="{name}"')
+    return text
 
 
 def gui_job_delete(service, job_id: str) -> None:
@@ -294,6 +320,7 @@ GUI_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/jobs/<job_id>", gui_job_detail),
     ("GET", "/jobs/<job_id>/edit", gui_job_edit),
     ("POST", "/jobs/<job_id>/edit", gui_job_update),
+    ("GET", "/jobs/<job_id>/yaml", gui_job_yaml),
     ("POST", "/jobs/<job_id>/delete", gui_job_delete),
     ("POST", "/jobs/<job_id>/<action:re:run|pause|resume>", gui_job_action),
     ("GET", "/runs", gui_runs),
@@ -491,12 +518,13 @@ def _form() -> dict[str, str]:
 
 
 def _post_job_form(service, view: str, save: Callable[[dict], Any], done: str,
-                   job: dict | None = None) -> str:
-    """Preview, save and redirect, or show the form again with its errors and values."""
+                   job: dict | None = None, base: dict | None = None, **extra) -> str:
+    """Preview, save and redirect, or show the form again with its errors and values. ``base``:
+    the job a new one copies (what the form does not manage is taken from it)."""
     form = _form()
     if job is not None:
         form["id"] = job["id"]   # the id of an existing job is not editable
-    definition, errors = forms.form_to_definition(form, _t, job)
+    definition, errors = forms.form_to_definition(form, _t, job or base)
     preview = None
     if not errors and bottle.request.forms.get("action") == "preview":
         preview = _preview(service, definition, form, errors)
@@ -506,16 +534,62 @@ def _post_job_form(service, view: str, save: Callable[[dict], Any], done: str,
             _redirect(f"/jobs/{definition['id']}", done, id=definition["id"])
     if errors:
         bottle.response.status = 422
-    return _render_form(service, view, form, errors, preview, job=job)
+    return _render_form(service, view, form, errors, preview, job=job, **extra)
 
 
-def _render_form(service, view: str, form: dict, errors: dict, preview, job=None) -> str:
+def _render_form(service, view: str, form: dict, errors: dict, preview, job=None,
+                 **extra) -> str:
     page = ({"nav": "jobs", "title": _t("title.edit", id=job["id"]), "job": job} if job
             else {"nav": "new", "title": _t("title.new")})
     return _render(view, **page, form=form, errors=errors, preview=preview,
                    groups=forms.GROUPS, advanced=forms.advanced_in_use(form, errors),
                    error_links=forms.error_links(errors),
-                   default_tz=str(service.timezone))
+                   default_tz=str(service.timezone), **{"yaml_file": None, "clone_of": None,
+                                                        "conflict": None, **extra})
+
+
+def _post_yaml_form(service, job: dict) -> str:
+    """Write a jobs.yaml job's form into the file, or show the form again with its errors, the
+    entered values, and (the file changed meanwhile) what changed, with the new version's hash:
+    saving again then writes over it knowingly."""
+    form, job_id = _form(), job["id"]
+    form["id"] = job_id
+    base = bottle.request.forms.getunicode("file_hash", "") or ""
+    yaml_file = {**(job.get("defined_at") or {}), "hash": base}
+    definition, errors = forms.form_to_definition(form, _t, job)
+    conflict = preview = None
+    status = 422
+    if not errors and bottle.request.forms.get("action") == "preview":
+        preview = _preview(service, definition, form, errors)
+    elif not errors:
+        try:
+            done = service.edit_yaml_job(job_id, definition, base)
+        except SchedulerError as exc:
+            if getattr(exc, "code", "") == "file_changed":
+                conflict, yaml_file["hash"] = {"diff": _diff_lines(exc.diff)}, exc.hash
+            status = exc.status   # a conflict's panel says it all; other refusals at the top
+            errors = ({} if conflict else {"_general": _locale().message(str(exc))}
+                      if exc.status == 409 else _errors_from(exc, form))
+        else:
+            where = f"{done['path']}:{done['line']}"
+            if not done["applied"]:
+                _redirect(f"/jobs/{job_id}", "flash.yaml_not_applied", "error", where=where,
+                          text=_shorten(done["error"] or "", 200))
+            _redirect(f"/jobs/{job_id}", "flash.yaml_written" if done["changed"] else
+                      "flash.yaml_unchanged", where=where, id=job_id)
+    bottle.response.status = status if errors or conflict else 200
+    return _render_form(service, "job_edit", form, errors, preview, job=job,
+                        yaml_file=yaml_file, conflict=conflict)
+
+
+def _diff_lines(diff: str) -> list[str]:
+    """A unified diff's lines, its two file headers said in the page's language."""
+    lines = diff.splitlines()
+    for index, (mark, key) in enumerate((("---", "edit.diff_then"), ("+++", "edit.diff_now"))):
+        if index < len(lines) and lines[index].startswith(mark + " "):
+            path = lines[index][4:].rsplit(" (", 1)[0]
+            lines[index] = f"{mark} {path} ({_t(key)})"
+    return lines
 
 
 def _config_errors(config: dict) -> list[dict]:

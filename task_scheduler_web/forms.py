@@ -270,7 +270,7 @@ def form_to_definition(form: dict[str, str], say: Callable[..., str], job: dict 
     definition["id"] = form["id"]
     if form["description"]:
         definition["description"] = form["description"]
-    _read_target(form, definition, errors, say)
+    _read_target(form, definition, errors, say, base)
     keep_trigger = job is not None and base.get("trigger") and _same_trigger(form, job_to_form(job))
     definition["trigger"] = base["trigger"] if keep_trigger else _read_trigger(form, errors, say)
     for name, reader in (("max_instances", read_whole), ("timeout", read_number),
@@ -282,11 +282,16 @@ def form_to_definition(form: dict[str, str], say: Callable[..., str], job: dict 
     return definition, errors
 
 
-def _read_target(form, definition: dict, errors: dict, say) -> None:
+def _read_target(form, definition: dict, errors: dict, say, base: dict) -> None:
     if form["kind"] not in ("python", "command"):
         errors["kind"] = say("form.choose_kind")
-    if form["kind"] != "command":
-        definition["func"] = form["target"]
+    if form["kind"] != "command" or (base.get("func") and base["func"] == form["target"]):
+        definition["func"] = form["target"]   # a callable, or a script kept as func:
+        return
+    command = base.get("command")
+    if isinstance(command, list) and shlex.join(command) == form["target"] and \
+            form["shell"] != "yes":
+        definition["command"] = command   # an argv list the form did not change stays a list
         return
     definition["command"] = form["target"]
     choice = form["shell"] if form["shell"] in SHELL_CHOICES else "auto"
@@ -387,6 +392,17 @@ def _trigger_to_form(trigger: dict) -> dict[str, str]:
         return {"cron_expression": trigger["expression"]}
     fields = ("minute", "hour", "day", "month", "day_of_week")
     return {"cron_expression": " ".join(str(trigger.get(f, "*")) for f in fields)}
+
+
+def copy_id(job_id: str, taken: Callable[[str], bool]) -> str:
+    """A free id for a copy of ``job_id``: ``<id>_copy``, then ``<id>_copy2``... (the id cut
+    to fit 64 characters)."""
+    for n in range(1, 1000):
+        suffix = "_copy" if n == 1 else f"_copy{n}"
+        candidate = job_id[:64 - len(suffix)] + suffix
+        if not taken(candidate):
+            return candidate
+    return job_id[:59] + "_copy"
 
 
 def advanced_in_use(form: dict[str, str], errors: dict[str, str]) -> bool:

@@ -22,14 +22,14 @@ WEB = ROOT / "task_scheduler_web"
 # given a floor here: that is the moment to decide what it may know about.
 FLOORS = [
     ("shapes", {"errors", "text", "timeutil", "config", "models", "explain", "loops"}),
-    ("rules", {"triggers", "checks", "jobsfile", "output", "processes"}),
+    ("rules", {"triggers", "checks", "jobsfile", "output", "processes", "yamltext"}),
     ("storage and execution", {"store", "store.dialect", "store.schema", "store.database",
                                "store.runs", "store.liveness", "store.schedules", "store.nodes",
                                "store.queries", "store.jobs", "store.notes", "store.sessions",
                                "store.retention", "history", "executor",
                                "capture", "fence", "bus", "lockfile"}),
     ("parts", {"book", "runner", "scheduler", "cluster", "notify", "reload", "metrics",
-               "builtin", "jobs", "status", "runlog"}),
+               "builtin", "jobs", "status", "runlog", "yamledit"}),
     ("front door", {"service"}),
     ("http", {"http", "http.io", "http.guard", "http.api", "http.openapi", "http.app",
               "http.server", "client"}),

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from ..config import __version__
 from ..errors import SchedulerError, Unavailable
 from .io import (
-    JobsQuery, OutputQuery, RunsQuery, _content_length, _json_body, _query_params, _raw_json, _text)
+    YAML_TYPE, JobQuery, JobsQuery, OutputQuery, RunsQuery, _content_length, _json_body,
+    _query_params, _raw_json, _text)
 from ..timeutil import _naive_utc
 
 
@@ -52,12 +53,20 @@ def api_create_job(service):
 
 
 def api_get_job(service, job_id):
-    """One job, with its next five fire times and last run."""
+    """One job, with its next five fire times and last run.
+
+    A jobs.yaml job says where it is defined (defined_at: path and line). ?format=yaml answers
+    the job as a jobs.yaml entry (application/yaml), secrets hidden as in the JSON."""
+    if _query_params(JobQuery).format == "yaml":
+        return _text(service.job_yaml(job_id), YAML_TYPE)
     return _raw_json(200, service.job_json(job_id))
 
 
 def api_replace_job(service, job_id):
-    """Replace a job created through the API (a jobs.yaml job: 409, edit the file)."""
+    """Replace a job created through the API.
+
+    A jobs.yaml job answers 409: edit the file, or use Edit on the job's GUI page, which writes
+    the file (checked against changes made meanwhile, with CSRF and the GUI's login)."""
     return service.replace_job(job_id, _json_body())
 
 

@@ -56,6 +56,15 @@ class JobsQuery(_Model):
     offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
 
 
+class JobQuery(_Model):
+    """The query string of ``GET /api/jobs/{id}``."""
+
+    format: Literal["json", "yaml"] = Field("json", description="yaml: the job as a jobs.yaml "
+                                            "entry (application/yaml; secrets hidden as in "
+                                            "JSON), ready to paste into jobs.yaml or to POST "
+                                            "as JSON once read")
+
+
 class OutputQuery(_Model):
     """The query string of ``GET /api/runs/{id}/stdout`` (and stderr)."""
 
@@ -96,8 +105,11 @@ def _error_body(code: str, message: str, details: Optional[list] = None) -> dict
     return {"error": {"code": code, "message": message, "details": details or []}}
 
 
-def _text(body: str) -> bottle.HTTPResponse:
-    return bottle.HTTPResponse(body, headers={"Content-Type": "text/plain; charset=utf-8"})
+def _text(body: str, content_type: str = "text/plain; charset=utf-8") -> bottle.HTTPResponse:
+    return bottle.HTTPResponse(body, headers={"Content-Type": content_type})
+
+
+YAML_TYPE = "application/yaml; charset=utf-8"   # RFC 9512 registered it (2024)
 
 
 def _error_page(error: bottle.HTTPError):

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import __version__
 from .api import api_health
-from .io import ID_PATTERN, JobsQuery, MAX_BODY, OutputQuery, RunsQuery, _OPEN_ROUTES
+from .io import (
+    ID_PATTERN, JobQuery, JobsQuery, MAX_BODY, OutputQuery, RunsQuery, YAML_TYPE, _OPEN_ROUTES)
 from ..store.schema import TOTAL_CAP
 from ..models import JOB_STATES, JobDefinition, NOTIFY_EVENTS, RUN_STATUSES, RUN_TRIGGERS, RunParams
 
@@ -100,6 +101,15 @@ class ApiJob(_Out):
     definition: dict[str, Any] = Field(description="the definition as given (JobDefinition)")
     created_at: dt.datetime
     updated_at: dt.datetime
+    defined_at: Optional[ApiDefinedAt] = Field(None, description="a jobs.yaml job (one job "
+                                               "asked for by id): where its entry starts")
+
+
+class ApiDefinedAt(_Out):
+    """Where a jobs.yaml job is defined: the file as configured, and its entry's first line."""
+
+    path: str
+    line: int
 
 
 class ApiJobPage(_Out):
@@ -251,7 +261,7 @@ _OPERATIONS = {
     "api_status": _Op(200, ApiStatus, "service"),
     "api_list_jobs": _Op(200, ApiJobPage, "jobs", query=JobsQuery),
     "api_create_job": _Op(201, ApiJob, "jobs", body=JobDefinition, errors=(409,)),
-    "api_get_job": _Op(200, ApiJob, "jobs"),
+    "api_get_job": _Op(200, ApiJob, "jobs", query=JobQuery),
     "api_replace_job": _Op(200, ApiJob, "jobs", body=JobDefinition, errors=(409,)),
     "api_delete_job": _Op(204, None, "jobs", errors=(409,)),
     "api_pause_job": _Op(200, ApiJob, "jobs"),
@@ -274,8 +284,8 @@ _ERROR_TEXTS = {
     401: "Missing or wrong token: send Authorization: Bearer <token>",
     404: "No such job, run or route",
     405: "Method not allowed on this path (the Allow header lists the allowed ones)",
-    409: "Conflict: the id is taken, the job comes from jobs.yaml (edit the file), or the run "
-         "cannot be started or cancelled now",
+    409: "Conflict: the id is taken, the job comes from jobs.yaml (edit the file, or use Edit on "
+         "its GUI page), or the run cannot be started or cancelled now",
     413: f"Body over {MAX_BODY} bytes",
     415: "Body not sent as Content-Type: application/json",
     422: "Invalid job definition or jobs.yaml: details name each field",
@@ -373,6 +383,8 @@ def _responses(op: _Op, handler, secured: bool) -> dict:
         out = {str(op.status): {"description": "OK", "content": {answer: {"schema": schema}}}}
     else:
         out = {str(op.status): _json_answer(answer.__doc__, answer.__name__)}
+    if op.query is JobQuery:   # ?format=yaml
+        out[str(op.status)]["content"][YAML_TYPE.split(";")[0]] = {"schema": {"type": "string"}}
     if op.query is OutputQuery:   # ?offset= answers JSON, Accept: text/event-stream a stream
         out[str(op.status)]["content"].update({
             "application/json": {"schema": {"$ref": _REF.format(model="ApiOutput")}},

@@ -1,5 +1,11 @@
 <form method="post" action="{{action}}" class="job-form" data-testid="job-form" novalidate>
   % include('_csrf.tpl')
+  % if yaml_file:
+  <input type="hidden" name="file_hash" value="{{yaml_file['hash']}}">
+  % end
+  % if clone_of:
+  <input type="hidden" name="clone_of" value="{{clone_of}}">
+  % end
   % if error_links:
   <div class="error-summary" data-testid="error-summary" role="alert">
     <p class="error-summary-title">{{t('form.error_summary', n=len(error_links))}}</p>

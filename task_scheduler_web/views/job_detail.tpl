@@ -10,9 +10,9 @@
     </div>
     <div class="title-actions">
       % include('_job_actions.tpl', job=job, next=here)
-      % if job['source'] == 'api':
       <a class="btn" href="/jobs/{{job['id']}}/edit" data-testid="action-edit">{{t('action.edit')}}</a>
-      % end
+      <a class="btn" href="/jobs/new?clone={{job['id']}}" data-testid="action-clone">{{t('action.clone')}}</a>
+      <a class="btn" href="/jobs/{{job['id']}}/yaml" download="{{job['id']}}.yaml" data-testid="action-export">{{t('action.export')}}</a>
     </div>
   </div>
   <div class="grid-2">
@@ -25,6 +25,9 @@
         <dt>{{t('job.kind')}}</dt><dd>{{h['word']('kind', job['kind'])}}</dd>
         <dt>{{t('job.trigger')}}</dt><dd class="mono">{{h['trigger'](job)}}</dd>
         <dt>{{t('job.source')}}</dt><dd>{{h['word']('source', job['source'])}}</dd>
+        % if where:
+        <dt>{{t('job.defined_at')}}</dt><dd class="mono" data-testid="defined-at">{{where['path']}}:{{where['line']}}</dd>
+        % end
         <dt>{{t('job.max_instances')}}</dt><dd>{{job.get('max_instances')}}</dd>
         <dt>{{t('job.timeout')}}</dt><dd>{{t('form.none') if job.get('timeout') is None else t('duration.s', n=job['timeout'])}}</dd>
         % if job.get('run_on'):

@@ -204,10 +204,11 @@ def test_edit_and_delete_an_api_job(gui_server, page, shot):
     assert_no_job(gui_server.service, "editable")
 
 
-def test_yaml_job_is_not_editable_in_the_gui(gui_server, page):
+def test_yaml_job_says_where_it_is_defined_and_edits_write_the_file(gui_server, page):
     page.goto(gui_server.url("/jobs/echo_job"))
-    expect(page.get_by_test_id("job-detail")).to_contain_text("edit it there")
-    expect(page.get_by_role("link", name="Edit")).to_have_count(0)
+    expect(page.get_by_test_id("job-detail")).to_contain_text("Edit writes a change into the file")
+    expect(page.get_by_test_id("defined-at")).to_have_text(f"{gui_server.config_path}:1")
+    expect(page.get_by_role("link", name="Edit")).to_have_count(1)
     expect(page.get_by_test_id("job-definition")).to_contain_text("id: echo_job")
 
 
