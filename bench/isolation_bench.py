@@ -179,7 +179,8 @@ def report(args, first, found, bursts, cancels, overshoots, mem) -> None:
         print(f"{label}:")
         print(f"  thread   {stats(thread)}")
         print(f"  process  {stats(process)}")
-        print(f"  ratio process/thread (median) {statistics.median(process) / max(statistics.median(thread), 1e-6):.1f}x; "
+        ratio = statistics.median(process) / max(statistics.median(thread), 1e-6)
+        print(f"  ratio process/thread (median) {ratio:.1f}x; "
               f"{extra:+.2f} ms per run")
     t, p = bursts["thread"], bursts["process"]
     print(f"burst of {args.burst} queued at once (10 workers): thread {t * 1000:.0f} ms "

@@ -180,7 +180,9 @@ class ForkServer:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, str(theirs.fileno()), json.dumps(sys.path),
                  self._target, f"{self._grace:g}"], pass_fds=[theirs.fileno()], env=env,
-                stdin=subprocess.DEVNULL, start_new_session=True)
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+            # stdout: a sys.stdout a worker can point at its pipe even if the service has
+            # none (a daemon); stderr stays the service's, for the fork server's own troubles
         except OSError as exc:
             ours.close()
             raise ForkServerError(f"cannot start {sys.executable}: {exc}") from exc

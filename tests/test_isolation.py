@@ -104,6 +104,15 @@ def pids_in(path, count=1) -> list[int]:
     return pids
 
 
+def start_forever(service, tmp_path, **job) -> tuple[str, int]:
+    """Start a run of ``forever``: its id and its worker's pid (once the worker runs)."""
+    pidfile = tmp_path / "forever.pid"
+    run_id = start(service, id="forever", func="isojobs:forever",
+                   kwargs={"pidfile": str(pidfile)}, **job)
+    [pid] = pids_in(pidfile)
+    return run_id, pid
+
+
 def gone(pids, within: float, what: str) -> None:
     wait_for(lambda: not any(_pid_alive(p) for p in pids), within, 0.01, what)
 
@@ -113,10 +122,7 @@ def gone(pids, within: float, what: str) -> None:
 @pytest.mark.both_databases
 def test_cancel_ends_a_python_job_that_loops_forever(make_service, isojobs, tmp_path):
     service = make_service()
-    pidfile = tmp_path / "forever.pid"
-    run_id = start(service, id="forever", func=f"{isojobs}:forever",
-                   kwargs={"pidfile": str(pidfile)})
-    [pid] = pids_in(pidfile)
+    run_id, pid = start_forever(service, tmp_path)
     wait_for(lambda: service.run(run_id)["status"] == "running", 10)
     service.cancel(run_id)
     gone([pid], 2, "the worker ended by the cancel (TERM: it does not catch it)")
@@ -130,10 +136,7 @@ def test_cancel_ends_a_python_job_that_loops_forever(make_service, isojobs, tmp_
 @pytest.mark.both_databases
 def test_timeout_ends_a_python_job_that_loops_forever(make_service, isojobs, tmp_path):
     service = make_service()
-    pidfile = tmp_path / "forever.pid"
-    run_id = start(service, id="forever", func=f"{isojobs}:forever", timeout=0.5,
-                   kwargs={"pidfile": str(pidfile)})
-    [pid] = pids_in(pidfile)
+    run_id, pid = start_forever(service, tmp_path, timeout=0.5)
     run = ended(service, run_id)
     assert run["status"] == "timeout"
     assert run["error"] == "timed out after 0.5s; process group killed"
@@ -252,10 +255,7 @@ def test_a_func_that_no_longer_imports_fails_clearly(make_service, isojobs, tmp_
 
 def test_stopping_the_service_leaves_no_process(make_service, isojobs, tmp_path):
     service = make_service()
-    pidfile = tmp_path / "forever.pid"
-    run_id = start(service, id="forever", func=f"{isojobs}:forever",
-                   kwargs={"pidfile": str(pidfile)})
-    [pid] = pids_in(pidfile)
+    run_id, pid = start_forever(service, tmp_path)
     server = service.runner._p.forkserver.pid
     assert server is not None and _pid_alive(server)
     service.stop(grace=0.2)
@@ -263,6 +263,27 @@ def test_stopping_the_service_leaves_no_process(make_service, isojobs, tmp_path)
     row = service.store.queries.run(run_id)
     assert row.status == "interrupted"
     assert row.error == "the service stopped; process group killed"   # as a command
+
+
+def test_a_fork_server_that_died_is_started_again(make_service, isojobs):
+    service = make_service()
+    assert ended(service, start(service, id="ok", func=f"{isojobs}:ok"))["status"] == "succeeded"
+    server = service.runner._p.forkserver.pid
+    os.kill(server, signal.SIGKILL)
+    gone([server], 5, "the fork server")
+    run = ended(service, service.run_now("ok")["id"])
+    assert run["status"] == "succeeded" and run["result"] == 1
+    assert service.runner._p.forkserver.pid not in (None, server)
+
+
+def test_a_worker_whose_fork_server_died_is_ended_and_failed(make_service, isojobs, tmp_path):
+    service = make_service()
+    run_id, pid = start_forever(service, tmp_path)
+    os.kill(service.runner._p.forkserver.pid, signal.SIGKILL)
+    run = ended(service, run_id)
+    assert run["status"] == "failed"
+    assert run["error"] == "the fork server ended while the worker ran; its worker was ended"
+    assert not _pid_alive(pid)
 
 
 def test_an_idle_service_starts_no_fork_server(make_service, isojobs):
