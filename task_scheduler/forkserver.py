@@ -287,7 +287,7 @@ def _fork(run_id: str, fds: list, workers: dict, own: tuple, main: Callable) -> 
                 os.close(fd)
             _mark_environ(run_id)
             code = main(run_id, _read_all(job), report)
-        except BaseException:   # noqa: BLE001 - a worker reports everything on its stderr
+        except BaseException:   # anything at all: said on its stderr, the exit code tells
             traceback.print_exc()
         finally:
             with contextlib.suppress(BaseException):
