@@ -270,7 +270,8 @@ class RunParams(_Model):
         None, description="positional arguments (python) or extra argv (commands)")
     kwargs: Optional[Annotated[dict[StrictStr, Any], AfterValidator(_shallow)]] = Field(
         None, description="python jobs only")
-    env: Optional[EnvMap] = Field(None, description="command jobs only")
+    env: Optional[EnvMap] = Field(None, description="command jobs and python jobs with "
+                                                    "isolation: process")
 
 
 def _is_script(func: Optional[str]) -> bool:

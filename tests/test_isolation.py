@@ -186,8 +186,10 @@ def test_result_arguments_and_environment_of_a_worker(make_service, isojobs, tmp
     assert result["cwd"] == str(tmp_path / "work") and result["pid"] != os.getpid()
     assert run["stdout"] == "adding 2 3\n"
     assert "WARNING isojobs: about to add" in run["stderr"]
-    again = service.run_now("add", {"args": [10], "kwargs": {"scale": 2}})["id"]
-    assert ended(service, again)["result"]["sum"] == 26   # kwargs merged over the job's
+    again = service.run_now("add", {"args": [10], "kwargs": {"scale": 2},
+                                    "env": {"FOO": "baz"}})["id"]
+    result = ended(service, again)["result"]   # kwargs and env merged over the job's
+    assert result["sum"] == 26 and result["foo"] == "baz"
 
 
 def test_current_run_in_a_worker(make_service, isojobs):
