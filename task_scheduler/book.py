@@ -226,6 +226,7 @@ class JobBook:
             "next_run_times": [_iso(t) for t in self._fire_times(rec, next_time, 5)],
             "max_instances": d.max_instances, "coalesce": d.coalesce,
             "misfire_grace_time": d.misfire_grace_time, "timeout": d.timeout, "tags": d.tags,
+            "isolation": d.isolation if d.kind == "python" else None,
             "run_on": d.run_on, "notify": definition.get("notify", []),
             "is_enabled": d.is_enabled, "paused": rec.paused,
             "last_run": last_run, "definition": definition,

@@ -110,6 +110,9 @@ def _start_bound(thread: threading.Thread, *args, **kwargs):
 _thread_start = threading.Thread.start
 
 
+RUN_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"   # a run's log records
+
+
 class _RunLogHandler(logging.Handler):
     """Log records emitted by a thread that runs a python job go to that run's stderr; the
     same records reach the service's own log handlers only up to a budget per run (a job that
@@ -118,7 +121,7 @@ class _RunLogHandler(logging.Handler):
     def __init__(self):
         super().__init__(logging.DEBUG)
         self._local = threading.local()
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.setFormatter(logging.Formatter(RUN_LOG_FORMAT))
 
     def bind(self, sink: Optional[CappedOutput], budget: Optional[list] = None) -> None:
         self._local.sink, self._local.budget = sink, budget

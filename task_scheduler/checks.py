@@ -319,10 +319,10 @@ def check_params(defn: JobDefinition, params: Any, base_dir: str) -> Optional[di
     except ValidationError as exc:
         details = [_pydantic_detail(e) for e in exc.errors()]
         raise InvalidJob(_details_text(details, defn.id), details) from None
-    wrong = "env" if defn.kind == "python" else "kwargs"
-    if getattr(given, wrong) is not None:
-        message = ("env is for command jobs only" if wrong == "env" else
-                   "kwargs are for python jobs only")
+    wrong = "kwargs" if defn.kind == "command" else "env" if defn.isolation == "thread" else ""
+    if wrong and getattr(given, wrong) is not None:
+        message = ("env is for command jobs and python jobs with isolation: process only"
+                   if wrong == "env" else "kwargs are for python jobs only")
         raise InvalidJob(f"job {defn.id}: {wrong}: {message}",
                          [{"field": wrong, "message": message, "line": None}])
     if defn.kind == "command" and given.args is not None and _argv_problem(given.args):

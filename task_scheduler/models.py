@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictBool,
-    StrictFloat, StrictInt, StrictStr, Tag, model_validator)
+    StrictFloat, StrictInt, StrictStr, Tag, ValidationInfo, field_validator, model_validator)
 
 from .timeutil import _iso
 
@@ -229,6 +229,17 @@ class JobDefinition(_Model):
                       Field(max_length=8, description="node labels: only a node with all of "
                                                       "them runs this job")] = []
     notify: Annotated[list[NotifyTarget], Field(max_length=20)] = []
+    isolation: Literal["thread", "process"] = Field(
+        "thread", description="python jobs: thread (in the service) or process (a worker "
+                              "process: cancel and timeout end it)")
+
+    @field_validator("isolation")
+    @classmethod
+    def _python_only(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("command") is not None or _is_script(info.data.get("func")):
+            raise ValueError("is for python jobs only: a command job always runs as a process "
+                             "of its own (cancel and timeout end it)")
+        return value
 
     @model_validator(mode="after")
     def _one_target(self) -> JobDefinition:
@@ -259,7 +270,8 @@ class RunParams(_Model):
         None, description="positional arguments (python) or extra argv (commands)")
     kwargs: Optional[Annotated[dict[StrictStr, Any], AfterValidator(_shallow)]] = Field(
         None, description="python jobs only")
-    env: Optional[EnvMap] = Field(None, description="command jobs only")
+    env: Optional[EnvMap] = Field(None, description="command jobs and python jobs with "
+                                                    "isolation: process")
 
 
 def _is_script(func: Optional[str]) -> bool:

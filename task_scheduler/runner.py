@@ -22,8 +22,10 @@ import sqlalchemy as sa
 from .checks import _job_env, _resolve_path, command_argv, resolve_callable
 from .config import Config, label_sets
 from .errors import InvalidJob, JobConflict, RunNotFound
-from .executor import RunContext, _ActiveRun, _Outcome, _current_run, run_command, run_python
+from .executor import (RunContext, _ActiveRun, _Outcome, _current_run, run_command,
+                       run_isolated, run_python)
 from .fence import Fencing
+from .forkserver import ForkServer
 from .history import _db_text
 from .loops import SupervisedLoop
 from .models import ENDED_STATUSES, FINAL_STATUSES, JobDefinition, Run, run_to_dict
@@ -63,6 +65,9 @@ class RunnerParts:
     secrets: Iterable[str] = ()                 # the service's own (read at each run)
     passed_env: dict = dataclasses.field(default_factory=dict)
     run_context: Callable[..., RunContext] = functools.partial(RunContext, None)
+    # where python jobs with isolation: process run (started by their first run)
+    forkserver: ForkServer = dataclasses.field(
+        default_factory=lambda: ForkServer("task_scheduler.executor:worker_main"))
 
 
 class _RunTable:
@@ -370,6 +375,8 @@ class _Starter:
     def _run_job(self, defn: JobDefinition, active: _ActiveRun) -> _Outcome:
         params = json.loads(active.run.params or "null") or {}
         limit, base_dir = self.config.output_limit, self.config.base_dir
+        if defn.kind == "python" and defn.isolation == "process":
+            return self._run_isolated(defn, active, params)
         if defn.kind == "python":
             try:
                 func = resolve_callable(defn.func, base_dir, seen_within=1.0)
@@ -378,15 +385,30 @@ class _Starter:
             return _settled(active, run_python(func, params.get("args", defn.args),
                                                {**defn.kwargs, **params.get("kwargs", {})},
                                                limit, active.out, active.err))
-        run = active.run
-        env = {**_job_env(defn, self._p.passed_env), **params.get("env", {}),
-               "TS_JOB_ID": defn.id,
-               "TS_RUN_ID": run.id, "TS_SCHEDULED_AT": _iso(run.scheduled_at) or ""}
+        env = self._env(defn, active.run, params)
         cwd = _resolve_path(defn.cwd, base_dir) if defn.cwd else base_dir
         argv = command_argv(defn.model_copy(update={"args": params.get("args", defn.args)}),
                             base_dir)
         return _settled(active, run_command(argv, env, cwd, defn.timeout, limit,
                                             self.config.kill_grace, active))
+
+    def _env(self, defn: JobDefinition, run: Run, params: dict) -> dict:
+        """The environment of a run's process (a command, a python job's worker)."""
+        return {**_job_env(defn, self._p.passed_env), **params.get("env", {}),
+                "TS_JOB_ID": defn.id, "TS_RUN_ID": run.id,
+                "TS_SCHEDULED_AT": _iso(run.scheduled_at) or ""}
+
+    def _run_isolated(self, defn: JobDefinition, active: _ActiveRun, params: dict) -> _Outcome:
+        """A python job with ``isolation: process``: in a worker forked by the fork server."""
+        base_dir = self.config.base_dir
+        spec = {"func": defn.func, "base_dir": base_dir, "job_id": defn.id,
+                "args": params.get("args", defn.args),
+                "kwargs": {**defn.kwargs, **params.get("kwargs", {})},
+                "env": self._env(defn, active.run, params), "scheduled_at":
+                active.run.scheduled_at, "log_level": logging.getLogger().getEffectiveLevel(),
+                "cwd": _resolve_path(defn.cwd, base_dir) if defn.cwd else None}
+        return _settled(active, run_isolated(self._p.forkserver, spec, defn.timeout,
+                                             self.config.kill_grace, active))
 
 
 class Runner:
@@ -558,10 +580,11 @@ class Runner:
 
     def _refuse_python(self, job_id: str, run_id: str) -> None:
         rec = self._p.book.get(job_id)
-        if rec is not None and rec.definition.kind == "python":
-            raise JobConflict(f"run {run_id} is a python job; a running thread cannot be "
-                              f"stopped from outside (make the job return, or run it as a "
-                              f"command job to get timeout and cancel)")
+        if rec is not None and rec.definition.kind == "python" and \
+                rec.definition.isolation == "thread":
+            raise JobConflict(f"run {run_id} is a python job run in a thread, which cannot be "
+                              f"stopped from outside (make the job return, or give it "
+                              f"isolation: process to get timeout and cancel)")
 
     # stopping
 
@@ -586,6 +609,7 @@ class Runner:
         for active in list(self.active.values()):
             self.finish(active, _Outcome("interrupted", error="service stopped"))
         self._starter.pool.shutdown(wait=False, cancel_futures=True)
+        self._p.forkserver.close(self.config.kill_grace)
         if self._finisher.held and self._p.history.flush(10):
             self.queue_held()   # their runs' ends are written: other nodes may take them
         self.fencing.close()

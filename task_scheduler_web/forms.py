@@ -139,6 +139,15 @@ def checkbox(default: bool) -> Callable[[str], Any]:
     return read
 
 
+def read_isolation(text: str):
+    """The "own process" checkbox of a python job: isolation process, else the default."""
+    return "process" if checkbox(False)(text) is True else OMIT
+
+
+def show_isolation(value) -> str:
+    return "1" if value == "process" else "0"
+
+
 def read_notify(text: str):
     """The notify list as YAML (as in jobs.yaml: ``- webhook: https://...``)."""
     if not text.strip():
@@ -239,6 +248,7 @@ GROUPS: tuple[Group, ...] = (
     Group("placement", (
         Field("run_on", "run_on", read_words, show_words, mono=True, placeholder="gpu, eu"),
         Field("is_enabled", "is_enabled", checkbox(True), show_checkbox(True), "checkbox"),
+        Field("isolation", "isolation", read_isolation, show_isolation, "checkbox", "python"),
     )),
     Group("notify", (
         Field("notify", "notify", read_notify, show_notify, "textarea", mono=True,

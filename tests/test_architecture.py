@@ -27,7 +27,7 @@ FLOORS = [
                                "store.runs", "store.liveness", "store.schedules", "store.nodes",
                                "store.queries", "store.jobs", "store.notes", "store.sessions",
                                "store.retention", "history", "executor",
-                               "capture", "fence", "bus", "lockfile"}),
+                               "capture", "fence", "forkserver", "bus", "lockfile"}),
     ("parts", {"book", "runner", "scheduler", "cluster", "notify", "reload", "metrics",
                "builtin", "jobs", "status", "runlog", "yamledit"}),
     ("front door", {"service"}),

@@ -395,7 +395,12 @@ def test_form_python_kwargs_and_shell_choice():
     form.update(kwargs="[1]")
     assert forms.form_to_definition(form, say)[1] == {
         "kwargs": "Write a JSON object: {\"name\": value, ...}."}
+    form.update(isolation="1")
+    assert forms.form_to_definition(form, say)[0]["isolation"] == "process"
+    assert forms.job_to_form({"id": "p", "kind": "python", "definition": {
+        "id": "p", "func": "mod:func", "isolation": "process"}})["isolation"] == "1"
     form.update(kind="command", target="echo a | tr a b", kwargs="")
+    assert "isolation" not in forms.form_to_definition(form, say)[0]   # python jobs only
     assert forms.form_to_definition(form, say)[0]["shell"] is True
     form.update(target="echo plain")
     assert "shell" not in forms.form_to_definition(form, say)[0]

@@ -130,7 +130,7 @@ def test_run_with_parameters_and_rerun(tmp_path, make_service):
     for job_id, body, words in [
             ("greet", {"kwargs": {"nope": 1}}, "greet() has no parameter 'nope'"),
             ("greet", {"args": []}, "greet() needs the argument 'name'"),
-            ("greet", {"env": {"A": "b"}}, "env is for command jobs only"),
+            ("greet", {"env": {"A": "b"}}, "env is for command jobs and python jobs with"),
             ("show", {"kwargs": {"a": 1}}, "kwargs are for python jobs only"),
             ("show", {"env": {"A": 1}}, "env.A"),
             ("show", {"colour": "red"}, "colour")]:

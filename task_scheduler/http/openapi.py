@@ -93,6 +93,9 @@ class ApiJob(_Out):
     misfire_grace_time: Optional[float]
     timeout: Optional[float]
     tags: list[str]
+    isolation: Optional[Literal["thread", "process"]] = Field(
+        description="python jobs: where it runs (process: cancel and timeout end it); "
+                    "null for commands")
     run_on: list[str] = Field(description="only a node with all these labels runs it")
     notify: list[dict[str, Any]] = Field(description="notification targets, secrets hidden")
     is_enabled: bool

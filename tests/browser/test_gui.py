@@ -269,8 +269,13 @@ def test_running_run_page_refreshes_itself(gui_server, page, shot):
     shot(page, "finished")
 
 
-def test_cancel_a_running_run(gui_server, page, shot):
-    page.goto(gui_server.url("/jobs/sleepy_job"))
+@pytest.mark.parametrize("job_id", ["sleepy_job", "sleepy_python"])
+def test_cancel_a_running_run(gui_server, page, shot, job_id, request):
+    if job_id == "sleepy_python":   # a python job in a worker process stops as a command does
+        gui_server.service.add_job({"id": job_id, "func": "time:sleep", "args": [60],
+                                    "isolation": "process"})
+        request.addfinalizer(lambda: gui_server.service.delete_job(job_id))
+    page.goto(gui_server.url(f"/jobs/{job_id}"))
     page.get_by_test_id("job-detail").get_by_role("button", name="Run").click()
     page.get_by_test_id("flash").get_by_role("link").click()
     detail = page.get_by_test_id("run-detail")
@@ -280,7 +285,7 @@ def test_cancel_a_running_run(gui_server, page, shot):
     expect(page.get_by_test_id("flash")).to_contain_text("cancel")
     expect(detail).to_have_attribute("data-status", "cancelled", timeout=RUN_DONE)
     expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
-    shot(page, "cancelled")
+    shot(page, f"cancelled_{job_id}")
     assert gui_server.service.run(run_id)["status"] == "cancelled"
 
 

@@ -323,6 +323,7 @@ def test_form_says_everything_jobs_yaml_can(gui_server, context_for, shot):
     form.locator('[name="retries_max"]').fill("2")
     form.locator('[name="retries_delay"]').fill("30")
     form.locator('[name="run_on"]').fill("")
+    form.locator('input[type="checkbox"][name="isolation"]').check()   # a worker process
     shot(page, "full_form")
     page.get_by_role("button", name="Create job").click()
     expect(page.get_by_test_id("flash")).to_contain_text("greeter created")
@@ -331,11 +332,13 @@ def test_form_says_everything_jobs_yaml_can(gui_server, context_for, shot):
     assert definition["misfire_grace_time"] is None and definition["retries"] == {
         "max": 2, "delay": 30}
     assert definition["trigger"] == {"type": "interval", "seconds": 600, "jitter": 5}
+    assert definition["isolation"] == "process"
     run = finished_run(gui_server, "greeter")
     assert run["stdout"] == "hello world!\n"
     page.get_by_role("link", name="Edit").click()
     expect(form.locator('[name="kwargs"]')).to_have_value('{"name": "world"}')
     expect(form.locator('input[type="checkbox"][name="coalesce"]')).not_to_be_checked()
+    expect(form.locator('input[type="checkbox"][name="isolation"]')).to_be_checked()
     expect(page.get_by_test_id("advanced")).to_have_attribute("open", "")
 
 
