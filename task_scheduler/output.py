@@ -48,7 +48,11 @@ class CappedOutput:
 
     @property
     def truncated(self) -> bool:
-        return self.dropped > 0
+        """Whether the stored text leaves bytes out: also when no chunk was dropped whole but
+        the one tail chunk is longer than the half kept of it (one big read: what a loaded
+        machine's pipe hands over)."""
+        with self._lock:
+            return self.total > len(self._head) + min(self._tail_size, self._half)
 
     def parts(self) -> tuple[bytes, bytes, int]:
         """(head, tail, total): what is kept of the stream, and how long it is."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 
 import pytest
@@ -230,6 +231,24 @@ def test_capped_output_unit():
     text = out.text()
     assert text.startswith("abcde") and text.endswith("vwxyz") and out.truncated
     assert "[... 16 bytes truncated ...]" in text
+
+
+def test_capped_output_says_truncated_however_the_bytes_were_read():
+    """``truncated`` agrees with the stored text for every way of cutting the same bytes into
+    reads: one big read (a loaded machine's pipe) once left it False under a cut text."""
+    data = bytes(range(97, 123)) * 3   # 78 bytes
+    rng = random.Random(7)
+    for limit in (1, 10, 40, 77, 78, 200):
+        for _ in range(200):
+            out, at = ts_output.CappedOutput(limit), 0
+            while at < len(data):
+                step = rng.choice((1, 3, 20, 50, len(data)))
+                out.write(data[at:at + step])
+                at += step
+            head, tail, total = out.parts()
+            assert out.truncated == (total > len(head) + len(tail)) == \
+                ("bytes truncated" in out.text()), (limit, head, tail)
+            assert out.truncated == (len(data) > 2 * max(limit // 2, 1))
 
 
 def test_setsid_grandchild_cannot_hold_a_timed_out_run_open(tmp_path, make_service):
