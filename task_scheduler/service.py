@@ -12,6 +12,7 @@ from typing import Optional
 
 from .book import JobBook
 from .bus import Bus
+from .changes import ChangeFeed, Changes
 from .checks import SECRET_ENV, check_params
 from .cluster import Cluster, NodeHooks
 from .config import Config, __version__, check_token
@@ -91,6 +92,7 @@ class SchedulerService:
         self._lockfile = None
         self.bus.subscribe("ts_jobs", self._jobs_changed)
         self.bus.subscribe("ts_runs", self.runner.wake)
+        self.changes = ChangeFeed(self.store, self.bus, job_state=self._job_state)
 
     # lifecycle
 
@@ -110,6 +112,7 @@ class SchedulerService:
         self.runner.start()
         self.notifier.start()
         self.cluster.start()
+        self.changes.start()
         if self.reloader is not None:
             if not self.cluster.leads():
                 self.jobs_file.reload_quietly()   # validate this copy; the leader applies its own
@@ -154,6 +157,7 @@ class SchedulerService:
         self.history.stop()
         self.notifier.stop()
         self.cluster.stop()
+        self.changes.stop()
         self.bus.stop()
         self.engine.dispose()
         if self._lockfile is not None:
@@ -191,6 +195,15 @@ class SchedulerService:
         changed = self.book.refresh(payload.get("ids") if payload else None)
         if changed and self.cluster.leads():
             self.scheduler.ask(changed)
+
+    def _job_state(self, job_id: str) -> Optional[str]:
+        rec = self.book.records.get(job_id)
+        return rec.state if rec is not None else None
+
+    def changes_since(self, cursor: Optional[str], wait: float = 0.0) -> Changes:
+        """Runs and jobs that changed after ``cursor`` (see ``ChangeFeed.read``): what live
+        pages and ``/api/events`` tell, from memory, however many read."""
+        return self.changes.read(cursor, wait)
 
     # health and status
 

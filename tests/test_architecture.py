@@ -29,7 +29,7 @@ FLOORS = [
                                "store.retention", "history", "executor",
                                "capture", "fence", "bus", "lockfile"}),
     ("parts", {"book", "runner", "scheduler", "cluster", "notify", "reload", "metrics",
-               "builtin", "jobs", "status", "runlog"}),
+               "builtin", "jobs", "status", "runlog", "changes"}),
     ("front door", {"service"}),
     ("http", {"http", "http.io", "http.guard", "http.api", "http.openapi", "http.app",
               "http.server", "client"}),
