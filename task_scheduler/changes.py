@@ -45,7 +45,7 @@ class ChangeFeed:
     GAP = 0.1      # s at least between looks: a busy node commits hundreds of times a second
     IDLE = 15.0    # s without a reader before the feed stops looking (pollers ask every 1-2 s)
     WINDOW = 2.0   # s of run ids looked at again: a run committed after a newer id was seen
-    CAP = 500      # runs told one by one per look; more is one ``reset`` (a burst, a backlog)
+    CAP = 200      # runs told one by one per look; more is one ``reset`` (a burst, a backlog)
     KEEP = 2000    # events kept for pollers and reconnecting streams
 
     def __init__(self, store: Store, bus: Bus, job_state: Callable[[str], Optional[str]]):
@@ -172,9 +172,9 @@ class ChangeFeed:
     def _too_many(self, fresh: list, active: list) -> list:
         """More changes than are worth telling one by one: one ``reset`` when what is there
         differs from the last look (not one every look while a backlog waits)."""
-        mark = hash((tuple(map(tuple, fresh)), tuple(map(tuple, active))))
-        self._floor = max(self._floor, _back(self._store.queries.newest_run_id() or "",
-                                             self.WINDOW))
+        newest = self._store.queries.newest_run_id() or ""
+        mark = hash((newest, tuple(map(tuple, active))))   # not the window: it slides alone
+        self._floor = max(self._floor, _back(newest, self.WINDOW))
         self._runs = {row.id: row for row in (*fresh, *active)}
         told, self._overflow = self._overflow != mark, mark
         return [("reset", {})] if told else []

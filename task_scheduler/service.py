@@ -210,10 +210,11 @@ class SchedulerService:
     def health(self) -> tuple[bool, dict]:
         return self.board.health()
 
-    def status(self, counts_max_age: float = 0) -> dict:
+    def status(self, counts_max_age: float = 0, counts_key=None) -> dict:
         """The service's state; ``runs_24h`` may be up to ``counts_max_age`` seconds old (the
-        dashboard: counting a day of a million-run history is most of what it costs)."""
-        return self.board.status(counts_max_age)
+        dashboard: counting a day of a million-run history is most of what it costs), or a
+        second when ``counts_key`` (the change feed's cursor) differs from the last count's."""
+        return self.board.status(counts_max_age, counts_key)
 
     def nodes(self) -> list[dict]:
         """The cluster's nodes (SQLite: this one), the leader marked."""

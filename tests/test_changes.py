@@ -138,7 +138,7 @@ def test_too_many_changes_at_once_are_one_reset(service, client):
     reader.until(lambda: ("reset", {}) in reader.events, message="a reset")
     assert not [e for e in reader.events if e[0] == "run"]
     count = len(reader.events)
-    time.sleep(1.5)   # several looks at the same backlog
+    time.sleep(3)   # several looks at the same backlog, past the window of fresh ids
     reader.poll()
     assert len(reader.events) == count, "one reset per change, not one per look"
 
@@ -242,9 +242,10 @@ def test_streams_are_bounded_and_a_gone_client_frees_its_slot(service, live_serv
     streams = [open_events(live_server) for _ in range(ts_api.MAX_STREAMS)]
     assert all(first.startswith(b"HTTP/1.1 200") for _, first in streams)
     extra, first = open_events(live_server)
+    first += read_events(extra, b"}}")
     extra.close()
     assert first.startswith(b"HTTP/1.1 503")
-    body = json.loads(first.partition(b"\r\n\r\n")[2] or b"{}")
+    body = json.loads(first.partition(b"\r\n\r\n")[2])
     assert "poll" in body["error"]["message"]
     gui, first = open_events(live_server, "/live")   # the GUI's stream shares the slots
     gui.close()
@@ -263,3 +264,18 @@ def test_streams_are_bounded_and_a_gone_client_frees_its_slot(service, live_serv
         sock.close()
         return first.startswith(b"HTTP/1.1 200")
     wait_for(slot_free, 8, 0.2, "a slot of the killed streams to be free")
+
+
+def test_the_dashboards_counts_move_when_runs_change_and_stay_cached_when_not(service):
+    service.add_job({"id": "c", "command": "true", "trigger": {"type": "manual"}})
+    key = service.changes_since(None).cursor
+    assert service.status(counts_max_age=60, counts_key=key)["runs_24h"] == {}
+    run = service.run_now("c")
+    wait_for(lambda: service.run(run["id"])["status"] == "succeeded")
+    service.flush()
+    assert service.status(counts_max_age=60, counts_key=key)["runs_24h"] == {}   # cached
+    moved = wait_for(lambda: service.changes_since(key).events and
+                     service.changes_since(key).cursor)
+    counted = wait_for(lambda: service.status(counts_max_age=60, counts_key=moved)
+                       ["runs_24h"], 3, 0.1, "a recount once the cursor moved")
+    assert counted == {"succeeded": 1}

@@ -26,8 +26,8 @@ def api_index(service):
 
 
 INDEX_LINKS = {"docs": "/api/docs", "openapi": "/api/openapi.json", "jobs": "/api/jobs",
-               "runs": "/api/runs", "events": "/api/events", "nodes": "/api/nodes", "status": "/api/status",
-               "health": "/api/health", "metrics": "/metrics"}
+               "runs": "/api/runs", "events": "/api/events", "nodes": "/api/nodes",
+               "status": "/api/status", "health": "/api/health", "metrics": "/metrics"}
 
 
 def api_health(service):
