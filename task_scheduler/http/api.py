@@ -15,6 +15,7 @@ from ..errors import SchedulerError, Unavailable
 from .io import (
     CURSOR_PATTERN, EventsQuery, JobsQuery, OutputQuery, RunsQuery, _content_length, _json_body,
     _json_response, _query_params, _raw_json, _text)
+from ..text import _clean
 from ..timeutil import _naive_utc
 
 
@@ -208,14 +209,17 @@ def events_answer(service) -> bottle.HTTPResponse:
 
     def events():
         changes = start
-        while not service.stopping:
-            told = [("reset", {})] if changes.reset else changes.events
-            for index, (kind, data) in enumerate(told):
-                last = index == len(told) - 1   # a stream that breaks resumes after it
-                yield _sse(kind, data, changes.cursor if last else None)
-            if not told:
-                yield ": nothing new\n\n"   # how a stream finds its client gone
-            changes = service.changes_since(changes.cursor, wait=STREAM_KEEPALIVE)
+        try:
+            while not service.stopping:
+                told = [("reset", {})] if changes.reset else changes.events
+                for index, (kind, data) in enumerate(told):
+                    last = index == len(told) - 1   # a stream that breaks resumes after it
+                    yield _sse(kind, data, changes.cursor if last else None)
+                if not told:
+                    yield ": nothing new\n\n"   # how a stream finds its client gone
+                changes = service.changes_since(changes.cursor, wait=STREAM_KEEPALIVE)
+        except sa.exc.SQLAlchemyError as exc:   # the feed woke to a database that is away
+            yield _sse("error", {"message": _clean(exc)})
     return _sse_response(events, "poll: GET /api/events?after=CURSOR (JSON)")
 
 
