@@ -45,12 +45,16 @@ import task_scheduler.http.api as ts_api  # noqa: E402
 from task_scheduler.changes import ChangeFeed  # noqa: E402
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pages", type=int, default=30)
-    parser.add_argument("--jobs", type=int, default=100)
-    parser.add_argument("--duration", type=float, default=8.0)
-    args = parser.parse_args()
+    parser.add_argument("--pages", type=int, default=30, help="pages open at once")
+    parser.add_argument("--jobs", type=int, default=100, help="jobs in the list")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per way")
+    return parser
+
+
+def main() -> int:
+    args = _parser().parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         service = ts.SchedulerService(ts.Config(
