@@ -51,7 +51,7 @@ class Reader:
 @pytest.mark.both_databases
 def test_a_run_is_told_queued_running_and_ended(service, client):
     reader = Reader(client)
-    service.add_job({"id": "short", "command": "sleep 0.6", "trigger": {"type": "manual"}})
+    service.add_job({"id": "short", "command": "sleep 1.5", "trigger": {"type": "manual"}})
     run = service.run_now("short")
     reader.until(lambda: any(r["status"] == "running" for r in reader.runs(run["id"])),
                  message="running")
@@ -116,7 +116,7 @@ def test_a_run_on_another_node_is_told_on_this_one(postgres_url, tmp_path):
     try:
         a, b = services
         reader = Reader(Client(ts.create_app(a)))
-        b.add_job({"id": "there", "command": "sleep 0.5", "trigger": {"type": "manual"}})
+        b.add_job({"id": "there", "command": "sleep 2", "trigger": {"type": "manual"}})
         reader.until(lambda: ("job", {"id": "there", "state": "manual"}) in reader.events,
                      message="the job added on b")
         run = b.run_now("there")
