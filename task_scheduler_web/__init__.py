@@ -159,11 +159,14 @@ def _run_params(back: str) -> dict | None:
 
 def gui_runs(service) -> str:
     filters = _query(("job_id", "status"))
+    # Only the newest page follows changes: new runs never land on an older one.
+    newest = not (bottle.request.query.get("before") or bottle.request.query.get("offset"))
+    live = _live(service, filters["job_id"] or None) if newest else None
     runs, pager = _run_page(service, PAGE_SIZE, filters, job_id=filters["job_id"] or None,
                             status=filters["status"] or None)
     job_ids = [job["id"] for job in service.jobs()]
     return _render("runs", nav="runs", title=_t("title.runs"), runs=runs, filters=filters,
-                   job_ids=job_ids, pager=pager)
+                   job_ids=job_ids, pager=pager, live=live)
 
 
 def gui_run_detail(service, run_id: str) -> str:

@@ -7,8 +7,8 @@
 // 2. The footer offers the browser's own time zone (Intl), remembered by the server in a cookie.
 // 3. Runs in the timeline and the duration chart show their details on hover or on a first tap
 //    (a second tap, or the link in the tip, opens the run); without script, <title> does it.
-// 4. The dashboard, the job list and a job's page follow the change feed (/live: Server-Sent
-//    Events; where a stream is refused or EventSource missing, the same feed as JSON once a
+// 4. The dashboard, the job list, a job's page and the newest runs follow the change feed
+//    (/live: Server-Sent Events; where a stream is refused or EventSource missing, the same feed as JSON once a
 //    second). A change that concerns the page fetches the page again, at most twice a second,
 //    and swaps its [data-live-region] elements: filters and forms outside them keep their
 //    values and focus. Without script the pages are as drawn (reload to see more).

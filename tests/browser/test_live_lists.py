@@ -113,6 +113,19 @@ def test_the_job_page_shows_its_run_running_then_ended(fresh_server, page, shot)
     assert unchanged(), "the run's end was drawn without a reload"
 
 
+def test_the_run_list_follows_on_its_newest_page_only(fresh_server, page, shot):
+    page.goto(fresh_server.url("/runs"))
+    expect(page.get_by_test_id("live")).to_have_attribute("data-state", "stream")
+    unchanged = same_page(page)
+    run = api_run(fresh_server.base_url, "echo_job")
+    row = page.locator(f'[data-testid="run-row"][data-run-id="{run["id"]}"]')
+    expect(row).to_have_attribute("data-status", "succeeded", timeout=SHOWN)
+    shot(page, "newest")
+    assert unchanged()
+    page.goto(fresh_server.url(f"/runs?before={run['id']}"))   # an older page: as drawn
+    expect(page.get_by_test_id("live")).to_have_count(0)
+
+
 def test_a_filter_being_typed_keeps_its_text_and_focus_while_rows_redraw(fresh_server, page,
                                                                          shot):
     page.goto(fresh_server.url("/jobs"))
