@@ -13,6 +13,7 @@ from typing import Optional
 
 from .book import JobBook
 from .bus import Bus
+from .changes import ChangeFeed, Changes
 from .checks import SECRET_ENV, check_params
 from .cluster import Cluster, NodeHooks
 from .config import Config, __version__, check_token
@@ -94,6 +95,7 @@ class SchedulerService:
         self._lockfile = None
         self.bus.subscribe("ts_jobs", self._jobs_changed)
         self.bus.subscribe("ts_runs", self.runner.wake)
+        self.changes = ChangeFeed(self.store, self.bus, job_state=self._job_state)
 
     # lifecycle
 
@@ -113,6 +115,7 @@ class SchedulerService:
         self.runner.start()
         self.notifier.start()
         self.cluster.start()
+        self.changes.start()
         if self.reloader is not None:
             if not self.cluster.leads():
                 self.jobs_file.reload_quietly()   # validate this copy; the leader applies its own
@@ -157,6 +160,7 @@ class SchedulerService:
         self.history.stop()
         self.notifier.stop()
         self.cluster.stop()
+        self.changes.stop()
         self.bus.stop()
         self.engine.dispose()
         if self._lockfile is not None:
@@ -195,15 +199,25 @@ class SchedulerService:
         if changed and self.cluster.leads():
             self.scheduler.ask(changed)
 
+    def _job_state(self, job_id: str) -> Optional[str]:
+        rec = self.book.records.get(job_id)
+        return rec.state if rec is not None else None
+
+    def changes_since(self, cursor: Optional[str], wait: float = 0.0) -> Changes:
+        """Runs and jobs that changed after ``cursor`` (see ``ChangeFeed.read``): what live
+        pages and ``/api/events`` tell, from memory, however many read."""
+        return self.changes.read(cursor, wait)
+
     # health and status
 
     def health(self) -> tuple[bool, dict]:
         return self.board.health()
 
-    def status(self, counts_max_age: float = 0) -> dict:
+    def status(self, counts_max_age: float = 0, counts_key=None) -> dict:
         """The service's state; ``runs_24h`` may be up to ``counts_max_age`` seconds old (the
-        dashboard: counting a day of a million-run history is most of what it costs)."""
-        return self.board.status(counts_max_age)
+        dashboard: counting a day of a million-run history is most of what it costs), or a
+        second when ``counts_key`` (the change feed's cursor) differs from the last count's."""
+        return self.board.status(counts_max_age, counts_key)
 
     def nodes(self) -> list[dict]:
         """The cluster's nodes (SQLite: this one), the leader marked."""

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from .store import Store
 
 
+CHANGED_AGE = 1.0   # s: counts a live dashboard shows move once a second at most
+
+
 class StatusBoard:
     """Reads the parts' state into the shapes the API answers. ``started_at`` and ``stopping``
     are set by the service as it starts and stops."""
@@ -43,7 +46,7 @@ class StatusBoard:
         self.jobs_file, self.timezone = jobs_file, timezone
         self.started_at: Optional[dt.datetime] = None
         self.stopping = False
-        self._counts: tuple = (-float("inf"), {})   # (monotonic time, runs_24h)
+        self._counts: tuple = (-float("inf"), None, {})   # (monotonic time, key, runs_24h)
 
     def health(self) -> tuple[bool, dict]:
         scheduler_ok = self.scheduler.alive() and not self.scheduler.last_error
@@ -56,7 +59,7 @@ class StatusBoard:
                 "scheduler": self._scheduler_state() if scheduler_ok else "down", "db": db}
         return body["status"] == "ok", body
 
-    def status(self, counts_max_age: float = 0) -> dict:
+    def status(self, counts_max_age: float = 0, counts_key=None) -> dict:
         counts = collections.Counter(r.state for r in self.book.records.values())
         return {
             "version": __version__,
@@ -69,7 +72,7 @@ class StatusBoard:
             "scheduler": self._scheduler_state(),
             "timezone": str(self.timezone),
             "jobs": {"total": len(self.book.records), **{s: counts.get(s, 0) for s in JOB_STATES}},
-            "runs_24h": self._run_counts(counts_max_age),
+            "runs_24h": self._run_counts(counts_max_age, counts_key),
             "active_runs": len(self.runner.active),
             "config": self.jobs_file.status(),
         }
@@ -98,13 +101,14 @@ class StatusBoard:
         return {"reloads": state.reloads, "reload_failures": state.failures,
                 "history_dropped": self.history.dropped, "failovers": self.cluster.failovers}
 
-    def _run_counts(self, max_age: float) -> dict:
+    def _run_counts(self, max_age: float, key=None) -> dict:
         """A day of a million-run history costs most of a dashboard: counted at most every
-        ``max_age`` seconds."""
-        at, counts = self._counts
-        if time.monotonic() - at > max_age:
+        ``max_age`` seconds, or every CHANGED_AGE while ``key`` (what changed) moves."""
+        at, counted_key, counts = self._counts
+        age = time.monotonic() - at
+        if age > max_age or (key != counted_key and age > min(max_age, CHANGED_AGE)):
             counts = self.store.queries.run_counts(_utcnow() - dt.timedelta(hours=24))
-            self._counts = (time.monotonic(), counts)
+            self._counts = (time.monotonic(), key, counts)
         return dict(counts)
 
     def _leader(self) -> Optional[str]:

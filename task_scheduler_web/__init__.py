@@ -28,6 +28,7 @@ import bottle
 import yaml
 
 from task_scheduler.errors import SchedulerError
+from task_scheduler.http.api import events_answer
 from task_scheduler.http.io import MAX_OFFSET, YAML_TYPE
 from task_scheduler.models import JOB_STATES, RUN_STATUSES
 
@@ -44,6 +45,7 @@ STATIC = os.path.join(HERE, "static")
 ACTIVE = ("queued", "running")
 PAGE_SIZE = 50
 DASH_COUNTS_AGE = 5       # s the dashboard's 24 h counts may lag: a day of 1M runs is 35k rows
+                          # (sooner when runs changed: a live dashboard shows its counts move)
 JOBS_PAGE_SIZE = 100      # a whole fleet on one page; the filters narrow it down
 SESSION_TTL = 12 * 3600   # a working day: long enough not to nag, short enough to expire
 FLASH_TTL = 60            # the flash only has to survive one 303 redirect
@@ -57,32 +59,49 @@ CSP = ("default-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; 
 # -- Pages -----------------------------------------------------------------------------------
 
 def gui_dashboard(service) -> str:
-    status = service.status(counts_max_age=DASH_COUNTS_AGE)
+    live = _live(service)   # before the page is read: what changes after it is told
+    status = service.status(counts_max_age=DASH_COUNTS_AGE, counts_key=live["cursor"])
     locale = _locale()
     config = status.get("config") or {}
     return _render("dashboard", nav="dashboard", title=_t("title.dashboard"), status=status,
                    config=config, config_errors=_config_errors(config), nodes=service.nodes(),
+                   live=live,
                    timeline=charts.timeline(service, locale, _query(("range",))["range"]))
 
 
 def gui_jobs(service) -> str:
     filters = _query(("q", "state", "source", "kind", "tag"))
     offset = _int_arg("offset")
+    live = _live(service)
     jobs = service.jobs(**{k: v or None for k, v in filters.items()}, limit=JOBS_PAGE_SIZE,
                         offset=offset)
     return _render("jobs", nav="jobs", title=_t("title.jobs"), jobs=jobs, filters=filters,
-                   pager=_pager(jobs, JOBS_PAGE_SIZE, offset, filters),
+                   pager=_pager(jobs, JOBS_PAGE_SIZE, offset, filters), live=live,
                    here=bottle.request.fullpath + _qs())
 
 
 def gui_job_detail(service, job_id: str) -> str:
+    live = _live(service, job_id)
     job = _fetch(service.job, job_id)
     runs, pager = _run_page(service, 20, {}, job_id=job_id)
     recent = service.runs(job_id=job_id, limit=CHART_RUNS)
     definition = yaml.safe_dump(job.get("definition") or {}, sort_keys=False, allow_unicode=True)
     return _render("job_detail", nav="jobs", title=_t("title.job", id=job_id), job=job,
                    runs=runs, definition=definition, pager=pager, where=job.get("defined_at"),
-                   chart=charts.duration_chart(recent, _locale()), here=f"/jobs/{job_id}")
+                   chart=charts.duration_chart(recent, _locale()), here=f"/jobs/{job_id}",
+                   live=live)
+
+
+def _live(service, job_id: str | None = None) -> dict:
+    """What a live page's script needs: where the change feed is now, and the job it is about
+    (none: every change)."""
+    return {"cursor": service.changes_since(None).cursor, "job": job_id}
+
+
+def gui_live(service):
+    """The change feed for the live pages, behind the GUI's login: the same answers as
+    ``GET /api/events`` (a stream, or JSON after ``?after=``)."""
+    return events_answer(service)
 
 
 def gui_job_new(service) -> str:
@@ -166,11 +185,14 @@ def _run_params(back: str) -> dict | None:
 
 def gui_runs(service) -> str:
     filters = _query(("job_id", "status"))
+    # Only the newest page follows changes: new runs never land on an older one.
+    newest = not (bottle.request.query.get("before") or bottle.request.query.get("offset"))
+    live = _live(service, filters["job_id"] or None) if newest else None
     runs, pager = _run_page(service, PAGE_SIZE, filters, job_id=filters["job_id"] or None,
                             status=filters["status"] or None)
     job_ids = [job["id"] for job in service.jobs()]
     return _render("runs", nav="runs", title=_t("title.runs"), runs=runs, filters=filters,
-                   job_ids=job_ids, pager=pager)
+                   job_ids=job_ids, pager=pager, live=live)
 
 
 def gui_run_detail(service, run_id: str) -> str:
@@ -329,6 +351,7 @@ GUI_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/runs/<run_id>/tail", gui_run_tail),
     ("POST", "/runs/<run_id>/cancel", gui_run_cancel),
     ("POST", "/runs/<run_id>/rerun", gui_run_rerun),
+    ("GET", "/live", gui_live),
     ("GET", "/config", gui_config),
     ("POST", "/config/reload", gui_reload),
     ("GET", "/login", gui_login),

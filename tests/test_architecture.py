@@ -29,7 +29,7 @@ FLOORS = [
                                "store.retention", "history", "executor",
                                "capture", "fence", "forkserver", "bus", "lockfile"}),
     ("parts", {"book", "runner", "scheduler", "cluster", "notify", "reload", "metrics",
-               "builtin", "jobs", "status", "runlog", "yamledit"}),
+               "builtin", "jobs", "status", "runlog", "yamledit", "changes"}),
     ("front door", {"service"}),
     ("http", {"http", "http.io", "http.guard", "http.api", "http.openapi", "http.app",
               "http.server", "client"}),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+from typing import Optional
 
 import bottle
 import sqlalchemy as sa
@@ -11,8 +13,9 @@ import sqlalchemy as sa
 from ..config import __version__
 from ..errors import SchedulerError, Unavailable
 from .io import (
-    YAML_TYPE, JobQuery, JobsQuery, OutputQuery, RunsQuery, _content_length, _json_body,
-    _query_params, _raw_json, _text)
+    CURSOR_PATTERN, YAML_TYPE, EventsQuery, JobQuery, JobsQuery, OutputQuery, RunsQuery,
+    _content_length, _json_body, _json_response, _query_params, _raw_json, _text)
+from ..text import _clean
 from ..timeutil import _naive_utc
 
 
@@ -24,8 +27,8 @@ def api_index(service):
 
 
 INDEX_LINKS = {"docs": "/api/docs", "openapi": "/api/openapi.json", "jobs": "/api/jobs",
-               "runs": "/api/runs", "nodes": "/api/nodes", "status": "/api/status",
-               "health": "/api/health", "metrics": "/metrics"}
+               "runs": "/api/runs", "events": "/api/events", "nodes": "/api/nodes",
+               "status": "/api/status", "health": "/api/health", "metrics": "/metrics"}
 
 
 def api_health(service):
@@ -142,13 +145,9 @@ def _event_stream(service, run_id: str, stream: str, offset: int) -> bottle.HTTP
     """Server-Sent Events: an ``output`` event per new piece, ``end`` when the run ends. Each
     stream holds a server thread, so only a few at a time (clients may poll ?offset instead)."""
     service.output(run_id, stream, offset)   # 404 now, not inside the stream
-    streams = bottle.request.app.config["ts.streams"]
-    if not streams.acquire(blocking=False):
-        raise Unavailable("too many live streams at once; poll with ?offset= instead")
 
     def events():
         try:
-            yield "retry: 1000\n\n"
             at, quiet = offset, 0.0
             while True:
                 out = service.output(run_id, stream, at)
@@ -165,19 +164,81 @@ def _event_stream(service, run_id: str, stream: str, offset: int) -> bottle.HTTP
                 time.sleep(STREAM_POLL)
         except (SchedulerError, sa.exc.SQLAlchemyError) as exc:
             yield _sse("error", {"message": str(exc)})
+    return _sse_response(events, "poll with ?offset= instead")
+
+
+def _sse_response(events, instead: str) -> bottle.HTTPResponse:
+    """``events()`` as a text/event-stream in one of the MAX_STREAMS slots (503 when all are
+    taken: ``instead`` says what to do then); the slot is free again when the stream ends,
+    or when a keep-alive finds its client gone."""
+    streams = bottle.request.app.config["ts.streams"]
+    if not streams.acquire(blocking=False):
+        raise Unavailable(f"too many live streams at once; {instead}")
+
+    def held():
+        try:
+            yield "retry: 1000\n\n"
+            yield from events()
         finally:
             streams.release()
-    return bottle.HTTPResponse(events(), headers={
+    return bottle.HTTPResponse(held(), headers={
         "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no"})
 
 
-def _sse(event: str, data: dict) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+def api_events(service):
+    """Runs and jobs as they change, on every node: queued, started, ended; added, paused.
+
+    ``Accept: text/event-stream`` streams events (SSE): ``run`` {id, job_id, status, node,
+    trigger, started_at, finished_at}, ``job`` {id, state} (state ``deleted`` when it is gone),
+    ``reset`` (more changed than is told one by one, or the stream resumed from a cursor this
+    node no longer knows: read again what you show). Each event's id is a cursor; a stream
+    resumes after ``Last-Event-ID`` or ``?after=``. Streams are few (each holds a server
+    thread): without a free one the answer is 503, and a client polls instead: without that
+    header the answer is JSON, the events after ``?after=CURSOR`` and the cursor to ask from
+    next time (no ``after``: the present cursor and no events)."""
+    return events_answer(service)
+
+
+def events_answer(service) -> bottle.HTTPResponse:
+    """``GET /api/events`` as the API and the GUI's live pages answer it (the GUI behind its
+    own login)."""
+    query = _query_params(EventsQuery)
+    if "text/event-stream" not in bottle.request.get_header("Accept", ""):
+        changes = service.changes_since(query.after)
+        answer = _json_response(200, {
+            "cursor": changes.cursor, "reset": changes.reset,
+            "events": [{"event": kind, "data": data} for kind, data in changes.events]})
+        answer.set_header("Cache-Control", "no-store")
+        return answer
+    resume = bottle.request.get_header("Last-Event-ID", "")
+    start = service.changes_since(resume if re.fullmatch(CURSOR_PATTERN, resume)
+                                  else query.after)
+
+    def events():
+        changes = start
+        try:
+            while not service.stopping:
+                told = [("reset", {})] if changes.reset else changes.events
+                for index, (kind, data) in enumerate(told):
+                    last = index == len(told) - 1   # a stream that breaks resumes after it
+                    yield _sse(kind, data, changes.cursor if last else None)
+                if not told:
+                    yield ": nothing new\n\n"   # how a stream finds its client gone
+                changes = service.changes_since(changes.cursor, wait=STREAM_KEEPALIVE)
+        except sa.exc.SQLAlchemyError as exc:   # the feed woke to a database that is away
+            yield _sse("error", {"message": _clean(exc)})
+    return _sse_response(events, "poll: GET /api/events?after=CURSOR (JSON)")
+
+
+def _sse(event: str, data: dict, event_id: Optional[str] = None) -> str:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 STREAM_POLL = 0.25   # seconds between looks at a streamed run's output
-MAX_STREAMS = 4      # live streams at once: each holds one of the server's threads
+MAX_STREAMS = 6      # live streams at once (output and events): each holds one of the
+                     # server's 12 threads, so at least half are left for everything else
 # A comment this often while a run is quiet: it keeps proxies from closing an idle stream, and
 # it is how a stream finds its client gone (waitress reads nothing while it answers, so only a
 # failed write tells): a killed client's slot is free again within about two of these.

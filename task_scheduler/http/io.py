@@ -65,11 +65,22 @@ class JobQuery(_Model):
                                             "as JSON once read")
 
 
+CURSOR_PATTERN = r"^[0-9a-f]{8}\.[0-9]{1,18}$"   # the change feed's epoch and sequence
+
+
 class OutputQuery(_Model):
     """The query string of ``GET /api/runs/{id}/stdout`` (and stderr)."""
 
     offset: Optional[Annotated[int, Field(ge=0, le=1 << 40)]] = Field(
         None, description="answer JSON with what came after this byte of the stream")
+
+
+class EventsQuery(_Model):
+    """The query string of ``GET /api/events``."""
+
+    after: Optional[Annotated[StrictStr, Field(pattern=CURSOR_PATTERN)]] = Field(
+        None, description="answer JSON with the events after this cursor (the cursor of the "
+                          "last answer); without it, the present cursor and no events")
 
 
 class RunsQuery(_Model):

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import __version__
 from .api import api_health
 from .io import (
-    ID_PATTERN, JobQuery, JobsQuery, MAX_BODY, OutputQuery, RunsQuery, YAML_TYPE, _OPEN_ROUTES)
+    ID_PATTERN, EventsQuery, JobQuery, JobsQuery, MAX_BODY, OutputQuery, RunsQuery, YAML_TYPE,
+    _OPEN_ROUTES)
 from ..store.schema import TOTAL_CAP
 from ..models import JOB_STATES, JobDefinition, NOTIFY_EVENTS, RUN_STATUSES, RUN_TRIGGERS, RunParams
 
@@ -245,6 +246,37 @@ class ApiReload(_Out):
     config: ApiConfig
 
 
+class ApiRunChange(_Out):
+    """A run as the change feed tells it (``run`` events)."""
+
+    id: str
+    job_id: str
+    status: Literal[RUN_STATUSES]
+    node: Optional[str]
+    trigger: Literal[RUN_TRIGGERS]
+    started_at: Optional[dt.datetime]
+    finished_at: Optional[dt.datetime]
+
+
+class ApiChange(_Out):
+    """One change: ``run`` (data: ApiRunChange), ``job`` (data: id and state, ``deleted`` when
+    gone), or ``reset`` (data empty: more changed than is told one by one; read again)."""
+
+    event: Literal["run", "job", "reset"]
+    data: dict[str, Any]
+
+
+class ApiChanges(_Out):
+    """The changes after the cursor given, and the cursor to ask from next time.
+
+    ``reset``: this node cannot say what changed since that cursor (another node's, or too
+    old): read again what you show."""
+
+    cursor: str
+    reset: bool
+    events: list[ApiChange]
+
+
 @dataclasses.dataclass(frozen=True)
 class _Op:
     """How one route is documented: its answer (a model, a media type, or None for no body),
@@ -277,6 +309,7 @@ _OPERATIONS = {
     "api_run_stderr": _Op(200, "text/plain", "runs", query=OutputQuery),
     "api_cancel_run": _Op(200, ApiRun, "runs", errors=(409,)),
     "api_nodes": _Op(200, ApiNodes, "service"),
+    "api_events": _Op(200, ApiChanges, "runs", query=EventsQuery),
     "api_reload": _Op(200, ApiReload, "service"),
     "api_openapi": _Op(200, "application/json", "about"),
     "api_docs": _Op(200, "text/html", "about"),
@@ -392,6 +425,8 @@ def _responses(op: _Op, handler, secured: bool) -> dict:
         out[str(op.status)]["content"].update({
             "application/json": {"schema": {"$ref": _REF.format(model="ApiOutput")}},
             "text/event-stream": {"schema": {"type": "string"}}})
+    if op.query is EventsQuery:
+        out[str(op.status)]["content"]["text/event-stream"] = {"schema": {"type": "string"}}
     codes = [400, 404, 405, 413, 415, 422, 503, *op.errors, *([401, 429] if secured else [])]
     for code in sorted(codes):
         out[str(code)] = _json_answer(_ERROR_TEXTS[code], "ApiError")
@@ -413,4 +448,5 @@ def _json_answer(text: Optional[str], model: str) -> dict:
 
 
 _RESPONSE_MODELS = (ApiJob, ApiJobPage, ApiRun, ApiRunDetail, ApiRunPage, ApiRunQueued,
-                    ApiError, ApiIndex, ApiHealth, ApiStatus, ApiNodes, ApiReload, ApiOutput)
+                    ApiError, ApiIndex, ApiHealth, ApiStatus, ApiNodes, ApiReload, ApiOutput,
+                    ApiChanges, ApiRunChange)

@@ -29,6 +29,7 @@ class Database:
         self.dialect = dialect_for(engine)
         self._write_lock = self.dialect.write_lock()
         self.on_commit: list = []   # (channel, payload) after each commit: this process's bus
+        self.committed: list = []   # called with nothing after every write (the change feed)
         self.waiting: collections.deque = collections.deque()   # one item per writer waiting
 
     @property
@@ -49,6 +50,8 @@ class Database:
         for channel, payload in notes:
             for callback in self.on_commit:
                 callback(channel, payload)
+        for callback in self.committed:
+            callback()
 
     def turn(self):
         """The write lock on SQLite (writers take turns before they begin); nothing elsewhere."""

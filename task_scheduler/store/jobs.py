@@ -43,6 +43,13 @@ class JobStore:
             return {r.id: (r.definition_hash, r.paused) for r in conn.execute(
                 sa.select(ts_jobs.c.id, ts_jobs.c.definition_hash, ts_jobs.c.paused))}
 
+    def jobs_mark(self) -> tuple:
+        """(count, newest updated_at) of ts_jobs: changes when a job is added, edited, paused,
+        resumed or deleted (the change feed's look for changes it was not told of)."""
+        with self.db.engine.connect() as conn:
+            return tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(
+                ts_jobs.c.updated_at))).one())
+
     def write_jobs(self, upserts: list[dict], deletes: list[str]) -> None:
         """Insert or update job rows (by id, in id order) and delete others, in one transaction;
         JobConflict if an inserted id appeared meanwhile (another node)."""

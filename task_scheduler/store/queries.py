@@ -10,8 +10,12 @@ import sqlalchemy as sa
 
 from ..models import ENDED_STATUSES, Page, run_to_dict
 from .database import Database
-from .schema import APS_TABLE, RUN_SPAN_COLUMNS, TOTAL_CAP, _SUMMARY_COLUMNS, ts_jobs, ts_runs
+from .schema import (
+    APS_TABLE, LIVE_COLUMNS, RUN_SPAN_COLUMNS, TOTAL_CAP, _SUMMARY_COLUMNS, ts_jobs, ts_runs)
 from ..timeutil import _naive_utc
+
+
+ACTIVE = ("queued", "running")
 
 
 class RunQueries:
@@ -94,6 +98,29 @@ class RunQueries:
                 rows += conn.execute(sa.select(*columns)
                                      .where(ts_runs.c.id.in_(list(older)))).all()
         return rows
+
+    def live_runs(self, floor: str, cap: int) -> tuple[list, list]:
+        """For the change feed: the runs whose id is above ``floor`` and the runs queued or
+        running, each at most ``cap`` + 1 rows (more: too many to tell one by one), only the
+        LIVE_COLUMNS. Two index range reads (the key; ix_ts_runs_status) on one connection."""
+        columns = [ts_runs.c[name] for name in LIVE_COLUMNS]
+        with self.db.engine.connect() as conn:
+            fresh = conn.execute(sa.select(*columns).where(ts_runs.c.id > floor)
+                                 .order_by(ts_runs.c.id).limit(cap + 1)).all()
+            # unordered: a backlog of 100,000 queued runs is not sorted to take 201 of them
+            active = conn.execute(sa.select(*columns).where(ts_runs.c.status.in_(ACTIVE))
+                                  .limit(cap + 1)).all()
+        return fresh, active
+
+    def live_runs_by_id(self, ids: list) -> list:
+        """The LIVE_COLUMNS of these runs (the feed's runs that left queued or running)."""
+        columns = [ts_runs.c[name] for name in LIVE_COLUMNS]
+        with self.db.engine.connect() as conn:
+            return conn.execute(sa.select(*columns).where(ts_runs.c.id.in_(ids))).all()
+
+    def newest_run_id(self) -> Optional[str]:
+        with self.db.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(ts_runs.c.id))).scalar()
 
     def previous_outcome(self, job_id: str, before: str) -> Optional[tuple]:
         """(id, status) of the job's last run before ``before`` that ended (for 'recovered')."""

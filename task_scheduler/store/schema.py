@@ -120,6 +120,8 @@ PRUNE_CHUNK = 200     # runs in retention's first chunk; later ones are sized by
 PRUNE_CHUNK_S = 0.003  # seconds a chunk holds the write lock: what a fire may wait for it
 RUN_SPAN_COLUMNS = ("id", "job_id", "trigger", "status", "scheduled_at", "started_at",
                     "finished_at")   # what the dashboard's timeline draws of a run
+LIVE_COLUMNS = ("id", "job_id", "status", "node", "trigger", "started_at",
+                "finished_at")   # what the change feed tells of a run
 _SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr", "params",
                                                            "result")]
 # Runs that count against max_instances: running, or claimed by a node and waiting for one of

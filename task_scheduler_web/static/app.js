@@ -7,6 +7,11 @@
 // 2. The footer offers the browser's own time zone (Intl), remembered by the server in a cookie.
 // 3. Runs in the timeline and the duration chart show their details on hover or on a first tap
 //    (a second tap, or the link in the tip, opens the run); without script, <title> does it.
+// 4. The dashboard, the job list, a job's page and the newest runs follow the change feed
+//    (/live: Server-Sent Events; where a stream is refused or EventSource missing, the same feed as JSON once a
+//    second). A change that concerns the page fetches the page again, at most twice a second,
+//    and swaps its [data-live-region] elements: filters and forms outside them keep their
+//    values and focus. Without script the pages are as drawn (reload to see more).
 (function () {
   "use strict";
   var selector = '[data-testid="run-detail"]';
@@ -131,11 +136,15 @@
     return event.target.closest && event.target.closest(".tl-run[data-tip]");
   }
 
-  function wireTips() {
-    document.querySelectorAll(".tl-run[data-tip]").forEach(function (run) {
+  function labelRuns(root) {
+    root.querySelectorAll(".tl-run[data-tip]").forEach(function (run) {
       run.setAttribute("aria-label", run.getAttribute("data-tip"));
       run.querySelectorAll("title").forEach(function (title) { title.remove(); });
     });
+  }
+
+  function wireTips() {
+    labelRuns(document);
     document.addEventListener("pointerdown", function (e) { lastPointer = e.pointerType; }, true);
     document.addEventListener("mouseover", function (e) {
       var run = runOf(e);
@@ -158,9 +167,128 @@
     });
   }
 
+  var REFRESH_GAP = 500, POLL_EVERY = 1000;
+
+  function liveLists(main) {
+    var cursor = main.getAttribute("data-live-cursor");
+    var job = main.getAttribute("data-live-job");
+    var badge = document.querySelector('[data-testid="live"]');
+    var timer = null, busy = false, again = false, last = 0, waiting = false;
+
+    function show(state) {
+      if (!badge) { return; }
+      badge.setAttribute("data-state", state);
+      badge.textContent = badge.getAttribute("data-label-" + state) || "";
+      badge.title = badge.getAttribute("data-title-" + state) || "";
+      badge.hidden = false;
+    }
+
+    function concerns(kind, data) {
+      if (!job || kind === "reset") { return true; }
+      return kind === "run" ? data.job_id === job : data.id === job;
+    }
+
+    function schedule() {
+      if (document.hidden) { waiting = true; return; }   // drawn when the tab is shown
+      if (busy) { again = true; return; }
+      if (!timer) {
+        timer = window.setTimeout(refresh, Math.max(50, last + REFRESH_GAP - Date.now()));
+      }
+    }
+
+    function refresh() {
+      timer = null;
+      busy = true;
+      last = Date.now();
+      fetch(window.location.href, { credentials: "same-origin", cache: "no-store" })
+        .then(function (response) {
+          if (!response.ok) { throw new Error("HTTP " + response.status); }
+          return response.text();
+        })
+        .then(swap)
+        .catch(function () { again = true; })
+        .then(function () {
+          busy = false;
+          if (again) { again = false; schedule(); }
+        });
+    }
+
+    function swap(html) {
+      var fresh = new DOMParser().parseFromString(html, "text/html");
+      document.querySelectorAll("[data-live-region]").forEach(function (old) {
+        var name = old.getAttribute("data-live-region");
+        var next = fresh.querySelector('[data-live-region="' + name + '"]');
+        if (!next) { return; }
+        var focus = focusIndex(old);
+        next = document.adoptNode(next);
+        old.replaceWith(next);
+        if (focus >= 0) { refocus(next, focus); }
+        labelRuns(next);
+      });
+      hideTip();
+    }
+
+    function focusable(root) {
+      return root.querySelectorAll("a[href], button, input, select, textarea, summary");
+    }
+
+    function focusIndex(region) {   // a button in a row keeps focus when the row is redrawn
+      if (!region.contains(document.activeElement)) { return -1; }
+      return Array.prototype.indexOf.call(focusable(region), document.activeElement);
+    }
+
+    function refocus(region, index) {
+      var target = focusable(region)[index];
+      if (target) { target.focus({ preventScroll: true }); }
+    }
+
+    function heard(kind, data) {
+      if (concerns(kind, data)) { schedule(); }
+    }
+
+    function poll() {
+      show("poll");
+      fetch("/live?after=" + encodeURIComponent(cursor),
+            { credentials: "same-origin", cache: "no-store" })
+        .then(function (response) {
+          if (!response.ok) { throw new Error("HTTP " + response.status); }
+          return response.json();
+        })
+        .then(function (answer) {
+          cursor = answer.cursor;
+          if (answer.reset) { schedule(); }
+          answer.events.forEach(function (e) { heard(e.event, e.data); });
+          window.setTimeout(poll, POLL_EVERY);
+        })
+        .catch(function () { window.setTimeout(poll, POLL_EVERY * 5); });
+    }
+
+    function stream() {
+      var source = new EventSource("/live?after=" + encodeURIComponent(cursor));
+      source.addEventListener("open", function () { show("stream"); });
+      ["run", "job", "reset"].forEach(function (kind) {
+        source.addEventListener(kind, function (e) {
+          if (e.lastEventId) { cursor = e.lastEventId; }
+          heard(kind, JSON.parse(e.data || "{}"));
+        });
+      });
+      source.addEventListener("error", function () {
+        // Closed: refused (no free stream, 503) or not a stream at all. Else it reconnects.
+        if (source.readyState === EventSource.CLOSED) { poll(); }
+      });
+    }
+
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden && waiting) { waiting = false; schedule(); }
+    });
+    if (window.EventSource) { stream(); } else { poll(); }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     live(document.querySelector(selector));
     offerBrowserZone();
     wireTips();
+    var main = document.querySelector("[data-live-cursor]");
+    if (main) { liveLists(main); }
   });
 })();

@@ -1,4 +1,4 @@
-<section class="panel" data-testid="duration-chart">
+<section class="panel" data-testid="duration-chart" data-live-region="duration-chart">
   <div class="panel-head">
     <h2>{{t('chart.heading')}}</h2>
     % if chart:

@@ -1,4 +1,4 @@
-<section class="panel" data-testid="timeline" data-range="{{timeline['range']}}">
+<section class="panel" data-testid="timeline" data-range="{{timeline['range']}}" data-live-region="timeline">
   <div class="panel-head">
     <h2>{{t('tl.heading')}}</h2>
     <nav class="range-picker" data-testid="timeline-range" aria-label="{{t('tl.range_label')}}">

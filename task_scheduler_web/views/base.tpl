@@ -25,6 +25,9 @@
     % end
   </nav>
   % end
+  % if get('live'):
+  <span class="live-badge" data-testid="live" data-state="off" data-label-stream="{{t('live.stream')}}" data-title-stream="{{t('live.stream_title')}}" data-label-poll="{{t('live.poll')}}" data-title-poll="{{t('live.poll_title')}}" hidden></span>
+  % end
   <nav class="lang-switch" data-testid="lang-switch" aria-label="{{t('lang.label')}}">
     % for code, name in languages:
     % if code == lang:
@@ -41,7 +44,11 @@
   </form>
   % end
 </header>
+% if get('live'):
+<main class="page" data-live-cursor="{{live['cursor']}}" data-live-job="{{live.get('job') or ''}}">
+% else:
 <main class="page">
+% end
   % if flash:
   <div class="flash flash-{{flash.get('k', 'ok')}}" data-testid="flash" role="status">
     <span>{{flash.get('m', '')}}</span>

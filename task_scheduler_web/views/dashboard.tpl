@@ -15,7 +15,7 @@
   <p>{{t('dash.drift', this=drift['this_hash'][:12], leader=drift.get('leader') or '', theirs=drift['leader_hash'][:12])}}</p>
 </section>
 % end
-<section class="cards" data-testid="status">
+<section class="cards" data-testid="status" data-live-region="status">
   <div class="card">
     <h2 class="card-title">{{t('dash.scheduler')}}</h2>
     <p class="big"><span class="badge b-{{status.get('scheduler', 'unknown')}}">{{h['word']('scheduler', status.get('scheduler', 'unknown'))}}</span></p>
@@ -61,7 +61,7 @@
   </div>
 </section>
 
-<section class="panel" data-testid="nodes">
+<section class="panel" data-testid="nodes" data-live-region="nodes">
   <div class="panel-head">
     <h2>{{t('dash.nodes')}}</h2>
     <p class="muted">{{t('dash.nodes_intro')}}</p>

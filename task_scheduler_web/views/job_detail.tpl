@@ -8,7 +8,7 @@
       <p class="lead">{{job['description']}}</p>
       % end
     </div>
-    <div class="title-actions">
+    <div class="title-actions" data-live-region="job-actions">
       % include('_job_actions.tpl', job=job, next=here)
       <a class="btn" href="/jobs/{{job['id']}}/edit" data-testid="action-edit">{{t('action.edit')}}</a>
       <a class="btn" href="/jobs/new?clone={{job['id']}}" data-testid="action-clone">{{t('action.clone')}}</a>
@@ -16,7 +16,7 @@
     </div>
   </div>
   <div class="grid-2">
-    <section class="panel">
+    <section class="panel" data-live-region="job-overview">
       <h2>{{t('job.overview')}}</h2>
       <dl class="facts">
         <dt>{{t('job.state')}}</dt><dd>
@@ -48,7 +48,7 @@
       <p class="note">{{t('job.yaml_note')}}</p>
       % end
     </section>
-    <section class="panel">
+    <section class="panel" data-live-region="job-next">
       <h2>{{t('job.next_fires')}}</h2>
       % if job.get('next_run_times'):
       <ol class="times" data-testid="next-fires">
@@ -97,7 +97,7 @@
     <h2>{{t('job.definition')}}</h2>
     <pre class="pre" data-testid="job-definition">{{definition}}</pre>
   </section>
-  <section class="panel">
+  <section class="panel" data-live-region="job-runs">
     <h2>{{t('job.runs')}}</h2>
     % include('_runs_table.tpl')
   </section>

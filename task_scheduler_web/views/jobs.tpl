@@ -35,6 +35,7 @@
     <a class="btn btn-quiet" href="/jobs">{{t('filter.clear')}}</a>
   </div>
 </form>
+<div data-live-region="job-list">
 % if jobs:
 <div class="table-wrap">
 <table class="table jobs-table">
@@ -88,3 +89,4 @@
 % else:
 <p class="empty">{{t('jobs.none')}} <a href="/jobs">{{t('jobs.show_all')}}</a></p>
 % end
+</div>

@@ -22,6 +22,6 @@
     <a class="btn btn-quiet" href="/runs">{{t('filter.clear')}}</a>
   </div>
 </form>
-<section class="panel">
+<section class="panel" data-live-region="runs">
 % include('_runs_table.tpl')
 </section>
