@@ -32,12 +32,17 @@ class RunLog:
     def runs(self, job_id: Optional[str] = None, status=None,
              since: Optional[dt.datetime] = None, limit: int = 50, offset: int = 0,
              trigger: Optional[str] = None, before: Optional[str] = None,
-             after: Optional[str] = None) -> Page:
-        """Runs newest first (without their output); see ``SchedulerService.runs``."""
-        page = self.store.queries.runs(job_id, status, since, limit, offset, trigger, before, after)
+             after: Optional[str] = None, **search) -> Page:
+        """Runs newest first (without their output); see ``SchedulerService.runs``. With a
+        phrase (``q``) each run carries its first ``match``ing line."""
+        page = self.store.queries.runs(job_id, status, since, limit, offset, trigger, before,
+                                       after, **search)
+        matches = self.store.queries.matches([r["id"] for r in page], search.get("q"))
         for index, run in enumerate(page):
             live = self._live(run["id"])
             page[index] = self._explain(run_to_dict(live) if live is not None else run)
+            if search.get("q"):
+                page[index]["match"] = matches.get(run["id"])
         return page
 
     def run_spans(self, since: dt.datetime, limit: int) -> tuple[list[dict], bool]:

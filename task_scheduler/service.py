@@ -267,10 +267,14 @@ class SchedulerService:
     def runs(self, job_id: Optional[str] = None, status=None,
              since: Optional[dt.datetime] = None, limit: int = 50, offset: int = 0,
              trigger: Optional[str] = None, before: Optional[str] = None,
-             after: Optional[str] = None) -> Page:
+             after: Optional[str] = None, *, until: Optional[dt.datetime] = None,
+             node: Optional[str] = None, q: Optional[str] = None) -> Page:
         """Runs newest first (without their output); ``.total`` counts the matches (up to a
-        cap: ``.capped``); ``before``/``after`` are run-id cursors (see ``Store.runs``)."""
-        return self.runlog.runs(job_id, status, since, limit, offset, trigger, before, after)
+        cap: ``.capped``); ``before``/``after`` are run-id cursors (see ``Store.runs``).
+        ``since``/``until`` bound ``scheduled_at``; ``q`` is a phrase searched in stdout and
+        stderr (any case; each run then has ``match``: its first line holding it, docs/api.md)."""
+        return self.runlog.runs(job_id, status, since, limit, offset, trigger, before, after,
+                                until=until, node=node, q=q)
 
     def run_spans(self, since: dt.datetime, limit: int) -> tuple[list[dict], bool]:
         """For the timeline: the newest ``limit`` runs since ``since`` as dicts of the

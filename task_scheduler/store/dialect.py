@@ -15,7 +15,7 @@ import sqlalchemy as sa
 import sqlalchemy.dialects.postgresql
 import sqlalchemy.dialects.sqlite
 
-from .schema import ts_runs
+from .schema import _FINAL_SQL, SEARCH_TABLE, ts_runs
 from ..timeutil import _utcnow
 
 
@@ -78,6 +78,21 @@ class SQLiteDialect:
 
     def checkpoint(self, conn) -> None:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def output_match(self, phrase: str):
+        """Runs whose stdout or stderr holds ``phrase`` (SEARCH_MIN characters or more), case
+        folded: ended runs by the FTS5 index, the phrase quoted as one FTS5 string (what a user
+        types never reads as FTS5 syntax: OR, *, -, NEAR), running runs (not indexed) by
+        reading their output (lower(): ASCII case only, as LIKE)."""
+        return sa.text(
+            f"ts_runs.rowid IN (SELECT rowid FROM {SEARCH_TABLE} WHERE {SEARCH_TABLE} MATCH "
+            f":ts_fts UNION ALL SELECT rowid FROM ts_runs WHERE status = 'running' AND "
+            f"(instr(lower(stdout), lower(:ts_q)) > 0 OR instr(lower(stderr), lower(:ts_q)) > 0))"
+        ).bindparams(ts_fts='"' + phrase.replace('"', '""') + '"', ts_q=phrase)
+
+    def position(self, column, phrase: str):
+        """Where ``phrase`` begins in ``column`` (1-based; 0: nowhere), case folded as lower()."""
+        return sa.func.instr(sa.func.lower(column), sa.func.lower(phrase))
 
     @contextlib.contextmanager
     def checkpoints_outside_lock(self, conn):
@@ -143,6 +158,19 @@ class PostgresDialect:
     def checkpoint(self, conn) -> None:
         """The server checkpoints by itself."""
 
+    def output_match(self, phrase: str):
+        """Runs whose stdout or stderr holds ``phrase``, case folded (ILIKE, % and _ escaped):
+        ended runs through the partial pg_trgm indexes (the status list written out as their
+        predicate is, so the planner can prove it), running runs by reading their output."""
+        pattern = f"%{like_escape(phrase)}%"
+        holds = sa.or_(ts_runs.c.stdout.ilike(pattern, escape="\\"),
+                       ts_runs.c.stderr.ilike(pattern, escape="\\"))
+        return sa.or_(sa.and_(sa.text(f"ts_runs.status IN ({_FINAL_SQL})"), holds),
+                      sa.and_(ts_runs.c.status == "running", holds))
+
+    def position(self, column, phrase: str):
+        return sa.func.strpos(sa.func.lower(column), sa.func.lower(phrase))
+
     @contextlib.contextmanager
     def checkpoints_outside_lock(self, conn):
         yield
@@ -150,6 +178,11 @@ class PostgresDialect:
 
 def dialect_for(engine: sa.Engine):
     return PostgresDialect() if engine.dialect.name == "postgresql" else SQLiteDialect()
+
+
+def like_escape(text: str) -> str:
+    """``text`` as a LIKE pattern matching itself (escape character: backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _interval(seconds: float):
