@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from ..models import ENDED_STATUSES, Page, run_to_dict
 from ..output import find_line, match_line
 from .database import Database
-from .dialect import like_escape
+from .dialect import ids_of, like_escape
 from .schema import (
     APS_TABLE, RUN_SPAN_COLUMNS, SEARCH_MIN, SEARCH_SCAN, TOTAL_CAP, _SUMMARY_COLUMNS, ts_jobs,
     ts_runs)
@@ -32,35 +32,48 @@ class RunQueries:
         ``.capped`` says there are more. ``q``: a phrase in stdout or stderr (see _search);
         ``.window`` is set when only the newest runs were searched."""
         conds = _filters(job_id, status, trigger, since, before, until, node)
-        window = None
         if q:
-            search, window = self._search(conds, q)
-            conds.append(search)
-        query = sa.select(*_SUMMARY_COLUMNS).where(*conds, *(
-            [ts_runs.c.id > after] if after else [])).limit(limit).offset(offset)
+            return self._search_page(conds, q, limit, offset, after)
         cap = offset + TOTAL_CAP
         with self.db.engine.connect() as conn:
-            rows = conn.execute(query.order_by(ts_runs.c.id.asc() if after
-                                               else ts_runs.c.id.desc())).all()
+            rows = conn.execute(sa.select(*_SUMMARY_COLUMNS).where(*conds, *(
+                [ts_runs.c.id > after] if after else [])).limit(limit).offset(offset)
+                .order_by(ts_runs.c.id.asc() if after else ts_runs.c.id.desc())).all()
             total = conn.execute(sa.select(sa.func.count()).select_from(
                 sa.select(ts_runs.c.id).where(*conds).limit(cap + 1).subquery())).scalar()
-        page = Page(run_to_dict(r) for r in (reversed(rows) if after else rows))
-        page.total, page.capped = min(total, cap), total > cap
-        page.window = window
+        return _page(reversed(rows) if after else rows, total, cap)
+
+    def _search_page(self, conds: list, phrase: str, limit: int, offset: int,
+                     after: Optional[str]) -> Page:
+        """``runs`` with a phrase: the ids of the newest matches (up to the count's cap) found
+        once, by each way the database has to find them, then the page's rows by id."""
+        cap = offset + TOTAL_CAP
+        with self.db.engine.connect() as conn:
+            self.db.dialect.plan_each(conn)
+            ids = _merged(conn, self._search(conds, phrase, cap + 1), cap + 1)
+            wanted = ids[offset:offset + limit]
+            if after:   # the page just newer than ``after``
+                wanted = _merged(conn, self._search([*conds, ts_runs.c.id > after], phrase,
+                                                    limit, oldest=True), limit, oldest=True)
+            rows = conn.execute(sa.select(*_SUMMARY_COLUMNS).where(ts_runs.c.id.in_(wanted))
+                                .order_by(ts_runs.c.id.desc())).all() if wanted else []
+        page = _page(rows, len(ids), cap)
+        page.window = None if len(phrase) >= SEARCH_MIN else SEARCH_SCAN
         return page
 
-    def _search(self, conds: list, phrase: str) -> tuple:
-        """(the condition, the window): a phrase of SEARCH_MIN characters or more through the
-        database's index (dialect.output_match); a shorter one no trigram index can find, so
-        it is looked for in the newest SEARCH_SCAN runs that the other filters select."""
+    def _search(self, conds: list, phrase: str, limit: int, oldest: bool = False) -> list:
+        """Statements finding the ids of the newest (``oldest``: oldest) ``limit`` runs that
+        ``conds`` select and whose output holds ``phrase``: through the database's index for
+        SEARCH_MIN characters or more (dialect.output_match); a shorter phrase no trigram
+        index can find, so it is looked for in the newest SEARCH_SCAN of those runs."""
         if len(phrase) >= SEARCH_MIN:
-            return self.db.dialect.output_match(phrase), None
+            return self.db.dialect.output_match(phrase, conds, limit, oldest)
         pattern = f"%{like_escape(phrase)}%"
-        newest = sa.select(ts_runs.c.id).where(*conds).order_by(ts_runs.c.id.desc()) \
-            .limit(SEARCH_SCAN).scalar_subquery()
-        return sa.and_(ts_runs.c.id.in_(newest), sa.or_(
-            ts_runs.c.stdout.ilike(pattern, escape="\\"),
-            ts_runs.c.stderr.ilike(pattern, escape="\\"))), SEARCH_SCAN
+        newest = sa.select(ts_runs.c.id, ts_runs.c.stdout, ts_runs.c.stderr).where(*conds) \
+            .order_by(ts_runs.c.id.desc()).limit(SEARCH_SCAN).subquery()   # read first
+        return [ids_of([ts_runs.c.id.in_(sa.select(newest.c.id).where(sa.or_(
+            newest.c.stdout.ilike(pattern, escape="\\"),
+            newest.c.stderr.ilike(pattern, escape="\\"))))], limit, oldest)]
 
     def matches(self, run_ids: list, phrase: str) -> dict:
         """{run id: the first line holding ``phrase``} (stdout before stderr): found by the
@@ -152,6 +165,22 @@ class RunQueries:
                 ts_runs.c.job_id == job_id, ts_runs.c.id < before,
                 ts_runs.c.status.in_(ENDED_STATUSES))
                 .order_by(ts_runs.c.id.desc()).limit(1)).first()
+
+
+def _merged(conn, statements: list, limit: int, oldest: bool = False) -> list:
+    """The ids that any of ``statements`` finds, the ``limit`` newest (``oldest``: oldest),
+    newest first. One statement per way of finding them: an OR of them would hide each way's
+    index from the planner (PostgreSQL's partial indexes, SQLite's FTS table)."""
+    found: set = set()
+    for statement in statements:
+        found.update(conn.execute(statement).scalars())
+    return sorted(sorted(found, reverse=not oldest)[:limit], reverse=True)
+
+
+def _page(rows, total: int, cap: int) -> Page:
+    page = Page(run_to_dict(r) for r in rows)
+    page.total, page.capped = min(total, cap), total > cap
+    return page
 
 
 _WINDOW = 400   # characters read on each side of a match: a line longer is shown cut
