@@ -29,9 +29,9 @@ import yaml
 
 from task_scheduler.errors import SchedulerError
 from task_scheduler.http.io import MAX_OFFSET
-from task_scheduler.models import JOB_STATES, RUN_STATUSES
+from task_scheduler.models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS
 
-from . import charts, forms
+from . import charts, forms, runfilter
 from .docs import api_docs_html
 from .i18n import LANG_COOKIE, TZ_COOKIE, Locale, choose_language, languages, zone_named
 
@@ -139,12 +139,15 @@ def _run_params(back: str) -> dict | None:
 
 
 def gui_runs(service) -> str:
-    filters = _query(("job_id", "status"))
-    runs, pager = _run_page(service, PAGE_SIZE, filters, job_id=filters["job_id"] or None,
-                            status=filters["status"] or None)
+    filters = _query(runfilter.FIELDS)
+    query, problems = runfilter.read_filters(filters, _locale().zone, _t)
+    runs, pager = _run_page(service, PAGE_SIZE, filters, **query)
+    runfilter.match_parts(runs)
     job_ids = [job["id"] for job in service.jobs()]
     return _render("runs", nav="runs", title=_t("title.runs"), runs=runs, filters=filters,
-                   job_ids=job_ids, pager=pager)
+                   job_ids=job_ids, pager=pager, problems=problems, triggers=RUN_TRIGGERS,
+                   node_ids=[node["id"] for node in service.nodes()],
+                   window=getattr(runs, "window", None))
 
 
 def gui_run_detail(service, run_id: str) -> str:
