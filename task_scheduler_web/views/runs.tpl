@@ -26,7 +26,7 @@
     </select>
   </label>
   <label>{{t('runs.node')}}
-    <input type="text" name="node" value="{{filters['node']}}" list="node-ids" placeholder="{{t('runs.any_node')}}" class="mono" size="12">
+    <input type="text" name="node" value="{{filters['node']}}" list="node-ids" placeholder="{{t('runs.any_node')}}" class="mono" size="16">
     <datalist id="node-ids">
       % for node_id in node_ids:
       <option value="{{node_id}}"></option>
