@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import threading
 from typing import Optional
 
 from .book import JobBook
@@ -30,7 +31,7 @@ from .scheduler import SchedulerParts, _Scheduler
 from .status import StatusBoard
 from .store import Store
 from .store.schedules import ScheduleStore
-from .store.schema import create_engine, migrate, new_run_id
+from .store.schema import build_search_index, create_engine, migrate, new_run_id
 from .timeutil import _local_zone, _naive_utc, _utcnow
 from .triggers import _zone
 
@@ -99,6 +100,8 @@ class SchedulerService:
         is applied before the first fire), then serve. Returns at once."""
         self._lockfile = lock_sqlite(self.config.database_url, self.config.node)
         migrate(self.engine)
+        threading.Thread(target=self._build_search_index, name="ts-search-index",
+                         daemon=True).start()
         self._seal_environ()
         self.board.started_at = _utcnow()
         self.cluster.join()
@@ -118,6 +121,15 @@ class SchedulerService:
                  self.cluster.role, self.store.node, len(self.book.records),
                  self.engine.url.render_as_string(hide_password=True))
         return self
+
+    def _build_search_index(self) -> None:
+        """PostgreSQL: the output search index of a long history, built beside the service
+        (store.schema.build_search_index); searches read the runs until it is there."""
+        try:
+            build_search_index(self.engine)
+        except Exception:
+            log.exception("output search: building the index failed; searches read the runs "
+                          "instead; it is tried again at the next start")
 
     def _seal_environ(self) -> None:
         """Take this service's secrets out of os.environ: python jobs share this process and

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import task_scheduler as ts
 import task_scheduler.store.queries as ts_queries
 import task_scheduler.store.schema as ts_schema
-from conftest import Client, final_runs
+from conftest import Client, final_runs, wait_for
 from task_scheduler.output import MATCH_LINE, match_line
 from test_old_database import OLD_DB, OLD_JOBS_YAML
 
@@ -251,8 +251,7 @@ def test_an_older_database_gains_the_index(tmp_path):
 @pytest.mark.postgres
 def test_without_pg_trgm_search_still_works_by_a_scan(postgres_url, tmp_path, monkeypatch,
                                                      caplog):
-    monkeypatch.setattr(ts_schema, "_trigram_ops",
-                        lambda conn: ts_schema.log.warning("output search: no pg_trgm"))
+    monkeypatch.setattr(ts_schema, "_trigram_found", lambda conn: None)   # as if not there
     (tmp_path / "jobs.yaml").write_text("[]\n")
     service = ts.SchedulerService(ts.Config(
         config_path=str(tmp_path / "jobs.yaml"), database_url=postgres_url, port=0,
@@ -263,6 +262,8 @@ def test_without_pg_trgm_search_still_works_by_a_scan(postgres_url, tmp_path, mo
         assert not {n for n in names if n.endswith("_trgm")}
         run_id, = seed(service, {"stdout": "バックアップ完了\n"})
         assert found(Client(ts.create_app(service)), "バックアップ") == [run_id]
+        said = [r.message for r in caplog.records if "pg_trgm" in r.message]
+        assert len(said) == 1 and "could not be created" in said[0]
     finally:
         service.stop(grace=2)
 
@@ -291,3 +292,48 @@ def test_the_runs_page_filters_and_marks_the_phrase(client, service):
     assert 'data-testid="search-window"' in short.text
     ja = client.get("/runs", query={"q": "needle", "lang": "ja"})
     assert "出力を検索" in ja.text and "stdout 1 行目:" in ja.text
+
+
+@pytest.mark.postgres
+def test_a_long_history_is_indexed_concurrently_after_start(postgres_url, tmp_path,
+                                                           monkeypatch):
+    """More runs than migrate indexes inline: built CONCURRENTLY beside the running service
+    (an invalid leftover of an interrupted build is replaced); searches work all along."""
+    monkeypatch.setattr(ts_schema, "SEARCH_INLINE", 1)
+    engine = ts_schema.create_engine(postgres_url)
+    ts_schema.migrate(engine)   # two runs already: migrate leaves the index to after start
+    with engine.begin() as conn:
+        conn.execute(ts_schema.ts_runs.insert(), [
+            {"id": ts_schema.new_run_id(), "job_id": "old", "trigger": "schedule",
+             "scheduled_at": T0 + dt.timedelta(hours=n), "status": "succeeded", "attempt": 1,
+             "truncated": False, "run_on": "", "cancel_requested": False,
+             "stdout": f"old run {n} バックアップ完了\n"} for n in range(2)])
+        conn.exec_driver_sql("DROP INDEX IF EXISTS ix_ts_runs_stdout_trgm, ix_ts_runs_stderr_trgm")
+        conn.exec_driver_sql("CREATE INDEX ix_ts_runs_stdout_trgm ON ts_runs (stdout)")
+        conn.exec_driver_sql("UPDATE pg_index SET indisvalid = false WHERE indexrelid = "
+                             "'ix_ts_runs_stdout_trgm'::regclass")   # as a crash leaves it
+    ts_schema.migrate(engine)
+    assert ts_schema._index_valid(engine.connect(), "ix_ts_runs_stderr_trgm") is None
+    (tmp_path / "jobs.yaml").write_text("[]\n")
+    service = ts.SchedulerService(ts.Config(
+        config_path=str(tmp_path / "jobs.yaml"), database_url=postgres_url, port=0,
+        poll_interval=3600, keep_days=100000)).start()
+    try:
+        client = Client(ts.create_app(service))
+        assert search(client, "バックアップ")["total"] == 2   # before, while, after: the same
+
+        def built():
+            with engine.connect() as conn:
+                return all(ts_schema._index_valid(conn, name)
+                           for name, _ in ts_schema._TRIGRAM_INDEXES)
+        wait_for(built, 30, message="the concurrent index build")
+        with engine.connect() as conn:
+            definition = conn.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_ts_runs_stdout_trgm'"
+            ).scalar()
+        assert "gin_trgm_ops" in definition and "status" in definition
+        assert search(client, "バックアップ")["total"] == 2
+        assert not ts_schema.build_search_index(engine)   # done: nothing to build again
+    finally:
+        service.stop(grace=2)
+        engine.dispose()
