@@ -178,7 +178,7 @@ def test_bad_filters_are_refused_with_their_name(client, service):
     seed(service, {"stdout": "x\n"})
     late = client.get("/api/runs", query={"since": "2026-01-02T00:00:00Z",
                                           "until": "2026-01-01T00:00:00Z"})
-    assert late.status == 400 and late.json["error"]["details"][0]["field"] == "until"
+    assert late.status == 422 and late.json["error"]["details"][0]["field"] == "until"
     assert "before since" in late.json["error"]["message"]
     long = client.get("/api/runs", query={"q": "x" * (ts_schema.SEARCH_MAX + 1)})
     assert long.status == 400 and long.json["error"]["details"][0]["field"] == "q"

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Optional
 import bottle
 from pydantic import AfterValidator, BaseModel, Field, StrictStr, ValidationError
 
-from ..errors import BadRequest, PayloadTooLarge, UnsupportedMedia
+from ..errors import BadRequest, InvalidQuery, PayloadTooLarge, UnsupportedMedia
 from ..models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS, _Model
 from ..store.schema import SEARCH_MAX, SEARCH_MIN, SEARCH_SCAN
 from ..text import _clean, _json_default, _short
@@ -93,11 +93,12 @@ class RunsQuery(_Model):
 
 
 def runs_query() -> RunsQuery:
-    """``GET /api/runs``'s query: times as naive UTC and in order, a blank phrase none."""
+    """``GET /api/runs``'s query: times as naive UTC and in order (each valid, the two out of
+    order: 422), a blank phrase none."""
     query = _query_params(RunsQuery)
     since, until = _naive_utc(query.since), _naive_utc(query.until)
     if since and until and until < since:
-        raise BadRequest(f"query parameter until: {query.until.isoformat()} is before since "
+        raise InvalidQuery(f"query parameter until: {query.until.isoformat()} is before since "
                          f"({query.since.isoformat()})",
                          [{"field": "until", "message": "before since"}])
     return query.model_copy(update={"since": since, "until": until,

@@ -273,7 +273,7 @@ _OPERATIONS = {
     "api_resume_job": _Op(200, ApiJob, "jobs"),
     "api_run_job": _Op(202, ApiRunQueued, "jobs", body=RunParams, errors=(409,)),
     "api_rerun_run": _Op(202, ApiRunQueued, "runs", errors=(409,)),
-    "api_list_runs": _Op(200, ApiRunPage, "runs", query=RunsQuery),
+    "api_list_runs": _Op(200, ApiRunPage, "runs", query=RunsQuery, errors=(422,)),
     "api_get_run": _Op(200, ApiRunDetail, "runs"),
     "api_run_stdout": _Op(200, "text/plain", "runs", query=OutputQuery),
     "api_run_stderr": _Op(200, "text/plain", "runs", query=OutputQuery),
