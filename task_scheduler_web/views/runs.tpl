@@ -39,7 +39,7 @@
   <label>{{t('runs.until')}}
     <input type="datetime-local" name="until" value="{{filters['until']}}" step="60">
   </label>
-  <label class="grow">{{t('runs.search')}}
+  <label class="grow search">{{t('runs.search')}}
     <input type="search" name="q" value="{{filters['q']}}" maxlength="200" placeholder="{{t('runs.search_hint')}}" data-testid="run-search">
   </label>
   <div class="filter-buttons">
