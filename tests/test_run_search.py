@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import itertools
 import shutil
 import sqlite3
 
@@ -21,6 +22,7 @@ from task_scheduler.output import MATCH_LINE, match_line
 from test_old_database import OLD_DB, OLD_JOBS_YAML
 
 T0 = dt.datetime(2026, 11, 1, 12, 0)
+ATTEMPTS = itertools.count(1)
 
 
 def seed(service, *runs: dict) -> list[str]:
@@ -30,6 +32,7 @@ def seed(service, *runs: dict) -> list[str]:
     for n, fields in enumerate(runs):
         at = T0 + dt.timedelta(hours=n)
         rows.append({"id": ts_schema.new_run_id(), "job_id": "job", "trigger": "schedule",
+                     "attempt": next(ATTEMPTS),   # a fire key of its own at any time
                      "scheduled_at": at, "started_at": at, "finished_at": at,
                      "status": "succeeded", "stdout": "", "stderr": "", **fields})
     service.store.runs.queue_runs(rows)
@@ -174,6 +177,7 @@ def test_filters_combine_with_the_phrase_and_pages_follow_by_cursor(client, serv
     assert [r["id"] for r in page] == needles[2:4]
 
 
+@pytest.mark.both_databases
 def test_bad_filters_are_refused_with_their_name(client, service):
     seed(service, {"stdout": "x\n"})
     late = client.get("/api/runs", query={"since": "2026-01-02T00:00:00Z",
@@ -184,7 +188,10 @@ def test_bad_filters_are_refused_with_their_name(client, service):
     assert long.status == 400 and long.json["error"]["details"][0]["field"] == "q"
     assert search(client, "x" * ts_schema.SEARCH_MAX)["total"] == 0   # the limit itself is fine
     assert search(client, "   ")["total"] == 1   # blank: no search
-    for name, value in [("trigger", "cron"), ("until", "tomorrow"), ("node", "")]:
+    nul, = seed(service, {"stdout": "find \0 this\n".replace("\0", "\ufffd")})   # as stored
+    assert found(client, "d \0 t") == [nul] and found(client, "\0") == [nul]
+    for name, value in [("trigger", "cron"), ("until", "tomorrow"), ("node", ""),
+                        ("node", "a\0b")]:
         answer = client.get("/api/runs", query={name: value})
         assert answer.status == 400 and name in answer.json["error"]["message"], answer
 

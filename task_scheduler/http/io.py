@@ -77,7 +77,8 @@ class RunsQuery(_Model):
                                          "time (ISO 8601; UTC when it has no offset)")
     until: Optional[dt.datetime] = Field(None, description="runs scheduled at or before this "
                                          "time (ISO 8601; UTC when it has no offset)")
-    node: Optional[Annotated[StrictStr, Field(min_length=1, max_length=255)]] = Field(
+    node: Optional[Annotated[StrictStr, Field(min_length=1, max_length=255,
+                                              pattern=r"^[^\x00-\x1f\x7f]+$")]] = Field(
         None, description="runs claimed or run by this node (its id, GET /api/nodes)")
     q: Optional[Annotated[StrictStr, Field(max_length=SEARCH_MAX)]] = Field(
         None, description=f"a phrase in the run's stdout or stderr, any case, as typed (no "

@@ -32,8 +32,8 @@ class RunQueries:
         ``.capped`` says there are more. ``q``: a phrase in stdout or stderr (see _search);
         ``.window`` is set when only the newest runs were searched."""
         conds = _filters(job_id, status, trigger, since, before, until, node)
-        if q:
-            return self._search_page(conds, q, limit, offset, after)
+        if q:   # output is stored with NUL as U+FFFD (history._db_text): so is the phrase
+            return self._search_page(conds, q.replace("\0", "\ufffd"), limit, offset, after)
         cap = offset + TOTAL_CAP
         with self.db.engine.connect() as conn:
             rows = conn.execute(sa.select(*_SUMMARY_COLUMNS).where(*conds, *(
@@ -81,6 +81,7 @@ class RunQueries:
         output may be a MiB). Output is stored masked: so is the line."""
         if not run_ids or not phrase:
             return {}
+        phrase = phrase.replace("\0", "\ufffd")
         found = {}
         with self.db.engine.connect() as conn:
             for row in conn.execute(_match_query(self.db.dialect, run_ids, phrase)):
