@@ -147,7 +147,7 @@ def gui_runs(service) -> str:
     return _render("runs", nav="runs", title=_t("title.runs"), runs=runs, filters=filters,
                    job_ids=job_ids, pager=pager, problems=problems, triggers=RUN_TRIGGERS,
                    node_ids=[node["id"] for node in service.nodes()],
-                   window=getattr(runs, "window", None))
+                   window=getattr(runs, "window", None), search_min=runfilter.SEARCH_MIN)
 
 
 def gui_run_detail(service, run_id: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, tzinfo
 
 from task_scheduler.models import RUN_TRIGGERS
-from task_scheduler.store.schema import SEARCH_MAX
+from task_scheduler.store.schema import SEARCH_MAX, SEARCH_MIN  # noqa: F401 (the page says it)
 
 FIELDS = ("job_id", "status", "trigger", "node", "since", "until", "q")
 

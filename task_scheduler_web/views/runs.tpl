@@ -57,7 +57,7 @@
 </div>
 % end
 % if window:
-<p class="hint" data-testid="search-window">{{t('runs.search_window', min=3, count=window)}}</p>
+<p class="hint" data-testid="search-window">{{t('runs.search_window', min=search_min, count=window)}}</p>
 % end
 <section class="panel">
 % include('_runs_table.tpl')
