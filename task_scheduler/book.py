@@ -128,6 +128,10 @@ class JobBook:
     def get(self, job_id: str) -> Optional[JobRecord]:
         return self.records.get(job_id)
 
+    def state_of(self, job_id: str) -> Optional[str]:
+        rec = self.records.get(job_id)
+        return rec.state if rec is not None else None
+
     def require(self, job_id: str) -> JobRecord:
         rec = self.records.get(job_id)
         if rec is None:

@@ -356,6 +356,16 @@ def _resolve_path(path: str, base_dir: str) -> str:
     return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
 
 
+
+def seal_environ(config) -> None:
+    """Take the service's secrets out of os.environ: python jobs share the process and read
+    os.environ (command jobs get no TS_* variable anyway: ``_job_env``)."""
+    given = {"TS_API_TOKEN": config.token, "TS_SMTP_URL": config.smtp_url,
+             "TS_DATABASE_URL": config.database_url}
+    for name in SECRET_ENV:
+        if os.environ.get(name) and os.environ.get(name) == given[name]:
+            del os.environ[name]
+
 def _job_env(defn: JobDefinition, passed: Optional[dict] = None) -> dict:
     """The environment a command job starts from: the service's, less every ``TS_*`` variable
     (the service's own settings, its token, database and SMTP URLs among them), plus what

@@ -214,7 +214,8 @@ def cmd_cancel(api: ApiClient, args) -> int:
 
 def cmd_runs(api: ApiClient, args) -> int:
     answer = api.runs(job_id=args.job, status=args.status, since=_since(args.since),
-                      limit=args.limit)
+                      until=_since(args.until, "--until"), trigger=args.trigger,
+                      node=args.node, q=args.grep, limit=args.limit)
     if args.job and not answer["runs"]:
         api.job(args.job)   # no runs of a job that does not exist: say so, with a did-you-mean
     return _emit(args, answer, _runs_table)
@@ -318,9 +319,9 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def _since(text: Optional[str]) -> Optional[str]:
-    """``--since`` as the API's ISO time: a duration back from now (30m, 2h, 7d), or a date or
-    time, local when it names no zone."""
+def _since(text: Optional[str], flag: str = "--since") -> Optional[str]:
+    """``--since`` (or ``--until``) as the API's ISO time: a duration back from now (30m, 2h,
+    7d), or a date or time, local when it names no zone."""
     if not text:
         return None
     found = _DURATION.match(text.strip())
@@ -330,7 +331,7 @@ def _since(text: Optional[str]) -> Optional[str]:
     try:
         return dt.datetime.fromisoformat(text).astimezone().isoformat()
     except ValueError:
-        raise ClientError(f"--since {text!r} is neither a duration (30m, 2h, 7d, 1w) nor a time "
+        raise ClientError(f"{flag} {text!r} is neither a duration (30m, 2h, 7d, 1w) nor a time "
                           f"(2026-12-01 or 2026-12-01T09:00, local unless it names a zone)") \
             from None
 
@@ -413,8 +414,20 @@ def _runs_table(answer: dict) -> str:
             for r in answer["runs"]]
     more = answer["total"] - len(rows)
     tail = f"\n({more} more: --limit, or --since, --status)" if more > 0 and rows else ""
-    return _table(("ID", "JOB", "STATUS", "TRIGGER", f"STARTED ({_zone()})", "SECONDS", "EXIT"),
-                  rows, "no runs match") + tail
+    table = _table(("ID", "JOB", "STATUS", "TRIGGER", f"STARTED ({_zone()})", "SECONDS", "EXIT"),
+                   rows, "no runs match")
+    if any(r.get("match") for r in answer["runs"]):   # --grep: each run's line under it
+        lines = table.splitlines()
+        table = "\n".join([lines[0], *(f"{line}\n    {_match_text(run.get('match'))}"
+                                       for line, run in zip(lines[1:], answer["runs"],
+                                                            strict=True))])
+    return table + tail
+
+
+def _match_text(match: Optional[dict]) -> str:
+    if not match:
+        return "(the output changed since)"
+    return f"{match['stream']}:{match['line_number']}: {match['line']}"
 
 
 def _status_text(status: dict) -> str:

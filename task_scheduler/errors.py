@@ -26,6 +26,7 @@ class JobConflict(SchedulerError): status = 409; code = "conflict"  # noqa: E701
 class PayloadTooLarge(SchedulerError): status = 413; code = "too_large"  # noqa: E701,E702
 class UnsupportedMedia(SchedulerError): status = 415; code = "unsupported_media_type"  # noqa: E701,E702
 class InvalidJob(SchedulerError, ValueError): status = 422; code = "invalid"  # noqa: E701,E702
+class InvalidQuery(SchedulerError, ValueError): status = 422; code = "invalid"  # noqa: E701,E702
 class Unavailable(SchedulerError): status = 503; code = "unavailable"  # noqa: E701,E702
 class InvalidConfig(InvalidJob): code = "invalid_config"  # noqa: E701,E702
 

@@ -408,10 +408,12 @@ def _result_value(text: Optional[str]) -> Any:
 
 class Page(list):
     """A list of results with the ``total`` count of all matches (before limit/offset);
-    ``capped``: there are more than ``total`` (counting stopped, see ``TOTAL_CAP``)."""
+    ``capped``: there are more than ``total`` (counting stopped, see ``TOTAL_CAP``);
+    ``window``: a search read only this many of the newest runs (a short phrase)."""
 
     total: int = 0
     capped: bool = False
+    window: Optional[int] = None
 
 
 def target_text(target: dict) -> str:

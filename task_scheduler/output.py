@@ -108,6 +108,45 @@ def output_since(head: bytes, tail: bytes, total: int, offset: int) -> tuple[str
     return data[:keep].decode("utf-8", "replace"), max(total - (len(data) - keep), offset)
 
 
+MATCH_LINE = 240   # characters of a matching line shown: around the phrase when it is longer
+
+
+def match_line(text: str, at: int, length: int, cut_left: bool = False,
+               cut_right: bool = False) -> dict:
+    """The line of ``text`` holding the match at ``at`` (``length`` characters), at most
+    MATCH_LINE characters around it; ``cut_left``/``cut_right``: ``text`` is a window of a
+    longer output. ``start`` is where the match begins in ``line`` (to highlight it)."""
+    begin = text.rfind("\n", 0, at) + 1
+    end = text.find("\n", at + length)
+    cut_left, cut_right = cut_left and begin == 0, cut_right and end < 0
+    line = text[begin:end if end >= 0 else len(text)].rstrip("\r")
+    start = at - begin
+    if len(line) > MATCH_LINE:   # keep the match, with what came just before it
+        left = max(0, min(start - MATCH_LINE // 4, len(line) - MATCH_LINE))
+        cut_left, cut_right = cut_left or left > 0, cut_right or left + MATCH_LINE < len(line)
+        line, start = line[left:left + MATCH_LINE], start - left
+    if cut_left:
+        line, start = "…" + line, start + 1
+    if cut_right:
+        line += "…"
+    return {"line": line, "start": start, "length": min(length, len(line) - start)}
+
+
+def find_line(streams: dict, phrase: str) -> Optional[dict]:
+    """The first line of ``streams`` ({name: text}) holding ``phrase``, any case; None when
+    none does."""
+    folded = phrase.casefold()
+    for stream, text in streams.items():
+        for number, line in enumerate(text.splitlines(), 1):
+            found = re.search(re.escape(phrase), line, re.IGNORECASE)
+            if found is None and folded not in line.casefold():
+                continue
+            at = found.start() if found else 0
+            return {"stream": stream, **match_line(line, at, len(phrase)),
+                    "line_number": number}
+    return None
+
+
 def _partial_utf8(data: bytes) -> int:
     """How many bytes at the end of ``data`` begin a UTF-8 character not yet complete."""
     for back in range(1, min(4, len(data)) + 1):

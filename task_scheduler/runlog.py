@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import threading
 from typing import TYPE_CHECKING, Optional
 from collections.abc import Callable
 
-from .errors import RunNotFound
+from .errors import JobConflict, RunNotFound
 from .models import FINAL_STATUSES, Page, run_to_dict, target_text
 from .output import output_parts, output_since
-from .store.schema import RUN_SPAN_COLUMNS
+from .store.schema import RUN_SPAN_COLUMNS, build_search_index
 from .timeutil import _aware
+
+log = logging.getLogger("task_scheduler")
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -32,13 +36,38 @@ class RunLog:
     def runs(self, job_id: Optional[str] = None, status=None,
              since: Optional[dt.datetime] = None, limit: int = 50, offset: int = 0,
              trigger: Optional[str] = None, before: Optional[str] = None,
-             after: Optional[str] = None) -> Page:
-        """Runs newest first (without their output); see ``SchedulerService.runs``."""
-        page = self.store.queries.runs(job_id, status, since, limit, offset, trigger, before, after)
+             after: Optional[str] = None, **search) -> Page:
+        """Runs newest first (without their output); see ``SchedulerService.runs``. With a
+        phrase (``q``) each run carries its first ``match``ing line."""
+        page = self.store.queries.runs(job_id, status, since, limit, offset, trigger, before,
+                                       after, **search)
+        matches = self.store.queries.matches([r["id"] for r in page], search.get("q"))
         for index, run in enumerate(page):
             live = self._live(run["id"])
             page[index] = self._explain(run_to_dict(live) if live is not None else run)
+            if search.get("q"):
+                page[index]["match"] = matches.get(run["id"])
         return page
+
+    def rerun(self, run_id: str) -> dict:
+        """Queue a finished run's job again, with the same parameters, linked by rerun_of."""
+        run = self.run(run_id)
+        if run["status"] not in FINAL_STATUSES:
+            raise JobConflict(f"run {run_id} is {run['status']}; rerun it once it has ended")
+        return self.runner.run_now(run["job_id"], run.get("params"), rerun_of=run_id)
+
+    def build_search_index(self) -> None:
+        """PostgreSQL: the output search index of a long history, built in a thread beside
+        the service (store.schema.build_search_index); searches read the runs until then."""
+        threading.Thread(target=self._build_search_index, name="ts-search-index",
+                         daemon=True).start()
+
+    def _build_search_index(self) -> None:
+        try:
+            build_search_index(self.store.engine)
+        except Exception:
+            log.exception("output search: building the index failed; searches read the runs "
+                          "instead; it is tried again at the next start")
 
     def run_spans(self, since: dt.datetime, limit: int) -> tuple[list[dict], bool]:
         """For the timeline; see ``SchedulerService.run_spans``."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import logging
 import os
 from typing import Optional
@@ -14,15 +13,14 @@ from typing import Optional
 from .book import JobBook
 from .bus import Bus
 from .changes import ChangeFeed, Changes
-from .checks import SECRET_ENV, check_params
+from .checks import check_params, seal_environ
 from .cluster import Cluster, NodeHooks
 from .config import Config, __version__, check_token
-from .errors import JobConflict
 from .executor import RunContext
 from .history import HistoryWriter
 from .jobs import JobCatalog
 from .lockfile import lock_sqlite
-from .models import FINAL_STATUSES, Page
+from .models import Page
 from .notify import Notifier
 from .output import service_secrets
 from .runlog import RunLog
@@ -95,7 +93,7 @@ class SchedulerService:
         self._lockfile = None
         self.bus.subscribe("ts_jobs", self._jobs_changed)
         self.bus.subscribe("ts_runs", self.runner.wake)
-        self.changes = ChangeFeed(self.store, self.bus, job_state=self._job_state)
+        self.changes = ChangeFeed(self.store, self.bus, job_state=self.book.state_of)
 
     # lifecycle
 
@@ -104,7 +102,8 @@ class SchedulerService:
         is applied before the first fire), then serve. Returns at once."""
         self._lockfile = lock_sqlite(self.config.database_url, self.config.node)
         migrate(self.engine)
-        self._seal_environ()
+        self.runlog.build_search_index()
+        seal_environ(self.config)
         self.board.started_at = _utcnow()
         self.cluster.join()
         self.runner.end_leftovers(self.cluster.clustered)
@@ -124,15 +123,6 @@ class SchedulerService:
                  self.cluster.role, self.store.node, len(self.book.records),
                  self.engine.url.render_as_string(hide_password=True))
         return self
-
-    def _seal_environ(self) -> None:
-        """Take this service's secrets out of os.environ: python jobs share this process and
-        read os.environ (command jobs get no TS_* variable anyway: ``_job_env``)."""
-        given = {"TS_API_TOKEN": self.config.token, "TS_SMTP_URL": self.config.smtp_url,
-                 "TS_DATABASE_URL": self.config.database_url}
-        for name in SECRET_ENV:
-            if os.environ.get(name) and os.environ.get(name) == given[name]:
-                del os.environ[name]
 
     def lead(self, epoch: Optional[int], initial: bool = False) -> None:
         """This node leads from now: jobs.yaml is applied here, and the schedule fires here."""
@@ -199,10 +189,6 @@ class SchedulerService:
         if changed and self.cluster.leads():
             self.scheduler.ask(changed)
 
-    def _job_state(self, job_id: str) -> Optional[str]:
-        rec = self.book.records.get(job_id)
-        return rec.state if rec is not None else None
-
     def changes_since(self, cursor: Optional[str], wait: float = 0.0) -> Changes:
         """Runs and jobs that changed after ``cursor`` (see ``ChangeFeed.read``): what live
         pages and ``/api/events`` tell, from memory, however many read."""
@@ -244,16 +230,10 @@ class SchedulerService:
 
     def job(self, job_id: str) -> dict:
         """One job; a jobs.yaml job also says where it is defined (``defined_at``)."""
-        job = self.catalog.job(job_id)
-        if job["source"] == "yaml":
-            job["defined_at"] = self.editor.where(job_id)
-        return job
+        return self.editor.located(self.catalog.job(job_id))
 
     def job_json(self, job_id: str) -> str:
-        text = self.catalog.job_json(job_id)   # cached: ``defined_at`` is added to the text
-        if self.book.require(job_id).source != "yaml":
-            return text
-        return f'{text[:-1]}, "defined_at": {json.dumps(self.editor.where(job_id))}}}'
+        return self.editor.located_json(job_id, self.catalog.job_json(job_id))
 
     def job_yaml(self, job_id: str) -> str:
         """A job as a jobs.yaml entry (secrets hidden as the API hides them)."""
@@ -305,10 +285,14 @@ class SchedulerService:
     def runs(self, job_id: Optional[str] = None, status=None,
              since: Optional[dt.datetime] = None, limit: int = 50, offset: int = 0,
              trigger: Optional[str] = None, before: Optional[str] = None,
-             after: Optional[str] = None) -> Page:
+             after: Optional[str] = None, *, until: Optional[dt.datetime] = None,
+             node: Optional[str] = None, q: Optional[str] = None) -> Page:
         """Runs newest first (without their output); ``.total`` counts the matches (up to a
-        cap: ``.capped``); ``before``/``after`` are run-id cursors (see ``Store.runs``)."""
-        return self.runlog.runs(job_id, status, since, limit, offset, trigger, before, after)
+        cap: ``.capped``); ``before``/``after`` are run-id cursors (see ``Store.runs``).
+        ``since``/``until`` bound ``scheduled_at``; ``q`` is a phrase searched in stdout and
+        stderr (any case; each run then has ``match``: its first line holding it, docs/api.md)."""
+        return self.runlog.runs(job_id, status, since, limit, offset, trigger, before, after,
+                                until=until, node=node, q=q)
 
     def run_spans(self, since: dt.datetime, limit: int) -> tuple[list[dict], bool]:
         """For the timeline: the newest ``limit`` runs since ``since`` as dicts of the
@@ -335,10 +319,7 @@ class SchedulerService:
 
     def rerun(self, run_id: str) -> dict:
         """Run a finished run's job again, with the same parameters; linked by rerun_of."""
-        run = self.run(run_id)
-        if run["status"] not in FINAL_STATUSES:
-            raise JobConflict(f"run {run_id} is {run['status']}; rerun it once it has ended")
-        return self.runner.run_now(run["job_id"], run.get("params"), rerun_of=run_id)
+        return self.runlog.rerun(run_id)
 
     def cancel(self, run_id: str, wait: float = 0.0) -> dict:
         """Cancel a queued run, or kill a running command's process group (any node); ``wait``

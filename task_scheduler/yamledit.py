@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import logging
 import os
 import stat
@@ -81,6 +82,19 @@ class JobsFileEditor:
             return None
         line = self._lines[1].get(job_id)
         return {"path": path, "line": line} if line else None
+
+    def located(self, job: dict) -> dict:
+        """``job`` (a dict of the API) with ``defined_at`` when it is a jobs.yaml job."""
+        if job["source"] == "yaml":
+            job["defined_at"] = self.where(job["id"])
+        return job
+
+    def located_json(self, job_id: str, text: str) -> str:
+        """A job's JSON text (cached by the catalog) with ``defined_at`` added as ``located``."""
+        rec = self.book.get(job_id)
+        if rec is None or rec.source != "yaml":
+            return text
+        return f'{text[:-1]}, "defined_at": {json.dumps(self.where(job_id))}}}'
 
     def snapshot(self, job_id: str) -> dict:
         """What an edit form carries: ``{"path", "line", "hash"}`` of the file now (this

@@ -30,9 +30,9 @@ import yaml
 from task_scheduler.errors import SchedulerError
 from task_scheduler.http.api import events_answer
 from task_scheduler.http.io import MAX_OFFSET, YAML_TYPE
-from task_scheduler.models import JOB_STATES, RUN_STATUSES
+from task_scheduler.models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS
 
-from . import charts, forms
+from . import charts, forms, runfilter
 from .docs import api_docs_html
 from .i18n import LANG_COOKIE, TZ_COOKIE, Locale, choose_language, languages, zone_named
 
@@ -184,15 +184,18 @@ def _run_params(back: str) -> dict | None:
 
 
 def gui_runs(service) -> str:
-    filters = _query(("job_id", "status"))
+    filters = _query(runfilter.FIELDS)
+    query, problems = runfilter.read_filters(filters, _locale().zone, _t)
     # Only the newest page follows changes: new runs never land on an older one.
     newest = not (bottle.request.query.get("before") or bottle.request.query.get("offset"))
     live = _live(service, filters["job_id"] or None) if newest else None
-    runs, pager = _run_page(service, PAGE_SIZE, filters, job_id=filters["job_id"] or None,
-                            status=filters["status"] or None)
+    runs, pager = _run_page(service, PAGE_SIZE, filters, **query)
+    runfilter.match_parts(runs)
     job_ids = [job["id"] for job in service.jobs()]
     return _render("runs", nav="runs", title=_t("title.runs"), runs=runs, filters=filters,
-                   job_ids=job_ids, pager=pager, live=live)
+                   job_ids=job_ids, pager=pager, problems=problems, triggers=RUN_TRIGGERS,
+                   node_ids=[node["id"] for node in service.nodes()], live=live,
+                   window=getattr(runs, "window", None), search_min=runfilter.SEARCH_MIN)
 
 
 def gui_run_detail(service, run_id: str) -> str:

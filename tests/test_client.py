@@ -265,6 +265,26 @@ def test_runs_filters_and_since(url):
 
 
 @pytest.mark.slow
+def test_runs_grep_prints_the_matching_line_and_the_new_filters(url):
+    assert cli("run", "bad", "--wait", url=url).returncode == 1
+    result = cli("runs", "--grep", "OOPS", "--trigger", "manual", "--since", "1h", url=url)
+    header, first, line, *rest = result.stdout.splitlines()
+    assert first.split()[1:3] == ["bad", "failed"] and line == "    stderr:1: oops"
+    assert all(r.startswith("    stderr:1") or r.split()[1] == "bad" for r in rest
+               if not r.startswith("("))
+    assert cli("runs", "--grep", "oops", "--until", "2000-01-01", url=url).stdout.strip() == \
+        "no runs match"
+    assert cli("runs", "--grep", "oops", "--node", "elsewhere", url=url).stdout.strip() == \
+        "no runs match"
+    as_json = json.loads(cli("runs", "--grep", "oops", "--json", url=url).stdout)
+    assert as_json["runs"][0]["match"]["line"] == "oops"
+    wrong = cli("runs", "--until", "soon", url=url)
+    assert wrong.returncode == 2 and "--until 'soon' is neither" in wrong.stderr
+    bad = cli("runs", "--trigger", "cron", url=url)
+    assert bad.returncode == 2 and "trigger" in bad.stderr
+
+
+@pytest.mark.slow
 def test_pause_resume_and_status(url):
     paused = cli("pause", "nightly_backup", url=url)
     assert paused.returncode == 0 and "nightly_backup: paused" in paused.stdout

@@ -63,7 +63,9 @@ def ended(service, job: dict) -> dict:
         service.flush()
         run = service.run(run_id)
         return run if run["status"] in ts_models.FINAL_STATUSES else None
-    return wait_for(final, 15, message=f"the end of run {run_id}")
+    run = wait_for(final, 15, message=f"the end of run {run_id}")
+    service.flush()   # the end may have been seen in the runner's memory before its write
+    return run
 
 
 def api_run(service, run_id: str, token=None) -> dict:

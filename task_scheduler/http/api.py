@@ -13,10 +13,9 @@ import sqlalchemy as sa
 from ..config import __version__
 from ..errors import SchedulerError, Unavailable
 from .io import (
-    CURSOR_PATTERN, YAML_TYPE, EventsQuery, JobQuery, JobsQuery, OutputQuery, RunsQuery,
-    _content_length, _json_body, _json_response, _query_params, _raw_json, _text)
+    CURSOR_PATTERN, YAML_TYPE, EventsQuery, JobQuery, JobsQuery, OutputQuery, _content_length,
+    _json_body, _json_response, _query_params, _raw_json, _text, runs_query)
 from ..text import _clean
-from ..timeutil import _naive_utc
 
 
 def api_index(service):
@@ -107,11 +106,12 @@ def api_list_runs(service):
     """Runs, newest first, filtered and paged.
 
     ``total`` counts the matches up to ``offset`` + 1,000 (store.schema.TOTAL_CAP);
-    ``total_capped`` is true when there are more."""
-    query = _query_params(RunsQuery).model_dump()
-    query["since"] = _naive_utc(query["since"])
-    page = service.runs(**query)
-    return {"runs": list(page), "total": page.total, "total_capped": page.capped}
+    ``total_capped`` is true when there are more. ``q`` searches the output."""
+    page = service.runs(**runs_query().model_dump())
+    answer = {"runs": list(page), "total": page.total, "total_capped": page.capped}
+    if page.window:
+        answer["search_window"] = page.window
+    return answer
 
 
 def api_get_run(service, run_id):

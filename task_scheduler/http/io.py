@@ -11,9 +11,11 @@ from typing import Annotated, Any, Literal, Optional
 import bottle
 from pydantic import AfterValidator, BaseModel, Field, StrictStr, ValidationError
 
-from ..errors import BadRequest, PayloadTooLarge, UnsupportedMedia
+from ..errors import BadRequest, InvalidQuery, PayloadTooLarge, UnsupportedMedia
 from ..models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS, _Model
+from ..store.schema import SEARCH_MAX, SEARCH_MIN, SEARCH_SCAN
 from ..text import _clean, _json_default, _short
+from ..timeutil import _naive_utc
 
 log = logging.getLogger("task_scheduler")
 
@@ -93,11 +95,37 @@ class RunsQuery(_Model):
     trigger: Optional[Literal[RUN_TRIGGERS]] = None
     since: Optional[dt.datetime] = Field(None, description="runs scheduled at or after this "
                                          "time (ISO 8601; UTC when it has no offset)")
+    until: Optional[dt.datetime] = Field(None, description="runs scheduled at or before this "
+                                         "time (ISO 8601; UTC when it has no offset)")
+    node: Optional[Annotated[StrictStr, Field(min_length=1, max_length=255,
+                                              pattern=r"^[^\x00-\x1f\x7f]+$")]] = Field(
+        None, description="runs claimed or run by this node (its id, GET /api/nodes)")
+    q: Optional[Annotated[StrictStr, Field(max_length=SEARCH_MAX)]] = Field(
+        None, description=f"a phrase in the run's stdout or stderr, any case, as typed (no "
+        f"operators, no wildcards); each run then carries its first matching line as "
+        f"`match`. A phrase under {SEARCH_MIN} characters is looked for in the newest "
+        f"{SEARCH_SCAN:,} runs only (`search_window`). Empty: no search")
     limit: Annotated[int, Field(ge=1, le=1000)] = 50
     offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
     before: Optional[Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{1,32}$")]] = Field(
         None, description="a run id: only runs older than it (the next page after a page "
         "ending with that run; fast at any depth, where offset reads every run it skips)")
+
+
+
+def runs_query() -> RunsQuery:
+    """``GET /api/runs``'s query: times as naive UTC and in order (each valid, the two out of
+    order: 422), a blank phrase none."""
+    query = _query_params(RunsQuery)
+    since, until = _naive_utc(query.since), _naive_utc(query.until)
+    if since and until and until < since:
+        raise InvalidQuery(f"query parameter until: {query.until.isoformat()} is before since "
+                         f"({query.since.isoformat()})",
+                         [{"field": "until", "message": "before since"}])
+    return query.model_copy(update={"since": since, "until": until,
+                                    "q": (query.q or "").strip() or None})
+
+
 _OPEN_ROUTES = {"/api/health"}   # everything else needs the token when one is configured
 
 

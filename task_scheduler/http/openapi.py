@@ -27,6 +27,17 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="allow")   # answers gain fields, never lose them (DESIGN)
 
 
+class ApiMatch(_Out):
+    """The first line of a run's output holding the phrase searched for (masked as output is)."""
+
+    stream: Literal["stdout", "stderr"]
+    line: str = Field(description="the line, up to 240 characters around the phrase; '…' "
+                                  "marks a cut")
+    line_number: int = Field(description="its number in the stream, from 1")
+    start: int = Field(description="where the phrase begins in line (characters, from 0)")
+    length: int = Field(description="the phrase's length in line")
+
+
 class ApiRun(_Out):
     """A run (times in UTC); attempt counts retries."""
 
@@ -48,6 +59,8 @@ class ApiRun(_Out):
     due_at: Optional[dt.datetime] = Field(None, description="queued runs: when it may start "
                                           "(a retry waits for its delay)")
     waiting: Optional[str] = Field(None, description="queued runs: why it has not started")
+    match: Optional[ApiMatch] = Field(None, description="with q: its first line holding the "
+                                      "phrase (null: the output changed since it was found)")
 
 
 class ApiRunDetail(ApiRun):
@@ -130,6 +143,8 @@ class ApiRunPage(_Out):
     total: int
     total_capped: bool = Field(description=f"there are more matches than total (counting "
                                f"stops {TOTAL_CAP:,} past the offset)")
+    search_window: Optional[int] = Field(None, description="a phrase too short for the index "
+                                         "was looked for in only this many newest runs")
 
 
 class ApiRunQueued(_Out):
@@ -303,7 +318,7 @@ _OPERATIONS = {
     "api_resume_job": _Op(200, ApiJob, "jobs"),
     "api_run_job": _Op(202, ApiRunQueued, "jobs", body=RunParams, errors=(409,)),
     "api_rerun_run": _Op(202, ApiRunQueued, "runs", errors=(409,)),
-    "api_list_runs": _Op(200, ApiRunPage, "runs", query=RunsQuery),
+    "api_list_runs": _Op(200, ApiRunPage, "runs", query=RunsQuery, errors=(422,)),
     "api_get_run": _Op(200, ApiRunDetail, "runs"),
     "api_run_stdout": _Op(200, "text/plain", "runs", query=OutputQuery),
     "api_run_stderr": _Op(200, "text/plain", "runs", query=OutputQuery),

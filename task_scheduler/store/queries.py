@@ -9,9 +9,12 @@ from typing import Optional
 import sqlalchemy as sa
 
 from ..models import ENDED_STATUSES, Page, run_to_dict
+from ..output import find_line, match_line
 from .database import Database
+from .dialect import ids_of, like_escape
 from .schema import (
-    APS_TABLE, LIVE_COLUMNS, RUN_SPAN_COLUMNS, TOTAL_CAP, _SUMMARY_COLUMNS, ts_jobs, ts_runs)
+    APS_TABLE, LIVE_COLUMNS, RUN_SPAN_COLUMNS, SEARCH_MIN, SEARCH_SCAN, TOTAL_CAP,
+    _SUMMARY_COLUMNS, ts_jobs, ts_runs)
 from ..timeutil import _naive_utc
 
 
@@ -25,23 +28,83 @@ class RunQueries:
         self.db = db
 
     def runs(self, job_id=None, status=None, since=None, limit=50, offset=0,
-             trigger=None, before=None, after=None) -> Page:
+             trigger=None, before=None, after=None, until=None, node=None, q=None) -> Page:
         """Runs newest first. ``before``/``after`` are run ids (keyset cursors: ids sort by
         time), cheap at any depth where ``offset`` reads every row it skips. ``.total`` counts
         the matches (``before`` included, ``after`` not) up to ``offset + TOTAL_CAP``;
-        ``.capped`` says there are more."""
-        conds = _filters(job_id, status, trigger, since, before)
-        query = sa.select(*_SUMMARY_COLUMNS).where(*conds, *(
-            [ts_runs.c.id > after] if after else [])).limit(limit).offset(offset)
+        ``.capped`` says there are more. ``q``: a phrase in stdout or stderr (see _search);
+        ``.window`` is set when only the newest runs were searched."""
+        conds = _filters(job_id, status, trigger, since, before, until, node)
+        if q:   # output is stored with NUL as U+FFFD (history._db_text): so is the phrase
+            return self._search_page(conds, q.replace("\0", "\ufffd"), limit, offset, after)
         cap = offset + TOTAL_CAP
         with self.db.engine.connect() as conn:
-            rows = conn.execute(query.order_by(ts_runs.c.id.asc() if after
-                                               else ts_runs.c.id.desc())).all()
+            rows = conn.execute(sa.select(*_SUMMARY_COLUMNS).where(*conds, *(
+                [ts_runs.c.id > after] if after else [])).limit(limit).offset(offset)
+                .order_by(ts_runs.c.id.asc() if after else ts_runs.c.id.desc())).all()
             total = conn.execute(sa.select(sa.func.count()).select_from(
                 sa.select(ts_runs.c.id).where(*conds).limit(cap + 1).subquery())).scalar()
-        page = Page(run_to_dict(r) for r in (reversed(rows) if after else rows))
-        page.total, page.capped = min(total, cap), total > cap
+        return _page(reversed(rows) if after else rows, total, cap)
+
+    def _search_page(self, conds: list, phrase: str, limit: int, offset: int,
+                     after: Optional[str]) -> Page:
+        """``runs`` with a phrase: the ids of the newest matches (up to the count's cap) found
+        once, by each way the database has to find them, then the page's rows by id."""
+        cap = offset + TOTAL_CAP
+        with self.db.engine.connect() as conn:
+            self.db.dialect.plan_each(conn)
+            ids = _merged(conn, self._search(conds, phrase, cap + 1), cap + 1)
+            wanted = ids[offset:offset + limit]
+            if after:   # the page just newer than ``after``
+                wanted = _merged(conn, self._search([*conds, ts_runs.c.id > after], phrase,
+                                                    limit, oldest=True), limit, oldest=True)
+            rows = conn.execute(sa.select(*_SUMMARY_COLUMNS).where(ts_runs.c.id.in_(wanted))
+                                .order_by(ts_runs.c.id.desc())).all() if wanted else []
+        page = _page(rows, len(ids), cap)
+        page.window = None if len(phrase) >= SEARCH_MIN else SEARCH_SCAN
         return page
+
+    def _search(self, conds: list, phrase: str, limit: int, oldest: bool = False) -> list:
+        """Statements finding the ids of the newest (``oldest``: oldest) ``limit`` runs that
+        ``conds`` select and whose output holds ``phrase``: through the database's index for
+        SEARCH_MIN characters or more (dialect.output_match); a shorter phrase no trigram
+        index can find, so it is looked for in the newest SEARCH_SCAN of those runs."""
+        if len(phrase) >= SEARCH_MIN:
+            return self.db.dialect.output_match(phrase, conds, limit, oldest)
+        pattern = f"%{like_escape(phrase)}%"
+        newest = sa.select(ts_runs.c.id, ts_runs.c.stdout, ts_runs.c.stderr).where(*conds) \
+            .order_by(ts_runs.c.id.desc()).limit(SEARCH_SCAN).subquery()   # read first
+        return [ids_of([ts_runs.c.id.in_(sa.select(newest.c.id).where(sa.or_(
+            newest.c.stdout.ilike(pattern, escape="\\"),
+            newest.c.stderr.ilike(pattern, escape="\\"))))], limit, oldest)]
+
+    def matches(self, run_ids: list, phrase: str) -> dict:
+        """{run id: the first line holding ``phrase``} (stdout before stderr): found by the
+        database, which sends back only a window around it and the newlines before it (an
+        output may be a MiB). Output is stored masked: so is the line."""
+        if not run_ids or not phrase:
+            return {}
+        phrase = phrase.replace("\0", "\ufffd")
+        found = {}
+        with self.db.engine.connect() as conn:
+            for row in conn.execute(_match_query(self.db.dialect, run_ids, phrase)):
+                stream = "stdout" if row.out_at else "stderr" if row.err_at else None
+                if stream is None:   # lower() and the index fold case apart (rare): read it
+                    text = self._whole(conn, row.id)
+                    found[row.id] = find_line(text, phrase) if text else None
+                    continue
+                at, start, window, newlines = (row.out_at, row.out_from, row.out_text,
+                                               row.out_lines) if stream == "stdout" else (
+                    row.err_at, row.err_from, row.err_text, row.err_lines)
+                found[row.id] = {"stream": stream, **match_line(
+                    window, at - start, len(phrase), start > 1,
+                    len(window) >= _WINDOW * 2 + len(phrase)), "line_number": newlines + 1}
+        return {k: v for k, v in found.items() if v}
+
+    def _whole(self, conn, run_id: str) -> Optional[dict]:
+        row = conn.execute(sa.select(ts_runs.c.stdout, ts_runs.c.stderr)
+                           .where(ts_runs.c.id == run_id)).first()
+        return row and {"stdout": row.stdout or "", "stderr": row.stderr or ""}
 
     def run(self, run_id: str):
         with self.db.engine.connect() as conn:
@@ -131,7 +194,44 @@ class RunQueries:
                 .order_by(ts_runs.c.id.desc()).limit(1)).first()
 
 
-def _filters(job_id, status, trigger, since, before) -> list:
+def _merged(conn, statements: list, limit: int, oldest: bool = False) -> list:
+    """The ids that any of ``statements`` finds, the ``limit`` newest (``oldest``: oldest),
+    newest first. One statement per way of finding them: an OR of them would hide each way's
+    index from the planner (PostgreSQL's partial indexes, SQLite's FTS table)."""
+    found: set = set()
+    for statement in statements:
+        found.update(conn.execute(statement).scalars())
+    return sorted(sorted(found, reverse=not oldest)[:limit], reverse=True)
+
+
+def _page(rows, total: int, cap: int) -> Page:
+    page = Page(run_to_dict(r) for r in rows)
+    page.total, page.capped = min(total, cap), total > cap
+    return page
+
+
+_WINDOW = 400   # characters read on each side of a match: a line longer is shown cut
+
+
+def _match_query(dialect, run_ids: list, phrase: str):
+    """Per run: where the phrase is in each stream, the text around it, the newlines before."""
+    found = sa.select(ts_runs.c.id, ts_runs.c.stdout, ts_runs.c.stderr,
+                      dialect.position(ts_runs.c.stdout, phrase).label("out_at"),
+                      dialect.position(ts_runs.c.stderr, phrase).label("err_at")) \
+        .where(ts_runs.c.id.in_(run_ids)).subquery()
+    columns = [found.c.id, found.c.out_at, found.c.err_at]
+    for name, text, at in (("out", found.c.stdout, found.c.out_at),
+                           ("err", found.c.stderr, found.c.err_at)):
+        start = sa.case((at > _WINDOW, at - _WINDOW), else_=1)
+        before = sa.func.substr(text, 1, sa.case((at > 1, at - 1), else_=0))
+        columns += [start.label(f"{name}_from"),
+                    sa.func.substr(text, start, _WINDOW * 2 + len(phrase)).label(f"{name}_text"),
+                    (sa.func.length(before) - sa.func.length(sa.func.replace(before, "\n", "")))
+                    .label(f"{name}_lines")]
+    return sa.select(*columns)
+
+
+def _filters(job_id, status, trigger, since, before, until=None, node=None) -> list:
     conds = []
     if job_id:
         conds.append(ts_runs.c.job_id == job_id)
@@ -142,6 +242,10 @@ def _filters(job_id, status, trigger, since, before) -> list:
         conds.append(ts_runs.c.trigger == trigger)
     if since:
         conds.append(ts_runs.c.scheduled_at >= _naive_utc(since))
+    if until:
+        conds.append(ts_runs.c.scheduled_at <= _naive_utc(until))
+    if node:
+        conds.append(ts_runs.c.node == node)
     if before:
         conds.append(ts_runs.c.id < before)
     return conds

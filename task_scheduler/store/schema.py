@@ -3,6 +3,7 @@ schema versions, and run ids on the database's clock."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -12,6 +13,9 @@ import sqlalchemy as sa
 
 from ..config import __version__
 from ..errors import SchedulerError
+from ..models import FINAL_STATUSES
+
+log = logging.getLogger("task_scheduler")
 
 
 SCHEMA_VERSION = 2
@@ -132,6 +136,12 @@ _TAKEN = sa.or_(ts_runs.c.status == "running",
 ix_ts_runs_taken = sa.Index("ix_ts_runs_taken", ts_runs.c.job_id, postgresql_where=_TAKEN,
                             sqlite_where=_TAKEN)
 LEASE = "leader"
+SEARCH_TABLE = "ts_runs_text"   # SQLite: the FTS5 index of finished runs' output
+SEARCH_MAX = 200     # characters of a phrase searched for: longer is refused, not cut
+SEARCH_MIN = 3       # a trigram index finds phrases of 3 characters and more; shorter ones:
+SEARCH_SCAN = 5_000  # the newest runs (of those filtered) read for a short phrase (~100 ms)
+SEARCH_INLINE = 20_000   # runs indexed inside migrate on PostgreSQL (~2 s); more: after start
+_FINAL_SQL = ", ".join(f"'{s}'" for s in sorted(FINAL_STATUSES))   # constants: no user text
 
 
 def new_run_id(offset: float = 0.0) -> str:
@@ -232,10 +242,158 @@ def migrate(engine: sa.Engine) -> int:
         _add_missing_column(conn, "ts_runs", sa.Column("pid", sa.Integer))
         _add_missing_column(conn, "ts_runs", sa.Column("result", sa.Text))
         _add_missing_column(conn, "ts_nodes", sa.Column("schema_version", sa.Integer))
+        _create_search(conn)
         if conn.execute(sa.select(ts_lease.c.name).where(ts_lease.c.name == LEASE)).first() \
                 is None:
             conn.execute(ts_lease.insert().values(name=LEASE, epoch=0))
     return SCHEMA_VERSION
+
+
+def _create_search(conn) -> None:
+    """The index that output search uses, created with what it must hold already (no schema
+    step: additive, and nodes of the previous release go on without it). Finished runs only:
+    a running run's output is rewritten each second, and indexing it each time would hold the
+    write lock long; searches read those few runs directly (RunQueries)."""
+    if conn.dialect.name == "sqlite":
+        _create_search_sqlite(conn)
+    elif conn.dialect.name == "postgresql":
+        _create_search_postgres(conn)
+
+
+def _create_search_sqlite(conn) -> None:
+    """An FTS5 table over ts_runs' own text (external content: the output is not stored twice)
+    with the trigram tokenizer (any substring of 3+ characters, Japanese too, case folded),
+    kept in step by triggers on every path that writes a run: inserted ended (pings,
+    skipped), ended by an update, output changed after the end, deleted (retention)."""
+    if sa.inspect(conn).has_table(SEARCH_TABLE):
+        return
+    began = time.monotonic()
+    final, t = _FINAL_SQL, SEARCH_TABLE
+    for ddl in (
+            f"CREATE VIRTUAL TABLE {t} USING fts5(stdout, stderr, content='ts_runs', "
+            f"content_rowid='rowid', tokenize='trigram')",
+            f"CREATE TRIGGER {t}_insert AFTER INSERT ON ts_runs WHEN new.status IN ({final}) "
+            f"BEGIN INSERT INTO {t}(rowid, stdout, stderr) "
+            f"VALUES (new.rowid, new.stdout, new.stderr); END",
+            f"CREATE TRIGGER {t}_delete AFTER DELETE ON ts_runs WHEN old.status IN ({final}) "
+            f"BEGIN INSERT INTO {t}({t}, rowid, stdout, stderr) "
+            f"VALUES ('delete', old.rowid, old.stdout, old.stderr); END",
+            f"CREATE TRIGGER {t}_update AFTER UPDATE OF status, stdout, stderr ON ts_runs "
+            f"WHEN old.status IN ({final}) OR new.status IN ({final}) BEGIN "
+            f"INSERT INTO {t}({t}, rowid, stdout, stderr) SELECT 'delete', old.rowid, "
+            f"old.stdout, old.stderr WHERE old.status IN ({final}); "
+            f"INSERT INTO {t}(rowid, stdout, stderr) SELECT new.rowid, new.stdout, "
+            f"new.stderr WHERE new.status IN ({final}); END",
+            f"INSERT INTO {t}(rowid, stdout, stderr) SELECT rowid, stdout, stderr "
+            f"FROM ts_runs WHERE status IN ({final})"):
+        conn.exec_driver_sql(ddl)
+    _log_backfill(began)
+
+
+def _create_search_postgres(conn) -> None:
+    """pg_trgm GIN indexes on the finished runs' stdout and stderr (partial: a running run's
+    output, rewritten each second, is not indexed), here when the history is small; a longer
+    one is left to ``build_search_index`` after start (CREATE INDEX here would stop every
+    node's writes to ts_runs while it reads all of it). Without the extension (not on the
+    server, no right to create it) search still works, by a scan: said once, here."""
+    if all(_index_valid(conn, name) for name, _ in _TRIGRAM_INDEXES):
+        return
+    ops = _trigram_ops(conn)
+    if ops is None or conn.execute(sa.select(sa.func.count()).select_from(
+            sa.select(ts_runs.c.id).limit(SEARCH_INLINE + 1).subquery())).scalar() > SEARCH_INLINE:
+        return
+    began = time.monotonic()
+    for name, column in _TRIGRAM_INDEXES:
+        if _index_valid(conn, name) is False:   # an interrupted concurrent build's leftover
+            conn.exec_driver_sql(f"DROP INDEX {name}")
+        conn.exec_driver_sql(_trigram_index(name, column, ops, ""))
+    _log_backfill(began)
+
+
+def build_search_index(engine: sa.Engine) -> bool:
+    """PostgreSQL, after migrate: the trigram indexes that migrate left to build (a long
+    history) built CONCURRENTLY: every node goes on writing runs meanwhile, and searches read
+    the runs until they are done. One node builds at a time (an advisory lock: the others
+    skip); an index an interrupted build left invalid is dropped and built again (an invalid
+    index is never used). Returns whether it built anything."""
+    if engine.dialect.name != "postgresql":
+        return False
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")   # CONCURRENTLY needs it
+        ops, todo = _trigram_found(conn), [(name, column) for name, column in _TRIGRAM_INDEXES
+                                            if not _index_valid(conn, name)]
+        key = sa.func.hashtext(sa.func.current_schema())
+        if ops is None or not todo or not conn.execute(
+                sa.select(sa.func.pg_try_advisory_lock(0x7453_7478, key))).scalar():
+            return False
+        try:
+            began = time.monotonic()
+            log.info("output search: indexing the output of the runs so far, concurrently "
+                     "(searches read the runs until it is done)")
+            for name, column in todo:
+                if _index_valid(conn, name) is False:
+                    conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY {name}")
+                conn.exec_driver_sql(_trigram_index(name, column, ops, "CONCURRENTLY"))
+            log.info("output search: indexed in %.1f s", time.monotonic() - began)
+        finally:
+            conn.execute(sa.select(sa.func.pg_advisory_unlock(0x7453_7478, key)))
+    return True
+
+
+_TRIGRAM_INDEXES = [(f"ix_ts_runs_{c}_trgm", c) for c in ("stdout", "stderr")]
+
+
+def _trigram_index(name: str, column: str, ops: str, how: str) -> str:
+    return (f"CREATE INDEX {how} IF NOT EXISTS {name} ON ts_runs USING gin ({column} {ops}) "
+            f"WHERE status IN ({_FINAL_SQL})")
+
+
+def _index_valid(conn, name: str) -> Optional[bool]:
+    """Whether this schema's index ``name`` is usable; None: there is none."""
+    return conn.execute(sa.text(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"),
+        {"name": name}).scalar()
+
+
+def _trigram_found(conn) -> Optional[str]:
+    """pg_trgm's operator class, qualified by the schema holding the extension; None: none."""
+    found = conn.exec_driver_sql("SELECT extnamespace::regnamespace::text FROM pg_extension "
+                                 "WHERE extname = 'pg_trgm'").scalar()
+    return None if found is None else f"{found}.gin_trgm_ops"
+
+
+def _trigram_ops(conn) -> Optional[str]:
+    """pg_trgm's operator class, the extension created if it is not there: in ``public``
+    where it can be (one for the database: dropping a deployment's schema must not drop it; a
+    deployment's own schema need not be on the search path, so the class is qualified)."""
+    error = None
+    for ddl in (None, "CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public",
+                "CREATE EXTENSION IF NOT EXISTS pg_trgm"):
+        try:
+            if ddl is not None:
+                with conn.begin_nested():   # a refusal must not end migrate's transaction
+                    conn.exec_driver_sql(ddl)
+        except sa.exc.DBAPIError as exc:   # no right to it, not on the server, or a race
+            error = exc
+        found = _trigram_found(conn)
+        if found is not None:
+            return found
+    log.warning("output search: the pg_trgm extension could not be created (%s); searches "
+                "of run output read every run instead of an index (docs/api.md, finding runs)",
+                _first_line(error))
+    return None
+
+
+def _first_line(exc: Optional[BaseException]) -> str:
+    text = str(getattr(exc, "orig", exc) or "").strip()
+    return text.splitlines()[0] if text else "unknown reason"
+
+
+def _log_backfill(began: float) -> None:
+    took = time.monotonic() - began
+    if took > 1:
+        log.info("output search: indexed the output of existing runs in %.1f s", took)
 
 
 def _take_turns(conn) -> None:

@@ -6,7 +6,7 @@
   </thead>
   <tbody>
   % for run in runs:
-    <tr data-testid="run-row" data-run-id="{{run['id']}}" data-status="{{run['status']}}">
+    <tr data-testid="run-row" data-run-id="{{run['id']}}" data-status="{{run['status']}}" class="{{'has-match' if run.get('match') else ''}}">
       <td data-label="{{t('runs.col.run')}}"><a href="/runs/{{run['id']}}" class="mono">{{run['id']}}</a></td>
       <td data-label="{{t('runs.col.job')}}"><a href="/jobs/{{run['job_id']}}">{{run['job_id']}}</a></td>
       <td data-label="{{t('runs.col.status')}}">
@@ -20,6 +20,11 @@
       <td data-label="{{t('runs.col.exit')}}">{{'—' if run.get('exit_code') is None else run['exit_code']}}</td>
       <td data-label="{{t('runs.col.node')}}" class="mono small">{{run.get('node') or '—'}}</td>
     </tr>
+    % if run.get('match'):
+    <tr class="match-row" data-run-id="{{run['id']}}">
+      <td colspan="8" data-testid="run-match" data-stream="{{run['match']['stream']}}"><span class="match-where">{{t('runs.match_where', stream=run['match']['stream'], line=run['match']['line_number'])}}</span> <code class="match-line">{{run['match']['parts'][0]}}<mark>{{run['match']['parts'][1]}}</mark>{{run['match']['parts'][2]}}</code></td>
+    </tr>
+    % end
   % end
   </tbody>
 </table>
