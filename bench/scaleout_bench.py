@@ -55,7 +55,8 @@ def measure(db: str, nodes: int, args) -> dict:
     try:
         running.extend(Node(f"n{i + 1}", folder, url, jobs) for i in range(nodes))
         wait_for(lambda: all(n.answers() for n in running), 60, "nodes answering", 0.2)
-        time.sleep(args.warmup)
+        wait_for(lambda: started_any(engine), 60, "a run started", 0.2)
+        time.sleep(args.warmup)   # counted from the first start: the nodes are busy by then
         began = db_now(engine)
         time.sleep(args.seconds)
         return count(engine, began, began + dt.timedelta(seconds=args.seconds), args.seconds)
@@ -77,6 +78,12 @@ def db_now(engine: sa.Engine) -> dt.datetime:
     """The database's clock, the one started_at is written with (naive UTC)."""
     with engine.connect() as conn:
         return conn.execute(sa.text("SELECT timezone('UTC', clock_timestamp())")).scalar()
+
+
+def started_any(engine: sa.Engine) -> bool:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT 1 FROM ts_runs WHERE started_at IS NOT NULL LIMIT 1")).first() is not None
 
 
 def count(engine: sa.Engine, begin: dt.datetime, end: dt.datetime, seconds: float) -> dict:
