@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
-import sqlalchemy.dialects.sqlite
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
 
