@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Optional
@@ -237,7 +238,8 @@ class Reloader:
         from watchdog.observers import Observer
         observer = Observer()
         try:
-            observer.schedule(_FileEvents(self), os.path.dirname(self._path), recursive=False)
+            observer.schedule(_FileEvents(self), os.path.dirname(self._path), recursive=False,
+                              event_filter=_file_events())
             observer.start()
         except OSError as exc:
             log.warning("cannot watch %s (%s); polling every %ss instead", self._path,
@@ -274,6 +276,18 @@ class Reloader:
             pass  # recorded and logged by reload(); the running configuration stays
         except Exception:
             log.exception("reloader: unexpected error; the running configuration is kept")
+
+
+def _file_events() -> Optional[list]:
+    """The events inotify is asked for (Linux; elsewhere all). The database usually sits beside
+    jobs.yaml (the default layout) and every commit writes its WAL: reported as modified, those
+    writes kept watchdog's thread reading (7.6% of a busy node's samples at 200 runs/s). A
+    save still shows: in place as closed, atomic as moved, vim-style as created."""
+    if not sys.platform.startswith("linux"):
+        return None
+    from watchdog.events import (
+        FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent)
+    return [FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent]
 
 
 class _FileEvents:

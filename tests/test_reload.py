@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 import urllib.request
@@ -19,6 +20,7 @@ import pytest
 
 import sqlalchemy as sa
 import task_scheduler as ts
+import task_scheduler.reload as ts_reload
 import task_scheduler.store.schema as ts_schema
 from conftest import final_runs, free_port, start_process, wait_for, write_jobs
 
@@ -370,6 +372,33 @@ def test_burst_of_20_quick_saves_ends_in_the_last_file(jobs_file, make_service):
 
 
 # robustness: handler and reload exceptions
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify's event mask")
+def test_writes_to_a_file_beside_jobs_yaml_wake_no_handler(jobs_file, make_service,
+                                                           monkeypatch):
+    """The database's WAL beside jobs.yaml is written at every commit: inotify is not asked
+    for those writes (reload._file_events), so watchdog's thread does not read them."""
+    write_jobs(jobs_file, GOOD)
+    service = make_service()
+    events = []
+    monkeypatch.setattr(ts_reload._FileEvents, "dispatch",
+                        lambda self, event: events.append(event))
+    beside = jobs_file.parent / "other.sqlite-wal"
+    with open(beside, "wb") as wal:   # held open, as SQLite holds its WAL
+        wal.write(b"x")
+        wal.flush()
+        wait_for(lambda: events, 5, message="the created event of the new file")
+        events.clear()
+        for _ in range(50):
+            wal.write(b"x" * 100)
+            wal.flush()
+            os.fsync(wal.fileno())
+        save_in_place(jobs_file, GOOD.replace("hours: 1", "hours: 4"))   # an event after them
+        wait_for(lambda: any(str(e.src_path).endswith("jobs.yaml") for e in events), 5,
+                 message="the save's event")
+    assert not [e for e in events if str(e.src_path).endswith("-wal")], events
+    assert service.reloader._observer.is_alive()
+
 
 def test_exception_in_the_event_handler_does_not_kill_the_observer(jobs_file, make_service,
                                                                     monkeypatch, caplog):
