@@ -10,14 +10,12 @@ form's fields are described in `forms.py`, the timeline and the duration chart i
 from __future__ import annotations
 
 import base64
-import collections
 import functools
 import hashlib
 import hmac
 import json
 import os
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,6 +27,7 @@ import yaml
 
 from task_scheduler.errors import SchedulerError
 from task_scheduler.http.api import events_answer
+from task_scheduler.http.guard import FailureLimiter
 from task_scheduler.http.io import MAX_OFFSET, YAML_TYPE
 from task_scheduler.models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS
 
@@ -48,6 +47,7 @@ DASH_COUNTS_AGE = 5       # s the dashboard's 24 h counts may lag: a day of 1M r
                           # (sooner when runs changed: a live dashboard shows its counts move)
 JOBS_PAGE_SIZE = 100      # a whole fleet on one page; the filters narrow it down
 SESSION_TTL = 12 * 3600   # a working day: long enough not to nag, short enough to expire
+LOGIN_FAILURES, LOGIN_WINDOW = 5, 300   # wrong tokens at the login before it answers 429
 FLASH_TTL = 60            # the flash only has to survive one 303 redirect
 PREFERENCE_TTL = 365 * 86400   # language and time zone: chosen once
 HEX = frozenset("0123456789abcdef")   # run ids
@@ -274,7 +274,7 @@ def gui_login_post(service) -> str:
     target = _next_url("/")
     if not token:
         _redirect(target)
-    limiter: LoginLimiter = bottle.request.app.config["ts.gui.logins"]
+    limiter: FailureLimiter = bottle.request.app.config["ts.gui.logins"]
     # The client as the core's guard tells it: behind a --trusted-proxies proxy, the address
     # it forwards (else every user behind the proxy would share one limit).
     client = bottle.request.environ.get("ts.client") or bottle.request.remote_addr or "?"
@@ -284,13 +284,12 @@ def gui_login_post(service) -> str:
         secret = service.store.sessions.create_session(SESSION_TTL)
         _set_cookie("ts_session", _sign(f"session:{secret}"), SESSION_TTL)
         _redirect(target, "flash.logged_in")
-    wait = limiter.wait(client)
+    wait = limiter.failed(client)   # counted; past the limit, the seconds to wait
     if wait:
         bottle.response.status = 429
         bottle.response.set_header("Retry-After", str(wait))
         return _render("login", nav="login", title=_t("title.login"), next=target,
                        error=_t("login.too_many", n=wait))
-    limiter.failed(client)
     bottle.response.status = 401
     return _render("login", nav="login", title=_t("title.login"), error=_t("login.invalid"),
                    next=target)
@@ -302,39 +301,6 @@ def gui_logout(service) -> None:
         service.store.sessions.revoke_session(secret)
     bottle.response.delete_cookie("ts_session", path="/")
     _redirect("/login" if _token(service) else "/", "flash.logged_out")
-
-
-class LoginLimiter:
-    """Wrong tokens per client: after ``limit`` within ``window`` seconds, the client's wrong
-    tokens are answered 429 until the oldest leaves the window (the right one still passes)."""
-
-    def __init__(self, limit: int = 5, window: float = 300):
-        self.limit, self.window = limit, window
-        self._failures: dict[str, collections.deque] = {}
-        self._lock = threading.Lock()
-
-    def wait(self, client: str) -> int:
-        with self._lock:
-            recent = self._recent(client)
-            if len(recent) < self.limit:
-                return 0
-            return max(int(recent[0] + self.window - time.monotonic()) + 1, 1)
-
-    def failed(self, client: str) -> None:
-        with self._lock:
-            self._recent(client).append(time.monotonic())
-            if len(self._failures) > 10000:   # an address scan: forget the quiet ones
-                self._failures = {k: v for k, v in self._failures.items() if v}
-
-    def forget(self, client: str) -> None:
-        with self._lock:
-            self._failures.pop(client, None)
-
-    def _recent(self, client: str) -> collections.deque:
-        recent = self._failures.setdefault(client, collections.deque())
-        while recent and recent[0] < time.monotonic() - self.window:
-            recent.popleft()
-        return recent
 
 
 GUI_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
@@ -374,7 +340,7 @@ def install_gui(app: bottle.Bottle, service) -> None:
     app.route("/static/<path:path>", "GET", _static)
     app.add_hook("after_request", _security_headers)
     app.config["ts.error_page"] = functools.partial(_error_hook, service)
-    app.config["ts.gui.logins"] = LoginLimiter()
+    app.config["ts.gui.logins"] = FailureLimiter(LOGIN_FAILURES, LOGIN_WINDOW)
 
 
 # -- Safety: login, CSRF, flash, headers ----------------------------------------------------

@@ -237,6 +237,11 @@ class FailureLimiter:
                 self._failures = {k: v for k, v in self._failures.items() if v}
             return 0
 
+    def forget(self, client: str) -> None:
+        """The client got it right: its failures are forgotten (the GUI's login does this)."""
+        with self._lock:
+            self._failures.pop(client, None)
+
     def _recent(self, client: str) -> collections.deque:
         recent = self._failures.setdefault(client, collections.deque())
         while recent and recent[0] < time.monotonic() - self.window:
