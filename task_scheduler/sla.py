@@ -86,6 +86,8 @@ class SlaWatch:
                     if r.definition.sla is not None and r.definition.is_enabled}
         watched = {i: r for i, r in self.book.records.items()
                    if r.watched and r.state == "scheduled"}
+        if not promised and not watched:
+            return []   # nothing promised: not a statement a second for nothing
         now, rows = self.store.sla.open_runs(list(promised))
         found = [b for row in rows if row.job_id in promised
                  for b in _run_breaches(promised[row.job_id], dict(row._mapping), now)]
