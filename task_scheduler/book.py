@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from .errors import JobConflict, JobNotFound
 from .models import (
-    DateSpec, JobDefinition, ManualSpec, definition_hash, redact_target, share_fields)
+    DateSpec, HeartbeatSpec, JobDefinition, ManualSpec, definition_hash, duration_seconds,
+    redact_target, share_fields)
 from .text import _clean, _json_default
 from .timeutil import _iso, _utcnow
 from .triggers import build_trigger, fire_times, trigger_text
@@ -52,6 +53,11 @@ class JobRecord:
         if self.finished():
             return "finished"
         return "paused" if self.paused else "scheduled"
+
+    @property
+    def watched(self) -> bool:
+        """A heartbeat job: its work runs elsewhere and pings; nothing fires here."""
+        return isinstance(self.definition.trigger, HeartbeatSpec)
 
     def finished(self) -> bool:
         """A date job whose time has come: it fires at once (or has), and never again."""
@@ -203,7 +209,8 @@ class JobBook:
         """A job's dict and JSON, kept on its record until its state, next fire time or last
         run changes (a new definition is a new record): computing next fire times is the bulk
         of the cost, so a list of 1,000 jobs is answered in milliseconds."""
-        key = (rec.paused, rec.state, next_ts, last_run and (last_run["id"], last_run["status"]))
+        key = (rec.paused, rec.state, next_ts, last_run and (
+            last_run["id"], last_run["status"], tuple(last_run.get("sla_breaches", ()))))
         if rec.view is None or rec.view[0] != key:
             job = self._job_dict(rec, next_ts, last_run)
             rec.view = (key, job, json.dumps(job, default=_json_default, ensure_ascii=False))
@@ -218,6 +225,8 @@ class JobBook:
         d = rec.definition
         next_time = (dt.datetime.fromtimestamp(next_ts, dt.UTC)
                      if next_ts is not None and rec.state == "scheduled" else None)
+        if rec.watched and rec.state == "scheduled":
+            next_time = expected_ping(rec, last_run)
         definition = d.dump()
         if definition.get("notify"):   # the API and the GUI never show a secret
             definition["notify"] = [redact_target(t) for t in definition["notify"]]
@@ -232,12 +241,15 @@ class JobBook:
             "misfire_grace_time": d.misfire_grace_time, "timeout": d.timeout, "tags": d.tags,
             "isolation": d.isolation if d.kind == "python" else None,
             "run_on": d.run_on, "notify": definition.get("notify", []),
+            "sla": definition.get("sla"),
             "is_enabled": d.is_enabled, "paused": rec.paused,
             "last_run": last_run, "definition": definition,
             "created_at": _iso(rec.created_at), "updated_at": _iso(rec.updated_at),
         }
 
     def _fire_times(self, rec: JobRecord, first: Optional[dt.datetime], count: int) -> list:
+        if rec.watched:
+            return [first] if first is not None else []
         return fire_times(self.trigger_of(rec), first, count) if first is not None else []
 
     def _record(self, row) -> Optional[tuple[str, JobRecord]]:
@@ -266,6 +278,17 @@ class JobBook:
         a view asks: 10,000 eager triggers cost ~2 MiB and a tenth of a second."""
         if isinstance(rec.definition.trigger, DateSpec):
             self.trigger_of(rec)
+
+
+def expected_ping(rec: JobRecord, last_run: Optional[dict]) -> dt.datetime:
+    """When a heartbeat job's next ping is due: ``every`` after its last ping (or after it was
+    added); after an ``overdue`` row, that row's time (still due)."""
+    spec = rec.definition.trigger
+    if last_run and last_run.get("trigger") == "heartbeat":
+        return dt.datetime.fromisoformat(last_run["scheduled_at"])
+    since = (dt.datetime.fromisoformat(last_run["scheduled_at"]) if last_run
+             else rec.created_at.replace(tzinfo=dt.UTC))
+    return since + dt.timedelta(seconds=duration_seconds(spec.every))
 
 
 def _change_kind(rec: Optional[JobRecord], defn: JobDefinition) -> str:

@@ -25,7 +25,8 @@ from pydantic import ValidationError
 
 from .errors import InvalidJob
 from .explain import _details_text, _pydantic_detail, _pydantic_details, _trigger_field
-from .models import CronSpec, JobDefinition, ManualSpec, RunParams, _CRON_FIELDS, _argv_problem
+from .models import (
+    CronSpec, HeartbeatSpec, JobDefinition, ManualSpec, RunParams, _CRON_FIELDS, _argv_problem)
 from .text import _clean, _type_name
 from .triggers import _aps_field_problem, _zone, build_trigger, crontab_problems
 
@@ -63,7 +64,7 @@ def check_job(defn: JobDefinition, base_dir: str) -> list[dict]:
 def trigger_problems(spec) -> list[tuple[str, str]]:
     """Each wrong part of a trigger as (field, message), field by field."""
     utc = dt.UTC
-    if isinstance(spec, ManualSpec):
+    if isinstance(spec, (ManualSpec, HeartbeatSpec)):
         return []
     if spec.timezone:
         try:
@@ -144,6 +145,8 @@ def _partial_checks(data: dict, details: list, base_dir: str) -> list:
 
 
 def _target_problem(defn: JobDefinition, base_dir: str) -> Optional[tuple[str, str]]:
+    if defn.kind == "heartbeat":
+        return None   # nothing runs here
     if defn.kind == "python":
         try:
             func = resolve_callable(defn.func, base_dir)

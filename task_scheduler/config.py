@@ -58,6 +58,7 @@ class Config:
     smtp_url: Optional[str] = None        # smtp://user:pass@host:587?from=... for mail
     notify_retry_for: float = 3600.0      # seconds a notification is retried before giving up
     notify_delays: tuple = (10, 30, 60, 120, 300, 600)   # between attempts; the last repeats
+    sla_every: float = 1.0                # seconds between the leader's looks at SLAs, heartbeats
     pass_env: tuple = ()                  # TS_* variables command jobs get all the same
     trusted_proxies: tuple = ()           # peers whose X-Forwarded-For names the client
 

@@ -41,9 +41,9 @@ def _pydantic_detail(err: dict) -> dict:
         return {"field": field, "message": "a notify target needs one of webhook, slack or email",
                 "line": None}
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        message = ("needs a type: interval, cron, date or manual"
+        message = ("needs a type: interval, cron, date, manual or heartbeat"
                    if kind == "union_tag_not_found" else
-                   f"type must be one of: interval, cron, date, manual; got "
+                   f"type must be one of: interval, cron, date, manual, heartbeat; got "
                    f"{_short(ctx.get('tag'))}")
         return {"field": "trigger.type", "message": message, "line": None}
     if kind == "missing":
@@ -93,7 +93,7 @@ def _is_branch(part: str, index: int, loc) -> bool:
     """Whether a part of a pydantic location names a union member (trigger.cron.minute,
     minutes.int), not a field."""
     if index == 1 and loc[0] == "trigger":
-        return part in ("interval", "cron", "date", "manual")
+        return part in ("interval", "cron", "date", "manual", "heartbeat")
     if index == 2 and loc[0] == "notify":   # notify.0.webhook.secret -> notify.0.secret
         return part in ("webhook", "slack", "email")
     return index > 0 and _is_member(part)

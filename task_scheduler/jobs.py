@@ -91,8 +91,19 @@ class JobCatalog:
         for run in self.runner.recent.values():   # ended here, maybe not yet in the table
             if run.job_id in last and run.id >= last[run.job_id]["id"]:
                 last[run.job_id] = run_to_dict(run)
+        self._breaches(records, last)
         return [self.book.view(r, next_times.get(r.definition.id), last.get(r.definition.id))
                 for r in records]
+
+    def _breaches(self, records: list, last: dict) -> None:
+        """The SLA breaches of each promising job's newest run, as ``sla_breaches`` on it (the
+        badge of the job list, page and dashboard); no query when no job promises anything."""
+        promised = [last[r.definition.id]["id"] for r in records if r.definition.id in last
+                    and (r.definition.sla is not None or r.watched)]
+        found = self.store.sla.breaches_of(promised) if promised else {}
+        for run in last.values():
+            if run["id"] in found:
+                run["sla_breaches"] = [b.event for b in found[run["id"]]]
 
     # writes (all through the one reconcile path)
 

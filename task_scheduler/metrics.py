@@ -129,10 +129,16 @@ def metrics_text(service: SchedulerService, stats: RunStats) -> str:
         ("history_dropped_total", "counter", "Run history writes given up on",
          [("", {}, state.get("history_dropped", 0))]),
     ]
+    # Named by issue 26 as users alert on it (ts_, not task_scheduler_); one row per breach in
+    # the database, so every node answers the same count, and a failover does not reset it.
+    families.append(("ts_sla_breaches_total", "counter", "SLA breaches by job and event (late, "
+                     "long_running, overdue), as recorded by the leader; kept as long as runs",
+                     [("", {"job": j, "event": e}, n) for j, e, n in service.store.sla.counts()]))
     lines = []
     for name, kind, text, samples in families:
-        lines += [f"# HELP {prefix}{name} {_help_text(text)}", f"# TYPE {prefix}{name} {kind}"]
-        lines += [f"{prefix}{name}{suffix}{_labels(labels)} {_number(value)}"
+        name = name if name.startswith("ts_") else prefix + name
+        lines += [f"# HELP {name} {_help_text(text)}", f"# TYPE {name} {kind}"]
+        lines += [f"{name}{suffix}{_labels(labels)} {_number(value)}"
                   for suffix, labels, value in samples]
     return "\n".join(lines) + "\n"
 

@@ -25,7 +25,7 @@ RUN_STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "interrup
                 "skipped", "cancelled")
 FINAL_STATUSES = frozenset(RUN_STATUSES) - {"queued", "running"}
 ENDED_STATUSES = ("succeeded", "failed", "timeout", "interrupted")   # what "recovered" looks at
-RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup")
+RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup", "ping", "heartbeat")
 JOB_STATES = ("scheduled", "paused", "disabled", "finished", "manual")
 SCRIPT_SUFFIXES = (".sh", ".bash", ".bat", ".cmd", ".ps1", ".py")
 
@@ -34,6 +34,33 @@ SCRIPT_SUFFIXES = (".sh", ".bash", ".bat", ".cmd", ".ps1", ".py")
 Number = Union[StrictInt, StrictFloat]
 CronField = Union[StrictStr, StrictInt]
 DateValue = Union[StrictStr, dt.datetime, dt.date]
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION = 366 * 86400   # a year: longer promises are no alerts anyone waits for
+
+
+def duration_seconds(value: Union[int, float, str]) -> float:
+    """A duration as given in jobs.yaml (seconds, or '30s', '5m', '2h', '1d') in seconds."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        unit = _DURATION_UNITS.get(text[-1:]) if text else None
+        number = text[:-1] if unit else text
+        try:
+            return float(number) * (unit or 1)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a duration: give seconds, or a number with s, "
+                             f"m, h or d ('30s', '5m', '2h', '1d')") from None
+    return float(value)
+
+
+def _check_duration(value: Union[int, float, str]) -> Union[int, float, str]:
+    """The duration as given (a definition shows '5m' as written), once known to be one."""
+    seconds = duration_seconds(value)
+    if not 0 <= seconds <= MAX_DURATION:
+        raise ValueError(f"{value!r} must be between 0 and a year")
+    return value
+
+
+Duration = Annotated[Union[StrictInt, StrictFloat, StrictStr], AfterValidator(_check_duration)]
 
 
 class _Model(BaseModel):
@@ -102,13 +129,29 @@ class ManualSpec(_Model):
     type: Literal["manual"]
 
 
-TriggerSpec = Annotated[Union[IntervalSpec, CronSpec, DateSpec, ManualSpec],
+class HeartbeatSpec(_Model):
+    """No schedule here: something elsewhere runs the work and pings ``POST
+    /api/jobs/{id}/ping``; silence past ``every + grace`` since the last ping is ``overdue``."""
+
+    type: Literal["heartbeat"]
+    every: Duration
+    grace: Duration = 0
+
+    @model_validator(mode="after")
+    def _some_time(self) -> HeartbeatSpec:
+        if duration_seconds(self.every) < 1:
+            raise ValueError("every: must be at least a second (e.g. every: 1d)")
+        return self
+
+
+TriggerSpec = Annotated[Union[IntervalSpec, CronSpec, DateSpec, ManualSpec, HeartbeatSpec],
                         Field(discriminator="type")]
 _CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
 
 
+SLA_EVENTS = ("late", "long_running", "overdue")   # promises broken (sla.py decides them)
 NOTIFY_EVENTS = ("failed", "timeout", "interrupted", "missed", "succeeded", "recovered",
-                 "retrying")
+                 "retrying", *SLA_EVENTS)
 NOTIFY_DEFAULT_ON = ["failed", "timeout", "interrupted", "missed"]
 _URL = r"^https?://[^\s/?#]+[^\s]*$"
 
@@ -181,6 +224,20 @@ def _argv_problem(args: list) -> Optional[str]:
     return None if bad is None else f"args[{bad}]: must not contain a NUL character (\\0)"
 
 
+class SlaSpec(_Model):
+    """What a job promises: each fire starts within ``start_within`` of its time (else
+    ``late``), each run ends within ``max_duration`` (else ``long_running``; it runs on)."""
+
+    start_within: Optional[Duration] = None
+    max_duration: Optional[Duration] = None
+
+    @model_validator(mode="after")
+    def _something(self) -> SlaSpec:
+        if self.start_within is None and self.max_duration is None:
+            raise ValueError("give start_within, max_duration or both (e.g. start_within: 5m)")
+        return self
+
+
 class RetrySpec(_Model):
     max: Annotated[StrictInt, Field(ge=0, le=100)] = 0
     delay: Annotated[Number, Field(ge=0)] = 0
@@ -229,6 +286,7 @@ class JobDefinition(_Model):
                       Field(max_length=8, description="node labels: only a node with all of "
                                                       "them runs this job")] = []
     notify: Annotated[list[NotifyTarget], Field(max_length=20)] = []
+    sla: Optional[SlaSpec] = None
     isolation: Literal["thread", "process"] = Field(
         "thread", description="python jobs: thread (in the service) or process (a worker "
                               "process: cancel and timeout end it)")
@@ -243,6 +301,8 @@ class JobDefinition(_Model):
 
     @model_validator(mode="after")
     def _one_target(self) -> JobDefinition:
+        if isinstance(self.trigger, HeartbeatSpec):
+            return _heartbeat_job(self)
         if (self.func is None) == (self.command is None):
             raise ValueError("give exactly one of func (a python callable or a script) or command")
         if self.command is not None and not self.command:
@@ -255,11 +315,26 @@ class JobDefinition(_Model):
 
     @property
     def kind(self) -> str:
+        if isinstance(self.trigger, HeartbeatSpec):
+            return "heartbeat"
         return "command" if self.command is not None or _is_script(self.func) else "python"
 
     def dump(self) -> dict:
         """The definition as given (defaults left out), JSON- and YAML-ready."""
         return self.model_dump(mode="json", exclude_unset=True)
+
+
+def _heartbeat_job(defn: JobDefinition) -> JobDefinition:
+    """A heartbeat job runs nowhere here: it has nothing to run, and no SLA but its trigger."""
+    given = [name for name in ("func", "command") if getattr(defn, name) is not None]
+    if given:
+        raise ValueError(f"a heartbeat job has no {' or '.join(given)}: its work runs "
+                         f"elsewhere and reports with POST /api/jobs/{defn.id}/ping; remove "
+                         f"{given[0]}, or use another trigger type to run it here")
+    if defn.sla is not None:
+        raise ValueError("sla: a heartbeat job's promise is its trigger's every + grace (event "
+                         "overdue); remove sla")
+    return defn
 
 
 class RunParams(_Model):

@@ -95,15 +95,28 @@ class Notifier:
                     notes.append(self._note(run, rec, event, target))
         return notes
 
+    def breach_notes(self, event: str, run: dict, detail: str) -> list[dict]:
+        """The notifications an SLA breach calls for: opt-in, only targets whose ``on`` names
+        the event (``late``, ``long_running``, ``overdue``)."""
+        rec = self.book.get(run["job_id"])
+        if rec is None:
+            return []
+        return [self._note(run, rec, event, target, detail)
+                for target in rec.definition.notify if event in target.on]
+
     def wants_previous(self, job_id: str) -> bool:
         rec = self.book.get(job_id)
         return rec is not None and any("recovered" in t.on for t in rec.definition.notify)
 
-    def _note(self, run: dict, rec: JobRecord, event: str, target) -> dict:
+    def _note(self, run: dict, rec: JobRecord, event: str, target,
+              detail: Optional[str] = None) -> dict:
         now = self._now()
+        payload = self._payload(run, rec, event)
+        if detail is not None:   # an SLA breach: what was promised and what happened
+            payload["detail"] = detail
         return {"id": new_run_id(), "run_id": run["id"], "job_id": run["job_id"],
                 "event": event, "target": json.dumps(target.model_dump()),
-                "payload": json.dumps(self._payload(run, rec, event), ensure_ascii=False),
+                "payload": json.dumps(payload, ensure_ascii=False),
                 "status": "pending", "attempts": 0, "next_at": now, "created_at": now,
                 "log": "[]"}
 
@@ -382,7 +395,9 @@ def _summary(payload: dict, link: bool) -> str:
     run, job = payload["run"], payload["job"]
     mark = {"succeeded": "✓", "recovered": "✓"}.get(payload["event"], "✗")
     text = f"{mark} task-scheduler: job {job['id']} {payload['event']} (run {run['id']})"
-    if run.get("error"):
+    if payload.get("detail"):
+        text += f"\n{payload['detail'][:300]}"
+    elif run.get("error"):
         text += f"\n{run['error'].splitlines()[0][:300]}"
     if link and payload.get("url"):
         text += f"\n<{payload['url']}|Open the run>"

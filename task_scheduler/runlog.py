@@ -15,7 +15,7 @@ from .errors import JobConflict, RunNotFound
 from .models import FINAL_STATUSES, Page, run_to_dict, target_text
 from .output import output_parts, output_since
 from .store.schema import RUN_SPAN_COLUMNS, build_search_index
-from .timeutil import _aware
+from .timeutil import _aware, _iso
 
 log = logging.getLogger("task_scheduler")
 
@@ -100,6 +100,9 @@ class RunLog:
             {"id": n.id, "event": n.event, "target": target_text(json.loads(n.target)),
              "status": n.status, "attempts": n.attempts, "log": json.loads(n.log)}
             for n in self.store.notes.notes_of(run_id)] if run["status"] in FINAL_STATUSES else []
+        run["sla_breaches"] = [   # promises it broke: a row of its history each
+            {"event": b.event, "due_at": _iso(b.due_at), "detected_at": _iso(b.detected_at),
+             "detail": b.detail} for b in self.store.sla.breaches_of([run_id]).get(run_id, [])]
         return run
 
     def output(self, run_id: str, stream: str, offset: int = 0) -> dict:

@@ -458,6 +458,9 @@ class Runner:
                 ) -> dict:
         """Queue a manual run of the job (409 while max_instances of it go on)."""
         rec = self._p.book.require(job_id)
+        if rec.watched:
+            raise JobConflict(f"job {job_id!r} is a heartbeat job: its work runs elsewhere and "
+                              f"reports with POST /api/jobs/{job_id}/ping; nothing runs here")
         limit = rec.definition.max_instances
         if self._p.store.runs.active_count(job_id, self._p.history.unsettled_ids()) >= limit:
             raise JobConflict(f"job {job_id!r} is already running (max_instances={limit})")

@@ -207,7 +207,7 @@ class _Scheduler(BackgroundScheduler):
         if self._in_step(job_id):
             return   # every job on a restart: unpickling 10,000 jobs took seconds
         job = self._store.lookup_job(job_id) if self._store.stamp(job_id)[0] else None
-        if rec is None or not rec.definition.is_enabled or rec.state == "manual":
+        if rec is None or not rec.definition.is_enabled or rec.state == "manual" or rec.watched:
             if job is not None:
                 self._store.remove_job(job_id)
             return
@@ -234,7 +234,7 @@ class _Scheduler(BackgroundScheduler):
         rec = self._book.get(job_id)
         stored, stamp = self._store.stamp(job_id)
         return stored and rec is not None and rec.definition.is_enabled and \
-            rec.state != "manual" and (rec.paused == (stamp is None) or
+            rec.state != "manual" and not rec.watched and (rec.paused == (stamp is None) or
                                        job_id in self._store.done) and \
             self._store.hashes.get(job_id) == rec.schedule_hash(self.timezone)
 

@@ -24,6 +24,7 @@ from .models import Page
 from .notify import Notifier
 from .output import service_secrets
 from .runlog import RunLog
+from .sla import Promises
 from .reload import JobsFile, Reloader
 from .runner import Runner, RunnerParts
 from .scheduler import SchedulerParts, _Scheduler
@@ -72,6 +73,8 @@ class SchedulerService:
             new_id=lambda: new_run_id(self.cluster.offset), notes_for=self.notifier.notes_for,
             wants_previous=self.notifier.wants_previous, secrets=self.secrets,
             passed_env=self.passed_env, run_context=functools.partial(RunContext, self)))
+        self.promises = Promises(config, self.store, self.book, self.notifier, self.runner,
+                                 self.cluster, now=self.now)
         self.scheduler = _Scheduler(SchedulerParts(
             ScheduleStore(self.store), self.book, now=self.cluster.now,
             may_fire=self.cluster.may_fire, lost=self.cluster.lost,
@@ -113,6 +116,7 @@ class SchedulerService:
         self.scheduler.start(paused=True)
         self.runner.start()
         self.notifier.start()
+        self.promises.start()
         self.cluster.start()
         self.changes.start()
         if self.reloader is not None:
@@ -149,6 +153,7 @@ class SchedulerService:
             self.scheduler.shutdown(wait=False)
         self.history.stop()
         self.notifier.stop()
+        self.promises.stop()
         self.cluster.stop()
         self.changes.stop()
         self.bus.stop()

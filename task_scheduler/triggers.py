@@ -19,7 +19,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from apscheduler.util import astimezone, convert_to_datetime
 from cronsim import CronSim, CronSimError
 
-from .models import DateSpec, IntervalSpec, ManualSpec, _CRON_FIELDS, _interval_seconds
+from .models import (
+    DateSpec, HeartbeatSpec, IntervalSpec, ManualSpec, _CRON_FIELDS, _interval_seconds)
 from .timeutil import _local_zone
 
 
@@ -42,7 +43,7 @@ def build_trigger(spec, default_tz, now: Optional[dt.datetime] = None):
     spec names none. An interval without start_date starts one interval after ``now`` when given
     (the scheduler's clock, the database's in a cluster), else after this machine's time as
     APScheduler does."""
-    if isinstance(spec, ManualSpec):
+    if isinstance(spec, (ManualSpec, HeartbeatSpec)):
         return None
     tz = _zone(spec.timezone) if spec.timezone else default_tz
     if isinstance(spec, IntervalSpec):
@@ -490,6 +491,9 @@ def trigger_text(spec) -> str:
     """A short human description of a trigger spec."""
     if isinstance(spec, ManualSpec):
         return "manual: runs only when started"
+    if isinstance(spec, HeartbeatSpec):
+        grace = f" (grace {spec.grace})" if spec.grace else ""
+        return f"heartbeat: a ping every {spec.every}{grace}"
     zone = f" ({spec.timezone})" if spec.timezone else ""
     if isinstance(spec, IntervalSpec):
         return f"every {_duration_text(_interval_seconds(spec))}{zone}"

@@ -65,7 +65,7 @@ def gui_dashboard(service) -> str:
     config = status.get("config") or {}
     return _render("dashboard", nav="dashboard", title=_t("title.dashboard"), status=status,
                    config=config, config_errors=_config_errors(config), nodes=service.nodes(),
-                   live=live,
+                   live=live, sla=service.promises.recent(limit=20),
                    timeline=charts.timeline(service, locale, _query(("range",))["range"]))
 
 

@@ -173,6 +173,9 @@ class Locale:
             return self.t("trig.every", every=self.exact_span(seconds)) + zone
         if trigger.get("type") == "date":
             return self.t("trig.once", when=str(trigger.get("run_date"))) + zone
+        if trigger.get("type") == "heartbeat":
+            return self.t("trig.heartbeat", every=trigger.get("every"),
+                          grace=trigger.get("grace") or 0)
         return str(job.get("trigger_text") or "")
 
     def exact_span(self, seconds: float) -> str:

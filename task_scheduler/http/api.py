@@ -13,8 +13,9 @@ import sqlalchemy as sa
 from ..config import __version__
 from ..errors import SchedulerError, Unavailable
 from .io import (
-    CURSOR_PATTERN, YAML_TYPE, EventsQuery, JobQuery, JobsQuery, OutputQuery, _content_length,
-    _json_body, _json_response, _query_params, _raw_json, _text, runs_query)
+    CURSOR_PATTERN, YAML_TYPE, EventsQuery, JobQuery, JobsQuery, OutputQuery, PingQuery,
+    _content_length, _json_body, _json_response, _query_params, _raw_body, _raw_json, _text,
+    runs_query)
 from ..text import _clean
 
 
@@ -95,6 +96,24 @@ def api_run_job(service, job_id):
     (commands), checked like the job's own; the job keeps its definition."""
     body = _json_body() if _content_length(bottle.request.environ) else None
     return 202, {"run": service.run_now(job_id, body)}
+
+
+def api_ping_job(service, job_id):
+    """A heartbeat job's ping: recorded as an ended run (trigger ping).
+
+    ``?status=fail`` records it failed; the body (any type, e.g. a log) is its output, capped
+    and masked as a run's output. Takes the service token or the job's ping token."""
+    query = _query_params(PingQuery)
+    return 201, {"run": service.promises.ping(job_id, query.status == "fail", _raw_body())}
+
+
+def api_ping_token(service, job_id):
+    """Create or rotate a heartbeat job's ping token (it may ping this job, nothing else).
+
+    The answer is the only time the token is shown: only its hash is kept."""
+    answer = _json_response(201, service.promises.new_token(job_id))
+    answer.set_header("Cache-Control", "no-store")
+    return answer
 
 
 def api_rerun_run(service, run_id):

@@ -14,10 +14,11 @@ import bottle
 from .api import (
     MAX_STREAMS, api_cancel_run, api_create_job, api_delete_job, api_events, api_get_job,
     api_get_run, api_health, api_index, api_list_jobs, api_list_runs, api_nodes, api_pause_job,
+    api_ping_job, api_ping_token,
     api_reload, api_replace_job, api_rerun_run, api_resume_job, api_run_job, api_run_stderr,
     api_run_stdout, api_status)
 from .guard import HttpGuard
-from .io import _OPEN_ROUTES, _common_headers, _error_page, _raw_json
+from .io import _OPEN_ROUTES, _PING_ROUTES, _common_headers, _error_page, _raw_json
 from .openapi import openapi_json
 from ..metrics import RunStats, metrics_text
 
@@ -71,6 +72,8 @@ API_ROUTES = [
     ("POST", "/api/jobs/<job_id>/pause", api_pause_job),
     ("POST", "/api/jobs/<job_id>/resume", api_resume_job),
     ("POST", "/api/jobs/<job_id>/run", api_run_job),
+    ("POST", "/api/jobs/<job_id>/ping", api_ping_job),
+    ("POST", "/api/jobs/<job_id>/ping-token", api_ping_token),
     ("GET", "/api/runs", api_list_runs),
     ("GET", "/api/runs/<run_id>", api_get_run),
     ("GET", "/api/runs/<run_id>/stdout", api_run_stdout),
@@ -100,7 +103,8 @@ def create_app(service: SchedulerService, gui: Any = DISCOVER) -> bottle.Bottle:
     app.install(HttpGuard(service))
     for method, path, handler in API_ROUTES:
         app.route(path, method, functools.partial(handler, service), name=handler.__name__,
-                  **{"ts.api": True, "ts.open": path in _OPEN_ROUTES})
+                  **{"ts.api": True, "ts.open": path in _OPEN_ROUTES,
+                     "ts.ping": path in _PING_ROUTES})
     for code in (c for c in bottle.HTTP_CODES if c >= 400):
         app.error(code)(_error_page)
     app.add_hook("after_request", _common_headers)

@@ -48,6 +48,7 @@ class HttpGuard:
 
     def apply(self, callback, route):
         api, open_route = route.config.get("ts.api", False), route.config.get("ts.open", False)
+        ping = route.config.get("ts.ping", False)
 
         @functools.wraps(callback)
         def guarded(*args, **kwargs):
@@ -61,9 +62,9 @@ class HttpGuard:
                     self._check_origin(request)
                 if not api:
                     return callback(*args, **kwargs)
-                if not open_route:
+                if not open_route and not (ping and self._ping_token(request, kwargs)):
                     _check_token(self.service, self.failures, request.environ["ts.client"])
-                if request.method not in SAFE_METHODS:
+                if request.method not in SAFE_METHODS and not ping:   # a ping's body: text
                     _check_write_type(request)
                 _check_ids(kwargs)
                 result = callback(*args, **kwargs)
@@ -91,6 +92,20 @@ class HttpGuard:
             status, body = result if isinstance(result, tuple) else (200, result)
             return _json_response(status, body)
         return guarded
+
+    def _ping_token(self, request, kwargs: dict) -> bool:
+        """A ping route also takes the job's own ping token: ``Authorization: Bearer`` or
+        ``?token=`` (curl in a crontab). A wrong one counts as a wrong token of its client."""
+        scheme, _, value = request.get_header("Authorization", "").partition(" ")
+        given = value.strip() if scheme.lower() == "bearer" else request.query.get("token", "")
+        job_id = kwargs.get("job_id", "")
+        if not given or not (0 < len(job_id) <= 64 and _ID_CHARS.issuperset(job_id)):
+            return False
+        if self.service.promises.token_valid(job_id, given):
+            return True
+        if not request.get_header("Authorization"):   # a header is counted by _check_token
+            self.failures.failed(request.environ["ts.client"])
+        return False
 
     def _host_problem(self, request) -> Optional[str]:
         host = request.get_header("Host")

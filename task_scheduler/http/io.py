@@ -52,7 +52,7 @@ class JobsQuery(_Model):
         None, description=f"one of {', '.join(JOB_STATES)}, or several: paused,disabled",
         json_schema_extra={"pattern": _list_pattern(JOB_STATES)})
     source: Optional[Literal["yaml", "api"]] = None
-    kind: Optional[Literal["python", "command"]] = None
+    kind: Optional[Literal["python", "command", "heartbeat"]] = None
     tag: Optional[StrictStr] = Field(None, description="jobs carrying this tag")
     limit: Annotated[int, Field(ge=1, le=10000)] = 100
     offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
@@ -65,6 +65,16 @@ class JobQuery(_Model):
                                             "entry (application/yaml; secrets hidden as in "
                                             "JSON), ready to paste into jobs.yaml or to POST "
                                             "as JSON once read")
+
+
+class PingQuery(_Model):
+    """The query string of ``POST /api/jobs/{id}/ping``."""
+
+    status: Literal["ok", "fail"] = Field("ok", description="fail: the work failed (the run "
+                                          "is recorded failed, the body as its output)")
+    token: Optional[StrictStr] = Field(None, description="the job's ping token, for clients "
+                                       "that cannot send a header (Authorization: Bearer is "
+                                       "better: a URL may be logged by proxies)")
 
 
 CURSOR_PATTERN = r"^[0-9a-f]{8}\.[0-9]{1,18}$"   # the change feed's epoch and sequence
@@ -127,6 +137,7 @@ def runs_query() -> RunsQuery:
 
 
 _OPEN_ROUTES = {"/api/health"}   # everything else needs the token when one is configured
+_PING_ROUTES = {"/api/jobs/<job_id>/ping"}   # ...or, here, the job's own ping token
 
 
 def _json_response(status: int, body: Any) -> bottle.HTTPResponse:
@@ -225,20 +236,11 @@ def _query_time(name: str, value: str) -> dt.datetime:
 def _json_body() -> Any:
     """The request body as JSON: 415 unless sent as JSON, 413 over MAX_BODY, 400 unless it is
     one complete JSON text (NaN, Infinity and unpaired surrogates are not JSON either)."""
-    request = bottle.request
-    ctype = (request.content_type or "").split(";")[0].strip().lower()
+    ctype = (bottle.request.content_type or "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise UnsupportedMedia(f"send the body as JSON with Content-Type: application/json "
                                f"(got {ctype or 'none'})")
-    length = _content_length(request.environ)
-    if length > MAX_BODY:
-        raise PayloadTooLarge(f"body of {length} bytes is over the limit of {MAX_BODY} bytes")
-    try:
-        raw = request.environ["wsgi.input"].read(length) if length else b""
-    except OSError as exc:   # the client went away, or stalled past the server's timeout
-        raise BadRequest(f"could not read the body: {_clean(exc)}") from None
-    if len(raw) < length:
-        raise BadRequest(f"the body ended after {len(raw)} of {length} bytes")
+    raw = _raw_body()
     if not raw.strip():
         raise BadRequest("the body is empty: send a JSON object")
     try:
@@ -253,6 +255,21 @@ def _json_body() -> Any:
     except (ValueError, RecursionError) as exc:   # also UnicodeEncodeError: a lone surrogate
         raise BadRequest(f"body is not acceptable JSON: {_clean(exc)}") from None
     return value
+
+
+def _raw_body() -> bytes:
+    """The request body as bytes, whatever its type: 413 over MAX_BODY, 400 when cut short."""
+    environ = bottle.request.environ
+    length = _content_length(environ)
+    if length > MAX_BODY:
+        raise PayloadTooLarge(f"body of {length} bytes is over the limit of {MAX_BODY} bytes")
+    try:
+        raw = environ["wsgi.input"].read(length) if length else b""
+    except OSError as exc:   # the client went away, or stalled past the server's timeout
+        raise BadRequest(f"could not read the body: {_clean(exc)}") from None
+    if len(raw) < length:
+        raise BadRequest(f"the body ended after {len(raw)} of {length} bytes")
+    return raw
 
 
 def _content_length(environ: dict) -> int:

@@ -14,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import __version__
 from .api import api_health
 from .io import (
-    ID_PATTERN, EventsQuery, JobQuery, JobsQuery, MAX_BODY, OutputQuery, RunsQuery, YAML_TYPE,
-    _OPEN_ROUTES)
+    ID_PATTERN, EventsQuery, JobQuery, JobsQuery, MAX_BODY, OutputQuery, PingQuery, RunsQuery,
+    YAML_TYPE, _OPEN_ROUTES)
 from ..store.schema import TOTAL_CAP
-from ..models import JOB_STATES, JobDefinition, NOTIFY_EVENTS, RUN_STATUSES, RUN_TRIGGERS, RunParams
+from ..models import (
+    JOB_STATES, JobDefinition, NOTIFY_EVENTS, RUN_STATUSES, RUN_TRIGGERS, SLA_EVENTS, RunParams)
 
 
 _REF = "#/components/schemas/{model}"
@@ -61,6 +62,8 @@ class ApiRun(_Out):
     waiting: Optional[str] = Field(None, description="queued runs: why it has not started")
     match: Optional[ApiMatch] = Field(None, description="with q: its first line holding the "
                                       "phrase (null: the output changed since it was found)")
+    sla_breaches: Optional[list[Literal[SLA_EVENTS]]] = Field(
+        None, description="a job's last run: the SLA events it raised (docs/sla.md)")
 
 
 class ApiRunDetail(ApiRun):
@@ -73,6 +76,17 @@ class ApiRunDetail(ApiRun):
                                           "secrets masked); null: none, or not recorded (its "
                                           "stderr says why)")
     notifications: list[ApiNotification] = Field([], description="what was sent about it")
+    sla_breaches: list[ApiBreach] = Field([], description="promises it broke: late, "
+                                          "long_running, overdue (docs/sla.md)")
+
+
+class ApiBreach(_Out):
+    """An SLA breach, a row of its run's history."""
+
+    event: Literal[SLA_EVENTS]
+    due_at: dt.datetime = Field(description="when the promise fell due")
+    detected_at: dt.datetime
+    detail: str
 
 
 class ApiNotification(_Out):
@@ -91,7 +105,7 @@ class ApiJob(_Out):
 
     id: str
     description: str
-    kind: Literal["python", "command"]
+    kind: Literal["python", "command", "heartbeat"]
     func: Optional[str]
     command: Optional[list[str]] = Field(description="argv of a command job")
     args: list[Any]
@@ -112,6 +126,7 @@ class ApiJob(_Out):
                     "null for commands")
     run_on: list[str] = Field(description="only a node with all these labels runs it")
     notify: list[dict[str, Any]] = Field(description="notification targets, secrets hidden")
+    sla: Optional[dict[str, Any]] = Field(description="start_within, max_duration as given")
     is_enabled: bool
     paused: bool
     last_run: Optional[ApiRun] = Field(description="the last run that finished in this process")
@@ -151,6 +166,21 @@ class ApiRunQueued(_Out):
     """The run just queued (status queued, trigger manual)."""
 
     run: ApiRun
+
+
+class ApiPinged(_Out):
+    """The ping as the run it was recorded as (trigger ping, succeeded or failed)."""
+
+    run: ApiRun
+
+
+class ApiPingToken(_Out):
+    """A heartbeat job's new ping token: shown this once (only its hash is kept)."""
+
+    job_id: str
+    token: str
+    ping: str = Field(description="the path to POST pings to")
+    note: str
 
 
 class ApiErrorDetail(_Out):
@@ -317,6 +347,8 @@ _OPERATIONS = {
     "api_pause_job": _Op(200, ApiJob, "jobs"),
     "api_resume_job": _Op(200, ApiJob, "jobs"),
     "api_run_job": _Op(202, ApiRunQueued, "jobs", body=RunParams, errors=(409,)),
+    "api_ping_job": _Op(201, ApiPinged, "jobs", query=PingQuery, errors=(409,)),
+    "api_ping_token": _Op(201, ApiPingToken, "jobs", errors=(409,)),
     "api_rerun_run": _Op(202, ApiRunQueued, "runs", errors=(409,)),
     "api_list_runs": _Op(200, ApiRunPage, "runs", query=RunsQuery, errors=(422,)),
     "api_get_run": _Op(200, ApiRunDetail, "runs"),

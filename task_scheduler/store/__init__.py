@@ -16,6 +16,7 @@ from .queries import RunQueries
 from .retention import Retention
 from .runs import Admission, RunStore
 from .sessions import SessionStore
+from .sla import SlaStore
 
 __all__ = ["Admission", "Store"]
 
@@ -33,3 +34,4 @@ class Store(Database):
         self.nodes = NodeStore(self)          # nodes and the leader lease
         self.sessions = SessionStore(self)    # GUI sessions
         self.retention = Retention(self)      # pruning of history
+        self.sla = SlaStore(self, self.runs, self.notes, self.nodes)   # breaches, pings

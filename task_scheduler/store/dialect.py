@@ -64,6 +64,11 @@ class SQLiteDialect:
             return [r.id for r in conn.execute(statement, values)]
         return list(conn.execute(statement.values(**values[0])).scalars())
 
+    def insert_new(self, conn, table: sa.Table, row: dict) -> bool:
+        """Insert ``row`` unless its unique key is taken; whether it was inserted."""
+        statement = sa.dialects.sqlite.insert(table).on_conflict_do_nothing()
+        return _inserted(conn, statement, table, row)
+
     def fired(self, conn, keys: list[tuple]) -> set:
         """Which (job_id, scheduled_at) have a fire row: one lookup each, on this transaction's
         cursor (sqlite3 caches the statement)."""
@@ -167,6 +172,10 @@ class PostgresDialect:
         columns = {c.name: [v[c.name] for v in values] for c in ts_runs.c}
         return list(conn.execute(_INSERT_RUNS_PG, columns).scalars())
 
+    def insert_new(self, conn, table: sa.Table, row: dict) -> bool:
+        statement = sa.dialects.postgresql.insert(table).on_conflict_do_nothing()
+        return _inserted(conn, statement, table, row)
+
     def fired(self, conn, keys: list[tuple]) -> set:
         return {tuple(row) for row in conn.execute(_FIRED_PG, {
             "job_ids": [k[0] for k in keys], "times": [k[1] for k in keys]})}
@@ -220,6 +229,11 @@ def ids_of(conds: list, limit: int, oldest: bool = False):
 def like_escape(text: str) -> str:
     """``text`` as a LIKE pattern matching itself (escape character: backslash)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _inserted(conn, statement, table: sa.Table, row: dict) -> bool:
+    key = table.primary_key.columns[0]
+    return conn.execute(statement.values(**row).returning(key)).first() is not None
 
 
 def _interval(seconds: float):

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from ..models import FINAL_STATUSES
 from .database import Database
 from .schema import (
-    PRUNE_CHUNK, PRUNE_CHUNK_S, ts_nodes, ts_notifications, ts_runs, ts_sessions)
+    PRUNE_CHUNK, PRUNE_CHUNK_S, ts_nodes, ts_notifications, ts_runs, ts_sessions,
+    ts_sla_breaches)
 from ..timeutil import _utcnow
 
 log = logging.getLogger("task_scheduler")
@@ -40,6 +41,7 @@ class Retention:
             conn.execute(ts_sessions.delete().where(ts_sessions.c.expires_at < _utcnow()))
             conn.execute(ts_notifications.delete().where(
                 ts_notifications.c.created_at < cutoff, ts_notifications.c.status != "pending"))
+            conn.execute(ts_sla_breaches.delete().where(ts_sla_breaches.c.detected_at < cutoff))
             conn.execute(ts_nodes.delete().where(
                 ts_nodes.c.heartbeat_at < self.db.dialect.ago(86400)))
         if deleted:

@@ -118,6 +118,31 @@ ts_sessions = sa.Table(
     sa.Column("expires_at", sa.DateTime, nullable=False),
     sa.Column("revoked_at", sa.DateTime),
 )
+# A promise broken (issue 26): one row per breach, decided by the leader in the transaction
+# that queues its notifications; the unique key makes a breach once, whoever decides it again
+# (a new leader, a second look). ``subject``: the fire's time (late), the run (long_running),
+# the silence's start (overdue). A new table: create_all adds it, no schema step.
+ts_sla_breaches = sa.Table(
+    "ts_sla_breaches", _metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),      # late, long_running, overdue
+    sa.Column("subject", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(32), nullable=False),     # the run it is about (or records it)
+    sa.Column("due_at", sa.DateTime, nullable=False),       # when the promise fell due
+    sa.Column("detected_at", sa.DateTime, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.UniqueConstraint("job_id", "event", "subject", name="uq_ts_sla_breaches"),
+    sa.Index("ix_ts_sla_breaches_run", "run_id"),
+    sa.Index("ix_ts_sla_breaches_detected", "detected_at"),
+)
+# A heartbeat job's ping token: only its hash (as GUI sessions); it may ping that job, nothing else.
+ts_ping_tokens = sa.Table(
+    "ts_ping_tokens", _metadata,
+    sa.Column("job_id", sa.String(64), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
 APS_TABLE = "ts_apscheduler_jobs"
 TOTAL_CAP = 1_000     # runs counted past the offset: exact for a job's history (keep_runs 1000)
 PRUNE_CHUNK = 200     # runs in retention's first chunk; later ones are sized by time:

@@ -1,9 +1,11 @@
 <div class="actions">
+  % if job['kind'] != 'heartbeat':
   <form method="post" action="/jobs/{{job['id']}}/run">
     % include('_csrf.tpl')
     <input type="hidden" name="next" value="{{next}}">
     <button type="submit" class="btn btn-primary" data-testid="action-run" data-action="run" title="{{t('action.run_title', id=job['id'])}}">{{t('action.run')}}</button>
   </form>
+  % end
   % if job['state'] == 'paused':
   <form method="post" action="/jobs/{{job['id']}}/resume">
     % include('_csrf.tpl')

@@ -61,6 +61,34 @@
   </div>
 </section>
 
+<div data-live-region="sla">
+% if sla:
+<section class="panel" data-testid="sla-breaches">
+  <div class="panel-head">
+    <h2>{{t('dash.sla')}}</h2>
+    <p class="muted">{{t('dash.sla_intro')}}</p>
+  </div>
+  <div class="table-wrap">
+  <table class="table">
+    <thead><tr><th>{{t('dash.sla_job')}}</th><th>{{t('note.event')}}</th><th>{{t('run.sla_detected')}}</th><th>{{t('run.sla_detail')}}</th></tr></thead>
+    <tbody>
+    % for breach in sla:
+      <tr data-testid="sla-breach" data-job-id="{{breach['job_id']}}" data-event="{{breach['event']}}">
+        <td data-label="{{t('dash.sla_job')}}"><a class="mono" href="/jobs/{{breach['job_id']}}">{{breach['job_id']}}</a></td>
+        <td data-label="{{t('note.event')}}"><a href="/runs/{{breach['run_id']}}" class="badge-link"><span class="badge b-sla">{{h['word']('event', breach['event'])}}</span></a></td>
+        <td data-label="{{t('run.sla_detected')}}">
+          % include('_time.tpl', iso=breach['detected_at'])
+        </td>
+        <td data-label="{{t('run.sla_detail')}}" class="small" title="{{breach['detail']}}">{{t('sla.what.' + breach['event'])}}<br><span class="muted mono">{{breach['detail']}}</span></td>
+      </tr>
+    % end
+    </tbody>
+  </table>
+  </div>
+</section>
+% end
+</div>
+
 <section class="panel" data-testid="nodes" data-live-region="nodes">
   <div class="panel-head">
     <h2>{{t('dash.nodes')}}</h2>

@@ -21,6 +21,7 @@
       <dl class="facts">
         <dt>{{t('job.state')}}</dt><dd>
           % include('_badge.tpl', status=job['state'], kind='state')
+          % include('_sla_badges.tpl', run=job.get('last_run'))
         </dd>
         <dt>{{t('job.kind')}}</dt><dd>{{h['word']('kind', job['kind'])}}</dd>
         <dt>{{t('job.trigger')}}</dt><dd class="mono">{{h['trigger'](job)}}</dd>
@@ -28,10 +29,18 @@
         % if where:
         <dt>{{t('job.defined_at')}}</dt><dd class="mono" data-testid="defined-at">{{where['path']}}:{{where['line']}}</dd>
         % end
+        % if job['kind'] != 'heartbeat':
         <dt>{{t('job.max_instances')}}</dt><dd>{{job.get('max_instances')}}</dd>
         <dt>{{t('job.timeout')}}</dt><dd>{{t('form.none') if job.get('timeout') is None else t('duration.s', n=job['timeout'])}}</dd>
+        % end
         % if job.get('run_on'):
         <dt>{{t('job.run_on')}}</dt><dd class="mono">{{', '.join(job['run_on'])}}</dd>
+        % end
+        % if job.get('sla'):
+        <dt>{{t('job.sla')}}</dt><dd class="mono" data-testid="job-sla">{{' · '.join(f'{k}: {v}' for k, v in job['sla'].items())}}</dd>
+        % end
+        % if job['kind'] == 'heartbeat':
+        <dt>{{t('job.ping')}}</dt><dd class="mono small" data-testid="job-ping">{{t('job.ping_hint', url='/api/jobs/' + job['id'] + '/ping', id=job['id'])}}</dd>
         % end
         % if job.get('tags'):
         <dt>{{t('job.tags')}}</dt><dd>
@@ -49,7 +58,7 @@
       % end
     </section>
     <section class="panel" data-live-region="job-next">
-      <h2>{{t('job.next_fires')}}</h2>
+      <h2>{{t('job.next_ping') if job['kind'] == 'heartbeat' else t('job.next_fires')}}</h2>
       % if job.get('next_run_times'):
       <ol class="times" data-testid="next-fires">
         % for iso in job['next_run_times']:
@@ -66,6 +75,7 @@
       % end
     </section>
   </div>
+  % if job['kind'] != 'heartbeat':
   <section class="panel" data-testid="run-with-params">
     <details>
       <summary>{{t('job.run_params')}}</summary>
@@ -92,6 +102,7 @@
       </form>
     </details>
   </section>
+  % end
   % include('_duration_chart.tpl')
   <section class="panel">
     <h2>{{t('job.definition')}}</h2>

@@ -24,7 +24,7 @@
   <label>{{t('jobs.kind')}}
     <select name="kind">
       <option value="">{{t('filter.any')}}</option>
-      % for name in ('python', 'command'):
+      % for name in ('python', 'command', 'heartbeat'):
       <option value="{{name}}" {{'selected' if filters['kind'] == name else ''}}>{{h['word']('kind', name)}}</option>
       % end
     </select>
@@ -73,6 +73,7 @@
         <a href="/runs/{{job['last_run']['id']}}" class="badge-link">
           % include('_badge.tpl', status=job['last_run']['status'])
         </a>
+        % include('_sla_badges.tpl', run=job['last_run'])
         % else:
         <span class="muted">{{t('jobs.never')}}</span>
         % end

@@ -84,6 +84,30 @@
     <pre class="pre output{{' live' if active else ''}}" data-testid="run-{{stream}}" data-empty="{{t('run.no_output')}}">{{run.get(stream) or ''}}</pre>
   </section>
   % end
+  % if run.get('sla_breaches'):
+  <section class="panel" data-testid="run-sla">
+    <h2>{{t('run.sla')}}</h2>
+    <div class="table-wrap">
+    <table class="table">
+      <thead><tr><th>{{t('note.event')}}</th><th>{{t('run.sla_due')}}</th><th>{{t('run.sla_detected')}}</th><th>{{t('run.sla_detail')}}</th></tr></thead>
+      <tbody>
+      % for breach in run['sla_breaches']:
+        <tr data-testid="sla-row" data-event="{{breach['event']}}">
+          <td data-label="{{t('note.event')}}"><span class="badge b-sla">{{h['word']('event', breach['event'])}}</span></td>
+          <td data-label="{{t('run.sla_due')}}">
+            % include('_time.tpl', iso=breach['due_at'])
+          </td>
+          <td data-label="{{t('run.sla_detected')}}">
+            % include('_time.tpl', iso=breach['detected_at'])
+          </td>
+          <td data-label="{{t('run.sla_detail')}}" class="small" title="{{breach['detail']}}">{{t('sla.what.' + breach['event'])}}<br><span class="muted mono">{{breach['detail']}}</span></td>
+        </tr>
+      % end
+      </tbody>
+    </table>
+    </div>
+  </section>
+  % end
   % if run.get('notifications'):
   <section class="panel" data-testid="run-notifications">
     <h2>{{t('run.notifications')}}</h2>
