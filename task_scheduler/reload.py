@@ -143,7 +143,9 @@ class JobsFile:
             conflict = _api_id_conflict(self.book.records, path, jobs)
             if conflict is not None:
                 self._failed(conflict, digest)
+            recalendared = self.book.set_calendars(getattr(jobs, "calendars", {}))
             changes = self.catalog.reconcile({j.id: j for j in jobs}, "yaml")
+            self.catalog.follow({"rescheduled": recalendared})
         applied = {"hash": digest, "node": self.store.node, "at": _iso(_utcnow())}
         self.store.jobs.set_meta("config", json.dumps(applied))
         self.state.changes = {k: len(v) for k, v in changes.items()}

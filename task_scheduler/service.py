@@ -246,6 +246,14 @@ class SchedulerService:
         """Write a jobs.yaml job into the file and apply it: ``JobsFileEditor.edit``."""
         return self.editor.edit(job_id, definition, base_hash)
 
+    def calendar(self, name: str, first: Optional[str] = None, last: Optional[str] = None,
+                 language: Optional[str] = None) -> dict:
+        return self.catalog.calendar(name, first, last, language)
+
+    def calendar_month(self, name: str, month: Optional[str] = None,
+                       language: Optional[str] = None) -> dict:
+        return self.catalog.calendar_month(name, month, language)
+
     def preview_trigger(self, trigger: dict, count: int = 5) -> list:
         """The next fire times of a trigger spec (for forms); raises InvalidJob."""
         return self.catalog.preview_trigger(trigger, count)

@@ -92,6 +92,14 @@ def gui_job_detail(service, job_id: str) -> str:
                    live=live)
 
 
+def gui_calendar(service, name: str) -> str:
+    """A calendar's month (``?month=YYYY-MM``): business days, holidays with their names in
+    the page's language, excluded and forced days, and the jobs that use it."""
+    month = _query(("month",))["month"]
+    cal = _fetch(lambda n: service.calendar_month(n, month, _locale().lang), name)
+    return _render("calendar", nav="jobs", title=_t("title.calendar", name=name), cal=cal)
+
+
 def _live(service, job_id: str | None = None) -> dict:
     """What a live page's script needs: where the change feed is now, and the job it is about
     (none: every change)."""
@@ -343,6 +351,7 @@ GUI_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/jobs/new", gui_job_new),
     ("POST", "/jobs/new", gui_job_create),
     ("GET", "/jobs/<job_id>", gui_job_detail),
+    ("GET", "/calendars/<name>", gui_calendar),
     ("GET", "/jobs/<job_id>/edit", gui_job_edit),
     ("POST", "/jobs/<job_id>/edit", gui_job_update),
     ("GET", "/jobs/<job_id>/yaml", gui_job_yaml),

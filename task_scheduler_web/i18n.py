@@ -173,6 +173,11 @@ class Locale:
             return self.t("trig.every", every=self.exact_span(seconds)) + zone
         if trigger.get("type") == "date":
             return self.t("trig.once", when=str(trigger.get("run_date"))) + zone
+        if trigger.get("type") == "business_day":
+            day = int(trigger.get("day") or 1)
+            key = "trig.bday" if day > 0 else "trig.bday_last" if day == -1 else "trig.bday_end"
+            return self.t(key, n=abs(day), at=trigger.get("at") or "00:00",
+                          calendar=trigger.get("calendar")) + zone
         return str(job.get("trigger_text") or "")
 
     def exact_span(self, seconds: float) -> str:
