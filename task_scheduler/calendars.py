@@ -97,7 +97,7 @@ def _extends_problems(specs: dict[str, CalendarSpec]) -> list[dict]:
                                          f"{', '.join(sorted(specs)) or 'none'})", seen[-1]))
                 break
             if current in seen:
-                if current == name:   # each cycle once, told by its first member
+                if current == name == min(seen):   # each cycle once, from its first name
                     problems.append(_problem([name, "extends"], "extends", "cycle: " + " -> ".join(
                         [*seen[seen.index(current):], current]), name))
                 break

@@ -54,13 +54,16 @@ class JobCatalog:
         views, total = self._page(q, state, source, kind, tag, limit, offset)
         return [view[1] for view in views], total
 
-    def job(self, job_id: str) -> dict:
-        """A job's dict, with ``next_fire_times``: its next 10, calendar applied (job page)."""
+    def job(self, job_id: str, upcoming: int = 0) -> dict:
+        """A job's dict; with ``upcoming``, ``next_fire_times``: that many next fire times,
+        calendar applied (the job page shows 10)."""
         rec = self.book.require(job_id)
         job = dict(self._views([rec])[0][0])
+        if not upcoming:
+            return job
         first = job["next_run_times"][0] if job["next_run_times"] else None
         job["next_fire_times"] = [_iso(t) for t in self.book.fire_times_of(
-            rec, first and dt.datetime.fromisoformat(first), 10)]
+            rec, first and dt.datetime.fromisoformat(first), upcoming)]
         return job
 
     def job_json(self, job_id: str) -> str:
@@ -88,9 +91,12 @@ class JobCatalog:
         return [_iso(t) for t in fire_times(trig, first, count)] if first else []
 
     def calendar(self, name: str, first: Optional[str] = None, last: Optional[str] = None,
-                 language: Optional[str] = None) -> dict:
+                 language: Optional[str] = None, month: Optional[str] = None) -> dict:
         """A calendar's business days from ``first`` to ``last`` (ISO dates; this month by
-        default, at most MAX_CALENDAR_DAYS), and its closed days with their names."""
+        default, at most MAX_CALENDAR_DAYS), and its closed days with their names; with
+        ``month`` (not None), that month laid out for the GUI instead (``calendar_month``)."""
+        if month is not None:
+            return self.calendar_month(name, month, language)
         rules = self._calendar_rules(name)
         today = self._now().astimezone(self.timezone).date()
         start = _day("from", first) if first else today.replace(day=1)
@@ -114,6 +120,7 @@ class JobCatalog:
         last_month = first - dt.timedelta(days=1)
         return {**self._calendar_head(name, rules), "month": first.strftime("%Y-%m"),
                 "year": first.year, "month_number": first.month, "today": today,
+                "month_name": stdcalendar.month_name[first.month],   # English: the GUI's en
                 "weeks": month_view(rules, first.year, first.month, language),
                 "previous": last_month.strftime("%Y-%m"),
                 "next": (_month_end(first) + dt.timedelta(days=1)).strftime("%Y-%m")}

@@ -228,9 +228,9 @@ class SchedulerService:
         """``jobs()`` as one JSON text per job, and the total: the API's fast path."""
         return self.catalog.page_json(q, state, source, kind, tag, limit, offset)
 
-    def job(self, job_id: str) -> dict:
+    def job(self, job_id: str, upcoming: int = 0) -> dict:
         """One job; a jobs.yaml job also says where it is defined (``defined_at``)."""
-        return self.editor.located(self.catalog.job(job_id))
+        return self.editor.located(self.catalog.job(job_id, upcoming))
 
     def job_json(self, job_id: str) -> str:
         return self.editor.located_json(job_id, self.catalog.job_json(job_id))
@@ -246,13 +246,9 @@ class SchedulerService:
         """Write a jobs.yaml job into the file and apply it: ``JobsFileEditor.edit``."""
         return self.editor.edit(job_id, definition, base_hash)
 
-    def calendar(self, name: str, first: Optional[str] = None, last: Optional[str] = None,
-                 language: Optional[str] = None) -> dict:
-        return self.catalog.calendar(name, first, last, language)
-
-    def calendar_month(self, name: str, month: Optional[str] = None,
-                       language: Optional[str] = None) -> dict:
-        return self.catalog.calendar_month(name, month, language)
+    def calendar(self, name: str, first=None, last=None, language=None, month=None) -> dict:
+        """A calendar's days (``JobCatalog.calendar``); with ``month``, the GUI's month."""
+        return self.catalog.calendar(name, first, last, language, month)
 
     def preview_trigger(self, trigger: dict, count: int = 5) -> list:
         """The next fire times of a trigger spec (for forms); raises InvalidJob."""

@@ -82,7 +82,7 @@ def gui_jobs(service) -> str:
 
 def gui_job_detail(service, job_id: str) -> str:
     live = _live(service, job_id)
-    job = _fetch(service.job, job_id)
+    job = _fetch(lambda i: service.job(i, upcoming=10), job_id)   # next fire times: 10
     runs, pager = _run_page(service, 20, {}, job_id=job_id)
     recent = service.runs(job_id=job_id, limit=CHART_RUNS)
     definition = yaml.safe_dump(job.get("definition") or {}, sort_keys=False, allow_unicode=True)
@@ -96,7 +96,7 @@ def gui_calendar(service, name: str) -> str:
     """A calendar's month (``?month=YYYY-MM``): business days, holidays with their names in
     the page's language, excluded and forced days, and the jobs that use it."""
     month = _query(("month",))["month"]
-    cal = _fetch(lambda n: service.calendar_month(n, month, _locale().lang), name)
+    cal = _fetch(lambda n: service.calendar(n, language=_locale().lang, month=month), name)
     return _render("calendar", nav="jobs", title=_t("title.calendar", name=name), cal=cal)
 
 

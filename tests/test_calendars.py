@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import pickle
+import subprocess
+import sys
 import zoneinfo
 
 import pytest
@@ -19,6 +21,7 @@ import pytest
 from task_scheduler.calendars import (
     CalendarTrigger, calendar_of, holiday_names, job_rules, job_trigger, shown_fire_times)
 from task_scheduler.jobsfile import parse_jobs_text
+from conftest import ROOT
 
 TOKYO = zoneinfo.ZoneInfo("Asia/Tokyo")
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
@@ -304,3 +307,18 @@ def test_extends_adds_closings_and_overrides_weekdays(tmp_path):
     assert plant.kind(dt.date(2026, 8, 11)) == "holiday"    # 山の日, from the parent
     assert [plant.kind(dt.date(2026, 8, d)) for d in (12, 13, 14)] == ["excluded"] * 3
     assert calendar_of(rules["base"]).kind(dt.date(2026, 8, 12)) == "business"
+
+
+def test_holidays_is_imported_only_for_a_calendar_that_names_a_country(tmp_path):
+    """The library costs ~11 MiB and ~0.1 s: a service without such a calendar never pays."""
+    (tmp_path / "plain.yaml").write_text(
+        "calendars:\n  c: {weekdays: [mon], exclude: ['2026-01-05']}\njobs:\n"
+        "  - id: j\n    command: ['true']\n    trigger: {type: business_day, calendar: c, "
+        "day: 1}\n")
+    (tmp_path / "jp.yaml").write_text("calendars:\n  c: {holidays: JP}\njobs: []\n")
+    script = ("import sys, task_scheduler as ts; ts.load_jobs_file(sys.argv[1]); "
+              "print('holidays' in sys.modules)")
+    seen = [subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True,
+                           capture_output=True, text=True, cwd=ROOT).stdout.strip()
+            for name in ("plain.yaml", "jp.yaml")]
+    assert seen == ["False", "True"]

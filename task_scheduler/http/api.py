@@ -266,8 +266,10 @@ def api_nodes(service):
 
 
 def api_calendar(service, name):
-    """A calendar of jobs.yaml: its business days from ``from`` to ``to`` (this month by
-    default), and the days it closes (holidays with their names, excluded days)."""
+    """A calendar of jobs.yaml, with its business days and closed days in a range.
+
+    The days from ``from`` to ``to`` (this month by default): business days, and the days it
+    closes (holidays with their names, excluded days)."""
     query = _query_params(CalendarQuery)
     return service.calendar(name, query.from_, query.to, query.lang)
 

@@ -10,7 +10,7 @@
   <div class="grid-2">
     <section class="panel">
       <div class="panel-head">
-        <h2 data-testid="calendar-title">{{t('cal.month', year=cal['year'], month=cal['month_number'])}}</h2>
+        <h2 data-testid="calendar-title">{{t('cal.month', year=cal['year'], month=cal['month_name'] if lang == 'en' else cal['month_number'])}}</h2>
         <nav class="cal-nav">
           <a class="btn" href="?month={{cal['previous']}}" data-testid="calendar-previous">{{t('cal.previous')}}</a>
           <a class="btn" href="?" data-testid="calendar-today">{{t('cal.today')}}</a>
@@ -35,7 +35,7 @@
               % if day['holiday']:
               <span class="cal-name">{{day['holiday']}}</span>
               % elif day['kind'] in ('excluded', 'included'):
-              <span class="cal-name">{{t('cal.kind.' + day['kind'])}}</span>
+              <span class="cal-name">{{t('cal.cell.' + day['kind'])}}</span>
               % end
             </td>
             % end
