@@ -29,8 +29,10 @@ MAX_SHIFT_DAYS = 366     # a fire is moved at most a year; a calendar without bu
 MAX_MONTHS = 120         # a business_day trigger looks ten years ahead, then gives up
 MAX_STEPS = 200_000      # base fire times looked at for one moved fire time (a 1-minute cron
 #                          over a week-long closing: ~10,000)
+_DAY = dt.timedelta(days=1)
+_SLACK = dt.timedelta(hours=2)   # more than any DST change (Lord Howe's is 30 minutes, most 1 h)
 _RANGE = re.compile(r"^\s*(\d{4}-\d{2}-\d{2})\s*\.\.\s*(\d{4}-\d{2}-\d{2})\s*$")
-_DAY = re.compile(r"^\s*(\d{4}-\d{2}-\d{2})()\s*$")
+_DATE = re.compile(r"^\s*(\d{4}-\d{2}-\d{2})()\s*$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -129,7 +131,7 @@ def _date_range(item: Any) -> Optional[tuple[dt.date, dt.date]]:
         item = item.date()
     if isinstance(item, dt.date):
         return item, item
-    match = _RANGE.match(item) or _DAY.match(item) if isinstance(item, str) else None
+    match = _RANGE.match(item) or _DATE.match(item) if isinstance(item, str) else None
     try:
         first, last = dt.date.fromisoformat(match[1]), dt.date.fromisoformat(match[2] or match[1])
     except (TypeError, ValueError):
@@ -387,29 +389,74 @@ class CalendarTrigger(BaseTrigger):
         moment = _after(previous_fire_time, now, None)
         cal = calendar_of(self.rules)
         if self.on_holiday == "next":
-            # a base time before ``moment`` may move past it: start after the last business day
-            before = cal.shift(moment.astimezone(self.timezone).date(), -1)
-            start = moment if before is None else _at(before + dt.timedelta(days=1),
-                                                      dt.time(0), self.timezone)
-            return self._earliest(cal, min(start, moment, key=_utc), moment, 1)
-        return self._earliest(cal, moment + dt.timedelta(microseconds=1), moment, -1)
+            # a base time before ``moment`` on a closed day may move past it: start after the
+            # last business day before (no look back when there is no closed day in between)
+            today = moment.astimezone(self.timezone).date()
+            before = cal.shift(today, -1)
+            start = moment if before is None or (before + _DAY == today and
+                                                 cal.is_business_day(today)) \
+                else _at(before + _DAY, dt.time(0), self.timezone)
+            return self._next(cal, min(start, moment, key=_utc), moment)
+        return self._previous(cal, moment)
 
-    def _earliest(self, cal: Calendar, start: dt.datetime, moment: dt.datetime, step: int):
-        """The earliest moved time after ``moment`` of the base times from ``start`` on."""
-        best, stop = None, None
+    def _next(self, cal: Calendar, start: dt.datetime, moment: dt.datetime):
+        """The earliest moved time after ``moment`` of the base times from ``start`` on: a
+        base time is never moved earlier, so the walk ends at the first one past the best."""
+        best = None
         base = self.base.get_next_fire_time(None, start)
         for _ in range(MAX_STEPS):
-            if base is None or (stop is not None and _past(base, stop, self.timezone, step)):
+            if base is None or (best is not None and _utc(base) > _utc(best)):
                 break
-            moved = self._moved(cal, base, step)
+            moved = self._moved(cal, base, 1)
             if moved is not None and _utc(moved) > moment and \
                     (best is None or _utc(moved) < _utc(best)):
                 best = moved
-                # later base times can only move later than this (next), or to no earlier day
-                # than the business day after it (previous)
-                stop = best if step == 1 else cal.shift(best.astimezone(self.timezone).date(), 1)
             base = self.base.get_next_fire_time(base, base)
         return best
+
+    def _previous(self, cal: Calendar, moment: dt.datetime):
+        """The earliest moved time after ``moment``, day by day: each day's fires move to its
+        business day (itself, or the one before), which never comes earlier for a later day;
+        of a day only its first fire that moves past ``moment`` can be the earliest. So one
+        look per day with fires (a fire a minute over a closed week is five looks, not 7,200),
+        ending at a day that moves past the best found."""
+        tz, local, best = self.timezone, moment.astimezone(self.timezone), None
+        today = day = local.date()
+        for _ in range(2 * MAX_SHIFT_DAYS):
+            target = day if cal.is_business_day(day) else cal.shift(day, -1)
+            if best is not None and target is not None and \
+                    target > best.astimezone(tz).date():
+                break
+            if target is not None and target >= today:
+                moved = self._first_moved(day, target, local.time() if target == today
+                                          else dt.time(0), moment)
+                if moved is not None and (best is None or _utc(moved) < _utc(best)):
+                    best = moved
+            following = self.base.get_next_fire_time(None, _at(day + _DAY, dt.time(0), tz))
+            if following is None:
+                break
+            day = max(day + _DAY, following.astimezone(tz).date())
+        return best
+
+    def _first_moved(self, day: dt.date, target: dt.date, after: dt.time, moment):
+        """The first fire of ``day`` from the local time ``after`` on, moved to ``target``,
+        that comes after ``moment`` (None: none that day)."""
+        # on a day clocks change, from two hours before: a search that starts right at the
+        # change may step over a fire it moved (02:30 that fires at 03:00); the loop passes
+        # the early ones
+        slack = _SLACK if _offset(day, self.timezone) != _offset(day + _DAY, self.timezone) \
+            else dt.timedelta(0)
+        earlier = max(dt.datetime.combine(day, after) - slack, dt.datetime.combine(day, dt.time(0)))
+        base = self.base.get_next_fire_time(None, _at(day, earlier.time(), self.timezone))
+        for _ in range(MAX_STEPS):
+            if base is None or base.astimezone(self.timezone).date() != day:
+                return None
+            clock = base.astimezone(self.timezone).time().replace(fold=0)
+            moved = base if target == day else _at(target, clock, self.timezone)
+            if _utc(moved) > moment:
+                return moved
+            base = self.base.get_next_fire_time(base, base)
+        return None
 
     def _moved(self, cal: Calendar, base: dt.datetime, step: int) -> Optional[dt.datetime]:
         local = base.astimezone(self.timezone)
@@ -446,10 +493,8 @@ class CalendarTrigger(BaseTrigger):
         return f"<{type(self).__name__} ({self})>"
 
 
-def _past(base: dt.datetime, stop, tz, step: int) -> bool:
-    if step == 1:
-        return _utc(base) > _utc(stop)
-    return stop is None or base.astimezone(tz).date() >= stop
+def _offset(day: dt.date, tz) -> Optional[dt.timedelta]:
+    return dt.datetime.combine(day, dt.time(0), tzinfo=tz).utcoffset()
 
 
 def shown_fire_times(trigger, first: Optional[dt.datetime], count: int) -> list:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import pickle
+import random
 import subprocess
 import sys
 import zoneinfo
@@ -20,7 +21,9 @@ import pytest
 
 from task_scheduler.calendars import (
     CalendarTrigger, calendar_of, holiday_names, job_rules, job_trigger, shown_fire_times)
+import task_scheduler.calendars as ts_calendars
 from task_scheduler.jobsfile import parse_jobs_text
+from task_scheduler.triggers import crontab_trigger
 from conftest import ROOT
 
 TOKYO = zoneinfo.ZoneInfo("Asia/Tokyo")
@@ -322,3 +325,44 @@ def test_holidays_is_imported_only_for_a_calendar_that_names_a_country(tmp_path)
                            capture_output=True, text=True, cwd=ROOT).stdout.strip()
             for name in ("plain.yaml", "jp.yaml")]
     assert seen == ["False", "True"]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_moved_fires_match_a_brute_force_reference(seed):
+    """previous/next against the plain definition: every base time in a wide window moved,
+    repeats dropped, sorted; the trigger must give the same times from any moment."""
+    rng = random.Random(seed)
+    zone = rng.choice([TOKYO, NEW_YORK])
+    closed = [dt.date(2026, 3, 1) + dt.timedelta(days=rng.randrange(60)) for _ in range(8)]
+    rules = {"name": "r", "weekdays": sorted(rng.sample(range(7), rng.randint(3, 6))),
+             "holidays": None, "subdiv": None,
+             "exclude": [[d.isoformat(), d.isoformat()] for d in closed], "include": []}
+    expression = rng.choice(["0 8 * * *", "30 2 * * *", "0 9,17 * * 1-5", "15 */6 * * *",
+                             "0 0 1,15 * *", "45 1 * * 6"])
+    mode = rng.choice(["previous", "next"])
+    base = crontab_trigger(expression, zone)
+    trig = CalendarTrigger(base, rules, mode, zone)
+    cal = calendar_of(rules)
+    step = 1 if mode == "next" else -1
+    window_start = dt.datetime(2026, 2, 1, tzinfo=zone)
+    times, current = [], base.get_next_fire_time(None, window_start)
+    while current < dt.datetime(2026, 9, 1, tzinfo=zone):   # past the 6th after any moment
+        times.append(current)
+        current = base.get_next_fire_time(current, current)
+    reference = sorted({_moved(t, cal, step, zone).timestamp() for t in times})
+    for _ in range(5):
+        moment = dt.datetime(2026, 3, 1, tzinfo=zone) + dt.timedelta(
+            minutes=rng.randrange(60 * 24 * 45))
+        want = [t for t in reference if t > moment.timestamp() - 1e-6][:6]
+        got, current = [], trig.get_next_fire_time(None, moment)
+        while len(got) < 6:
+            got.append(current.timestamp())
+            current = trig.get_next_fire_time(current, current)
+        assert got == want, (seed, expression, mode, moment)
+
+
+def _moved(moment, cal, step, zone):
+    local = moment.astimezone(zone)
+    if cal.is_business_day(local.date()):
+        return moment
+    return ts_calendars._at(cal.shift(local.date(), step), local.time().replace(fold=0), zone)
