@@ -322,7 +322,21 @@ def _at(day: dt.date, clock: dt.time, tz) -> dt.datetime:
 
 # The triggers
 
-class BusinessDayTrigger(BaseTrigger):
+class _ExactTrigger(BaseTrigger):
+    """What the calendar triggers share: a versioned state, no jitter (a business-day or moved
+    time is exact), a repr from str."""
+
+    def _readable(self, state: dict) -> None:
+        if state.get("version", 1) > 1:
+            raise ValueError(f"got version {state['version']} of a {type(self).__name__}, "
+                             f"but this task-scheduler reads version 1 only")
+        self.jitter = None
+
+    def __repr__(self):
+        return f"<{type(self).__name__} ({self})>"
+
+
+class BusinessDayTrigger(_ExactTrigger):
     """Fires on the N-th business day of each month (-1: the last) at a local time."""
 
     def __init__(self, rules: dict, day: int, at: str, timezone, start_date=None,
@@ -355,22 +369,16 @@ class BusinessDayTrigger(BaseTrigger):
                 "end_date": self.end_date}
 
     def __setstate__(self, state):
-        if state.get("version", 1) > 1:
-            raise ValueError(f"got version {state['version']} of a BusinessDayTrigger, but this "
-                             f"task-scheduler reads version 1 only")
+        self._readable(state)
         self.rules, self.day, self.at = state["rules"], state["day"], state["at"]
         self.timezone = state["timezone"]
         self.start_date, self.end_date = state["start_date"], state["end_date"]
-        self.jitter = None
 
     def __str__(self):
         return f"business_day[{self.rules['name']} day {self.day} at {self.at}]"
 
-    def __repr__(self):
-        return f"<{type(self).__name__} ({self})>"
 
-
-class CalendarTrigger(BaseTrigger):
+class CalendarTrigger(_ExactTrigger):
     """Another trigger under a calendar. ``skip``: the fire times stay as they are, and the
     scheduler records a fire on a day that is not a business day as ``skipped`` with
     ``skip_reason`` (so the skip is seen in the history). ``previous``/``next``: such a fire
@@ -446,7 +454,8 @@ class CalendarTrigger(BaseTrigger):
         # the early ones
         slack = _SLACK if _offset(day, self.timezone) != _offset(day + _DAY, self.timezone) \
             else dt.timedelta(0)
-        earlier = max(dt.datetime.combine(day, after) - slack, dt.datetime.combine(day, dt.time(0)))
+        earlier = max(dt.datetime.combine(day, after) - slack,
+                      dt.datetime.combine(day, dt.time(0)))
         base = self.base.get_next_fire_time(None, _at(day, earlier.time(), self.timezone))
         for _ in range(MAX_STEPS):
             if base is None or base.astimezone(self.timezone).date() != day:
@@ -479,18 +488,12 @@ class CalendarTrigger(BaseTrigger):
                 "on_holiday": self.on_holiday, "timezone": self.timezone}
 
     def __setstate__(self, state):
-        if state.get("version", 1) > 1:
-            raise ValueError(f"got version {state['version']} of a CalendarTrigger, but this "
-                             f"task-scheduler reads version 1 only")
+        self._readable(state)
         self.base, self.rules = state["base"], state["rules"]
         self.on_holiday, self.timezone = state["on_holiday"], state["timezone"]
-        self.jitter = None
 
     def __str__(self):
         return f"calendar[{self.rules['name']}, {self.on_holiday}: {self.base}]"
-
-    def __repr__(self):
-        return f"<{type(self).__name__} ({self})>"
 
 
 def _offset(day: dt.date, tz) -> Optional[dt.timedelta]:

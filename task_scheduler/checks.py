@@ -25,7 +25,8 @@ from pydantic import ValidationError
 
 from .errors import InvalidJob
 from .explain import _details_text, _pydantic_detail, _pydantic_details, _trigger_field
-from .models import BusinessDaySpec, CronSpec, JobDefinition, ManualSpec, RunParams, _CRON_FIELDS, _argv_problem
+from .models import (
+    BusinessDaySpec, CronSpec, JobDefinition, ManualSpec, RunParams, _CRON_FIELDS, _argv_problem)
 from .text import _clean, _type_name
 from .triggers import _aps_field_problem, _zone, build_trigger, crontab_problems
 

@@ -244,7 +244,7 @@ class JobCatalog:
         API job's calendars must be among jobs.yaml's.)"""
         missing = [(field, name) for field, name in zip(
             ("trigger.calendar" if isinstance(defn.trigger, BusinessDaySpec) else "calendar.name",
-             "calendar.name"), uses(defn)) if name not in self.book.calendars]
+             "calendar.name"), uses(defn), strict=False) if name not in self.book.calendars]
         if missing:
             details = [{"field": field, "message": f"calendar {name!r} is not defined in the "
                         f"calendars of jobs.yaml (defined: "

@@ -10,15 +10,7 @@ import pytest
 
 import task_scheduler as ts
 from conftest import Client, final_runs, wait_for, write_jobs
-
-CALENDARS = """\
-calendars:
-  jp_business:
-    weekdays: [mon, tue, wed, thu, fri]
-    holidays: JP
-    exclude: ['2026-12-29..2027-01-03', '2027-08-13']
-    include: ['2027-01-04']
-"""
+from test_calendars import JP_BUSINESS as CALENDARS
 
 
 def errors_of(tmp_path, text):

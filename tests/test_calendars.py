@@ -30,14 +30,17 @@ TOKYO = zoneinfo.ZoneInfo("Asia/Tokyo")
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 UTC = dt.UTC
 
-# The issue's calendar: weekdays, Japan's holidays, the company's New Year closing, Obon day.
-JP_CALENDAR = """\
+# The issue's calendar: weekdays, Japan's holidays, the company's New Year closing, Obon day
+# (the other calendar tests use it too).
+JP_BUSINESS = """\
 calendars:
   jp_business:
     weekdays: [mon, tue, wed, thu, fri]
     holidays: JP
     exclude: ['2026-12-29..2027-01-03', '2027-08-13']
     include: ['2027-01-04']
+"""
+JP_CALENDAR = JP_BUSINESS + """\
   us_business:
     holidays: US
   us_sundays:                  # only Sundays work: to land fires on the days clocks change
@@ -199,7 +202,8 @@ def test_moved_fires_onto_existing_ones_fire_once(tmp_path):
                          "2026-05-07", "2026-05-08"]}
     for mode, want in expected.items():
         trig = trigger(tmp_path, "{type: cron, expression: '0 8 * * 1-5', "
-                                 "timezone: Asia/Tokyo}", f"{{name: jp_business, on_holiday: {mode}}}")
+                                 "timezone: Asia/Tokyo}",
+                       f"{{name: jp_business, on_holiday: {mode}}}")
         times = fires(trig, dt.datetime(2026, 4, 27, tzinfo=TOKYO), 6)
         assert days(t.astimezone(TOKYO) for t in times) == [f"{d} 08:00" for d in want], mode
 
@@ -269,25 +273,20 @@ def test_business_day_at_a_repeated_time_fires_once(tmp_path):
                      dt.datetime(2026, 12, 6, 6, 30, tzinfo=UTC)]    # 01:30 EST
 
 
-def test_a_fire_moved_into_the_spring_gap_fires_right_after_it(tmp_path):
-    # Saturday 2026-03-07 02:30 -> Sunday 3/8 02:30, which does not exist -> 03:00 EDT
-    trig = trigger(tmp_path, "{type: cron, expression: '30 2 * * 6', "
-                             "timezone: America/New_York}",
-                   "{name: us_not_saturday, on_holiday: next}")
-    # (from Monday 3/2: Saturday 2/28 moved to Sunday 3/1 has passed)
-    times = fires(trig, dt.datetime(2026, 3, 2, tzinfo=NEW_YORK), 2)
-    assert utc(times) == [dt.datetime(2026, 3, 8, 7, 0, tzinfo=UTC),
-                     dt.datetime(2026, 3, 15, 6, 30, tzinfo=UTC)]
-
-
-def test_a_fire_moved_into_the_autumn_repeat_fires_once(tmp_path):
-    # Monday 2026-11-02 01:30 -> Sunday 11/1 01:30, which happens twice -> the first, EDT
-    trig = trigger(tmp_path, "{type: cron, expression: '30 1 * * 1', "
-                             "timezone: America/New_York}",
-                   "{name: us_not_monday, on_holiday: previous}")
-    times = fires(trig, dt.datetime(2026, 10, 27, tzinfo=NEW_YORK), 2)
-    assert utc(times) == [dt.datetime(2026, 11, 1, 5, 30, tzinfo=UTC),
-                     dt.datetime(2026, 11, 8, 6, 30, tzinfo=UTC)]
+@pytest.mark.parametrize("expression, use, start, expected", [
+    # Saturday 2026-03-07 02:30 -> Sunday 3/8 02:30, which does not exist -> 03:00 EDT (from
+    # Monday 3/2: Saturday 2/28 moved to Sunday 3/1 has passed)
+    ("30 2 * * 6", "{name: us_not_saturday, on_holiday: next}", dt.date(2026, 3, 2),
+     [(2026, 3, 8, 7, 0), (2026, 3, 15, 6, 30)]),
+    # Monday 2026-11-02 01:30 -> Sunday 11/1 01:30, which happens twice -> once, the first (EDT)
+    ("30 1 * * 1", "{name: us_not_monday, on_holiday: previous}", dt.date(2026, 10, 27),
+     [(2026, 11, 1, 5, 30), (2026, 11, 8, 6, 30)]),
+])
+def test_a_fire_moved_onto_a_dst_change_fires_once(tmp_path, expression, use, start, expected):
+    trig = trigger(tmp_path, f"{{type: cron, expression: '{expression}', "
+                             f"timezone: America/New_York}}", use)
+    times = fires(trig, dt.datetime.combine(start, dt.time(0), tzinfo=NEW_YORK), 2)
+    assert utc(times) == [dt.datetime(*t, tzinfo=UTC) for t in expected]
 
 
 @pytest.mark.parametrize("mode, expected", [
@@ -296,7 +295,8 @@ def test_a_fire_moved_into_the_autumn_repeat_fires_once(tmp_path):
 ])
 def test_thanksgiving_moves_in_new_york(tmp_path, mode, expected):
     trig = trigger(tmp_path, "{type: cron, expression: '0 9 26 * *', "
-                             "timezone: America/New_York}", f"{{name: us_business, on_holiday: {mode}}}")
+                             "timezone: America/New_York}",
+                   f"{{name: us_business, on_holiday: {mode}}}")
     assert trig.get_next_fire_time(None, dt.datetime(2026, 11, 1, tzinfo=NEW_YORK)) == expected
 
 

@@ -15,8 +15,6 @@ from apscheduler.triggers.interval import IntervalTrigger
 import task_scheduler as ts
 
 import task_scheduler.calendars as ts_calendars
-
-import task_scheduler.scheduler as ts_scheduler
 import task_scheduler.store.schema as ts_schema
 import task_scheduler.timeutil as ts_timeutil
 import task_scheduler.triggers as ts_triggers

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from ..config import __version__
 from ..errors import SchedulerError, Unavailable
 from .io import (
-    CURSOR_PATTERN, YAML_TYPE, CalendarQuery, EventsQuery, JobQuery, JobsQuery, OutputQuery, _content_length,
-    _json_body, _json_response, _query_params, _raw_json, _text, runs_query)
+    CURSOR_PATTERN, YAML_TYPE, CalendarQuery, EventsQuery, JobQuery, JobsQuery, OutputQuery,
+    _content_length, _json_body, _json_response, _query_params, _raw_json, _text, runs_query)
 from ..text import _clean
 
 

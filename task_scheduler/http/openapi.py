@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import __version__
 from .api import api_health
 from .io import (
-    ID_PATTERN, CalendarQuery, EventsQuery, JobQuery, JobsQuery, MAX_BODY, OutputQuery, RunsQuery, YAML_TYPE,
-    _OPEN_ROUTES)
+    ID_PATTERN, CalendarQuery, EventsQuery, JobQuery, JobsQuery, MAX_BODY, OutputQuery, RunsQuery,
+    YAML_TYPE, _OPEN_ROUTES)
 from ..store.schema import TOTAL_CAP
 from ..models import JOB_STATES, JobDefinition, NOTIFY_EVENTS, RUN_STATUSES, RUN_TRIGGERS, RunParams
 

@@ -10,22 +10,18 @@ import pytest
 from playwright.sync_api import expect
 
 import task_scheduler
+from test_calendars import JP_BUSINESS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser-calendar")]
 
 SCREENSHOTS = Path(__file__).parent / "screenshots"
-JOBS_YAML = textwrap.dedent("""\
-    calendars:
-      jp_business:
-        weekdays: [mon, tue, wed, thu, fri]
-        holidays: JP
-        exclude: ['2026-12-29..2027-01-03', '2027-08-13']
-        include: ['2027-01-04']
+JOBS_YAML = JP_BUSINESS + textwrap.dedent("""\
     jobs:
       - id: month_end_close
         description: 月次締め
         command: ['true']
-        trigger: {type: business_day, calendar: jp_business, day: -1, at: '18:00', timezone: Asia/Tokyo}
+        trigger: {type: business_day, calendar: jp_business, day: -1, at: '18:00',
+                  timezone: Asia/Tokyo}
       - id: weekday_report
         command: ['true']
         trigger: {type: cron, expression: '0 8 * * 1-5', timezone: Asia/Tokyo}
