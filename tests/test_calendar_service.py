@@ -164,3 +164,38 @@ def test_the_month_view_in_japanese(make_service, jobs_file):
     job_page = client.get("/jobs/close?lang=ja").text
     assert 'href="/calendars/jp_business"' in job_page and "毎月最終営業日 18:00" in job_page
     assert client.get("/calendars/nope").status == 404
+
+
+@pytest.mark.postgres
+def test_a_follower_uses_the_leaders_calendars_and_follows_their_change(tmp_path, postgres_url):
+    """Only the leader applies jobs.yaml: the follower (whose own copy has no calendars) shows
+    the leader's calendar and next fire times, and follows a change of the calendar."""
+    job = ("jobs:\n  - id: close\n    command: ['true']\n    trigger: {type: business_day, "
+           "calendar: jp_business, day: -1, at: '18:00', timezone: Asia/Tokyo}\n")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    leader_file = write_jobs(tmp_path / "a" / "jobs.yaml", CALENDARS + job)
+    write_jobs(tmp_path / "b" / "jobs.yaml", "[]\n")
+    services = [ts.SchedulerService(ts.Config(config_path=str(path), node=node,
+                                              database_url=postgres_url, watch=False)).start()
+                for node, path in (("a", leader_file), ("b", tmp_path / "b" / "jobs.yaml"))]
+    try:
+        leader, follower = services
+        assert (leader.status()["role"], follower.status()["role"]) == ("leader", "follower")
+        days = follower.calendar("jp_business", "2026-09-17", "2026-09-25")
+        assert days["business_days"] == ["2026-09-17", "2026-09-18", "2026-09-24", "2026-09-25"]
+        assert follower.job("close")["next_run_times"] == leader.job("close")["next_run_times"]
+        # the next 400 days closed: the next month end comes after them, on both nodes
+        today = dt.datetime.now(dt.timezone(dt.timedelta(hours=9))).date()
+        end = today + dt.timedelta(days=400)
+        write_jobs(leader_file, f"calendars:\n  jp_business:\n    holidays: JP\n"
+                                f"    exclude: ['{today}..{end}']\n" + job)
+        leader.reload(force=True)
+        moved = leader.job("close")["next_run_times"]
+        assert moved and dt.datetime.fromisoformat(moved[0]).date() > end, moved
+        wait_for(lambda: follower.job("close")["next_run_times"] == moved, 10,
+                 message="the follower to take in the changed calendar")
+        assert follower.calendar("jp_business", str(today), str(today))["business_days"] == []
+    finally:
+        for service in reversed(services):
+            service.stop(grace=0.5)
