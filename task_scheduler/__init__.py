@@ -35,6 +35,7 @@ from .http.server import serve_in_thread
 from .jobsfile import load_jobs_file
 from .models import JobDefinition
 from .service import SchedulerService
+from .calendars import BusinessDayTrigger, CalendarTrigger
 from .triggers import CrontabTrigger, DstSafeCronTrigger
 
 __all__ = [
@@ -58,4 +59,5 @@ __all__ = [
     "main",
 ]
 # Stored, not exported: APScheduler rows name these as task_scheduler.<name> (see triggers.py).
-_STORED_NAMES = (CrontabTrigger, DstSafeCronTrigger, __version__)
+_STORED_NAMES = (CrontabTrigger, DstSafeCronTrigger, BusinessDayTrigger, CalendarTrigger,
+                 __version__)

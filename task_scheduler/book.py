@@ -23,7 +23,8 @@ from .models import (
     redact_target, share_fields)
 from .text import _clean, _json_default
 from .timeutil import _iso, _utcnow
-from .triggers import build_trigger, fire_times, trigger_text
+from .calendars import job_rules, job_trigger, shown_fire_times
+from .triggers import trigger_text
 
 if TYPE_CHECKING:
     from .store import Store
@@ -42,6 +43,7 @@ class JobRecord:
     created_at: dt.datetime
     updated_at: dt.datetime
     trigger: Any = None   # the built APScheduler trigger, for next fire times
+    rules: Optional[dict] = None   # the calendars it uses, resolved (calendars.job_rules)
     view: Optional[tuple] = None   # (key, job dict, JSON) cached by JobBook.view
 
     @property
@@ -73,6 +75,9 @@ class JobRecord:
         """definition:trigger-spec:trigger-code: what the APScheduler job was built from. The
         spec part says whether the schedule itself changed (the phase starts again)."""
         spec = json.dumps(self.definition.trigger.model_dump(mode="json"), sort_keys=True)
+        if self.rules is not None:   # a calendar changed: the schedule changed
+            spec += json.dumps([self.definition.calendar and self.definition.calendar.model_dump(),
+                                self.rules], sort_keys=True)
         spec_hash = hashlib.sha256(f"{spec}|{timezone}".encode()).hexdigest()[:16]
         return f"{self.hash[:16]}:{spec_hash}:{TRIGGER_VERSION}"
 
@@ -88,6 +93,7 @@ class JobBook:
     def __init__(self, store: Store, timezone):
         self.store, self.timezone = store, timezone
         self.records: dict[str, JobRecord] = {}
+        self.calendars: dict[str, dict] = {}   # jobs.yaml's calendars as the leader applied them
         self.lock = threading.RLock()   # one writer at a time; taken before any transaction
         self._changes = 0               # bumped by every change of records: limits() cache key
         self._limits: tuple = (-1, types.MappingProxyType({}))
@@ -106,6 +112,7 @@ class JobBook:
 
     def load(self) -> None:
         with self.lock:
+            self.calendars = self._stored_calendars()
             self.records = dict(filter(None, map(self._record, self.store.jobs.job_rows())))
             self._changes += 1
 
@@ -117,9 +124,9 @@ class JobBook:
                 ids = [i for i, sig in signatures.items() if (rec := self.records.get(i)) is None
                        or (rec.hash, rec.paused) != sig]
                 ids += [i for i in self.records if i not in signatures]
+            changed = self._follow_calendars(self._stored_calendars())
             rows = dict(filter(None, map(self._record, self.store.jobs.job_rows(ids)))) \
                 if ids else {}
-            changed = []
             for job_id in ids:
                 old, new = self.records.get(job_id), rows.get(job_id)
                 if new is None:
@@ -129,7 +136,40 @@ class JobBook:
                     self.records[job_id] = new
                     changed.append(job_id)
             self._changes += bool(changed)
-            return changed
+            return list(dict.fromkeys(changed))
+
+    def set_calendars(self, calendars: dict[str, dict]) -> list[str]:
+        """The leader applies jobs.yaml's calendars: stored for every node (ts_meta, told by
+        NOTIFY with the ids of the jobs that use a changed one); those ids are returned."""
+        with self.lock:
+            if calendars == self.calendars:
+                return []
+            ids = sorted(i for i, r in self.records.items()
+                         if job_rules(r.definition, calendars) != r.rules)
+            self.store.jobs.set_meta("calendars", json.dumps(calendars, sort_keys=True), ids)
+            return self._follow_calendars(calendars)
+
+    def _follow_calendars(self, calendars: dict[str, dict]) -> list[str]:
+        """Take in new calendars: the ids of the jobs whose calendars changed."""
+        if calendars == self.calendars:
+            return []
+        self.calendars, changed = calendars, []
+        for job_id, rec in list(self.records.items()):
+            rules = job_rules(rec.definition, calendars)
+            if rules != rec.rules:
+                self.records[job_id] = dataclasses.replace(rec, rules=rules, trigger=None,
+                                                           view=None)
+                changed.append(job_id)
+        self._changes += 1
+        return changed
+
+    def _stored_calendars(self) -> dict[str, dict]:
+        text = self.store.jobs.get_meta("calendars")
+        try:
+            return json.loads(text) if text else {}
+        except ValueError:
+            log.error("the stored calendars are not JSON, none used: %.80s", text)
+            return {}
 
     def get(self, job_id: str) -> Optional[JobRecord]:
         return self.records.get(job_id)
@@ -218,8 +258,18 @@ class JobBook:
 
     def trigger_of(self, rec: JobRecord):
         if rec.trigger is None:
-            rec.trigger = build_trigger(rec.definition.trigger, self.timezone)
+            rec.trigger = job_trigger(rec.definition, self.timezone, rec.rules)
         return rec.trigger
+
+    def fire_times_of(self, rec: JobRecord, first: Optional[dt.datetime], count: int) -> list:
+        """The next ``count`` fire times from the schedule's next one, calendar applied (a
+        heartbeat job: only the ping expected next)."""
+        if rec.watched:
+            return [first] if first is not None else []
+        try:
+            return shown_fire_times(self.trigger_of(rec), first, count)
+        except ValueError:   # a calendar no longer defined: the scheduler says why
+            return []
 
     def _job_dict(self, rec: JobRecord, next_ts: Optional[float], last_run) -> dict:
         d = rec.definition
@@ -227,6 +277,7 @@ class JobBook:
                      if next_ts is not None and rec.state == "scheduled" else None)
         if rec.watched and rec.state == "scheduled":
             next_time = expected_ping(rec, last_run)
+        times = self.fire_times_of(rec, next_time, 5)
         definition = d.dump()
         if definition.get("notify"):   # the API and the GUI never show a secret
             definition["notify"] = [redact_target(t) for t in definition["notify"]]
@@ -235,8 +286,9 @@ class JobBook:
             "command": _command_list(d), "args": d.args, "kwargs": d.kwargs,
             "trigger": d.trigger.model_dump(mode="json", exclude_none=True),
             "trigger_text": trigger_text(d.trigger), "source": rec.source, "state": rec.state,
-            "next_run_time": _iso(next_time),
-            "next_run_times": [_iso(t) for t in self._fire_times(rec, next_time, 5)],
+            "next_run_time": _iso(times[0] if times else None),
+            "next_run_times": [_iso(t) for t in times],
+            "calendars": [n for n in (rec.rules or {})],
             "max_instances": d.max_instances, "coalesce": d.coalesce,
             "misfire_grace_time": d.misfire_grace_time, "timeout": d.timeout, "tags": d.tags,
             "isolation": d.isolation if d.kind == "python" else None,
@@ -247,11 +299,6 @@ class JobBook:
             "created_at": _iso(rec.created_at), "updated_at": _iso(rec.updated_at),
         }
 
-    def _fire_times(self, rec: JobRecord, first: Optional[dt.datetime], count: int) -> list:
-        if rec.watched:
-            return [first] if first is not None else []
-        return fire_times(self.trigger_of(rec), first, count) if first is not None else []
-
     def _record(self, row) -> Optional[tuple[str, JobRecord]]:
         try:
             defn = share_fields(JobDefinition.model_validate(json.loads(row.definition)))
@@ -261,7 +308,7 @@ class JobBook:
             return None
         # the definition's id, and an interned source: not two more strings per job
         rec = JobRecord(defn, sys.intern(row.source), row.paused, row.definition_hash,
-                        row.created_at, row.updated_at)
+                        row.created_at, row.updated_at, rules=job_rules(defn, self.calendars))
         self._date_trigger(rec)
         return (defn.id if defn.id == row.id else row.id), rec
 
@@ -269,7 +316,7 @@ class JobBook:
         old = self.records.get(values["id"])
         rec = JobRecord(share_fields(defn), values["source"], values["paused"],
                         values["definition_hash"], old.created_at if old else values["updated_at"],
-                        values["updated_at"])
+                        values["updated_at"], rules=job_rules(defn, self.calendars))
         self._date_trigger(rec)
         return rec
 

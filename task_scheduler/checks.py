@@ -26,7 +26,8 @@ from pydantic import ValidationError
 from .errors import InvalidJob
 from .explain import _details_text, _pydantic_detail, _pydantic_details, _trigger_field
 from .models import (
-    CronSpec, HeartbeatSpec, JobDefinition, ManualSpec, RunParams, _CRON_FIELDS, _argv_problem)
+    BusinessDaySpec, CronSpec, HeartbeatSpec, JobDefinition, ManualSpec, RunParams, _CRON_FIELDS,
+    _argv_problem)
 from .text import _clean, _type_name
 from .triggers import _aps_field_problem, _zone, build_trigger, crontab_problems
 
@@ -78,7 +79,7 @@ def trigger_problems(spec) -> list[tuple[str, str]]:
             problems.append((name, problem))
     if isinstance(spec, CronSpec):
         problems += _cron_problems(spec)
-    if not problems:
+    if not problems and not isinstance(spec, BusinessDaySpec):   # its calendar: jobsfile
         try:
             trigger = build_trigger(spec, utc)
         except (ValueError, TypeError, OverflowError) as exc:

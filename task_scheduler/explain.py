@@ -7,7 +7,8 @@ import difflib
 import re
 from typing import Any
 
-from .models import CronSpec, DateSpec, IntervalSpec, JobDefinition, RetrySpec, _CRON_FIELDS
+from .models import (
+    BusinessDaySpec, CronSpec, DateSpec, IntervalSpec, JobDefinition, RetrySpec, _CRON_FIELDS)
 from .text import _short
 
 
@@ -41,10 +42,10 @@ def _pydantic_detail(err: dict) -> dict:
         return {"field": field, "message": "a notify target needs one of webhook, slack or email",
                 "line": None}
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        message = ("needs a type: interval, cron, date, manual or heartbeat"
+        message = ("needs a type: interval, cron, date, business_day, manual or heartbeat"
                    if kind == "union_tag_not_found" else
-                   f"type must be one of: interval, cron, date, manual, heartbeat; got "
-                   f"{_short(ctx.get('tag'))}")
+                   f"type must be one of: interval, cron, date, business_day, manual, "
+                   f"heartbeat; got {_short(ctx.get('tag'))}")
         return {"field": "trigger.type", "message": message, "line": None}
     if kind == "missing":
         message = "is required"
@@ -93,7 +94,7 @@ def _is_branch(part: str, index: int, loc) -> bool:
     """Whether a part of a pydantic location names a union member (trigger.cron.minute,
     minutes.int), not a field."""
     if index == 1 and loc[0] == "trigger":
-        return part in ("interval", "cron", "date", "manual", "heartbeat")
+        return part in ("interval", "cron", "date", "manual", "business_day", "heartbeat")
     if index == 2 and loc[0] == "notify":   # notify.0.webhook.secret -> notify.0.secret
         return part in ("webhook", "slack", "email")
     return index > 0 and _is_member(part)
@@ -134,7 +135,7 @@ _TYPE_ORDER = ("text", "a whole number", "a number", "true or false", "a date/ti
 _SUBSUMED = {"a whole number": "a number", "text": "a date/time"}   # the second says it all
 _KNOWN_KEYS = {"": tuple(JobDefinition.model_fields), "retries": tuple(RetrySpec.model_fields),
                **{spec.model_fields["type"].annotation.__args__[0]: tuple(spec.model_fields)
-                  for spec in (IntervalSpec, CronSpec, DateSpec)}}
+                  for spec in (IntervalSpec, CronSpec, DateSpec, BusinessDaySpec)}}
 
 
 def _details_text(details: list, job_id: Any) -> str:

@@ -5,15 +5,17 @@ It must not parse jobs.yaml (reload.py) nor touch runs (runner.py)."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+import calendar as stdcalendar
+from typing import TYPE_CHECKING, Optional
 from collections.abc import Callable
 
 from pydantic import ValidationError
 
 from .checks import parse_job, trigger_problems
-from .errors import InvalidJob, JobConflict
+from .errors import InvalidJob, InvalidQuery, JobConflict, JobNotFound
 from .explain import _details_text, _pydantic_detail
-from .models import DateSpec, JobDefinition, Page, run_to_dict
+from .calendars import days_between, job_rules, job_trigger, month_view, uses
+from .models import WEEKDAYS, BusinessDaySpec, DateSpec, JobDefinition, Page, run_to_dict
 from .notify import restore_secrets
 from .timeutil import _iso
 from .triggers import build_trigger, fire_times
@@ -52,8 +54,17 @@ class JobCatalog:
         views, total = self._page(q, state, source, kind, tag, limit, offset)
         return [view[1] for view in views], total
 
-    def job(self, job_id: str) -> dict:
-        return dict(self._views([self.book.require(job_id)])[0][0])
+    def job(self, job_id: str, upcoming: int = 0) -> dict:
+        """A job's dict; with ``upcoming``, ``next_fire_times``: that many next fire times,
+        calendar applied (the job page shows 10)."""
+        rec = self.book.require(job_id)
+        job = dict(self._views([rec])[0][0])
+        if not upcoming:
+            return job
+        first = job["next_run_times"][0] if job["next_run_times"] else None
+        job["next_fire_times"] = [_iso(t) for t in self.book.fire_times_of(
+            rec, first and dt.datetime.fromisoformat(first), upcoming)]
+        return job
 
     def job_json(self, job_id: str) -> str:
         return self._views([self.book.require(job_id)])[0][1]
@@ -61,8 +72,9 @@ class JobCatalog:
     def preview_trigger(self, trigger: dict, count: int = 5) -> list:
         """The next fire times of a trigger spec (for forms); raises InvalidJob."""
         try:
-            spec = JobDefinition.model_validate({"id": "preview", "command": "true",
-                                                 "trigger": trigger}).trigger
+            defn = JobDefinition.model_validate({"id": "preview", "command": "true",
+                                                 "trigger": trigger})
+            spec = defn.trigger
         except ValidationError as exc:
             details = [_pydantic_detail(e) for e in exc.errors()]
             raise InvalidJob(_details_text(details, None), details) from None
@@ -70,9 +82,62 @@ class JobCatalog:
                    for f, m in trigger_problems(spec)]
         if details:
             raise InvalidJob(_details_text(details, None), details)
-        trig = build_trigger(spec, self.timezone)
+        try:
+            trig = job_trigger(defn, self.timezone, job_rules(defn, self.book.calendars))
+        except ValueError as exc:   # a calendar not defined
+            details = [{"field": "trigger.calendar", "message": str(exc), "line": None}]
+            raise InvalidJob(_details_text(details, None), details) from None
         first = trig.get_next_fire_time(None, dt.datetime.now(self.timezone)) if trig else None
         return [_iso(t) for t in fire_times(trig, first, count)] if first else []
+
+    def calendar(self, name: str, first: Optional[str] = None, last: Optional[str] = None,
+                 language: Optional[str] = None, month: Optional[str] = None) -> dict:
+        """A calendar's business days from ``first`` to ``last`` (ISO dates; this month by
+        default, at most MAX_CALENDAR_DAYS), and its closed days with their names; with
+        ``month`` (not None), that month laid out for the GUI instead (``calendar_month``)."""
+        if month is not None:
+            return self.calendar_month(name, month, language)
+        rules = self._calendar_rules(name)
+        today = self._now().astimezone(self.timezone).date()
+        start = _day("from", first) if first else today.replace(day=1)
+        end = _day("to", last) if last else _month_end(start)
+        if end < start or (end - start).days >= MAX_CALENDAR_DAYS:
+            raise InvalidQuery(f"from..to must run forward and span at most {MAX_CALENDAR_DAYS} "
+                               f"days, got {start}..{end}",
+                               [{"field": "to", "message": "out of range"}])
+        return {**self._calendar_head(name, rules), "from": start.isoformat(),
+                "to": end.isoformat(), **days_between(rules, start, end, language)}
+
+    def calendar_month(self, name: str, month: Optional[str] = None,
+                       language: Optional[str] = None) -> dict:
+        """A month of a calendar for the GUI (``month`` 'YYYY-MM'; this month if not one)."""
+        rules = self._calendar_rules(name)
+        today = self._now().astimezone(self.timezone).date()
+        try:
+            first = dt.date.fromisoformat(f"{month}-01") if month else today.replace(day=1)
+        except ValueError:
+            first = today.replace(day=1)
+        last_month = first - dt.timedelta(days=1)
+        return {**self._calendar_head(name, rules), "month": first.strftime("%Y-%m"),
+                "year": first.year, "month_number": first.month, "today": today,
+                "month_name": stdcalendar.month_name[first.month],   # English: the GUI's en
+                "weeks": month_view(rules, first.year, first.month, language),
+                "previous": last_month.strftime("%Y-%m"),
+                "next": (_month_end(first) + dt.timedelta(days=1)).strftime("%Y-%m")}
+
+    def _calendar_rules(self, name: str) -> dict:
+        rules = self.book.calendars.get(name)
+        if rules is None:
+            raise JobNotFound(f"calendar {name!r} is not defined (defined: "
+                              f"{', '.join(sorted(self.book.calendars)) or 'none'})")
+        return rules
+
+    def _calendar_head(self, name: str, rules: dict) -> dict:
+        return {"name": name, "weekdays": [WEEKDAYS[d] for d in rules["weekdays"]],
+                "holidays": rules["holidays"], "subdiv": rules["subdiv"],
+                "exclude": rules["exclude"], "include": rules["include"],
+                "jobs": sorted(i for i, r in self.book.records.items()
+                               if name in (r.rules or {}))}
 
     def _page(self, q, state, source, kind, tag, limit, offset) -> tuple[list, int]:
         matches = self.book.select(q, state, source, kind, tag)
@@ -164,6 +229,10 @@ class JobCatalog:
         self._apply(changes)
         return changes
 
+    def follow(self, changes: dict) -> None:
+        """Have the schedule follow changes made to the book directly (new calendars)."""
+        self._apply(changes)
+
     def _apply(self, changes: dict) -> None:
         ids = [i for kind, ids in changes.items() if kind != "unchanged" for i in ids]
         if ids and self._leading():
@@ -182,7 +251,17 @@ class JobCatalog:
                            f"work here")
 
     def _refuse_past_date(self, defn: JobDefinition) -> None:
-        """A date job whose time (and grace) has passed would never fire: say so."""
+        """A date job whose time (and grace) has passed would never fire: say so. (And an
+        API job's calendars must be among jobs.yaml's.)"""
+        missing = [(field, name) for field, name in zip(
+            ("trigger.calendar" if isinstance(defn.trigger, BusinessDaySpec) else "calendar.name",
+             "calendar.name"), uses(defn), strict=False) if name not in self.book.calendars]
+        if missing:
+            details = [{"field": field, "message": f"calendar {name!r} is not defined in the "
+                        f"calendars of jobs.yaml (defined: "
+                        f"{', '.join(sorted(self.book.calendars)) or 'none'})", "line": None}
+                       for field, name in missing]
+            raise InvalidJob(_details_text(details, defn.id), details)
         if not isinstance(defn.trigger, DateSpec):
             return
         when = build_trigger(defn.trigger, self.timezone).run_date
@@ -193,3 +272,18 @@ class JobCatalog:
                        f"runs once, at a time to come; run it now instead, or give a later date")
             raise InvalidJob(f"job {defn.id}: trigger.run_date: {message}",
                              [{"field": "trigger.run_date", "message": message, "line": None}])
+
+
+MAX_CALENDAR_DAYS = 732   # two years of days in one answer: a year's plan and the next
+
+
+def _day(name: str, text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise InvalidQuery(f"query parameter {name}: {text[:40]!r} is not a date (YYYY-MM-DD)",
+                           [{"field": name, "message": "not a date (YYYY-MM-DD)"}]) from None
+
+
+def _month_end(day: dt.date) -> dt.date:
+    return day.replace(day=stdcalendar.monthrange(day.year, day.month)[1])

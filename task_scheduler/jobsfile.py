@@ -12,12 +12,19 @@ from typing import Any, Optional
 import yaml
 from pydantic import ValidationError
 
+from .calendars import resolve_calendars, uses
 from .checks import _target_problem, parse_job, trigger_problems
 from .config import MAX_ALIAS_NODES, MAX_CONFIG_BYTES, _ANCHOR
 from .errors import InvalidConfig, InvalidJob
 from .explain import _config_error_text
 from .models import JobDefinition
 from .text import _type_name
+
+
+class JobList(list):
+    """The jobs of a jobs.yaml, and ``calendars``: {name: rules} of its ``calendars:``."""
+
+    calendars: dict = {}
 
 
 def load_jobs_file(path: str, parser: Optional[JobsParser] = None,
@@ -70,9 +77,9 @@ class JobsParser:
         # definitions; the loaded items and JSON keys kept besides cost ~15 MiB per 10,000 jobs
         self._known: dict[bytes, JobDefinition] = {}
 
-    def parse(self, text: str, path: str = "jobs.yaml") -> list[JobDefinition]:
+    def parse(self, text: str, path: str = "jobs.yaml") -> JobList:
         jobs = self._parse_fast(text, path)
-        return jobs if jobs is not None else parse_jobs_text(text, path)
+        return JobList(jobs) if jobs is not None else parse_jobs_text(text, path)
 
     def _parse_fast(self, text: str, path: str) -> Optional[list[JobDefinition]]:
         if _ANCHOR.search(text):
@@ -87,8 +94,8 @@ class JobsParser:
         known, targets, jobs = {}, {}, []
         for key, item in keyed:
             defn = self._known.get(key) if item is None else _fast_definition(item)
-            if defn is None:
-                return None
+            if defn is None or uses(defn):
+                return None   # a calendar's name must be checked against the file's calendars
             target = (defn.func, json.dumps(defn.command), defn.shell, json.dumps(defn.args,
                       default=str), json.dumps(defn.kwargs, default=str, sort_keys=True),
                       defn.env.get("PATH"), defn.cwd)
@@ -119,6 +126,8 @@ class JobsParser:
             except (yaml.YAMLError, ValueError):
                 pass   # an alias to another item, an odd layout: load the whole file
         data = yaml.load(text, Loader=loader)
+        if isinstance(data, dict) and data.get("calendars") is not None:
+            return None   # calendars are checked on the path that tells lines
         items, problems = _job_items(None, data) if data is not None else ([], ["empty"])
         return None if problems else [(None, item) for item in items]
 
@@ -159,11 +168,16 @@ def _load_one(chunk: str, loader) -> Any:
     return loaded[0]
 
 
-def parse_jobs_text(text: str, path: str = "jobs.yaml") -> list[JobDefinition]:
+def parse_jobs_text(text: str, path: str = "jobs.yaml") -> JobList:
     """Validate a whole file; any error rejects all of it (``file:line: job: field: message``)."""
     base_dir = os.path.dirname(os.path.abspath(path))
     root, data = _yaml_compose(text, path)
     items, details = _job_items(root, data)
+    calendars, problems = resolve_calendars(data.get("calendars") if isinstance(data, dict)
+                                            and not details else None)
+    details += [{"line": _line_of(root, p.pop("path")), "job": None,
+                 **{**p, "field": f"calendars.{p['calendar']}.{p['field']}".rstrip(".")
+                    if p["calendar"] else "calendars"}} for p in problems]
     prefix = ["jobs"] if isinstance(data, dict) else []
     jobs, first_line = [], {}
     for index, item in enumerate(items):
@@ -177,6 +191,7 @@ def parse_jobs_text(text: str, path: str = "jobs.yaml") -> list[JobDefinition]:
             first_line[jid] = _line_of(root, [*where, "id"])
         try:
             jobs.append(parse_job(item, base_dir))
+            details += _calendar_references(root, where, jobs[-1], calendars, problems)
         except InvalidJob as exc:
             for d in exc.details:
                 fpath = d["field"].split(".")
@@ -186,7 +201,25 @@ def parse_jobs_text(text: str, path: str = "jobs.yaml") -> list[JobDefinition]:
     if details:
         details.sort(key=lambda d: d["line"] or 0)   # stable: a line's details keep their order
         raise InvalidConfig(_config_error_text(path, details), details)
+    jobs = JobList(jobs)
+    jobs.calendars = calendars
     return jobs
+
+
+def _calendar_references(root, where: list, defn: JobDefinition, calendars: dict,
+                         problems: list) -> list[dict]:
+    """A job's calendar names that the file does not define (said only when the calendars
+    themselves are valid: a broken calendar is reported once, where it is)."""
+    fields = (["trigger", "calendar"], ["calendar", "name"])
+    found = [f for f in fields if f[0] == "trigger" and getattr(defn.trigger, "calendar", None)
+             or f[0] == "calendar" and defn.calendar is not None]
+    details = []
+    for field, name in zip(found, uses(defn), strict=True):
+        if name not in calendars and not problems:
+            details.append({"line": _line_of(root, [*where, *field]), "job": defn.id,
+                            "field": ".".join(field), "message": f"calendar {name!r} is not "
+                            f"defined (calendars: {', '.join(sorted(calendars)) or 'none'})"})
+    return details
 
 
 def _yaml_compose(text: str, path: str):
@@ -265,14 +298,14 @@ def _job_items(root, data) -> tuple[list, list]:
         return [], [{"line": 1, "job": None, "field": "",
                      "message": f"expected a list of jobs or {{defaults, jobs}}, got "
                                 f"{_type_name(data)}"}]
-    unknown = sorted(set(data) - {"defaults", "jobs"})
+    unknown = sorted(set(data) - {"defaults", "jobs", "calendars"})
     if "id" in data:
         return [], [{"line": 1, "job": None, "field": "",
                      "message": "this is one job, not a list: start each job with '- ', or use "
                                 "{defaults: ..., jobs: [...]}"}]
     if unknown:
         return [], [{"line": _line_of(root, [unknown[0]]), "job": None, "field": unknown[0],
-                     "message": "unknown top-level key (valid: defaults, jobs)"}]
+                     "message": "unknown top-level key (valid: defaults, jobs, calendars)"}]
     defaults, jobs = data.get("defaults") or {}, data.get("jobs") or []
     if not isinstance(defaults, dict) or not isinstance(jobs, list):
         return [], [{"line": 1, "job": None, "field": "defaults" if not isinstance(defaults, dict)

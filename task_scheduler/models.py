@@ -67,6 +67,28 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+CALENDAR_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class CalendarSpec(_Model):
+    """A named business-day calendar of jobs.yaml's top-level ``calendars:``."""
+
+    weekdays: Optional[list[Literal[WEEKDAYS]]] = None   # None: the parent's, else mon-fri
+    holidays: Optional[StrictStr] = None   # a country code of the holidays library
+    subdiv: Optional[StrictStr] = None
+    exclude: list[Union[StrictStr, dt.date]] = []   # dates and ranges 'YYYY-MM-DD..YYYY-MM-DD'
+    include: list[Union[StrictStr, dt.date]] = []
+    extends: Optional[Annotated[StrictStr, Field(pattern=CALENDAR_NAME)]] = None
+
+
+class CalendarUse(_Model):
+    """A job's ``calendar:``: fires on days that are not business days are skipped or moved."""
+
+    name: Annotated[StrictStr, Field(pattern=CALENDAR_NAME)]
+    on_holiday: Literal["skip", "previous", "next"] = "skip"
+
+
 class _TriggerBase(_Model):
     timezone: Optional[StrictStr] = None
     jitter: Optional[Annotated[Number, Field(ge=0, le=86400)]] = None   # at most a day
@@ -144,7 +166,27 @@ class HeartbeatSpec(_Model):
         return self
 
 
-TriggerSpec = Annotated[Union[IntervalSpec, CronSpec, DateSpec, ManualSpec, HeartbeatSpec],
+class BusinessDaySpec(_Model):
+    """The N-th business day of each month of a named calendar (-1: the last), at a local time."""
+
+    type: Literal["business_day"]
+    calendar: Annotated[StrictStr, Field(pattern=CALENDAR_NAME)]
+    day: Annotated[StrictInt, Field(ge=-23, le=23)]   # no month has more than 23 weekdays
+    at: Annotated[StrictStr, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "00:00"
+    timezone: Optional[StrictStr] = None
+    start_date: Optional[DateValue] = None
+    end_date: Optional[DateValue] = None
+
+    @field_validator("day")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("day counts from 1 (the first business day) or from -1 (the last)")
+        return value
+
+
+TriggerSpec = Annotated[Union[IntervalSpec, CronSpec, DateSpec, ManualSpec, HeartbeatSpec,
+                          BusinessDaySpec],
                         Field(discriminator="type")]
 _CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
 
@@ -287,6 +329,7 @@ class JobDefinition(_Model):
                                                       "them runs this job")] = []
     notify: Annotated[list[NotifyTarget], Field(max_length=20)] = []
     sla: Optional[SlaSpec] = None
+    calendar: Optional[CalendarUse] = None
     isolation: Literal["thread", "process"] = Field(
         "thread", description="python jobs: thread (in the service) or process (a worker "
                               "process: cancel and timeout end it)")

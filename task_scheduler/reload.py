@@ -80,8 +80,11 @@ class JobsFile:
         return out
 
     def reload(self, initial: bool = False, force: bool = False) -> dict:
-        """See ``SchedulerService.reload``. The file is parsed outside every other lock: fires
-        and API calls never wait on a big file."""
+        """Read jobs.yaml and, when this node leads, apply it if it validates; else keep
+        everything and record why. A file already applied (same hash) is skipped unless
+        ``force``. Followers validate their copy and report drift from the leader's. Returns
+        the config status; raises InvalidConfig when the file is bad. The file is parsed
+        outside every other lock: fires and API calls never wait on a big file."""
         path = self.config.config_path
         if not path:
             raise BadRequest("this service has no jobs.yaml (config_path is not set)")
@@ -144,7 +147,9 @@ class JobsFile:
             conflict = _api_id_conflict(self.book.records, path, jobs)
             if conflict is not None:
                 self._failed(conflict, digest)
+            recalendared = self.book.set_calendars(getattr(jobs, "calendars", {}))
             changes = self.catalog.reconcile({j.id: j for j in jobs}, "yaml")
+            self.catalog.follow({"rescheduled": recalendared})
         applied = {"hash": digest, "node": self.store.node, "at": _iso(_utcnow())}
         self.store.jobs.set_meta("config", json.dumps(applied))
         self.state.changes = {k: len(v) for k, v in changes.items()}

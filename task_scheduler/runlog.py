@@ -37,8 +37,10 @@ class RunLog:
              since: Optional[dt.datetime] = None, limit: int = 50, offset: int = 0,
              trigger: Optional[str] = None, before: Optional[str] = None,
              after: Optional[str] = None, **search) -> Page:
-        """Runs newest first (without their output); see ``SchedulerService.runs``. With a
-        phrase (``q``) each run carries its first ``match``ing line."""
+        """Runs newest first (without their output); ``.total`` counts the matches (up to a
+        cap: ``.capped``); ``before``/``after`` are run-id cursors (see ``Store.runs``).
+        ``since``/``until`` bound ``scheduled_at``; ``q`` is a phrase searched in stdout and
+        stderr (any case; each run then has ``match``: its first line holding it, docs/api.md)."""
         page = self.store.queries.runs(job_id, status, since, limit, offset, trigger, before,
                                        after, **search)
         matches = self.store.queries.matches([r["id"] for r in page], search.get("q"))

@@ -16,11 +16,11 @@ import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
 
+from .calendars import job_trigger
 from .errors import NotLeader
 from .models import JobDefinition
 from .text import _clean
 from .timeutil import _iso, _naive_utc
-from .triggers import build_trigger
 
 if TYPE_CHECKING:
     from .book import JobBook, JobRecord
@@ -213,7 +213,7 @@ class _Scheduler(BackgroundScheduler):
             return
         want = rec.schedule_hash(self.timezone)
         if job is None:
-            trigger = build_trigger(rec.definition.trigger, self.timezone, now)
+            trigger = job_trigger(rec.definition, self.timezone, rec.rules, now)
             first = None if rec.paused else trigger.get_next_fire_time(None, now)
             if first is not None or (rec.paused and not rec.finished()):
                 self._store.hashes[job_id] = want
@@ -244,7 +244,7 @@ class _Scheduler(BackgroundScheduler):
         have = (self._store.hashes.get(rec.definition.id) or "").split(":")
         new_def, new_spec, new_code = want.split(":")
         changes = _aps_options(rec.definition)
-        trigger = build_trigger(rec.definition.trigger, self.timezone, now)
+        trigger = job_trigger(rec.definition, self.timezone, rec.rules, now)
         if len(have) == 3 and have[1] != new_spec:
             first = None if rec.paused else trigger.get_next_fire_time(None, now)
             if first is None and not rec.paused:
@@ -265,7 +265,10 @@ class _Scheduler(BackgroundScheduler):
         """The rows of a due job's fire times, and its schedule moved past them."""
         times, left_out, following = _due_times(job, now)
         rec = self._book.get(job.id)
-        rows = []
+        skip_reason = getattr(job.trigger, "skip_reason", None)   # a calendar's holiday
+        skipped = {t: why for t in times if skip_reason and (why := skip_reason(t))}
+        rows = [self._row(job, t, rec, "skipped", why) for t, why in skipped.items()]
+        times = [t for t in times if t not in skipped]
         if job.coalesce and len(times) > 1:
             reason = f"coalesced: the fire at {_iso(times[-1])} ran in its place"
             rows += [self._row(job, t, rec, "missed", reason) for t in times[:-1]]

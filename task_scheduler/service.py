@@ -233,9 +233,9 @@ class SchedulerService:
         """``jobs()`` as one JSON text per job, and the total: the API's fast path."""
         return self.catalog.page_json(q, state, source, kind, tag, limit, offset)
 
-    def job(self, job_id: str) -> dict:
+    def job(self, job_id: str, upcoming: int = 0) -> dict:
         """One job; a jobs.yaml job also says where it is defined (``defined_at``)."""
-        return self.editor.located(self.catalog.job(job_id))
+        return self.editor.located(self.catalog.job(job_id, upcoming))
 
     def job_json(self, job_id: str) -> str:
         return self.editor.located_json(job_id, self.catalog.job_json(job_id))
@@ -250,6 +250,10 @@ class SchedulerService:
     def edit_yaml_job(self, job_id: str, definition: dict, base_hash: str) -> dict:
         """Write a jobs.yaml job into the file and apply it: ``JobsFileEditor.edit``."""
         return self.editor.edit(job_id, definition, base_hash)
+
+    def calendar(self, name: str, first=None, last=None, language=None, month=None) -> dict:
+        """A calendar's days (``JobCatalog.calendar``); with ``month``, the GUI's month."""
+        return self.catalog.calendar(name, first, last, language, month)
 
     def preview_trigger(self, trigger: dict, count: int = 5) -> list:
         """The next fire times of a trigger spec (for forms); raises InvalidJob."""
@@ -279,10 +283,8 @@ class SchedulerService:
         return self.catalog.reconcile(desired, source, remove_missing)
 
     def reload(self, initial: bool = False, force: bool = False) -> dict:
-        """Read jobs.yaml and, when this node leads, apply it if it validates; else keep
-        everything and record why. A file already applied (same hash) is skipped unless
-        ``force``. Followers validate their copy and report drift from the leader's.
-        Returns the config status; raises InvalidConfig when the file is bad."""
+        """Read jobs.yaml and apply it if it validates (``JobsFile.reload``): the config
+        status; InvalidConfig when the file is bad, the running jobs kept."""
         return self.jobs_file.reload(initial, force)
 
     # runs
@@ -292,10 +294,8 @@ class SchedulerService:
              trigger: Optional[str] = None, before: Optional[str] = None,
              after: Optional[str] = None, *, until: Optional[dt.datetime] = None,
              node: Optional[str] = None, q: Optional[str] = None) -> Page:
-        """Runs newest first (without their output); ``.total`` counts the matches (up to a
-        cap: ``.capped``); ``before``/``after`` are run-id cursors (see ``Store.runs``).
-        ``since``/``until`` bound ``scheduled_at``; ``q`` is a phrase searched in stdout and
-        stderr (any case; each run then has ``match``: its first line holding it, docs/api.md)."""
+        """Runs newest first, without output; ``.total`` counts the matches up to a cap. The
+        filters, the run-id cursors and ``q`` (a phrase in the output): ``RunLog.runs``."""
         return self.runlog.runs(job_id, status, since, limit, offset, trigger, before, after,
                                 until=until, node=node, q=q)
 

@@ -20,7 +20,8 @@ from apscheduler.util import astimezone, convert_to_datetime
 from cronsim import CronSim, CronSimError
 
 from .models import (
-    DateSpec, HeartbeatSpec, IntervalSpec, ManualSpec, _CRON_FIELDS, _interval_seconds)
+    BusinessDaySpec, DateSpec, HeartbeatSpec, IntervalSpec, ManualSpec, _CRON_FIELDS,
+    _interval_seconds)
 from .timeutil import _local_zone
 
 
@@ -45,6 +46,9 @@ def build_trigger(spec, default_tz, now: Optional[dt.datetime] = None):
     APScheduler does."""
     if isinstance(spec, (ManualSpec, HeartbeatSpec)):
         return None
+    if isinstance(spec, BusinessDaySpec):
+        raise ValueError("calendar: a business_day trigger is built with its calendar "
+                         "(calendars.job_trigger)")
     tz = _zone(spec.timezone) if spec.timezone else default_tz
     if isinstance(spec, IntervalSpec):
         start = spec.start_date
@@ -499,6 +503,10 @@ def trigger_text(spec) -> str:
         return f"every {_duration_text(_interval_seconds(spec))}{zone}"
     if isinstance(spec, DateSpec):
         return f"once at {spec.run_date}{zone}"
+    if isinstance(spec, BusinessDaySpec):
+        nth = f"business day {spec.day}" if spec.day > 0 else \
+            "last business day" if spec.day == -1 else f"business day {spec.day} (from the end)"
+        return f"{nth} of the month at {spec.at}, calendar {spec.calendar}{zone}"
     if spec.expression is not None:
         return f"cron {spec.expression}{zone}"
     return "cron " + " ".join(f"{f}={getattr(spec, f)}" for f in _CRON_FIELDS

@@ -82,7 +82,7 @@ def gui_jobs(service) -> str:
 
 def gui_job_detail(service, job_id: str) -> str:
     live = _live(service, job_id)
-    job = _fetch(service.job, job_id)
+    job = _fetch(lambda i: service.job(i, upcoming=10), job_id)   # next fire times: 10
     runs, pager = _run_page(service, 20, {}, job_id=job_id)
     recent = service.runs(job_id=job_id, limit=CHART_RUNS)
     definition = yaml.safe_dump(job.get("definition") or {}, sort_keys=False, allow_unicode=True)
@@ -90,6 +90,14 @@ def gui_job_detail(service, job_id: str) -> str:
                    runs=runs, definition=definition, pager=pager, where=job.get("defined_at"),
                    chart=charts.duration_chart(recent, _locale()), here=f"/jobs/{job_id}",
                    live=live)
+
+
+def gui_calendar(service, name: str) -> str:
+    """A calendar's month (``?month=YYYY-MM``): business days, holidays with their names in
+    the page's language, excluded and forced days, and the jobs that use it."""
+    month = _query(("month",))["month"]
+    cal = _fetch(lambda n: service.calendar(n, language=_locale().lang, month=month), name)
+    return _render("calendar", nav="jobs", title=_t("title.calendar", name=name), cal=cal)
 
 
 def _live(service, job_id: str | None = None) -> dict:
@@ -309,6 +317,7 @@ GUI_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/jobs/new", gui_job_new),
     ("POST", "/jobs/new", gui_job_create),
     ("GET", "/jobs/<job_id>", gui_job_detail),
+    ("GET", "/calendars/<name>", gui_calendar),
     ("GET", "/jobs/<job_id>/edit", gui_job_edit),
     ("POST", "/jobs/<job_id>/edit", gui_job_update),
     ("GET", "/jobs/<job_id>/yaml", gui_job_yaml),

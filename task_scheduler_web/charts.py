@@ -146,8 +146,8 @@ def _fires(job: dict, x, now: datetime, service, locale: Locale) -> tuple[list, 
 
 def _fire_times(job: dict, known: list, x, service) -> list[datetime]:
     """The known next five, continued to the end of the range when they stop short of it."""
-    if len(known) < 5 or x(known[-1]) >= 100:
-        return known   # they reach past the range, or they are all there is
+    if len(known) < 5 or x(known[-1]) >= 100 or (job.get("definition") or {}).get("calendar"):
+        return known   # past the range, all there is, or moved by a calendar the preview lacks
     gap = (known[-1] - known[0]) / 4
     end = x.start + timedelta(seconds=x.span)
     count = min(int((end - known[-1]) / gap) + 2, MAX_FIRES) if gap else MAX_FIRES

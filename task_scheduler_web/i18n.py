@@ -176,6 +176,11 @@ class Locale:
         if trigger.get("type") == "heartbeat":
             return self.t("trig.heartbeat", every=trigger.get("every"),
                           grace=trigger.get("grace") or 0)
+        if trigger.get("type") == "business_day":
+            day = int(trigger.get("day") or 1)
+            key = "trig.bday" if day > 0 else "trig.bday_last" if day == -1 else "trig.bday_end"
+            return self.t(key, n=abs(day), at=trigger.get("at") or "00:00",
+                          calendar=trigger.get("calendar")) + zone
         return str(job.get("trigger_text") or "")
 
     def exact_span(self, seconds: float) -> str:

@@ -22,7 +22,7 @@ WEB = ROOT / "task_scheduler_web"
 # given a floor here: that is the moment to decide what it may know about.
 FLOORS = [
     ("shapes", {"errors", "text", "timeutil", "config", "models", "explain", "loops"}),
-    ("rules", {"triggers", "checks", "jobsfile", "output", "processes", "yamltext"}),
+    ("rules", {"triggers", "calendars", "checks", "jobsfile", "output", "processes", "yamltext"}),
     ("storage and execution", {"store", "store.dialect", "store.schema", "store.database",
                                "store.runs", "store.liveness", "store.schedules", "store.nodes",
                                "store.queries", "store.jobs", "store.notes", "store.sessions",

@@ -113,7 +113,8 @@ def test_mapping_form_with_defaults(tmp_path):
      "a: trigger.run_date: 'soon' is not a date/time"),
     # not a list
     ("id: a\n", "jobs.yaml:1: this is one job, not a list: start each job with '- '"),
-    ("jobs: []\nextra: 1\n", "jobs.yaml:2: extra: unknown top-level key (valid: defaults, jobs)"),
+    ("jobs: []\nextra: 1\n",
+     "jobs.yaml:2: extra: unknown top-level key (valid: defaults, jobs, calendars)"),
     ("just text\n", "expected a list of jobs or {defaults, jobs}, got a string"),
     # empty file
     ("\n", "file is empty; write [] to remove every job"),

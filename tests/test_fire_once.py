@@ -14,9 +14,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 import task_scheduler as ts
 
-import task_scheduler.book as ts_book
-
-import task_scheduler.scheduler as ts_scheduler
+import task_scheduler.calendars as ts_calendars
 import task_scheduler.store.schema as ts_schema
 import task_scheduler.timeutil as ts_timeutil
 import task_scheduler.triggers as ts_triggers
@@ -336,8 +334,8 @@ def test_one_job_whose_trigger_raises_is_set_aside_and_the_others_fire(make_serv
         if now is not None and getattr(spec, "seconds", None) in (7, 9):
             return RaisingTrigger(good=0 if spec.seconds == 7 else 1)
         return real(spec, default_tz, now)
-    monkeypatch.setattr(ts_scheduler, "build_trigger", build)
-    monkeypatch.setattr(ts_book, "build_trigger", build)
+    # the scheduler's and the book's triggers are built by calendars.job_trigger
+    monkeypatch.setattr(ts_calendars, "build_trigger", build)
     service = make_service()
     service.add_job({"id": "good", "command": "true", "trigger": {"type": "interval",
                                                                   "seconds": 1}})

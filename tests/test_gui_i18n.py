@@ -216,6 +216,12 @@ BAD_FILES = [
     "- {id: a, command: 'true', trigger: {type: interval, seconds: 1}}\n"
     "- {id: a, command: 'true', trigger: {type: interval, seconds: 1}}\n",
     "id: a\n", "jobs: []\nextra: 1\n", "just text\n", "\n",
+    "calendars:\n  c: {holidays: XX, exclude: ['2026-02-30']}\njobs: []\n",
+    "calendars:\n  c: {subdiv: BY}\n  d: {holidays: US, subdiv: ZZ}\njobs: []\n",
+    "calendars:\n  a: {extends: b}\n  b: {extends: a}\n  c: {extends: x}\njobs: []\n",
+    "calendars:\n  a: {}\njobs:\n  - id: a\n    command: 'true'\n"
+    "    trigger: {type: business_day, calendar: b, day: 1}\n",
+    "- id: a\n  command: 'true'\n  trigger: {type: business_day, calendar: b, day: 0}\n",
 ]
 
 

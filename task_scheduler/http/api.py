@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from ..config import __version__
 from ..errors import SchedulerError, Unavailable
 from .io import (
-    CURSOR_PATTERN, YAML_TYPE, EventsQuery, JobQuery, JobsQuery, OutputQuery, PingQuery,
-    _content_length, _json_body, _json_response, _query_params, _raw_body, _raw_json, _text,
-    runs_query)
+    CURSOR_PATTERN, YAML_TYPE, CalendarQuery, EventsQuery, JobQuery, JobsQuery, OutputQuery,
+    PingQuery, _content_length, _json_body, _json_response, _query_params, _raw_body, _raw_json,
+    _text, runs_query)
 from ..text import _clean
 
 
@@ -282,6 +282,15 @@ CANCEL_WAIT = 0.25   # seconds a cancel waits for the command to go (30 at once:
 def api_nodes(service):
     """The cluster's nodes (on SQLite: this one), with role, labels, heartbeat age, runs."""
     return {"nodes": service.nodes()}
+
+
+def api_calendar(service, name):
+    """A calendar of jobs.yaml, with its business days and closed days in a range.
+
+    The days from ``from`` to ``to`` (this month by default): business days, and the days it
+    closes (holidays with their names, excluded days)."""
+    query = _query_params(CalendarQuery)
+    return service.calendar(name, query.from_, query.to, query.lang)
 
 
 def api_reload(service):

@@ -9,7 +9,7 @@ import logging
 from typing import Annotated, Any, Literal, Optional
 
 import bottle
-from pydantic import AfterValidator, BaseModel, Field, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from ..errors import BadRequest, InvalidQuery, PayloadTooLarge, UnsupportedMedia
 from ..models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS, _Model
@@ -75,6 +75,18 @@ class PingQuery(_Model):
     token: Optional[StrictStr] = Field(None, description="the job's ping token, for clients "
                                        "that cannot send a header (Authorization: Bearer is "
                                        "better: a URL may be logged by proxies)")
+
+
+class CalendarQuery(_Model):
+    """The query string of ``GET /api/calendars/{name}``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: Optional[StrictStr] = Field(None, alias="from", description="first day, YYYY-MM-DD "
+                                       "(default: the first of this month)")
+    to: Optional[StrictStr] = Field(None, description="last day, YYYY-MM-DD (default: the end "
+                                    "of from's month); at most 732 days in all")
+    lang: Optional[StrictStr] = Field(None, description="language of holiday names, e.g. ja, "
+                                      "en (default: the country's own)")
 
 
 CURSOR_PATTERN = r"^[0-9a-f]{8}\.[0-9]{1,18}$"   # the change feed's epoch and sequence

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import __version__
 from .api import api_health
 from .io import (
-    ID_PATTERN, EventsQuery, JobQuery, JobsQuery, MAX_BODY, OutputQuery, PingQuery, RunsQuery,
+    ID_PATTERN, CalendarQuery, EventsQuery, JobQuery, JobsQuery, MAX_BODY, OutputQuery,
+    PingQuery, RunsQuery,
     YAML_TYPE, _OPEN_ROUTES)
 from ..store.schema import TOTAL_CAP
 from ..models import (
@@ -115,7 +116,10 @@ class ApiJob(_Out):
     source: Literal["yaml", "api"]
     state: Literal[JOB_STATES]
     next_run_time: Optional[dt.datetime]
-    next_run_times: list[dt.datetime]
+    next_run_times: list[dt.datetime] = Field(description="the next five, calendar applied "
+                                              "(skipped days left out, moved fires moved)")
+    calendars: list[str] = Field([], description="the calendars it uses (business_day "
+                                 "trigger, calendar:)")
     max_instances: int
     coalesce: bool
     misfire_grace_time: Optional[float]
@@ -285,6 +289,30 @@ class ApiNodes(_Out):
     nodes: list[ApiNode]
 
 
+class ApiClosedDay(_Out):
+    """A day a calendar closes besides its weekly days off."""
+
+    date: dt.date
+    kind: Literal["holiday", "excluded"]
+    name: Optional[str] = Field(description="the holiday's name (in ?lang= where offered)")
+
+
+class ApiCalendar(_Out):
+    """A calendar of jobs.yaml (extends resolved) and its days from ``from`` to ``to``."""
+
+    name: str
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]]
+    holidays: Optional[str] = Field(description="country code of the holidays library")
+    subdiv: Optional[str]
+    exclude: list[list[dt.date]] = Field(description="closed days, as [first, last] ranges")
+    include: list[list[dt.date]] = Field(description="forced business days, as ranges")
+    jobs: list[str] = Field(description="the jobs that use it")
+    from_: dt.date = Field(alias="from")
+    to: dt.date
+    business_days: list[dt.date]
+    closed: list[ApiClosedDay] = Field(description="holidays and excluded days (not weekends)")
+
+
 class ApiReload(_Out):
     """jobs.yaml was read and applied."""
 
@@ -356,6 +384,7 @@ _OPERATIONS = {
     "api_run_stderr": _Op(200, "text/plain", "runs", query=OutputQuery),
     "api_cancel_run": _Op(200, ApiRun, "runs", errors=(409,)),
     "api_nodes": _Op(200, ApiNodes, "service"),
+    "api_calendar": _Op(200, ApiCalendar, "jobs", query=CalendarQuery, errors=(422,)),
     "api_events": _Op(200, ApiChanges, "runs", query=EventsQuery),
     "api_reload": _Op(200, ApiReload, "service"),
     "api_openapi": _Op(200, "application/json", "about"),
@@ -365,13 +394,14 @@ _OPERATIONS = {
 _ERROR_TEXTS = {
     400: "Malformed JSON, or a query parameter that is unknown or out of range",
     401: "Missing or wrong token: send Authorization: Bearer <token>",
-    404: "No such job, run or route",
+    404: "No such job, run, calendar or route",
     405: "Method not allowed on this path (the Allow header lists the allowed ones)",
     409: "Conflict: the id is taken, the job comes from jobs.yaml (edit the file, or use Edit on "
          "its GUI page), or the run cannot be started or cancelled now",
     413: f"Body over {MAX_BODY} bytes",
     415: "Body not sent as Content-Type: application/json",
-    422: "Invalid job definition or jobs.yaml: details name each field",
+    422: "Invalid job definition or jobs.yaml, or query values that do not fit together: "
+         "details name each field",
     429: "Too many wrong tokens from this client: wait Retry-After seconds (the right token "
          "always passes)",
     503: "The database is unavailable",
@@ -496,4 +526,4 @@ def _json_answer(text: Optional[str], model: str) -> dict:
 
 _RESPONSE_MODELS = (ApiJob, ApiJobPage, ApiRun, ApiRunDetail, ApiRunPage, ApiRunQueued,
                     ApiError, ApiIndex, ApiHealth, ApiStatus, ApiNodes, ApiReload, ApiOutput,
-                    ApiChanges, ApiRunChange)
+                    ApiChanges, ApiRunChange, ApiCalendar)

@@ -24,11 +24,15 @@ class JobStore:
         with self.db.engine.connect() as conn:
             return conn.execute(sa.select(ts_meta.c.value).where(ts_meta.c.key == key)).scalar()
 
-    def set_meta(self, key: str, value: str) -> None:
+    def set_meta(self, key: str, value: str, notify_ids: Optional[list] = None) -> None:
+        """Set a meta value; with ``notify_ids``, other nodes are told those jobs changed (a
+        changed calendar changes the jobs that use it) in the same transaction."""
         with self.db.write() as conn:
             if conn.execute(ts_meta.update().where(ts_meta.c.key == key)
                             .values(value=value)).rowcount == 0:
                 conn.execute(ts_meta.insert().values(key=key, value=value))
+            if notify_ids:
+                self.db.notify(conn, "ts_jobs", notify_ids)
 
     def job_rows(self, ids: Optional[list] = None) -> list:
         query = sa.select(ts_jobs)

@@ -59,9 +59,16 @@
     </section>
     <section class="panel" data-live-region="job-next">
       <h2>{{t('job.next_ping') if job['kind'] == 'heartbeat' else t('job.next_fires')}}</h2>
+      % if job.get('calendars'):
+      <p class="muted small" data-testid="job-calendars">{{t('job.calendar_note')}}
+        % for name in job['calendars']:
+        <a class="mono" href="/calendars/{{name}}" data-testid="calendar-link">{{name}}</a>
+        % end
+      </p>
+      % end
       % if job.get('next_run_times'):
       <ol class="times" data-testid="next-fires">
-        % for iso in job['next_run_times']:
+        % for iso in job.get('next_fire_times') or job['next_run_times']:
         <li>
           % include('_time.tpl', iso=iso)
           <span class="muted small">{{h['ago'](iso)}}</span>
