@@ -274,12 +274,16 @@ def _log_off_the_path(level: str) -> None:
     """Log lines to stderr, written by a thread of their own. Workers logging each run's end
     at 200 runs a second waited a quarter of their busy time on the stream handler's lock
     (py-spy: ``Handler.acquire``); now a record is put on a queue and the worker goes on.
-    What is queued is written at exit (atexit stops the listener, which drains the queue)."""
+    What is queued is written at exit (atexit stops the listener, which drains the queue).
+    As logging.basicConfig, it does nothing when the root logger has handlers already (an
+    embedding program's, or a second main() in one process)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     records: queue.Queue = queue.Queue(LOG_QUEUE)
     listener = logging.handlers.QueueListener(records, handler)
-    root = logging.getLogger()
     root.setLevel(level)
     root.addHandler(_Handoff(records))
     listener.start()

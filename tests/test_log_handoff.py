@@ -38,3 +38,13 @@ def test_the_message_is_made_when_logged_not_when_written():
     state["status"] = "succeeded"   # changed before the log thread writes the line
     record = records.get_nowait()
     assert record.getMessage() == "run {'status': 'running'}" and record.args is None
+
+
+def test_logging_already_set_up_is_left_as_it_is(monkeypatch):
+    """As logging.basicConfig: an embedding program's handlers (or pytest's) stay the only
+    ones, and a second main() in one process adds no second log thread."""
+    root = logging.getLogger()
+    mine = logging.NullHandler()
+    monkeypatch.setattr(root, "handlers", [mine])
+    ts_cli._log_off_the_path("DEBUG")
+    assert root.handlers == [mine]
