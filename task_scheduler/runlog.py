@@ -77,10 +77,10 @@ class RunLog:
             log.exception("output search: building the index failed; searches read the runs "
                           "instead; it is tried again at the next start")
 
-    def run_spans(self, since: dt.datetime, limit: int,
-                  job_ids: Optional[list] = None) -> tuple[list[dict], bool]:
+    def run_spans(self, since: dt.datetime, limit: int, job_ids: Optional[list] = None,
+                  windows: tuple = ()) -> tuple[list[dict], bool]:
         """For the timeline; see ``SchedulerService.run_spans``."""
-        rows = self.store.queries.run_spans(since, limit, job_ids)
+        rows = self.store.queries.run_spans(since, limit, job_ids, windows)
         spans = []
         for row in rows[:limit]:
             live = self._live(row.id) if row.status in ("queued", "running") else None

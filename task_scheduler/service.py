@@ -294,22 +294,15 @@ class SchedulerService:
         return self.runlog.runs(job_id, status, since, limit, offset, trigger, before, after,
                                 until=until, node=node, q=q)
 
-    def run_spans(self, since: dt.datetime, limit: int,
-                  job_ids: Optional[list] = None) -> tuple[list[dict], bool]:
-        """For the timeline: the newest ``limit`` runs since ``since`` (of ``job_ids`` only,
-        when given) as dicts of the RUN_SPAN_COLUMNS (times aware, UTC) and ``duration_s``,
-        and whether there were more. At a million runs several times cheaper than ``runs()``."""
-        return self.runlog.run_spans(since, limit, job_ids)
+    def run_spans(self, since: dt.datetime, limit: int, job_ids=None, windows=()) -> tuple:
+        """For the timeline: RunQueries.run_spans as dicts (+duration_s), and if there were more."""
+        return self.runlog.run_spans(since, limit, job_ids, windows)
 
     def run_buckets(self, since: dt.datetime, width: int, offset: int = 0) -> list[tuple]:
-        """For the timeline's dense stretches: (job_id, bucket start (aware, UTC), status,
-        count) of the runs scheduled from the bucket holding ``since`` on, in buckets of
-        ``width`` seconds that start at the hour edges of a zone ``offset`` seconds east of
-        UTC. Buckets that can no longer change may be up to a minute old (RunLog)."""
+        """For the timeline: RunQueries.run_buckets; long-ended buckets may be a minute old."""
         return self.runlog.run_buckets(since, width, offset)
 
     def first_run_since(self, since: dt.datetime) -> Optional[dt.datetime]:
-        """When the oldest run scheduled since ``since`` was scheduled; None: none was."""
         return self.runlog.first_run_since(since)
 
     def run(self, run_id: str) -> dict:

@@ -35,6 +35,7 @@ MAX_RUNS = 1000            # drawn one by one at most (sparse stretches of up to
 BUCKETS = {"1h": 300, "6h": 1800, "24h": 3600, "7d": 6 * 3600}   # s counted as one, per range
 RUN_ROOM = 0.6             # percent a run drawn alone needs: a bucket holding more is one bar
 BUCKET_GAP = 0.15          # percent between two bucket bars
+MAX_WINDOWS = 50           # sparse stretches read each alone; more: from the first on
 ACTIVE = ("queued", "running")
 FAILING = ("failed", "timeout", "interrupted")
 INSTANT = ("missed", "skipped", "cancelled")
@@ -54,9 +55,9 @@ def timeline(service, locale: Locale, asked: str | None, now: datetime | None = 
     end = now + timedelta(seconds=past * (100 - NOW_AT) / NOW_AT)
     scale = _Scale(start, end)
     width = BUCKETS[name]
-    dense, sparse_from = _dense(service.run_buckets(start, width, _offset(locale.zone, now)),
-                                width, scale)
-    runs, truncated = _sparse_runs(service, [j["id"] for j in jobs], dense, sparse_from, now)
+    dense, sparse = _dense(service.run_buckets(start, width, _offset(locale.zone, now)),
+                           width, scale)
+    runs, truncated = _sparse_runs(service, [j["id"] for j in jobs], dense, sparse, width, now)
     by_job: dict[str, list] = {}
     for run in runs:
         if (_end_of(run, now) or now) >= start and not _in_dense(run, dense, width):
@@ -86,34 +87,48 @@ def _offset(zone, now: datetime) -> int:
     return int(now.astimezone(zone).utcoffset().total_seconds())
 
 
-def _dense(rows: list, width: int, scale: "_Scale") -> tuple[dict, dict]:
+def _dense(rows: list, width: int, scale: _Scale) -> tuple[dict, dict]:
     """({job_id: {bucket start: {status: count}}} of the buckets holding more runs than their
-    width has room for one by one, {job_id: the start of its first other bucket, or None})."""
+    width has room for one by one, {job_id: the starts of its other buckets})."""
     counts: dict[str, dict] = {}
     for job_id, begin, status, count in rows:
         counts.setdefault(job_id, {}).setdefault(begin, {})[status] = count
     room = max(int(width / scale.span * 100 / RUN_ROOM), 1)
-    dense, sparse_from = {}, {}
+    dense, sparse = {}, {}
     for job_id, buckets in counts.items():
         crowded = {b: c for b, c in buckets.items() if sum(c.values()) > room}
         if crowded:
             dense[job_id] = crowded
-        sparse_from[job_id] = min((b for b in buckets if b not in crowded), default=None)
-    return dense, sparse_from
+        sparse[job_id] = sorted(b for b in buckets if b not in crowded)
+    return dense, sparse
 
 
-def _sparse_runs(service, job_ids: list, dense: dict, sparse_from: dict,
+def _sparse_runs(service, job_ids: list, dense: dict, sparse: dict, width: int,
                  now: datetime) -> tuple[list, bool]:
-    """The runs to draw one by one: of the jobs with a sparse bucket, from the first of them;
-    a job without a run in the range is looked for over a week (a long run begun earlier)."""
+    """The runs to draw one by one: those of the sparse buckets (read bucket by bucket, not
+    the crowded ones between them), and of a job without a run in the range over a week (a long
+    run begun earlier)."""
+    week = now - timedelta(seconds=RANGES["7d"])
     if not dense:
-        return service.run_spans(now - timedelta(seconds=RANGES["7d"]), MAX_RUNS)
-    wanted = [j for j in job_ids if sparse_from.get(j, now) is not None]
-    if not wanted:
+        return service.run_spans(week, MAX_RUNS)
+    step = timedelta(seconds=width)
+    stretches: dict[tuple, list] = {}   # (from, to): the jobs sparse from..to
+    for job_id, starts in sparse.items():
+        begin = None
+        for at in starts + [None]:   # neighbouring sparse buckets are one stretch
+            if begin is not None and at != end:
+                stretches.setdefault((begin, end), []).append(job_id)
+                begin = None
+            if at is not None:
+                begin, end = begin or at, at + step
+    idle = [j for j in job_ids if j not in sparse]
+    if not stretches and not idle:
         return [], False
-    since = now - timedelta(seconds=RANGES["7d"]) if any(j not in sparse_from for j in wanted) \
-        else min(sparse_from[j] for j in wanted)
-    return service.run_spans(since, MAX_RUNS, wanted)
+    if len(stretches) > MAX_WINDOWS:   # a statement that long costs more than it saves
+        return service.run_spans(week if idle else min(a for a, _ in stretches), MAX_RUNS,
+                                 idle + [j for j in sparse if sparse[j]])
+    return service.run_spans(week, MAX_RUNS, idle,
+                             [(tuple(jobs), a, b) for (a, b), jobs in stretches.items()])
 
 
 def _in_dense(run: dict, dense: dict, width: int) -> bool:
@@ -170,7 +185,8 @@ class _BucketBars:
         if place is None:
             finish = min(begin + timedelta(seconds=self.width), self.now)
             place = self._places[begin] = {
-                "x1": self.x(begin), "x2": self.x(finish), "start": begin.astimezone(self.locale.zone).strftime("%Y-%m-%d %H:%M"),
+                "x1": self.x(begin), "x2": self.x(finish),
+                "start": begin.astimezone(self.locale.zone).strftime("%Y-%m-%d %H:%M"),
                 "end": self.locale.clock(finish), "since": _iso(begin), "until": _iso(finish)}
         return place
 

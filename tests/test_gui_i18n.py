@@ -294,9 +294,12 @@ class FakeService:
         runs = sorted(self._runs, key=lambda r: r["started_at"], reverse=True)
         return ts_models.Page(r for r in runs if r["started_at"] >= since.isoformat())
 
-    def run_spans(self, since, limit, job_ids=None):
-        return [r for r in self.runs(since, limit) if job_ids is None or r["job_id"] in job_ids
-                ], False
+    def run_spans(self, since, limit, job_ids=None, windows=()):
+        def wanted(r):
+            at = dt.datetime.fromisoformat(r["scheduled_at"])
+            return job_ids is None or r["job_id"] in job_ids or any(
+                r["job_id"] in jobs and a <= at < b for jobs, a, b in windows)
+        return [r for r in self.runs(since - dt.timedelta(days=7), limit) if wanted(r)], False
 
     def run_buckets(self, since, width, offset=0):
         counts = {}

@@ -107,6 +107,8 @@ def test_dashboard_draws_a_dense_hour_as_one_bar_and_sparse_runs_one_by_one(serv
     insert_runs(service, "busy.job-1", times, statuses)
     insert_runs(service, "quiet", [top - dt.timedelta(hours=h, minutes=7) for h in (2, 3, 4)],
                 "failed")
+    # two runs of the busy job in a later hour: that hour is sparse, drawn run by run
+    insert_runs(service, "busy.job-1", [top - dt.timedelta(hours=2, minutes=m) for m in (10, 20)])
     page = dashboard(service)
     bars = buckets_of(page)
     assert len(bars) == 1
@@ -120,6 +122,8 @@ def test_dashboard_draws_a_dense_hour_as_one_bar_and_sparse_runs_one_by_one(serv
     # the quiet job's three runs: each its own marker, linked to its run page
     quiet = re.findall(r'<a href="/runs/([0-9a-f]+)" class="tl-run" data-tip="quiet: ', page)
     assert len(quiet) == 3
+    busy = re.findall(r'<a href="/runs/([0-9a-f]+)" class="tl-run" data-tip="busy.job-1: ', page)
+    assert len(busy) == 2
     # the run list the bar links to holds the hour's 30 runs
     runs = Client(ts.create_app(service)).get(html.unescape(href)).text
     assert len(set(re.findall(r'href="/runs/([0-9a-f]{20})"', runs))) == 30

@@ -110,17 +110,22 @@ class RunQueries:
         with self.db.engine.connect() as conn:
             return conn.execute(sa.select(ts_runs).where(ts_runs.c.id == run_id)).first()
 
-    def run_spans(self, since: dt.datetime, limit: int,
-                  job_ids: Optional[list] = None) -> list:
+    def run_spans(self, since: dt.datetime, limit: int, job_ids: Optional[list] = None,
+                  windows: tuple = ()) -> list:
         """The newest ``limit`` (+1, to tell there are more) runs scheduled since ``since`` (of
-        these jobs only, when given), only what a timeline draws: no output, no counting, no
-        conversion to the API's shape."""
+        these jobs only, when given), and of each (job ids, from, to) window in ``windows``
+        those of these jobs scheduled from ``from`` until before ``to``;
+        only what a timeline draws: no output, no counting, no conversion to the API's shape."""
         columns = [ts_runs.c[name] for name in RUN_SPAN_COLUMNS]
-        conds = [ts_runs.c.scheduled_at >= _naive_utc(since)]
-        if job_ids is not None:
-            conds.append(ts_runs.c.job_id.in_(job_ids))
+        runs = ts_runs.c
+        conds = [] if job_ids is not None and not job_ids else [sa.and_(
+            runs.scheduled_at >= _naive_utc(since),
+            *([] if job_ids is None else [runs.job_id.in_(job_ids)]))]
+        conds += [sa.and_(runs.scheduled_at >= _naive_utc(a), runs.scheduled_at < _naive_utc(b),
+                          runs.job_id.in_(jobs)) for jobs, a, b in windows]
+        cond = sa.or_(*conds) if conds else sa.false()
         with self.db.engine.connect() as conn:
-            return conn.execute(sa.select(*columns).where(*conds)
+            return conn.execute(sa.select(*columns).where(cond)
                                 .order_by(ts_runs.c.id.desc()).limit(limit + 1)).all()
 
     def run_buckets(self, since: dt.datetime, width: int, offset: int) -> list:
