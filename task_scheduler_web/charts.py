@@ -155,39 +155,41 @@ class _BucketBars:
     def lane(self, job_id: str, buckets: dict) -> list[dict]:
         stretches: list[list] = []   # [first bucket, last bucket, worst, {status: count}]
         step = timedelta(seconds=self.width)
+        last = None
         for begin, counts in sorted(buckets.items()):
-            worst = next((s for s in WORST if s in counts), "succeeded")
-            last = stretches[-1] if stretches else None
+            worst = "succeeded" if len(counts) == 1 and "succeeded" in counts else next(
+                (s for s in WORST if s in counts), "succeeded")
             if last and last[2] == worst and last[1] + step == begin:
                 last[1] = begin
                 for status, n in counts.items():
                     last[3][status] = last[3].get(status, 0) + n
             else:
-                stretches.append([begin, begin, worst, dict(counts)])
+                last = [begin, begin, worst, dict(counts)]
+                stretches.append(last)
         job_query = urlencode({"job_id": job_id})
         return [self._bar(job_id, job_query, *stretch) for stretch in stretches]
 
     def _bar(self, job_id: str, job_query: str, first: datetime, last: datetime, worst: str,
              counts: dict) -> dict:
-        begin, finish = self._place(first), self._place(last)
+        begin, finish = self._places.get(first) or self._place(first), \
+            self._places.get(last) or self._place(last)
         total = sum(counts.values())
         w = round(max(finish["x2"] - begin["x1"] - BUCKET_GAP, MIN_BAR), 3)
+        parts = [self._count(s, counts[s]) for s in COUNT_ORDER if s in counts] \
+            if len(counts) > 1 else [self._count(worst, total)]
         return {"x": begin["x1"], "w": w, "mid_x": round(begin["x1"] + w / 2, 3),
                 "label": w >= 2.2, "status": worst, "n": total,
                 "title": self.locale.t("tl.bucket_title", n=total, job=job_id,
                                        start=begin["start"], end=finish["end"],
-                                       counts=self._sep.join(self._count(s, counts[s])
-                                                             for s in COUNT_ORDER if s in counts)),
+                                       counts=self._sep.join(parts)),
                 "href": f"/runs?{job_query}&since={begin['since']}&until={finish['until']}"}
 
     def _place(self, begin: datetime) -> dict:
-        place = self._places.get(begin)
-        if place is None:
-            finish = min(begin + timedelta(seconds=self.width), self.now)
-            place = self._places[begin] = {
-                "x1": self.x(begin), "x2": self.x(finish),
-                "start": begin.astimezone(self.locale.zone).strftime("%Y-%m-%d %H:%M"),
-                "end": self.locale.clock(finish), "since": _iso(begin), "until": _iso(finish)}
+        finish = min(begin + timedelta(seconds=self.width), self.now)
+        place = self._places[begin] = {
+            "x1": self.x(begin), "x2": self.x(finish),
+            "start": begin.astimezone(self.locale.zone).strftime("%Y-%m-%d %H:%M"),
+            "end": self.locale.clock(finish), "since": _iso(begin), "until": _iso(finish)}
         return place
 
     def _count(self, status: str, n: int) -> str:
