@@ -38,3 +38,8 @@ def test_dense_history_is_drawn_as_hour_bars(fresh_server, page, shot):
         assert page.locator("[data-testid=timeline] a.tl-run:not(.tl-bucket)[data-tip^='rare']"
                             ).count() == 3
         shot(page, lang)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(fresh_server.url("/?range=24h&lang=en"))
+    expect(page.locator(".tl-bucket").first).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(page, "phone")
