@@ -56,7 +56,7 @@ def timeline(service, locale: Locale, asked: str | None, now: datetime | None = 
     scale = _Scale(start, end)
     width = BUCKETS[name]
     dense, sparse = _dense(service.run_buckets(start, width, _offset(locale.zone, now)),
-                           width, scale)
+                           width, scale, now)
     runs, truncated = _sparse_runs(service, [j["id"] for j in jobs], dense, sparse, width, now)
     by_job: dict[str, list] = {}
     for run in runs:
@@ -87,16 +87,21 @@ def _offset(zone, now: datetime) -> int:
     return int(now.astimezone(zone).utcoffset().total_seconds())
 
 
-def _dense(rows: list, width: int, scale: _Scale) -> tuple[dict, dict]:
-    """({job_id: {bucket start: {status: count}}} of the buckets holding more runs than their
-    width has room for one by one, {job_id: the starts of its other buckets})."""
+def _dense(rows: list, width: int, scale: _Scale, now: datetime) -> tuple[dict, dict]:
+    """({job_id: {bucket start: {status: count}}} of the buckets holding more runs than the
+    width they show (the first and the current one: a part) has room for one by one,
+    {job_id: the starts of its other buckets})."""
     counts: dict[str, dict] = {}
+    rooms: dict[datetime, int] = {}
+    step = timedelta(seconds=width)
     for job_id, begin, status, count in rows:
         counts.setdefault(job_id, {}).setdefault(begin, {})[status] = count
-    room = max(int(width / scale.span * 100 / RUN_ROOM), 1)
+        if begin not in rooms:
+            shown = scale(min(begin + step, now)) - scale(begin)
+            rooms[begin] = max(int(shown / RUN_ROOM), 1)
     dense, sparse = {}, {}
     for job_id, buckets in counts.items():
-        crowded = {b: c for b, c in buckets.items() if sum(c.values()) > room}
+        crowded = {b: c for b, c in buckets.items() if sum(c.values()) > rooms[b]}
         if crowded:
             dense[job_id] = crowded
         sparse[job_id] = sorted(b for b in buckets if b not in crowded)
