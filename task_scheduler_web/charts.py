@@ -35,6 +35,8 @@ MAX_RUNS = 1000            # drawn one by one at most (sparse stretches of up to
 BUCKETS = {"1h": 300, "6h": 1800, "24h": 3600, "7d": 6 * 3600}   # s counted as one, per range
 RUN_ROOM = 0.6             # percent a run drawn alone needs: a bucket holding more is one bar
 BUCKET_GAP = 0.15          # percent between two bucket bars
+PLACE_STEPS = 1500         # the chart's clock moves by a 1,500th of the range (a day: 58 s,
+                           # under a pixel): until it does, a lane's bucket bars are kept
 MAX_WINDOWS = 50           # sparse stretches read each alone; more: from the first on
 ACTIVE = ("queued", "running")
 FAILING = ("failed", "timeout", "interrupted")
@@ -47,14 +49,15 @@ COUNT_ORDER = ("succeeded", "failed", "timeout", "interrupted", "missed", "skipp
 
 
 def timeline(service, locale: Locale, asked: str | None, now: datetime | None = None) -> dict:
-    now = now or datetime.now(UTC)
+    given, now = now, now or datetime.now(UTC)
     jobs = service.jobs()
     name = asked if asked in RANGES else default_range(
         service.first_run_since(now - timedelta(days=1)), jobs, now)
     past = RANGES[name]
+    drawn_at = given or _step_down(now, past // PLACE_STEPS)
     start = now - timedelta(seconds=past)
     end = now + timedelta(seconds=past * (100 - NOW_AT) / NOW_AT)
-    scale = _Scale(start, end)
+    scale = _Scale(drawn_at - timedelta(seconds=past), end - (now - drawn_at))
     width = BUCKETS[name]
     dense, sparse = _dense(service.run_buckets(start, width, _offset(locale.zone, now)),
                            width, scale, now)
@@ -67,7 +70,7 @@ def timeline(service, locale: Locale, asked: str | None, now: datetime | None = 
                                                  dense.get(j["id"], {}), now))
     lanes = [_lane(i, job, by_job.get(job["id"], []), scale, now, service, locale)
              for i, job in enumerate(jobs)]
-    draw = _BucketBars(width, scale, now, locale)
+    draw = _BucketBars(width, scale, drawn_at, locale)
     for job, lane in zip(jobs, lanes, strict=True):
         buckets = dense.get(job["id"])
         lane["buckets"] = draw.lane(job["id"], buckets) if buckets else []
@@ -146,6 +149,13 @@ def _in_dense(run: dict, dense: dict, width: int) -> bool:
     return first + timedelta(seconds=steps * width) in buckets
 
 
+_KEPT: dict = {}   # the last pages' bucket bars per lane (see _BucketBars.lane)
+
+
+def _step_down(moment: datetime, step: int) -> datetime:
+    return datetime.fromtimestamp(moment.timestamp() // step * step, UTC)
+
+
 class _BucketBars:
     """Crowded buckets as bars in the colour of their worst status, their tooltip the counts
     by status, their link the run list of that stretch. Neighbours drawn alike (one worst
@@ -160,6 +170,19 @@ class _BucketBars:
         self._sep = locale.t("tl.bucket_sep")
 
     def lane(self, job_id: str, buckets: dict) -> list[dict]:
+        """The bars of one job's crowded buckets; the same buckets at the same chart clock
+        (PLACE_STEPS) in the same language and zone give the bars of the last page again."""
+        key = (job_id, self.width, self.now, self.locale.lang, str(self.locale.zone))
+        kept = _KEPT.get(key)
+        if kept is not None and kept[0] == buckets:
+            return kept[1]
+        bars = self._draw(job_id, buckets)
+        if len(_KEPT) > 5000:   # clocks gone by
+            _KEPT.clear()
+        _KEPT[key] = (buckets, bars)
+        return bars
+
+    def _draw(self, job_id: str, buckets: dict) -> list[dict]:
         stretches: list[list] = []   # [first bucket, last bucket, worst, {status: count}]
         step = timedelta(seconds=self.width)
         last = None
@@ -190,14 +213,16 @@ class _BucketBars:
                 "title": self.locale.t("tl.bucket_title", n=total, job=job_id,
                                        start=begin["start"], end=finish["end"],
                                        counts=self._sep.join(parts)),
-                "href": f"/runs?{job_query}&since={begin['since']}&until={finish['until']}"}
+                "href": f"/runs?{job_query}&since={begin['since']}{finish['until']}"}
 
     def _place(self, begin: datetime) -> dict:
         finish = min(begin + timedelta(seconds=self.width), self.now)
         place = self._places[begin] = {
             "x1": self.x(begin), "x2": self.x(finish),
             "start": begin.astimezone(self.locale.zone).strftime("%Y-%m-%d %H:%M"),
-            "end": self.locale.clock(finish), "since": _iso(begin), "until": _iso(finish)}
+            "end": self.locale.clock(finish), "since": _iso(begin),
+            # the bucket going on: the link shows its runs up to the newest
+            "until": "" if finish == self.now else f"&until={_iso(finish)}"}
         return place
 
     def _count(self, status: str, n: int) -> str:

@@ -145,3 +145,18 @@ def test_dashboard_in_japanese_and_a_zone_off_the_hour(service):
     assert "20 件の実行: 成功 19 件、タイムアウト 1 件" in tip, tip
     since = re.search(r"since=([0-9T:\-Z]+)", html.unescape(bars[0][0])).group(1)
     assert since == begin.strftime("%Y-%m-%dT%H:%M:%SZ")   # a Kolkata hour edge: :30 UTC
+
+
+@pytest.mark.both_databases
+def test_a_run_counted_into_a_kept_bar_changes_it(service):
+    """Bars are kept while the chart's clock stands still, but only for the same counts."""
+    service.add_job({"id": "busy", "func": "time:time", "trigger": {"type": "manual"}})
+    now = dt.datetime.now(UTC)
+    top = now.replace(minute=0, second=0, microsecond=0)   # the hour going on: counted anew
+    gap = (now - top) / 25                                 # on each page (RunLog keeps ended
+    insert_runs(service, "busy", [top + gap * i for i in range(20)])   # hours only)
+    assert [s for _, _, s in buckets_of(dashboard(service))] == ["succeeded"]
+    insert_runs(service, "busy", [top + gap * 21], "failed")
+    bars = buckets_of(dashboard(service))
+    assert [s for _, _, s in bars] == ["failed"]
+    assert html.unescape(bars[0][1]).endswith("21 runs: 20 succeeded, 1 failed")
