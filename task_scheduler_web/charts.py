@@ -67,7 +67,7 @@ def timeline(service, locale: Locale, asked: str | None, now: datetime | None = 
         if (_end_of(run, now) or now) >= start and not _in_dense(run, dense, width):
             by_job.setdefault(run["job_id"], []).append(run)
     jobs = sorted(jobs, key=lambda j: _attention(j, by_job.get(j["id"], []),
-                                                 dense.get(j["id"], {}), now))
+                                                 dense.get(j["id"], {}), width, now))
     lanes = [_lane(i, job, by_job.get(job["id"], []), scale, now, service, locale)
              for i, job in enumerate(jobs)]
     draw = _BucketBars(width, scale, drawn_at, locale)
@@ -260,7 +260,7 @@ class _Scale:
         return round(min(max(ratio, 0.0), 1.0) * 100, 3)
 
 
-def _attention(job: dict, runs: list, buckets: dict, now: datetime) -> tuple:
+def _attention(job: dict, runs: list, buckets: dict, width: int, now: datetime) -> tuple:
     """Failing first, then running, then scheduled jobs by latest activity, paused last."""
     last = _last(job, runs, buckets)
     if last.get("status") in FAILING:
@@ -270,7 +270,8 @@ def _attention(job: dict, runs: list, buckets: dict, now: datetime) -> tuple:
         rank = 1
     else:
         rank = 2 if job.get("state") == "scheduled" else 3
-    latest = max([_start_of(r, now) for r in runs] + list(buckets), default=None)
+    latest = max([_start_of(r, now) for r in runs] + [min(b + timedelta(seconds=width), now)
+                                                      for b in buckets], default=None)
     return (rank, -(latest.timestamp() if latest else 0), job.get("next_run_time") or "~",
             job["id"])
 
