@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Optional
 from collections.abc import Callable
 
@@ -18,6 +19,11 @@ from .store.schema import RUN_SPAN_COLUMNS, build_search_index
 from .timeutil import _aware, _iso
 
 log = logging.getLogger("task_scheduler")
+
+SEAL_AFTER = 300.0   # s: a bucket of counts that ended this long ago, with no run queued or
+SEAL_AGE = 60.0      # running, is kept and not read again for this long (a run recorded late
+                     # by another node, a prune: seen within a minute)
+ACTIVE = ("queued", "running")
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -32,6 +38,8 @@ class RunLog:
                  now: Callable[[], dt.datetime]):
         self.store, self.runner = store, runner
         self._nodes, self._now = nodes, now
+        self._sealed: dict = {}   # (width, offset) -> (monotonic time, first, end, rows)
+        self._sealed_lock = threading.Lock()
 
     def runs(self, job_id: Optional[str] = None, status=None,
              since: Optional[dt.datetime] = None, limit: int = 50, offset: int = 0,
@@ -71,9 +79,10 @@ class RunLog:
             log.exception("output search: building the index failed; searches read the runs "
                           "instead; it is tried again at the next start")
 
-    def run_spans(self, since: dt.datetime, limit: int) -> tuple[list[dict], bool]:
+    def run_spans(self, since: dt.datetime, limit: int, job_ids: Optional[list] = None,
+                  windows: tuple = ()) -> tuple[list[dict], bool]:
         """For the timeline; see ``SchedulerService.run_spans``."""
-        rows = self.store.queries.run_spans(since, limit)
+        rows = self.store.queries.run_spans(since, limit, job_ids, windows)
         spans = []
         for row in rows[:limit]:
             live = self._live(row.id) if row.status in ("queued", "running") else None
@@ -86,6 +95,36 @@ class RunLog:
                           "duration_s": round((ended - began).total_seconds(), 3)
                           if began and ended else None})
         return spans, len(rows) > limit
+
+    def run_buckets(self, since: dt.datetime, width: int, offset: int) -> list[tuple]:
+        """For the timeline; see ``SchedulerService.run_buckets``. A day of a million-run
+        history is ~35,000 rows to count: the buckets that can no longer change (ended
+        SEAL_AFTER ago, nothing queued or running in them) are counted once a SEAL_AGE, and
+        each call counts only the ones after them."""
+        first = (int(since.timestamp()) + offset) // width
+        key, now = (width, offset), time.monotonic()
+        with self._sealed_lock:
+            made, low, end, sealed = self._sealed.get(key, (-SEAL_AGE, 0, 0, []))
+        if now - made < SEAL_AGE and low <= first:
+            rows = [r for r in sealed if r[1] >= first] + list(self.store.queries.run_buckets(
+                _bucket_start(max(end, first), width, offset), width, offset))
+        else:
+            rows = list(self.store.queries.run_buckets(_bucket_start(first, width, offset),
+                                                       width, offset))
+            ended = (int(time.time() - SEAL_AFTER) + offset) // width   # buckets before it
+            end = min([ended] + [r[1] for r in rows if r[2] in ACTIVE])
+            with self._sealed_lock:
+                if len(self._sealed) > 16:   # ranges times zones asked for: a few
+                    self._sealed.clear()
+                self._sealed[key] = (now, first, end, [r for r in rows if r[1] < end])
+        starts: dict = {}   # a day of 100 jobs: 5,000 rows, 25 buckets
+        return [(job_id, starts.get(bucket) or starts.setdefault(
+            bucket, _bucket_start(bucket, width, offset)), status, count)
+            for job_id, bucket, status, count in rows]
+
+    def first_run_since(self, since: dt.datetime) -> Optional[dt.datetime]:
+        """When the oldest run scheduled since ``since`` was scheduled (aware, UTC)."""
+        return _aware(self.store.queries.first_run_since(since))
 
     def run(self, run_id: str) -> dict:
         """One run with its stdout and stderr (live output for a run still going), and what
@@ -143,3 +182,7 @@ class RunLog:
                     "stderr": active.err.text()}
         ended = self.runner.recent.get(run_id)
         return ended.to_row() if ended is not None else None
+
+
+def _bucket_start(bucket: int, width: int, offset: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(bucket * width - offset, dt.UTC)

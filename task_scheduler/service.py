@@ -299,11 +299,16 @@ class SchedulerService:
         return self.runlog.runs(job_id, status, since, limit, offset, trigger, before, after,
                                 until=until, node=node, q=q)
 
-    def run_spans(self, since: dt.datetime, limit: int) -> tuple[list[dict], bool]:
-        """For the timeline: the newest ``limit`` runs since ``since`` as dicts of the
-        RUN_SPAN_COLUMNS (times aware, UTC) and ``duration_s``, and whether there were more.
-        At a million runs this is several times cheaper than ``runs()``."""
-        return self.runlog.run_spans(since, limit)
+    def run_spans(self, since: dt.datetime, limit: int, job_ids=None, windows=()) -> tuple:
+        """For the timeline: RunQueries.run_spans as dicts (+duration_s), and if there were more."""
+        return self.runlog.run_spans(since, limit, job_ids, windows)
+
+    def run_buckets(self, since: dt.datetime, width: int, offset: int = 0) -> list[tuple]:
+        """For the timeline: RunQueries.run_buckets; long-ended buckets may be a minute old."""
+        return self.runlog.run_buckets(since, width, offset)
+
+    def first_run_since(self, since: dt.datetime) -> Optional[dt.datetime]:
+        return self.runlog.first_run_since(since)
 
     def run(self, run_id: str) -> dict:
         """One run with its stdout and stderr (live output for a run still going), and what

@@ -300,8 +300,28 @@ class FakeService:
         runs = sorted(self._runs, key=lambda r: r["started_at"], reverse=True)
         return ts_models.Page(r for r in runs if r["started_at"] >= since.isoformat())
 
-    def run_spans(self, since, limit):
-        return self.runs(since, limit), False
+    def run_spans(self, since, limit, job_ids=None, windows=()):
+        def wanted(r):
+            at = dt.datetime.fromisoformat(r["scheduled_at"])
+            return job_ids is None or r["job_id"] in job_ids or any(
+                r["job_id"] in jobs and a <= at < b for jobs, a, b in windows)
+        return [r for r in self.runs(since - dt.timedelta(days=7), limit) if wanted(r)], False
+
+    def run_buckets(self, since, width, offset=0):
+        counts = {}
+        first = (int(since.timestamp()) + offset) // width
+        for r in self._runs:
+            bucket = (int(dt.datetime.fromisoformat(r["scheduled_at"]).timestamp()) + offset) \
+                // width
+            if bucket >= first:
+                key = (r["job_id"], dt.datetime.fromtimestamp(bucket * width - offset, UTC),
+                       r["status"])
+                counts[key] = counts.get(key, 0) + 1
+        return [(*key, n) for key, n in counts.items()]
+
+    def first_run_since(self, since):
+        return min((dt.datetime.fromisoformat(r["scheduled_at"]) for r in self._runs
+                    if r["scheduled_at"] >= since.isoformat()), default=None)
 
     def preview_trigger(self, trigger, count=5):
         raise ts.InvalidJob("no preview here")
@@ -312,9 +332,10 @@ class FakeService:
     ([-3 * 24 * 60], 10, "1h"), ([], 60, "6h"), ([], 5 * 60, "24h"), ([], None, "24h"),
 ])
 def test_default_range_fits_the_data(starts, fire_in, expected):
-    runs = [run("a", "succeeded", start, 1) for start in starts]
+    oldest = FakeService([], [run("a", "succeeded", start, 1) for start in starts]) \
+        .first_run_since(NOW - dt.timedelta(days=1))
     jobs = [job("a", every=fire_in)] if fire_in else [job("a")]
-    assert charts.default_range(runs, jobs, NOW) == expected
+    assert charts.default_range(oldest, jobs, NOW) == expected
 
 
 def test_timeline_bars_markers_fires_and_attention():

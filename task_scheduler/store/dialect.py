@@ -115,6 +115,10 @@ class SQLiteDialect:
         """Where ``phrase`` begins in ``column`` (1-based; 0: nowhere), case folded as lower()."""
         return sa.func.instr(sa.func.lower(column), sa.func.lower(phrase))
 
+    def epoch_seconds(self, column):
+        """A DateTime column (naive UTC, stored as text here) as whole seconds since 1970."""
+        return sa.cast(sa.func.strftime("%s", column), sa.BigInteger)
+
     @contextlib.contextmanager
     def checkpoints_outside_lock(self, conn):
         """SQLite copies the WAL into the database in the commit that makes it pass 1,000
@@ -204,6 +208,10 @@ class PostgresDialect:
 
     def position(self, column, phrase: str):
         return sa.func.strpos(sa.func.lower(column), sa.func.lower(phrase))
+
+    def epoch_seconds(self, column):
+        """A DateTime column (timestamp without time zone, UTC) as whole seconds since 1970."""
+        return sa.cast(sa.func.floor(sa.extract("epoch", column)), sa.BigInteger)
 
     @contextlib.contextmanager
     def checkpoints_outside_lock(self, conn):

@@ -110,14 +110,44 @@ class RunQueries:
         with self.db.engine.connect() as conn:
             return conn.execute(sa.select(ts_runs).where(ts_runs.c.id == run_id)).first()
 
-    def run_spans(self, since: dt.datetime, limit: int) -> list:
-        """The newest ``limit`` (+1, to tell there are more) runs scheduled since ``since``, only
-        what a timeline draws: no output, no counting, no conversion to the API's shape."""
+    def run_spans(self, since: dt.datetime, limit: int, job_ids: Optional[list] = None,
+                  windows: tuple = ()) -> list:
+        """The newest ``limit`` (+1, to tell there are more) runs scheduled since ``since`` (of
+        these jobs only, when given), and of each (job ids, from, to) window in ``windows``
+        those of these jobs scheduled from ``from`` until before ``to``;
+        only what a timeline draws: no output, no counting, no conversion to the API's shape."""
         columns = [ts_runs.c[name] for name in RUN_SPAN_COLUMNS]
+        runs = ts_runs.c
+        conds = [] if job_ids is not None and not job_ids else [sa.and_(
+            runs.scheduled_at >= _naive_utc(since),
+            *([] if job_ids is None else [runs.job_id.in_(job_ids)]))]
+        conds += [sa.and_(runs.scheduled_at >= _naive_utc(a), runs.scheduled_at < _naive_utc(b),
+                          runs.job_id.in_(jobs)) for jobs, a, b in windows]
+        cond = sa.or_(*conds) if conds else sa.false()
         with self.db.engine.connect() as conn:
-            return conn.execute(sa.select(*columns).where(
-                ts_runs.c.scheduled_at >= _naive_utc(since))
-                .order_by(ts_runs.c.id.desc()).limit(limit + 1)).all()
+            return conn.execute(sa.select(*columns).where(cond)
+                                .order_by(ts_runs.c.id.desc()).limit(limit + 1)).all()
+
+    def run_buckets(self, since: dt.datetime, width: int, offset: int) -> list:
+        """(job_id, bucket, status, n) of the runs scheduled since ``since``: bucket ``k``
+        holds the runs scheduled from ``k * width - offset`` seconds after 1970-01-01 UTC
+        (``offset``: a zone's UTC offset, so that buckets start at its hour edges) for
+        ``width`` seconds. One range read of ix_ts_runs_since: grouping by the bare job_id,
+        SQLite would rather walk uq_ts_runs_fire in job order (twice as slow at 1M runs)."""
+        epoch = self.db.dialect.epoch_seconds(ts_runs.c.scheduled_at)
+        bucket = (epoch + sa.literal_column(str(int(offset)))).self_group().op("/")(
+            sa.literal_column(str(int(width))))
+        job = ts_runs.c.job_id + ""
+        with self.db.engine.connect() as conn:
+            return conn.execute(sa.select(job, bucket, ts_runs.c.status, sa.func.count())
+                                .where(ts_runs.c.scheduled_at >= _naive_utc(since))
+                                .group_by(job, bucket, ts_runs.c.status)).all()
+
+    def first_run_since(self, since: dt.datetime) -> Optional[dt.datetime]:
+        """When the oldest run scheduled since ``since`` was scheduled (one index probe)."""
+        with self.db.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.min(ts_runs.c.scheduled_at)).where(
+                ts_runs.c.scheduled_at >= _naive_utc(since))).scalar()
 
     def run_counts(self, since: dt.datetime) -> dict:
         with self.db.engine.connect() as conn:

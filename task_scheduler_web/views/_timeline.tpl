@@ -17,6 +17,7 @@
     <li><span class="badge b-{{name}}">{{h['word']('status', name)}}</span></li>
     % end
     <li><span class="legend-dot" aria-hidden="true"></span> {{t('tl.short_run')}}</li>
+    <li><span class="legend-bucket" aria-hidden="true">12</span> {{t('tl.dense')}}</li>
     <li><span class="legend-fire" aria-hidden="true">◆</span> {{t('tl.next_fire')}}</li>
   </ul>
   % if timeline['lanes']:
@@ -62,6 +63,17 @@
           % end
           <line class="now" x1="{{timeline['now_x']}}%" y1="0" x2="{{timeline['now_x']}}%" y2="{{timeline['height']}}"></line>
           % for lane in timeline['lanes']:
+          % if lane['buckets']:
+          <g transform="translate(0 {{lane['y']}})">
+          % for b in lane['buckets']:
+          <a href="{{b['href']}}" class="tl-run tl-bucket" data-tip="{{b['title']}}"><rect class="bar bucket bar-{{b['status']}}" x="{{b['x']}}%" y="5" width="{{b['w']}}%" height="14" rx="1"></rect>
+          % if b['label']:
+          <text class="bucket-n" x="{{b['mid_x']}}%" y="16">{{b['n']}}</text>
+          % end
+          </a>
+          % end
+          </g>
+          % end
           % for bar in lane['bars']:
           <a href="{{bar['href']}}" class="tl-run" data-tip="{{bar['title']}}"><rect class="bar bar-{{bar['status']}}" x="{{bar['x']}}%" y="{{lane['bar_y']}}" width="{{bar['w']}}%" height="14" rx="2"><title>{{bar['title']}}</title></rect></a>
           % end
