@@ -82,6 +82,11 @@ class Notifier:
             except sa.exc.DBAPIError as exc:
                 log.warning("notifications: %s stays held a while: %s", row.id, _clean(exc))
 
+    def swept(self, runs: list) -> None:
+        """Runs a crash left running were ended: tell whom their jobs' notify names."""
+        self.book.load()   # the notifications name the jobs' targets
+        self.store.notes.queue_notes(self.notes_for(runs))
+
     def notes_for(self, runs: list, previous: Optional[str] = None) -> list[dict]:
         """The notifications the ends of these runs call for (by each job's ``notify``)."""
         notes = []

@@ -60,8 +60,8 @@ class SchedulerService:
         # The runner and the scheduler read the cluster's clock, so it comes first; what it
         # tells them goes through these callables, called only once start() has run.
         self.cluster = Cluster(config, self.store, self.bus, NodeHooks(
-            lead=self.lead, step_down=lambda: self.scheduler.step_down(), swept=self._swept,
-            running=lambda: len(self.runner.active),
+            lead=self.lead, step_down=lambda: self.scheduler.step_down(),
+            swept=lambda runs: self.notifier.swept(runs), running=lambda: len(self.runner.active),
             after_heartbeat=lambda *args: self.runner.after_heartbeat(*args),
             after_rescue=lambda rows: self.runner.after_rescue(rows),
             fence_if_due=lambda: self.runner.fence_if_due(),
@@ -181,11 +181,6 @@ class SchedulerService:
     @property
     def stopping(self) -> bool:
         return self.board.stopping
-
-    def _swept(self, runs: list) -> None:
-        """Runs a crash left running were ended: tell whom their jobs' notify names."""
-        self.book.load()   # the notifications name the jobs' targets
-        self.store.notes.queue_notes(self.notifier.notes_for(runs))
 
     def _jobs_changed(self, payload: Optional[dict]) -> None:
         if payload and payload.get("node") == self.store.node:
