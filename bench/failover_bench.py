@@ -255,17 +255,22 @@ def main(argv=None) -> int:
             print(f"--- {node.log}:\n{node.log.read_text(errors='replace')[-3000:]}")
         raise
     finally:
-        for node in nodes:
-            node.proc.send_signal(signal.SIGTERM)
-        for node in nodes:
-            try:
-                node.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+        stop_and_drop(nodes, engine, admin, schema)
+
+
+def stop_and_drop(nodes: list, engine: sa.Engine, admin: sa.Engine, schema: str) -> None:
+    """Stop the nodes (TERM, KILL after 30 s) and drop their schema."""
+    for node in nodes:
+        node.proc.send_signal(signal.SIGTERM)
+    for node in nodes:
+        try:
+            node.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            node.proc.kill()
+    engine.dispose()
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ import sqlalchemy as sa
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from failover_bench import Node, wait_for  # noqa: E402  (a real node, as that bench starts it)
+from failover_bench import Node, stop_and_drop, wait_for  # noqa: E402  (a real node, as that bench starts it)
 
 GOAL = 2.8   # runs started per second with 3 nodes over 1 node's (the goal)
 JOBS_MODULE = "import time\n\ndef nap():\n    time.sleep(1)\n"
@@ -61,17 +59,7 @@ def measure(db: str, nodes: int, args) -> dict:
         time.sleep(args.seconds)
         return count(engine, began, began + dt.timedelta(seconds=args.seconds), args.seconds)
     finally:
-        for node in running:
-            node.proc.send_signal(signal.SIGTERM)
-        for node in running:
-            try:
-                node.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+        stop_and_drop(running, engine, admin, schema)
 
 
 def db_now(engine: sa.Engine) -> dt.datetime:
