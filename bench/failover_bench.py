@@ -220,12 +220,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rand = random.Random(seed)
-    schema = f"ts_bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(args.db.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    url = f"{args.db}{'&' if '?' in args.db else '?'}options=-csearch_path%3D{schema}"
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    admin, engine, url, schema = fresh_schema(args.db, "ts_bench")
     folder = Path(tempfile.mkdtemp(prefix="failover-bench-"))
     jobs = folder / "jobs.yaml"
     jobs.write_text("".join(f"- {{id: j{i}, command: 'true', trigger: {{type: interval, "
@@ -256,6 +251,18 @@ def main(argv=None) -> int:
         raise
     finally:
         stop_and_drop(nodes, engine, admin, schema)
+
+
+def fresh_schema(db: str, prefix: str) -> tuple[sa.Engine, sa.Engine, str, str]:
+    """A new schema on the PostgreSQL ``db``: an engine on the database, one on the schema, the
+    URL nodes are given to use it, and its name (``stop_and_drop`` drops it)."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(db.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    url = f"{db}{'&' if '?' in db else '?'}options=-csearch_path%3D{schema}"
+    return admin, sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1)), \
+        url, schema
 
 
 def stop_and_drop(nodes: list, engine: sa.Engine, admin: sa.Engine, schema: str) -> None:

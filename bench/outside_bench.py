@@ -39,18 +39,16 @@ import sys
 import tempfile
 import textwrap
 import time
-import uuid
 from pathlib import Path
 
-import sqlalchemy as sa
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from api_bench import _load as load_clients  # noqa: E402  (the same load generator)
+from fire_bench import database as fire_database  # noqa: E402  (SQLite file or a schema)
 
-POSTGRES = os.environ.get("TS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 UTC = dt.UTC
 JOBS_MODULE = "def tick():\n    pass\n"
 GOALS = {"steady": "p99 <= 2x, p50 <= 20 ms", "date": ">= 5x", "cron": ">= 5x",
@@ -106,31 +104,6 @@ class Service:
         self.log.close()
 
 
-class database:
-    """A SQLite file in ``folder``, or a fresh PostgreSQL schema dropped afterwards."""
-
-    def __init__(self, kind: str, folder: Path, name: str):
-        self.schema = f"outside_{uuid.uuid4().hex[:10]}" if kind == "postgres" else None
-        self.url = (f"sqlite:///{folder / (name + '.sqlite')}" if self.schema is None else
-                    f"{POSTGRES}?options=-csearch_path%3D{self.schema}")
-
-    def __enter__(self) -> str:
-        if self.schema:
-            _sql(f"CREATE SCHEMA {self.schema}")
-        return self.url
-
-    def __exit__(self, *exc) -> None:
-        if self.schema:
-            _sql(f"DROP SCHEMA {self.schema} CASCADE")
-
-
-def _sql(text: str) -> None:
-    engine = sa.create_engine(POSTGRES.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(sa.text(text))
-    engine.dispose()
-
-
 # --- the baseline: APScheduler in a process of its own -------------------------------------------
 
 BASELINE = textwrap.dedent("""
@@ -183,7 +156,7 @@ def case_steady(db: str, args, tmp: Path) -> dict:
     yaml = "".join(f"- {{id: s{i}, func: 'benchjobs:tick', "
                    f"trigger: {{type: interval, seconds: 1}}}}\n" for i in range(jobs))
     folder = fresh(tmp, f"steady-{db}")
-    with database(db, folder, "ours") as url, \
+    with database(db, folder) as url, \
             Service(folder, yaml, url, args.log_level, jobs) as service:
         began = time.time()
         time.sleep(args.warmup + args.seconds + 1)
@@ -214,7 +187,7 @@ def case_burst(db: str, args, tmp: Path, kind: str) -> dict:
     yaml = "".join(f"- {{id: b{i}, func: 'benchjobs:tick', misfire_grace_time: 600, "
                    f"trigger: {trigger}}}\n" for i in range(jobs))
     folder = fresh(tmp, f"{kind}-{db}")
-    with database(db, folder, "ours") as url, \
+    with database(db, folder) as url, \
             Service(folder, yaml, url, args.log_level, jobs) as service:
         if time.time() > at - 1:
             raise SystemExit(f"the service took too long to start for the {kind} burst")
@@ -223,7 +196,7 @@ def case_burst(db: str, args, tmp: Path, kind: str) -> dict:
         runs = service.runs()
     ours = max(seconds(r["started_at"]) for r in runs) - at
     folder = fresh(tmp, f"{kind}-base-{db}")
-    with database(db, folder, "base") as url:
+    with database(db, folder) as url:
         at = burst_instant(kind, args)
         starts = baseline(folder, {"store": url.replace("postgresql://", "postgresql+psycopg://"),
                                    "kind": kind, "jobs": jobs, "at": at, "wait": 120,
@@ -232,6 +205,11 @@ def case_burst(db: str, args, tmp: Path, kind: str) -> dict:
     return {"ours": f"drain {ours:.3f} s ({len(runs)} runs)",
             "base": f"drain {base:.3f} s ({len(starts)} runs)",
             "ratio": f"{base / ours:.1f}x", "met": base / ours >= 5}
+
+
+def database(kind: str, folder: Path):
+    """A SQLite file in ``folder``, or a fresh PostgreSQL schema dropped afterwards."""
+    return fire_database("ours", kind, str(folder), None)
 
 
 def burst_instant(kind: str, args) -> float:
@@ -255,7 +233,7 @@ def case_api(db: str, args, tmp: Path) -> list:
     ids = [f"job-{i:05d}" for i in range(jobs)]
     ctx = multiprocessing.get_context("spawn")
     rows = []
-    with database(db, folder, "ours") as url, \
+    with database(db, folder) as url, \
             Service(folder, yaml, url, args.log_level, jobs) as service, \
             Flask(fresh(tmp, f"api-base-{db}"), jobs) as theirs:
         for mode in ("new-connection", "keep-alive"):

@@ -20,7 +20,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -28,7 +27,7 @@ import sqlalchemy as sa
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from failover_bench import Node, stop_and_drop, wait_for  # noqa: E402  (a real node, as that bench starts it)
+from failover_bench import Node, fresh_schema, stop_and_drop, wait_for  # noqa: E402  (a real node, as that bench starts it)
 
 GOAL = 2.8   # runs started per second with 3 nodes over 1 node's (the issue's goal)
 JOBS_MODULE = "import time\n\ndef nap():\n    time.sleep(1)\n"
@@ -36,12 +35,7 @@ JOBS_MODULE = "import time\n\ndef nap():\n    time.sleep(1)\n"
 
 def measure(db: str, nodes: int, args) -> dict:
     """Runs started per second by ``nodes`` nodes over the window, and per node."""
-    schema = f"scaleout_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(db.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    url = f"{db}{'&' if '?' in db else '?'}options=-csearch_path%3D{schema}"
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    admin, engine, url, schema = fresh_schema(db, "scaleout")
     folder = Path(tempfile.mkdtemp(prefix="scaleout-bench-"))
     (folder / "benchjobs.py").write_text(JOBS_MODULE)
     jobs = folder / "jobs.yaml"
