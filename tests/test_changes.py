@@ -159,9 +159,10 @@ def test_nobody_reading_costs_the_database_nothing(service, client, monkeypatch)
                         lambda *args: looks.append(1) or real(*args))
     service.add_job({"id": "busy", "command": "true", "trigger": {"type": "manual"},
                      "max_instances": 10})
-    for _ in range(3):
-        service.run_now("busy")
-    time.sleep(1.5)
+    runs = [service.run_now("busy") for _ in range(3)]
+    wait_for(lambda: all(service.run(r["id"])["status"] == "succeeded" for r in runs), 10,
+             message="the runs to end")   # their commits poke the feed: a reader would look
+    assert service.flush()
     assert looks == []   # commits and runs, but no reader: no look
     reader = Reader(client)
     run = service.run_now("busy")
