@@ -784,13 +784,14 @@ def test_real_server_answers_413_to_big_bodies_and_survives(live_server):
     assert conn.getresponse().status == 200
     conn.close()
     # Past max_request_body_size waitress answers at the headers (plain text, not the API's
-    # JSON: the app never sees the request) and closes without reading the body, so the client
-    # may see a reset after the answer.
+    # JSON: the app never sees the request) and closes without reading the body. Only the
+    # headers are sent: body bytes the server never reads make its close a reset, which can
+    # reach the client before the answer does (and a send into it breaks the pipe).
     limit = ts_server.HTTP_SETTINGS["max_request_body_size"]
     head = (f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {3 * limit}\r\n")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(f"{head}\r\n".encode() + b"x" * (1 << 20))
+        sock.sendall(f"{head}\r\n".encode())
         assert_closed_after_413(sock, sock.recv(65536), limit)
     # With Expect: 100-continue, waitress 3.0.2 still says 100 Continue (its send_continue
     # clears the error's "completed"), then answers 413 once max_request_body_size bytes came.
@@ -798,7 +799,7 @@ def test_real_server_answers_413_to_big_bodies_and_survives(live_server):
         sock.sendall(f"{head}Expect: 100-continue\r\n\r\n".encode())
         first = sock.recv(65536)
         if first.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):
-            with contextlib.suppress(ConnectionResetError):
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
                 sock.sendall(b"x" * limit)
             first = first.partition(b"\r\n\r\n")[2] or sock.recv(65536)
         assert_closed_after_413(sock, first, limit)
