@@ -31,7 +31,7 @@ from task_scheduler.http.guard import FailureLimiter
 from task_scheduler.http.io import MAX_OFFSET, YAML_TYPE
 from task_scheduler.models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS, Actor
 
-from . import charts, forms, runfilter
+from . import audit, charts, forms, runfilter
 from .docs import api_docs_html
 from .i18n import LANG_COOKIE, TZ_COOKIE, Locale, choose_language, languages, zone_named
 
@@ -188,7 +188,7 @@ def _run_params(back: str) -> dict | None:
             _redirect(back, "flash.run_params", "error", field=name, text=_t(exc.key, **exc.params))
         if value is not forms.OMIT:
             params[name] = value
-    return params or None
+    return {**params, **forms.read_declared(bottle.request.forms)} or None
 
 
 def gui_runs(service) -> str:
@@ -340,6 +340,7 @@ GUI_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/login", gui_login),
     ("POST", "/login", gui_login_post),
     ("POST", "/logout", gui_logout),
+    *audit.GUI_ROUTES,
 ]
 PUBLIC = {gui_login, gui_login_post}
 
@@ -781,4 +782,4 @@ def _shorten(text: str, size: int) -> str:
 
 
 NAV = ("dashboard", "/"), ("jobs", "/jobs"), ("runs", "/runs"), ("config", "/config"), \
-    ("new", "/jobs/new")
+    ("audit", "/audit"), ("new", "/jobs/new")
