@@ -137,3 +137,31 @@ def finished(service, run_id: str) -> dict:
     run = wait_for(final, 15, message=f"the end of run {run_id}")
     assert run["status"] == "succeeded", run
     return run
+
+
+def test_the_clis_param_flag_sends_declared_params():
+    from task_scheduler.client import _run_params
+
+    class Api:
+        def job(self, job_id):
+            return {"kind": "command", "definition": {"params": PARAMS}}
+    assert _run_params(Api(), "deploy", ["VERSION=v1.0"]) == {"params": {"VERSION": "v1.0"}}
+    assert _run_params(Api(), "deploy", ["OTHER=1"]) == {"env": {"OTHER": "1"}}
+
+
+def test_the_gui_form_runs_with_declared_params(service):
+    from test_security import Browser
+    service.add_job(command_job())
+    browser = Browser(ts.create_app(service))
+    status, _, page = browser.request("GET", "/jobs/deploy")
+    assert page.count('data-testid="run-param"') == 3 and 'data-testid="run-params-form"' in page
+    form = {"csrf_token": browser.csrf("/jobs/deploy"), "next": "/jobs/deploy",
+            "param.ENV": "prod", "param.VERSION": "v9.1", "param.NOTE": ""}
+    assert browser.request("POST", "/jobs/deploy/run", form=form)[0] == 303
+    run = finished(service, service.runs(job_id="deploy")[0]["id"])
+    assert run["stdout"].strip() == "prod/v9.1/none" and run["started_by"] == "local"
+    status, _, page = browser.request("GET", f"/runs/{run['id']}")
+    assert 'data-testid="run-started-by">local<' in page
+    bad = {**form, "param.VERSION": "9"}
+    status, headers, _ = browser.request("POST", "/jobs/deploy/run", form=bad)
+    assert status == 303 and len(service.runs(job_id="deploy")) == 1   # refused, said in flash
