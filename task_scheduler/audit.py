@@ -47,6 +47,7 @@ class AuditLog:
 
     def __init__(self, store, new_id: Callable[[], str], secrets: list):
         self.store, self._new_id, self._secrets = store, new_id, [s for s in secrets if s]
+        self._mask = SecretMask(self._secrets)   # built once: a reload records many rows
 
     def record(self, actor: Optional[Actor], action: str, obj: tuple[str, str],
                detail: Optional[dict] = None) -> None:
@@ -68,7 +69,8 @@ class AuditLog:
                 "token_name": actor.token_name, "address": (actor.address or None) and
                 actor.address[:64], "action": action, "object_type": obj[0],
                 "object_id": str(obj[1])[:255],
-                "detail": SecretMask([*self._secrets, *secrets]).text(text)}
+                "detail": (SecretMask([*self._secrets, *secrets]) if any(secrets)
+                           else self._mask).text(text)}
 
     def job_change(self, action: str, job_id: str, before: Optional[JobDefinition],
                    after: Optional[JobDefinition], actor: Optional[Actor] = None,

@@ -32,16 +32,18 @@ def audit_server(tmp_path_factory):
                                             "release tag, e.g. v12"}}})
     for n in range(60):   # more than a page of the audit log
         service.pause("pause_job") if n % 2 == 0 else service.resume("pause_job")
-    yield server
-    httpd.shutdown()
-    service.stop(grace=0)
-
-
-@pytest.mark.parametrize("lang", ["en", "ja"])
-def test_run_with_declared_params_then_see_it_in_the_audit_log(audit_server, context_for,  # noqa: F811
-                                                                lang):
-    page = context_for(locale="ja-JP" if lang == "ja" else "en-US", viewport=DESKTOP).new_page()
     SCREENSHOTS.mkdir(exist_ok=True)
+    try:
+        yield server
+    finally:
+        httpd.shutdown()
+        service.stop(grace=0)
+
+
+@pytest.mark.parametrize("lang, locale", [("en", "en-US"), ("ja", "ja-JP")])
+def test_run_with_declared_params_then_see_it_in_the_audit_log(audit_server, context_for,  # noqa: F811
+                                                                lang, locale):
+    page = context_for(locale=locale, viewport=DESKTOP).new_page()
     page.goto(audit_server.url(f"/jobs/deploy?lang={lang}"))
     form = page.locator('[data-testid="run-params-form"]')
     expect(page.get_by_role("heading", name=WORDS[lang]["run"])).to_be_visible()
