@@ -3,13 +3,13 @@
 <p class="muted">{{t('audit.intro')}}</p>
 <form class="filters" method="get" action="/audit" data-testid="audit-filter" role="search">
   <label>{{t('audit.actor')}}
-    <input type="text" name="actor" value="{{filters['actor']}}" class="mono" size="14" placeholder="token, jobs.yaml">
+    <input type="text" name="actor" value="{{filters['actor']}}" class="mono" size="14" placeholder="{{t('audit.actor_hint')}}">
   </label>
   <label>{{t('audit.action')}}
-    <input type="text" name="action" value="{{filters['action']}}" class="mono" size="14" placeholder="job.pause, run.">
+    <input type="text" name="action" value="{{filters['action']}}" class="mono" size="14" placeholder="{{t('audit.action_hint')}}">
   </label>
   <label class="grow">{{t('audit.object')}}
-    <input type="text" name="object" value="{{filters['object']}}" class="mono" placeholder="job:nightly">
+    <input type="text" name="object" value="{{filters['object']}}" class="mono" placeholder="{{t('audit.object_hint')}}">
   </label>
   <div class="filter-buttons">
     <button type="submit" class="btn">{{t('filter.apply')}}</button>
