@@ -7,7 +7,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import random
 import re
+import threading
 
 import pytest
 import sqlalchemy as sa
@@ -211,3 +213,58 @@ def test_gui_logins_failed_logins_and_logouts_are_recorded(make_service):
                                                       object="session")]
     assert got == [("gui.logout", "token"), ("gui.login", "token"),
                    ("gui.login_failed", "anonymous")]
+
+
+def table_state(service) -> dict:
+    with service.engine.connect() as conn:
+        return {r.id: (r.definition_hash, r.paused) for r in conn.execute(
+            sa.select(ts_jobs.c.id, ts_jobs.c.definition_hash, ts_jobs.c.paused))}
+
+
+def test_random_writes_with_failed_commits_record_exactly_the_changes_made(service):
+    """Random creates, replaces (some the same), pauses (some twice), resumes and deletes, a
+    fifth of them with a commit that fails: the log holds one row for each change the table
+    shows, with its action, and none for a write that rolled back or changed nothing."""
+    rng = random.Random(24)
+    client = Client(ts.create_app(service))
+    failing = {"on": False}
+    here = threading.get_ident()   # the requests' thread: the scheduler's commits go on
+
+    def fail_commit(conn):
+        if failing["on"] and threading.get_ident() == here:
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("injected: commit failed"))
+    sa.event.listen(service.engine, "commit", fail_commit)
+    expected, statuses = [], set()
+    try:
+        for step in range(120):
+            job_id = f"j{rng.randrange(4)}"
+            op = rng.choice(["create", "replace", "pause", "resume", "delete"])
+            body = {"id": job_id, "command": f"echo {rng.randrange(3)}", "replace_existing": True}
+            before = table_state(service)
+            failing["on"] = rng.random() < 0.2
+            answer = {"create": lambda: client.post("/api/jobs", body),
+                      "replace": lambda: client.put(f"/api/jobs/{job_id}", body),
+                      "pause": lambda: client.post(f"/api/jobs/{job_id}/pause"),
+                      "resume": lambda: client.post(f"/api/jobs/{job_id}/resume"),
+                      "delete": lambda: client.delete(f"/api/jobs/{job_id}")}[op]()
+            failing["on"] = False
+            statuses.add(answer.status)
+            after = table_state(service)
+            if before.get(job_id) != after.get(job_id):
+                expected.append(_action(op, before.get(job_id), after.get(job_id), job_id))
+    finally:
+        sa.event.remove(service.engine, "commit", fail_commit)
+    got = [(e["action"], e["object_id"]) for e in
+           client.get("/api/audit", query={"object": "job", "limit": 500}).json["entries"]][::-1]
+    assert got == expected
+    assert {200, 201, 204, 503} <= statuses and len(expected) > 20   # each kind happened
+
+
+def _action(op: str, before, after, job_id: str) -> tuple:
+    if after is None:
+        return "job.delete", job_id
+    if before is None:
+        return "job.create", job_id
+    if before[0] != after[0]:
+        return "job.replace", job_id
+    return ("job.pause" if after[1] else "job.resume"), job_id
