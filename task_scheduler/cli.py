@@ -116,6 +116,7 @@ SERVICE_FLAGS = (
                     "default 1000)"),
     ("--keep-days", "days a finished run is kept (TS_KEEP_DAYS; default 30; fractions "
                     "allowed)"),
+    ("--keep-audit-days", "days an audit log row is kept (TS_KEEP_AUDIT_DAYS; default 365)"),
     ("--log-level", "DEBUG, INFO, WARNING, ERROR (TS_LOG_LEVEL)"),
 )
 CLIENT_COMMANDS = ("jobs", "show", "runs", "logs", "pause", "resume", "cancel", "status")

@@ -40,6 +40,7 @@ class Config:
     output_limit: int = 1 << 20           # bytes kept per stream and run (head + tail)
     keep_runs: int = 1000                 # runs kept per job
     keep_days: float = 30                 # runs older than this are pruned
+    keep_audit_days: float = 365          # audit rows older than this are pruned
     shutdown_grace: float = 30.0          # seconds running runs get on stop
     kill_grace: float = 5.0               # seconds between TERM and KILL
     watch: bool = True                    # watchdog on the folder of config_path
@@ -68,7 +69,8 @@ class Config:
             "labels": "TS_NODE_LABELS", "node": "TS_NODE_ID", "public_url": "TS_PUBLIC_URL",
             "smtp_url": "TS_SMTP_URL", "pass_env": "TS_PASS_ENV",
             "trusted_proxies": "TS_TRUSTED_PROXIES", "max_workers": "TS_WORKERS",
-            "keep_runs": "TS_KEEP_RUNS", "keep_days": "TS_KEEP_DAYS"}
+            "keep_runs": "TS_KEEP_RUNS", "keep_days": "TS_KEEP_DAYS",
+            "keep_audit_days": "TS_KEEP_AUDIT_DAYS"}
 
     @classmethod
     def from_env(cls, env: Optional[dict] = None, **overrides: Any) -> Config:
@@ -103,7 +105,8 @@ class Config:
                               trusted_proxies=getattr(args, "trusted_proxies", None),
                               max_workers=getattr(args, "workers", None),
                               keep_runs=getattr(args, "keep_runs", None),
-                              keep_days=getattr(args, "keep_days", None))
+                              keep_days=getattr(args, "keep_days", None),
+                              keep_audit_days=getattr(args, "keep_audit_days", None))
         return config
 
     @functools.cached_property
@@ -167,8 +170,10 @@ _LIMITS = {
     # 0 keeps no finished run past the next prune; 100 years is more than any history needs,
     # and far more overflows the date arithmetic of pruning
     "keep_days": (float, 0, 36500, "days a finished run is kept"),
+    "keep_audit_days": (float, 0, 36500, "days an audit row is kept"),
 }
-_FLAGS = {"max_workers": "--workers", "keep_runs": "--keep-runs", "keep_days": "--keep-days"}
+_FLAGS = {"max_workers": "--workers", "keep_runs": "--keep-runs", "keep_days": "--keep-days",
+          "keep_audit_days": "--keep-audit-days"}
 
 
 def _parse_limit(name: str, value: Any, parse, low: int, high: int, unit: str):

@@ -51,6 +51,9 @@ def _pydantic_detail(err: dict) -> dict:
         message = "is required"
     elif kind == "string_pattern_mismatch" and loc[-1:] in (["webhook"], ["slack"]):
         message = f"must be an http:// or https:// URL, got {_short(value)}"
+    elif kind == "string_pattern_mismatch" and loc[:1] == ["params"]:
+        message = (f"a parameter name is a letter or '_', then letters, digits or '_' (up to "
+                   f"64 characters), got {_short(value)}")
     elif kind == "string_pattern_mismatch":
         most = re.search(r"\{1,(\d+)\}", ctx.get("pattern", ""))
         message = (f"may only use letters, digits, '_', '.' and '-' (1 to "

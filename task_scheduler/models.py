@@ -9,9 +9,11 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
@@ -302,6 +304,42 @@ def _shallow(value):
     return value
 
 
+PARAM_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
+class ParamSpec(_Model):
+    """A declared run parameter (``params: {NAME: ...}``): a run may set it (an operator may,
+    raw args/kwargs/env need an admin); commands get ``TS_PARAM_NAME``, python functions a
+    keyword argument. Without a default it must be given; scheduled fires use defaults."""
+
+    default: Optional[StrictStr] = None
+    choices: Optional[Annotated[list[StrictStr], Field(min_length=1, max_length=200)]] = None
+    pattern: Optional[StrictStr] = None
+    description: StrictStr = ""
+
+    @model_validator(mode="after")
+    def _default_valid(self) -> ParamSpec:
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern: {self.pattern!r} is not a regular expression "
+                                 f"({exc})") from None
+        if self.default is not None and self.problem(self.default):
+            raise ValueError(f"default: {self.problem(self.default)}")
+        return self
+
+    def problem(self, value: Any) -> Optional[str]:
+        """What is wrong with a value given for this parameter (None: nothing)."""
+        if not isinstance(value, str):
+            return f"must be a string, got {type(value).__name__}"
+        if self.choices is not None and value not in self.choices:
+            return f"{value[:100]!r} is not one of {', '.join(map(repr, self.choices))}"
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            return f"{value[:100]!r} does not match the pattern {self.pattern!r}"
+        return None
+
+
 class JobDefinition(_Model):
     """One entry of jobs.yaml, and the body of ``POST /api/jobs``."""
 
@@ -330,6 +368,9 @@ class JobDefinition(_Model):
     notify: Annotated[list[NotifyTarget], Field(max_length=20)] = []
     sla: Optional[SlaSpec] = None
     calendar: Optional[CalendarUse] = None
+    params: dict[Annotated[StrictStr, Field(pattern=PARAM_NAME)], ParamSpec] = Field(
+        {}, description="declared run parameters: {NAME: {default, choices, pattern, "
+                        "description}}")
     isolation: Literal["thread", "process"] = Field(
         "thread", description="python jobs: thread (in the service) or process (a worker "
                               "process: cancel and timeout end it)")
@@ -380,6 +421,10 @@ def _heartbeat_job(defn: JobDefinition) -> JobDefinition:
     return defn
 
 
+RAW_RUN_PARAMS = ("args", "kwargs", "env")   # a run's own code inputs: admin only (issue 24);
+                                             # declared ``params`` are the operator's
+
+
 class RunParams(_Model):
     """The optional body of ``POST /api/jobs/{id}/run``: parameters of this run only. args
     replace the job's args; kwargs and env are merged over the job's."""
@@ -390,6 +435,8 @@ class RunParams(_Model):
         None, description="python jobs only")
     env: Optional[EnvMap] = Field(None, description="command jobs and python jobs with "
                                                     "isolation: process")
+    params: Optional[dict[StrictStr, Any]] = Field(
+        None, description="values of the job's declared params (strings), by name")
 
 
 def _is_script(func: Optional[str]) -> bool:
@@ -469,6 +516,7 @@ class Run:
     cancel_requested: bool = False
     pid: Optional[int] = None
     result: Optional[str] = None   # a python job's return value, as JSON text
+    started_by: Optional[str] = None   # who asked for it (an actor's name); None: the schedule
 
     @classmethod
     def from_row(cls, row: Any) -> Run:
@@ -504,7 +552,7 @@ def run_to_dict(row: Any, output: bool = False) -> dict:
         if started and finished else None,
         "exit_code": get("exit_code"), "error": get("error"), "truncated": bool(get("truncated")),
         "node": get("node"), "run_on": [x for x in (get("run_on") or "").split(",") if x],
-        "rerun_of": get("rerun_of"),
+        "rerun_of": get("rerun_of"), "started_by": get("started_by"),
     }
     if get("status") == "queued":
         out["due_at"] = _iso(get("due_at"))
@@ -558,3 +606,18 @@ def redact_target(target: dict) -> dict:
 
 
 SECRET_SHOWN = "(hidden)"
+ROLES = ("viewer", "operator", "admin")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks: a user (by password, session, API token or SSO header), the legacy token,
+    jobs.yaml, or the scheduler itself. Audit rows and ``started_by`` name it."""
+    name: str                         # user name; "token" (legacy); "jobs.yaml"; "system"; "local"
+    kind: str                         # user | legacy | sso | yaml | system | local
+    role: str                         # viewer | operator | admin
+    token_name: Optional[str] = None  # the API token used, if any
+    address: Optional[str] = None     # the client's address
+
+
+SYSTEM = Actor("system", "system", "admin")

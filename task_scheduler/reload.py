@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import yaml
 
+from .audit import YAML_ACTOR, current_actor
 from .errors import BadRequest, InvalidConfig
 from .explain import _config_error_text
 from .jobsfile import JobsParser, _node_at, _yaml_compose, read_jobs_file
@@ -25,6 +26,7 @@ from .text import _clean
 from .timeutil import _iso, _utcnow
 
 if TYPE_CHECKING:
+    from .audit import AuditLog
     from .book import JobBook
     from .config import Config
     from .jobs import JobCatalog
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("task_scheduler")
 
 
+RELOAD_ACTIONS = (("added", "job.create"), ("rescheduled", "job.replace"),
+                  ("modified", "job.replace"), ("removed", "job.delete"))
 _NO_FILE = "no jobs.yaml"   # ConfigState.seen_hash while there is none (said once)
 
 
@@ -59,8 +63,9 @@ class JobsFile:
     last. Followers validate their copy and report drift from the leader's."""
 
     def __init__(self, config: Config, store: Store, book: JobBook, catalog: JobCatalog, *,
-                 leading: Callable[[], bool]):
+                 leading: Callable[[], bool], audit: AuditLog):
         self.config, self.store, self.book, self.catalog = config, store, book, catalog
+        self.audit = audit
         self._leading = leading
         path = config.config_path
         self.state = ConfigState(path=path and os.path.abspath(path))
@@ -147,6 +152,7 @@ class JobsFile:
             conflict = _api_id_conflict(self.book.records, path, jobs)
             if conflict is not None:
                 self._failed(conflict, digest)
+            before = {i: r.definition for i, r in self.book.records.items() if r.source == "yaml"}
             recalendared = self.book.set_calendars(getattr(jobs, "calendars", {}))
             changes = self.catalog.reconcile({j.id: j for j in jobs}, "yaml")
             self.catalog.follow({"rescheduled": recalendared})
@@ -154,6 +160,21 @@ class JobsFile:
         self.store.jobs.set_meta("config", json.dumps(applied))
         self.state.changes = {k: len(v) for k, v in changes.items()}
         self.state.applied = applied
+        self._record(changes, before, {j.id: j for j in jobs}, digest)
+
+    def _record(self, changes: dict, before: dict, after: dict, digest: str) -> None:
+        """The reload in the audit log, as jobs.yaml with the file's hash, and each job it
+        added, changed or removed: right after the commits (a reload is several transactions:
+        calendars, jobs, the hash applied), never for one that failed."""
+        asked_by = current_actor().name   # who asked: the API's caller, or system (file, HUP)
+        rows = [self.audit.row(YAML_ACTOR, "config.reload", ("config", "jobs.yaml"), {
+            "hash": digest, "asked_by": asked_by, "path": self.state.path,
+            "changes": {k: len(v) for k, v in changes.items()}})]
+        for kind, action in RELOAD_ACTIONS:
+            rows += [self.audit.job_change(action, i, before.get(i), after.get(i), YAML_ACTOR,
+                                           {"hash": digest, "change": kind})
+                     for i in changes[kind]]
+        self.store.audit.append(rows)
 
     def _follow(self, digest: str) -> None:
         applied = self.store.jobs.get_meta("config")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import sqlalchemy as sa
 
-from .checks import _job_env, _resolve_path, command_argv, resolve_callable
+from .audit import AuditLog, current_actor, run_detail
+from .checks import _job_env, _resolve_path, command_argv, declared_values, resolve_callable
 from .config import Config, label_sets
 from .errors import InvalidJob, JobConflict, RunNotFound
 from .executor import (RunContext, _ActiveRun, _Outcome, _current_run, run_command,
@@ -68,6 +70,7 @@ class RunnerParts:
     # where python jobs with isolation: process run (started by their first run)
     forkserver: ForkServer = dataclasses.field(
         default_factory=lambda: ForkServer("task_scheduler.executor:worker_main"))
+    audit: Optional[AuditLog] = None            # records who runs, reruns and cancels
 
 
 class _RunTable:
@@ -373,7 +376,7 @@ class _Starter:
             log.exception("run %s of %s: its end could not be recorded", run.id, run.job_id)
 
     def _run_job(self, defn: JobDefinition, active: _ActiveRun) -> _Outcome:
-        params = json.loads(active.run.params or "null") or {}
+        params = declared_values(defn, json.loads(active.run.params or "null") or {})
         limit, base_dir = self.config.output_limit, self.config.base_dir
         if defn.kind == "python" and defn.isolation == "process":
             return self._run_isolated(defn, active, params)
@@ -467,10 +470,17 @@ class Runner:
         now = self._p.now()
         run = {"id": self._p.new_id(), "job_id": job_id, "trigger": "manual", "attempt": 1,
                "scheduled_at": now, "due_at": now, "status": "queued", "run_on": rec.run_on,
-               "params": json.dumps(params) if params else None, "rerun_of": rerun_of}
-        self._p.store.runs.queue_runs([run])
+               "params": json.dumps(params) if params else None, "rerun_of": rerun_of,
+               "started_by": current_actor().name}
+        with self._audited("run.rerun" if rerun_of else "run.now", ("job", job_id),
+                           {"run": run["id"], "rerun_of": rerun_of, **run_detail(params)}):
+            self._p.store.runs.queue_runs([run])
         self.wake()
         return run_to_dict(_run_row(run))
+
+    def _audited(self, action: str, obj: tuple, detail: Optional[dict] = None):
+        audit = self._p.audit
+        return contextlib.nullcontext() if audit is None else audit.attached(action, obj, detail)
 
     def end_leftovers(self, clustered: bool) -> None:
         """At start-up, before any run starts: processes of runs this node left (a crash, a
@@ -537,7 +547,8 @@ class Runner:
         milliseconds of TERM); a run already being ended is not waited for again."""
         active = self.active.get(run_id)
         again = active is not None and active.stop_reason is not None
-        run = self._cancel(run_id)
+        with self._audited("run.cancel", ("run", run_id)):
+            run = self._cancel(run_id)
         deadline = time.monotonic() + (0 if again else wait)
         while run_id in self.active and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -29,9 +29,9 @@ from task_scheduler.errors import SchedulerError
 from task_scheduler.http.api import events_answer
 from task_scheduler.http.guard import FailureLimiter
 from task_scheduler.http.io import MAX_OFFSET, YAML_TYPE
-from task_scheduler.models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS
+from task_scheduler.models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS, Actor
 
-from . import charts, forms, runfilter
+from . import audit, charts, forms, runfilter
 from .docs import api_docs_html
 from .i18n import LANG_COOKIE, TZ_COOKIE, Locale, choose_language, languages, zone_named
 
@@ -188,7 +188,7 @@ def _run_params(back: str) -> dict | None:
             _redirect(back, "flash.run_params", "error", field=name, text=_t(exc.key, **exc.params))
         if value is not forms.OMIT:
             params[name] = value
-    return params or None
+    return {**params, **forms.read_declared(bottle.request.forms)} or None
 
 
 def gui_runs(service) -> str:
@@ -290,9 +290,13 @@ def gui_login_post(service) -> str:
     if hmac.compare_digest(given.encode(), token.encode()):   # the right token always passes
         limiter.forget(client)
         secret = service.store.sessions.create_session(SESSION_TTL)
+        service.audit.record(None, "gui.login", ("session", "gui"))
         _set_cookie("ts_session", _sign(f"session:{secret}"), SESSION_TTL)
         _redirect(target, "flash.logged_in")
     wait = limiter.failed(client)   # counted; past the limit, the seconds to wait
+    if not wait:   # a guesser past the limit is not recorded at every try
+        service.audit.record(Actor("anonymous", "local", "viewer", address=client),
+                             "gui.login_failed", ("session", "gui"))
     if wait:
         bottle.response.status = 429
         bottle.response.set_header("Retry-After", str(wait))
@@ -307,6 +311,7 @@ def gui_logout(service) -> None:
     secret = _session_secret()
     if secret:
         service.store.sessions.revoke_session(secret)
+        service.audit.record(None, "gui.logout", ("session", "gui"))
     bottle.response.delete_cookie("ts_session", path="/")
     _redirect("/login" if _token(service) else "/", "flash.logged_out")
 
@@ -335,6 +340,7 @@ GUI_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/login", gui_login),
     ("POST", "/login", gui_login_post),
     ("POST", "/logout", gui_logout),
+    *audit.GUI_ROUTES,
 ]
 PUBLIC = {gui_login, gui_login_post}
 
@@ -776,4 +782,4 @@ def _shorten(text: str, size: int) -> str:
 
 
 NAV = ("dashboard", "/"), ("jobs", "/jobs"), ("runs", "/runs"), ("config", "/config"), \
-    ("new", "/jobs/new")
+    ("audit", "/audit"), ("new", "/jobs/new")

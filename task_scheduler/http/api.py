@@ -15,7 +15,7 @@ from ..errors import SchedulerError, Unavailable
 from .io import (
     CURSOR_PATTERN, YAML_TYPE, CalendarQuery, EventsQuery, JobQuery, JobsQuery, OutputQuery,
     PingQuery, _content_length, _json_body, _json_response, _query_params, _raw_body, _raw_json,
-    _text, runs_query)
+    _text, audit_query, runs_query)
 from ..text import _clean
 
 
@@ -296,3 +296,13 @@ def api_calendar(service, name):
 def api_reload(service):
     """Read and apply jobs.yaml now; 422 with the errors (the running jobs stay as they are)."""
     return {"config": service.reload(force=True)}
+
+
+def api_audit(service):
+    """The audit log, newest first: who did what to which object, when, from where.
+
+    Filters: ``actor``, ``action`` (or a kind: ``job.``), ``object`` (``job`` or
+    ``job:ID``), ``since``/``until``; pages by ``before`` = the ``next`` of the last page."""
+    query = audit_query()
+    return service.audit.page(query.actor, query.action, query.object, query.since,
+                              query.until, query.before, query.limit)

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Optional
 import bottle
 import sqlalchemy as sa
 
+from ..audit import acting
 from ..config import allowed_hosts
+from ..models import Actor
 from ..errors import (
     Forbidden, JobNotFound, RunNotFound, SchedulerError, Unauthorized, UnsupportedMedia)
 from .io import _ID_CHARS, _error_body, _json_response
@@ -49,11 +51,13 @@ class HttpGuard:
     def apply(self, callback, route):
         api, open_route = route.config.get("ts.api", False), route.config.get("ts.open", False)
         ping = route.config.get("ts.ping", False)
+        callback = _as_actor(callback)
 
         @functools.wraps(callback)
         def guarded(*args, **kwargs):
             request = bottle.request
             request.environ["ts.client"] = client_address(request.environ, self.proxies)
+            request.environ["ts.actor"] = _actor(self.service, request.environ["ts.client"])
             try:
                 host_problem = self._host_problem(request)
                 if host_problem:
@@ -130,6 +134,25 @@ class HttpGuard:
 
 
 SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
+
+
+def _actor(service, client: str) -> Actor:
+    """Who a request acts as (the audit log, ``started_by``): with the legacy token set, the
+    token's holder (an API route checks it before its handler; a GUI page behind the login
+    was logged in with it); without one, whoever reaches the service (local)."""
+    if service.config.token:
+        return Actor("token", "legacy", "admin", address=client)
+    return Actor("local", "local", "admin", address=client)
+
+
+def _as_actor(callback):
+    """The handler, run as the request's actor (``audit.acting``): the parts it calls record
+    who asked."""
+    @functools.wraps(callback)
+    def as_actor(*args, **kwargs):
+        with acting(bottle.request.environ["ts.actor"]):
+            return callback(*args, **kwargs)
+    return as_actor
 
 
 def host_allowed(host: str, hosts: dict, explicit_only: bool = False) -> bool:

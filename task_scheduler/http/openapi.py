@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import __version__
 from .api import api_health
 from .io import (
-    ID_PATTERN, CalendarQuery, EventsQuery, JobQuery, JobsQuery, MAX_BODY, OutputQuery,
+    ID_PATTERN, AuditQuery, CalendarQuery, EventsQuery, JobQuery, JobsQuery, MAX_BODY, OutputQuery,
     PingQuery, RunsQuery,
     YAML_TYPE, _OPEN_ROUTES)
 from ..store.schema import TOTAL_CAP
@@ -58,6 +58,8 @@ class ApiRun(_Out):
     node: Optional[str] = Field(description="the node that ran it")
     run_on: list[str] = Field(description="labels a node needs to run it (from the job)")
     rerun_of: Optional[str] = Field(description="the run this one reran")
+    started_by: Optional[str] = Field(description="who asked for it (manual runs, reruns: the "
+                                      "actor's name); null for the schedule's fires and retries")
     due_at: Optional[dt.datetime] = Field(None, description="queued runs: when it may start "
                                           "(a retry waits for its delay)")
     waiting: Optional[str] = Field(None, description="queued runs: why it has not started")
@@ -65,6 +67,31 @@ class ApiRun(_Out):
                                       "phrase (null: the output changed since it was found)")
     sla_breaches: Optional[list[Literal[SLA_EVENTS]]] = Field(
         None, description="a job's last run: the SLA events it raised (docs/sla.md)")
+
+
+class ApiAuditEntry(_Out):
+    """One entry of the audit log (times in UTC, the database's clock)."""
+
+    id: str = Field(description="time-ordered: newer entries sort after older ones")
+    at: dt.datetime
+    actor: str = Field(description="a user name, token (the legacy token), local, jobs.yaml "
+                                   "or system")
+    actor_kind: Literal["user", "legacy", "sso", "yaml", "system", "local"]
+    token_name: Optional[str] = Field(description="the API token used, if any")
+    address: Optional[str] = Field(description="the client's address")
+    action: str = Field(description="e.g. job.create, job.pause, run.now, config.reload "
+                                    "(docs/security.md lists them)")
+    object_type: str
+    object_id: str
+    detail: dict[str, Any] = Field(description="the change (before/after of a definition, "
+                                               "parameter names); secrets never appear")
+
+
+class ApiAuditPage(_Out):
+    """A page of the audit log, newest first; ``next``: the ``before`` of the next page."""
+
+    entries: list[ApiAuditEntry]
+    next: Optional[str]
 
 
 class ApiRunDetail(ApiRun):
@@ -387,6 +414,7 @@ _OPERATIONS = {
     "api_calendar": _Op(200, ApiCalendar, "jobs", query=CalendarQuery, errors=(422,)),
     "api_events": _Op(200, ApiChanges, "runs", query=EventsQuery),
     "api_reload": _Op(200, ApiReload, "service"),
+    "api_audit": _Op(200, ApiAuditPage, "service", query=AuditQuery),
     "api_openapi": _Op(200, "application/json", "about"),
     "api_docs": _Op(200, "text/html", "about"),
     "api_metrics": _Op(200, "text/plain", "about"),
@@ -526,4 +554,4 @@ def _json_answer(text: Optional[str], model: str) -> dict:
 
 _RESPONSE_MODELS = (ApiJob, ApiJobPage, ApiRun, ApiRunDetail, ApiRunPage, ApiRunQueued,
                     ApiError, ApiIndex, ApiHealth, ApiStatus, ApiNodes, ApiReload, ApiOutput,
-                    ApiChanges, ApiRunChange, ApiCalendar)
+                    ApiChanges, ApiRunChange, ApiCalendar, ApiAuditPage)

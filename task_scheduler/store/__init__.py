@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from .audit import AuditStore
 from .database import Database
 from .jobs import JobStore
 from .liveness import RunLiveness
@@ -34,4 +35,5 @@ class Store(Database):
         self.nodes = NodeStore(self)          # nodes and the leader lease
         self.sessions = SessionStore(self)    # GUI sessions
         self.retention = Retention(self)      # pruning of history
+        self.audit = AuditStore(self)         # the audit log: appended, read, pruned
         self.sla = SlaStore(self, self.runs, self.notes, self.nodes)   # breaches, pings

@@ -63,6 +63,7 @@ ts_runs = sa.Table(
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
     sa.Column("pid", sa.Integer),   # a command's process group: found again after a crash
     sa.Column("result", sa.Text),   # a python job's return value, as JSON text
+    sa.Column("started_by", sa.String(255)),   # who asked for the run; NULL: the schedule
     sa.UniqueConstraint("job_id", "scheduled_at", "trigger", "attempt", name="uq_ts_runs_fire"),
     sa.Index("ix_ts_runs_job_id", "job_id", "id"),
     # "runs since T" by status (the 24 h counts, retention by age) from the index alone
@@ -142,6 +143,24 @@ ts_ping_tokens = sa.Table(
     sa.Column("job_id", sa.String(64), primary_key=True),
     sa.Column("token_hash", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
+)
+# The audit log (issue 24): who did what to which object, when (the database's clock) and
+# from where. Append-only: the store has no update of it, and deletes only by retention.
+ts_audit = sa.Table(
+    "ts_audit", _metadata,
+    sa.Column("id", sa.String(32), primary_key=True),   # time-ordered, as run ids
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("actor_kind", sa.String(16), nullable=False),
+    sa.Column("token_name", sa.String(255)),
+    sa.Column("address", sa.String(64)),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("object_type", sa.String(16), nullable=False),
+    sa.Column("object_id", sa.String(255), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),   # JSON, secrets masked
+    sa.Index("ix_ts_audit_at", "at", "id"),         # newest first, keyset pages, retention
+    sa.Index("ix_ts_audit_actor", "actor", "id"),
+    sa.Index("ix_ts_audit_object", "object_type", "object_id", "id"),
 )
 APS_TABLE = "ts_apscheduler_jobs"
 TOTAL_CAP = 1_000     # runs counted past the offset: exact for a job's history (keep_runs 1000)
@@ -266,6 +285,7 @@ def migrate(engine: sa.Engine) -> int:
         # Additive, nullable, no version step: nodes of the previous release leave them alone.
         _add_missing_column(conn, "ts_runs", sa.Column("pid", sa.Integer))
         _add_missing_column(conn, "ts_runs", sa.Column("result", sa.Text))
+        _add_missing_column(conn, "ts_runs", sa.Column("started_by", sa.String(255)))
         _add_missing_column(conn, "ts_nodes", sa.Column("schema_version", sa.Integer))
         _create_search(conn)
         if conn.execute(sa.select(ts_lease.c.name).where(ts_lease.c.name == LEASE)).first() \

@@ -82,6 +82,36 @@
       % end
     </section>
   </div>
+  % declared = job['definition'].get('params') or {}
+  % if declared and job['kind'] != 'heartbeat':
+  <section class="panel">
+    <h2>{{t('job.declared_params')}}</h2>
+    <form method="post" action="/jobs/{{job['id']}}/run" data-testid="run-params-form">
+      % include('_csrf.tpl')
+      <input type="hidden" name="next" value="{{here}}">
+      % for name, spec in declared.items():
+      <div class="field" data-testid="run-param" data-name="{{name}}">
+        <label for="p-{{name}}" class="mono">{{name}}</label>
+        % if spec.get('choices'):
+        <select id="p-{{name}}" name="param.{{name}}">
+          % for choice in spec['choices']:
+          <option value="{{choice}}" {{'selected' if choice == spec.get('default') else ''}}>{{choice}}</option>
+          % end
+        </select>
+        % elif spec.get('default') is None:
+        <input id="p-{{name}}" name="param.{{name}}" class="mono" pattern="{{spec.get('pattern') or '.*'}}" required>
+        % else:
+        <input id="p-{{name}}" name="param.{{name}}" class="mono" pattern="{{spec.get('pattern') or '.*'}}" value="{{spec['default']}}">
+        % end
+        % if spec.get('description'):
+        <p class="muted small">{{spec['description']}}</p>
+        % end
+      </div>
+      % end
+      <button type="submit" class="btn btn-primary" data-testid="action-run-declared">{{t('job.declared_params_go')}}</button>
+    </form>
+  </section>
+  % end
   % if job['kind'] != 'heartbeat':
   <section class="panel" data-testid="run-with-params">
     <details>

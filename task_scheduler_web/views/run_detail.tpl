@@ -52,6 +52,9 @@
       <dt>{{t('run.duration')}}</dt><dd>{{h['duration'](run.get('duration_s'))}}</dd>
       % end
       <dt>{{t('run.exit_code')}}</dt><dd data-testid="run-exit-code">{{'—' if run.get('exit_code') is None else run['exit_code']}}</dd>
+      % if run.get('started_by'):
+      <dt>{{t('run.started_by')}}</dt><dd class="mono" data-testid="run-started-by">{{run['started_by']}}</dd>
+      % end
       % if run.get('rerun_of'):
       <dt>{{t('run.rerun_of')}}</dt><dd><a class="mono" href="/runs/{{run['rerun_of']}}">{{run['rerun_of']}}</a></dd>
       % end
