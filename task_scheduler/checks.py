@@ -29,6 +29,7 @@ from .models import (
     BusinessDaySpec, CronSpec, HeartbeatSpec, JobDefinition, ManualSpec, RunParams, _CRON_FIELDS,
     _argv_problem)
 from .text import _clean, _type_name
+from .workflow import graph_problems, merge_step
 from .triggers import _aps_field_problem, _zone, build_trigger, crontab_problems
 
 log = logging.getLogger("task_scheduler")
@@ -59,7 +60,20 @@ def check_job(defn: JobDefinition, base_dir: str) -> list[dict]:
     problem = _target_problem(defn, base_dir)
     if problem:
         details.append({"field": problem[0], "message": problem[1], "line": None})
-    return details
+    return details + _step_problems(defn, base_dir)
+
+
+def _step_problems(defn: JobDefinition, base_dir: str) -> list[dict]:
+    """A workflow's graph (workflow.graph_problems) and each step's target, as a job's."""
+    if defn.steps is None:
+        return []
+    found = [{"field": f, "message": m, "line": None} for f, m in graph_problems(defn.steps)]
+    for index, step in enumerate(defn.steps):
+        problem = _target_problem(merge_step(defn, step), base_dir)
+        if problem:
+            found.append({"field": f"steps.{index}.{problem[0]}", "message": problem[1],
+                          "line": None})
+    return found
 
 
 def trigger_problems(spec) -> list[tuple[str, str]]:
@@ -146,7 +160,7 @@ def _partial_checks(data: dict, details: list, base_dir: str) -> list:
 
 
 def _target_problem(defn: JobDefinition, base_dir: str) -> Optional[tuple[str, str]]:
-    if defn.kind == "heartbeat":
+    if defn.kind in ("heartbeat", "workflow"):
         return None   # nothing runs here
     if defn.kind == "python":
         try:
