@@ -161,7 +161,8 @@ def test_retry_of_a_run_that_is_no_finished_workflow_run_is_409(service, jobs_fi
     wait_for(lambda: service.flush() and service.run(run["id"])["status"] == "succeeded")
     client = Client(ts.create_app(service))
     answer = client.post(f"/api/runs/{run['id']}/retry")
-    assert answer.status == 409 and "no workflow run" in answer.json["error"]["message"], answer.text
+    assert answer.status == 409, answer.text
+    assert "no workflow run" in answer.json["error"]["message"]
     assert client.post("/api/runs/nosuchrun/retry").status == 404
 
 
