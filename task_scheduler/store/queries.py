@@ -184,7 +184,8 @@ class RunQueries:
         (seen unfinished before) from earlier, with what the counters need; a pending run no
         longer found (pruned) is left out."""
         columns = [ts_runs.c[name] for name in ("id", "job_id", "status", "trigger",
-                                                "scheduled_at", "started_at", "finished_at")]
+                                                "scheduled_at", "started_at", "finished_at",
+                                                "step_id")]
         with self.db.engine.connect() as conn:
             rows = conn.execute(sa.select(*columns).where(ts_runs.c.id >= floor)).all()
             older = pending - {row.id for row in rows}
