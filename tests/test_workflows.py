@@ -226,9 +226,14 @@ def test_get_job_carries_the_step_graph(etl_service):
 
 def test_steps_do_not_count_against_max_instances_nor_as_the_last_run(etl_service):
     service, _ = etl_service
+    client = Client(ts.create_app(service))   # its counters start now
     run = service.run_now("nightly_etl")
     _finished(service, run["id"])
     assert service.job("nightly_etl")["last_run"]["id"] == run["id"]
+    metrics = client.get("/metrics").text
+    assert 'task_scheduler_step_runs_finished_total{job_id="nightly_etl",step_id="load_a",' \
+        'status="succeeded"} 1' in metrics
+    assert 'runs_finished_total{job_id="nightly_etl",status="succeeded"} 1' in metrics
 
 
 @pytest.mark.parametrize("steps, line, words", [
@@ -309,3 +314,26 @@ def test_old_and_new_columns(service):
             "ts_runs")}
     assert {"parent_run", "step_id", "workflow", "step_output"} <= columns
     assert json is not None and dt is not None
+
+
+def test_retention_keeps_the_steps_of_a_workflow_run_still_going(make_service, jobs_file):
+    write_jobs(jobs_file, """\
+        - id: flow
+          steps:
+            - id: quick
+              command: ['true']
+            - id: slow
+              command: ['sleep', '30']
+              after: [quick]
+        """)
+    service = make_service()
+    run = service.run_now("flow")
+    wait_for(lambda: service.flush() and
+             service.run(run["id"]).get("steps", [{}, {}])[1].get("status") == "running")
+    quick = service.run(run["id"])["steps"][0]["run_id"]
+    service.store.retention.prune(keep_runs=1, keep_days=30)
+    assert service.store.queries.run(quick).status == "succeeded"   # its workflow run goes on
+    service.cancel(run["id"], wait=5)
+    assert _finished(service, run["id"])["status"] == "cancelled"
+    service.store.retention.prune(keep_runs=1, keep_days=30)
+    assert service.store.queries.run(quick) is None
