@@ -337,3 +337,16 @@ def test_retention_keeps_the_steps_of_a_workflow_run_still_going(make_service, j
     assert _finished(service, run["id"])["status"] == "cancelled"
     service.store.retention.prune(keep_runs=1, keep_days=30)
     assert service.store.queries.run(quick) is None
+
+
+def test_gui_pages_of_a_workflow_render(etl_service):
+    service, _ = etl_service
+    run = service.run_now("nightly_etl")
+    _finished(service, run["id"])
+    client = Client(ts.create_app(service))
+    for path in ("/jobs", "/jobs/nightly_etl", "/runs", "/runs?trigger=step", "/",
+                 f"/runs/{run['id']}", "/jobs/nightly_etl/yaml"):
+        answer = client.get(path)
+        assert answer.status == 200, (path, answer.text[:500])
+    page = client.get(f"/runs/{run['id']}").text
+    assert page.count('data-testid="step-row"') == 5 and 'data-step-id="load_b"' in page

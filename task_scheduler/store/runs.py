@@ -39,8 +39,10 @@ class Admission:
 class RunStore:
     """ts_runs as a queue shared by the nodes: every write of a run's life."""
 
-    def __init__(self, db: Database, notes: NoteStore, workflows: WorkflowStore):
-        self.db, self.notes, self.workflows = db, notes, workflows
+    def __init__(self, db: Database, notes: NoteStore,
+                 workflows: Optional[WorkflowStore] = None):
+        self.db, self.notes = db, notes
+        self.workflows = workflows or WorkflowStore(db)   # steps decided at each end
         self.node = db.node
 
     def insert_runs(self, conn, rows: list[dict]) -> list[str]:
