@@ -337,6 +337,8 @@ def check_params(defn: JobDefinition, params: Any, base_dir: str) -> Optional[di
     except ValidationError as exc:
         details = [_pydantic_detail(e) for e in exc.errors()]
         raise InvalidJob(_details_text(details, defn.id), details) from None
+    if defn.kind == "workflow":
+        return _workflow_params(defn, given)
     wrong = "kwargs" if defn.kind == "command" else "env" if defn.isolation == "thread" else ""
     if wrong and getattr(given, wrong) is not None:
         message = ("env is for command jobs and python jobs with isolation: process only"
@@ -354,6 +356,16 @@ def check_params(defn: JobDefinition, params: Any, base_dir: str) -> Optional[di
         if problem:
             raise InvalidJob(f"job {defn.id}: {problem[0]}: {problem[1]}",
                              [{"field": problem[0], "message": problem[1], "line": None}])
+    return given.model_dump(exclude_none=True)
+
+
+def _workflow_params(defn: JobDefinition, given: RunParams) -> dict:
+    """A workflow run's parameters: env only, given to every step."""
+    wrong = next((name for name in ("args", "kwargs") if getattr(given, name) is not None), None)
+    if wrong:
+        message = "a workflow run takes env only (given to every step)"
+        raise InvalidJob(f"job {defn.id}: {wrong}: {message}",
+                         [{"field": wrong, "message": message, "line": None}])
     return given.model_dump(exclude_none=True)
 
 

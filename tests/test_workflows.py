@@ -350,3 +350,19 @@ def test_gui_pages_of_a_workflow_render(etl_service):
         assert answer.status == 200, (path, answer.text[:500])
     page = client.get(f"/runs/{run['id']}").text
     assert page.count('data-testid="step-row"') == 5 and 'data-step-id="load_b"' in page
+
+
+def test_a_workflow_runs_env_reaches_every_step(make_service, jobs_file):
+    write_jobs(jobs_file, """\
+        - id: flow
+          steps:
+            - {id: a, command: 'echo day=$DAY', shell: true}
+            - {id: b, command: 'echo day=$DAY', shell: true, after: [a]}
+        """)
+    service = make_service()
+    with pytest.raises(ts.errors.InvalidJob, match="env only"):
+        service.run_now("flow", {"args": ["x"]})
+    run = service.run_now("flow", {"env": {"DAY": "2026-12-05"}})
+    done = _finished(service, run["id"])
+    for step in done["steps"]:
+        assert service.run(step["run_id"])["stdout"] == "day=2026-12-05\n"
