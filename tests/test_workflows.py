@@ -117,6 +117,7 @@ def test_steps_run_in_dependency_order_with_the_loads_overlapping(etl_service):
     assert step_run["trigger"] == "step" and "42 rows" in step_run["stdout"]
 
 
+@pytest.mark.both_databases
 def test_a_failed_step_skips_its_dependents_and_retry_runs_only_those(etl_service, etl):
     service, log = etl_service
     tmp, _ = etl
@@ -193,6 +194,7 @@ def test_step_retries_follow_the_steps_retries(make_service, jobs_file, tmp_path
     assert steps["after"]["status"] == "succeeded"
 
 
+@pytest.mark.both_databases
 def test_cancel_of_a_workflow_run_cancels_its_steps(make_service, jobs_file, tmp_path):
     write_jobs(jobs_file, """\
         - id: slow

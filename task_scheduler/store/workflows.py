@@ -130,29 +130,44 @@ class WorkflowStore:
         """Cancel a running workflow run: steps not started are cancelled (queued ones at once,
         the rest by the decision), running ones asked to stop (their node ends them); the run
         ends ``cancelled`` when its last step has. Returns the step runs asked to stop, or None
-        when ``run_id`` is no running workflow run."""
+        when ``run_id`` is no running workflow run. The steps are locked before the workflow
+        run's row, as a step's end locks them (PostgreSQL: no deadlock with it); steps queued
+        meanwhile are taken after the lock, skipping those an end holds (it decides them)."""
         with self.db.write() as conn:
             now = self.db.dialect.now_value(conn)
-            parent = conn.execute(sa.select(ts_runs.c.id).where(
-                ts_runs.c.id == run_id, ts_runs.c.status == "running",
-                ts_runs.c.workflow.is_not(None)).with_for_update()).first()
-            if parent is None:
+            if conn.execute(sa.select(ts_runs.c.id).where(
+                    ts_runs.c.id == run_id, ts_runs.c.status == "running",
+                    ts_runs.c.workflow.is_not(None))).first() is None:
                 return None
+            asked = self._stop_steps(conn, run_id, now, skip_locked=False)
+            if conn.execute(sa.select(ts_runs.c.status).where(ts_runs.c.id == run_id)
+                            .with_for_update()).scalar() != "running":
+                return asked   # it ended meanwhile
             conn.execute(ts_runs.update().where(ts_runs.c.id == run_id)
                          .values(cancel_requested=True))
-            ended = conn.execute(ts_runs.update().where(
-                ts_runs.c.parent_run == run_id, ts_runs.c.status == "queued",
-                ts_runs.c.node.is_(None)).values(
-                status="cancelled", finished_at=now,
-                error="the workflow run was cancelled before this step started")
-                .returning(ts_runs.c.id)).scalars().all()
-            asked = conn.execute(ts_runs.update().where(ts_runs.c.parent_run == run_id, _TAKEN)
-                                 .values(cancel_requested=True)
-                                 .returning(ts_runs.c.id)).scalars().all()
+            asked += self._stop_steps(conn, run_id, now, skip_locked=True)
             self._settle_one(conn, run_id, now)
-            if ended or asked:
-                self.db.notify(conn, "ts_runs")
+            self.db.notify(conn, "ts_runs")
         return asked
+
+    def _stop_steps(self, conn, run_id: str, now: dt.datetime, skip_locked: bool) -> list:
+        """Queued steps no node holds end ``cancelled``; steps a node holds are asked to stop.
+        Returns the ids of the latter."""
+        query = sa.select(ts_runs.c.id, ts_runs.c.node, ts_runs.c.status).where(
+            ts_runs.c.parent_run == run_id, _TAKEN | (ts_runs.c.status == "queued")) \
+            .order_by(ts_runs.c.id)
+        rows = conn.execute(self.db.dialect.skip_locked(query) if skip_locked
+                            else query.with_for_update()).all()
+        waiting = [r.id for r in rows if r.status == "queued" and r.node is None]
+        held = [r.id for r in rows if r.id not in waiting]
+        if waiting:
+            conn.execute(ts_runs.update().where(ts_runs.c.id.in_(waiting)).values(
+                status="cancelled", finished_at=now,
+                error="the workflow run was cancelled before this step started"))
+        if held:
+            conn.execute(ts_runs.update().where(ts_runs.c.id.in_(held))
+                         .values(cancel_requested=True))
+        return held
 
     def retry(self, run_id: str) -> Optional[list]:
         """A finished workflow run again, as its next attempt: the steps that did not succeed
