@@ -29,7 +29,7 @@
             % include('_badge.tpl', status=step['status'])
             % end
             % if step.get('error') and step['status'] == 'skipped':
-            <br><span class="muted small">{{step['error']}}</span>
+            <br><span class="muted small">{{h['message'](step['error'])}}</span>
             % end
           </td>
           <td data-label="{{t('run.step_after')}}" class="mono small">{{', '.join(step['after']) or '—'}}</td>
