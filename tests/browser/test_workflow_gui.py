@@ -75,3 +75,28 @@ def test_the_run_page_lists_steps_and_retries_the_failed_ones(wf_server, context
     page.screenshot(path=str(SCREENSHOTS / f"workflow-{lang}-retried.png"), full_page=True)
     load = service.run(next(s["run_id"] for s in done["steps"] if s["step_id"] == "load"))
     assert "loaded 42 rows" in load["stdout"]
+
+
+def test_a_running_workflow_runs_steps_show_live(wf_server, context_for):  # noqa: F811
+    service = wf_server.service
+    service.add_job({"id": "slowflow", "steps": [
+        {"id": "first", "command": ["sleep", "1.5"]},
+        {"id": "second", "command": ["sleep", "4"], "after": ["first"]}]})
+    run = service.run_now("slowflow")
+    wait_for(lambda: service.flush() and service.run(run["id"])["status"] == "running", 10,
+             0.05, "the workflow run to start")
+    page = context_for(locale="en-US", viewport=DESKTOP).new_page()
+    page.goto(wf_server.url(f"/runs/{run['id']}"))
+    expect(page.locator('[data-step-id="second"]')).to_have_attribute("data-status", "pending")
+    page.evaluate("window.__same_page = true")
+    expect(page.locator('[data-step-id="second"]')).to_have_attribute("data-status", "running",
+                                                                       timeout=15000)
+    # a step's change shows while the workflow run still goes on
+    expect(page.locator('[data-testid="run-status"]')).to_have_attribute("data-status",
+                                                                         "running")
+    expect(page.locator('[data-step-id="first"]')).to_have_attribute("data-status", "succeeded")
+    expect(page.locator('[data-testid="run-status"]')).to_have_attribute(
+        "data-status", "succeeded", timeout=15000)
+    expect(page.locator('[data-step-id="second"]')).to_have_attribute("data-status",
+                                                                      "succeeded")
+    assert page.evaluate("window.__same_page") is True   # redrawn in place, not reloaded
