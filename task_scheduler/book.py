@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from pydantic import ValidationError
 
 from .errors import JobConflict, JobNotFound
+from .workflow import graph_view
 from .models import (
     DateSpec, HeartbeatSpec, JobDefinition, ManualSpec, definition_hash, duration_seconds,
     redact_target, share_fields)
@@ -297,6 +298,7 @@ class JobBook:
             "is_enabled": d.is_enabled, "paused": rec.paused,
             "last_run": last_run, "definition": definition,
             "created_at": _iso(rec.created_at), "updated_at": _iso(rec.updated_at),
+            "steps": graph_view(d),
         }
 
     def _record(self, row) -> Optional[tuple[str, JobRecord]]:

@@ -29,6 +29,7 @@ from .models import (
     BusinessDaySpec, CronSpec, HeartbeatSpec, JobDefinition, ManualSpec, RunParams, _CRON_FIELDS,
     _argv_problem)
 from .text import _clean, _type_name
+from .workflow import graph_problems, merge_step
 from .triggers import _aps_field_problem, _zone, build_trigger, crontab_problems
 
 log = logging.getLogger("task_scheduler")
@@ -59,7 +60,20 @@ def check_job(defn: JobDefinition, base_dir: str) -> list[dict]:
     problem = _target_problem(defn, base_dir)
     if problem:
         details.append({"field": problem[0], "message": problem[1], "line": None})
-    return details
+    return details + _step_problems(defn, base_dir)
+
+
+def _step_problems(defn: JobDefinition, base_dir: str) -> list[dict]:
+    """A workflow's graph (workflow.graph_problems) and each step's target, as a job's."""
+    if defn.steps is None:
+        return []
+    found = [{"field": f, "message": m, "line": None} for f, m in graph_problems(defn.steps)]
+    for index, step in enumerate(defn.steps):
+        problem = _target_problem(merge_step(defn, step), base_dir)
+        if problem:
+            found.append({"field": f"steps.{index}.{problem[0]}", "message": problem[1],
+                          "line": None})
+    return found
 
 
 def trigger_problems(spec) -> list[tuple[str, str]]:
@@ -146,7 +160,7 @@ def _partial_checks(data: dict, details: list, base_dir: str) -> list:
 
 
 def _target_problem(defn: JobDefinition, base_dir: str) -> Optional[tuple[str, str]]:
-    if defn.kind == "heartbeat":
+    if defn.kind in ("heartbeat", "workflow"):
         return None   # nothing runs here
     if defn.kind == "python":
         try:
@@ -327,6 +341,8 @@ def check_params(defn: JobDefinition, params: Any, base_dir: str) -> Optional[di
         raise InvalidJob(_details_text(details, defn.id), details) from None
     if defn.params or given.params is not None:
         given.params = check_declared(defn, given.params or {})
+    if defn.kind == "workflow":
+        return _workflow_params(defn, given)
     wrong = "kwargs" if defn.kind == "command" else "env" if defn.isolation == "thread" else ""
     if wrong and getattr(given, wrong) is not None:
         message = ("env is for command jobs and python jobs with isolation: process only"
@@ -386,6 +402,14 @@ def declared_values(defn: JobDefinition, params: dict) -> dict:
         env = {f"TS_PARAM_{name}": value for name, value in values.items()}
         return {**params, "env": {**env, **params.get("env", {})}}
     return {**params, "kwargs": {**values, **params.get("kwargs", {})}}
+def _workflow_params(defn: JobDefinition, given: RunParams) -> dict:
+    """A workflow run's parameters: env only, given to every step."""
+    wrong = next((name for name in ("args", "kwargs") if getattr(given, name) is not None), None)
+    if wrong:
+        message = "a workflow run takes env only (given to every step)"
+        raise InvalidJob(f"job {defn.id}: {wrong}: {message}",
+                         [{"field": wrong, "message": message, "line": None}])
+    return given.model_dump(exclude_none=True)
 
 
 def command_argv(defn: JobDefinition, base_dir: str) -> list[str]:

@@ -156,7 +156,7 @@ class JobCatalog:
             next_times = self.store.jobs.next_run_times(ids) if ids else {}
             last = self.store.queries.last_runs(ids) if ids else {}
         for run in self.runner.recent.values():   # ended here, maybe not yet in the table
-            if run.job_id in last and run.id >= last[run.job_id]["id"]:
+            if run.job_id in last and run.id >= last[run.job_id]["id"] and not run.step_id:
                 last[run.job_id] = run_to_dict(run)
         self._breaches(records, last)
         return [self.book.view(r, next_times.get(r.definition.id), last.get(r.definition.id))

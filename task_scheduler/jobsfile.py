@@ -94,8 +94,9 @@ class JobsParser:
         known, targets, jobs = {}, {}, []
         for key, item in keyed:
             defn = self._known.get(key) if item is None else _fast_definition(item)
-            if defn is None or uses(defn):
-                return None   # a calendar's name must be checked against the file's calendars
+            if defn is None or uses(defn) or defn.steps is not None:
+                return None   # a calendar's name must be checked against the file's calendars;
+                #               a workflow's graph and steps on the full path
             target = (defn.func, json.dumps(defn.command), defn.shell, json.dumps(defn.args,
                       default=str), json.dumps(defn.kwargs, default=str, sort_keys=True),
                       defn.env.get("PATH"), defn.cwd)

@@ -27,7 +27,8 @@ RUN_STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "interrup
                 "skipped", "cancelled")
 FINAL_STATUSES = frozenset(RUN_STATUSES) - {"queued", "running"}
 ENDED_STATUSES = ("succeeded", "failed", "timeout", "interrupted")   # what "recovered" looks at
-RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup", "ping", "heartbeat")
+RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup", "ping", "heartbeat", "step")
+STEP_WHEN = ("all_succeeded", "all_done", "any_failed")
 JOB_STATES = ("scheduled", "paused", "disabled", "finished", "manual")
 SCRIPT_SUFFIXES = (".sh", ".bash", ".bat", ".cmd", ".ps1", ".py")
 
@@ -339,6 +340,42 @@ class ParamSpec(_Model):
             return f"{value[:100]!r} does not match the pattern {self.pattern!r}"
         return None
 
+_STEP_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+_LABEL = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
+
+
+class StepDefinition(_Model):
+    """One step of a workflow (a job's ``steps:``): what a job runs, plus its place in the
+    graph. Fields left out take the job's value (workflow.step_definition)."""
+
+    id: Annotated[StrictStr, Field(pattern=_STEP_ID)]
+    after: list[Annotated[StrictStr, Field(pattern=_STEP_ID)]] = []
+    when: Literal[STEP_WHEN] = "all_succeeded"
+    output: Optional[Annotated[StrictStr, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]] = \
+        None
+    func: Optional[CString] = None
+    command: Union[CString, list[CString], None] = None
+    shell: StrictBool = False
+    args: Annotated[list[Any], AfterValidator(_shallow)] = []
+    kwargs: Annotated[dict[StrictStr, Any], AfterValidator(_shallow)] = {}
+    env: EnvMap = {}
+    cwd: Optional[CString] = None
+    timeout: Optional[Annotated[Number, Field(gt=0)]] = None
+    retries: Optional[RetrySpec] = None
+    run_on: Annotated[list[_LABEL], Field(max_length=8)] = []
+    isolation: Literal["thread", "process"] = "thread"
+
+    @model_validator(mode="after")
+    def _one_target(self) -> StepDefinition:
+        if (self.func is None) == (self.command is None):
+            raise ValueError("a step needs exactly one of func (a python callable or a script) "
+                             "or command")
+        if self.command is not None and not self.command:
+            raise ValueError("command: must not be empty")
+        if self.shell and not isinstance(self.command, str):
+            raise ValueError("shell: true needs command as a string")
+        return self
+
 
 class JobDefinition(_Model):
     """One entry of jobs.yaml, and the body of ``POST /api/jobs``."""
@@ -374,6 +411,8 @@ class JobDefinition(_Model):
     isolation: Literal["thread", "process"] = Field(
         "thread", description="python jobs: thread (in the service) or process (a worker "
                               "process: cancel and timeout end it)")
+    steps: Optional[Annotated[list[StepDefinition], Field(min_length=1, max_length=200)]] = \
+        Field(None, description="a workflow: steps run as child runs in dependency order")
 
     @field_validator("isolation")
     @classmethod
@@ -387,6 +426,8 @@ class JobDefinition(_Model):
     def _one_target(self) -> JobDefinition:
         if isinstance(self.trigger, HeartbeatSpec):
             return _heartbeat_job(self)
+        if self.steps is not None:
+            return _workflow_job(self)
         if (self.func is None) == (self.command is None):
             raise ValueError("give exactly one of func (a python callable or a script) or command")
         if self.command is not None and not self.command:
@@ -401,6 +442,8 @@ class JobDefinition(_Model):
     def kind(self) -> str:
         if isinstance(self.trigger, HeartbeatSpec):
             return "heartbeat"
+        if self.steps is not None:
+            return "workflow"
         return "command" if self.command is not None or _is_script(self.func) else "python"
 
     def dump(self) -> dict:
@@ -423,6 +466,15 @@ def _heartbeat_job(defn: JobDefinition) -> JobDefinition:
 
 RAW_RUN_PARAMS = ("args", "kwargs", "env")   # a run's own code inputs: admin only (issue 24);
                                              # declared ``params`` are the operator's
+
+
+def _workflow_job(defn: JobDefinition) -> JobDefinition:
+    """A workflow runs its steps: it has no command or func of its own."""
+    given = [name for name in ("func", "command") if getattr(defn, name) is not None]
+    if given:
+        raise ValueError(f"a job with steps has no {' or '.join(given)} of its own: each step "
+                         f"names what it runs; move {given[0]} into a step")
+    return defn
 
 
 class RunParams(_Model):
@@ -517,6 +569,9 @@ class Run:
     pid: Optional[int] = None
     result: Optional[str] = None   # a python job's return value, as JSON text
     started_by: Optional[str] = None   # who asked for it (an actor's name); None: the schedule
+    parent_run: Optional[str] = None   # a step: its workflow run
+    step_id: Optional[str] = None
+    step_output: Optional[str] = None
 
     @classmethod
     def from_row(cls, row: Any) -> Run:
@@ -556,6 +611,9 @@ def run_to_dict(row: Any, output: bool = False) -> dict:
     }
     if get("status") == "queued":
         out["due_at"] = _iso(get("due_at"))
+    if get("step_id"):
+        out.update(parent_run=get("parent_run"), step_id=get("step_id"),
+                   output=get("step_output"))
     if output:
         out["stdout"], out["stderr"] = get("stdout") or "", get("stderr") or ""
         out["params"] = json.loads(get("params") or "null")

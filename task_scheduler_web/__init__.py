@@ -239,6 +239,12 @@ def gui_run_rerun(service, run_id: str) -> None:
     _redirect(f"/runs/{run['id']}", "flash.rerun_queued", id=run_id)
 
 
+def gui_run_retry(service, run_id: str) -> None:
+    """A workflow run's failed and skipped steps again (docs/workflows.md)."""
+    _act(lambda: service.runlog.retry_workflow(run_id), f"/runs/{run_id}")
+    _redirect(f"/runs/{run_id}", "flash.workflow_retried", id=run_id)
+
+
 def gui_run_output(service, run_id: str, stream: str) -> str:
     """The run's stdout or stderr as a text file: the API's twin, but behind the GUI login."""
     run = _fetch(service.run, run_id)
@@ -334,6 +340,7 @@ GUI_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/runs/<run_id>/tail", gui_run_tail),
     ("POST", "/runs/<run_id>/cancel", gui_run_cancel),
     ("POST", "/runs/<run_id>/rerun", gui_run_rerun),
+    ("POST", "/runs/<run_id>/retry", gui_run_retry),
     ("GET", "/live", gui_live),
     ("GET", "/config", gui_config),
     ("POST", "/config/reload", gui_reload),

@@ -121,6 +121,14 @@ def api_rerun_run(service, run_id):
     return 202, {"run": service.rerun(run_id)}
 
 
+def api_retry_run(service, run_id):
+    """Run a finished workflow run's failed and skipped steps again.
+
+    Its succeeded steps are kept; the run goes on as its next attempt. 409 for a run that is
+    not a finished workflow run (docs/workflows.md)."""
+    return 202, {"run": service.runlog.retry_workflow(run_id)}
+
+
 def api_list_runs(service):
     """Runs, newest first, filtered and paged.
 

@@ -19,7 +19,8 @@ from .io import (
     YAML_TYPE, _OPEN_ROUTES)
 from ..store.schema import TOTAL_CAP
 from ..models import (
-    JOB_STATES, JobDefinition, NOTIFY_EVENTS, RUN_STATUSES, RUN_TRIGGERS, SLA_EVENTS, RunParams)
+    JOB_STATES, JobDefinition, NOTIFY_EVENTS, RUN_STATUSES, RUN_TRIGGERS, SLA_EVENTS, STEP_WHEN,
+    RunParams)
 
 
 _REF = "#/components/schemas/{model}"
@@ -67,6 +68,38 @@ class ApiRun(_Out):
                                       "phrase (null: the output changed since it was found)")
     sla_breaches: Optional[list[Literal[SLA_EVENTS]]] = Field(
         None, description="a job's last run: the SLA events it raised (docs/sla.md)")
+    parent_run: Optional[str] = Field(None, description="a step: its workflow run")
+    step_id: Optional[str] = Field(None, description="a step: which step of the workflow")
+    output: Optional[str] = Field(None, description="a step with output: the value it "
+                                  "exported to later steps")
+
+
+class ApiStep(_Out):
+    """A step of a workflow run: its newest run (status pending: not queued yet)."""
+
+    step_id: str
+    after: list[str]
+    when: Literal[STEP_WHEN]
+    run_id: Optional[str]
+    status: Literal[(*RUN_STATUSES, "pending")]
+    attempt: Optional[int]
+    node: Optional[str]
+    started_at: Optional[dt.datetime]
+    finished_at: Optional[dt.datetime]
+    output: Optional[str] = Field(description="the value exported (output: NAME)")
+    error: Optional[str]
+    runs: list[str] = Field(description="the ids of all its runs (retries, earlier attempts)")
+
+
+class ApiStepNode(_Out):
+    """A step of a job's workflow, as defined."""
+
+    id: str
+    after: list[str]
+    when: Literal[STEP_WHEN]
+    kind: Literal["python", "command"]
+    output: Optional[str]
+    run_on: list[str]
 
 
 class ApiAuditEntry(_Out):
@@ -106,6 +139,8 @@ class ApiRunDetail(ApiRun):
     notifications: list[ApiNotification] = Field([], description="what was sent about it")
     sla_breaches: list[ApiBreach] = Field([], description="promises it broke: late, "
                                           "long_running, overdue (docs/sla.md)")
+    steps: Optional[list[ApiStep]] = Field(None, description="a workflow run: its steps "
+                                           "(docs/workflows.md)")
 
 
 class ApiBreach(_Out):
@@ -133,7 +168,7 @@ class ApiJob(_Out):
 
     id: str
     description: str
-    kind: Literal["python", "command", "heartbeat"]
+    kind: Literal["python", "command", "heartbeat", "workflow"]
     func: Optional[str]
     command: Optional[list[str]] = Field(description="argv of a command job")
     args: list[Any]
@@ -164,6 +199,7 @@ class ApiJob(_Out):
     definition: dict[str, Any] = Field(description="the definition as given (JobDefinition)")
     created_at: dt.datetime
     updated_at: dt.datetime
+    steps: Optional[list[ApiStepNode]] = Field(None, description="a workflow: its steps")
     defined_at: Optional[ApiDefinedAt] = Field(None, description="a jobs.yaml job (one job "
                                                "asked for by id): where its entry starts")
 
@@ -197,6 +233,12 @@ class ApiRunQueued(_Out):
     """The run just queued (status queued, trigger manual)."""
 
     run: ApiRun
+
+
+class ApiRunRetried(_Out):
+    """The workflow run retried (running again, its attempt one higher) with its steps."""
+
+    run: ApiRunDetail
 
 
 class ApiPinged(_Out):
@@ -405,6 +447,7 @@ _OPERATIONS = {
     "api_ping_job": _Op(201, ApiPinged, "jobs", query=PingQuery, errors=(409,)),
     "api_ping_token": _Op(201, ApiPingToken, "jobs", errors=(409,)),
     "api_rerun_run": _Op(202, ApiRunQueued, "runs", errors=(409,)),
+    "api_retry_run": _Op(202, ApiRunRetried, "runs", errors=(409,)),
     "api_list_runs": _Op(200, ApiRunPage, "runs", query=RunsQuery, errors=(422,)),
     "api_get_run": _Op(200, ApiRunDetail, "runs"),
     "api_run_stdout": _Op(200, "text/plain", "runs", query=OutputQuery),

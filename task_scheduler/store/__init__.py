@@ -18,6 +18,7 @@ from .retention import Retention
 from .runs import Admission, RunStore
 from .sessions import SessionStore
 from .sla import SlaStore
+from .workflows import WorkflowStore
 
 __all__ = ["Admission", "Store"]
 
@@ -29,8 +30,9 @@ class Store(Database):
         super().__init__(engine, node)
         self.jobs = JobStore(self)            # job definitions, meta, next fire times
         self.notes = NoteStore(self)          # the notifications queue
-        self.runs = RunStore(self, self.notes)   # the queue: insert, claim, start, end
-        self.liveness = RunLiveness(self)     # run heartbeats, rescue, start-up sweep
+        self.workflows = WorkflowStore(self)  # steps of workflow runs, decided at each end
+        self.runs = RunStore(self, self.notes, self.workflows)   # insert, claim, start, end
+        self.liveness = RunLiveness(self, self.workflows)   # heartbeats, rescue, sweep
         self.queries = RunQueries(self)       # reads of run history
         self.nodes = NodeStore(self)          # nodes and the leader lease
         self.sessions = SessionStore(self)    # GUI sessions

@@ -20,6 +20,13 @@ from ..timeutil import _utcnow
 log = logging.getLogger("task_scheduler")
 
 
+_parent = ts_runs.alias("parent")
+# A step of a workflow run still going stays: its row is what the run's next decision reads
+# (store/workflows.py); gone, the step would look not yet started and run again.
+_NOT_A_LIVE_STEP = sa.or_(ts_runs.c.parent_run.is_(None), ~sa.exists().where(
+    _parent.c.id == ts_runs.c.parent_run, _parent.c.status == "running"))
+
+
 class Retention:
     """Prunes history in chunks, each its own transaction begun in a gap between writers."""
 
@@ -72,7 +79,7 @@ class Retention:
         or shrinks so that the lock is held about PRUNE_CHUNK_S."""
         # by an expression: the status index would be walked instead of the one ``order`` uses
         final = (ts_runs.c.status + "").in_(FINAL_STATUSES)
-        select = sa.select(ts_runs.c.id).where(*conds, final).order_by(*order)
+        select = sa.select(ts_runs.c.id).where(*conds, final, _NOT_A_LIVE_STEP).order_by(*order)
         deleted, size = 0, PRUNE_CHUNK
         dialect = self.db.dialect
         with self.db.engine.connect() as conn, dialect.checkpoints_outside_lock(conn):

@@ -64,11 +64,18 @@ ts_runs = sa.Table(
     sa.Column("pid", sa.Integer),   # a command's process group: found again after a crash
     sa.Column("result", sa.Text),   # a python job's return value, as JSON text
     sa.Column("started_by", sa.String(255)),   # who asked for the run; NULL: the schedule
+    *(WORKFLOW_COLUMNS := (   # issue 23: a workflow run's steps are its child runs
+        sa.Column("parent_run", sa.String(32)),   # a step: the workflow run it belongs to
+        sa.Column("step_id", sa.String(64)),      # a step: which one
+        sa.Column("workflow", sa.Text),           # a workflow run: its graph (workflow.graph_of)
+        sa.Column("step_output", sa.Text))),      # a step's exported output (``output:``)
     sa.UniqueConstraint("job_id", "scheduled_at", "trigger", "attempt", name="uq_ts_runs_fire"),
     sa.Index("ix_ts_runs_job_id", "job_id", "id"),
     # "runs since T" by status (the 24 h counts, retention by age) from the index alone
     sa.Index("ix_ts_runs_since", "scheduled_at", "status"),
     sa.Index("ix_ts_runs_status", "status"),
+    # a step's row once per attempt, whoever decides it (store/workflows.py)
+    sa.Index("uq_ts_runs_step", "parent_run", "step_id", "attempt", unique=True),
 )
 # The queue: only queued rows are in it, however long the history grows.
 ix_ts_runs_queue = sa.Index("ix_ts_runs_queue", ts_runs.c.due_at, ts_runs.c.id,
@@ -171,7 +178,7 @@ RUN_SPAN_COLUMNS = ("id", "job_id", "trigger", "status", "scheduled_at", "starte
 LIVE_COLUMNS = ("id", "job_id", "status", "node", "trigger", "started_at",
                 "finished_at")   # what the change feed tells of a run
 _SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr", "params",
-                                                           "result")]
+                                                           "result", "workflow")]
 # Runs that count against max_instances: running, or claimed by a node and waiting for one of
 # its workers (they read ``queued`` until their code runs, but they will run). Counted per job
 # at every claim: an index of just these rows keeps that from reading the whole queue.
@@ -276,6 +283,7 @@ def migrate(engine: sa.Engine) -> int:
         elif version < SCHEMA_VERSION:
             conn.execute(ts_meta.update().where(ts_meta.c.key == "schema_version")
                          .values(value=str(SCHEMA_VERSION)))
+        _add_workflow_columns(conn)
         for index in ts_runs.indexes:   # those added since a database was created, too
             index.create(conn, checkfirst=True)
         if "ix_ts_runs_scheduled_at" in {i["name"] for i in sa.inspect(conn).get_indexes(
@@ -292,6 +300,13 @@ def migrate(engine: sa.Engine) -> int:
                 is None:
             conn.execute(ts_lease.insert().values(name=LEASE, epoch=0))
     return SCHEMA_VERSION
+
+
+def _add_workflow_columns(conn) -> None:
+    """The columns of workflows (additive, nullable: nodes of the previous release leave them
+    alone), before the indexes that use them."""
+    for column in WORKFLOW_COLUMNS:
+        _add_missing_column(conn, "ts_runs", sa.Column(column.name, column.type))
 
 
 def _create_search(conn) -> None:

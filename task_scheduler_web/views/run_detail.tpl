@@ -55,6 +55,9 @@
       % if run.get('started_by'):
       <dt>{{t('run.started_by')}}</dt><dd class="mono" data-testid="run-started-by">{{run['started_by']}}</dd>
       % end
+      % if run.get('parent_run'):
+      <dt>{{t('run.step_of')}}</dt><dd data-testid="run-parent"><a class="mono" href="/runs/{{run['parent_run']}}">{{run['parent_run']}}</a> · <span class="mono">{{run['step_id']}}</span></dd>
+      % end
       % if run.get('rerun_of'):
       <dt>{{t('run.rerun_of')}}</dt><dd><a class="mono" href="/runs/{{run['rerun_of']}}">{{run['rerun_of']}}</a></dd>
       % end
@@ -63,6 +66,9 @@
       % end
     </dl>
   </section>
+  % if run.get('steps'):
+  % include('_steps.tpl')
+  % end
   % if run.get('error'):
   <section class="panel">
     <h2>{{t('run.error')}}</h2>
