@@ -17,11 +17,6 @@ from .api import (
     api_nodes, api_pause_job, api_ping_job, api_ping_token, api_reload, api_replace_job,
     api_rerun_run, api_resume_job, api_retry_run, api_run_job, api_run_stderr, api_run_stdout,
     api_status)
-    MAX_STREAMS, api_calendar, api_cancel_run, api_create_job, api_delete_job, api_events,
-    api_get_job, api_get_run, api_health, api_index, api_list_jobs, api_list_runs, api_nodes,
-    api_pause_job, api_ping_job, api_ping_token, api_reload, api_replace_job, api_rerun_run,
-    api_retry_run,
-    api_resume_job, api_run_job, api_run_stderr, api_run_stdout, api_status)
 from .guard import HttpGuard
 from .io import _OPEN_ROUTES, _PING_ROUTES, _common_headers, _error_page, _raw_json
 from .openapi import openapi_json
