@@ -25,7 +25,7 @@ RUN_STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "interrup
                 "skipped", "cancelled")
 FINAL_STATUSES = frozenset(RUN_STATUSES) - {"queued", "running"}
 ENDED_STATUSES = ("succeeded", "failed", "timeout", "interrupted")   # what "recovered" looks at
-RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup", "ping", "heartbeat")
+RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup", "ping", "heartbeat", "after")
 JOB_STATES = ("scheduled", "paused", "disabled", "finished", "manual")
 SCRIPT_SUFFIXES = (".sh", ".bash", ".bat", ".cmd", ".ps1", ".py")
 
@@ -280,6 +280,18 @@ class SlaSpec(_Model):
         return self
 
 
+JOB_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+AFTER_ON = tuple(s for s in RUN_STATUSES if s in FINAL_STATUSES)
+
+
+class AfterSpec(_Model):
+    """A job's ``after:``: one run of this job per end of a run of ``job`` whose final status
+    is in ``on`` (an end its retries run again is not final). after.py checks the names."""
+
+    job: Annotated[StrictStr, Field(pattern=JOB_ID)]
+    on: Annotated[list[Literal[AFTER_ON]], Field(min_length=1)] = ["succeeded"]
+
+
 class RetrySpec(_Model):
     max: Annotated[StrictInt, Field(ge=0, le=100)] = 0
     delay: Annotated[Number, Field(ge=0)] = 0
@@ -305,7 +317,7 @@ def _shallow(value):
 class JobDefinition(_Model):
     """One entry of jobs.yaml, and the body of ``POST /api/jobs``."""
 
-    id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    id: Annotated[StrictStr, Field(pattern=JOB_ID)]
     func: Optional[CString] = Field(None, description="pkg.mod:func, or a script path")
     command: Union[CString, list[CString], None] = None
     shell: StrictBool = False
@@ -330,6 +342,9 @@ class JobDefinition(_Model):
     notify: Annotated[list[NotifyTarget], Field(max_length=20)] = []
     sla: Optional[SlaSpec] = None
     calendar: Optional[CalendarUse] = None
+    after: Annotated[Optional[AfterSpec], BeforeValidator(_yaml_on)] = Field(
+        None, description="{job: ID, on: [succeeded, ...]}: run once per matching end of that "
+                          "job's runs (besides the trigger, or instead of one)")
     isolation: Literal["thread", "process"] = Field(
         "thread", description="python jobs: thread (in the service) or process (a worker "
                               "process: cancel and timeout end it)")
@@ -374,6 +389,9 @@ def _heartbeat_job(defn: JobDefinition) -> JobDefinition:
         raise ValueError(f"a heartbeat job has no {' or '.join(given)}: its work runs "
                          f"elsewhere and reports with POST /api/jobs/{defn.id}/ping; remove "
                          f"{given[0]}, or use another trigger type to run it here")
+    if defn.after is not None:
+        raise ValueError("after: a heartbeat job runs nowhere here, so nothing can start it; "
+                         "remove after, or use another trigger type")
     if defn.sla is not None:
         raise ValueError("sla: a heartbeat job's promise is its trigger's every + grace (event "
                          "overdue); remove sla")
@@ -469,6 +487,7 @@ class Run:
     cancel_requested: bool = False
     pid: Optional[int] = None
     result: Optional[str] = None   # a python job's return value, as JSON text
+    upstream_run: Optional[str] = None   # trigger after: the run whose end queued this one
 
     @classmethod
     def from_row(cls, row: Any) -> Run:
@@ -504,7 +523,7 @@ def run_to_dict(row: Any, output: bool = False) -> dict:
         if started and finished else None,
         "exit_code": get("exit_code"), "error": get("error"), "truncated": bool(get("truncated")),
         "node": get("node"), "run_on": [x for x in (get("run_on") or "").split(",") if x],
-        "rerun_of": get("rerun_of"),
+        "rerun_of": get("rerun_of"), "upstream_run": get("upstream_run"),
     }
     if get("status") == "queued":
         out["due_at"] = _iso(get("due_at"))

@@ -8,6 +8,7 @@ from typing import Optional
 
 import sqlalchemy as sa
 
+from .after import AfterStore
 from .database import Database
 from .runs import mine
 from .schema import _SUMMARY_COLUMNS, ts_runs
@@ -17,8 +18,8 @@ from ..timeutil import _utcnow
 class RunLiveness:
     """Heartbeats, rescue and sweep of runs."""
 
-    def __init__(self, db: Database):
-        self.db = db
+    def __init__(self, db: Database, after: AfterStore):
+        self.db, self.after = db, after
         self.node = db.node
 
     def heartbeat_runs(self) -> tuple[set, set]:
@@ -56,7 +57,7 @@ class RunLiveness:
                 .order_by(ts_runs.c.id))).scalars().all()
             if not ids:
                 return []
-            return conn.execute(ts_runs.update().where(
+            rescued = conn.execute(ts_runs.update().where(
                 ts_runs.c.id.in_(ids), ts_runs.c.status == "running")
                 .values(status="interrupted", finished_at=dialect.now(),
                         error=sa.literal("interrupted: node ") + sa.func.coalesce(
@@ -64,6 +65,8 @@ class RunLiveness:
                             f" stopped heart-beating for over {silent_for:g}s (killed, or its "
                             f"machine is gone)"))
                 .returning(*_SUMMARY_COLUMNS)).all()
+            self.after.follow(conn, [r.id for r in rescued], retried=True)   # as after_rescue
+        return rescued
 
     def sweep(self, node: Optional[str]) -> list:
         """At start-up: runs left ``running`` by this node's previous life (all runs on
@@ -76,10 +79,12 @@ class RunLiveness:
             claimed.append(ts_runs.c.node == node)
         with self.db.write() as conn:
             conn.execute(ts_runs.update().where(*claimed).values(node=None, heartbeat_at=None))
-            return conn.execute(ts_runs.update().where(*where).values(
+            swept = conn.execute(ts_runs.update().where(*where).values(
                 status="interrupted", finished_at=_utcnow(),
                 error=f"interrupted: the service stopped without finishing this run (found at "
                       f"start-up on {self.node})").returning(*_SUMMARY_COLUMNS)).all()
+            self.after.follow(conn, [r.id for r in swept], retried=False)   # never retried
+        return swept
 
     def runs_of_processes(self, run_ids: list) -> list:
         """(id, node, pid, job_id) of the runs with these ids: which processes found at

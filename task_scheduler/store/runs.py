@@ -9,14 +9,18 @@ import collections
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import sqlalchemy as sa
 
 from .database import Database
 from .notes import NoteStore
 from .schema import _SUMMARY_COLUMNS, _TAKEN, ts_jobs, ts_runs
+from ..models import FINAL_STATUSES
 from ..timeutil import _utcnow
+
+if TYPE_CHECKING:
+    from .after import AfterStore
 
 DONE_MARK = ":done"   # ts_hash's suffix for a schedule with no fire time left (finish_job)
 
@@ -37,16 +41,20 @@ class Admission:
 class RunStore:
     """ts_runs as a queue shared by the nodes: every write of a run's life."""
 
-    def __init__(self, db: Database, notes: NoteStore):
-        self.db, self.notes = db, notes
+    def __init__(self, db: Database, notes: NoteStore, after: AfterStore):
+        self.db, self.notes, self.after = db, notes, after
         self.node = db.node
 
     def insert_runs(self, conn, rows: list[dict]) -> list[str]:
         """Insert runs; a row whose fire key (job, time, trigger, attempt) exists is left out.
-        Returns the ids inserted."""
+        Returns the ids inserted. Rows inserted ended (missed, pings) start their followers."""
         if not rows:
             return []
-        return self.db.dialect.insert_runs(conn, [_run_row(r) for r in rows])
+        ids = self.db.dialect.insert_runs(conn, [_run_row(r) for r in rows])
+        ended = {r["id"] for r in rows if r["status"] in FINAL_STATUSES}
+        if ended:
+            self.after.follow(conn, [i for i in ids if i in ended], retried=False)
+        return ids
 
     def fired(self, conn, keys: list[tuple]) -> set:
         """Which (job_id, scheduled_at) of ``keys`` already have a fire row (scheduled or
@@ -103,6 +111,7 @@ class RunStore:
                                  error=sa.bindparam("error")),
                          [{"_id": r["id"], "status": r["status"], "error": r["error"]}
                           for r in ended])
+            self.after.follow(conn, [r["id"] for r in ended], retried=False)
 
     def start_fresh(self, conn, fires: list[dict], admission: Optional[Admission]) -> list[dict]:
         """Of the leader's fires about to be inserted, the ones this node takes at once: they
@@ -158,17 +167,22 @@ class RunStore:
             conn.execute(ts_runs.update().where(ts_runs.c.id == sa.bindparam("_id"),
                                                 *self._mine())
                          .values({n: sa.bindparam(n) for n in names}), rows)
+        self.after.follow(conn, [i for i, f in updates if f.get("status") in FINAL_STATUSES],
+                          retried=True)
 
     def _mine(self) -> tuple:
         return mine(self.node)
 
     def cancel_queued(self, run_id: str) -> bool:
         with self.db.write() as conn:
-            return bool(conn.execute(ts_runs.update().where(   # not claimed by a node yet
-                ts_runs.c.id == run_id, ts_runs.c.status == "queued",
-                ts_runs.c.node.is_(None)).values(
-                status="cancelled", finished_at=_utcnow(),
-                error="cancelled before it started")).rowcount)
+            if not conn.execute(ts_runs.update().where(   # not claimed by a node yet
+                    ts_runs.c.id == run_id, ts_runs.c.status == "queued",
+                    ts_runs.c.node.is_(None)).values(
+                    status="cancelled", finished_at=_utcnow(),
+                    error="cancelled before it started")).rowcount:
+                return False
+            self.after.follow(conn, [run_id], retried=False)
+        return True
 
     def request_cancel(self, run_id: str) -> bool:
         """Ask the node running (or holding) ``run_id`` to cancel it (it looks at each

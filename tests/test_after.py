@@ -1,0 +1,295 @@
+"""Jobs that start when others end (``after: {job, on}``): validation, chains on both databases,
+retries, paused jobs, restarts, and a randomized check that each matching end queues one run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import sys
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+import task_scheduler as ts
+from task_scheduler.after import after_problems, build_plan, cycles
+from task_scheduler.errors import InvalidConfig, InvalidJob
+from task_scheduler.models import JobDefinition
+from task_scheduler.store import Store
+from task_scheduler.store.schema import create_engine, migrate, new_run_id, ts_runs
+
+from conftest import final_runs, wait_for, write_jobs
+
+PY = sys.executable
+
+
+def _job(job_id, after=None, **fields):
+    data = {"id": job_id, "command": [PY, "-c", "pass"], **fields}
+    if after is not None:
+        data["after"] = after
+    return JobDefinition.model_validate(data)
+
+
+# validation
+
+
+def test_on_defaults_to_succeeded_and_yaml_on_key_is_read():
+    assert _job("b", {"job": "a"}).after.on == ["succeeded"]
+    assert _job("b", {"job": "a", True: ["failed"]}).after.on == ["failed"]
+
+
+@pytest.mark.parametrize("on", [["done"], [], ["queued"], "succeeded"])
+def test_bad_on_values_are_refused(on):
+    with pytest.raises(ValueError, match="on"):
+        _job("b", {"job": "a", "on": on})
+
+
+def test_heartbeat_job_cannot_follow():
+    with pytest.raises(ValueError, match="heartbeat job runs nowhere"):
+        JobDefinition.model_validate({"id": "h", "trigger": {"type": "heartbeat", "every": 60},
+                                      "after": {"job": "a"}})
+
+
+def test_cycles_are_found_with_their_path():
+    jobs = {"a": _job("a", {"job": "c"}), "b": _job("b", {"job": "a"}),
+            "c": _job("c", {"job": "b"}), "d": _job("d", {"job": "c"})}
+    found = cycles(jobs, sorted(jobs))
+    assert found == [["a", "b", "c", "a"]]   # a's end starts b, b's starts c, c's starts a
+    assert cycles({"s": _job("s", {"job": "s"})}, ["s"]) == [["s", "s"]]
+    assert cycles({"x": _job("x", {"job": "y"})}, ["x"]) == []   # y unknown: no loop
+
+
+def test_problems_name_unknown_jobs_and_cycles():
+    jobs = {"a": _job("a", {"job": "b"}), "b": _job("b", {"job": "a"}),
+            "c": _job("c", {"job": "nope"})}
+    details = after_problems(jobs, jobs)
+    messages = " | ".join(d["message"] for d in details)
+    assert "'nope' does not exist" in messages
+    assert "cycle" in messages and "a -> b -> a" in messages
+    assert {d["field"] for d in details} == {"after.job"}
+
+
+def test_plan_says_who_follows_and_holds_paused_jobs():
+    plan = build_plan([(_job("a", retries={"max": 2}), False),
+                       (_job("b", {"job": "a", "on": ["failed"]}, run_on=["x"]), True),
+                       (_job("c", {"job": "a"}), False)])
+    assert plan["a"].retry_max == 2
+    assert [(d.job_id, set(d.on), d.run_on, d.held) for d in plan["a"].jobs] == [
+        ("b", {"failed"}, "x", "paused"), ("c", {"succeeded"}, "", None)]
+
+
+def test_yaml_reload_reports_unknown_job_and_cycle_with_lines(make_service, jobs_file):
+    service = make_service()
+    write_jobs(jobs_file, f"""\
+        - id: a
+          command: ['{PY}', '-c', 'pass']
+          after: {{job: b}}
+        - id: b
+          command: ['{PY}', '-c', 'pass']
+          after: {{job: a}}
+        - id: c
+          command: ['{PY}', '-c', 'pass']
+          after: {{job: missing}}
+        """)
+    with pytest.raises(InvalidConfig) as info:
+        service.reload()
+    text = str(info.value)
+    assert "jobs.yaml:3: a: after.job: a cycle" in text and "a -> b -> a" in text
+    assert "jobs.yaml:9: c: after.job: job 'missing' does not exist" in text
+    assert service.jobs() == []   # nothing applied
+
+
+def test_api_job_may_follow_yaml_job_and_yaml_may_follow_api_job(make_service, jobs_file):
+    service = make_service()
+    service.add_job({"id": "api", "command": [PY, "-c", "pass"]})
+    write_jobs(jobs_file, f"""\
+        - id: y
+          command: ['{PY}', '-c', 'pass']
+          after: {{job: api}}
+        """)
+    service.reload()
+    assert service.job("api")["downstream"] == ["y"]
+    assert service.job("y")["after"] == {"job": "api", "on": ["succeeded"]}
+    with pytest.raises(InvalidJob, match="cycle.*api -> y -> api|cycle.*y -> api -> y"):
+        service.replace_job("api", {"command": [PY, "-c", "pass"], "after": {"job": "y"}})
+    with pytest.raises(InvalidJob, match="'ghost' does not exist"):
+        service.add_job({"id": "z", "command": [PY, "-c", "pass"], "after": {"job": "ghost"}})
+
+
+# behaviour
+
+
+def _chain(service, tmp_path, first_code="pass", on=None, retries=None):
+    log = tmp_path / "chain.log"
+    code = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')"
+    service.add_job({"id": "a", "command": [PY, "-c", first_code], **(
+        {"retries": retries} if retries else {})})
+    service.add_job({"id": "b", "command": [PY, "-c", code, str(log), "b"],
+                     "after": {"job": "a", **({"on": on} if on else {})}})
+    service.add_job({"id": "c", "command": [PY, "-c", code, str(log), "c"],
+                     "after": {"job": "b"}})
+    return log
+
+
+@pytest.mark.both_databases
+def test_chain_runs_in_order_once(service, tmp_path):
+    log = _chain(service, tmp_path)
+    first = service.run_now("a")
+    [c] = final_runs(service, "c")
+    [b] = final_runs(service, "b")
+    assert (b["trigger"], b["upstream_run"]) == ("after", first["id"])
+    assert (c["trigger"], c["upstream_run"], c["status"]) == ("after", b["id"], "succeeded")
+    assert log.read_text().split() == ["b", "c"]
+    assert service.run(c["id"])["upstream_run"] == b["id"]
+
+
+@pytest.mark.both_databases
+def test_on_failed_runs_only_after_a_failure(service, tmp_path):
+    log = _chain(service, tmp_path, first_code="raise SystemExit(3)", on=["failed"])
+    service.run_now("a")
+    [b] = final_runs(service, "b")
+    final_runs(service, "c")
+    assert b["status"] == "succeeded" and log.read_text().split() == ["b", "c"]
+    service.replace_job("a", {"command": [PY, "-c", "pass"]})
+    service.run_now("a")
+    final_runs(service, "a", 2)
+    service.flush()
+    assert len(service.runs(job_id="b")) == 1   # a success starts no on: [failed] job
+
+
+def test_failure_then_successful_retry_starts_succeeded_jobs_once(service, tmp_path):
+    flag = tmp_path / "failed-once"
+    code = (f"import os, sys; p = {str(flag)!r}\n"
+            f"if not os.path.exists(p): open(p, 'w').close(); sys.exit(1)")
+    service.add_job({"id": "a", "command": [PY, "-c", code], "retries": {"max": 2}})
+    service.add_job({"id": "ok", "command": [PY, "-c", "pass"], "after": {"job": "a"}})
+    service.add_job({"id": "bad", "command": [PY, "-c", "pass"],
+                     "after": {"job": "a", "on": ["failed"]}})
+    service.run_now("a")
+    runs = final_runs(service, "a", 2)
+    assert sorted(r["status"] for r in runs) == ["failed", "succeeded"]
+    [ok] = final_runs(service, "ok")
+    assert ok["upstream_run"] == next(r["id"] for r in runs if r["status"] == "succeeded")
+    service.flush()
+    assert service.runs(job_id="bad") == []   # a failure that is retried is not final
+
+
+def test_last_failed_attempt_starts_failed_jobs(service):
+    service.add_job({"id": "a", "command": [PY, "-c", "raise SystemExit(1)"],
+                     "retries": {"max": 1}})
+    service.add_job({"id": "bad", "command": [PY, "-c", "pass"],
+                     "after": {"job": "a", "on": ["failed"]}})
+    service.run_now("a")
+    runs = final_runs(service, "a", 2)
+    [bad] = final_runs(service, "bad")
+    last = max(runs, key=lambda r: r["attempt"])
+    assert (last["attempt"], bad["upstream_run"]) == (2, last["id"])
+
+
+def test_paused_downstream_is_recorded_skipped(service):
+    service.add_job({"id": "a", "command": [PY, "-c", "pass"]})
+    service.add_job({"id": "b", "command": [PY, "-c", "pass"], "after": {"job": "a"}})
+    service.pause("b")
+    first = service.run_now("a")
+    [b] = final_runs(service, "b")
+    assert (b["status"], b["upstream_run"]) == ("skipped", first["id"])
+    assert "paused" in b["error"]
+
+
+def test_cancel_of_queued_run_starts_on_cancelled_jobs(service):
+    service.add_job({"id": "a", "command": [PY, "-c", "pass"], "run_on": ["nowhere"]})
+    service.add_job({"id": "b", "command": [PY, "-c", "pass"],
+                     "after": {"job": "a", "on": ["cancelled"]}})
+    queued = service.run_now("a")
+    service.cancel(queued["id"])
+    [b] = final_runs(service, "b")
+    assert (b["upstream_run"], b["status"]) == (queued["id"], "succeeded")
+
+
+def test_restart_between_end_and_claim_runs_downstream_once(make_service, tmp_path):
+    log = tmp_path / "b.log"
+    service = make_service()
+    service.add_job({"id": "a", "command": [PY, "-c", "pass"]})
+    service.add_job({"id": "b", "command": [PY, "-c", "import sys; open(sys.argv[1], 'a')"
+                                            ".write('b\\n')", str(log)],
+                     "after": {"job": "a"}, "run_on": ["later"]})   # no node here takes it
+    service.run_now("a")
+    final_runs(service, "a")
+    wait_for(lambda: service.runs(job_id="b"), message="b queued")
+    service.stop(grace=2)
+    again = make_service(labels=["later"])
+    [b] = final_runs(again, "b")
+    again.flush()
+    assert b["status"] == "succeeded" and log.read_text() == "b\n"
+    assert len(again.runs(job_id="b")) == 1
+
+
+def test_api_shapes(client, service):
+    service.add_job({"id": "a", "command": [PY, "-c", "pass"]})
+    service.add_job({"id": "b", "command": [PY, "-c", "pass"],
+                     "after": {"job": "a", "on": ["succeeded", "failed"]}})
+    job = client.get("/api/jobs/a").json
+    assert job["downstream"] == ["b"] and job["after"] is None
+    assert client.get("/api/jobs/b").json["after"] == {"job": "a",
+                                                      "on": ["succeeded", "failed"]}
+    run = client.post("/api/jobs/a/run").json["run"]
+    assert run["upstream_run"] is None
+    [b] = final_runs(service, "b")
+    assert client.get(f"/api/runs/{b['id']}").json["upstream_run"] == run["id"]
+    refused = client.post("/api/jobs", {"id": "c", "command": "true", "after": {"job": "c"}})
+    assert refused.status == 422 and "c -> c" in refused.json["error"]["message"]
+
+
+# the store, by itself: every end, however often recorded, queues one run per follower
+
+
+@pytest.mark.both_databases
+def test_random_ends_queue_one_run_per_matching_end(database_url):
+    rng = random.Random(23)
+    engine = create_engine(database_url)
+    migrate(engine)
+    store = Store(engine, "n1")
+    ons = {"s": ["succeeded"], "f": ["failed", "timeout"], "any": ["succeeded", "failed",
+                                                                  "timeout", "cancelled"]}
+    store.after.plan = build_plan(
+        [(_job("up", retries={"max": 1}), False)] +
+        [(_job(name, {"job": "up", "on": on}), False) for name, on in ons.items()])
+    expected = {name: set() for name in ons}
+    runs, start = [], dt.datetime(2026, 1, 1)
+    for index in range(80):
+        run_id, attempt = new_run_id(), rng.choice([1, 2])
+        status = rng.choice(["succeeded", "failed", "timeout", "cancelled", "interrupted"])
+        runs.append((run_id, attempt, status))
+        with store.write() as conn:
+            conn.execute(ts_runs.insert().values(
+                id=run_id, job_id="up", trigger="manual", attempt=attempt, status="running",
+                scheduled_at=start + dt.timedelta(seconds=index), node="n1", run_on=""))
+        final = not (status in ("failed", "timeout", "interrupted") and attempt <= 1)
+        for name, on in ons.items():
+            if status in on and final:
+                expected[name].add(run_id)
+
+    def end_all(seed):   # batches of ends at one instant: their runs' times collide
+        mine = random.Random(seed)
+        order = runs[:]
+        mine.shuffle(order)
+        while order:
+            size = mine.randint(1, 7)
+            batch, order = order[:size], order[size:]
+            at = start + dt.timedelta(hours=1, seconds=mine.randint(0, 3))
+            with store.write() as conn:
+                store.runs.finish_runs(conn, [(i, {"status": s, "finished_at": at})
+                                              for i, _, s in batch])
+    for round_ in range(3):   # the same ends written again and again, two writers at once
+        threads = [threading.Thread(target=end_all, args=(round_ * 10 + n,)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(ts_runs.c.job_id, ts_runs.c.upstream_run).where(
+            ts_runs.c.trigger == "after")).all()
+    for name in ons:
+        got = [r.upstream_run for r in rows if r.job_id == name]
+        assert sorted(got) == sorted(expected[name]), name
+    engine.dispose()
