@@ -11,7 +11,6 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-import task_scheduler as ts
 from task_scheduler.after import after_problems, build_plan, cycles
 from task_scheduler.errors import InvalidConfig, InvalidJob
 from task_scheduler.models import JobDefinition

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from conftest import wait_for, write_jobs
 from task_scheduler.store.schema import create_engine, ts_runs
-from test_cluster import Node, cluster, leader_of  # noqa: F401 (cluster: the fixture)
+from test_cluster import cluster, leader_of  # noqa: F401,F811 (cluster: the fixture)
 
 pytestmark = pytest.mark.postgres
 PY = sys.executable
@@ -26,7 +26,7 @@ def _settled(engine) -> bool:
 
 
 @pytest.mark.slow
-def test_downstream_runs_once_per_matching_end_across_leader_kills(tmp_path, cluster,
+def test_downstream_runs_once_per_matching_end_across_leader_kills(tmp_path, cluster,  # noqa: F811
                                                                     postgres_url):
     out = tmp_path / "down.log"
     write_jobs(tmp_path / "jobs.yaml", f"""
