@@ -22,11 +22,13 @@ WEB = ROOT / "task_scheduler_web"
 # given a floor here: that is the moment to decide what it may know about.
 FLOORS = [
     ("shapes", {"errors", "text", "timeutil", "config", "models", "explain", "loops"}),
-    ("rules", {"triggers", "calendars", "checks", "jobsfile", "output", "processes", "yamltext"}),
+    ("rules", {"triggers", "calendars", "checks", "jobsfile", "output", "processes", "yamltext",
+               "after"}),
     ("storage and execution", {"store", "store.dialect", "store.schema", "store.database",
                                "store.runs", "store.liveness", "store.schedules", "store.nodes",
                                "store.queries", "store.jobs", "store.notes", "store.sessions",
-                               "store.retention", "store.sla", "history", "executor",
+                               "store.retention", "store.sla", "store.after", "history",
+                               "executor",
                                "capture", "fence", "forkserver", "bus", "lockfile"}),
     ("parts", {"book", "runner", "scheduler", "cluster", "notify", "reload", "metrics",
                "builtin", "jobs", "status", "runlog", "yamledit", "changes", "sla"}),

@@ -30,8 +30,8 @@ class Store(Database):
         self.jobs = JobStore(self)            # job definitions, meta, next fire times
         self.notes = NoteStore(self)          # the notifications queue
         self.after = AfterStore(self)         # runs queued by other runs' ends (after:)
-        self.runs = RunStore(self, self.notes, self.after)   # the queue: insert, claim, end
-        self.liveness = RunLiveness(self, self.after)   # heartbeats, rescue, start-up sweep
+        self.runs = RunStore(self, self.notes)   # the queue: insert, claim, start, end
+        self.liveness = RunLiveness(self)     # run heartbeats, rescue, start-up sweep
         self.queries = RunQueries(self)       # reads of run history
         self.nodes = NodeStore(self)          # nodes and the leader lease
         self.sessions = SessionStore(self)    # GUI sessions

@@ -18,8 +18,9 @@ from ..timeutil import _utcnow
 class RunLiveness:
     """Heartbeats, rescue and sweep of runs."""
 
-    def __init__(self, db: Database, after: AfterStore):
-        self.db, self.after = db, after
+    def __init__(self, db: Database):
+        self.db = db
+        self.after: AfterStore = db.after   # the Store's: runs that ends queue (after:)
         self.node = db.node
 
     def heartbeat_runs(self) -> tuple[set, set]:

@@ -41,8 +41,9 @@ class Admission:
 class RunStore:
     """ts_runs as a queue shared by the nodes: every write of a run's life."""
 
-    def __init__(self, db: Database, notes: NoteStore, after: AfterStore):
-        self.db, self.notes, self.after = db, notes, after
+    def __init__(self, db: Database, notes: NoteStore):
+        self.db, self.notes = db, notes
+        self.after: AfterStore = db.after   # the Store's: runs that ends queue (after:)
         self.node = db.node
 
     def insert_runs(self, conn, rows: list[dict]) -> list[str]:

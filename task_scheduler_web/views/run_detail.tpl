@@ -52,6 +52,9 @@
       <dt>{{t('run.duration')}}</dt><dd>{{h['duration'](run.get('duration_s'))}}</dd>
       % end
       <dt>{{t('run.exit_code')}}</dt><dd data-testid="run-exit-code">{{'—' if run.get('exit_code') is None else run['exit_code']}}</dd>
+      % if run.get('upstream_run'):
+      <dt>{{t('run.upstream')}}</dt><dd><a class="mono" href="/runs/{{run['upstream_run']}}" data-testid="run-upstream">{{run['upstream_run']}}</a></dd>
+      % end
       % if run.get('rerun_of'):
       <dt>{{t('run.rerun_of')}}</dt><dd><a class="mono" href="/runs/{{run['rerun_of']}}">{{run['rerun_of']}}</a></dd>
       % end
@@ -60,6 +63,9 @@
       % end
     </dl>
   </section>
+  % if get('graph'):
+  % include('_step_graph.tpl')
+  % end
   % if run.get('error'):
   <section class="panel">
     <h2>{{t('run.error')}}</h2>
