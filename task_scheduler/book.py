@@ -120,6 +120,12 @@ class JobBook:
         self.store.after.plan = build_plan((r.definition, r.paused)
                                            for r in list(self.records.values()))
 
+    def forget(self, job_id: str) -> None:
+        """A job deleted from ts_jobs (JobCatalog.delete): out of the book."""
+        with self.lock:
+            if self.records.pop(job_id, None) is not None:
+                self._changed()
+
     def downstream(self, job_id: str) -> list[str]:
         """The jobs whose ``after:`` names this job."""
         found = self.store.after.plan.get(job_id)

@@ -216,7 +216,7 @@ class JobCatalog:
         with self.book.lock:
             self._editable(job_id)
             self.store.jobs.write_jobs([], [job_id])
-            self.book.records.pop(job_id, None)
+            self.book.forget(job_id)
         self._apply({"removed": [job_id]})
 
     def set_paused(self, job_id: str, paused: bool) -> dict:

@@ -239,7 +239,50 @@ def test_api_shapes(client, service):
     assert refused.status == 422 and "c -> c" in refused.json["error"]["message"]
 
 
-# the store, by itself: every end, however often recorded, queues one run per follower
+# the store, by itself: every end, however often and by whichever path it is recorded, queues
+# one run per follower whose on: matches it
+
+
+ONS = {"s": ["succeeded"], "f": ["failed", "timeout"], "i": ["interrupted"],
+       "any": ["succeeded", "failed", "timeout", "cancelled", "interrupted"]}
+
+
+def _insert_upstream_runs(store, rng, count):
+    """Runs of 'up': running here (some with a long-stale heartbeat, for the rescue to take),
+    or queued and unclaimed (for cancels)."""
+    start, runs = dt.datetime(2026, 1, 1), []
+    for index in range(count):
+        run_id, attempt = new_run_id(), rng.choice([1, 2])
+        queued, stale = rng.random() < 0.2, rng.random() < 0.3
+        runs.append((run_id, rng.choice(["succeeded", "failed", "timeout", "cancelled"]),
+                     queued))
+        with store.write() as conn:
+            conn.execute(ts_runs.insert().values(
+                id=run_id, job_id="up", trigger="manual", attempt=attempt,
+                status="queued" if queued else "running", node=None if queued else "n1",
+                scheduled_at=start + dt.timedelta(seconds=index), run_on="",
+                heartbeat_at=dt.datetime(2000 if stale else 2100, 1, 1)))
+    return runs
+
+
+def _end_randomly(store, runs, seed):
+    """Ends in random batches at a few instants (their runs' times collide), cancels, and
+    rescues, all of them again and again."""
+    rng = random.Random(seed)
+    order = runs[:]
+    rng.shuffle(order)
+    while order:
+        size = rng.randint(1, 7)
+        batch, order = order[:size], order[size:]
+        at = dt.datetime(2026, 1, 2, 0, 0, rng.randint(0, 3))
+        with store.write() as conn:
+            store.runs.finish_runs(conn, [(i, {"status": s, "finished_at": at})
+                                          for i, s, queued in batch if not queued])
+        for run_id, _, queued in batch:
+            if queued:
+                store.runs.cancel_queued(run_id)
+        if rng.random() < 0.3:
+            store.liveness.rescue(1.0)
 
 
 @pytest.mark.both_databases
@@ -248,47 +291,36 @@ def test_random_ends_queue_one_run_per_matching_end(database_url):
     engine = create_engine(database_url)
     migrate(engine)
     store = Store(engine, "n1")
-    ons = {"s": ["succeeded"], "f": ["failed", "timeout"], "any": ["succeeded", "failed",
-                                                                  "timeout", "cancelled"]}
     store.after.plan = build_plan(
         [(_job("up", retries={"max": 1}), False)] +
-        [(_job(name, {"job": "up", "on": on}), False) for name, on in ons.items()])
-    expected = {name: set() for name in ons}
-    runs, start = [], dt.datetime(2026, 1, 1)
-    for index in range(80):
-        run_id, attempt = new_run_id(), rng.choice([1, 2])
-        status = rng.choice(["succeeded", "failed", "timeout", "cancelled", "interrupted"])
-        runs.append((run_id, attempt, status))
-        with store.write() as conn:
-            conn.execute(ts_runs.insert().values(
-                id=run_id, job_id="up", trigger="manual", attempt=attempt, status="running",
-                scheduled_at=start + dt.timedelta(seconds=index), node="n1", run_on=""))
-        final = not (status in ("failed", "timeout", "interrupted") and attempt <= 1)
-        for name, on in ons.items():
-            if status in on and final:
-                expected[name].add(run_id)
-
-    def end_all(seed):   # batches of ends at one instant: their runs' times collide
-        mine = random.Random(seed)
-        order = runs[:]
-        mine.shuffle(order)
-        while order:
-            size = mine.randint(1, 7)
-            batch, order = order[:size], order[size:]
-            at = start + dt.timedelta(hours=1, seconds=mine.randint(0, 3))
-            with store.write() as conn:
-                store.runs.finish_runs(conn, [(i, {"status": s, "finished_at": at})
-                                              for i, _, s in batch])
-    for round_ in range(3):   # the same ends written again and again, two writers at once
-        threads = [threading.Thread(target=end_all, args=(round_ * 10 + n,)) for n in range(2)]
+        [(_job(name, {"job": "up", "on": on}), False) for name, on in ONS.items()])
+    runs = _insert_upstream_runs(store, rng, 80)
+    for round_ in range(3):   # the same ends recorded again and again, three writers at once
+        threads = [threading.Thread(target=_end_randomly, args=(store, runs, round_ * 10 + n))
+                   for n in range(3)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(ts_runs.c.job_id, ts_runs.c.upstream_run).where(
-            ts_runs.c.trigger == "after")).all()
-    for name in ons:
-        got = [r.upstream_run for r in rows if r.job_id == name]
-        assert sorted(got) == sorted(expected[name]), name
+        rows = conn.execute(sa.select(ts_runs.c.id, ts_runs.c.job_id, ts_runs.c.status,
+                                      ts_runs.c.attempt, ts_runs.c.upstream_run)).all()
     engine.dispose()
+    ups = [r for r in rows if r.job_id == "up"]
+    assert {r.status for r in ups} >= {"succeeded", "interrupted", "cancelled"}
+    for name, on in ONS.items():
+        expected = sorted(r.id for r in ups if r.status in on and not (
+            r.status in ("failed", "timeout", "interrupted") and r.attempt <= 1))
+        got = sorted(r.upstream_run for r in rows if r.job_id == name)
+        assert got == expected, name
+
+
+def test_a_deleted_follower_is_queued_no_more(service):
+    service.add_job({"id": "a", "command": [PY, "-c", "pass"]})
+    service.add_job({"id": "b", "command": [PY, "-c", "pass"], "after": {"job": "a"}})
+    service.delete_job("b")
+    assert service.job("a")["downstream"] == []
+    service.run_now("a")
+    final_runs(service, "a")
+    service.flush()
+    assert service.runs(job_id="b") == []
