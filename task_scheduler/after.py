@@ -1,6 +1,6 @@
 """Jobs that start when others end (a job's ``after: {job, on}``): the checks across jobs (a
 name that no job has, a loop of jobs starting each other) and the plan the store applies when
-runs end (``AfterPlan``: plain data built from the jobs as applied, read inside the transaction
+runs end (``build_plan``: plain data built from the jobs as applied, read inside the transaction
 that records an end, so that the store never calls back into a part). It runs no SQL."""
 
 from __future__ import annotations
@@ -69,12 +69,14 @@ def applied_with(records: Mapping, desired: Mapping[str, JobDefinition], source:
     return jobs
 
 
-def after_problems(jobs: Mapping[str, JobDefinition], checked: Iterable[str]) -> list[dict]:
+def after_problems(jobs: Mapping[str, JobDefinition], checked: Iterable[str],
+                   names: bool = True) -> list[dict]:
     """Problems of the ``after:`` of the ``checked`` jobs among all ``jobs`` (those applied
-    and those about to be): a job that does not exist, and loops (``a -> b -> a``: each end
-    would start the next, forever). Details ``{job, field, message}``."""
+    and those about to be): a job that does not exist (unless not ``names``: a file alone
+    cannot tell, its jobs may follow API jobs), and loops (``a -> b -> a``: each end would
+    start the next, forever). Details ``{job, field, message}``."""
     details = []
-    for job_id in checked:
+    for job_id in checked if names else ():
         spec = jobs[job_id].after
         if spec is not None and spec.job not in jobs:
             details.append({"job": job_id, "field": "after.job", "message": (

@@ -79,7 +79,7 @@ def test_plan_says_who_follows_and_holds_paused_jobs():
 
 def test_yaml_reload_reports_unknown_job_and_cycle_with_lines(make_service, jobs_file):
     service = make_service()
-    write_jobs(jobs_file, f"""\
+    text = f"""\
         - id: a
           command: ['{PY}', '-c', 'pass']
           after: {{job: b}}
@@ -89,13 +89,18 @@ def test_yaml_reload_reports_unknown_job_and_cycle_with_lines(make_service, jobs
         - id: c
           command: ['{PY}', '-c', 'pass']
           after: {{job: missing}}
-        """)
+        """
+    write_jobs(jobs_file, text)
     with pytest.raises(InvalidConfig) as info:
         service.reload()
-    text = str(info.value)
-    assert "jobs.yaml:3: a: after.job: a cycle" in text and "a -> b -> a" in text
-    assert "jobs.yaml:9: c: after.job: job 'missing' does not exist" in text
+    assert "jobs.yaml:3: a: after.job: a cycle" in str(info.value)
+    assert "a -> b -> a" in str(info.value)
+    write_jobs(jobs_file, text.replace("after: {job: a}", "trigger: {type: manual}"))
+    with pytest.raises(InvalidConfig) as info:   # names are checked against the API's too
+        service.reload()
+    assert "jobs.yaml:9: c: after.job: job 'missing' does not exist" in str(info.value)
     assert service.jobs() == []   # nothing applied
+    assert "missing" in service.config_status()["error"]
 
 
 def test_api_job_may_follow_yaml_job_and_yaml_may_follow_api_job(make_service, jobs_file):
@@ -324,3 +329,26 @@ def test_a_deleted_follower_is_queued_no_more(service):
     final_runs(service, "a")
     service.flush()
     assert service.runs(job_id="b") == []
+
+
+def test_validate_reports_loops_of_the_file_with_lines(tmp_path):
+    from task_scheduler.jobsfile import JobsParser, load_jobs_file
+    path = write_jobs(tmp_path / "jobs.yaml", f"""\
+        - id: a
+          command: ['{PY}', '-c', 'pass']
+          after: {{job: b}}
+        - id: b
+          command: ['{PY}', '-c', 'pass']
+          after:
+            job: a
+        - id: c
+          command: ['{PY}', '-c', 'pass']
+          after: {{job: made_through_the_api}}
+        """)
+    for parse in (lambda: load_jobs_file(str(path)),
+                  lambda: JobsParser().parse(path.read_text(), str(path))):
+        with pytest.raises(InvalidConfig) as info:
+            parse()
+        assert f"{path}:3: a: after.job: a cycle of jobs starting each other: a -> b -> a" \
+            in str(info.value)
+        assert "made_through_the_api" not in str(info.value)   # the API may have it

@@ -1,7 +1,7 @@
 """Runs queued by the ends of other runs (a job's ``after:``), inside the transaction that
 records each end, whichever path records it (a run's end, a claim's skip, a cancel, a rescue,
-the sweep at start, a ping). The jobs that follow which come as data (``plan``, an
-``after.AfterPlan`` the job book sets whenever its jobs change), never from a call into a
+the sweep at start, a ping). The jobs that follow which come as data (``plan``, what
+``after.build_plan`` makes, set by the job book whenever its jobs change), never from a call into a
 part; the unique index ux_ts_runs_upstream makes each end queue a job once, whoever records it
 again."""
 
