@@ -210,6 +210,7 @@ def test_cancel_of_queued_run_starts_on_cancelled_jobs(service):
     assert (b["upstream_run"], b["status"]) == (queued["id"], "succeeded")
 
 
+@pytest.mark.both_databases
 def test_restart_between_end_and_claim_runs_downstream_once(make_service, tmp_path):
     log = tmp_path / "b.log"
     service = make_service()

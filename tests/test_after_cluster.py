@@ -19,6 +19,12 @@ pytestmark = pytest.mark.postgres
 PY = sys.executable
 
 
+def _running_on(engine, node: str) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(sa.select(sa.func.count()).select_from(ts_runs).where(
+            ts_runs.c.status == "running", ts_runs.c.node == node)).scalar())
+
+
 def _settled(engine) -> bool:
     with engine.connect() as conn:
         return not conn.execute(sa.select(sa.func.count()).select_from(ts_runs).where(
@@ -43,17 +49,19 @@ def test_downstream_runs_once_per_matching_end_across_leader_kills(tmp_path, clu
           max_instances: 50
     """)
     nodes = {"n1": cluster("n1"), "n2": cluster("n2")}
-    for _ in range(2):
-        time.sleep(4)   # upstream runs end all the time meanwhile
-        victim = leader_of(nodes.values())
-        nodes[victim].kill()
-        time.sleep(1)
-        nodes[victim] = cluster(victim)   # its sweep ends what it left running
-    time.sleep(3)
-    survivor = next(n for n in nodes.values() if n.proc.poll() is None)
-    survivor.call("/api/jobs/up/pause", "POST")
     engine = create_engine(postgres_url)
     try:
+        for kill in range(2):
+            time.sleep(4)   # upstream runs end all the time meanwhile
+            victim = leader_of(nodes.values())
+            wait_for(lambda v=victim: _running_on(engine, v), 10, 0.02, "a run on the leader")
+            nodes[victim].kill()   # mid-run: ended by the rescue, or by the sweep at its start
+            if not kill:
+                time.sleep(12)   # past node_timeout (10 s): the new leader rescues its runs
+            nodes[victim] = cluster(victim)
+        time.sleep(3)
+        survivor = next(n for n in nodes.values() if n.proc.poll() is None)
+        survivor.call("/api/jobs/up/pause", "POST")
         wait_for(lambda: _settled(engine), 60, 0.5, "every run to end")
         with engine.connect() as conn:
             rows = conn.execute(sa.select(ts_runs.c.id, ts_runs.c.job_id, ts_runs.c.status,
@@ -67,6 +75,7 @@ def test_downstream_runs_once_per_matching_end_across_leader_kills(tmp_path, clu
     downs = [r for r in rows if r.job_id == "down" and r.trigger == "after"]
     per_end = collections.Counter(r.upstream_run for r in downs)
     assert len(expected) > 10
+    assert any(r.status == "interrupted" for r in ups + downs)   # the kills hit runs
     assert set(per_end) == expected and set(per_end.values()) == {1}
     lines = collections.Counter(out.read_text().split())
     ran = {r.id for r in rows if r.job_id == "down" and r.status == "succeeded"}
