@@ -128,7 +128,7 @@ class JobBook:
 
     def downstream(self, job_id: str) -> list[str]:
         """The jobs whose ``after:`` names this job."""
-        found = self.store.after.plan.get(job_id)
+        found = (self.store.after.plan or {}).get(job_id)
         return [d.job_id for d in found.jobs] if found else []
 
     def load(self) -> None:

@@ -353,3 +353,23 @@ def test_validate_reports_loops_of_the_file_with_lines(tmp_path):
         assert f"{path}:3: a: after.job: a cycle of jobs starting each other: a -> b -> a" \
             in str(info.value)
         assert "made_through_the_api" not in str(info.value)   # the API may have it
+
+
+@pytest.mark.both_databases
+def test_runs_a_crash_left_running_start_their_followers_at_the_next_start(make_service):
+    """The sweep at start-up ends them before the job book is read: the store reads who
+    follows whom from ts_jobs then."""
+    service = make_service()
+    service.add_job({"id": "a", "command": [PY, "-c", "pass"]})
+    service.add_job({"id": "b", "command": [PY, "-c", "pass"],
+                     "after": {"job": "a", "on": ["interrupted"]}})
+    service.stop(grace=2)
+    left = new_run_id()
+    with service.store.write() as conn:   # what a crash mid-run leaves behind
+        conn.execute(ts_runs.insert().values(
+            id=left, job_id="a", trigger="manual", attempt=1, status="running",
+            node=service.store.node, run_on="", scheduled_at=dt.datetime(2026, 1, 1)))
+    again = make_service()
+    [b] = final_runs(again, "b")
+    assert (b["upstream_run"], b["status"]) == (left, "succeeded")
+    assert again.run(left)["status"] == "interrupted"

@@ -11,14 +11,15 @@ import datetime as dt
 import logging
 import random
 from collections.abc import Mapping
+from typing import Optional
 
 import sqlalchemy as sa
 
 from .database import Database
 from .runs import _run_row
-from .schema import new_run_id, ts_runs
-from ..after import Upstream, matches
-from ..models import FINAL_STATUSES
+from .schema import new_run_id, ts_jobs, ts_runs
+from ..after import Upstream, build_plan, matches
+from ..models import FINAL_STATUSES, JobDefinition
 
 log = logging.getLogger("task_scheduler")
 MAX_CHAIN = 64   # skipped runs (paused jobs) that start their own followers, in one write
@@ -31,13 +32,17 @@ class AfterStore:
 
     def __init__(self, db: Database):
         self.db = db
-        self.plan: Mapping[str, Upstream] = {}   # replaced whole, never changed in place
+        # Replaced whole, never changed in place; None until the job book first sets it (the
+        # sweep at start-up ends runs before the book is read): then read from ts_jobs.
+        self.plan: Optional[Mapping[str, Upstream]] = None
 
     def follow(self, conn, run_ids: list, retried: bool) -> None:
         """Queue the runs that the ends of ``run_ids`` call for (as committed in ``conn``: a
         row another path ended first is judged by that end). ``retried``: the path that
         ended them retries failures by the job's ``retries`` (``after.matches``)."""
-        plan = self.plan
+        if not run_ids:
+            return
+        plan = self.plan if self.plan is not None else self._stored_plan(conn)
         for _ in range(MAX_CHAIN):
             if not plan or not run_ids:
                 return
@@ -51,6 +56,25 @@ class AfterStore:
             if any(r["status"] == "queued" for r in inserted):
                 self.db.notify(conn, "ts_runs")
             run_ids, retried = [r["id"] for r in inserted if r["status"] != "queued"], False
+
+    def _stored_plan(self, conn) -> Mapping[str, Upstream]:
+        """The plan from the jobs in ts_jobs: those with ``after:``, and the jobs they name
+        (their retries)."""
+        def parsed(where) -> list:
+            found = []
+            for row in conn.execute(sa.select(ts_jobs.c.definition, ts_jobs.c.paused)
+                                    .where(where)):
+                try:
+                    found.append((JobDefinition.model_validate_json(row.definition), row.paused))
+                except ValueError:   # a definition this release cannot read: the book says so
+                    continue
+            return found
+        following = [(d, p) for d, p in parsed(ts_jobs.c.definition.contains('"after"'))
+                     if d.after is not None]
+        named = sorted({d.after.job for d, _ in following})
+        jobs = {d.id: (d, p) for d, p in following + (parsed(ts_jobs.c.id.in_(named))
+                                                      if named else [])}
+        return build_plan(jobs.values())
 
     def _insert(self, conn, rows: list[dict]) -> list[dict]:
         """Insert the rows; one whose (job, upstream run) exists is left out. A row refused
