@@ -146,4 +146,5 @@ def test_job_pages_link_upstream_and_downstream_both_ways(client, service):
         and 'href="/jobs/c"' in page_a and 'data-testid="job-upstream"' not in page_a
     page_b = client.get("/jobs/b?lang=ja").text
     assert 'data-testid="job-upstream" data-job-id="a"' in page_b and "先行ジョブ" in page_b
+    assert "a の終了時" in page_b   # its trigger: no schedule, it runs after a
     assert 'data-testid="job-downstream"' not in page_b
