@@ -20,6 +20,7 @@ from .runs import _run_row
 from .schema import new_run_id, ts_jobs, ts_runs
 from ..after import Upstream, build_plan, matches
 from ..models import FINAL_STATUSES, JobDefinition
+from ..timeutil import _utcnow
 
 log = logging.getLogger("task_scheduler")
 MAX_CHAIN = 64   # skipped runs (paused jobs) that start their own followers, in one write
@@ -49,9 +50,10 @@ class AfterStore:
             ended = conn.execute(sa.select(
                 ts_runs.c.id, ts_runs.c.job_id, ts_runs.c.status, ts_runs.c.attempt,
                 ts_runs.c.finished_at).where(ts_runs.c.id.in_(sorted(set(run_ids))))).all()
-            rows = _downstream_rows(plan, [r for r in ended if r.job_id in plan
-                                           and r.status in FINAL_STATUSES], retried,
-                                    self.db.dialect.now_value(conn))
+            ended = [r for r in ended if r.job_id in plan and r.status in FINAL_STATUSES]
+            if not ended:
+                return
+            rows = _downstream_rows(plan, ended, retried, self.db.dialect.now_value(conn))
             inserted = self._insert(conn, rows)
             if any(r["status"] == "queued" for r in inserted):
                 self.db.notify(conn, "ts_runs")
@@ -90,13 +92,19 @@ class AfterStore:
             taken = set(conn.execute(sa.select(ts_runs.c.job_id, ts_runs.c.upstream_run).where(
                 ts_runs.c.upstream_run.in_([r["upstream_run"] for r in rows]))).all()) \
                 if rows else set()
-            rows = [{**r, "id": new_run_id(), "scheduled_at": r["scheduled_at"] + dt.timedelta(
-                microseconds=random.randint(1, 1000))}
-                for r in rows if (r["job_id"], r["upstream_run"]) not in taken]
+            rows = [{**r, "id": _run_id(r["due_at"]), "scheduled_at": r["scheduled_at"]
+                     + dt.timedelta(microseconds=random.randint(1, 1000))}
+                    for r in rows if (r["job_id"], r["upstream_run"]) not in taken]
         if rows:
             log.error("after: %d runs not queued: no free time for them (%s)", len(rows),
                       ", ".join(f"{r['job_id']} after run {r['upstream_run']}" for r in rows))
         return done
+
+
+def _run_id(db_now: dt.datetime) -> str:
+    """A run id on the database's clock (as the runner's ids: they sort in creation order
+    whatever this machine's clock says), ``db_now`` read in this transaction."""
+    return new_run_id((db_now - _utcnow()).total_seconds())
 
 
 def _downstream_rows(plan: Mapping[str, Upstream], ended: list, retried: bool,
@@ -118,7 +126,7 @@ def _downstream_rows(plan: Mapping[str, Upstream], ended: list, retried: bool,
 
 
 def _downstream_row(down, end, at: dt.datetime, now: dt.datetime) -> dict:
-    row = {"id": new_run_id(), "job_id": down.job_id, "trigger": "after", "attempt": 1,
+    row = {"id": _run_id(now), "job_id": down.job_id, "trigger": "after", "attempt": 1,
            "scheduled_at": at, "due_at": now, "status": "queued", "run_on": down.run_on,
            "upstream_run": end.id}
     if down.held is not None:
