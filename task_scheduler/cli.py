@@ -163,7 +163,8 @@ def _add_client_commands(sub, client: argparse.ArgumentParser) -> None:
     runs.add_argument("--since", help="runs since then: 30m, 2h, 7d, or a local time "
                                       "(2026-12-01T09:00)")
     runs.add_argument("--until", help="runs until then: as --since (2h: until two hours ago)")
-    runs.add_argument("--trigger", help="schedule, manual, retry, catchup, ping or heartbeat")
+    runs.add_argument("--trigger", help="schedule, manual, retry, catchup, ping, heartbeat "
+                                        "or after")
     runs.add_argument("--node", help="runs of this node (task-scheduler status names it)")
     runs.add_argument("--grep", metavar="PHRASE", help="runs whose output holds this text (any "
                                                        "case, no wildcards); prints the line")

@@ -8,7 +8,8 @@ import re
 from typing import Any
 
 from .models import (
-    BusinessDaySpec, CronSpec, DateSpec, IntervalSpec, JobDefinition, RetrySpec, _CRON_FIELDS)
+    AfterSpec, BusinessDaySpec, CronSpec, DateSpec, IntervalSpec, JobDefinition, RetrySpec,
+    _CRON_FIELDS)
 from .text import _short
 
 
@@ -137,6 +138,7 @@ _TYPE_ORDER = ("text", "a whole number", "a number", "true or false", "a date/ti
                "a mapping")
 _SUBSUMED = {"a whole number": "a number", "text": "a date/time"}   # the second says it all
 _KNOWN_KEYS = {"": tuple(JobDefinition.model_fields), "retries": tuple(RetrySpec.model_fields),
+               "after": tuple(AfterSpec.model_fields),
                **{spec.model_fields["type"].annotation.__args__[0]: tuple(spec.model_fields)
                   for spec in (IntervalSpec, CronSpec, DateSpec, BusinessDaySpec)}}
 

@@ -219,7 +219,7 @@ class JobCatalog:
             with self.store.audit.attached([self.audit.job_change(
                     "job.delete", job_id, rec.definition, None)]):
                 self.store.jobs.write_jobs([], [job_id])
-            self.book.records.pop(job_id, None)
+            self.book.forget(job_id)
         self._apply({"removed": [job_id]})
 
     def set_paused(self, job_id: str, paused: bool) -> dict:

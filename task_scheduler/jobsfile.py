@@ -12,6 +12,7 @@ from typing import Any, Optional
 import yaml
 from pydantic import ValidationError
 
+from .after import after_problems
 from .calendars import resolve_calendars, uses
 from .checks import _target_problem, parse_job, trigger_problems
 from .config import MAX_ALIAS_NODES, MAX_CONFIG_BYTES, _ANCHOR
@@ -107,7 +108,8 @@ class JobsParser:
             if key is not None:
                 known[key] = defn
             jobs.append(defn)
-        if len({j.id for j in jobs}) != len(jobs):
+        if len({j.id for j in jobs}) != len(jobs) or \
+                after_problems({j.id: j for j in jobs}, [j.id for j in jobs], names=False):
             return None
         self._known = known   # only what this file uses
         return jobs
@@ -180,7 +182,7 @@ def parse_jobs_text(text: str, path: str = "jobs.yaml") -> JobList:
                  **{**p, "field": f"calendars.{p['calendar']}.{p['field']}".rstrip(".")
                     if p["calendar"] else "calendars"}} for p in problems]
     prefix = ["jobs"] if isinstance(data, dict) else []
-    jobs, first_line = [], {}
+    jobs, first_line, wheres = [], {}, {}
     for index, item in enumerate(items):
         jid = item.get("id") if isinstance(item, dict) else None
         where = [*prefix, index]
@@ -192,6 +194,7 @@ def parse_jobs_text(text: str, path: str = "jobs.yaml") -> JobList:
             first_line[jid] = _line_of(root, [*where, "id"])
         try:
             jobs.append(parse_job(item, base_dir))
+            wheres[jobs[-1].id] = where
             details += _calendar_references(root, where, jobs[-1], calendars, problems)
         except InvalidJob as exc:
             for d in exc.details:
@@ -199,6 +202,8 @@ def parse_jobs_text(text: str, path: str = "jobs.yaml") -> JobList:
                 details.append({**d, "job": jid or f"#{index + 1}",
                                 "line": _line_of(root, [*where, *fpath]),
                                 "message": d["message"] + _yaml_hint(root, [*where, *fpath])})
+    details += [{**d, "line": _line_of(root, [*wheres[d["job"]], "after", "job"])}
+                for d in after_problems({j.id: j for j in jobs}, wheres, names=False)]
     if details:
         details.sort(key=lambda d: d["line"] or 0)   # stable: a line's details keep their order
         raise InvalidConfig(_config_error_text(path, details), details)

@@ -27,7 +27,7 @@ RUN_STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "interrup
                 "skipped", "cancelled")
 FINAL_STATUSES = frozenset(RUN_STATUSES) - {"queued", "running"}
 ENDED_STATUSES = ("succeeded", "failed", "timeout", "interrupted")   # what "recovered" looks at
-RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup", "ping", "heartbeat", "step")
+RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup", "ping", "heartbeat", "step", "after")
 STEP_WHEN = ("all_succeeded", "all_done", "any_failed")
 JOB_STATES = ("scheduled", "paused", "disabled", "finished", "manual")
 SCRIPT_SUFFIXES = (".sh", ".bash", ".bat", ".cmd", ".ps1", ".py")
@@ -283,6 +283,18 @@ class SlaSpec(_Model):
         return self
 
 
+JOB_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+AFTER_ON = tuple(s for s in RUN_STATUSES if s in FINAL_STATUSES)
+
+
+class AfterSpec(_Model):
+    """A job's ``after:``: one run of this job per end of a run of ``job`` whose final status
+    is in ``on`` (an end its retries run again is not final). after.py checks the names."""
+
+    job: Annotated[StrictStr, Field(pattern=JOB_ID)]
+    on: Annotated[list[Literal[AFTER_ON]], Field(min_length=1)] = ["succeeded"]
+
+
 class RetrySpec(_Model):
     max: Annotated[StrictInt, Field(ge=0, le=100)] = 0
     delay: Annotated[Number, Field(ge=0)] = 0
@@ -380,7 +392,7 @@ class StepDefinition(_Model):
 class JobDefinition(_Model):
     """One entry of jobs.yaml, and the body of ``POST /api/jobs``."""
 
-    id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    id: Annotated[StrictStr, Field(pattern=JOB_ID)]
     func: Optional[CString] = Field(None, description="pkg.mod:func, or a script path")
     command: Union[CString, list[CString], None] = None
     shell: StrictBool = False
@@ -408,6 +420,9 @@ class JobDefinition(_Model):
     params: dict[Annotated[StrictStr, Field(pattern=PARAM_NAME)], ParamSpec] = Field(
         {}, description="declared run parameters: {NAME: {default, choices, pattern, "
                         "description}}")
+    after: Annotated[Optional[AfterSpec], BeforeValidator(_yaml_on)] = Field(
+        None, description="{job: ID, on: [succeeded, ...]}: run once per matching end of that "
+                          "job's runs (besides the trigger, or instead of one)")
     isolation: Literal["thread", "process"] = Field(
         "thread", description="python jobs: thread (in the service) or process (a worker "
                               "process: cancel and timeout end it)")
@@ -458,6 +473,9 @@ def _heartbeat_job(defn: JobDefinition) -> JobDefinition:
         raise ValueError(f"a heartbeat job has no {' or '.join(given)}: its work runs "
                          f"elsewhere and reports with POST /api/jobs/{defn.id}/ping; remove "
                          f"{given[0]}, or use another trigger type to run it here")
+    if defn.after is not None:
+        raise ValueError("after: a heartbeat job runs nowhere here, so nothing can start it; "
+                         "remove after, or use another trigger type")
     if defn.sla is not None:
         raise ValueError("sla: a heartbeat job's promise is its trigger's every + grace (event "
                          "overdue); remove sla")
@@ -572,6 +590,7 @@ class Run:
     parent_run: Optional[str] = None   # a step: its workflow run
     step_id: Optional[str] = None
     step_output: Optional[str] = None
+    upstream_run: Optional[str] = None   # trigger after: the run whose end queued this one
 
     @classmethod
     def from_row(cls, row: Any) -> Run:
@@ -608,6 +627,7 @@ def run_to_dict(row: Any, output: bool = False) -> dict:
         "exit_code": get("exit_code"), "error": get("error"), "truncated": bool(get("truncated")),
         "node": get("node"), "run_on": [x for x in (get("run_on") or "").split(",") if x],
         "rerun_of": get("rerun_of"), "started_by": get("started_by"),
+        "upstream_run": get("upstream_run"),
     }
     if get("status") == "queued":
         out["due_at"] = _iso(get("due_at"))

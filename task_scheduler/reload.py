@@ -19,6 +19,7 @@ from collections.abc import Callable
 import yaml
 
 from .audit import YAML_ACTOR, current_actor
+from .after import after_problems, applied_with
 from .errors import BadRequest, InvalidConfig
 from .explain import _config_error_text
 from .jobsfile import JobsParser, _node_at, _yaml_compose, read_jobs_file
@@ -129,6 +130,9 @@ class JobsFile:
         the reload that finds this text in the file takes these jobs instead of parsing again."""
         with self.lock:
             jobs = self._parser.parse(text, path)
+            conflict = _after_conflict(self.book.records, path, jobs)
+            if conflict is not None:
+                raise conflict
             self._checked = (hashlib.sha256(text.encode("utf-8")).hexdigest(), jobs)
         return jobs
 
@@ -149,7 +153,8 @@ class JobsFile:
 
     def _apply(self, path: str, digest: str, jobs: list) -> None:
         with self.book.lock:
-            conflict = _api_id_conflict(self.book.records, path, jobs)
+            conflict = _api_id_conflict(self.book.records, path, jobs) or \
+                _after_conflict(self.book.records, path, jobs)
             if conflict is not None:
                 self._failed(conflict, digest)
             before = {i: r.definition for i, r in self.book.records.items() if r.source == "yaml"}
@@ -345,8 +350,22 @@ def _api_id_conflict(records: dict, path: str, jobs: list) -> Optional[InvalidCo
     return InvalidConfig(_config_error_text(path, details), details)
 
 
-def _id_lines(path: str, ids: list) -> dict:
-    """{id: line} of jobs in jobs.yaml; re-reads the file, so only for error messages."""
+def _after_conflict(records: dict, path: str, jobs: list) -> Optional[InvalidConfig]:
+    """The file's ``after:`` among all jobs (API jobs too): names no job has, loops."""
+    if not any(j.after is not None for j in jobs):
+        return None
+    desired = {j.id: j for j in jobs}
+    details = after_problems(applied_with(records, desired, "yaml", True), desired)
+    if not details:
+        return None
+    lines = _id_lines(path, [d["job"] for d in details], "after")
+    details = [{**d, "line": lines.get(d["job"])} for d in details]
+    return InvalidConfig(_config_error_text(path, details), details)
+
+
+def _id_lines(path: str, ids: list, key: str = "id") -> dict:
+    """{id: line} of jobs in jobs.yaml (the line of their ``key``, else of their id);
+    re-reads the file, so only for error messages."""
     try:
         root, _ = _yaml_compose(read_jobs_file(path)[0], path)
     except InvalidConfig:
@@ -354,7 +373,8 @@ def _id_lines(path: str, ids: list) -> dict:
     items = root if isinstance(root, yaml.SequenceNode) else _node_at(root, ["jobs"])
     lines = {}
     for item in items.value if isinstance(items, yaml.SequenceNode) else []:
-        for key, value in item.value if isinstance(item, yaml.MappingNode) else []:
-            if key.value == "id" and value.value in ids:
-                lines.setdefault(value.value, value.start_mark.line + 1)
+        pairs = {k.value: v for k, v in item.value} if isinstance(item, yaml.MappingNode) else {}
+        job_id = getattr(pairs.get("id"), "value", None)
+        if job_id in ids:
+            lines.setdefault(job_id, pairs.get(key, pairs["id"]).start_mark.line + 1)
     return lines

@@ -31,7 +31,7 @@ from task_scheduler.http.guard import FailureLimiter
 from task_scheduler.http.io import MAX_OFFSET, YAML_TYPE
 from task_scheduler.models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS, Actor
 
-from . import audit, charts, forms, runfilter
+from . import audit, charts, forms, graph, runfilter
 from .docs import api_docs_html
 from .i18n import LANG_COOKIE, TZ_COOKIE, Locale, choose_language, languages, zone_named
 
@@ -89,7 +89,7 @@ def gui_job_detail(service, job_id: str) -> str:
     return _render("job_detail", nav="jobs", title=_t("title.job", id=job_id), job=job,
                    runs=runs, definition=definition, pager=pager, where=job.get("defined_at"),
                    chart=charts.duration_chart(recent, _locale()), here=f"/jobs/{job_id}",
-                   live=live)
+                   live=live, graph=graph.job_graph(job))
 
 
 def gui_calendar(service, name: str) -> str:
@@ -215,7 +215,7 @@ def gui_run_detail(service, run_id: str) -> str:
             out = service.output(run_id, stream, 0)
             run[stream], offsets[stream] = out["text"], out["offset"]
     return _render("run_detail", nav="runs", title=_t("title.run", id=run_id), run=run,
-                   active=active, offsets=offsets, refresh=active)
+                   active=active, offsets=offsets, refresh=active, graph=graph.run_graph(run))
 
 
 def gui_run_tail(service, run_id: str) -> str:

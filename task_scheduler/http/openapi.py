@@ -61,6 +61,8 @@ class ApiRun(_Out):
     rerun_of: Optional[str] = Field(description="the run this one reran")
     started_by: Optional[str] = Field(description="who asked for it (manual runs, reruns: the "
                                       "actor's name); null for the schedule's fires and retries")
+    upstream_run: Optional[str] = Field(None, description="trigger after: the run of the job "
+                                        "its after: names whose end queued it")
     due_at: Optional[dt.datetime] = Field(None, description="queued runs: when it may start "
                                           "(a retry waits for its delay)")
     waiting: Optional[str] = Field(None, description="queued runs: why it has not started")
@@ -193,6 +195,9 @@ class ApiJob(_Out):
     run_on: list[str] = Field(description="only a node with all these labels runs it")
     notify: list[dict[str, Any]] = Field(description="notification targets, secrets hidden")
     sla: Optional[dict[str, Any]] = Field(description="start_within, max_duration as given")
+    after: Optional[dict[str, Any]] = Field(None, description="{job, on}: it runs once per "
+                                            "end of that job's runs with a status in on")
+    downstream: list[str] = Field([], description="the jobs whose after: names this one")
     is_enabled: bool
     paused: bool
     last_run: Optional[ApiRun] = Field(description="the last run that finished in this process")

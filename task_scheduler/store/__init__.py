@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from .audit import AuditStore
+from .after import AfterStore
 from .database import Database
 from .jobs import JobStore
 from .liveness import RunLiveness
@@ -31,6 +32,7 @@ class Store(Database):
         self.jobs = JobStore(self)            # job definitions, meta, next fire times
         self.notes = NoteStore(self)          # the notifications queue
         self.workflows = WorkflowStore(self)  # steps of workflow runs, decided at each end
+        self.after = AfterStore(self)         # runs queued by other runs' ends (after:)
         self.runs = RunStore(self, self.notes, self.workflows)   # insert, claim, start, end
         self.liveness = RunLiveness(self, self.workflows)   # heartbeats, rescue, sweep
         self.queries = RunQueries(self)       # reads of run history

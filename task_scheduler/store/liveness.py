@@ -8,10 +8,11 @@ from typing import Optional
 
 import sqlalchemy as sa
 
+from .after import AfterStore
 from .database import Database
 from .runs import mine
 from .schema import _SUMMARY_COLUMNS, ts_runs
-from .workflows import WorkflowStore
+from .workflows import WorkflowStore, ends_recorded
 from ..timeutil import _utcnow
 
 
@@ -20,6 +21,7 @@ class RunLiveness:
 
     def __init__(self, db: Database, workflows: WorkflowStore):
         self.db, self.workflows = db, workflows
+        self.after: AfterStore = db.after   # the Store's: runs that ends queue (after:)
         self.node = db.node
 
     def heartbeat_runs(self) -> tuple[set, set]:
@@ -65,7 +67,8 @@ class RunLiveness:
                             f" stopped heart-beating for over {silent_for:g}s (killed, or its "
                             f"machine is gone)"))
                 .returning(*_SUMMARY_COLUMNS)).all()
-            return rows + self.workflows.settle(conn, [r.id for r in rows])
+            return rows + ends_recorded(conn, [r.id for r in rows], True,   # as after_rescue
+                                        self.workflows, self.after)
 
     def sweep(self, node: Optional[str]) -> list:
         """At start-up: runs left ``running`` by this node's previous life (all runs on
@@ -83,7 +86,8 @@ class RunLiveness:
                 status="interrupted", finished_at=_utcnow(),
                 error=f"interrupted: the service stopped without finishing this run (found at "
                       f"start-up on {self.node})").returning(*_SUMMARY_COLUMNS)).all()
-            return rows + self.workflows.settle(conn, [r.id for r in rows])
+            return rows + ends_recorded(conn, [r.id for r in rows], False,   # never retried
+                                        self.workflows, self.after)
 
     def runs_of_processes(self, run_ids: list) -> list:
         """(id, node, pid, job_id) of the runs with these ids: which processes found at

@@ -9,16 +9,19 @@ import collections
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import sqlalchemy as sa
 
 from .database import Database
 from .notes import NoteStore
-from .workflows import WorkflowStore
+from .workflows import WorkflowStore, ends_recorded
 from .schema import _SUMMARY_COLUMNS, _TAKEN, ts_jobs, ts_runs
 from ..models import FINAL_STATUSES
 from ..timeutil import _utcnow
+
+if TYPE_CHECKING:
+    from .after import AfterStore
 
 DONE_MARK = ":done"   # ts_hash's suffix for a schedule with no fire time left (finish_job)
 
@@ -43,14 +46,19 @@ class RunStore:
                  workflows: Optional[WorkflowStore] = None):
         self.db, self.notes = db, notes
         self.workflows = workflows or WorkflowStore(db)   # steps decided at each end
+        self.after: AfterStore = db.after   # the Store's: runs that ends queue (after:)
         self.node = db.node
 
     def insert_runs(self, conn, rows: list[dict]) -> list[str]:
         """Insert runs; a row whose fire key (job, time, trigger, attempt) exists is left out.
-        Returns the ids inserted."""
+        Returns the ids inserted. Rows inserted ended (missed, pings) start their followers."""
         if not rows:
             return []
-        return self.db.dialect.insert_runs(conn, [_run_row(r) for r in rows])
+        ids = self.db.dialect.insert_runs(conn, [_run_row(r) for r in rows])
+        ended = {r["id"] for r in rows if r["status"] in FINAL_STATUSES}
+        if ended:
+            self.after.follow(conn, [i for i in ids if i in ended], retried=False)
+        return ids
 
     def fired(self, conn, keys: list[tuple]) -> set:
         """Which (job_id, scheduled_at) of ``keys`` already have a fire row (scheduled or
@@ -89,8 +97,8 @@ class RunStore:
             started, ended = _admit(rows, running, admission.limits, now)
             self._take(conn, started, now)
             self._end(conn, ended, now)
-            ended += [dict(r._mapping) for r in
-                      self.workflows.settle(conn, [r["id"] for r in ended])]
+            ended += [dict(r._mapping) for r in ends_recorded(
+                conn, [r["id"] for r in ended], False, self.workflows, self.after)]
         return started, ended
 
     def _take(self, conn, started: list[dict], now) -> None:
@@ -165,8 +173,8 @@ class RunStore:
             conn.execute(ts_runs.update().where(ts_runs.c.id == sa.bindparam("_id"),
                                                 *self._mine())
                          .values({n: sa.bindparam(n) for n in names}), rows)
-        return self.workflows.settle(conn, [run_id for run_id, fields in updates
-                                            if fields.get("status") in FINAL_STATUSES])
+        return ends_recorded(conn, [i for i, f in updates if f.get("status") in FINAL_STATUSES],
+                             True, self.workflows, self.after)
 
     def _mine(self) -> tuple:
         return mine(self.node)
@@ -178,7 +186,7 @@ class RunStore:
                 ts_runs.c.node.is_(None)).values(
                 status="cancelled", finished_at=_utcnow(),
                 error="cancelled before it started")).rowcount)
-            self.workflows.settle(conn, [run_id] if done else [])
+            ends_recorded(conn, [run_id] if done else [], False, self.workflows, self.after)
             return done
 
     def request_cancel(self, run_id: str) -> bool:

@@ -69,6 +69,7 @@ ts_runs = sa.Table(
         sa.Column("step_id", sa.String(64)),      # a step: which one
         sa.Column("workflow", sa.Text),           # a workflow run: its graph (workflow.graph_of)
         sa.Column("step_output", sa.Text))),      # a step's exported output (``output:``)
+    sa.Column("upstream_run", sa.String(32)),   # trigger after: the run whose end queued it
     sa.UniqueConstraint("job_id", "scheduled_at", "trigger", "attempt", name="uq_ts_runs_fire"),
     sa.Index("ix_ts_runs_job_id", "job_id", "id"),
     # "runs since T" by status (the 24 h counts, retention by age) from the index alone
@@ -81,6 +82,12 @@ ts_runs = sa.Table(
 ix_ts_runs_queue = sa.Index("ix_ts_runs_queue", ts_runs.c.due_at, ts_runs.c.id,
                             postgresql_where=ts_runs.c.status == "queued",
                             sqlite_where=ts_runs.c.status == "queued")
+# A job's ``after:`` queues one run per upstream end: whoever records that end again (a retried
+# write, a rescue, a new leader) inserts nothing more.
+ux_ts_runs_upstream = sa.Index("ux_ts_runs_upstream", ts_runs.c.job_id, ts_runs.c.upstream_run,
+                               unique=True,
+                               postgresql_where=ts_runs.c.upstream_run.is_not(None),
+                               sqlite_where=ts_runs.c.upstream_run.is_not(None))
 ts_nodes = sa.Table(
     "ts_nodes", _metadata,
     sa.Column("id", sa.String(255), primary_key=True),
@@ -284,6 +291,7 @@ def migrate(engine: sa.Engine) -> int:
             conn.execute(ts_meta.update().where(ts_meta.c.key == "schema_version")
                          .values(value=str(SCHEMA_VERSION)))
         _add_workflow_columns(conn)
+        _add_missing_column(conn, "ts_runs", sa.Column("upstream_run", sa.String(32)))
         for index in ts_runs.indexes:   # those added since a database was created, too
             index.create(conn, checkfirst=True)
         if "ix_ts_runs_scheduled_at" in {i["name"] for i in sa.inspect(conn).get_indexes(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import sqlalchemy as sa
 
@@ -19,9 +19,25 @@ from .schema import _SUMMARY_COLUMNS, _TAKEN, new_run_id, ts_runs
 from ..models import FINAL_STATUSES
 from ..workflow import Decision, decide, last_line, rerun_base
 
+if TYPE_CHECKING:
+    from .after import AfterStore
+
 _STEP_ROW = (ts_runs.c.id, ts_runs.c.step_id, ts_runs.c.attempt, ts_runs.c.status,
              ts_runs.c.step_output, ts_runs.c.node, ts_runs.c.started_at,
              ts_runs.c.finished_at, ts_runs.c.error)
+
+
+def ends_recorded(conn, run_ids: list, retried: bool, workflows: WorkflowStore,
+                  after: AfterStore) -> list:
+    """What the ends of ``run_ids``, written in ``conn``, call for, in the same transaction:
+    their workflow runs decided (steps queued or skipped, a workflow run ended), then the runs
+    that follow the ended runs queued (``after:``; a step starts none: its workflow run's end
+    does, and that end is final: a workflow run is never retried). ``retried``: the path that
+    ended them retries failures by the job's ``retries``. Returns the workflow runs ended."""
+    settled = workflows.settle(conn, run_ids)
+    after.follow(conn, run_ids, retried=retried)
+    after.follow(conn, [r.id for r in settled], retried=False)
+    return settled
 
 
 class WorkflowStore:

@@ -33,6 +33,7 @@
         <dt>{{t('job.max_instances')}}</dt><dd>{{job.get('max_instances')}}</dd>
         <dt>{{t('job.timeout')}}</dt><dd>{{t('form.none') if job.get('timeout') is None else t('duration.s', n=job['timeout'])}}</dd>
         % end
+        % include('_job_links.tpl')
         % if job.get('run_on'):
         <dt>{{t('job.run_on')}}</dt><dd class="mono">{{', '.join(job['run_on'])}}</dd>
         % end
@@ -139,6 +140,9 @@
       </form>
     </details>
   </section>
+  % end
+  % if get('graph'):
+  % include('_step_graph.tpl')
   % end
   % include('_duration_chart.tpl')
   <section class="panel">

@@ -58,6 +58,9 @@
       % if run.get('parent_run'):
       <dt>{{t('run.step_of')}}</dt><dd data-testid="run-parent"><a class="mono" href="/runs/{{run['parent_run']}}">{{run['parent_run']}}</a> · <span class="mono">{{run['step_id']}}</span></dd>
       % end
+      % if run.get('upstream_run'):
+      <dt>{{t('run.upstream')}}</dt><dd><a class="mono" href="/runs/{{run['upstream_run']}}" data-testid="run-upstream">{{run['upstream_run']}}</a></dd>
+      % end
       % if run.get('rerun_of'):
       <dt>{{t('run.rerun_of')}}</dt><dd><a class="mono" href="/runs/{{run['rerun_of']}}">{{run['rerun_of']}}</a></dd>
       % end
@@ -66,6 +69,9 @@
       % end
     </dl>
   </section>
+  % if get('graph'):
+  % include('_step_graph.tpl')
+  % end
   % if run.get('steps'):
   % include('_steps.tpl')
   % end
