@@ -112,10 +112,12 @@ def workflow(service, client, monkeypatch):
 
     def one_run(run_id):
         found = real_run(run_id)
+        shape = {"attempt": 1, "node": "n1", "started_at": None, "finished_at": None,
+                 "output": None}   # the contract's fields of a step (DESIGN section 6)
         return {**found, "steps": [
-            {"step_id": "<b>extract</b>", "run_id": "0" * 20, "status": "succeeded",
+            {**shape, "step_id": "<b>extract</b>", "run_id": "0" * 20, "status": "succeeded",
              "after": []},
-            {"step_id": "load", "run_id": "1" * 20, "status": "running",
+            {**shape, "step_id": "load", "run_id": "1" * 20, "status": "running",
              "after": ["<b>extract</b>"]}]}
     monkeypatch.setattr(service, "job", job)
     monkeypatch.setattr(service, "run", one_run)
