@@ -5,6 +5,7 @@ answers with."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import datetime as dt
 import functools
 import hashlib
@@ -378,6 +379,23 @@ def _heartbeat_job(defn: JobDefinition) -> JobDefinition:
         raise ValueError("sla: a heartbeat job's promise is its trigger's every + grace (event "
                          "overdue); remove sla")
     return defn
+
+
+ROLES = ("viewer", "operator", "admin")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks: a user (by password, session, API token or SSO header), the legacy token,
+    jobs.yaml, or the scheduler itself. Audit rows and ``started_by`` name it."""
+    name: str                         # user name; "token" (legacy); "jobs.yaml"; "system"; "local"
+    kind: str                         # user | legacy | sso | yaml | system | local
+    role: str                         # viewer | operator | admin
+    token_name: Optional[str] = None  # the API token used, if any
+    address: Optional[str] = None     # the client's address
+
+
+SYSTEM = Actor("system", "system", "admin")
 
 
 class RunParams(_Model):

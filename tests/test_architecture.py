@@ -26,14 +26,15 @@ FLOORS = [
     ("storage and execution", {"store", "store.dialect", "store.schema", "store.database",
                                "store.runs", "store.liveness", "store.schedules", "store.nodes",
                                "store.queries", "store.jobs", "store.notes", "store.sessions",
-                               "store.retention", "store.sla", "history", "executor",
+                               "store.retention", "store.sla", "store.users", "history", "executor",
                                "capture", "fence", "forkserver", "bus", "lockfile"}),
     ("parts", {"book", "runner", "scheduler", "cluster", "notify", "reload", "metrics",
-               "builtin", "jobs", "status", "runlog", "yamledit", "changes", "sla"}),
+               "builtin", "jobs", "status", "runlog", "yamledit", "changes", "sla",
+               "access"}),
     ("front door", {"service"}),
     ("http", {"http", "http.io", "http.guard", "http.api", "http.openapi", "http.app",
-              "http.server", "client"}),
-    ("assembly", {"cli", "__init__", "__main__"}),
+              "http.server", "http.auth", "http.accounts", "client"}),
+    ("assembly", {"cli", "usercli", "__init__", "__main__"}),
 ]
 FLOOR_OF = {name: level for level, (_, names) in enumerate(FLOORS) for name in names}
 MAX_MODULE_LINES = 800

@@ -10,6 +10,7 @@ from typing import Optional
 import bottle
 import sqlalchemy as sa
 
+from ..access import check_raw_run
 from ..config import __version__
 from ..errors import SchedulerError, Unavailable
 from .io import (
@@ -95,6 +96,7 @@ def api_run_job(service, job_id):
     An optional body gives this run its own kwargs and args (python) or args and env
     (commands), checked like the job's own; the job keeps its definition."""
     body = _json_body() if _content_length(bottle.request.environ) else None
+    check_raw_run(bottle.request.environ.get("ts.actor"), body)
     return 202, {"run": service.run_now(job_id, body)}
 
 

@@ -17,6 +17,7 @@ from .retention import Retention
 from .runs import Admission, RunStore
 from .sessions import SessionStore
 from .sla import SlaStore
+from .users import UserStore
 
 __all__ = ["Admission", "Store"]
 
@@ -33,5 +34,6 @@ class Store(Database):
         self.queries = RunQueries(self)       # reads of run history
         self.nodes = NodeStore(self)          # nodes and the leader lease
         self.sessions = SessionStore(self)    # GUI sessions
+        self.users = UserStore(self)          # users and their API tokens
         self.retention = Retention(self)      # pruning of history
         self.sla = SlaStore(self, self.runs, self.notes, self.nodes)   # breaches, pings
