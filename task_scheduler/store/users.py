@@ -112,11 +112,16 @@ class UserStore:
                          .values(last_used_at=_utcnow()))
 
     def cookie_key(self) -> str:
-        """A random key shared by every node of this database, made once."""
-        with self.db.write() as conn:
-            key = conn.execute(sa.select(ts_meta.c.value)
-                               .where(ts_meta.c.key == "gui_cookie_key")).scalar()
-            if key is None:
-                key = secrets.token_hex(32)
-                conn.execute(ts_meta.insert().values(key="gui_cookie_key", value=key))
+        """A random key shared by every node of this database, made once (two nodes making
+        it at once: the second reads the first's)."""
+        query = sa.select(ts_meta.c.value).where(ts_meta.c.key == "gui_cookie_key")
+        try:
+            with self.db.write() as conn:
+                key = conn.execute(query).scalar()
+                if key is None:
+                    key = secrets.token_hex(32)
+                    conn.execute(ts_meta.insert().values(key="gui_cookie_key", value=key))
+        except sa.exc.IntegrityError:
+            with self.db.engine.connect() as conn:
+                key = conn.execute(query).scalar()
         return key
