@@ -13,8 +13,10 @@ import threading
 import time
 from typing import Optional
 
+import yaml
+
 from .errors import Forbidden, InvalidValue, JobConflict, NotFound
-from .models import ROLES, Actor, duration_seconds
+from .models import ROLES, SECRET_SHOWN, Actor, duration_seconds
 from .timeutil import _iso, _utcnow
 
 NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")   # also an e-mail address, as a proxy may send
@@ -99,6 +101,27 @@ def check_raw_run(actor: Optional[Actor], body) -> None:
     if actor is not None and isinstance(body, dict) and not allows(actor.role, "admin") \
             and any(body.get(name) is not None for name in RAW_RUN_FIELDS):
         raise refuse("a run with its own args, kwargs or env", "admin", actor)
+
+
+def hide_env(shown: dict, actor: Optional[Actor]) -> dict:
+    """A job or run as a viewer or operator sees it: the values of its environment (a job's
+    ``definition.env``, a run's ``params.env``) hidden, as notify secrets are for everyone.
+    Environment values are where passwords go; admins, who set them, see them."""
+    if actor is None or allows(actor.role, "admin"):
+        return shown
+    for key in ("definition", "params"):
+        part = shown.get(key)
+        if isinstance(part, dict) and isinstance(part.get("env"), dict):
+            shown[key] = {**part, "env": {name: SECRET_SHOWN for name in part["env"]}}
+    return shown
+
+
+def hide_env_yaml(text: str, actor: Optional[Actor]) -> str:
+    """A job as a jobs.yaml list of one entry (``?format=yaml``), as hide_env shows it."""
+    if actor is None or allows(actor.role, "admin"):
+        return text
+    entries = [hide_env({"definition": e}, actor)["definition"] for e in yaml.safe_load(text)]
+    return yaml.safe_dump(entries, sort_keys=False, allow_unicode=True)
 
 
 class Access:

@@ -81,7 +81,7 @@ def gui_jobs(service) -> str:
 
 def gui_job_detail(service, job_id: str) -> str:
     live = _live(service, job_id)
-    job = _fetch(lambda i: service.job(i, upcoming=10), job_id)   # next fire times: 10
+    job = access.hide_env(_fetch(lambda i: service.job(i, upcoming=10), job_id))   # 10 fires
     runs, pager = _run_page(service, 20, {}, job_id=job_id)
     recent = service.runs(job_id=job_id, limit=CHART_RUNS)
     definition = yaml.safe_dump(job.get("definition") or {}, sort_keys=False, allow_unicode=True)
@@ -152,7 +152,7 @@ def gui_job_update(service, job_id: str) -> str:
 def gui_job_yaml(service, job_id: str) -> str:
     """The job as a jobs.yaml entry, to download (the API's ``?format=yaml``, behind the GUI
     login)."""
-    text = _fetch(service.job_yaml, job_id)
+    text = access.hide_env_yaml(_fetch(service.job_yaml, job_id))
     bottle.response.content_type = YAML_TYPE
     name = f"{job_id}.yaml".replace('"', "")
     bottle.response.set_header("Content-Disposition", f'attachment; filename="{name}"')
@@ -206,7 +206,7 @@ def gui_runs(service) -> str:
 
 
 def gui_run_detail(service, run_id: str) -> str:
-    run = _fetch(service.run, run_id)
+    run = access.hide_env(_fetch(service.run, run_id))
     active = run.get("status") in ACTIVE
     offsets = {}
     if active:   # what the page shows, and from where its script goes on reading

@@ -10,6 +10,8 @@ from typing import Any
 import bottle
 
 from task_scheduler.access import OPEN, allows, check_raw_run
+from task_scheduler.access import hide_env as core_hide_env
+from task_scheduler.access import hide_env_yaml as core_hide_env_yaml
 from task_scheduler.http.guard import FailureLimiter
 from task_scheduler.models import ROLES, Actor
 
@@ -60,6 +62,14 @@ def raw_ok(params: dict | None) -> dict | None:
     """This run's own args, kwargs, env: admins only (a 403 as an error flash)."""
     check_raw_run(bottle.request.environ.get("ts.actor"), params)
     return params
+
+
+def hide_env(shown: dict) -> dict:
+    return core_hide_env(shown, bottle.request.environ.get("ts.actor"))
+
+
+def hide_env_yaml(text: str) -> str:
+    return core_hide_env_yaml(text, bottle.request.environ.get("ts.actor"))
 
 
 def _access():

@@ -346,3 +346,26 @@ def node_json(node, path, token):
                                      headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.load(response)
+
+
+def test_viewers_and_operators_never_see_env_values_or_notify_secrets(world):
+    app, tokens, _, _ = world
+    job = {"id": "s", "command": "true", "trigger": {"type": "manual"},
+           "env": {"PASSWORD": "hunter2"},
+           "notify": [{"on": ["failed"], "webhook": "https://example.com/h", "secret": "sec9"}]}
+    assert call(app, "POST", "/api/jobs", tokens["admin"], job)[0] == 201
+    status, answer = call(app, "POST", "/api/jobs/s/run", tokens["admin"],
+                          {"env": {"API_KEY": "key9"}})
+    run_id = answer["run"]["id"]
+    paths = ("/api/jobs/s", "/api/jobs", "/api/jobs/s?format=yaml", f"/api/runs/{run_id}")
+    for who in ("viewer", "operator", "admin"):
+        for path in paths:
+            status, answer = call(app, "GET", path, tokens[who])
+            text = json.dumps(answer) if isinstance(answer, dict) else answer
+            assert status == 200 and "sec9" not in text
+            assert ("hunter2" in text or "key9" in text) == (who == "admin"), (who, path)
+        browser = gui_browser(app, who)
+        for page in ("/jobs/s", "/jobs/s/yaml", f"/runs/{run_id}"):
+            text = browser.request("GET", page)[2]
+            assert ("hunter2" in text or "key9" in text) == (who == "admin"), (who, page)
+            assert "sec9" not in text
