@@ -15,6 +15,8 @@ import sys
 import threading
 from typing import Optional
 
+import sqlalchemy as sa
+
 from . import usercli
 from .capture import _capture_routers
 from .client import DEFAULT_URL, run_command
@@ -227,11 +229,14 @@ def _cmd_validate(path: str) -> int:
 
 
 def _cmd_run(config: Config) -> int:
-    if config.host not in LOOPBACK_HOSTS and not config.token:
-        raise SchedulerError(f"refusing to bind {config.host} without a token: anyone who can "
-                             f"reach it could run commands. Set TS_API_TOKEN or --token-file, "
-                             f"or bind 127.0.0.1")
     service = SchedulerService(config)
+    if config.host not in LOOPBACK_HOSTS and not config.token and not config.auth_header \
+            and not _users_exist(service):
+        service.engine.dispose()
+        raise SchedulerError(f"refusing to bind {config.host} without a token or a user: anyone "
+                             f"who can reach it could run commands. Set TS_API_TOKEN or "
+                             f"--token-file, add an admin (task-scheduler user add NAME --role "
+                             f"admin), or bind 127.0.0.1")
     # Before any job's module is imported: a thread one starts at import is held to the
     # limit on output no run owns (_Spill) from the start.
     _capture_routers()
@@ -255,6 +260,13 @@ def _cmd_run(config: Config) -> int:
     server.server_close()
     service.stop()
     return 0
+
+
+def _users_exist(service: SchedulerService) -> bool:
+    try:
+        return service.store.users.any_user()
+    except sa.exc.DBAPIError:   # a new database: no table, so no user yet
+        return False
 
 
 class _Handoff(logging.handlers.QueueHandler):
