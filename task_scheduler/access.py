@@ -5,6 +5,7 @@ credentials into an Actor and checks input; the rows are the store's (store/user
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import re
@@ -44,6 +45,11 @@ def check_password(password: str, stored: Optional[str]) -> bool:
     except (ValueError, TypeError):   # no password set, or a hash this code does not know
         return False
     return hmac.compare_digest(given.hex(), digest)
+
+
+@functools.cache
+def _decoy() -> str:
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def token_hash(secret: str) -> str:
@@ -158,7 +164,9 @@ class Access:
     def password_actor(self, name: str, password: str,
                        address: Optional[str]) -> Optional[Actor]:
         row = self.users.user(name) if NAME.fullmatch(name or "") else None
-        if row is None or row["disabled"] or not check_password(password, row["password_hash"]):
+        # An unknown name costs a hash too: the answer's time does not tell who exists.
+        stored = row["password_hash"] if row else _decoy()
+        if not check_password(password, stored) or row is None or row["disabled"]:
             return None
         return Actor(row["name"], "user", row["role"], address=address)
 

@@ -20,10 +20,12 @@ class TooManyRequests(SchedulerError):
         self.retry_after = retry_after
 
 
-def identify(request, access, failures, client: str, peer_trusted: bool) -> Optional[Actor]:
+def identify(request, access, failures, client: str, peer_trusted: bool,
+             bearer: bool = True) -> Optional[Actor]:
     """The request's actor; None when it brings no credentials and some are required. Wrong
-    credentials count against the client (429 past the limit) and answer 401."""
-    given = request.get_header("Authorization", "")
+    credentials count against the client (429 past the limit) and answer 401. Without
+    ``bearer`` (the GUI's pages: their own login) an Authorization header is not read."""
+    given = request.get_header("Authorization", "") if bearer else ""
     if given:
         actor = _bearer(given, access, client)
         if actor is not None:

@@ -65,7 +65,7 @@ class HttpGuard:
                 if request.method not in SAFE_METHODS:
                     self._check_origin(request)
                 if not (api and ping and self._ping_token(request, kwargs)):
-                    actor = self._identify(request, needed)
+                    actor = self._identify(request, needed, api)
                     if api:
                         check_role(actor, needed, what)
                 if not api:
@@ -99,13 +99,13 @@ class HttpGuard:
             return _json_response(status, body)
         return guarded
 
-    def _identify(self, request, needed: str):
+    def _identify(self, request, needed: str, api: bool):
         """The actor, in environ["ts.actor"] for the handlers (None: no credentials). An open
         route answers whatever credentials come with it."""
         peer = request.environ.get("REMOTE_ADDR") or "?"
         try:
             actor = identify(request, self.access, self.failures, request.environ["ts.client"],
-                             bool(self.proxies) and _in_networks(peer, self.proxies))
+                             bool(self.proxies) and _in_networks(peer, self.proxies), api)
         except SchedulerError:
             if needed != OPEN:
                 raise
