@@ -26,6 +26,8 @@ from .http.app import create_app, discover_gui
 from .http.server import make_server
 from .jobsfile import load_jobs_file
 from .service import SchedulerService
+from .store import Store
+from .store.schema import create_engine
 
 log = logging.getLogger("task_scheduler")
 
@@ -229,14 +231,13 @@ def _cmd_validate(path: str) -> int:
 
 
 def _cmd_run(config: Config) -> int:
-    service = SchedulerService(config)
     if config.host not in LOOPBACK_HOSTS and not config.token and not config.auth_header \
-            and not _users_exist(service):
-        service.engine.dispose()
+            and not _users_exist(config.database_url):
         raise SchedulerError(f"refusing to bind {config.host} without a token or a user: anyone "
                              f"who can reach it could run commands. Set TS_API_TOKEN or "
                              f"--token-file, add an admin (task-scheduler user add NAME --role "
                              f"admin), or bind 127.0.0.1")
+    service = SchedulerService(config)
     # Before any job's module is imported: a thread one starts at import is held to the
     # limit on output no run owns (_Spill) from the start.
     _capture_routers()
@@ -262,11 +263,17 @@ def _cmd_run(config: Config) -> int:
     return 0
 
 
-def _users_exist(service: SchedulerService) -> bool:
-    try:
-        return service.store.users.any_user()
-    except sa.exc.DBAPIError:   # a new database: no table, so no user yet
+def _users_exist(url: str) -> bool:
+    """Some user is in the database; a database not made yet is not made here."""
+    if url.startswith("sqlite") and not os.path.exists(sa.engine.make_url(url).database or ""):
         return False
+    engine = create_engine(url)
+    try:
+        return Store(engine, "cli").users.any_user()
+    except sa.exc.DBAPIError:   # no table yet: no user yet
+        return False
+    finally:
+        engine.dispose()
 
 
 class _Handoff(logging.handlers.QueueHandler):

@@ -17,6 +17,7 @@ import time
 import pytest
 
 import task_scheduler as ts
+import task_scheduler.cli as ts_cli
 import task_scheduler.http.app as ts_app
 import task_scheduler_web as web
 from task_scheduler.access import RANK, Access
@@ -269,6 +270,9 @@ def test_the_cli_makes_the_first_admin_and_a_token(tmp_path):
         return done.returncode, done.stdout + done.stderr
     assert run("user", "add", "root", "--role", "admin", "--password-stdin",
                stdin=PASSWORD + "\n")[0] == 0
+    assert ts_cli._users_exist(db)   # now the service may bind beyond loopback without a token
+    assert not ts_cli._users_exist(f"sqlite:///{tmp_path / 'none.sqlite'}")
+    assert not (tmp_path / "none.sqlite").exists()
     assert run("user", "add", "root", "--role", "admin", "--password-stdin",
                stdin=PASSWORD + "\n")[0] == 2
     code, out = run("token", "create", "--user", "root", "--name", "ci", "--expires", "90d")
