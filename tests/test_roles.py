@@ -201,7 +201,6 @@ def test_without_credentials_configured_everyone_local_is_admin(make_service, jo
     app = ts.create_app(make_service())
     status, me = call(app, "GET", "/api/whoami")
     assert status == 200 and me["kind"] == "local" and me["role"] == "admin"
-    Access(app.config["ts.access"].users.db, app.config["ts.access"].config)
     app.config["ts.access"].add_user("first", "admin", PASSWORD)
     # the first user locks the door within USERS_TTL
     wait_for(lambda: call(app, "GET", "/api/jobs")[0] == 401, 2, 0.05, "401 without a token")
