@@ -27,9 +27,8 @@ import yaml
 
 from task_scheduler.errors import SchedulerError
 from task_scheduler.http.api import events_answer
-from task_scheduler.http.guard import FailureLimiter
 from task_scheduler.http.io import MAX_OFFSET, YAML_TYPE
-from task_scheduler.models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS, Actor
+from task_scheduler.models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS
 
 from . import audit, charts, forms, graph, runfilter
 from .docs import api_docs_html
@@ -82,7 +81,7 @@ def gui_jobs(service) -> str:
 
 def gui_job_detail(service, job_id: str) -> str:
     live = _live(service, job_id)
-    job = _fetch(lambda i: service.job(i, upcoming=10), job_id)   # next fire times: 10
+    job = access.hide_env(_fetch(lambda i: service.job(i, upcoming=10), job_id))   # 10 fires
     runs, pager = _run_page(service, 20, {}, job_id=job_id)
     recent = service.runs(job_id=job_id, limit=CHART_RUNS)
     definition = yaml.safe_dump(job.get("definition") or {}, sort_keys=False, allow_unicode=True)
@@ -153,7 +152,7 @@ def gui_job_update(service, job_id: str) -> str:
 def gui_job_yaml(service, job_id: str) -> str:
     """The job as a jobs.yaml entry, to download (the API's ``?format=yaml``, behind the GUI
     login)."""
-    text = _fetch(service.job_yaml, job_id)
+    text = access.hide_env_yaml(_fetch(service.job_yaml, job_id))
     bottle.response.content_type = YAML_TYPE
     name = f"{job_id}.yaml".replace('"', "")
     bottle.response.set_header("Content-Disposition", f'attachment; filename="{name}"')
@@ -169,7 +168,7 @@ def gui_job_action(service, job_id: str, action: str) -> None:
     back = _next_url(f"/jobs/{job_id}")
     if action == "run":
         params = _run_params(back)
-        result = _act(lambda: service.run_now(job_id, params), back)
+        result = _act(lambda: service.run_now(job_id, access.raw_ok(params)), back)
         _redirect(back, "flash.run_queued", link=f"/runs/{result['id']}", id=job_id)
     _act(lambda: (service.pause if action == "pause" else service.resume)(job_id), back)
     _redirect(back, f"flash.job_{action}d", id=job_id)
@@ -207,7 +206,7 @@ def gui_runs(service) -> str:
 
 
 def gui_run_detail(service, run_id: str) -> str:
-    run = _fetch(service.run, run_id)
+    run = access.hide_env(_fetch(service.run, run_id))
     active = run.get("status") in ACTIVE
     offsets = {}
     if active:   # what the page shows, and from where its script goes on reading
@@ -276,52 +275,6 @@ def gui_reload(service) -> None:
     _redirect("/config", "flash.reloaded", n=config.get("jobs", 0))
 
 
-def gui_login(service) -> str:
-    if not _token(service):
-        _redirect("/")
-    return _render("login", nav="login", title=_t("title.login"), error=None,
-                   next=_next_url("/", bottle.request.query))
-
-
-def gui_login_post(service) -> str:
-    token = _token(service)
-    target = _next_url("/")
-    if not token:
-        _redirect(target)
-    limiter: FailureLimiter = bottle.request.app.config["ts.gui.logins"]
-    # The client as the core's guard tells it: behind a --trusted-proxies proxy, the address
-    # it forwards (else every user behind the proxy would share one limit).
-    client = bottle.request.environ.get("ts.client") or bottle.request.remote_addr or "?"
-    given = bottle.request.forms.getunicode("token", "") or ""
-    if hmac.compare_digest(given.encode(), token.encode()):   # the right token always passes
-        limiter.forget(client)
-        secret = service.store.sessions.create_session(SESSION_TTL)
-        service.audit.record(None, "gui.login", ("session", "gui"))
-        _set_cookie("ts_session", _sign(f"session:{secret}"), SESSION_TTL)
-        _redirect(target, "flash.logged_in")
-    wait = limiter.failed(client)   # counted; past the limit, the seconds to wait
-    if not wait:   # a guesser past the limit is not recorded at every try
-        service.audit.record(Actor("anonymous", "local", "viewer", address=client),
-                             "gui.login_failed", ("session", "gui"))
-    if wait:
-        bottle.response.status = 429
-        bottle.response.set_header("Retry-After", str(wait))
-        return _render("login", nav="login", title=_t("title.login"), next=target,
-                       error=_t("login.too_many", n=wait))
-    bottle.response.status = 401
-    return _render("login", nav="login", title=_t("title.login"), error=_t("login.invalid"),
-                   next=target)
-
-
-def gui_logout(service) -> None:
-    secret = _session_secret()
-    if secret:
-        service.store.sessions.revoke_session(secret)
-        service.audit.record(None, "gui.logout", ("session", "gui"))
-    bottle.response.delete_cookie("ts_session", path="/")
-    _redirect("/login" if _token(service) else "/", "flash.logged_out")
-
-
 GUI_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/", gui_dashboard),
     ("GET", "/jobs", gui_jobs),
@@ -344,45 +297,38 @@ GUI_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/live", gui_live),
     ("GET", "/config", gui_config),
     ("POST", "/config/reload", gui_reload),
-    ("GET", "/login", gui_login),
-    ("POST", "/login", gui_login_post),
-    ("POST", "/logout", gui_logout),
     *audit.GUI_ROUTES,
 ]
-PUBLIC = {gui_login, gui_login_post}
 
 
 def install_gui(app: bottle.Bottle, service) -> None:
-    """Register GUI_ROUTES, /static and the security headers on `app`."""
-    key = _derive_key(_token(service))
-    for method, path, handler in GUI_ROUTES:
-        callback = _guard(functools.partial(handler, service), service, key, method,
-                          handler in PUBLIC)
-        app.route(path, method, callback, name=handler.__name__)
+    """Register GUI_ROUTES (with access.py's), /static and the security headers on `app`."""
+    key = functools.cache(lambda: _derive_key(_token(service) or access.cookie_key(service)))
+    for method, path, handler in GUI_ROUTES + access.ACCESS_ROUTES:
+        role = access.GUI_ROLES.get((method, path), "admin")   # none named: admins only
+        callback = _guard(functools.partial(handler, service), service, key, method, role)
+        app.route(path, method, callback, name=handler.__name__, **{"ts.role": role})
     app.route("/static/<path:path>", "GET", _static)
     app.add_hook("after_request", _security_headers)
     app.config["ts.error_page"] = functools.partial(_error_hook, service)
-    app.config["ts.gui.logins"] = FailureLimiter(LOGIN_FAILURES, LOGIN_WINDOW)
+    app.config["ts.gui.logins"] = access.FailureLimiter(LOGIN_FAILURES, LOGIN_WINDOW)
 
 
 # -- Safety: login, CSRF, flash, headers ----------------------------------------------------
 
-def _guard(handler, service, key: bytes, method: str, public: bool):
+def _guard(handler, service, key: Callable[[], bytes], method: str, role: str):
     def guarded(**kwargs):
         environ = bottle.request.environ
-        environ["ts.gui.key"] = key
+        environ["ts.gui.key"] = key()
         environ["ts.gui.locale"] = _choose_locale(service)
-        environ["ts.gui.session"] = _session_secret() if _token(service) else None
-        if environ["ts.gui.session"] and not service.store.sessions.session_active(
-                environ["ts.gui.session"]):
-            environ["ts.gui.session"] = None   # logged out, expired, or never issued here
-        environ["ts.gui.login"] = bool(environ["ts.gui.session"])
-        if not public and _token(service) and not environ["ts.gui.login"]:
+        access.sign_in(service)   # the session's user, unless the core named the actor
+        if role != "open" and environ.get("ts.actor") is None:
             # Back to the page after login; a POST's target has no page, so to the dashboard.
             back = bottle.request.fullpath + _qs() if method == "GET" else "/"
             bottle.redirect("/login?" + urlencode({"next": back}), 303)
         if method == "POST" and not _csrf_ok():
             raise _error_page(403, _t("error.403"), _t("error.csrf"))
+        access.check_role(role, method)
         return handler(**kwargs)
     return guarded
 
@@ -668,6 +614,7 @@ def _helpers(locale: Locale) -> dict:
             "json": lambda value: json.dumps(value, ensure_ascii=False),
             "pretty_json": lambda value: json.dumps(value, ensure_ascii=False, indent=2),
             "args": lambda value: forms.show_args(value if value else forms.OMIT),
+            "can": access.can, "actor": bottle.request.environ.get("ts.actor"),
             "run_statuses": RUN_STATUSES, "job_states": JOB_STATES}
 
 
@@ -789,4 +736,7 @@ def _shorten(text: str, size: int) -> str:
 
 
 NAV = ("dashboard", "/"), ("jobs", "/jobs"), ("runs", "/runs"), ("config", "/config"), \
-    ("audit", "/audit"), ("new", "/jobs/new")
+    ("audit", "/audit"), ("new", "/jobs/new"), ("users", "/users")
+
+
+from . import access  # noqa: E402  (its pages use the helpers above: imported once they exist)

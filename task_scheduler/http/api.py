@@ -10,6 +10,7 @@ from typing import Optional
 import bottle
 import sqlalchemy as sa
 
+from ..access import check_raw_run, hide_env, hide_env_yaml
 from ..config import __version__
 from ..errors import SchedulerError, Unavailable
 from .io import (
@@ -45,7 +46,7 @@ def api_status(service):
 def api_list_jobs(service):
     """Jobs by id, filtered and paged; ``total`` counts every match."""
     texts, total = service.jobs_json(**_query_params(JobsQuery).model_dump())
-    return _raw_json(200, f'{{"jobs": [{", ".join(texts)}], "total": {total}}}')
+    return _raw_json(200, f'{{"jobs": [{", ".join(_shown(texts))}], "total": {total}}}')
 
 
 def api_create_job(service):
@@ -61,8 +62,8 @@ def api_get_job(service, job_id):
     A jobs.yaml job says where it is defined (defined_at: path and line). ?format=yaml answers
     the job as a jobs.yaml entry (application/yaml), secrets hidden as in the JSON."""
     if _query_params(JobQuery).format == "yaml":
-        return _text(service.job_yaml(job_id), YAML_TYPE)
-    return _raw_json(200, service.job_json(job_id))
+        return _text(hide_env_yaml(service.job_yaml(job_id), _actor()), YAML_TYPE)
+    return _raw_json(200, _shown([service.job_json(job_id)])[0])
 
 
 def api_replace_job(service, job_id):
@@ -77,6 +78,22 @@ def api_delete_job(service, job_id):
     """Delete a job created through the API (a jobs.yaml job: 409); its runs stay."""
     service.delete_job(job_id)
     return 204, None
+
+
+def _actor():
+    return bottle.request.environ.get("ts.actor")
+
+
+def _hides() -> bool:
+    actor = _actor()
+    return actor is not None and actor.role != "admin"
+
+
+def _shown(texts: list) -> list:
+    """Jobs' JSON texts as the caller may see them (hide_env)."""
+    if not _hides():
+        return texts
+    return [json.dumps(hide_env(json.loads(t), _actor()), ensure_ascii=False) for t in texts]
 
 
 def api_pause_job(service, job_id):
@@ -95,6 +112,7 @@ def api_run_job(service, job_id):
     An optional body gives this run its own kwargs and args (python) or args and env
     (commands), checked like the job's own; the job keeps its definition."""
     body = _json_body() if _content_length(bottle.request.environ) else None
+    check_raw_run(bottle.request.environ.get("ts.actor"), body)
     return 202, {"run": service.run_now(job_id, body)}
 
 
@@ -143,7 +161,7 @@ def api_list_runs(service):
 
 def api_get_run(service, run_id):
     """One run with its stdout and stderr (live while it runs)."""
-    return service.run(run_id)
+    return hide_env(service.run(run_id), _actor())
 
 
 def api_run_stdout(service, run_id):

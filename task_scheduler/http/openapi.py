@@ -281,6 +281,82 @@ class ApiError(_Out):
     error: ApiErrorInfo
 
 
+NAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
+Role = Literal["viewer", "operator", "admin"]
+
+
+class ApiWhoami(_Out):
+    """Who this request is, and its role."""
+
+    name: str
+    kind: str = Field(description="user, legacy (the --token), sso, local (no credentials "
+                                  "configured)")
+    role: Role
+    token_name: Optional[str]
+    address: Optional[str]
+
+
+class ApiUser(_Out):
+    """A user (never their password hash)."""
+
+    name: str
+    role: Role
+    disabled: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ApiUsers(_Out):
+    """Every user, by name."""
+
+    users: list[ApiUser]
+
+
+class ApiToken(_Out):
+    """An API token (never its secret, but once: ``token`` in the answer that creates it)."""
+
+    id: str
+    user_name: str
+    name: str
+    created_at: dt.datetime
+    expires_at: Optional[dt.datetime]
+    token: Optional[str] = None
+
+
+class ApiTokens(_Out):
+    """API tokens, with last_used_at (to a few minutes) and revoked_at."""
+
+    tokens: list[ApiToken]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserBody(_In):
+    """A new user; without a password they sign in by API token or SSO only."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    role: Role
+    password: Optional[str] = Field(None, min_length=8, max_length=1024)
+
+
+class UserChange(_In):
+    """What to change of a user."""
+
+    role: Optional[Role] = None
+    password: Optional[str] = Field(None, min_length=8, max_length=1024)
+    disabled: Optional[bool] = None
+
+
+class TokenBody(_In):
+    """A new API token; ``user``: an admin making one for someone else."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    expires: Optional[str] = Field(None, description="90d, 12h, or never (the default)")
+    user: Optional[str] = Field(None, pattern=NAME_PATTERN)
+
+
 class ApiIndex(_Out):
     """What this API is, and where its docs and main collections are."""
 
@@ -466,10 +542,19 @@ _OPERATIONS = {
     "api_openapi": _Op(200, "application/json", "about"),
     "api_docs": _Op(200, "text/html", "about"),
     "api_metrics": _Op(200, "text/plain", "about"),
+    "api_whoami": _Op(200, ApiWhoami, "people"),
+    "api_list_users": _Op(200, ApiUsers, "people"),
+    "api_create_user": _Op(201, ApiUser, "people", body=UserBody, errors=(409,)),
+    "api_update_user": _Op(200, ApiUser, "people", body=UserChange),
+    "api_delete_user": _Op(204, None, "people"),
+    "api_list_tokens": _Op(200, ApiTokens, "people"),
+    "api_create_token": _Op(201, ApiToken, "people", body=TokenBody, errors=(409,)),
+    "api_revoke_token": _Op(204, None, "people"),
 }
 _ERROR_TEXTS = {
     400: "Malformed JSON, or a query parameter that is unknown or out of range",
     401: "Missing or wrong token: send Authorization: Bearer <token>",
+    403: "Your role may not do this: the message names the role needed (docs/security.md)",
     404: "No such job, run, calendar or route",
     405: "Method not allowed on this path (the Allow header lists the allowed ones)",
     409: "Conflict: the id is taken, the job comes from jobs.yaml (edit the file, or use Edit on "
@@ -500,7 +585,8 @@ def openapi_document(routes: list, secured: bool = False) -> dict:
     """This API as an OpenAPI 3.1 document; every schema comes from the pydantic models that
     validate the requests (JobDefinition, JobsQuery, RunsQuery) or shape the answers (Api*)."""
     schemas: dict = {}
-    models = [(JobDefinition, "validation"), (RunParams, "validation"),
+    models = [(JobDefinition, "validation"), (RunParams, "validation"), (UserBody, "validation"),
+              (UserChange, "validation"), (TokenBody, "validation"),
               *((m, "serialization") for m in _RESPONSE_MODELS)]
     for model, mode in models:
         schema = model.model_json_schema(ref_template=_REF, mode=mode)
@@ -580,7 +666,7 @@ def _responses(op: _Op, handler, secured: bool) -> dict:
             "text/event-stream": {"schema": {"type": "string"}}})
     if op.query is EventsQuery:
         out[str(op.status)]["content"]["text/event-stream"] = {"schema": {"type": "string"}}
-    codes = [400, 404, 405, 413, 415, 422, 503, *op.errors, *([401, 429] if secured else [])]
+    codes = [400, 404, 405, 413, 415, 422, 503, *op.errors, *([401, 403, 429] if secured else [])]
     for code in sorted(codes):
         out[str(code)] = _json_answer(_ERROR_TEXTS[code], "ApiError")
     out["405"]["headers"] = {"Allow": {"required": True, "schema": {"type": "string"},
@@ -602,4 +688,5 @@ def _json_answer(text: Optional[str], model: str) -> dict:
 
 _RESPONSE_MODELS = (ApiJob, ApiJobPage, ApiRun, ApiRunDetail, ApiRunPage, ApiRunQueued,
                     ApiError, ApiIndex, ApiHealth, ApiStatus, ApiNodes, ApiReload, ApiOutput,
-                    ApiChanges, ApiRunChange, ApiCalendar, ApiAuditPage)
+                    ApiChanges, ApiRunChange, ApiCalendar, ApiAuditPage, ApiWhoami, ApiUser,
+                    ApiUsers, ApiToken, ApiTokens)

@@ -19,6 +19,7 @@ from .retention import Retention
 from .runs import Admission, RunStore
 from .sessions import SessionStore
 from .sla import SlaStore
+from .users import UserStore
 from .workflows import WorkflowStore
 
 __all__ = ["Admission", "Store"]
@@ -38,6 +39,7 @@ class Store(Database):
         self.queries = RunQueries(self)       # reads of run history
         self.nodes = NodeStore(self)          # nodes and the leader lease
         self.sessions = SessionStore(self)    # GUI sessions
+        self.users = UserStore(self)          # users and their API tokens
         self.retention = Retention(self)      # pruning of history
         self.audit = AuditStore(self)         # the audit log: appended, read, pruned
         self.sla = SlaStore(self, self.runs, self.notes, self.nodes)   # breaches, pings

@@ -132,6 +132,30 @@ ts_sessions = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("expires_at", sa.DateTime, nullable=False),
     sa.Column("revoked_at", sa.DateTime),
+    sa.Column("user_name", sa.String(64)),   # None: logged in with the legacy token
+)
+# People (issue 24): a role each, a password as an scrypt hash (its salt and parameters in the
+# text), and API tokens kept only as the sha256 of their secret. New tables: create_all.
+ts_users = sa.Table(
+    "ts_users", _metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.Text),   # None: no password login (SSO or tokens only)
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+ts_api_tokens = sa.Table(
+    "ts_api_tokens", _metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_name", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime),
+    sa.Column("last_used_at", sa.DateTime),
+    sa.Column("revoked_at", sa.DateTime),
+    sa.Index("ix_ts_api_tokens_user", "user_name", "name"),
 )
 # A promise broken (issue 26): one row per breach, decided by the leader in the transaction
 # that queues its notifications; the unique key makes a breach once, whoever decides it again
@@ -303,6 +327,7 @@ def migrate(engine: sa.Engine) -> int:
         _add_missing_column(conn, "ts_runs", sa.Column("result", sa.Text))
         _add_missing_column(conn, "ts_runs", sa.Column("started_by", sa.String(255)))
         _add_missing_column(conn, "ts_nodes", sa.Column("schema_version", sa.Integer))
+        _add_missing_column(conn, "ts_sessions", sa.Column("user_name", sa.String(64)))
         _create_search(conn)
         if conn.execute(sa.select(ts_lease.c.name).where(ts_lease.c.name == LEASE)).first() \
                 is None:

@@ -10,8 +10,10 @@
     </div>
     <div class="title-actions" data-live-region="job-actions">
       % include('_job_actions.tpl', job=job, next=here)
+      % if h['can']('admin'):
       <a class="btn" href="/jobs/{{job['id']}}/edit" data-testid="action-edit">{{t('action.edit')}}</a>
       <a class="btn" href="/jobs/new?clone={{job['id']}}" data-testid="action-clone">{{t('action.clone')}}</a>
+      % end
       <a class="btn" href="/jobs/{{job['id']}}/yaml" download="{{job['id']}}.yaml" data-testid="action-export">{{t('action.export')}}</a>
     </div>
   </div>
@@ -84,7 +86,7 @@
     </section>
   </div>
   % declared = job['definition'].get('params') or {}
-  % if declared and job['kind'] != 'heartbeat':
+  % if declared and job['kind'] != 'heartbeat' and h['can']('operator'):
   <section class="panel">
     <h2>{{t('job.declared_params')}}</h2>
     <form method="post" action="/jobs/{{job['id']}}/run" data-testid="run-params-form">
@@ -113,7 +115,7 @@
     </form>
   </section>
   % end
-  % if job['kind'] != 'heartbeat':
+  % if job['kind'] != 'heartbeat' and h['can']('admin'):
   <section class="panel" data-testid="run-with-params">
     <details>
       <summary>{{t('job.run_params')}}</summary>
@@ -153,7 +155,7 @@
     <h2>{{t('job.runs')}}</h2>
     % include('_runs_table.tpl')
   </section>
-  % if job['source'] == 'api':
+  % if job['source'] == 'api' and h['can']('admin'):
   <section class="panel danger-zone">
     <details>
       <summary>{{t('job.delete_summary')}}</summary>

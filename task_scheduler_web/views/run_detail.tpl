@@ -11,12 +11,12 @@
     </div>
     <div class="title-actions">
       % include('_badge.tpl', status=run['status'])
-      % if active:
+      % if active and h['can']('operator'):
       <form method="post" action="/runs/{{run['id']}}/cancel">
         % include('_csrf.tpl')
         <button type="submit" class="btn btn-danger" data-testid="action-cancel">{{t('run.cancel')}}</button>
       </form>
-      % else:
+      % elif h['can']('operator'):
       <form method="post" action="/runs/{{run['id']}}/rerun">
         % include('_csrf.tpl')
         <button type="submit" class="btn" data-testid="action-rerun">{{t('run.rerun')}}</button>
