@@ -373,3 +373,31 @@ def test_runs_a_crash_left_running_start_their_followers_at_the_next_start(make_
     [b] = final_runs(again, "b")
     assert (b["upstream_run"], b["status"]) == (left, "succeeded")
     assert again.run(left)["status"] == "interrupted"
+
+
+@pytest.mark.both_databases
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_workflow_starts_its_followers_once_at_its_own_end(service, tmp_path, fails):
+    """The steps of a workflow are runs of its job too, but only the workflow run's end is the
+    job's end: a step's end starts no follower, and a failed workflow run (never retried, even
+    with job-level retries, which are its steps') starts on: [failed] at once."""
+    log = tmp_path / "followers.log"
+    append = f"open({str(log)!r}, 'a').write('{{}}\\n')"
+    service.add_job({"id": "wf", "retries": {"max": 1, "delay": 0}, "steps": [
+        {"id": "one", "command": [PY, "-c", "pass"]},
+        {"id": "two", "command": [PY, "-c", "raise SystemExit(1)" if fails else "pass"],
+         "after": ["one"]},
+        {"id": "three", "command": [PY, "-c", "pass"], "after": ["one"]}]})
+    for name, on in (("ok", ["succeeded"]), ("bad", ["failed"])):
+        service.add_job({"id": name, "command": [PY, "-c", append.format(name)],
+                         "after": {"job": "wf", "on": on}})
+    run = service.run_now("wf")
+    [ended] = final_runs(service, "wf", timeout=30)
+    assert ended["id"] == run["id"] and ended["status"] == ("failed" if fails else "succeeded")
+    follower = "bad" if fails else "ok"
+    [started] = final_runs(service, follower, timeout=30)
+    assert (started["trigger"], started["upstream_run"]) == ("after", run["id"])
+    wait_for(lambda: log.exists() and log.read_text().split(), 10, message="the follower ran")
+    service.flush()
+    assert log.read_text().split() == [follower]
+    assert service.runs(job_id="ok" if fails else "bad") == []
