@@ -32,6 +32,14 @@ def wf_server(tmp_path_factory):
     server.service.stop(grace=0)
 
 
+def _row(page, step_id):
+    return page.locator(f'[data-testid="step-row"][data-step-id="{step_id}"]')
+
+
+def _node(page, step_id):
+    return page.locator(f'[data-testid="graph-node"][data-step-id="{step_id}"]')
+
+
 def _ended(service, run_id):
     def done():
         service.flush()
@@ -52,16 +60,20 @@ def test_the_run_page_lists_steps_and_retries_the_failed_ones(wf_server, context
     page.goto(wf_server.url(f"/runs/{run['id']}?lang={lang}"))
     rows = page.locator('[data-testid="step-row"]')
     expect(rows).to_have_count(4)
-    expect(page.locator('[data-step-id="transform"]')).to_have_attribute("data-status", "failed")
-    expect(page.locator('[data-step-id="load"]')).to_have_attribute("data-status", "skipped")
-    expect(page.locator('[data-step-id="load"]')).to_contain_text("transform")
-    expect(page.locator('[data-step-id="extract"]')).to_contain_text("42 rows")
+    expect(_row(page, "transform")).to_have_attribute("data-status", "failed")
+    expect(_row(page, "load")).to_have_attribute("data-status", "skipped")
+    expect(_row(page, "load")).to_contain_text("transform")
+    expect(_row(page, "extract")).to_contain_text("42 rows")
     page.screenshot(path=str(SCREENSHOTS / f"workflow-{lang}-failed.png"), full_page=True)
 
-    page.locator('[data-step-id="extract"] a').click()   # the step's own run
+    _row(page, "extract").locator("a").click()   # the step's own run
     expect(page.locator('[data-testid="run-parent"]')).to_contain_text(run["id"])
     expect(page.locator('[data-testid="run-stdout"]')).to_contain_text("42 rows")
     page.go_back()
+    expect(page.locator('[data-testid="step-graph"]')).to_be_visible()   # the graph, coloured
+    expect(_node(page, "transform")).to_have_attribute("data-status", "failed")
+    expect(_node(page, "load")).to_have_attribute("data-status", "skipped")
+    expect(_node(page, "report")).to_have_attribute("data-status", "succeeded")
 
     wf_server.flag.unlink()
     page.locator('[data-testid="action-retry"]').click()
@@ -70,7 +82,7 @@ def test_the_run_page_lists_steps_and_retries_the_failed_ones(wf_server, context
     done = _ended(service, run["id"])
     assert done["status"] == "succeeded" and done["attempt"] == 2
     page.goto(wf_server.url(f"/runs/{run['id']}"))
-    expect(page.locator('[data-step-id="load"]')).to_have_attribute("data-status", "succeeded")
+    expect(_row(page, "load")).to_have_attribute("data-status", "succeeded")
     expect(page.locator('[data-testid="action-retry"]')).to_have_count(0)
     page.screenshot(path=str(SCREENSHOTS / f"workflow-{lang}-retried.png"), full_page=True)
     load = service.run(next(s["run_id"] for s in done["steps"] if s["step_id"] == "load"))
@@ -87,16 +99,30 @@ def test_a_running_workflow_runs_steps_show_live(wf_server, context_for):  # noq
              0.05, "the workflow run to start")
     page = context_for(locale="en-US", viewport=DESKTOP).new_page()
     page.goto(wf_server.url(f"/runs/{run['id']}"))
-    expect(page.locator('[data-step-id="second"]')).to_have_attribute("data-status", "pending")
+    expect(_row(page, "second")).to_have_attribute("data-status", "pending")
     page.evaluate("window.__same_page = true")
-    expect(page.locator('[data-step-id="second"]')).to_have_attribute("data-status", "running",
+    expect(_row(page, "second")).to_have_attribute("data-status", "running",
                                                                        timeout=15000)
     # a step's change shows while the workflow run still goes on
     expect(page.locator('[data-testid="run-status"]')).to_have_attribute("data-status",
                                                                          "running")
-    expect(page.locator('[data-step-id="first"]')).to_have_attribute("data-status", "succeeded")
+    expect(_row(page, "first")).to_have_attribute("data-status", "succeeded")
     expect(page.locator('[data-testid="run-status"]')).to_have_attribute(
         "data-status", "succeeded", timeout=15000)
-    expect(page.locator('[data-step-id="second"]')).to_have_attribute("data-status",
+    expect(_row(page, "second")).to_have_attribute("data-status",
                                                                       "succeeded")
     assert page.evaluate("window.__same_page") is True   # redrawn in place, not reloaded
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_the_job_page_draws_the_step_graph(wf_server, context_for, lang):  # noqa: F811
+    page = context_for(locale="ja-JP" if lang == "ja" else "en-US", viewport=DESKTOP).new_page()
+    page.goto(wf_server.url(f"/jobs/etl?lang={lang}"))
+    graph = page.locator('[data-testid="step-graph"]')
+    expect(graph).to_be_visible()
+    expect(graph.locator('[data-testid="graph-node"]')).to_have_count(4)
+    boxes = {step: _node(page, step).bounding_box() for step in ("extract", "transform",
+                                                                 "load", "report")}
+    xs = [boxes[s]["x"] for s in ("extract", "transform", "load", "report")]
+    assert xs == sorted(xs) and len(set(xs)) == 4   # each after the one it depends on
+    page.screenshot(path=str(SCREENSHOTS / f"workflow-{lang}-job-graph.png"), full_page=True)
