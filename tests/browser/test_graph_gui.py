@@ -47,7 +47,9 @@ def graph_server(tmp_path_factory):
         if run_id != first["id"]:
             return found
         return {**found, "steps": [{"step_id": s["id"], "run_id": f"{i:020x}",
-                                    "status": STATUS[s["id"]], "after": s.get("after", [])}
+                                    "status": STATUS[s["id"]], "after": s.get("after", []),
+                                    "attempt": 1, "node": None, "started_at": None,
+                                    "finished_at": None, "output": None}   # DESIGN section 6
                                    for i, s in enumerate(STEPS)]}
     service.job, service.run = job, run
     server.first_run = first["id"]
