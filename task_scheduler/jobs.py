@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import calendar as stdcalendar
+import itertools
+import time
 from typing import TYPE_CHECKING, Optional
 from collections.abc import Callable
 
@@ -37,6 +39,10 @@ class JobCatalog:
         self.config, self.book, self.store, self.runner = config, book, store, runner
         self.timezone = timezone
         self._leading, self._ask, self._now = leading, ask, now
+        self._commits, self._commit_count = 0, itertools.count(1)
+        self._kept: Optional[tuple] = None     # (mark, ids, next fire times, newest runs)
+        self._answer: Optional[tuple] = None   # (key, text) of the last list answered
+        store.committed.append(self._committed)
 
     # reads
 
@@ -49,10 +55,22 @@ class JobCatalog:
         return page
 
     def page_json(self, q=None, state=None, source=None, kind=None, tag=None, limit=None,
-                  offset: int = 0) -> tuple[list[str], int]:
-        """``page()`` as one JSON text per job, and the total: the API's fast path."""
+                  offset: int = 0, full: bool = False) -> str:
+        """``{"jobs": [Job], "total": N}`` as the API answers it, each Job without its
+        ``definition`` unless ``full`` (GET /api/jobs/{id} has it). The text is kept while
+        nothing it shows can have changed (``_mark``, the book, the runs ended here): a list
+        of 1,000 jobs polled by many clients is built once, not once per request."""
+        recent = self.runner.recent
+        key = (q, state, source, kind, tag, limit, offset, full, self._mark(),
+               self.book.changes, len(recent) and next(reversed(recent), None))
+        kept = self._answer
+        if kept is not None and kept[0] == key:
+            return kept[1]
         views, total = self._page(q, state, source, kind, tag, limit, offset)
-        return [view[1] for view in views], total
+        texts = ", ".join(view[1 if full else 2] for view in views)
+        text = f'{{"jobs": [{texts}], "total": {total}}}'
+        self._answer = (key, text)
+        return text
 
     def job(self, job_id: str, upcoming: int = 0) -> dict:
         """A job's dict; with ``upcoming``, ``next_fire_times``: that many next fire times,
@@ -145,20 +163,41 @@ class JobCatalog:
             len(matches)
 
     def _views(self, records: list) -> list:
-        ids = [r.definition.id for r in records]
-        if len(ids) == 1:
-            next_time, newest = self.store.queries.job_state(ids[0])
-            next_times = {ids[0]: next_time} if next_time is not None else {}
-            last = {ids[0]: newest} if newest is not None else {}
-        else:
-            next_times = self.store.jobs.next_run_times(ids) if ids else {}
-            last = self.store.queries.last_runs(ids) if ids else {}
+        next_times, last = self._state([r.definition.id for r in records])
         for run in self.runner.recent.values():   # ended here, maybe not yet in the table
             if run.job_id in last and run.id >= last[run.job_id]["id"]:
                 last[run.job_id] = run_to_dict(run)
         self._breaches(records, last)
         return [self.book.view(r, next_times.get(r.definition.id), last.get(r.definition.id))
                 for r in records]
+
+    def _state(self, ids: list) -> tuple[dict, dict]:
+        """(next fire times, newest runs) of these jobs as the database has them. A list's
+        are kept until this process commits anything or REFRESH passes (a write of another
+        node or process tells nothing here): the two queries were most of a list's cost, and
+        one job read while they are fresh costs none."""
+        mark = self._mark()   # before the queries: a commit meanwhile makes them stale
+        kept = self._kept
+        if kept is not None and kept[0] == mark and kept[1].issuperset(ids):
+            return kept[2], dict(kept[3])
+        if len(ids) == 1:
+            next_time, newest = self.store.queries.job_state(ids[0])
+            return ({ids[0]: next_time} if next_time is not None else {},
+                    {ids[0]: newest} if newest is not None else {})
+        next_times = self.store.jobs.next_run_times(ids) if ids else {}
+        last = self.store.queries.last_runs(ids) if ids else {}
+        self._kept = (mark, frozenset(ids), next_times, last)
+        return next_times, dict(last)
+
+    def _mark(self) -> tuple:
+        """Changes when what ``_state`` read may have: any commit of this process, and every
+        REFRESH seconds for what others wrote (the change feed looks as often)."""
+        return self._commits, int(time.monotonic() / self.REFRESH)
+
+    def _committed(self) -> None:
+        self._commits = next(self._commit_count)   # atomic: commits end on many threads
+
+    REFRESH = 1.0
 
     def _breaches(self, records: list, last: dict) -> None:
         """The SLA breaches of each promising job's newest run, as ``sla_breaches`` on it (the

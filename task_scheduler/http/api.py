@@ -44,8 +44,7 @@ def api_status(service):
 
 def api_list_jobs(service):
     """Jobs by id, filtered and paged; ``total`` counts every match."""
-    texts, total = service.jobs_json(**_query_params(JobsQuery).model_dump())
-    return _raw_json(200, f'{{"jobs": [{", ".join(texts)}], "total": {total}}}')
+    return _raw_json(200, service.jobs_json(**_query_params(JobsQuery).model_dump()))
 
 
 def api_create_job(service):
