@@ -109,9 +109,10 @@ class JobBook:
         changes, limits = self._limits
         if changes != self._changes:
             changes = self._changes
+            shared: dict = {}   # one tuple per distinct pair: 10,000 jobs share a few
             limits = types.MappingProxyType({
-                i: (r.definition.max_instances, r.definition.misfire_grace_time)
-                for i, r in list(self.records.items())})
+                i: shared.setdefault(pair, pair) for i, r in list(self.records.items())
+                if (pair := (r.definition.max_instances, r.definition.misfire_grace_time))})
             self._limits = (changes, limits)
         return limits
 

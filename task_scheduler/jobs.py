@@ -172,22 +172,29 @@ class JobCatalog:
                 for r in records]
 
     def _state(self, ids: list) -> tuple[dict, dict]:
-        """(next fire times, newest runs) of these jobs as the database has them. A list's
-        are kept until this process commits anything or REFRESH passes (a write of another
-        node or process tells nothing here): the two queries were most of a list's cost, and
-        one job read while they are fresh costs none."""
+        """(next fire times, newest runs) of these jobs as the database has them. They are
+        kept until this process commits anything or REFRESH passes (a write of another node
+        or process tells nothing here): the two queries were most of a list's cost. One job
+        read while they are stale reads its own two rows, or, at most once a REFRESH and
+        with a small book, every job's (then the next reads cost no query)."""
         mark = self._mark()   # before the queries: a commit meanwhile makes them stale
         kept = self._kept
         if kept is not None and kept[0] == mark and kept[1].issuperset(ids):
             return kept[2], dict(kept[3])
-        if len(ids) == 1:
+        if len(ids) == 1 and (len(self.book.records) > self.READ_ALL_MAX or (
+                kept is not None and time.monotonic() - kept[4] < self.REFRESH)):
             next_time, newest = self.store.queries.job_state(ids[0])
             return ({ids[0]: next_time} if next_time is not None else {},
                     {ids[0]: newest} if newest is not None else {})
-        next_times = self.store.jobs.next_run_times(ids) if ids else {}
-        last = self.store.queries.last_runs(ids) if ids else {}
-        self._kept = (mark, frozenset(ids), next_times, last)
+        every = len(ids) == 1
+        covered = frozenset(self.book.records) if every else frozenset(ids)
+        next_times = self.store.jobs.next_run_times(None if every else ids) if ids else {}
+        last = self.store.queries.last_runs(None if every else ids) if ids else {}
+        self._kept = (mark, covered, next_times, last, time.monotonic())
         return next_times, dict(last)
+
+    REFRESH = 1.0
+    READ_ALL_MAX = 2000   # jobs whose state one job's read may refresh (~10 reads' cost)
 
     def _mark(self) -> tuple:
         """Changes when what ``_state`` read may have: any commit of this process, and every
@@ -196,8 +203,6 @@ class JobCatalog:
 
     def _committed(self) -> None:
         self._commits = next(self._commit_count)   # atomic: commits end on many threads
-
-    REFRESH = 1.0
 
     def _breaches(self, records: list, last: dict) -> None:
         """The SLA breaches of each promising job's newest run, as ``sla_breaches`` on it (the
