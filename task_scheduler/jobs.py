@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import calendar as stdcalendar
 import itertools
+import threading
 import time
 from typing import TYPE_CHECKING, Optional
 from collections.abc import Callable
@@ -41,6 +42,7 @@ class JobCatalog:
         self._leading, self._ask, self._now = leading, ask, now
         self._commits, self._commit_count = 0, itertools.count(1)
         self._kept: Optional[tuple] = None     # (mark, ids, next fire times, newest runs)
+        self._reading_all = threading.Lock()
         self._answer: Optional[tuple] = None   # (key, text) of the last list answered
         store.committed.append(self._committed)
 
@@ -181,16 +183,21 @@ class JobCatalog:
         kept = self._kept
         if kept is not None and kept[0] == mark and kept[1].issuperset(ids):
             return kept[2], dict(kept[3])
-        if len(ids) == 1 and (len(self.book.records) > self.READ_ALL_MAX or (
-                kept is not None and time.monotonic() - kept[4] < self.REFRESH)):
+        every = len(ids) == 1
+        if every and (len(self.book.records) > self.READ_ALL_MAX or (
+                kept is not None and kept[0][1] == mark[1])   # read all once a REFRESH
+                or not self._reading_all.acquire(blocking=False)):   # (by one thread)
             next_time, newest = self.store.queries.job_state(ids[0])
             return ({ids[0]: next_time} if next_time is not None else {},
                     {ids[0]: newest} if newest is not None else {})
-        every = len(ids) == 1
-        covered = frozenset(self.book.records) if every else frozenset(ids)
-        next_times = self.store.jobs.next_run_times(None if every else ids) if ids else {}
-        last = self.store.queries.last_runs(None if every else ids) if ids else {}
-        self._kept = (mark, covered, next_times, last, time.monotonic())
+        try:
+            covered = frozenset(self.book.records) if every else frozenset(ids)
+            next_times = self.store.jobs.next_run_times(None if every else ids) if ids else {}
+            last = self.store.queries.last_runs(None if every else ids) if ids else {}
+            self._kept = (mark, covered, next_times, last)
+        finally:
+            if every:
+                self._reading_all.release()
         return next_times, dict(last)
 
     REFRESH = 1.0
