@@ -38,8 +38,10 @@ class Database:
         return self.dialect.clustered
 
     @contextlib.contextmanager
-    def write(self):
-        """One write transaction; ``notify(conn, ...)`` inside it announces after commit."""
+    def write(self, quiet: bool = False):
+        """One write transaction; ``notify(conn, ...)`` inside it announces after commit.
+        ``quiet``: it changes no run, job or schedule (a heartbeat, the lease's renewal), so
+        the ``committed`` callbacks are not told (what they keep stays fresh)."""
         self.waiting.append(None)   # retention gives way while writers wait
         with self.turn():
             self.waiting.pop()      # deque append/pop are atomic: a count without a lock
@@ -50,7 +52,7 @@ class Database:
         for channel, payload in notes:
             for callback in self.on_commit:
                 callback(channel, payload)
-        for callback in self.committed:
+        for callback in () if quiet else self.committed:
             callback()
 
     def turn(self):
