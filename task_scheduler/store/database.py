@@ -46,14 +46,21 @@ class Database:
         with self.turn():
             self.waiting.pop()      # deque append/pop are atomic: a count without a lock
             with self.engine.begin() as conn:
-                conn.info["ts.notes"] = []
+                conn.info["ts.notes"], conn.info["ts.quiet"] = [], quiet
                 yield conn
                 notes = conn.info.pop("ts.notes")
+                quiet = conn.info.pop("ts.quiet")
         for channel, payload in notes:
             for callback in self.on_commit:
                 callback(channel, payload)
         for callback in () if quiet else self.committed:
             callback()
+
+    @staticmethod
+    def quiet(conn) -> None:
+        """This write transaction changed nothing after all (a claim that found no run): it
+        commits as ``write(quiet=True)`` does."""
+        conn.info["ts.quiet"] = True
 
     def turn(self):
         """The write lock on SQLite (writers take turns before they begin); nothing elsewhere."""
