@@ -178,7 +178,8 @@ class JobCatalog:
         kept until this process commits anything or REFRESH passes (a write of another node
         or process tells nothing here): the two queries were most of a list's cost. One job
         read while they are stale reads its own two rows, or, at most once a REFRESH and
-        with a small book, every job's (then the next reads cost no query)."""
+        with a small book, every job's (then the next reads cost no query); while another
+        thread reads every job's, and nothing was committed here, the kept ones do."""
         mark = self._mark()   # before the queries: a commit meanwhile makes them stale
         kept = self._kept
         if kept is not None and kept[0] == mark and kept[1].issuperset(ids):
@@ -187,6 +188,9 @@ class JobCatalog:
         if every and (len(self.book.records) > self.READ_ALL_MAX or (
                 kept is not None and kept[0][1] == mark[1])   # read all once a REFRESH
                 or not self._reading_all.acquire(blocking=False)):   # (by one thread)
+            if kept is not None and kept[0][0] == mark[0] and kept[1].issuperset(ids) and \
+                    time.monotonic() - kept[4] < 2 * self.REFRESH and self._reading_all.locked():
+                return kept[2], dict(kept[3])   # being read again; nothing committed here
             next_time, newest = self.store.queries.job_state(ids[0])
             return ({ids[0]: next_time} if next_time is not None else {},
                     {ids[0]: newest} if newest is not None else {})
@@ -194,7 +198,7 @@ class JobCatalog:
             covered = frozenset(self.book.records) if every else frozenset(ids)
             next_times = self.store.jobs.next_run_times(None if every else ids) if ids else {}
             last = self.store.queries.last_runs(None if every else ids) if ids else {}
-            self._kept = (mark, covered, next_times, last)
+            self._kept = (mark, covered, next_times, last, time.monotonic())
         finally:
             if every:
                 self._reading_all.release()
