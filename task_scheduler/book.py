@@ -17,14 +17,17 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import ValidationError
 
-from .errors import JobConflict, JobNotFound
+from .errors import InvalidJob, JobConflict, JobNotFound
+from .explain import _details_text
 from .models import (
     DateSpec, HeartbeatSpec, JobDefinition, ManualSpec, definition_hash, duration_seconds,
     redact_target, share_fields)
 from .text import _clean, _json_default
 from .timeutil import _iso, _utcnow
+from .after import after_problems, applied_with, build_plan
 from .calendars import job_rules, job_trigger, shown_fire_times
 from .triggers import trigger_text
+from .workflow import graph_view
 
 if TYPE_CHECKING:
     from .store import Store
@@ -116,11 +119,30 @@ class JobBook:
             self._limits = (changes, limits)
         return limits
 
+    def _changed(self) -> None:
+        """After every change of ``records``: the limits are built again when asked, and the
+        store gets the jobs that follow others (what a run's end queues, read inside the
+        transaction that records it)."""
+        self._changes += 1
+        self.store.after.plan = build_plan((r.definition, r.paused)
+                                           for r in list(self.records.values()))
+
+    def forget(self, job_id: str) -> None:
+        """A job deleted from ts_jobs (JobCatalog.delete): out of the book."""
+        with self.lock:
+            if self.records.pop(job_id, None) is not None:
+                self._changed()
+
+    def downstream(self, job_id: str) -> list[str]:
+        """The jobs whose ``after:`` names this job."""
+        found = (self.store.after.plan or {}).get(job_id)
+        return [d.job_id for d in found.jobs] if found else []
+
     def load(self) -> None:
         with self.lock:
             self.calendars = self._stored_calendars()
             self.records = dict(filter(None, map(self._record, self.store.jobs.job_rows())))
-            self._changes += 1
+            self._changed()
 
     def refresh(self, ids: Optional[list] = None) -> list[str]:
         """Take in changes made elsewhere (all jobs when ``ids`` is None); the ids changed."""
@@ -141,7 +163,8 @@ class JobBook:
                 elif old is None or (old.hash, old.paused) != (new.hash, new.paused):
                     self.records[job_id] = new
                     changed.append(job_id)
-            self._changes += bool(changed)
+            if changed:
+                self._changed()
             return list(dict.fromkeys(changed))
 
     def set_calendars(self, calendars: dict[str, dict]) -> list[str]:
@@ -197,6 +220,7 @@ class JobBook:
         changes: dict[str, list] = {"added": [], "rescheduled": [], "modified": [],
                                     "removed": [], "unchanged": []}
         with self.lock:
+            self._check_after(desired, source, remove_missing)
             upserts, now = [], _utcnow()
             for job_id, defn in desired.items():
                 rec = self.records.get(job_id)
@@ -220,12 +244,23 @@ class JobBook:
                 self.records[values["id"]] = self._new_record(values, desired[values["id"]])
             for job_id in changes["removed"]:
                 self.records.pop(job_id, None)
-            self._changes += 1
+            self._changed()
         touched = {k: v for k, v in changes.items() if v and k != "unchanged"}
         if touched:
             log.info("reconcile (%s): %s", source,
                      ", ".join(f"{k} {len(v)}" for k, v in touched.items()))
         return changes
+
+    def _check_after(self, desired: dict, source: str, remove_missing: bool) -> None:
+        """The desired jobs' ``after:`` names jobs that exist and starts no loop (InvalidJob).
+        jobs.yaml's are checked before, with their lines (reload.py); this is for the API."""
+        if not any(d.after is not None for d in desired.values()):
+            return
+        details = after_problems(applied_with(self.records, desired, source, remove_missing),
+                                 desired)
+        if details:
+            raise InvalidJob(_details_text(details, details[0]["job"]),
+                             [{**d, "line": None} for d in details])
 
     def set_paused(self, job_id: str, paused: bool) -> bool:
         """Pause or resume; True when that changed anything."""
@@ -236,7 +271,7 @@ class JobBook:
             if not self.store.jobs.set_paused(job_id, paused):
                 raise JobNotFound(f"job {job_id!r} does not exist")
             self.records[job_id] = dataclasses.replace(rec, paused=paused, view=None)
-            self._changes += 1
+            self._changed()
         log.info("job %s %s", job_id, "paused" if paused else "resumed")
         return True
 
@@ -258,7 +293,8 @@ class JobBook:
         record): computing next fire times is the bulk of the cost, so a list of 1,000 jobs
         is answered in milliseconds."""
         key = (rec.paused, rec.state, next_ts, last_run and (
-            last_run["id"], last_run["status"], tuple(last_run.get("sla_breaches", ()))))
+            last_run["id"], last_run["status"], tuple(last_run.get("sla_breaches", ()))),
+            tuple(self.downstream(rec.definition.id)))
         if rec.view is None or rec.view[0] != key:
             job = self._job_dict(rec, next_ts, last_run)
             item = {k: v for k, v in job.items() if k != "definition"}
@@ -303,10 +339,12 @@ class JobBook:
             "misfire_grace_time": d.misfire_grace_time, "timeout": d.timeout, "tags": d.tags,
             "isolation": d.isolation if d.kind == "python" else None,
             "run_on": d.run_on, "notify": definition.get("notify", []),
-            "sla": definition.get("sla"),
+            "sla": definition.get("sla"), "after": d.after and d.after.model_dump(mode="json"),
+            "downstream": self.downstream(d.id),
             "is_enabled": d.is_enabled, "paused": rec.paused,
             "last_run": last_run, "definition": definition,
             "created_at": _iso(rec.created_at), "updated_at": _iso(rec.updated_at),
+            "steps": graph_view(d),
         }
 
     def _record(self, row) -> Optional[tuple[str, JobRecord]]:

@@ -29,6 +29,7 @@ from .models import (
     BusinessDaySpec, CronSpec, HeartbeatSpec, JobDefinition, ManualSpec, RunParams, _CRON_FIELDS,
     _argv_problem)
 from .text import _clean, _type_name
+from .workflow import graph_problems, merge_step
 from .triggers import _aps_field_problem, _zone, build_trigger, crontab_problems
 
 log = logging.getLogger("task_scheduler")
@@ -59,7 +60,20 @@ def check_job(defn: JobDefinition, base_dir: str) -> list[dict]:
     problem = _target_problem(defn, base_dir)
     if problem:
         details.append({"field": problem[0], "message": problem[1], "line": None})
-    return details
+    return details + _step_problems(defn, base_dir)
+
+
+def _step_problems(defn: JobDefinition, base_dir: str) -> list[dict]:
+    """A workflow's graph (workflow.graph_problems) and each step's target, as a job's."""
+    if defn.steps is None:
+        return []
+    found = [{"field": f, "message": m, "line": None} for f, m in graph_problems(defn.steps)]
+    for index, step in enumerate(defn.steps):
+        problem = _target_problem(merge_step(defn, step), base_dir)
+        if problem:
+            found.append({"field": f"steps.{index}.{problem[0]}", "message": problem[1],
+                          "line": None})
+    return found
 
 
 def trigger_problems(spec) -> list[tuple[str, str]]:
@@ -146,7 +160,7 @@ def _partial_checks(data: dict, details: list, base_dir: str) -> list:
 
 
 def _target_problem(defn: JobDefinition, base_dir: str) -> Optional[tuple[str, str]]:
-    if defn.kind == "heartbeat":
+    if defn.kind in ("heartbeat", "workflow"):
         return None   # nothing runs here
     if defn.kind == "python":
         try:
@@ -315,14 +329,20 @@ def _file_stamp(path: Optional[str]) -> Optional[tuple]:
 
 
 def check_params(defn: JobDefinition, params: Any, base_dir: str) -> Optional[dict]:
-    """Parameters of one run, validated like the job's own; InvalidJob naming what is wrong."""
-    if params is None or params == {}:
+    """Parameters of one run, validated like the job's own; InvalidJob naming what is wrong.
+    Declared params (``params``) come back whole: the defaults filled in, so a rerun repeats
+    exactly these values."""
+    if (params is None or params == {}) and not defn.params:
         return None
     try:
-        given = RunParams.model_validate(params)
+        given = RunParams.model_validate(params or {})
     except ValidationError as exc:
         details = [_pydantic_detail(e) for e in exc.errors()]
         raise InvalidJob(_details_text(details, defn.id), details) from None
+    if defn.params or given.params is not None:
+        given.params = check_declared(defn, given.params or {})
+    if defn.kind == "workflow":
+        return _workflow_params(defn, given)
     wrong = "kwargs" if defn.kind == "command" else "env" if defn.isolation == "thread" else ""
     if wrong and getattr(given, wrong) is not None:
         message = ("env is for command jobs and python jobs with isolation: process only"
@@ -336,10 +356,59 @@ def check_params(defn: JobDefinition, params: Any, base_dir: str) -> Optional[di
     if defn.kind == "python":
         func = resolve_callable(defn.func, base_dir)
         args = defn.args if given.args is None else given.args
-        problem = _call_problem(func, args, {**defn.kwargs, **(given.kwargs or {})})
+        problem = _call_problem(func, args, {**defn.kwargs, **(given.params or {}),
+                                             **(given.kwargs or {})})
         if problem:
             raise InvalidJob(f"job {defn.id}: {problem[0]}: {problem[1]}",
                              [{"field": problem[0], "message": problem[1], "line": None}])
+    return given.model_dump(exclude_none=True)
+
+
+def check_declared(defn: JobDefinition, values: dict) -> dict:
+    """A run's values of the job's declared params: each given one valid (a string, among the
+    choices, matching the pattern whole), the others their defaults; InvalidJob (422) naming
+    each parameter that is unknown, wrong or missing, and what is valid."""
+    details = [{"field": f"params.{name}", "line": None, "message": problem} for name, problem
+               in _declared_problems(defn, values)]
+    if details:
+        raise InvalidJob(_details_text(details, defn.id), details)
+    return {name: values.get(name, spec.default) for name, spec in defn.params.items()
+            if name in values or spec.default is not None}
+
+
+def _declared_problems(defn: JobDefinition, values: dict):
+    declared = ", ".join(defn.params) or "none"
+    for name, value in values.items():
+        spec = defn.params.get(name)
+        if spec is None:
+            yield name, f"is not a parameter of job {defn.id} (declared: {declared})"
+        elif spec.problem(value):
+            yield name, spec.problem(value)
+    for name, spec in defn.params.items():
+        if name not in values and spec.default is None:
+            yield name, "is required (it has no default)"
+
+
+def declared_values(defn: JobDefinition, params: dict) -> dict:
+    """A run's parameters with its declared params applied: a command's env gets
+    ``TS_PARAM_NAME``, a python function keyword arguments; a run that gave none (a scheduled
+    fire) takes the defaults. Raw env and kwargs of the run win over them."""
+    if not defn.params:
+        return params
+    values = {name: spec.default for name, spec in defn.params.items()
+              if spec.default is not None}
+    values.update(params.get("params") or {})
+    if defn.kind == "command":
+        env = {f"TS_PARAM_{name}": value for name, value in values.items()}
+        return {**params, "env": {**env, **params.get("env", {})}}
+    return {**params, "kwargs": {**values, **params.get("kwargs", {})}}
+def _workflow_params(defn: JobDefinition, given: RunParams) -> dict:
+    """A workflow run's parameters: env only, given to every step."""
+    wrong = next((name for name in ("args", "kwargs") if getattr(given, name) is not None), None)
+    if wrong:
+        message = "a workflow run takes env only (given to every step)"
+        raise InvalidJob(f"job {defn.id}: {wrong}: {message}",
+                         [{"field": wrong, "message": message, "line": None}])
     return given.model_dump(exclude_none=True)
 
 

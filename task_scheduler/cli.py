@@ -15,6 +15,9 @@ import sys
 import threading
 from typing import Optional
 
+import sqlalchemy as sa
+
+from . import usercli
 from .capture import _capture_routers
 from .client import DEFAULT_URL, run_command
 from .config import Config, LOOPBACK_HOSTS, __version__
@@ -23,6 +26,8 @@ from .http.app import create_app, discover_gui
 from .http.server import make_server
 from .jobsfile import load_jobs_file
 from .service import SchedulerService
+from .store import Store
+from .store.schema import create_engine
 
 log = logging.getLogger("task_scheduler")
 
@@ -35,6 +40,8 @@ def main(argv: Optional[list] = None) -> int:
         _check_run(parser, args)
     if args.command == "validate":
         return _cmd_validate(args.path)
+    if args.command in ("user", "token"):
+        return usercli.run(args)
     if args.command in CLIENT_COMMANDS or getattr(args, "job", None):
         return run_command(args)
     try:
@@ -81,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a jobs.yaml; exit 1 with file:line errors")
     val.add_argument("path", nargs="?", default=os.environ.get("TS_CONFIG", "jobs.yaml"))
     _add_client_commands(sub, client)
+    usercli.add_commands(sub)
     return parser
 
 
@@ -111,11 +119,17 @@ SERVICE_FLAGS = (
     ("--trusted-proxies", "comma-separated addresses (or networks, 10.0.0.0/8) of reverse "
                           "proxies whose X-Forwarded-For names the client, for the limit on "
                           "wrong tokens and connections (TS_TRUSTED_PROXIES)"),
+    ("--auth-header", "single sign-on: the request header a trusted proxy names the user in, "
+                      "e.g. X-Forwarded-User (TS_AUTH_HEADER; needs --trusted-proxies)"),
+    ("--auth-header-default-role", "the role of an SSO user not added with 'user add': "
+                                   "viewer (default), operator, admin, or none to refuse "
+                                   "(TS_AUTH_HEADER_DEFAULT_ROLE)"),
     ("--workers", "runs this node runs at once, each in a thread (TS_WORKERS; default 10)"),
     ("--keep-runs", "finished runs kept per job; older ones are pruned (TS_KEEP_RUNS; "
                     "default 1000)"),
     ("--keep-days", "days a finished run is kept (TS_KEEP_DAYS; default 30; fractions "
                     "allowed)"),
+    ("--keep-audit-days", "days an audit log row is kept (TS_KEEP_AUDIT_DAYS; default 365)"),
     ("--log-level", "DEBUG, INFO, WARNING, ERROR (TS_LOG_LEVEL)"),
 )
 CLIENT_COMMANDS = ("jobs", "show", "runs", "logs", "pause", "resume", "cancel", "status")
@@ -136,6 +150,13 @@ token from TS_API_TOKEN; tables in local time, --json for the API's JSON:
   pause JOB, resume JOB           stop or restart a job's schedule
   cancel RUN                      cancel a queued or running run
   status                          version, node, job and run counts, jobs.yaml
+
+People and API tokens, written into the database (--db or TS_DATABASE_URL; works with the
+service stopped, which is how the first admin is made; docs/security.md):
+  user add NAME --role viewer|operator|admin [--password-stdin]
+  user list, user set-role NAME ROLE, user disable|enable|set-password|del NAME
+  token create --user NAME --name N [--expires 90d]   prints the token once
+  token list [--user NAME], token revoke --user NAME --name N
 """
 
 
@@ -162,7 +183,8 @@ def _add_client_commands(sub, client: argparse.ArgumentParser) -> None:
     runs.add_argument("--since", help="runs since then: 30m, 2h, 7d, or a local time "
                                       "(2026-12-01T09:00)")
     runs.add_argument("--until", help="runs until then: as --since (2h: until two hours ago)")
-    runs.add_argument("--trigger", help="schedule, manual, retry, catchup, ping or heartbeat")
+    runs.add_argument("--trigger", help="schedule, manual, retry, catchup, ping, heartbeat "
+                                        "or after")
     runs.add_argument("--node", help="runs of this node (task-scheduler status names it)")
     runs.add_argument("--grep", metavar="PHRASE", help="runs whose output holds this text (any "
                                                        "case, no wildcards); prints the line")
@@ -211,10 +233,12 @@ def _cmd_validate(path: str) -> int:
 
 
 def _cmd_run(config: Config) -> int:
-    if config.host not in LOOPBACK_HOSTS and not config.token:
-        raise SchedulerError(f"refusing to bind {config.host} without a token: anyone who can "
-                             f"reach it could run commands. Set TS_API_TOKEN or --token-file, "
-                             f"or bind 127.0.0.1")
+    if config.host not in LOOPBACK_HOSTS and not config.token and not config.auth_header \
+            and not _users_exist(config.database_url):
+        raise SchedulerError(f"refusing to bind {config.host} without a token or a user: anyone "
+                             f"who can reach it could run commands. Set TS_API_TOKEN or "
+                             f"--token-file, add an admin (task-scheduler user add NAME --role "
+                             f"admin), or bind 127.0.0.1")
     service = SchedulerService(config)
     # Before any job's module is imported: a thread one starts at import is held to the
     # limit on output no run owns (_Spill) from the start.
@@ -239,6 +263,19 @@ def _cmd_run(config: Config) -> int:
     server.server_close()
     service.stop()
     return 0
+
+
+def _users_exist(url: str) -> bool:
+    """Some user is in the database; a database not made yet is not made here."""
+    if url.startswith("sqlite") and not os.path.exists(sa.engine.make_url(url).database or ""):
+        return False
+    engine = create_engine(url)
+    try:
+        return Store(engine, "cli").users.any_user()
+    except sa.exc.DBAPIError:   # no table yet: no user yet
+        return False
+    finally:
+        engine.dispose()
 
 
 class _Handoff(logging.handlers.QueueHandler):

@@ -292,11 +292,16 @@ def _wait(api: ApiClient, run_id: str) -> dict:
 
 
 def _run_params(api: ApiClient, job_id: str, pairs: list) -> dict:
-    """``--param k=v`` as the run's body (models.RunParams): a command job gets them as
+    """``--param k=v`` as the run's body (models.RunParams): the job's declared params when it
+    declares every name given (validated by the service); else a command job gets them as
     environment variables (``env``, text); a python job as keyword arguments (``kwargs``, each
     value read as JSON when it parses: 3, true, [1, 2], "007"; else as the text given)."""
     values = dict(_pair(text) for text in pairs)
-    if api.job(job_id)["kind"] == "command":
+    job = api.job(job_id)
+    declared = job.get("definition", {}).get("params") or {}
+    if declared and set(values) <= set(declared):   # its declared params (operators may)
+        return {"params": values}
+    if job["kind"] == "command":
         return {"env": values}
     return {"kwargs": {key: _json_or_text(value) for key, value in values.items()}}
 

@@ -40,6 +40,7 @@ class Config:
     output_limit: int = 1 << 20           # bytes kept per stream and run (head + tail)
     keep_runs: int = 1000                 # runs kept per job
     keep_days: float = 30                 # runs older than this are pruned
+    keep_audit_days: float = 365          # audit rows older than this are pruned
     shutdown_grace: float = 30.0          # seconds running runs get on stop
     kill_grace: float = 5.0               # seconds between TERM and KILL
     watch: bool = True                    # watchdog on the folder of config_path
@@ -61,6 +62,8 @@ class Config:
     sla_every: float = 1.0                # seconds between the leader's looks at SLAs, heartbeats
     pass_env: tuple = ()                  # TS_* variables command jobs get all the same
     trusted_proxies: tuple = ()           # peers whose X-Forwarded-For names the client
+    auth_header: Optional[str] = None     # SSO: the header a trusted proxy names the user in
+    auth_header_default_role: str = "viewer"   # for SSO users not in ts_users; "none" refuses
 
     _ENV = {"config_path": "TS_CONFIG", "database_url": "TS_DATABASE_URL", "host": "TS_HOST",
             "port": "TS_PORT", "token": "TS_API_TOKEN", "log_level": "TS_LOG_LEVEL",
@@ -68,7 +71,10 @@ class Config:
             "labels": "TS_NODE_LABELS", "node": "TS_NODE_ID", "public_url": "TS_PUBLIC_URL",
             "smtp_url": "TS_SMTP_URL", "pass_env": "TS_PASS_ENV",
             "trusted_proxies": "TS_TRUSTED_PROXIES", "max_workers": "TS_WORKERS",
-            "keep_runs": "TS_KEEP_RUNS", "keep_days": "TS_KEEP_DAYS"}
+            "keep_runs": "TS_KEEP_RUNS", "keep_days": "TS_KEEP_DAYS",
+            "keep_audit_days": "TS_KEEP_AUDIT_DAYS",
+            "auth_header": "TS_AUTH_HEADER",
+            "auth_header_default_role": "TS_AUTH_HEADER_DEFAULT_ROLE"}
 
     @classmethod
     def from_env(cls, env: Optional[dict] = None, **overrides: Any) -> Config:
@@ -87,6 +93,7 @@ class Config:
         for name in ("pass_env", "trusted_proxies"):
             if isinstance(values.get(name), str):
                 values[name] = tuple(x.strip() for x in values[name].split(",") if x.strip())
+        _check_sso(values)
         return cls(**values)
 
     @classmethod
@@ -103,13 +110,27 @@ class Config:
                               trusted_proxies=getattr(args, "trusted_proxies", None),
                               max_workers=getattr(args, "workers", None),
                               keep_runs=getattr(args, "keep_runs", None),
-                              keep_days=getattr(args, "keep_days", None))
+                              keep_days=getattr(args, "keep_days", None),
+                              keep_audit_days=getattr(args, "keep_audit_days", None),
+                              auth_header=getattr(args, "auth_header", None),
+                              auth_header_default_role=getattr(
+                                  args, "auth_header_default_role", None))
         return config
 
     @functools.cached_property
     def base_dir(self) -> str:
         """The folder of jobs.yaml: relative scripts and python modules resolve against it."""
         return os.path.dirname(os.path.abspath(self.config_path or "jobs.yaml"))
+
+
+def _check_sso(values: dict) -> None:
+    role = values.get("auth_header_default_role", "viewer")
+    if role not in ("viewer", "operator", "admin", "none"):
+        raise SchedulerError(f"--auth-header-default-role (TS_AUTH_HEADER_DEFAULT_ROLE): "
+                             f"{role!r} is not viewer, operator, admin or none")
+    if values.get("auth_header") and not values.get("trusted_proxies"):
+        raise SchedulerError("--auth-header (TS_AUTH_HEADER) needs --trusted-proxies "
+                             "(TS_TRUSTED_PROXIES): the header is honoured only from them")
 
 
 def _parse_labels(text: str) -> tuple:
@@ -167,8 +188,10 @@ _LIMITS = {
     # 0 keeps no finished run past the next prune; 100 years is more than any history needs,
     # and far more overflows the date arithmetic of pruning
     "keep_days": (float, 0, 36500, "days a finished run is kept"),
+    "keep_audit_days": (float, 0, 36500, "days an audit row is kept"),
 }
-_FLAGS = {"max_workers": "--workers", "keep_runs": "--keep-runs", "keep_days": "--keep-days"}
+_FLAGS = {"max_workers": "--workers", "keep_runs": "--keep-runs", "keep_days": "--keep-days",
+          "keep_audit_days": "--keep-audit-days"}
 
 
 def _parse_limit(name: str, value: Any, parse, low: int, high: int, unit: str):

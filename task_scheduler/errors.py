@@ -28,6 +28,8 @@ class UnsupportedMedia(SchedulerError): status = 415; code = "unsupported_media_
 class InvalidJob(SchedulerError, ValueError): status = 422; code = "invalid"  # noqa: E701,E702
 class InvalidQuery(SchedulerError, ValueError): status = 422; code = "invalid"  # noqa: E701,E702
 class Unavailable(SchedulerError): status = 503; code = "unavailable"  # noqa: E701,E702
+class NotFound(SchedulerError, LookupError): status = 404; code = "not_found"  # noqa: E701,E702
+class InvalidValue(SchedulerError, ValueError): status = 422; code = "invalid"  # noqa: E701,E702
 class InvalidConfig(InvalidJob): code = "invalid_config"  # noqa: E701,E702
 
 

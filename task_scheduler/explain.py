@@ -8,7 +8,8 @@ import re
 from typing import Any
 
 from .models import (
-    BusinessDaySpec, CronSpec, DateSpec, IntervalSpec, JobDefinition, RetrySpec, _CRON_FIELDS)
+    AfterSpec, BusinessDaySpec, CronSpec, DateSpec, IntervalSpec, JobDefinition, RetrySpec,
+    _CRON_FIELDS)
 from .text import _short
 
 
@@ -51,6 +52,9 @@ def _pydantic_detail(err: dict) -> dict:
         message = "is required"
     elif kind == "string_pattern_mismatch" and loc[-1:] in (["webhook"], ["slack"]):
         message = f"must be an http:// or https:// URL, got {_short(value)}"
+    elif kind == "string_pattern_mismatch" and loc[:1] == ["params"]:
+        message = (f"a parameter name is a letter or '_', then letters, digits or '_' (up to "
+                   f"64 characters), got {_short(value)}")
     elif kind == "string_pattern_mismatch":
         most = re.search(r"\{1,(\d+)\}", ctx.get("pattern", ""))
         message = (f"may only use letters, digits, '_', '.' and '-' (1 to "
@@ -134,6 +138,7 @@ _TYPE_ORDER = ("text", "a whole number", "a number", "true or false", "a date/ti
                "a mapping")
 _SUBSUMED = {"a whole number": "a number", "text": "a date/time"}   # the second says it all
 _KNOWN_KEYS = {"": tuple(JobDefinition.model_fields), "retries": tuple(RetrySpec.model_fields),
+               "after": tuple(AfterSpec.model_fields),
                **{spec.model_fields["type"].annotation.__args__[0]: tuple(spec.model_fields)
                   for spec in (IntervalSpec, CronSpec, DateSpec, BusinessDaySpec)}}
 

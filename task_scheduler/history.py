@@ -30,8 +30,10 @@ class HistoryWriter:
     #                 not one per run, and leave the database (and the GIL) to the starts
     RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)   # about a minute of outage is bridged
 
-    def __init__(self, store: Store, prune=None, prune_every: float = 600):
+    def __init__(self, store: Store, prune=None, prune_every: float = 600, settled=None):
         self._store, self._prune = store, prune
+        # told, after the commit, of the workflow runs the steps' ends ended (notifications)
+        self.settled = settled
         self._queue: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self._prune_every, self._next_prune = prune_every, time.monotonic() + 5
@@ -136,7 +138,13 @@ class HistoryWriter:
 
     def _write(self, updates: list, notes: dict) -> None:
         with self._store.write() as conn:
-            self._store.runs.finish_runs(conn, updates, notes)
+            ended = self._store.runs.finish_runs(conn, updates, notes)
+        if ended and self.settled is not None:
+            try:
+                self.settled(ended)
+            except Exception:
+                log.exception("history writer: the end of %d workflow runs could not be "
+                              "told", len(ended))
 
     def _write_each(self, updates: list, notes: dict) -> list:
         """Write each row in a transaction of its own. A row the database refuses for what it

@@ -24,6 +24,7 @@ from .timeutil import _iso
 from .triggers import build_trigger, fire_times
 
 if TYPE_CHECKING:
+    from .audit import AuditLog
     from .book import JobBook, JobRecord
     from .config import Config
     from .runner import Runner
@@ -36,9 +37,10 @@ class JobCatalog:
     a moment for it, never inside a transaction); otherwise the leader hears it by NOTIFY."""
 
     def __init__(self, config: Config, book: JobBook, store: Store, runner: Runner, timezone,
-                 *, leading: Callable[[], bool], ask: Callable, now: Callable[[], dt.datetime]):
+                 *, leading: Callable[[], bool], ask: Callable, now: Callable[[], dt.datetime],
+                 audit: AuditLog):
         self.config, self.book, self.store, self.runner = config, book, store, runner
-        self.timezone = timezone
+        self.timezone, self.audit = timezone, audit
         self._leading, self._ask, self._now = leading, ask, now
         self._commits, self._commit_count = 0, itertools.count(1)
         self._kept: Optional[tuple] = None     # (mark, ids, next fire times, newest runs)
@@ -167,7 +169,7 @@ class JobCatalog:
     def _views(self, records: list) -> list:
         next_times, last = self._state([r.definition.id for r in records])
         for run in self.runner.recent.values():   # ended here, maybe not yet in the table
-            if run.job_id in last and run.id >= last[run.job_id]["id"]:
+            if run.job_id in last and run.id >= last[run.job_id]["id"] and not run.step_id:
                 last[run.job_id] = run_to_dict(run)
         self._breaches(records, last)
         return [self.book.view(r, next_times.get(r.definition.id), last.get(r.definition.id))
@@ -240,7 +242,7 @@ class JobCatalog:
                                         and rec.source == source):
                 raise JobConflict(f"job {defn.id!r} already exists (source {rec.source}); "
                                   f"replace it instead of adding it")
-            self._apply(self.book.reconcile({defn.id: defn}, source, remove_missing=False))
+            self._write(defn, source, rec)
         return self.job(defn.id)
 
     def clone(self, source_id: str, definition: dict) -> dict:
@@ -263,21 +265,45 @@ class JobCatalog:
                          else definition, self.config.base_dir)
         self._refuse_past_date(defn)
         with self.book.lock:
-            self._editable(job_id)
-            self._apply(self.book.reconcile({job_id: defn}, "api", remove_missing=False))
+            self._write(defn, "api", self._editable(job_id))
         return self.job(job_id)
 
     def delete(self, job_id: str) -> None:
         with self.book.lock:
-            self._editable(job_id)
-            self.store.jobs.write_jobs([], [job_id])
-            self.book.records.pop(job_id, None)
+            rec = self._editable(job_id)
+            with self.store.audit.attached([self.audit.job_change(
+                    "job.delete", job_id, rec.definition, None)]):
+                self.store.jobs.write_jobs([], [job_id])
+            self.book.forget(job_id)
         self._apply({"removed": [job_id]})
 
     def set_paused(self, job_id: str, paused: bool) -> dict:
-        if self.book.set_paused(job_id, paused):
-            self._apply({"modified": [job_id]})
+        with self.audit.attached("job.pause" if paused else "job.resume", ("job", job_id)) \
+                as attached:
+            if self.book.set_paused(job_id, paused):
+                self._apply({"modified": [job_id]})
+            else:
+                attached.clear()   # paused already (resumed already): nothing happened
         return self.job(job_id)
+
+    def _write(self, defn: JobDefinition, source: str, rec: Optional[JobRecord]) -> None:
+        """Reconcile one job, recorded with its actor in the same transaction: an unchanged
+        definition writes nothing and records nothing."""
+        row = self.audit.job_change("job.replace" if rec else "job.create", defn.id,
+                                    rec and rec.definition, defn)
+        with self.store.audit.attached([row]) as attached:
+            changes = self.book.reconcile({defn.id: defn}, source, remove_missing=False)
+            if changes["unchanged"]:
+                attached.clear()
+        self._apply(changes)
+
+    def changed_elsewhere(self, payload: Optional[dict]) -> None:
+        """Another node changed jobs (NOTIFY): the book reads them, the schedule follows."""
+        if payload and payload.get("node") == self.store.node:
+            return   # this node's own change: its book has it already
+        changed = self.book.refresh(payload.get("ids") if payload else None)
+        if changed and self._leading():
+            self._ask(changed)
 
     def reconcile(self, desired: dict, source: str, remove_missing: bool = True) -> dict:
         changes = self.book.reconcile(desired, source, remove_missing)

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import yaml
 from pydantic import ValidationError
 
+from .after import after_problems
 from .calendars import resolve_calendars, uses
 from .checks import _target_problem, parse_job, trigger_problems
 from .config import MAX_ALIAS_NODES, MAX_CONFIG_BYTES, _ANCHOR
@@ -94,8 +95,9 @@ class JobsParser:
         known, targets, jobs = {}, {}, []
         for key, item in keyed:
             defn = self._known.get(key) if item is None else _fast_definition(item)
-            if defn is None or uses(defn):
-                return None   # a calendar's name must be checked against the file's calendars
+            if defn is None or uses(defn) or defn.steps is not None:
+                return None   # a calendar's name must be checked against the file's calendars;
+                #               a workflow's graph and steps on the full path
             target = (defn.func, json.dumps(defn.command), defn.shell, json.dumps(defn.args,
                       default=str), json.dumps(defn.kwargs, default=str, sort_keys=True),
                       defn.env.get("PATH"), defn.cwd)
@@ -106,7 +108,8 @@ class JobsParser:
             if key is not None:
                 known[key] = defn
             jobs.append(defn)
-        if len({j.id for j in jobs}) != len(jobs):
+        if len({j.id for j in jobs}) != len(jobs) or \
+                after_problems({j.id: j for j in jobs}, [j.id for j in jobs], names=False):
             return None
         self._known = known   # only what this file uses
         return jobs
@@ -179,7 +182,7 @@ def parse_jobs_text(text: str, path: str = "jobs.yaml") -> JobList:
                  **{**p, "field": f"calendars.{p['calendar']}.{p['field']}".rstrip(".")
                     if p["calendar"] else "calendars"}} for p in problems]
     prefix = ["jobs"] if isinstance(data, dict) else []
-    jobs, first_line = [], {}
+    jobs, first_line, wheres = [], {}, {}
     for index, item in enumerate(items):
         jid = item.get("id") if isinstance(item, dict) else None
         where = [*prefix, index]
@@ -191,6 +194,7 @@ def parse_jobs_text(text: str, path: str = "jobs.yaml") -> JobList:
             first_line[jid] = _line_of(root, [*where, "id"])
         try:
             jobs.append(parse_job(item, base_dir))
+            wheres[jobs[-1].id] = where
             details += _calendar_references(root, where, jobs[-1], calendars, problems)
         except InvalidJob as exc:
             for d in exc.details:
@@ -198,6 +202,8 @@ def parse_jobs_text(text: str, path: str = "jobs.yaml") -> JobList:
                 details.append({**d, "job": jid or f"#{index + 1}",
                                 "line": _line_of(root, [*where, *fpath]),
                                 "message": d["message"] + _yaml_hint(root, [*where, *fpath])})
+    details += [{**d, "line": _line_of(root, [*wheres[d["job"]], "after", "job"])}
+                for d in after_problems({j.id: j for j in jobs}, wheres, names=False)]
     if details:
         details.sort(key=lambda d: d["line"] or 0)   # stable: a line's details keep their order
         raise InvalidConfig(_config_error_text(path, details), details)

@@ -39,6 +39,7 @@ class RunStats:
         self.counted: set = set()       # final runs in the overlap window, already counted
         self.pending: set = set()       # runs seen queued or running
         self.by_status: collections.Counter = collections.Counter()   # (job_id, status)
+        self.by_step: collections.Counter = collections.Counter()   # (job_id, step_id, status)
         self.job_seconds: dict = {}     # job_id -> [sum of run seconds, runs]
         self.duration = _Histogram(DURATION_BUCKETS)
         self.lateness = _Histogram(LATENESS_BUCKETS)
@@ -63,6 +64,9 @@ class RunStats:
             return
         self.pending.discard(row.id)
         self.counted.add(row.id)
+        if row.step_id is not None:   # a workflow's step: counted apart from the job's runs
+            self.by_step[row.job_id, row.step_id, row.status] += 1
+            return
         self.by_status[row.job_id, row.status] += 1
         if row.started_at and row.finished_at:
             seconds = max(0.0, (row.finished_at - row.started_at).total_seconds())
@@ -114,6 +118,10 @@ def metrics_text(service: SchedulerService, stats: RunStats) -> str:
         ("runs_finished_total", "counter", "Runs finished since this process started, by job "
          "and final status", [("", {"job_id": j, "status": s}, n)
                               for (j, s), n in sorted(stats.by_status.items())]),
+        ("step_runs_finished_total", "counter", "Workflow steps' runs finished since this "
+         "process started, by job, step and final status (not in runs_finished_total)",
+         [("", {"job_id": j, "step_id": st, "status": s}, n)
+          for (j, st, s), n in sorted(stats.by_step.items())]),
         ("run_duration_seconds", "histogram", "Run time from start to end, all jobs",
          stats.duration.samples()),
         ("job_run_duration_seconds", "summary", "Run time from start to end, by job",

@@ -5,10 +5,12 @@ answers with."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import datetime as dt
 import functools
 import hashlib
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,7 +27,8 @@ RUN_STATUSES = ("queued", "running", "succeeded", "failed", "timeout", "interrup
                 "skipped", "cancelled")
 FINAL_STATUSES = frozenset(RUN_STATUSES) - {"queued", "running"}
 ENDED_STATUSES = ("succeeded", "failed", "timeout", "interrupted")   # what "recovered" looks at
-RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup", "ping", "heartbeat")
+RUN_TRIGGERS = ("schedule", "manual", "retry", "catchup", "ping", "heartbeat", "step", "after")
+STEP_WHEN = ("all_succeeded", "all_done", "any_failed")
 JOB_STATES = ("scheduled", "paused", "disabled", "finished", "manual")
 SCRIPT_SUFFIXES = (".sh", ".bash", ".bat", ".cmd", ".ps1", ".py")
 
@@ -280,6 +283,18 @@ class SlaSpec(_Model):
         return self
 
 
+JOB_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+AFTER_ON = tuple(s for s in RUN_STATUSES if s in FINAL_STATUSES)
+
+
+class AfterSpec(_Model):
+    """A job's ``after:``: one run of this job per end of a run of ``job`` whose final status
+    is in ``on`` (an end its retries run again is not final). after.py checks the names."""
+
+    job: Annotated[StrictStr, Field(pattern=JOB_ID)]
+    on: Annotated[list[Literal[AFTER_ON]], Field(min_length=1)] = ["succeeded"]
+
+
 class RetrySpec(_Model):
     max: Annotated[StrictInt, Field(ge=0, le=100)] = 0
     delay: Annotated[Number, Field(ge=0)] = 0
@@ -302,10 +317,82 @@ def _shallow(value):
     return value
 
 
+PARAM_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
+class ParamSpec(_Model):
+    """A declared run parameter (``params: {NAME: ...}``): a run may set it (an operator may,
+    raw args/kwargs/env need an admin); commands get ``TS_PARAM_NAME``, python functions a
+    keyword argument. Without a default it must be given; scheduled fires use defaults."""
+
+    default: Optional[StrictStr] = None
+    choices: Optional[Annotated[list[StrictStr], Field(min_length=1, max_length=200)]] = None
+    pattern: Optional[StrictStr] = None
+    description: StrictStr = ""
+
+    @model_validator(mode="after")
+    def _default_valid(self) -> ParamSpec:
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern: {self.pattern!r} is not a regular expression "
+                                 f"({exc})") from None
+        if self.default is not None and self.problem(self.default):
+            raise ValueError(f"default: {self.problem(self.default)}")
+        return self
+
+    def problem(self, value: Any) -> Optional[str]:
+        """What is wrong with a value given for this parameter (None: nothing)."""
+        if not isinstance(value, str):
+            return f"must be a string, got {type(value).__name__}"
+        if self.choices is not None and value not in self.choices:
+            return f"{value[:100]!r} is not one of {', '.join(map(repr, self.choices))}"
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            return f"{value[:100]!r} does not match the pattern {self.pattern!r}"
+        return None
+
+_STEP_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+_LABEL = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
+
+
+class StepDefinition(_Model):
+    """One step of a workflow (a job's ``steps:``): what a job runs, plus its place in the
+    graph. Fields left out take the job's value (workflow.step_definition)."""
+
+    id: Annotated[StrictStr, Field(pattern=_STEP_ID)]
+    after: list[Annotated[StrictStr, Field(pattern=_STEP_ID)]] = []
+    when: Literal[STEP_WHEN] = "all_succeeded"
+    output: Optional[Annotated[StrictStr, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]] = \
+        None
+    func: Optional[CString] = None
+    command: Union[CString, list[CString], None] = None
+    shell: StrictBool = False
+    args: Annotated[list[Any], AfterValidator(_shallow)] = []
+    kwargs: Annotated[dict[StrictStr, Any], AfterValidator(_shallow)] = {}
+    env: EnvMap = {}
+    cwd: Optional[CString] = None
+    timeout: Optional[Annotated[Number, Field(gt=0)]] = None
+    retries: Optional[RetrySpec] = None
+    run_on: Annotated[list[_LABEL], Field(max_length=8)] = []
+    isolation: Literal["thread", "process"] = "thread"
+
+    @model_validator(mode="after")
+    def _one_target(self) -> StepDefinition:
+        if (self.func is None) == (self.command is None):
+            raise ValueError("a step needs exactly one of func (a python callable or a script) "
+                             "or command")
+        if self.command is not None and not self.command:
+            raise ValueError("command: must not be empty")
+        if self.shell and not isinstance(self.command, str):
+            raise ValueError("shell: true needs command as a string")
+        return self
+
+
 class JobDefinition(_Model):
     """One entry of jobs.yaml, and the body of ``POST /api/jobs``."""
 
-    id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    id: Annotated[StrictStr, Field(pattern=JOB_ID)]
     func: Optional[CString] = Field(None, description="pkg.mod:func, or a script path")
     command: Union[CString, list[CString], None] = None
     shell: StrictBool = False
@@ -330,9 +417,17 @@ class JobDefinition(_Model):
     notify: Annotated[list[NotifyTarget], Field(max_length=20)] = []
     sla: Optional[SlaSpec] = None
     calendar: Optional[CalendarUse] = None
+    params: dict[Annotated[StrictStr, Field(pattern=PARAM_NAME)], ParamSpec] = Field(
+        {}, description="declared run parameters: {NAME: {default, choices, pattern, "
+                        "description}}")
+    after: Annotated[Optional[AfterSpec], BeforeValidator(_yaml_on)] = Field(
+        None, description="{job: ID, on: [succeeded, ...]}: run once per matching end of that "
+                          "job's runs (besides the trigger, or instead of one)")
     isolation: Literal["thread", "process"] = Field(
         "thread", description="python jobs: thread (in the service) or process (a worker "
                               "process: cancel and timeout end it)")
+    steps: Optional[Annotated[list[StepDefinition], Field(min_length=1, max_length=200)]] = \
+        Field(None, description="a workflow: steps run as child runs in dependency order")
 
     @field_validator("isolation")
     @classmethod
@@ -346,6 +441,8 @@ class JobDefinition(_Model):
     def _one_target(self) -> JobDefinition:
         if isinstance(self.trigger, HeartbeatSpec):
             return _heartbeat_job(self)
+        if self.steps is not None:
+            return _workflow_job(self)
         if (self.func is None) == (self.command is None):
             raise ValueError("give exactly one of func (a python callable or a script) or command")
         if self.command is not None and not self.command:
@@ -360,6 +457,8 @@ class JobDefinition(_Model):
     def kind(self) -> str:
         if isinstance(self.trigger, HeartbeatSpec):
             return "heartbeat"
+        if self.steps is not None:
+            return "workflow"
         return "command" if self.command is not None or _is_script(self.func) else "python"
 
     def dump(self) -> dict:
@@ -374,9 +473,25 @@ def _heartbeat_job(defn: JobDefinition) -> JobDefinition:
         raise ValueError(f"a heartbeat job has no {' or '.join(given)}: its work runs "
                          f"elsewhere and reports with POST /api/jobs/{defn.id}/ping; remove "
                          f"{given[0]}, or use another trigger type to run it here")
+    if defn.after is not None:
+        raise ValueError("after: a heartbeat job runs nowhere here, so nothing can start it; "
+                         "remove after, or use another trigger type")
     if defn.sla is not None:
         raise ValueError("sla: a heartbeat job's promise is its trigger's every + grace (event "
                          "overdue); remove sla")
+    return defn
+
+
+RAW_RUN_PARAMS = ("args", "kwargs", "env")   # a run's own code inputs: admin only (issue 24);
+                                             # declared ``params`` are the operator's
+
+
+def _workflow_job(defn: JobDefinition) -> JobDefinition:
+    """A workflow runs its steps: it has no command or func of its own."""
+    given = [name for name in ("func", "command") if getattr(defn, name) is not None]
+    if given:
+        raise ValueError(f"a job with steps has no {' or '.join(given)} of its own: each step "
+                         f"names what it runs; move {given[0]} into a step")
     return defn
 
 
@@ -390,6 +505,8 @@ class RunParams(_Model):
         None, description="python jobs only")
     env: Optional[EnvMap] = Field(None, description="command jobs and python jobs with "
                                                     "isolation: process")
+    params: Optional[dict[StrictStr, Any]] = Field(
+        None, description="values of the job's declared params (strings), by name")
 
 
 def _is_script(func: Optional[str]) -> bool:
@@ -523,6 +640,11 @@ class Run:
     cancel_requested: bool = False
     pid: Optional[int] = None
     result: Optional[str] = None   # a python job's return value, as JSON text
+    started_by: Optional[str] = None   # who asked for it (an actor's name); None: the schedule
+    parent_run: Optional[str] = None   # a step: its workflow run
+    step_id: Optional[str] = None
+    step_output: Optional[str] = None
+    upstream_run: Optional[str] = None   # trigger after: the run whose end queued this one
 
     @classmethod
     def from_row(cls, row: Any) -> Run:
@@ -558,10 +680,14 @@ def run_to_dict(row: Any, output: bool = False) -> dict:
         if started and finished else None,
         "exit_code": get("exit_code"), "error": get("error"), "truncated": bool(get("truncated")),
         "node": get("node"), "run_on": [x for x in (get("run_on") or "").split(",") if x],
-        "rerun_of": get("rerun_of"),
+        "rerun_of": get("rerun_of"), "started_by": get("started_by"),
+        "upstream_run": get("upstream_run"),
     }
     if get("status") == "queued":
         out["due_at"] = _iso(get("due_at"))
+    if get("step_id"):
+        out.update(parent_run=get("parent_run"), step_id=get("step_id"),
+                   output=get("step_output"))
     if output:
         out["stdout"], out["stderr"] = get("stdout") or "", get("stderr") or ""
         out["params"] = json.loads(get("params") or "null")
@@ -612,3 +738,18 @@ def redact_target(target: dict) -> dict:
 
 
 SECRET_SHOWN = "(hidden)"
+ROLES = ("viewer", "operator", "admin")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks: a user (by password, session, API token or SSO header), the legacy token,
+    jobs.yaml, or the scheduler itself. Audit rows and ``started_by`` name it."""
+    name: str                         # user name; "token" (legacy); "jobs.yaml"; "system"; "local"
+    kind: str                         # user | legacy | sso | yaml | system | local
+    role: str                         # viewer | operator | admin
+    token_name: Optional[str] = None  # the API token used, if any
+    address: Optional[str] = None     # the client's address
+
+
+SYSTEM = Actor("system", "system", "admin")

@@ -92,8 +92,8 @@ class Notifier:
         notes = []
         for run in runs:
             rec = self.book.get(run["job_id"])
-            if rec is None or not rec.definition.notify:
-                continue
+            if rec is None or not rec.definition.notify or run.get("step_id"):
+                continue   # a workflow's steps: its run's end tells (docs/workflows.md)
             events = _events(run["status"], previous, _will_retry(rec.definition, run))
             for target in rec.definition.notify:
                 for event in events & set(target.on):
@@ -274,7 +274,7 @@ NOTIFY_SENDERS = 8    # destinations sent to at once (each slow one holds one se
 def _will_retry(defn: JobDefinition, run: dict) -> bool:
     """A failed or timed-out attempt that its job's ``retries`` run again (Runner._retry)."""
     return run["status"] in ("failed", "timeout") and defn.retries is not None and \
-        run.get("attempt", 1) <= defn.retries.max
+        run.get("attempt", 1) <= defn.retries.max and defn.steps is None
 
 
 def _events(status: str, previous: Optional[str], retrying: bool = False) -> set:

@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import yaml
 
+from .audit import YAML_ACTOR, current_actor
+from .after import after_problems, applied_with
 from .errors import BadRequest, InvalidConfig
 from .explain import _config_error_text
 from .jobsfile import JobsParser, _node_at, _yaml_compose, read_jobs_file
@@ -25,6 +27,7 @@ from .text import _clean
 from .timeutil import _iso, _utcnow
 
 if TYPE_CHECKING:
+    from .audit import AuditLog
     from .book import JobBook
     from .config import Config
     from .jobs import JobCatalog
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("task_scheduler")
 
 
+RELOAD_ACTIONS = (("added", "job.create"), ("rescheduled", "job.replace"),
+                  ("modified", "job.replace"), ("removed", "job.delete"))
 _NO_FILE = "no jobs.yaml"   # ConfigState.seen_hash while there is none (said once)
 
 
@@ -59,8 +64,9 @@ class JobsFile:
     last. Followers validate their copy and report drift from the leader's."""
 
     def __init__(self, config: Config, store: Store, book: JobBook, catalog: JobCatalog, *,
-                 leading: Callable[[], bool]):
+                 leading: Callable[[], bool], audit: AuditLog):
         self.config, self.store, self.book, self.catalog = config, store, book, catalog
+        self.audit = audit
         self._leading = leading
         path = config.config_path
         self.state = ConfigState(path=path and os.path.abspath(path))
@@ -124,6 +130,9 @@ class JobsFile:
         the reload that finds this text in the file takes these jobs instead of parsing again."""
         with self.lock:
             jobs = self._parser.parse(text, path)
+            conflict = _after_conflict(self.book.records, path, jobs)
+            if conflict is not None:
+                raise conflict
             self._checked = (hashlib.sha256(text.encode("utf-8")).hexdigest(), jobs)
         return jobs
 
@@ -144,9 +153,11 @@ class JobsFile:
 
     def _apply(self, path: str, digest: str, jobs: list) -> None:
         with self.book.lock:
-            conflict = _api_id_conflict(self.book.records, path, jobs)
+            conflict = _api_id_conflict(self.book.records, path, jobs) or \
+                _after_conflict(self.book.records, path, jobs)
             if conflict is not None:
                 self._failed(conflict, digest)
+            before = {i: r.definition for i, r in self.book.records.items() if r.source == "yaml"}
             recalendared = self.book.set_calendars(getattr(jobs, "calendars", {}))
             changes = self.catalog.reconcile({j.id: j for j in jobs}, "yaml")
             self.catalog.follow({"rescheduled": recalendared})
@@ -154,6 +165,21 @@ class JobsFile:
         self.store.jobs.set_meta("config", json.dumps(applied))
         self.state.changes = {k: len(v) for k, v in changes.items()}
         self.state.applied = applied
+        self._record(changes, before, {j.id: j for j in jobs}, digest)
+
+    def _record(self, changes: dict, before: dict, after: dict, digest: str) -> None:
+        """The reload in the audit log, as jobs.yaml with the file's hash, and each job it
+        added, changed or removed: right after the commits (a reload is several transactions:
+        calendars, jobs, the hash applied), never for one that failed."""
+        asked_by = current_actor().name   # who asked: the API's caller, or system (file, HUP)
+        rows = [self.audit.row(YAML_ACTOR, "config.reload", ("config", "jobs.yaml"), {
+            "hash": digest, "asked_by": asked_by, "path": self.state.path,
+            "changes": {k: len(v) for k, v in changes.items()}})]
+        for kind, action in RELOAD_ACTIONS:
+            rows += [self.audit.job_change(action, i, before.get(i), after.get(i), YAML_ACTOR,
+                                           {"hash": digest, "change": kind})
+                     for i in changes[kind]]
+        self.store.audit.append(rows)
 
     def _follow(self, digest: str) -> None:
         applied = self.store.jobs.get_meta("config")
@@ -324,8 +350,22 @@ def _api_id_conflict(records: dict, path: str, jobs: list) -> Optional[InvalidCo
     return InvalidConfig(_config_error_text(path, details), details)
 
 
-def _id_lines(path: str, ids: list) -> dict:
-    """{id: line} of jobs in jobs.yaml; re-reads the file, so only for error messages."""
+def _after_conflict(records: dict, path: str, jobs: list) -> Optional[InvalidConfig]:
+    """The file's ``after:`` among all jobs (API jobs too): names no job has, loops."""
+    if not any(j.after is not None for j in jobs):
+        return None
+    desired = {j.id: j for j in jobs}
+    details = after_problems(applied_with(records, desired, "yaml", True), desired)
+    if not details:
+        return None
+    lines = _id_lines(path, [d["job"] for d in details], "after")
+    details = [{**d, "line": lines.get(d["job"])} for d in details]
+    return InvalidConfig(_config_error_text(path, details), details)
+
+
+def _id_lines(path: str, ids: list, key: str = "id") -> dict:
+    """{id: line} of jobs in jobs.yaml (the line of their ``key``, else of their id);
+    re-reads the file, so only for error messages."""
     try:
         root, _ = _yaml_compose(read_jobs_file(path)[0], path)
     except InvalidConfig:
@@ -333,7 +373,8 @@ def _id_lines(path: str, ids: list) -> dict:
     items = root if isinstance(root, yaml.SequenceNode) else _node_at(root, ["jobs"])
     lines = {}
     for item in items.value if isinstance(items, yaml.SequenceNode) else []:
-        for key, value in item.value if isinstance(item, yaml.MappingNode) else []:
-            if key.value == "id" and value.value in ids:
-                lines.setdefault(value.value, value.start_mark.line + 1)
+        pairs = {k.value: v for k, v in item.value} if isinstance(item, yaml.MappingNode) else {}
+        job_id = getattr(pairs.get("id"), "value", None)
+        if job_id in ids:
+            lines.setdefault(job_id, pairs.get(key, pairs["id"]).start_mark.line + 1)
     return lines

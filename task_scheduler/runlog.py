@@ -17,6 +17,7 @@ from .models import FINAL_STATUSES, Page, run_to_dict, target_text
 from .output import output_parts, output_since
 from .store.schema import RUN_SPAN_COLUMNS, build_search_index
 from .timeutil import _aware, _iso
+from .workflow import steps_view
 
 log = logging.getLogger("task_scheduler")
 
@@ -65,6 +66,21 @@ class RunLog:
         if run["status"] not in FINAL_STATUSES:
             raise JobConflict(f"run {run_id} is {run['status']}; rerun it once it has ended")
         return self.runner.run_now(run["job_id"], run.get("params"), rerun_of=run_id)
+
+    def retry_workflow(self, run_id: str) -> dict:
+        """Run a finished workflow run's failed and skipped steps again (its succeeded steps
+        kept), as the run's next attempt; 409 for any other run."""
+        again = self.store.workflows.retry(run_id)
+        if again is None:
+            run = self.run(run_id)   # 404 for an unknown run
+            what = ("is no workflow run" if "steps" not in run else f"is {run['status']}"
+                    if run["status"] not in FINAL_STATUSES else "has no failed or skipped step")
+            raise JobConflict(f"run {run_id} {what}: only a finished workflow run with failed "
+                              f"or skipped steps can be retried (POST /api/runs/{run_id}/rerun "
+                              f"runs a job again)")
+        self.runner.wake()
+        log.info("workflow run %s: retrying steps %s", run_id, ", ".join(again))
+        return self.run(run_id)
 
     def build_search_index(self) -> None:
         """PostgreSQL: the output search index of a long history, built in a thread beside
@@ -137,6 +153,9 @@ class RunLog:
             if row is None:
                 raise RunNotFound(f"run {run_id!r} does not exist")
             run = self._explain(run_to_dict(row, output=True))
+            if row.workflow:
+                run["steps"] = steps_view(json.loads(row.workflow), [
+                    dict(r._mapping) for r in self.store.workflows.steps_of(run_id)])
         run["notifications"] = [
             {"id": n.id, "event": n.event, "target": target_text(json.loads(n.target)),
              "status": n.status, "attempts": n.attempts, "log": json.loads(n.log)}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import sqlalchemy as sa
 
-from .checks import _job_env, _resolve_path, command_argv, resolve_callable
+from .audit import AuditLog, current_actor, run_detail
+from .checks import _job_env, _resolve_path, command_argv, declared_values, resolve_callable
 from .config import Config, label_sets
 from .errors import InvalidJob, JobConflict, RunNotFound
 from .executor import (RunContext, _ActiveRun, _Outcome, _current_run, run_command,
@@ -28,6 +30,7 @@ from .fence import Fencing
 from .forkserver import ForkServer
 from .history import _db_text
 from .loops import SupervisedLoop
+from .workflow import graph_of, step_definition
 from .models import ENDED_STATUSES, FINAL_STATUSES, JobDefinition, Run, run_to_dict
 from .output import (MASK_REFRESH, MaskedOutput, SecretMask, _nul_note, notify_secrets,
                      result_text)
@@ -68,6 +71,7 @@ class RunnerParts:
     # where python jobs with isolation: process run (started by their first run)
     forkserver: ForkServer = dataclasses.field(
         default_factory=lambda: ForkServer("task_scheduler.executor:worker_main"))
+    audit: Optional[AuditLog] = None            # records who runs, reruns and cancels
 
 
 class _RunTable:
@@ -200,8 +204,8 @@ class _Finisher:
         """Queue the next attempt of a failed run (durable: it survives a restart)."""
         rec = self._p.book.get(run.job_id)
         spec = rec.definition.retries if rec else None
-        if spec is None or run.attempt > spec.max:
-            return
+        if spec is None or run.attempt > spec.max or run.step_id or rec.definition.steps:
+            return   # a workflow's steps retry as their end is recorded (store/workflows.py)
         delay = spec.delay * spec.backoff ** (run.attempt - 1)
         retry = {"id": self._p.new_id(), "job_id": run.job_id, "trigger": "retry",
                  "attempt": run.attempt + 1, "scheduled_at": run.scheduled_at,
@@ -228,6 +232,14 @@ class _Finisher:
             run = Run.from_row(row)
             log.warning("run %s of %s: %s", run.id, run.job_id, run.error)
             self.retry(run)
+
+    def workflows_ended(self, rows: list) -> None:
+        """Workflow runs the end of a step ended (after its commit): their notifications."""
+        runs = [dict(r._mapping) for r in rows]
+        for run in runs:
+            log.log(logging.INFO if run["status"] == "succeeded" else logging.WARNING,
+                    "workflow run %s of %s: %s", run["id"], run["job_id"], run["status"])
+        self._p.store.notes.queue_notes(self._p.notes_for(runs))
 
     def queue_held(self) -> None:
         """Queue the held retries whose run's end is committed (the unique fire key drops one
@@ -349,17 +361,20 @@ class _Starter:
             self._finish(active, _Outcome(active.stop_reason, error=active.stop_error or
                                           "cancelled before it started"))
             return
+        rec = self._p.book.get(run.job_id)
+        if rec is not None and rec.definition.steps is not None and run.step_id is None:
+            self._start_workflow(active, rec.definition)
+            return
         active.began = self._p.now()
         # Only now does the run read running, with the time its code starts (a claimed run
         # waits for a worker as queued); the writer merges this with a quick run's end.
         run.update(status="running", started_at=active.began)
         self._p.history.update(run.id, status="running", started_at=active.began)
-        rec = self._p.book.get(run.job_id)
         token = _current_run.set(self._p.run_context(run.id, run.job_id,
                                                      run.scheduled_at))
         try:
-            outcome = (self._run_job(rec.definition, active) if rec is not None else
-                       _Outcome("cancelled", error="the job was removed before it started"))
+            outcome = self._run_job(rec.definition, active) if rec is not None else \
+                _Outcome("cancelled", error="the job was removed before it started")
         except Exception as exc:  # our own failure: record it rather than lose the run; the
             # traceback (the service's files) goes to the service log only
             log.exception("run %s of %s failed inside task-scheduler", run.id, run.job_id)
@@ -372,8 +387,28 @@ class _Starter:
         except Exception:   # a pool's worker would swallow it: the run would stay running
             log.exception("run %s of %s: its end could not be recorded", run.id, run.job_id)
 
+    def _start_workflow(self, active: _ActiveRun, defn: JobDefinition) -> None:
+        """A workflow run claimed here: its first steps are queued for any node (the store
+        decides the rest at each step's end); it holds no worker."""
+        run = active.run
+        with self._runs.lock:
+            self._runs.active.pop(run.id, None)
+        try:
+            if self._p.store.workflows.start(run.id, graph_of(defn)):
+                log.info("run %s of %s: workflow started", run.id, run.job_id)
+        except Exception:
+            log.exception("run %s of %s: could not start the workflow; back to the queue",
+                          run.id, run.job_id)
+            self._p.history.update(run.id, node=None, heartbeat_at=None)
+
     def _run_job(self, defn: JobDefinition, active: _ActiveRun) -> _Outcome:
-        params = json.loads(active.run.params or "null") or {}
+        if active.run.step_id is not None:
+            step = step_definition(defn, active.run.step_id)
+            if step is None:
+                return _Outcome("failed", error=f"step {active.run.step_id!r} is no longer "
+                                                f"in job {defn.id!r}")
+            defn = step
+        params = declared_values(defn, json.loads(active.run.params or "null") or {})
         limit, base_dir = self.config.output_limit, self.config.base_dir
         if defn.kind == "python" and defn.isolation == "process":
             return self._run_isolated(defn, active, params)
@@ -396,7 +431,9 @@ class _Starter:
         """The environment of a run's process (a command, a python job's worker)."""
         return {**_job_env(defn, self._p.passed_env), **params.get("env", {}),
                 "TS_JOB_ID": defn.id, "TS_RUN_ID": run.id,
-                "TS_SCHEDULED_AT": _iso(run.scheduled_at) or ""}
+                "TS_SCHEDULED_AT": _iso(run.scheduled_at) or "",
+                **({"TS_STEP_ID": run.step_id, "TS_WORKFLOW_RUN": run.parent_run}
+                   if run.step_id else {})}
 
     def _run_isolated(self, defn: JobDefinition, active: _ActiveRun, params: dict) -> _Outcome:
         """A python job with ``isolation: process``: in a worker forked by the fork server."""
@@ -432,6 +469,7 @@ class Runner:
         self.admission_for, self.after_rescue = (self._starter.admission_for,
                                                   self._finisher.after_rescue)
         self.queue_held = self._finisher.queue_held
+        parts.history.settled = self._finisher.workflows_ended
         self._loop = SupervisedLoop("runner", "ts-runner", self._claim,
                                     lambda: self.config.queue_poll)
         self._flusher = SupervisedLoop("output", "ts-output", self._starter.flush_output,
@@ -467,10 +505,17 @@ class Runner:
         now = self._p.now()
         run = {"id": self._p.new_id(), "job_id": job_id, "trigger": "manual", "attempt": 1,
                "scheduled_at": now, "due_at": now, "status": "queued", "run_on": rec.run_on,
-               "params": json.dumps(params) if params else None, "rerun_of": rerun_of}
-        self._p.store.runs.queue_runs([run])
+               "params": json.dumps(params) if params else None, "rerun_of": rerun_of,
+               "started_by": current_actor().name}
+        with self._audited("run.rerun" if rerun_of else "run.now", ("job", job_id),
+                           {"run": run["id"], "rerun_of": rerun_of, **run_detail(params)}):
+            self._p.store.runs.queue_runs([run])
         self.wake()
         return run_to_dict(_run_row(run))
+
+    def _audited(self, action: str, obj: tuple, detail: Optional[dict] = None):
+        audit = self._p.audit
+        return contextlib.nullcontext() if audit is None else audit.attached(action, obj, detail)
 
     def end_leftovers(self, clustered: bool) -> None:
         """At start-up, before any run starts: processes of runs this node left (a crash, a
@@ -503,11 +548,19 @@ class Runner:
         self.queue_held()
         for run_id, active in list(self.active.items()):
             if run_id in cancels:
-                self._stop(active, "cancelled")
+                self._stop_asked(active)
             elif run_id not in alive and active.claimed < since:
                 active.rescued = True
                 self._stop(active, "interrupted", "interrupted: this node was silent too long "
                            "and the run was given up (and retried) elsewhere")
+
+    def _stop_asked(self, active: _ActiveRun) -> None:
+        """A cancel asked by another node (a run, or a step of a cancelled workflow run)."""
+        try:
+            self._stop(active, "cancelled")
+        except JobConflict:   # a python step in a thread: it ends when it returns
+            log.info("run %s: cancel asked, but a python job in a thread runs on until it "
+                     "returns", active.run.id)
 
     def _fenced_until(self, heartbeat_sent: float) -> None:
         if self.fencing.due():      # back after the deadline (a pause): runs the watch
@@ -537,7 +590,8 @@ class Runner:
         milliseconds of TERM); a run already being ended is not waited for again."""
         active = self.active.get(run_id)
         again = active is not None and active.stop_reason is not None
-        run = self._cancel(run_id)
+        with self._audited("run.cancel", ("run", run_id)):
+            run = self._cancel(run_id)
         deadline = time.monotonic() + (0 if again else wait)
         while run_id in self.active and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -545,6 +599,13 @@ class Runner:
 
     def _cancel(self, run_id: str) -> dict:
         store = self._p.store
+        asked = store.workflows.cancel(run_id)
+        if asked is not None:   # a workflow run: its steps stop here or on their nodes
+            for step_run in asked:
+                if step_run in self.active:
+                    self._stop_asked(self.active[step_run])
+            log.info("workflow run %s cancelled", run_id)
+            return run_to_dict(store.queries.run(run_id))
         for _ in range(3):   # a queued run may be claimed meanwhile: look again
             active = self.active.get(run_id)
             if active is not None:

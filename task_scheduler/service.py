@@ -10,6 +10,7 @@ import logging
 import os
 from typing import Optional
 
+from .audit import AuditLog
 from .book import JobBook
 from .bus import Bus
 from .changes import ChangeFeed, Changes
@@ -54,6 +55,7 @@ class SchedulerService:
         self.timezone = _zone(config.timezone) if config.timezone else _local_zone()
         self.base_url: Optional[str] = None   # how jobs reach this service's API (http_check)
         self.store = Store(self.engine, config.node)
+        self.audit = AuditLog(self.store, lambda: new_run_id(self.cluster.offset), self.secrets)
         self.bus = Bus(self.store)
         self.book = JobBook(self.store, self.timezone)
         self.history = HistoryWriter(self.store, prune=self.prune)
@@ -72,9 +74,10 @@ class SchedulerService:
             config, self.store, self.history, self.book, now=self.now,
             new_id=lambda: new_run_id(self.cluster.offset), notes_for=self.notifier.notes_for,
             wants_previous=self.notifier.wants_previous, secrets=self.secrets,
-            passed_env=self.passed_env, run_context=functools.partial(RunContext, self)))
+            passed_env=self.passed_env, run_context=functools.partial(RunContext, self),
+            audit=self.audit))
         self.promises = Promises(config, self.store, self.book, self.notifier, self.runner,
-                                 self.cluster, now=self.now)
+                                 self.cluster, now=self.now, audit=self.audit)
         self.scheduler = _Scheduler(SchedulerParts(
             ScheduleStore(self.store), self.book, now=self.cluster.now,
             may_fire=self.cluster.may_fire, lost=self.cluster.lost,
@@ -83,9 +86,9 @@ class SchedulerService:
             timezone=self.timezone)
         self.catalog = JobCatalog(config, self.book, self.store, self.runner, self.timezone,
                                   leading=self.cluster.leads, ask=self.scheduler.ask,
-                            now=self.cluster.now)
+                                  now=self.cluster.now, audit=self.audit)
         self.jobs_file = JobsFile(config, self.store, self.book, self.catalog,
-                                  leading=self.cluster.leads)
+                                  leading=self.cluster.leads, audit=self.audit)
         self.reloader = Reloader(config, self.jobs_file) if config.config_path else None
         self.editor = JobsFileEditor(config, self.book, self.jobs_file, leading=self.cluster.leads)
         self.board = StatusBoard(config, self.store, self.book, self.cluster,
@@ -94,7 +97,7 @@ class SchedulerService:
         self.runlog = RunLog(self.store, self.runner, nodes=self.board.nodes,
                             now=self.cluster.now)
         self._lockfile = None
-        self.bus.subscribe("ts_jobs", self._jobs_changed)
+        self.bus.subscribe("ts_jobs", self.catalog.changed_elsewhere)
         self.bus.subscribe("ts_runs", self.runner.wake)
         self.changes = ChangeFeed(self.store, self.bus, job_state=self.book.state_of)
 
@@ -181,13 +184,6 @@ class SchedulerService:
     @property
     def stopping(self) -> bool:
         return self.board.stopping
-
-    def _jobs_changed(self, payload: Optional[dict]) -> None:
-        if payload and payload.get("node") == self.store.node:
-            return   # this node's own change: its book has it already
-        changed = self.book.refresh(payload.get("ids") if payload else None)
-        if changed and self.cluster.leads():
-            self.scheduler.ask(changed)
 
     def changes_since(self, cursor: Optional[str], wait: float = 0.0) -> Changes:
         """Runs and jobs that changed after ``cursor`` (see ``ChangeFeed.read``): what live
@@ -336,4 +332,5 @@ class SchedulerService:
 
     def prune(self) -> int:
         return self.store.retention.prune(self.config.keep_runs, self.config.keep_days,
-                                stopping=lambda: self.history.stopping)
+                                          lambda: self.history.stopping,
+                                          self.config.keep_audit_days)

@@ -19,6 +19,7 @@ from .store.schema import new_run_id
 from .timeutil import _aware, _iso, _naive_utc
 
 if TYPE_CHECKING:
+    from .audit import AuditLog
     from .book import JobBook, JobRecord
     from .cluster import Cluster
     from .config import Config
@@ -35,7 +36,8 @@ class Promises:
     that takes pings. The API, the guard and the GUI call it through the service."""
 
     def __init__(self, config: Config, store: Store, book: JobBook, notifier: Notifier,
-                 runner: Runner, cluster: Cluster, *, now: Callable[[], dt.datetime]):
+                 runner: Runner, cluster: Cluster, *, now: Callable[[], dt.datetime],
+                 audit: AuditLog):
         new_id = lambda: new_run_id(cluster.offset)   # noqa: E731  (the database's clock)
         self.store = store
         self.watch = SlaWatch(config, store, book, notes_for=notifier.breach_notes,
@@ -43,7 +45,7 @@ class Promises:
         self.desk = PingDesk(config, store, book, notes_for=notifier.notes_for,
                              wants_previous=notifier.wants_previous,
                              mask_for=lambda job_id: runner.mask_for(job_id).bytes, now=now,
-                             new_id=new_id)
+                             new_id=new_id, audit=audit)
         self._now = now
         self.start, self.stop, self.check = self.watch.start, self.watch.stop, self.watch.check
         self.ping, self.new_token = self.desk.ping, self.desk.new_token
@@ -172,8 +174,8 @@ class PingDesk:
     def __init__(self, config: Config, store: Store, book: JobBook, *,
                  notes_for: Callable[[list, Optional[str]], list],
                  wants_previous: Callable[[str], bool], mask_for: Callable[[str], Callable],
-                 now: Callable[[], dt.datetime], new_id: Callable[[], str]):
-        self.config, self.store, self.book = config, store, book
+                 now: Callable[[], dt.datetime], new_id: Callable[[], str], audit: AuditLog):
+        self.config, self.store, self.book, self.audit = config, store, book, audit
         self._notes_for, self._wants_previous, self._mask_for = notes_for, wants_previous, \
             mask_for
         self._now, self._new_id = now, new_id
@@ -200,7 +202,8 @@ class PingDesk:
         the only time it is shown."""
         self._heartbeat(job_id)
         token = "tsp_" + secrets.token_urlsafe(24)
-        self.store.sla.set_ping_token(job_id, token)
+        with self.audit.attached("job.ping_token", ("job", job_id)):
+            self.store.sla.set_ping_token(job_id, token)
         return {"job_id": job_id, "token": token, "ping": f"/api/jobs/{job_id}/ping",
                 "note": "shown once: only its hash is kept; POST /ping-token again to replace it"}
 

@@ -26,12 +26,12 @@ import bottle
 import yaml
 
 from task_scheduler.errors import SchedulerError
+from task_scheduler.audit import acting
 from task_scheduler.http.api import events_answer
-from task_scheduler.http.guard import FailureLimiter
 from task_scheduler.http.io import MAX_OFFSET, YAML_TYPE
-from task_scheduler.models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS
+from task_scheduler.models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS, Actor
 
-from . import charts, forms, runfilter
+from . import audit, charts, forms, graph, runfilter
 from .docs import api_docs_html
 from .i18n import LANG_COOKIE, TZ_COOKIE, Locale, choose_language, languages, zone_named
 
@@ -48,6 +48,7 @@ DASH_COUNTS_AGE = 5       # s the dashboard's 24 h counts may lag: a day of 1M r
 JOBS_PAGE_SIZE = 100      # a whole fleet on one page; the filters narrow it down
 SESSION_TTL = 12 * 3600   # a working day: long enough not to nag, short enough to expire
 LOGIN_FAILURES, LOGIN_WINDOW = 5, 300   # wrong tokens at the login before it answers 429
+_ANONYMOUS = Actor("anonymous", "anonymous", "viewer")   # the login page's visitor
 FLASH_TTL = 60            # the flash only has to survive one 303 redirect
 PREFERENCE_TTL = 365 * 86400   # language and time zone: chosen once
 HEX = frozenset("0123456789abcdef")   # run ids
@@ -82,14 +83,14 @@ def gui_jobs(service) -> str:
 
 def gui_job_detail(service, job_id: str) -> str:
     live = _live(service, job_id)
-    job = _fetch(lambda i: service.job(i, upcoming=10), job_id)   # next fire times: 10
+    job = access.hide_env(_fetch(lambda i: service.job(i, upcoming=10), job_id))   # 10 fires
     runs, pager = _run_page(service, 20, {}, job_id=job_id)
     recent = service.runs(job_id=job_id, limit=CHART_RUNS)
     definition = yaml.safe_dump(job.get("definition") or {}, sort_keys=False, allow_unicode=True)
     return _render("job_detail", nav="jobs", title=_t("title.job", id=job_id), job=job,
                    runs=runs, definition=definition, pager=pager, where=job.get("defined_at"),
                    chart=charts.duration_chart(recent, _locale()), here=f"/jobs/{job_id}",
-                   live=live)
+                   live=live, graph=graph.job_graph(job))
 
 
 def gui_calendar(service, name: str) -> str:
@@ -153,7 +154,7 @@ def gui_job_update(service, job_id: str) -> str:
 def gui_job_yaml(service, job_id: str) -> str:
     """The job as a jobs.yaml entry, to download (the API's ``?format=yaml``, behind the GUI
     login)."""
-    text = _fetch(service.job_yaml, job_id)
+    text = access.hide_env_yaml(_fetch(service.job_yaml, job_id))
     bottle.response.content_type = YAML_TYPE
     name = f"{job_id}.yaml".replace('"', "")
     bottle.response.set_header("Content-Disposition", f'attachment; filename="{name}"')
@@ -169,7 +170,7 @@ def gui_job_action(service, job_id: str, action: str) -> None:
     back = _next_url(f"/jobs/{job_id}")
     if action == "run":
         params = _run_params(back)
-        result = _act(lambda: service.run_now(job_id, params), back)
+        result = _act(lambda: service.run_now(job_id, access.raw_ok(params)), back)
         _redirect(back, "flash.run_queued", link=f"/runs/{result['id']}", id=job_id)
     _act(lambda: (service.pause if action == "pause" else service.resume)(job_id), back)
     _redirect(back, f"flash.job_{action}d", id=job_id)
@@ -188,7 +189,7 @@ def _run_params(back: str) -> dict | None:
             _redirect(back, "flash.run_params", "error", field=name, text=_t(exc.key, **exc.params))
         if value is not forms.OMIT:
             params[name] = value
-    return params or None
+    return {**params, **forms.read_declared(bottle.request.forms)} or None
 
 
 def gui_runs(service) -> str:
@@ -207,7 +208,7 @@ def gui_runs(service) -> str:
 
 
 def gui_run_detail(service, run_id: str) -> str:
-    run = _fetch(service.run, run_id)
+    run = access.hide_env(_fetch(service.run, run_id))
     active = run.get("status") in ACTIVE
     offsets = {}
     if active:   # what the page shows, and from where its script goes on reading
@@ -215,7 +216,7 @@ def gui_run_detail(service, run_id: str) -> str:
             out = service.output(run_id, stream, 0)
             run[stream], offsets[stream] = out["text"], out["offset"]
     return _render("run_detail", nav="runs", title=_t("title.run", id=run_id), run=run,
-                   active=active, offsets=offsets, refresh=active)
+                   active=active, offsets=offsets, refresh=active, graph=graph.run_graph(run))
 
 
 def gui_run_tail(service, run_id: str) -> str:
@@ -237,6 +238,12 @@ def gui_run_rerun(service, run_id: str) -> None:
     back = f"/runs/{run_id}"
     run = _act(lambda: service.rerun(run_id), back)
     _redirect(f"/runs/{run['id']}", "flash.rerun_queued", id=run_id)
+
+
+def gui_run_retry(service, run_id: str) -> None:
+    """A workflow run's failed and skipped steps again (docs/workflows.md)."""
+    _act(lambda: service.runlog.retry_workflow(run_id), f"/runs/{run_id}")
+    _redirect(f"/runs/{run_id}", "flash.workflow_retried", id=run_id)
 
 
 def gui_run_output(service, run_id: str, stream: str) -> str:
@@ -270,47 +277,6 @@ def gui_reload(service) -> None:
     _redirect("/config", "flash.reloaded", n=config.get("jobs", 0))
 
 
-def gui_login(service) -> str:
-    if not _token(service):
-        _redirect("/")
-    return _render("login", nav="login", title=_t("title.login"), error=None,
-                   next=_next_url("/", bottle.request.query))
-
-
-def gui_login_post(service) -> str:
-    token = _token(service)
-    target = _next_url("/")
-    if not token:
-        _redirect(target)
-    limiter: FailureLimiter = bottle.request.app.config["ts.gui.logins"]
-    # The client as the core's guard tells it: behind a --trusted-proxies proxy, the address
-    # it forwards (else every user behind the proxy would share one limit).
-    client = bottle.request.environ.get("ts.client") or bottle.request.remote_addr or "?"
-    given = bottle.request.forms.getunicode("token", "") or ""
-    if hmac.compare_digest(given.encode(), token.encode()):   # the right token always passes
-        limiter.forget(client)
-        secret = service.store.sessions.create_session(SESSION_TTL)
-        _set_cookie("ts_session", _sign(f"session:{secret}"), SESSION_TTL)
-        _redirect(target, "flash.logged_in")
-    wait = limiter.failed(client)   # counted; past the limit, the seconds to wait
-    if wait:
-        bottle.response.status = 429
-        bottle.response.set_header("Retry-After", str(wait))
-        return _render("login", nav="login", title=_t("title.login"), next=target,
-                       error=_t("login.too_many", n=wait))
-    bottle.response.status = 401
-    return _render("login", nav="login", title=_t("title.login"), error=_t("login.invalid"),
-                   next=target)
-
-
-def gui_logout(service) -> None:
-    secret = _session_secret()
-    if secret:
-        service.store.sessions.revoke_session(secret)
-    bottle.response.delete_cookie("ts_session", path="/")
-    _redirect("/login" if _token(service) else "/", "flash.logged_out")
-
-
 GUI_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/", gui_dashboard),
     ("GET", "/jobs", gui_jobs),
@@ -329,48 +295,44 @@ GUI_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/runs/<run_id>/tail", gui_run_tail),
     ("POST", "/runs/<run_id>/cancel", gui_run_cancel),
     ("POST", "/runs/<run_id>/rerun", gui_run_rerun),
+    ("POST", "/runs/<run_id>/retry", gui_run_retry),
     ("GET", "/live", gui_live),
     ("GET", "/config", gui_config),
     ("POST", "/config/reload", gui_reload),
-    ("GET", "/login", gui_login),
-    ("POST", "/login", gui_login_post),
-    ("POST", "/logout", gui_logout),
+    *audit.GUI_ROUTES,
 ]
-PUBLIC = {gui_login, gui_login_post}
 
 
 def install_gui(app: bottle.Bottle, service) -> None:
-    """Register GUI_ROUTES, /static and the security headers on `app`."""
-    key = _derive_key(_token(service))
-    for method, path, handler in GUI_ROUTES:
-        callback = _guard(functools.partial(handler, service), service, key, method,
-                          handler in PUBLIC)
-        app.route(path, method, callback, name=handler.__name__)
+    """Register GUI_ROUTES (with access.py's), /static and the security headers on `app`."""
+    key = functools.cache(lambda: _derive_key(_token(service) or access.cookie_key(service)))
+    for method, path, handler in GUI_ROUTES + access.ACCESS_ROUTES:
+        role = access.GUI_ROLES.get((method, path), "admin")   # none named: admins only
+        callback = _guard(functools.partial(handler, service), service, key, method, role)
+        app.route(path, method, callback, name=handler.__name__, **{"ts.role": role})
     app.route("/static/<path:path>", "GET", _static)
     app.add_hook("after_request", _security_headers)
     app.config["ts.error_page"] = functools.partial(_error_hook, service)
-    app.config["ts.gui.logins"] = FailureLimiter(LOGIN_FAILURES, LOGIN_WINDOW)
+    app.config["ts.gui.logins"] = access.FailureLimiter(LOGIN_FAILURES, LOGIN_WINDOW)
 
 
 # -- Safety: login, CSRF, flash, headers ----------------------------------------------------
 
-def _guard(handler, service, key: bytes, method: str, public: bool):
+def _guard(handler, service, key: Callable[[], bytes], method: str, role: str):
     def guarded(**kwargs):
         environ = bottle.request.environ
-        environ["ts.gui.key"] = key
+        environ["ts.gui.key"] = key()
         environ["ts.gui.locale"] = _choose_locale(service)
-        environ["ts.gui.session"] = _session_secret() if _token(service) else None
-        if environ["ts.gui.session"] and not service.store.sessions.session_active(
-                environ["ts.gui.session"]):
-            environ["ts.gui.session"] = None   # logged out, expired, or never issued here
-        environ["ts.gui.login"] = bool(environ["ts.gui.session"])
-        if not public and _token(service) and not environ["ts.gui.login"]:
+        access.sign_in(service)   # the session's user, unless the core named the actor
+        if role != "open" and environ.get("ts.actor") is None:
             # Back to the page after login; a POST's target has no page, so to the dashboard.
             back = bottle.request.fullpath + _qs() if method == "GET" else "/"
             bottle.redirect("/login?" + urlencode({"next": back}), 303)
         if method == "POST" and not _csrf_ok():
             raise _error_page(403, _t("error.403"), _t("error.csrf"))
-        return handler(**kwargs)
+        access.check_role(role, method)
+        with acting(environ["ts.actor"] or _ANONYMOUS):   # the session's user, named above
+            return handler(**kwargs)
     return guarded
 
 
@@ -655,6 +617,7 @@ def _helpers(locale: Locale) -> dict:
             "json": lambda value: json.dumps(value, ensure_ascii=False),
             "pretty_json": lambda value: json.dumps(value, ensure_ascii=False, indent=2),
             "args": lambda value: forms.show_args(value if value else forms.OMIT),
+            "can": access.can, "actor": bottle.request.environ.get("ts.actor"),
             "run_statuses": RUN_STATUSES, "job_states": JOB_STATES}
 
 
@@ -776,4 +739,7 @@ def _shorten(text: str, size: int) -> str:
 
 
 NAV = ("dashboard", "/"), ("jobs", "/jobs"), ("runs", "/runs"), ("config", "/config"), \
-    ("new", "/jobs/new")
+    ("audit", "/audit"), ("new", "/jobs/new"), ("users", "/users")
+
+
+from . import access  # noqa: E402  (its pages use the helpers above: imported once they exist)

@@ -457,3 +457,12 @@ def error_field(field: str, trigger_type: str) -> str:
     if head == "retries":
         return "retries_max"
     return head if head in BASIC_FIELDS else "_general"
+
+
+def read_declared(form) -> dict:
+    """The job page's fields of declared params (``param.NAME``) as a run's body part: an
+    empty field is left out (the default applies); nothing when the form has none."""
+    values = {name.removeprefix("param."): form.getunicode(name) or "" for name in form
+              if name.startswith("param.")}
+    given = {name: value for name, value in values.items() if value != ""}
+    return {"params": given} if values else {}

@@ -173,6 +173,8 @@ class Locale:
             return self.t("trig.every", every=self.exact_span(seconds)) + zone
         if trigger.get("type") == "date":
             return self.t("trig.once", when=str(trigger.get("run_date"))) + zone
+        if trigger.get("type") == "manual" and job.get("after"):   # no schedule of its own
+            return self.t("trig.after", job=job["after"]["job"])
         if trigger.get("type") == "heartbeat":
             return self.t("trig.heartbeat", every=trigger.get("every"),
                           grace=trigger.get("grace") or 0)

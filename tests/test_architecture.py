@@ -22,18 +22,21 @@ WEB = ROOT / "task_scheduler_web"
 # given a floor here: that is the moment to decide what it may know about.
 FLOORS = [
     ("shapes", {"errors", "text", "timeutil", "config", "models", "explain", "loops"}),
-    ("rules", {"triggers", "calendars", "checks", "jobsfile", "output", "processes", "yamltext"}),
+    ("rules", {"triggers", "calendars", "checks", "jobsfile", "output", "processes", "yamltext",
+               "workflow", "after"}),
     ("storage and execution", {"store", "store.dialect", "store.schema", "store.database",
                                "store.runs", "store.liveness", "store.schedules", "store.nodes",
                                "store.queries", "store.jobs", "store.notes", "store.sessions",
-                               "store.retention", "store.sla", "history", "executor",
+                               "store.retention", "store.sla", "store.audit", "store.workflows",
+                               "store.after", "store.users", "history", "executor",
                                "capture", "fence", "forkserver", "bus", "lockfile"}),
     ("parts", {"book", "runner", "scheduler", "cluster", "notify", "reload", "metrics",
-               "builtin", "jobs", "status", "runlog", "yamledit", "changes", "sla"}),
+               "builtin", "jobs", "status", "runlog", "yamledit", "changes", "sla",
+               "audit", "access"}),
     ("front door", {"service"}),
     ("http", {"http", "http.io", "http.guard", "http.api", "http.openapi", "http.app",
-              "http.server", "client"}),
-    ("assembly", {"cli", "__init__", "__main__"}),
+              "http.server", "http.auth", "http.accounts", "client"}),
+    ("assembly", {"cli", "usercli", "__init__", "__main__"}),
 ]
 FLOOR_OF = {name: level for level, (_, names) in enumerate(FLOORS) for name in names}
 MAX_MODULE_LINES = 800

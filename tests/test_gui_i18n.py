@@ -190,6 +190,9 @@ def test_relative_times_and_durations_in_both_languages():
 # -- Core messages in the chosen language ----------------------------------------------------------
 
 BAD_FILES = [
+    "- id: w\n  steps:\n    - {id: a, command: 'true', after: [b]}\n"
+    "    - {id: b, command: 'true', after: [a, zz]}\n    - {id: b, command: 'true'}\n",
+    "- id: w\n  command: 'true'\n  steps:\n    - {id: a, after: [a]}\n",
     "- id: 'a b'\n  command: 'true'\n  trigger: {type: interval, minutes: '5'}\n",
     "- id: a\n  comand: 'true'\n  trigger: {type: interval, minute: 5}\n",
     "- id: a\n  command: 'true'\n  max_instances: 0\n  timeout: -1\n  trigger: {type: weekly}\n",

@@ -10,12 +10,13 @@ from typing import Optional
 import bottle
 import sqlalchemy as sa
 
+from ..access import check_raw_run, hide_env, hide_env_yaml
 from ..config import __version__
 from ..errors import SchedulerError, Unavailable
 from .io import (
     CURSOR_PATTERN, YAML_TYPE, CalendarQuery, EventsQuery, JobQuery, JobsQuery, OutputQuery,
     PingQuery, _content_length, _json_body, _json_response, _query_params, _raw_body, _raw_json,
-    _text, runs_query)
+    _text, audit_query, runs_query)
 from ..text import _clean
 
 
@@ -44,7 +45,12 @@ def api_status(service):
 
 def api_list_jobs(service):
     """Jobs by id, filtered and paged; ``total`` counts every match."""
-    return _raw_json(200, service.jobs_json(**_query_params(JobsQuery).model_dump()))
+    text = service.jobs_json(**_query_params(JobsQuery).model_dump())
+    if not _hides():   # the answer is kept for everyone; env is hidden per caller
+        return _raw_json(200, text)
+    body = json.loads(text)
+    body["jobs"] = [hide_env(job, _actor()) for job in body["jobs"]]
+    return _raw_json(200, json.dumps(body, ensure_ascii=False))
 
 
 def api_create_job(service):
@@ -60,8 +66,8 @@ def api_get_job(service, job_id):
     A jobs.yaml job says where it is defined (defined_at: path and line). ?format=yaml answers
     the job as a jobs.yaml entry (application/yaml), secrets hidden as in the JSON."""
     if _query_params(JobQuery).format == "yaml":
-        return _text(service.job_yaml(job_id), YAML_TYPE)
-    return _raw_json(200, service.job_json(job_id))
+        return _text(hide_env_yaml(service.job_yaml(job_id), _actor()), YAML_TYPE)
+    return _raw_json(200, _shown([service.job_json(job_id)])[0])
 
 
 def api_replace_job(service, job_id):
@@ -76,6 +82,22 @@ def api_delete_job(service, job_id):
     """Delete a job created through the API (a jobs.yaml job: 409); its runs stay."""
     service.delete_job(job_id)
     return 204, None
+
+
+def _actor():
+    return bottle.request.environ.get("ts.actor")
+
+
+def _hides() -> bool:
+    actor = _actor()
+    return actor is not None and actor.role != "admin"
+
+
+def _shown(texts: list) -> list:
+    """Jobs' JSON texts as the caller may see them (hide_env)."""
+    if not _hides():
+        return texts
+    return [json.dumps(hide_env(json.loads(t), _actor()), ensure_ascii=False) for t in texts]
 
 
 def api_pause_job(service, job_id):
@@ -94,6 +116,7 @@ def api_run_job(service, job_id):
     An optional body gives this run its own kwargs and args (python) or args and env
     (commands), checked like the job's own; the job keeps its definition."""
     body = _json_body() if _content_length(bottle.request.environ) else None
+    check_raw_run(bottle.request.environ.get("ts.actor"), body)
     return 202, {"run": service.run_now(job_id, body)}
 
 
@@ -120,6 +143,14 @@ def api_rerun_run(service, run_id):
     return 202, {"run": service.rerun(run_id)}
 
 
+def api_retry_run(service, run_id):
+    """Run a finished workflow run's failed and skipped steps again.
+
+    Its succeeded steps are kept; the run goes on as its next attempt. 409 for a run that is
+    not a finished workflow run (docs/workflows.md)."""
+    return 202, {"run": service.runlog.retry_workflow(run_id)}
+
+
 def api_list_runs(service):
     """Runs, newest first, filtered and paged.
 
@@ -134,7 +165,7 @@ def api_list_runs(service):
 
 def api_get_run(service, run_id):
     """One run with its stdout and stderr (live while it runs)."""
-    return service.run(run_id)
+    return hide_env(service.run(run_id), _actor())
 
 
 def api_run_stdout(service, run_id):
@@ -295,3 +326,13 @@ def api_calendar(service, name):
 def api_reload(service):
     """Read and apply jobs.yaml now; 422 with the errors (the running jobs stay as they are)."""
     return {"config": service.reload(force=True)}
+
+
+def api_audit(service):
+    """The audit log, newest first: who did what to which object, when, from where.
+
+    Filters: ``actor``, ``action`` (or a kind: ``job.``), ``object`` (``job`` or
+    ``job:ID``), ``since``/``until``; pages by ``before`` = the ``next`` of the last page."""
+    query = audit_query()
+    return service.audit.page(query.actor, query.action, query.object, query.since,
+                              query.until, query.before, query.limit)

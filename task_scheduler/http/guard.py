@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import hmac
 import ipaddress
 import logging
 import threading
@@ -16,9 +15,13 @@ from typing import TYPE_CHECKING, Optional
 import bottle
 import sqlalchemy as sa
 
+from ..access import OPEN, Access
+from ..audit import acting
 from ..config import allowed_hosts
+from ..models import Actor
 from ..errors import (
-    Forbidden, JobNotFound, RunNotFound, SchedulerError, Unauthorized, UnsupportedMedia)
+    Forbidden, JobNotFound, NotFound, RunNotFound, SchedulerError, Unauthorized, UnsupportedMedia)
+from .auth import TooManyRequests, check_role, identify
 from .io import _ID_CHARS, _error_body, _json_response
 from ..text import _clean, _short
 
@@ -45,25 +48,31 @@ class HttpGuard:
         self.hosts = allowed_hosts(service.config)
         self.proxies = trusted_networks(service.config.trusted_proxies)
         self.failures = FailureLimiter(TOKEN_FAILURES, TOKEN_WINDOW)
+        self.access = Access(service.store, service.config)
 
     def apply(self, callback, route):
-        api, open_route = route.config.get("ts.api", False), route.config.get("ts.open", False)
-        ping = route.config.get("ts.ping", False)
+        api, ping = route.config.get("ts.api", False), route.config.get("ts.ping", False)
+        needed = route.config.get("ts.role", "admin")   # a route that names none: admins only
+        what = f"{route.method} {route.rule}"
+        callback = _as_actor(callback)
 
         @functools.wraps(callback)
         def guarded(*args, **kwargs):
             request = bottle.request
             request.environ["ts.client"] = client_address(request.environ, self.proxies)
+            request.environ["ts.actor"] = None
             try:
                 host_problem = self._host_problem(request)
                 if host_problem:
                     raise Forbidden(host_problem)
                 if request.method not in SAFE_METHODS:
                     self._check_origin(request)
+                if not (api and ping and self._ping_token(request, kwargs)):
+                    actor = self._identify(request, needed, api)
+                    if api:
+                        check_role(actor, needed, what)
                 if not api:
                     return callback(*args, **kwargs)
-                if not open_route and not (ping and self._ping_token(request, kwargs)):
-                    _check_token(self.service, self.failures, request.environ["ts.client"])
                 if request.method not in SAFE_METHODS and not ping:   # a ping's body: text
                     _check_write_type(request)
                 _check_ids(kwargs)
@@ -93,6 +102,20 @@ class HttpGuard:
             return _json_response(status, body)
         return guarded
 
+    def _identify(self, request, needed: str, api: bool):
+        """The actor, in environ["ts.actor"] for the handlers (None: no credentials). An open
+        route answers whatever credentials come with it."""
+        peer = request.environ.get("REMOTE_ADDR") or "?"
+        try:
+            actor = identify(request, self.access, self.failures, request.environ["ts.client"],
+                             bool(self.proxies) and _in_networks(peer, self.proxies), api)
+        except SchedulerError:
+            if needed != OPEN:
+                raise
+            actor = None
+        request.environ["ts.actor"] = actor
+        return actor
+
     def _ping_token(self, request, kwargs: dict) -> bool:
         """A ping route also takes the job's own ping token: ``Authorization: Bearer`` or
         ``?token=`` (curl in a crontab). A wrong one counts as a wrong token of its client."""
@@ -103,7 +126,7 @@ class HttpGuard:
             return False
         if self.service.promises.token_valid(job_id, given):
             return True
-        if not request.get_header("Authorization"):   # a header is counted by _check_token
+        if not request.get_header("Authorization"):   # a header is counted by identify
             self.failures.failed(request.environ["ts.client"])
         return False
 
@@ -130,6 +153,20 @@ class HttpGuard:
 
 
 SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
+
+
+def _as_actor(callback):
+    """The handler, run as the request's actor (``audit.acting``): the parts it calls record
+    who asked. Without credentials (an open route, a ping by its job's ping token) the
+    actor is anonymous: such a request may ping, and read health, nothing more."""
+    @functools.wraps(callback)
+    def as_actor(*args, **kwargs):
+        environ = bottle.request.environ
+        actor = environ["ts.actor"] or Actor("anonymous", "anonymous", "viewer",
+                                             address=environ.get("ts.client"))
+        with acting(actor):
+            return callback(*args, **kwargs)
+    return as_actor
 
 
 def host_allowed(host: str, hosts: dict, explicit_only: bool = False) -> bool:
@@ -180,11 +217,15 @@ def _check_write_type(request) -> None:
 
 def _check_ids(kwargs: dict) -> None:
     for name, value in kwargs.items():
-        if not (0 < len(value) <= 64 and _ID_CHARS.issuperset(value)):
+        chars = _ID_CHARS | {"@"} if name == "user_name" else _ID_CHARS   # e-mail addresses
+        if not (0 < len(value) <= 64 and chars.issuperset(value)):
             # No job or run has such an id; the database is not asked (PostgreSQL refuses NUL
             # characters in a query, for one).
-            raise (JobNotFound if name == "job_id" else RunNotFound)(
-                f"{name.removesuffix('_id')} {value!r} does not exist")
+            raise _NOT_FOUND.get(name, RunNotFound)(
+                f"{name.removesuffix('_id').replace('_name', '')} {value!r} does not exist")
+
+
+_NOT_FOUND = {"job_id": JobNotFound, "user_name": NotFound, "token_id": NotFound}
 
 
 def _error_response(exc: SchedulerError) -> bottle.HTTPResponse:
@@ -196,37 +237,8 @@ def _error_response(exc: SchedulerError) -> bottle.HTTPResponse:
     return response
 
 
-def _check_token(service, failures: Optional[FailureLimiter] = None,
-                 client: str = "?") -> None:
-    """The right token always passes; a wrong one counts against its client, and a client
-    past TOKEN_FAILURES within TOKEN_WINDOW seconds is answered 429 until they age out."""
-    token = service.config.token
-    if not token:
-        return
-    given = bottle.request.get_header("Authorization", "")
-    scheme, _, value = given.partition(" ")
-    # Header values arrive as latin-1 text: back to their bytes, compared in constant time.
-    given_bytes = value.strip().encode("latin-1", "replace")
-    if scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.encode()):
-        return
-    if failures is not None and given:   # no header at all is no guess
-        wait = failures.failed(client)
-        if wait:
-            raise TooManyRequests(f"too many wrong tokens from {client}; try again in {wait}s",
-                                  retry_after=wait)
-    raise Unauthorized("missing or wrong token: send 'Authorization: Bearer <token>'")
-
-
 TOKEN_FAILURES = 20   # wrong tokens a client may send within TOKEN_WINDOW: a typo or a stale
 TOKEN_WINDOW = 60     # script, not a guesser (a 16-character token takes ~10^28 guesses)
-
-
-class TooManyRequests(SchedulerError):
-    status, code = 429, "too_many_requests"
-
-    def __init__(self, message: str, retry_after: int):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class FailureLimiter:

@@ -137,6 +137,31 @@ class RunsQuery(_Model):
 
 
 
+class AuditQuery(_Model):
+    """The query string of ``GET /api/audit``; entries come newest first."""
+
+    actor: Optional[Annotated[StrictStr, Field(max_length=255)]] = Field(
+        None, description="entries of this actor (a user name, token, local, jobs.yaml, system)")
+    action: Optional[Annotated[StrictStr, Field(max_length=64)]] = Field(
+        None, description="this action (job.pause), or every action of a kind ending in a "
+                          "dot (job.)")
+    object: Optional[Annotated[StrictStr, Field(max_length=300)]] = Field(
+        None, description="this kind of object (job) or this one (job:nightly)")
+    since: Optional[dt.datetime] = Field(None, description="entries at or after this time "
+                                         "(ISO 8601; UTC when it has no offset)")
+    until: Optional[dt.datetime] = Field(None, description="entries before this time")
+    before: Optional[Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{1,32}$")]] = Field(
+        None, description="entries older than this entry's id (the page's next)")
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+
+
+def audit_query() -> AuditQuery:
+    """``GET /api/audit``'s query, times as naive UTC."""
+    query = _query_params(AuditQuery)
+    return query.model_copy(update={"since": _naive_utc(query.since),
+                                    "until": _naive_utc(query.until)})
+
+
 def runs_query() -> RunsQuery:
     """``GET /api/runs``'s query: times as naive UTC and in order (each valid, the two out of
     order: 422), a blank phrase none."""

@@ -14,12 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import __version__
 from .api import api_health
 from .io import (
-    ID_PATTERN, CalendarQuery, EventsQuery, JobQuery, JobsQuery, MAX_BODY, OutputQuery,
+    ID_PATTERN, AuditQuery, CalendarQuery, EventsQuery, JobQuery, JobsQuery, MAX_BODY, OutputQuery,
     PingQuery, RunsQuery,
     YAML_TYPE, _OPEN_ROUTES)
 from ..store.schema import TOTAL_CAP
 from ..models import (
-    JOB_STATES, JobDefinition, NOTIFY_EVENTS, RUN_STATUSES, RUN_TRIGGERS, SLA_EVENTS, RunParams)
+    JOB_STATES, JobDefinition, NOTIFY_EVENTS, RUN_STATUSES, RUN_TRIGGERS, SLA_EVENTS, STEP_WHEN,
+    RunParams)
 
 
 _REF = "#/components/schemas/{model}"
@@ -58,6 +59,10 @@ class ApiRun(_Out):
     node: Optional[str] = Field(description="the node that ran it")
     run_on: list[str] = Field(description="labels a node needs to run it (from the job)")
     rerun_of: Optional[str] = Field(description="the run this one reran")
+    started_by: Optional[str] = Field(description="who asked for it (manual runs, reruns: the "
+                                      "actor's name); null for the schedule's fires and retries")
+    upstream_run: Optional[str] = Field(None, description="trigger after: the run of the job "
+                                        "its after: names whose end queued it")
     due_at: Optional[dt.datetime] = Field(None, description="queued runs: when it may start "
                                           "(a retry waits for its delay)")
     waiting: Optional[str] = Field(None, description="queued runs: why it has not started")
@@ -65,6 +70,63 @@ class ApiRun(_Out):
                                       "phrase (null: the output changed since it was found)")
     sla_breaches: Optional[list[Literal[SLA_EVENTS]]] = Field(
         None, description="a job's last run: the SLA events it raised (docs/sla.md)")
+    parent_run: Optional[str] = Field(None, description="a step: its workflow run")
+    step_id: Optional[str] = Field(None, description="a step: which step of the workflow")
+    output: Optional[str] = Field(None, description="a step with output: the value it "
+                                  "exported to later steps")
+
+
+class ApiStep(_Out):
+    """A step of a workflow run: its newest run (status pending: not queued yet)."""
+
+    step_id: str
+    after: list[str]
+    when: Literal[STEP_WHEN]
+    run_id: Optional[str]
+    status: Literal[(*RUN_STATUSES, "pending")]
+    attempt: Optional[int]
+    node: Optional[str]
+    started_at: Optional[dt.datetime]
+    finished_at: Optional[dt.datetime]
+    output: Optional[str] = Field(description="the value exported (output: NAME)")
+    error: Optional[str]
+    runs: list[str] = Field(description="the ids of all its runs (retries, earlier attempts)")
+
+
+class ApiStepNode(_Out):
+    """A step of a job's workflow, as defined."""
+
+    id: str
+    after: list[str]
+    when: Literal[STEP_WHEN]
+    kind: Literal["python", "command"]
+    output: Optional[str]
+    run_on: list[str]
+
+
+class ApiAuditEntry(_Out):
+    """One entry of the audit log (times in UTC, the database's clock)."""
+
+    id: str = Field(description="time-ordered: newer entries sort after older ones")
+    at: dt.datetime
+    actor: str = Field(description="a user name, token (the legacy token), local, jobs.yaml "
+                                   "or system")
+    actor_kind: Literal["user", "legacy", "sso", "yaml", "system", "local"]
+    token_name: Optional[str] = Field(description="the API token used, if any")
+    address: Optional[str] = Field(description="the client's address")
+    action: str = Field(description="e.g. job.create, job.pause, run.now, config.reload "
+                                    "(docs/security.md lists them)")
+    object_type: str
+    object_id: str
+    detail: dict[str, Any] = Field(description="the change (before/after of a definition, "
+                                               "parameter names); secrets never appear")
+
+
+class ApiAuditPage(_Out):
+    """A page of the audit log, newest first; ``next``: the ``before`` of the next page."""
+
+    entries: list[ApiAuditEntry]
+    next: Optional[str]
 
 
 class ApiRunDetail(ApiRun):
@@ -79,6 +141,8 @@ class ApiRunDetail(ApiRun):
     notifications: list[ApiNotification] = Field([], description="what was sent about it")
     sla_breaches: list[ApiBreach] = Field([], description="promises it broke: late, "
                                           "long_running, overdue (docs/sla.md)")
+    steps: Optional[list[ApiStep]] = Field(None, description="a workflow run: its steps "
+                                           "(docs/workflows.md)")
 
 
 class ApiBreach(_Out):
@@ -106,7 +170,7 @@ class ApiJob(_Out):
 
     id: str
     description: str
-    kind: Literal["python", "command", "heartbeat"]
+    kind: Literal["python", "command", "heartbeat", "workflow"]
     func: Optional[str]
     command: Optional[list[str]] = Field(description="argv of a command job")
     args: list[Any]
@@ -131,6 +195,9 @@ class ApiJob(_Out):
     run_on: list[str] = Field(description="only a node with all these labels runs it")
     notify: list[dict[str, Any]] = Field(description="notification targets, secrets hidden")
     sla: Optional[dict[str, Any]] = Field(description="start_within, max_duration as given")
+    after: Optional[dict[str, Any]] = Field(None, description="{job, on}: it runs once per "
+                                            "end of that job's runs with a status in on")
+    downstream: list[str] = Field([], description="the jobs whose after: names this one")
     is_enabled: bool
     paused: bool
     last_run: Optional[ApiRun] = Field(description="the last run that finished in this process")
@@ -138,6 +205,7 @@ class ApiJob(_Out):
                                                  "(JobDefinition); in a list only with ?full=1")
     created_at: dt.datetime
     updated_at: dt.datetime
+    steps: Optional[list[ApiStepNode]] = Field(None, description="a workflow: its steps")
     defined_at: Optional[ApiDefinedAt] = Field(None, description="a jobs.yaml job (one job "
                                                "asked for by id): where its entry starts")
 
@@ -173,6 +241,12 @@ class ApiRunQueued(_Out):
     run: ApiRun
 
 
+class ApiRunRetried(_Out):
+    """The workflow run retried (running again, its attempt one higher) with its steps."""
+
+    run: ApiRunDetail
+
+
 class ApiPinged(_Out):
     """The ping as the run it was recorded as (trigger ping, succeeded or failed)."""
 
@@ -206,6 +280,82 @@ class ApiError(_Out):
     """Every failure: a code, a message for people, details naming each field."""
 
     error: ApiErrorInfo
+
+
+NAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
+Role = Literal["viewer", "operator", "admin"]
+
+
+class ApiWhoami(_Out):
+    """Who this request is, and its role."""
+
+    name: str
+    kind: str = Field(description="user, legacy (the --token), sso, local (no credentials "
+                                  "configured)")
+    role: Role
+    token_name: Optional[str]
+    address: Optional[str]
+
+
+class ApiUser(_Out):
+    """A user (never their password hash)."""
+
+    name: str
+    role: Role
+    disabled: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ApiUsers(_Out):
+    """Every user, by name."""
+
+    users: list[ApiUser]
+
+
+class ApiToken(_Out):
+    """An API token (never its secret, but once: ``token`` in the answer that creates it)."""
+
+    id: str
+    user_name: str
+    name: str
+    created_at: dt.datetime
+    expires_at: Optional[dt.datetime]
+    token: Optional[str] = None
+
+
+class ApiTokens(_Out):
+    """API tokens, with last_used_at (to a few minutes) and revoked_at."""
+
+    tokens: list[ApiToken]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserBody(_In):
+    """A new user; without a password they sign in by API token or SSO only."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    role: Role
+    password: Optional[str] = Field(None, min_length=8, max_length=1024)
+
+
+class UserChange(_In):
+    """What to change of a user."""
+
+    role: Optional[Role] = None
+    password: Optional[str] = Field(None, min_length=8, max_length=1024)
+    disabled: Optional[bool] = None
+
+
+class TokenBody(_In):
+    """A new API token; ``user``: an admin making one for someone else."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    expires: Optional[str] = Field(None, description="90d, 12h, or never (the default)")
+    user: Optional[str] = Field(None, pattern=NAME_PATTERN)
 
 
 class ApiIndex(_Out):
@@ -379,6 +529,7 @@ _OPERATIONS = {
     "api_ping_job": _Op(201, ApiPinged, "jobs", query=PingQuery, errors=(409,)),
     "api_ping_token": _Op(201, ApiPingToken, "jobs", errors=(409,)),
     "api_rerun_run": _Op(202, ApiRunQueued, "runs", errors=(409,)),
+    "api_retry_run": _Op(202, ApiRunRetried, "runs", errors=(409,)),
     "api_list_runs": _Op(200, ApiRunPage, "runs", query=RunsQuery, errors=(422,)),
     "api_get_run": _Op(200, ApiRunDetail, "runs"),
     "api_run_stdout": _Op(200, "text/plain", "runs", query=OutputQuery),
@@ -388,13 +539,23 @@ _OPERATIONS = {
     "api_calendar": _Op(200, ApiCalendar, "jobs", query=CalendarQuery, errors=(422,)),
     "api_events": _Op(200, ApiChanges, "runs", query=EventsQuery),
     "api_reload": _Op(200, ApiReload, "service"),
+    "api_audit": _Op(200, ApiAuditPage, "service", query=AuditQuery),
     "api_openapi": _Op(200, "application/json", "about"),
     "api_docs": _Op(200, "text/html", "about"),
     "api_metrics": _Op(200, "text/plain", "about"),
+    "api_whoami": _Op(200, ApiWhoami, "people"),
+    "api_list_users": _Op(200, ApiUsers, "people"),
+    "api_create_user": _Op(201, ApiUser, "people", body=UserBody, errors=(409,)),
+    "api_update_user": _Op(200, ApiUser, "people", body=UserChange),
+    "api_delete_user": _Op(204, None, "people"),
+    "api_list_tokens": _Op(200, ApiTokens, "people"),
+    "api_create_token": _Op(201, ApiToken, "people", body=TokenBody, errors=(409,)),
+    "api_revoke_token": _Op(204, None, "people"),
 }
 _ERROR_TEXTS = {
     400: "Malformed JSON, or a query parameter that is unknown or out of range",
     401: "Missing or wrong token: send Authorization: Bearer <token>",
+    403: "Your role may not do this: the message names the role needed (docs/security.md)",
     404: "No such job, run, calendar or route",
     405: "Method not allowed on this path (the Allow header lists the allowed ones)",
     409: "Conflict: the id is taken, the job comes from jobs.yaml (edit the file, or use Edit on "
@@ -425,7 +586,8 @@ def openapi_document(routes: list, secured: bool = False) -> dict:
     """This API as an OpenAPI 3.1 document; every schema comes from the pydantic models that
     validate the requests (JobDefinition, JobsQuery, RunsQuery) or shape the answers (Api*)."""
     schemas: dict = {}
-    models = [(JobDefinition, "validation"), (RunParams, "validation"),
+    models = [(JobDefinition, "validation"), (RunParams, "validation"), (UserBody, "validation"),
+              (UserChange, "validation"), (TokenBody, "validation"),
               *((m, "serialization") for m in _RESPONSE_MODELS)]
     for model, mode in models:
         schema = model.model_json_schema(ref_template=_REF, mode=mode)
@@ -505,7 +667,7 @@ def _responses(op: _Op, handler, secured: bool) -> dict:
             "text/event-stream": {"schema": {"type": "string"}}})
     if op.query is EventsQuery:
         out[str(op.status)]["content"]["text/event-stream"] = {"schema": {"type": "string"}}
-    codes = [400, 404, 405, 413, 415, 422, 503, *op.errors, *([401, 429] if secured else [])]
+    codes = [400, 404, 405, 413, 415, 422, 503, *op.errors, *([401, 403, 429] if secured else [])]
     for code in sorted(codes):
         out[str(code)] = _json_answer(_ERROR_TEXTS[code], "ApiError")
     out["405"]["headers"] = {"Allow": {"required": True, "schema": {"type": "string"},
@@ -527,4 +689,5 @@ def _json_answer(text: Optional[str], model: str) -> dict:
 
 _RESPONSE_MODELS = (ApiJob, ApiJobPage, ApiRun, ApiRunDetail, ApiRunPage, ApiRunQueued,
                     ApiError, ApiIndex, ApiHealth, ApiStatus, ApiNodes, ApiReload, ApiOutput,
-                    ApiChanges, ApiRunChange, ApiCalendar)
+                    ApiChanges, ApiRunChange, ApiCalendar, ApiAuditPage, ApiWhoami, ApiUser,
+                    ApiUsers, ApiToken, ApiTokens)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from .audit import AuditStore
+from .after import AfterStore
 from .database import Database
 from .jobs import JobStore
 from .liveness import RunLiveness
@@ -17,6 +19,8 @@ from .retention import Retention
 from .runs import Admission, RunStore
 from .sessions import SessionStore
 from .sla import SlaStore
+from .users import UserStore
+from .workflows import WorkflowStore
 
 __all__ = ["Admission", "Store"]
 
@@ -28,10 +32,14 @@ class Store(Database):
         super().__init__(engine, node)
         self.jobs = JobStore(self)            # job definitions, meta, next fire times
         self.notes = NoteStore(self)          # the notifications queue
-        self.runs = RunStore(self, self.notes)   # the queue: insert, claim, start, end
-        self.liveness = RunLiveness(self)     # run heartbeats, rescue, start-up sweep
+        self.workflows = WorkflowStore(self)  # steps of workflow runs, decided at each end
+        self.after = AfterStore(self)         # runs queued by other runs' ends (after:)
+        self.runs = RunStore(self, self.notes, self.workflows)   # insert, claim, start, end
+        self.liveness = RunLiveness(self, self.workflows)   # heartbeats, rescue, sweep
         self.queries = RunQueries(self)       # reads of run history
         self.nodes = NodeStore(self)          # nodes and the leader lease
         self.sessions = SessionStore(self)    # GUI sessions
+        self.users = UserStore(self)          # users and their API tokens
         self.retention = Retention(self)      # pruning of history
+        self.audit = AuditStore(self)         # the audit log: appended, read, pruned
         self.sla = SlaStore(self, self.runs, self.notes, self.nodes)   # breaches, pings

@@ -8,12 +8,13 @@ import collections
 import contextlib
 import datetime as dt
 import functools
+import threading
 from typing import Optional
 
 import sqlalchemy as sa
 
 from .dialect import dialect_for
-from .schema import LIVENESS_LOCK_WAIT
+from .schema import LIVENESS_LOCK_WAIT, ts_audit
 
 
 class Database:
@@ -31,6 +32,7 @@ class Database:
         self.on_commit: list = []   # (channel, payload) after each commit: this process's bus
         self.committed: list = []   # called with nothing after every write (the change feed)
         self.waiting: collections.deque = collections.deque()   # one item per writer waiting
+        self._audit = threading.local()   # audit rows for this thread's next write (AuditStore)
 
     @property
     def clustered(self) -> bool:
@@ -48,6 +50,7 @@ class Database:
             with self.engine.begin() as conn:
                 conn.info["ts.notes"], conn.info["ts.quiet"] = [], quiet
                 yield conn
+                self._append_audit(conn)
                 notes = conn.info.pop("ts.notes")
                 quiet = conn.info.pop("ts.quiet")
         for channel, payload in notes:
@@ -61,6 +64,19 @@ class Database:
         """This write transaction changed nothing after all (a claim that found no run): it
         commits as ``write(quiet=True)`` does."""
         conn.info["ts.quiet"] = True
+
+    def audit_rows(self) -> Optional[list]:
+        return getattr(self._audit, "rows", None)
+
+    def set_audit_rows(self, rows: Optional[list]) -> None:
+        self._audit.rows = rows
+
+    def _append_audit(self, conn) -> None:
+        """The audit rows attached to this thread, in this transaction: taken once."""
+        rows = self.audit_rows()
+        if rows:
+            conn.execute(ts_audit.insert().values(at=self.now()), list(rows))
+            rows.clear()
 
     def turn(self):
         """The write lock on SQLite (writers take turns before they begin); nothing elsewhere."""

@@ -8,17 +8,20 @@ from typing import Optional
 
 import sqlalchemy as sa
 
+from .after import AfterStore
 from .database import Database
 from .runs import mine
 from .schema import _SUMMARY_COLUMNS, ts_runs
+from .workflows import WorkflowStore, ends_recorded
 from ..timeutil import _utcnow
 
 
 class RunLiveness:
     """Heartbeats, rescue and sweep of runs."""
 
-    def __init__(self, db: Database):
-        self.db = db
+    def __init__(self, db: Database, workflows: WorkflowStore):
+        self.db, self.workflows = db, workflows
+        self.after: AfterStore = db.after   # the Store's: runs that ends queue (after:)
         self.node = db.node
 
     def heartbeat_runs(self) -> tuple[set, set]:
@@ -59,7 +62,7 @@ class RunLiveness:
                 if not claimed:
                     self.db.quiet(conn)   # nothing rescued
                 return []
-            return conn.execute(ts_runs.update().where(
+            rows = conn.execute(ts_runs.update().where(
                 ts_runs.c.id.in_(ids), ts_runs.c.status == "running")
                 .values(status="interrupted", finished_at=dialect.now(),
                         error=sa.literal("interrupted: node ") + sa.func.coalesce(
@@ -67,22 +70,27 @@ class RunLiveness:
                             f" stopped heart-beating for over {silent_for:g}s (killed, or its "
                             f"machine is gone)"))
                 .returning(*_SUMMARY_COLUMNS)).all()
+            return rows + ends_recorded(conn, [r.id for r in rows], True,   # as after_rescue
+                                        self.workflows, self.after)
 
     def sweep(self, node: Optional[str]) -> list:
         """At start-up: runs left ``running`` by this node's previous life (all runs on
         SQLite, where only one node exists) are interrupted, and those it had claimed but not
         started go back to the queue. Returns the interrupted ones."""
-        where = [ts_runs.c.status == "running"]
+        where = [ts_runs.c.status == "running", ts_runs.c.workflow.is_(None)]   # a workflow
+        #   run is held by no node: its steps are what ran here
         claimed = [ts_runs.c.status == "queued", ts_runs.c.node.is_not(None)]
         if node is not None:
             where.append(ts_runs.c.node == node)
             claimed.append(ts_runs.c.node == node)
         with self.db.write() as conn:
             conn.execute(ts_runs.update().where(*claimed).values(node=None, heartbeat_at=None))
-            return conn.execute(ts_runs.update().where(*where).values(
+            rows = conn.execute(ts_runs.update().where(*where).values(
                 status="interrupted", finished_at=_utcnow(),
                 error=f"interrupted: the service stopped without finishing this run (found at "
                       f"start-up on {self.node})").returning(*_SUMMARY_COLUMNS)).all()
+            return rows + ends_recorded(conn, [r.id for r in rows], False,   # never retried
+                                        self.workflows, self.after)
 
     def runs_of_processes(self, run_ids: list) -> list:
         """(id, node, pid, job_id) of the runs with these ids: which processes found at

@@ -169,8 +169,9 @@ class RunQueries:
     def last_runs(self, job_ids: Optional[list] = None) -> dict:
         """{job_id: its newest run} for these jobs (all jobs when None)."""
         # one index probe per job (a max per job_id), not a scan of every job's history
-        newest = sa.select(sa.select(sa.func.max(ts_runs.c.id)).where(
-            ts_runs.c.job_id == ts_jobs.c.id).scalar_subquery())
+        newest = sa.select(sa.select(ts_runs.c.id).where(
+            ts_runs.c.job_id == ts_jobs.c.id, ts_runs.c.parent_run.is_(None))
+            .order_by(ts_runs.c.id.desc()).limit(1).scalar_subquery())
         if job_ids is not None:
             newest = newest.where(ts_jobs.c.id.in_(job_ids))
         with self.db.engine.connect() as conn:
@@ -183,7 +184,8 @@ class RunQueries:
         (seen unfinished before) from earlier, with what the counters need; a pending run no
         longer found (pruned) is left out."""
         columns = [ts_runs.c[name] for name in ("id", "job_id", "status", "trigger",
-                                                "scheduled_at", "started_at", "finished_at")]
+                                                "scheduled_at", "started_at", "finished_at",
+                                                "step_id")]
         with self.db.engine.connect() as conn:
             rows = conn.execute(sa.select(*columns).where(ts_runs.c.id >= floor)).all()
             older = pending - {row.id for row in rows}
@@ -262,7 +264,8 @@ def _match_query(dialect, run_ids: list, phrase: str):
 
 
 def _filters(job_id, status, trigger, since, before, until=None, node=None) -> list:
-    conds = []
+    # a workflow's steps are listed when asked for (trigger=step), or on their run's page
+    conds = [] if trigger == "step" else [ts_runs.c.parent_run.is_(None)]
     if job_id:
         conds.append(ts_runs.c.job_id == job_id)
     if status:
@@ -283,5 +286,6 @@ def _filters(job_id, status, trigger, since, before, until=None, node=None) -> l
 
 _aps_jobs = sa.table(APS_TABLE, sa.column("id"), sa.column("next_run_time"))
 _NEXT_FIRE = sa.select(_aps_jobs.c.next_run_time).where(_aps_jobs.c.id == sa.bindparam("id"))
-_NEWEST_RUN = sa.select(*_SUMMARY_COLUMNS).where(ts_runs.c.job_id == sa.bindparam("id")) \
+_NEWEST_RUN = sa.select(*_SUMMARY_COLUMNS).where(ts_runs.c.job_id == sa.bindparam("id"),
+                                                 ts_runs.c.parent_run.is_(None)) \
     .order_by(ts_runs.c.id.desc()).limit(1)

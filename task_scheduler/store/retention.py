@@ -13,11 +13,18 @@ import sqlalchemy as sa
 from ..models import FINAL_STATUSES
 from .database import Database
 from .schema import (
-    PRUNE_CHUNK, PRUNE_CHUNK_S, ts_nodes, ts_notifications, ts_runs, ts_sessions,
+    PRUNE_CHUNK, PRUNE_CHUNK_S, ts_audit, ts_nodes, ts_notifications, ts_runs, ts_sessions,
     ts_sla_breaches)
 from ..timeutil import _utcnow
 
 log = logging.getLogger("task_scheduler")
+
+
+_parent = ts_runs.alias("parent")
+# A step of a workflow run still going stays: its row is what the run's next decision reads
+# (store/workflows.py); gone, the step would look not yet started and run again.
+_NOT_A_LIVE_STEP = sa.or_(ts_runs.c.parent_run.is_(None), ~sa.exists().where(
+    _parent.c.id == ts_runs.c.parent_run, _parent.c.status == "running"))
 
 
 class Retention:
@@ -26,8 +33,10 @@ class Retention:
     def __init__(self, db: Database):
         self.db = db
 
-    def prune(self, keep_runs: int, keep_days: float, stopping=lambda: False) -> int:
-        """Retention: finished runs older than keep_days, and all but keep_runs per job; GUI
+    def prune(self, keep_runs: int, keep_days: float, stopping=lambda: False,
+              keep_audit_days: float = 365) -> int:
+        """Retention: finished runs older than keep_days, and all but keep_runs per job; audit
+        rows older than keep_audit_days (the only delete of the audit log); GUI
         sessions past their expiry; nodes silent for a day. Runs go in chunks of a few ms, each
         its own transaction begun only when no other writer waits: fires wait one chunk at most.
         ``stopping()`` true ends it early (the service stops)."""
@@ -42,6 +51,8 @@ class Retention:
             conn.execute(ts_notifications.delete().where(
                 ts_notifications.c.created_at < cutoff, ts_notifications.c.status != "pending"))
             conn.execute(ts_sla_breaches.delete().where(ts_sla_breaches.c.detected_at < cutoff))
+            conn.execute(ts_audit.delete().where(
+                ts_audit.c.at < _utcnow() - dt.timedelta(days=keep_audit_days)))
             conn.execute(ts_nodes.delete().where(
                 ts_nodes.c.heartbeat_at < self.db.dialect.ago(86400)))
         if deleted:
@@ -68,7 +79,7 @@ class Retention:
         or shrinks so that the lock is held about PRUNE_CHUNK_S."""
         # by an expression: the status index would be walked instead of the one ``order`` uses
         final = (ts_runs.c.status + "").in_(FINAL_STATUSES)
-        select = sa.select(ts_runs.c.id).where(*conds, final).order_by(*order)
+        select = sa.select(ts_runs.c.id).where(*conds, final, _NOT_A_LIVE_STEP).order_by(*order)
         deleted, size = 0, PRUNE_CHUNK
         dialect = self.db.dialect
         with self.db.engine.connect() as conn, dialect.checkpoints_outside_lock(conn):

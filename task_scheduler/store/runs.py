@@ -9,14 +9,19 @@ import collections
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import sqlalchemy as sa
 
 from .database import Database
 from .notes import NoteStore
+from .workflows import WorkflowStore, ends_recorded
 from .schema import _SUMMARY_COLUMNS, _TAKEN, ts_jobs, ts_runs
+from ..models import FINAL_STATUSES
 from ..timeutil import _utcnow
+
+if TYPE_CHECKING:
+    from .after import AfterStore
 
 DONE_MARK = ":done"   # ts_hash's suffix for a schedule with no fire time left (finish_job)
 
@@ -37,16 +42,23 @@ class Admission:
 class RunStore:
     """ts_runs as a queue shared by the nodes: every write of a run's life."""
 
-    def __init__(self, db: Database, notes: NoteStore):
+    def __init__(self, db: Database, notes: NoteStore,
+                 workflows: Optional[WorkflowStore] = None):
         self.db, self.notes = db, notes
+        self.workflows = workflows or WorkflowStore(db)   # steps decided at each end
+        self.after: AfterStore = db.after   # the Store's: runs that ends queue (after:)
         self.node = db.node
 
     def insert_runs(self, conn, rows: list[dict]) -> list[str]:
         """Insert runs; a row whose fire key (job, time, trigger, attempt) exists is left out.
-        Returns the ids inserted."""
+        Returns the ids inserted. Rows inserted ended (missed, pings) start their followers."""
         if not rows:
             return []
-        return self.db.dialect.insert_runs(conn, [_run_row(r) for r in rows])
+        ids = self.db.dialect.insert_runs(conn, [_run_row(r) for r in rows])
+        ended = {r["id"] for r in rows if r["status"] in FINAL_STATUSES}
+        if ended:
+            self.after.follow(conn, [i for i in ids if i in ended], retried=False)
+        return ids
 
     def fired(self, conn, keys: list[tuple]) -> set:
         """Which (job_id, scheduled_at) of ``keys`` already have a fire row (scheduled or
@@ -86,6 +98,8 @@ class RunStore:
             started, ended = _admit(rows, running, admission.limits, now)
             self._take(conn, started, now)
             self._end(conn, ended, now)
+            ended += [dict(r._mapping) for r in ends_recorded(
+                conn, [r["id"] for r in ended], False, self.workflows, self.after)]
         return started, ended
 
     def _take(self, conn, started: list[dict], now) -> None:
@@ -135,17 +149,18 @@ class RunStore:
         job_ids = sorted(job_ids)
         self.db.dialect.lock_rows(conn, sa.select(ts_jobs.c.id).where(
             ts_jobs.c.id.in_(job_ids)).order_by(ts_jobs.c.id))
-        going = [_TAKEN, ts_runs.c.job_id.in_(job_ids)]
+        going = [_TAKEN, ts_runs.c.job_id.in_(job_ids), ts_runs.c.parent_run.is_(None)]
         if ended:
             going.append(ts_runs.c.id.not_in(ended))
         return collections.Counter(dict(conn.execute(
             sa.select(ts_runs.c.job_id, sa.func.count()).where(*going)
             .group_by(ts_runs.c.job_id)).all()))
 
-    def finish_runs(self, conn, updates: list, notes: Optional[dict] = None) -> None:
+    def finish_runs(self, conn, updates: list, notes: Optional[dict] = None) -> list:
         """Starts, final states and output of this node's runs, and their notifications; a run
         no longer running or claimed here is left alone (it was rescued while this node was
-        silent). In id order, as the heartbeat locks them."""
+        silent). In id order, as the heartbeat locks them. The steps among the ended runs are
+        decided in this transaction (WorkflowStore.settle): returns the workflow runs ended."""
         notes = notes or {}
         alike: dict[tuple, list] = {}   # one executemany per set of fields changed
         for run_id, fields in sorted(updates, key=lambda u: u[0]):
@@ -159,17 +174,21 @@ class RunStore:
             conn.execute(ts_runs.update().where(ts_runs.c.id == sa.bindparam("_id"),
                                                 *self._mine())
                          .values({n: sa.bindparam(n) for n in names}), rows)
+        return ends_recorded(conn, [i for i, f in updates if f.get("status") in FINAL_STATUSES],
+                             True, self.workflows, self.after)
 
     def _mine(self) -> tuple:
         return mine(self.node)
 
     def cancel_queued(self, run_id: str) -> bool:
         with self.db.write() as conn:
-            return bool(conn.execute(ts_runs.update().where(   # not claimed by a node yet
+            done = bool(conn.execute(ts_runs.update().where(   # not claimed by a node yet
                 ts_runs.c.id == run_id, ts_runs.c.status == "queued",
                 ts_runs.c.node.is_(None)).values(
                 status="cancelled", finished_at=_utcnow(),
                 error="cancelled before it started")).rowcount)
+            ends_recorded(conn, [run_id] if done else [], False, self.workflows, self.after)
+            return done
 
     def request_cancel(self, run_id: str) -> bool:
         """Ask the node running (or holding) ``run_id`` to cancel it (it looks at each
@@ -185,7 +204,8 @@ class RunStore:
 
     def active_count(self, job_id: str, ended: frozenset = frozenset()) -> int:
         """Queued and running runs of a job; ``ended``: runs whose end is not written yet."""
-        where = [ts_runs.c.job_id == job_id, ts_runs.c.status.in_(("queued", "running"))]
+        where = [ts_runs.c.job_id == job_id, ts_runs.c.status.in_(("queued", "running")),
+                 ts_runs.c.parent_run.is_(None)]   # a workflow's steps are not runs of it
         if ended:
             where.append(ts_runs.c.id.not_in(ended))
         with self.db.engine.connect() as conn:
@@ -207,6 +227,8 @@ def _admit(rows: list, running: collections.Counter, limits_of: Mapping,
                 and late > limits[1]:
             ended.append({**run, "status": "missed", "error": f"waited {late:.1f}s for a "
                           f"worker (misfire_grace_time {limits[1]:g}s)"})
+        elif run.get("parent_run") is not None:   # a step: its workflow run was admitted
+            started.append(run)
         elif running[run["job_id"]] >= limits[0]:
             ended.append({**run, "status": "skipped", "error": f"{running[run['job_id']]} "
                           f"run(s) still going (max_instances={limits[0]})"})

@@ -63,21 +63,30 @@ ts_runs = sa.Table(
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
     sa.Column("pid", sa.Integer),   # a command's process group: found again after a crash
     sa.Column("result", sa.Text),   # a python job's return value, as JSON text
+    sa.Column("started_by", sa.String(255)),   # who asked for the run; NULL: the schedule
+    *(WORKFLOW_COLUMNS := (   # issue 23: a workflow run's steps are its child runs
+        sa.Column("parent_run", sa.String(32)),   # a step: the workflow run it belongs to
+        sa.Column("step_id", sa.String(64)),      # a step: which one
+        sa.Column("workflow", sa.Text),           # a workflow run: its graph (workflow.graph_of)
+        sa.Column("step_output", sa.Text))),      # a step's exported output (``output:``)
+    sa.Column("upstream_run", sa.String(32)),   # trigger after: the run whose end queued it
     sa.UniqueConstraint("job_id", "scheduled_at", "trigger", "attempt", name="uq_ts_runs_fire"),
     sa.Index("ix_ts_runs_job_id", "job_id", "id"),
     # "runs since T" by status (the 24 h counts, retention by age) from the index alone
     sa.Index("ix_ts_runs_since", "scheduled_at", "status"),
     sa.Index("ix_ts_runs_status", "status"),
+    # a step's row once per attempt, whoever decides it (store/workflows.py)
+    sa.Index("uq_ts_runs_step", "parent_run", "step_id", "attempt", unique=True),
 )
 # The queue: only queued rows are in it, however long the history grows.
 _PG_WHERE: dict = {}   # partial index -> its predicate, set on PostgreSQL (pg_predicates)
 
 
-def _partial(name: str, *columns, where) -> sa.Index:
+def _partial(name: str, *columns, where, unique: bool = False) -> sa.Index:
     """A partial index. Its PostgreSQL predicate is set when a PostgreSQL database migrates:
     ``postgresql_where=`` here would load SQLAlchemy's PostgreSQL dialect (and its drivers'
     modules, ~2 MiB) in every process, SQLite ones too."""
-    index = sa.Index(name, *columns, sqlite_where=where)
+    index = sa.Index(name, *columns, unique=unique, sqlite_where=where)
     _PG_WHERE[index] = where
     return index
 
@@ -89,6 +98,10 @@ def pg_predicates() -> None:
 
 ix_ts_runs_queue = _partial("ix_ts_runs_queue", ts_runs.c.due_at, ts_runs.c.id,
                             where=ts_runs.c.status == "queued")
+# A job's ``after:`` queues one run per upstream end: whoever records that end again (a retried
+# write, a rescue, a new leader) inserts nothing more.
+ux_ts_runs_upstream = _partial("ux_ts_runs_upstream", ts_runs.c.job_id, ts_runs.c.upstream_run,
+                               unique=True, where=ts_runs.c.upstream_run.is_not(None))
 ts_nodes = sa.Table(
     "ts_nodes", _metadata,
     sa.Column("id", sa.String(255), primary_key=True),
@@ -133,6 +146,30 @@ ts_sessions = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("expires_at", sa.DateTime, nullable=False),
     sa.Column("revoked_at", sa.DateTime),
+    sa.Column("user_name", sa.String(64)),   # None: logged in with the legacy token
+)
+# People (issue 24): a role each, a password as an scrypt hash (its salt and parameters in the
+# text), and API tokens kept only as the sha256 of their secret. New tables: create_all.
+ts_users = sa.Table(
+    "ts_users", _metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.Text),   # None: no password login (SSO or tokens only)
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+ts_api_tokens = sa.Table(
+    "ts_api_tokens", _metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_name", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime),
+    sa.Column("last_used_at", sa.DateTime),
+    sa.Column("revoked_at", sa.DateTime),
+    sa.Index("ix_ts_api_tokens_user", "user_name", "name"),
 )
 # A promise broken (issue 26): one row per breach, decided by the leader in the transaction
 # that queues its notifications; the unique key makes a breach once, whoever decides it again
@@ -159,6 +196,24 @@ ts_ping_tokens = sa.Table(
     sa.Column("token_hash", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
+# The audit log (issue 24): who did what to which object, when (the database's clock) and
+# from where. Append-only: the store has no update of it, and deletes only by retention.
+ts_audit = sa.Table(
+    "ts_audit", _metadata,
+    sa.Column("id", sa.String(32), primary_key=True),   # time-ordered, as run ids
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("actor_kind", sa.String(16), nullable=False),
+    sa.Column("token_name", sa.String(255)),
+    sa.Column("address", sa.String(64)),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("object_type", sa.String(16), nullable=False),
+    sa.Column("object_id", sa.String(255), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),   # JSON, secrets masked
+    sa.Index("ix_ts_audit_at", "at", "id"),         # newest first, keyset pages, retention
+    sa.Index("ix_ts_audit_actor", "actor", "id"),
+    sa.Index("ix_ts_audit_object", "object_type", "object_id", "id"),
+)
 APS_TABLE = "ts_apscheduler_jobs"
 TOTAL_CAP = 1_000     # runs counted past the offset: exact for a job's history (keep_runs 1000)
 PRUNE_CHUNK = 200     # runs in retention's first chunk; later ones are sized by time:
@@ -168,7 +223,7 @@ RUN_SPAN_COLUMNS = ("id", "job_id", "trigger", "status", "scheduled_at", "starte
 LIVE_COLUMNS = ("id", "job_id", "status", "node", "trigger", "started_at",
                 "finished_at")   # what the change feed tells of a run
 _SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr", "params",
-                                                           "result")]
+                                                           "result", "workflow")]
 # Runs that count against max_instances: running, or claimed by a node and waiting for one of
 # its workers (they read ``queued`` until their code runs, but they will run). Counted per job
 # at every claim: an index of just these rows keeps that from reading the whole queue.
@@ -274,6 +329,8 @@ def migrate(engine: sa.Engine) -> int:
         elif version < SCHEMA_VERSION:
             conn.execute(ts_meta.update().where(ts_meta.c.key == "schema_version")
                          .values(value=str(SCHEMA_VERSION)))
+        _add_workflow_columns(conn)
+        _add_missing_column(conn, "ts_runs", sa.Column("upstream_run", sa.String(32)))
         for index in ts_runs.indexes:   # those added since a database was created, too
             index.create(conn, checkfirst=True)
         if "ix_ts_runs_scheduled_at" in {i["name"] for i in sa.inspect(conn).get_indexes(
@@ -283,12 +340,21 @@ def migrate(engine: sa.Engine) -> int:
         # Additive, nullable, no version step: nodes of the previous release leave them alone.
         _add_missing_column(conn, "ts_runs", sa.Column("pid", sa.Integer))
         _add_missing_column(conn, "ts_runs", sa.Column("result", sa.Text))
+        _add_missing_column(conn, "ts_runs", sa.Column("started_by", sa.String(255)))
         _add_missing_column(conn, "ts_nodes", sa.Column("schema_version", sa.Integer))
+        _add_missing_column(conn, "ts_sessions", sa.Column("user_name", sa.String(64)))
         _create_search(conn)
         if conn.execute(sa.select(ts_lease.c.name).where(ts_lease.c.name == LEASE)).first() \
                 is None:
             conn.execute(ts_lease.insert().values(name=LEASE, epoch=0))
     return SCHEMA_VERSION
+
+
+def _add_workflow_columns(conn) -> None:
+    """The columns of workflows (additive, nullable: nodes of the previous release leave them
+    alone), before the indexes that use them."""
+    for column in WORKFLOW_COLUMNS:
+        _add_missing_column(conn, "ts_runs", sa.Column(column.name, column.type))
 
 
 def _create_search(conn) -> None:

@@ -2,8 +2,8 @@
 // 1. A run that is queued or running marks its section with data-autorefresh="ms": its output is
 //    tailed from the byte offsets the page was drawn with (/runs/<id>/tail), appended in place
 //    (the view stays at the bottom unless you scrolled up), the elapsed time ticks, and when the
-//    run starts or ends the section is swapped for the one the server draws now. Without script
-//    the page reloads.
+//    run starts or ends the section is swapped for the one the server draws now (a workflow run's,
+//    with its steps, every 2 s while it goes on). Without script the page reloads.
 // 2. The footer offers the browser's own time zone (Intl), remembered by the server in a cookie.
 // 3. Runs in the timeline and the duration chart show their details on hover or on a first tap
 //    (a second tap, or the link in the tip, opens the run); without script, <title> does it.
@@ -23,6 +23,9 @@
     var offsets = { stdout: section.getAttribute("data-offset-stdout") || "0",
                     stderr: section.getAttribute("data-offset-stderr") || "0" };
     var elapsed = section.querySelector('[data-testid="run-elapsed"]');
+    // A workflow run's own output stays empty: its steps are what changes, so its section is
+    // drawn again every 4th look (2 s) while it goes on.
+    var steps = section.querySelector('[data-testid="run-steps"]'), looks = 0;
     var ticker = elapsed ? window.setInterval(function () { tick(elapsed); }, 1000) : null;
     section.querySelectorAll(".output.live").forEach(function (pre) {
       pre.scrollTop = pre.scrollHeight;
@@ -44,7 +47,9 @@
             offsets[stream] = piece.offset;
           });
           // Still as drawn: tail on. It ended, or went from queued to running: redraw it.
-          if (answer.running && answer.status === section.getAttribute("data-status")) {
+          looks += 1;
+          if (answer.running && answer.status === section.getAttribute("data-status") &&
+              !(steps && looks % 4 === 0)) {
             window.setTimeout(step, delay);
           } else {
             if (ticker) { window.clearInterval(ticker); }

@@ -1,4 +1,5 @@
 <div class="actions">
+  % if h['can']('operator'):
   % if job['kind'] != 'heartbeat':
   <form method="post" action="/jobs/{{job['id']}}/run">
     % include('_csrf.tpl')
@@ -18,5 +19,6 @@
     <input type="hidden" name="next" value="{{next}}">
     <button type="submit" class="btn" data-testid="action-pause" data-action="pause" title="{{t('action.pause_title', id=job['id'])}}">{{t('action.pause')}}</button>
   </form>
+  % end
   % end
 </div>

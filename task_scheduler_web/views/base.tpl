@@ -17,7 +17,9 @@
   % if nav != "login":
   <nav class="nav" aria-label="{{t('nav.label')}}">
     % for key, href in h['nav']:
-    % if key == nav:
+    % if key in ('new', 'users', 'audit') and not h['can']('admin'):
+    % continue
+    % elif key == nav:
     <a href="{{href}}" aria-current="page">{{t('nav.' + key)}}</a>
     % else:
     <a href="{{href}}">{{t('nav.' + key)}}</a>
@@ -37,6 +39,9 @@
     % end
     % end
   </nav>
+  % if h['actor'] and nav != "login":
+  <a class="whoami" href="/account" data-testid="whoami" data-role="{{h['actor'].role}}">{{h['actor'].name}} · {{t('role.' + h['actor'].role)}}</a>
+  % end
   % if login:
   <form method="post" action="/logout" class="logout">
     % include('_csrf.tpl')

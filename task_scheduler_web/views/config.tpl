@@ -1,10 +1,12 @@
 % rebase('base.tpl')
 <div class="title-row">
   <h1>{{t('config.heading')}}</h1>
+  % if h['can']('admin'):
   <form method="post" action="/config/reload">
     % include('_csrf.tpl')
     <button type="submit" class="btn btn-primary">{{t('config.reload')}}</button>
   </form>
+  % end
 </div>
 % if config.get('error'):
 <section class="banner banner-error" data-testid="config-error" role="alert">

@@ -10,8 +10,10 @@
     </div>
     <div class="title-actions" data-live-region="job-actions">
       % include('_job_actions.tpl', job=job, next=here)
+      % if h['can']('admin'):
       <a class="btn" href="/jobs/{{job['id']}}/edit" data-testid="action-edit">{{t('action.edit')}}</a>
       <a class="btn" href="/jobs/new?clone={{job['id']}}" data-testid="action-clone">{{t('action.clone')}}</a>
+      % end
       <a class="btn" href="/jobs/{{job['id']}}/yaml" download="{{job['id']}}.yaml" data-testid="action-export">{{t('action.export')}}</a>
     </div>
   </div>
@@ -33,6 +35,7 @@
         <dt>{{t('job.max_instances')}}</dt><dd>{{job.get('max_instances')}}</dd>
         <dt>{{t('job.timeout')}}</dt><dd>{{t('form.none') if job.get('timeout') is None else t('duration.s', n=job['timeout'])}}</dd>
         % end
+        % include('_job_links.tpl')
         % if job.get('run_on'):
         <dt>{{t('job.run_on')}}</dt><dd class="mono">{{', '.join(job['run_on'])}}</dd>
         % end
@@ -82,7 +85,37 @@
       % end
     </section>
   </div>
-  % if job['kind'] != 'heartbeat':
+  % declared = job['definition'].get('params') or {}
+  % if declared and job['kind'] != 'heartbeat' and h['can']('operator'):
+  <section class="panel">
+    <h2>{{t('job.declared_params')}}</h2>
+    <form method="post" action="/jobs/{{job['id']}}/run" data-testid="run-params-form">
+      % include('_csrf.tpl')
+      <input type="hidden" name="next" value="{{here}}">
+      % for name, spec in declared.items():
+      <div class="field" data-testid="run-param" data-name="{{name}}">
+        <label for="p-{{name}}" class="mono">{{name}}</label>
+        % if spec.get('choices'):
+        <select id="p-{{name}}" name="param.{{name}}">
+          % for choice in spec['choices']:
+          <option value="{{choice}}" {{'selected' if choice == spec.get('default') else ''}}>{{choice}}</option>
+          % end
+        </select>
+        % elif spec.get('default') is None:
+        <input id="p-{{name}}" name="param.{{name}}" class="mono" pattern="{{spec.get('pattern') or '.*'}}" required>
+        % else:
+        <input id="p-{{name}}" name="param.{{name}}" class="mono" pattern="{{spec.get('pattern') or '.*'}}" value="{{spec['default']}}">
+        % end
+        % if spec.get('description'):
+        <p class="muted small">{{spec['description']}}</p>
+        % end
+      </div>
+      % end
+      <button type="submit" class="btn btn-primary" data-testid="action-run-declared">{{t('job.declared_params_go')}}</button>
+    </form>
+  </section>
+  % end
+  % if job['kind'] != 'heartbeat' and h['can']('admin'):
   <section class="panel" data-testid="run-with-params">
     <details>
       <summary>{{t('job.run_params')}}</summary>
@@ -110,6 +143,9 @@
     </details>
   </section>
   % end
+  % if get('graph'):
+  % include('_step_graph.tpl')
+  % end
   % include('_duration_chart.tpl')
   <section class="panel">
     <h2>{{t('job.definition')}}</h2>
@@ -119,7 +155,7 @@
     <h2>{{t('job.runs')}}</h2>
     % include('_runs_table.tpl')
   </section>
-  % if job['source'] == 'api':
+  % if job['source'] == 'api' and h['can']('admin'):
   <section class="panel danger-zone">
     <details>
       <summary>{{t('job.delete_summary')}}</summary>

@@ -1,7 +1,9 @@
 % rebase('base.tpl')
 <div class="title-row">
   <h1>{{t('jobs.heading')}}</h1>
+  % if h['can']('admin'):
   <a class="btn btn-primary" href="/jobs/new">{{t('nav.new')}}</a>
+  % end
 </div>
 <form class="filters" method="get" action="/jobs" data-testid="job-filter" role="search">
   <label class="grow">{{t('jobs.search')}} <input type="search" name="q" value="{{filters['q']}}" placeholder="{{t('jobs.search_placeholder')}}"></label>

@@ -6,8 +6,15 @@
     % include('_csrf.tpl')
     <input type="hidden" name="next" value="{{next}}">
     <div class="field">
+      <label for="f-name">{{t('login.name')}}</label>
+      <input id="f-name" name="name" autocomplete="username" autocapitalize="none">
+      % if legacy:
+      <p class="muted small">{{t('login.name_hint')}}</p>
+      % end
+    </div>
+    <div class="field">
       <label for="f-token">{{t('login.token')}}</label>
-      <input id="f-token" name="token" type="password" autocomplete="current-password" required autofocus>
+      <input id="f-token" name="token" type="password" autocomplete="current-password" required>
       % if error:
       <p class="field-error" data-testid="form-error">✗ {{error}}</p>
       % end

@@ -11,12 +11,12 @@
     </div>
     <div class="title-actions">
       % include('_badge.tpl', status=run['status'])
-      % if active:
+      % if active and h['can']('operator'):
       <form method="post" action="/runs/{{run['id']}}/cancel">
         % include('_csrf.tpl')
         <button type="submit" class="btn btn-danger" data-testid="action-cancel">{{t('run.cancel')}}</button>
       </form>
-      % else:
+      % elif h['can']('operator'):
       <form method="post" action="/runs/{{run['id']}}/rerun">
         % include('_csrf.tpl')
         <button type="submit" class="btn" data-testid="action-rerun">{{t('run.rerun')}}</button>
@@ -52,6 +52,15 @@
       <dt>{{t('run.duration')}}</dt><dd>{{h['duration'](run.get('duration_s'))}}</dd>
       % end
       <dt>{{t('run.exit_code')}}</dt><dd data-testid="run-exit-code">{{'—' if run.get('exit_code') is None else run['exit_code']}}</dd>
+      % if run.get('started_by'):
+      <dt>{{t('run.started_by')}}</dt><dd class="mono" data-testid="run-started-by">{{run['started_by']}}</dd>
+      % end
+      % if run.get('parent_run'):
+      <dt>{{t('run.step_of')}}</dt><dd data-testid="run-parent"><a class="mono" href="/runs/{{run['parent_run']}}">{{run['parent_run']}}</a> · <span class="mono">{{run['step_id']}}</span></dd>
+      % end
+      % if run.get('upstream_run'):
+      <dt>{{t('run.upstream')}}</dt><dd><a class="mono" href="/runs/{{run['upstream_run']}}" data-testid="run-upstream">{{run['upstream_run']}}</a></dd>
+      % end
       % if run.get('rerun_of'):
       <dt>{{t('run.rerun_of')}}</dt><dd><a class="mono" href="/runs/{{run['rerun_of']}}">{{run['rerun_of']}}</a></dd>
       % end
@@ -60,6 +69,12 @@
       % end
     </dl>
   </section>
+  % if get('graph'):
+  % include('_step_graph.tpl')
+  % end
+  % if run.get('steps'):
+  % include('_steps.tpl')
+  % end
   % if run.get('error'):
   <section class="panel">
     <h2>{{t('run.error')}}</h2>

@@ -183,7 +183,8 @@ def test_login_page_in_japanese(token_server, context_for):
     expect(page.locator("main h1")).to_have_text("ログイン")
     page.get_by_label("トークン").fill("wrong")
     page.get_by_role("button", name="ログイン").click()
-    expect(page.get_by_test_id("form-error")).to_have_text("✗ トークンが正しくありません。")
+    expect(page.get_by_test_id("form-error")).to_have_text(
+        "✗ ユーザー名とパスワード、またはトークンが正しくありません。")
     page.screenshot(path=str(SCREENSHOTS / "i18n-ja-desktop-login.png"), full_page=True)
     page.get_by_label("トークン").fill(token_server.token)
     page.get_by_role("button", name="ログイン").click()
