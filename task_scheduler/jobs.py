@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import calendar as stdcalendar
+import itertools
+import threading
+import time
 from typing import TYPE_CHECKING, Optional
 from collections.abc import Callable
 
@@ -39,6 +42,8 @@ class JobCatalog:
         self.config, self.book, self.store, self.runner = config, book, store, runner
         self.timezone, self.audit = timezone, audit
         self._leading, self._ask, self._now = leading, ask, now
+        self._states = KeptStates(store, book)
+        self._answer: Optional[tuple] = None   # (key, text) of the last list answered
 
     # reads
 
@@ -51,10 +56,22 @@ class JobCatalog:
         return page
 
     def page_json(self, q=None, state=None, source=None, kind=None, tag=None, limit=None,
-                  offset: int = 0) -> tuple[list[str], int]:
-        """``page()`` as one JSON text per job, and the total: the API's fast path."""
+                  offset: int = 0, full: bool = False) -> str:
+        """``{"jobs": [Job], "total": N}`` as the API answers it, each Job without its
+        ``definition`` unless ``full`` (GET /api/jobs/{id} has it). The text is kept while
+        nothing it shows can have changed (``_mark``, the book, the runs ended here): a list
+        of 1,000 jobs polled by many clients is built once, not once per request."""
+        recent = self.runner.recent
+        key = (q, state, source, kind, tag, limit, offset, full, self._states.mark(),
+               self.book.changes, len(recent) and next(reversed(recent), None))
+        kept = self._answer
+        if kept is not None and kept[0] == key:
+            return kept[1]
         views, total = self._page(q, state, source, kind, tag, limit, offset)
-        return [view[1] for view in views], total
+        texts = ", ".join(view[1 if full else 2] for view in views)
+        text = f'{{"jobs": [{texts}], "total": {total}}}'
+        self._answer = (key, text)
+        return text
 
     def job(self, job_id: str, upcoming: int = 0) -> dict:
         """A job's dict; with ``upcoming``, ``next_fire_times``: that many next fire times,
@@ -147,14 +164,7 @@ class JobCatalog:
             len(matches)
 
     def _views(self, records: list) -> list:
-        ids = [r.definition.id for r in records]
-        if len(ids) == 1:
-            next_time, newest = self.store.queries.job_state(ids[0])
-            next_times = {ids[0]: next_time} if next_time is not None else {}
-            last = {ids[0]: newest} if newest is not None else {}
-        else:
-            next_times = self.store.jobs.next_run_times(ids) if ids else {}
-            last = self.store.queries.last_runs(ids) if ids else {}
+        next_times, last = self._states.read([r.definition.id for r in records])
         for run in self.runner.recent.values():   # ended here, maybe not yet in the table
             if run.job_id in last and run.id >= last[run.job_id]["id"] and not run.step_id:
                 last[run.job_id] = run_to_dict(run)
@@ -298,6 +308,60 @@ class JobCatalog:
                        f"runs once, at a time to come; run it now instead, or give a later date")
             raise InvalidJob(f"job {defn.id}: trigger.run_date: {message}",
                              [{"field": "trigger.run_date", "message": message, "line": None}])
+
+
+class KeptStates:
+    """The jobs' next fire times and newest runs as the database has them, kept between reads
+    (JobCatalog's views): two queries were most of a job list's cost."""
+
+    def __init__(self, store: Store, book: JobBook):
+        self.store, self.book = store, book
+        self._commits, self._commit_count = 0, itertools.count(1)
+        self._kept: Optional[tuple] = None     # (mark, ids, next fire times, newest runs, at)
+        self._reading_all = threading.Lock()
+        store.committed.append(self.committed)
+
+    def read(self, ids: list) -> tuple[dict, dict]:
+        """(next fire times, newest runs) of these jobs as the database has them. They are
+        kept until this process commits anything or REFRESH passes (a write of another node
+        or process tells nothing here): the two queries were most of a list's cost. One job
+        read while they are stale reads its own two rows, or, at most once a REFRESH and
+        with a small book, every job's (then the next reads cost no query); while another
+        thread reads every job's, and nothing was committed here, the kept ones do."""
+        mark = self.mark()   # before the queries: a commit meanwhile makes them stale
+        kept = self._kept
+        if kept is not None and kept[0] == mark and kept[1].issuperset(ids):
+            return kept[2], dict(kept[3])
+        every = len(ids) == 1
+        if every and (len(self.book.records) > self.READ_ALL_MAX or (
+                kept is not None and kept[0][1] == mark[1])   # read all once a REFRESH
+                or not self._reading_all.acquire(blocking=False)):   # (by one thread)
+            if kept is not None and kept[0][0] == mark[0] and kept[1].issuperset(ids) and \
+                    time.monotonic() - kept[4] < 2 * self.REFRESH and self._reading_all.locked():
+                return kept[2], dict(kept[3])   # being read again; nothing committed here
+            next_time, newest = self.store.queries.job_state(ids[0])
+            return ({ids[0]: next_time} if next_time is not None else {},
+                    {ids[0]: newest} if newest is not None else {})
+        try:
+            covered = frozenset(self.book.records) if every else frozenset(ids)
+            next_times = self.store.jobs.next_run_times(None if every else ids) if ids else {}
+            last = self.store.queries.last_runs(None if every else ids) if ids else {}
+            self._kept = (mark, covered, next_times, last, time.monotonic())
+        finally:
+            if every:
+                self._reading_all.release()
+        return next_times, dict(last)
+
+    REFRESH = 1.0
+    READ_ALL_MAX = 2000   # jobs whose state one job's read may refresh (~10 reads' cost)
+
+    def mark(self) -> tuple:
+        """Changes when what ``read`` read may have: any commit of this process, and every
+        REFRESH seconds for what others wrote (the change feed looks as often)."""
+        return self._commits, int(time.monotonic() / self.REFRESH)
+
+    def committed(self) -> None:
+        self._commits = next(self._commit_count)   # atomic: commits end on many threads
 
 
 MAX_CALENDAR_DAYS = 732   # two years of days in one answer: a year's plan and the next

@@ -543,12 +543,66 @@ def _shared_fields(fields: frozenset) -> _SharedFieldsSet:
     return _SharedFieldsSet(fields)
 
 
+class _SharedEmptyList(list):
+    """The one empty list of every definition's empty list fields (pydantic copies a default
+    ``[]`` for each model: six lists and dicts, ~350 bytes a job); refuses changes, as the
+    shared sets of fields do."""
+
+    __slots__ = ()
+
+    def __copy__(self) -> list:
+        return []
+
+    def __deepcopy__(self, memo) -> list:
+        return []
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("an empty list shared by many definitions cannot change")
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+
+class _SharedEmptyDict(dict):
+    """The one empty dict of every definition's empty dict fields (see _SharedEmptyList)."""
+
+    __slots__ = ()
+
+    def __copy__(self) -> dict:
+        return {}
+
+    def __deepcopy__(self, memo) -> dict:
+        return {}
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("an empty dict shared by many definitions cannot change")
+
+    update = setdefault = pop = popitem = clear = __setitem__ = __delitem__ = _refuse
+    __ior__ = _refuse
+
+
+_EMPTY = {list: _SharedEmptyList(), dict: _SharedEmptyDict()}
+_SHARED_TRIGGERS: dict = {}   # trigger spec JSON -> one spec object for the jobs that have it
+MAX_SHARED_TRIGGERS = 4096    # distinct schedules; past that, start again (no unbounded growth)
+
+
 def share_fields(defn: JobDefinition) -> JobDefinition:
-    """``defn`` (and the models in it) with their sets of given fields shared."""
+    """``defn`` (and the models in it) with their sets of given fields shared, its empty lists
+    and dicts the shared empty ones, and its trigger spec the one object of jobs with the same
+    schedule (10,000 jobs on a few dozen schedules: ~7 MiB less). Definitions are never
+    changed in place."""
     for model in (defn, defn.trigger, defn.retries, *defn.notify):
         if model is not None:
             object.__setattr__(model, "__pydantic_fields_set__",
                                _shared_fields(frozenset(model.__pydantic_fields_set__)))
+    for name, value in defn.__dict__.items():
+        if not value and type(value) in _EMPTY:
+            defn.__dict__[name] = _EMPTY[type(value)]
+    spec = defn.trigger   # the fields given too: dump() and the definition's hash tell them
+    key = f"{type(spec).__name__}:{sorted(spec.__pydantic_fields_set__)}:{spec.model_dump_json()}"
+    if len(_SHARED_TRIGGERS) >= MAX_SHARED_TRIGGERS:
+        _SHARED_TRIGGERS.clear()
+    defn.__dict__["trigger"] = _SHARED_TRIGGERS.setdefault(key, spec)
     return defn
 
 

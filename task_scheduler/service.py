@@ -219,10 +219,9 @@ class SchedulerService:
         """Jobs matching every given filter, by id; ``.total`` counts all matches."""
         return self.catalog.page(q, state, source, kind, tag, limit, offset)
 
-    def jobs_json(self, q=None, state=None, source=None, kind=None, tag=None, limit=None,
-                  offset: int = 0) -> tuple[list[str], int]:
-        """``jobs()`` as one JSON text per job, and the total: the API's fast path."""
-        return self.catalog.page_json(q, state, source, kind, tag, limit, offset)
+    def jobs_json(self, **query) -> str:
+        """``jobs()`` as the API's JSON answer (JobCatalog.page_json: its fast path)."""
+        return self.catalog.page_json(**query)
 
     def job(self, job_id: str, upcoming: int = 0) -> dict:
         """One job; a jobs.yaml job also says where it is defined (``defined_at``)."""

@@ -61,6 +61,7 @@ class JobsFileEditor:
         self._leading = leading
         self._texts: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._lines: tuple[Optional[tuple], dict] = (None, {})
+        self._parsing = threading.Lock()
         self.lock = threading.Lock()
 
     # reads
@@ -75,9 +76,10 @@ class JobsFileEditor:
         try:   # parsed once per version of the file, known by its stat: a job page reads
             info = os.stat(path)   # no file while it stays as it was
             key = (info.st_ino, info.st_mtime_ns, info.st_size)
-            if self._lines[0] != key:
-                self._lines = (key, entry_lines(read_jobs_file(
-                    path, self.config.max_config_bytes)[0]))
+            with self._parsing:   # by one reader: 8 clients at once parsed it 8 times
+                if self._lines[0] != key:
+                    self._lines = (key, entry_lines(read_jobs_file(
+                        path, self.config.max_config_bytes)[0]))
         except (OSError, InvalidConfig):
             return None
         line = self._lines[1].get(job_id)

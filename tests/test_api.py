@@ -273,6 +273,33 @@ def test_reload_without_a_file_is_400(make_service):
 # jobs and runs: filters and pagination
 
 @pytest.mark.both_databases
+def test_list_jobs_leaves_definitions_out_and_shows_each_change_at_once(client):
+    """A list's Job has every contract field but ``definition`` (?full=1 and GET of one job
+    have it); the answer kept between requests never hides a change made meanwhile."""
+    create(client, job_id="a", description="first", env={"K": "v"})
+    create(client, job_id="b")
+    items = client.get("/api/jobs").json["jobs"]
+    assert [j["id"] for j in items] == ["a", "b"]
+    assert all(JOB_FIELDS <= set(j) and "definition" not in j for j in items)
+    full = client.get("/api/jobs?full=1").json["jobs"]
+    one = client.get("/api/jobs/a").json
+    assert full[0]["definition"] == one["definition"] and one["definition"]["env"] == {"K": "v"}
+    assert {k: v for k, v in full[0].items() if k != "definition"} == items[0]
+    assert_error(client.get("/api/jobs?full=maybe"), 400, "bad_request", "full")
+    for _ in range(3):   # each change shows in the very next list
+        run = client.post("/api/jobs/a/run").json["run"]
+        listed = {j["id"]: j for j in client.get("/api/jobs").json["jobs"]}
+        assert listed["a"]["last_run"]["id"] == run["id"] and listed["b"]["last_run"] is None
+        ended = wait_run(client, run["id"])
+        assert client.get("/api/jobs?q=first").json["jobs"][0]["last_run"]["status"] \
+            == ended["status"]
+    client.post("/api/jobs/b/pause")
+    assert [j["state"] for j in client.get("/api/jobs").json["jobs"]] == ["scheduled", "paused"]
+    client.delete("/api/jobs/b")
+    assert [j["id"] for j in client.get("/api/jobs").json["jobs"]] == ["a"]
+
+
+@pytest.mark.both_databases
 def test_list_jobs_filters_and_pages(yaml_client, tmp_path):
     create(yaml_client, job_id="alpha", description="Nightly BACKUP", tags=["ops"])
     create(yaml_client, job_id="beta", func="json:dumps", args=[{}], command=None,   # dumps(obj)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -495,3 +496,28 @@ def test_book_definitions_share_their_sets_of_given_fields_safely():
     assert copy.dump()["args"] == ["x"] and "args" not in a.dump() and "args" not in b.dump()
     with pytest.raises(TypeError):
         a.model_fields_set.add("args")
+
+
+def test_book_definitions_share_empty_fields_and_equal_triggers_safely():
+    """Empty lists and dicts, and equal trigger specs, are one object for many definitions:
+    changing one in place is refused, copies are plain, and what a definition dumps (and so
+    its hash) is what it was given, even when a spec equal in value was given other fields."""
+    def shared(job_id, **trigger):
+        return ts_models.share_fields(ts.JobDefinition.model_validate(
+            {"id": job_id, "command": "true", "trigger": {"type": "interval", **trigger}}))
+    plain = ts.JobDefinition.model_validate({"id": "c", "command": "true",
+                                             "trigger": {"type": "interval", "hours": 1,
+                                                         "minutes": 0}})
+    a, b, c = shared("a", hours=1), shared("b", hours=1), shared("c", hours=1, minutes=0)
+    assert a.args is b.args and a.env is b.kwargs and a.trigger is b.trigger
+    assert c.trigger is not a.trigger and c.dump() == plain.dump()
+    assert ts_models.definition_hash(c) == ts_models.definition_hash(plain)
+    assert a.args == [] and a.kwargs == {} and "args" not in a.dump()
+    for change in (lambda: a.args.append(1), lambda: a.tags.extend(["x"]),
+                   lambda: a.env.update(X="1"), lambda: a.kwargs.__setitem__("k", 1)):
+        with pytest.raises(TypeError):
+            change()
+    copied = copy.deepcopy(a)
+    copied.args.append(1)
+    assert copied.args == [1] and a.args == [] and b.args == []
+    assert a.model_copy(update={"tags": ["t"]}).tags == ["t"] and b.tags == []

@@ -52,6 +52,18 @@ def test_yaml_jobs_become_rows_and_schedules(jobs_file, make_service):
     assert sorted(aps) == ["every_hour", "nightly"]   # a disabled job is never fired
 
 
+@pytest.mark.both_databases
+def test_the_queue_indexes_are_partial_on_either_database(service):
+    """Their predicates are given to SQLAlchemy per database (schema._partial): both databases
+    still get them, so the queue's index never holds the history."""
+    with service.engine.connect() as conn:
+        indexes = {i["name"]: i for i in sa.inspect(conn).get_indexes("ts_runs")}
+    name = service.engine.dialect.name
+    for index in ("ix_ts_runs_queue", "ix_ts_runs_taken"):
+        where = indexes[index].get("dialect_options", {}).get(f"{name}_where")
+        assert where is not None and "queued" in str(where), (index, indexes[index])
+
+
 def test_every_aps_job_calls_execute_job_with_the_id(jobs_file, make_service):
     write_jobs(jobs_file, TWO_JOBS)
     service = make_service()

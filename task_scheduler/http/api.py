@@ -45,8 +45,12 @@ def api_status(service):
 
 def api_list_jobs(service):
     """Jobs by id, filtered and paged; ``total`` counts every match."""
-    texts, total = service.jobs_json(**_query_params(JobsQuery).model_dump())
-    return _raw_json(200, f'{{"jobs": [{", ".join(_shown(texts))}], "total": {total}}}')
+    text = service.jobs_json(**_query_params(JobsQuery).model_dump())
+    if not _hides():   # the answer is kept for everyone; env is hidden per caller
+        return _raw_json(200, text)
+    body = json.loads(text)
+    body["jobs"] = [hide_env(job, _actor()) for job in body["jobs"]]
+    return _raw_json(200, json.dumps(body, ensure_ascii=False))
 
 
 def api_create_job(service):

@@ -56,6 +56,8 @@ class JobsQuery(_Model):
     tag: Optional[StrictStr] = Field(None, description="jobs carrying this tag")
     limit: Annotated[int, Field(ge=1, le=10000)] = 100
     offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
+    full: bool = Field(False, description="1: each job with its definition too (GET "
+                       "/api/jobs/{id} has it; a list leaves it out: it repeats the rest)")
 
 
 class JobQuery(_Model):

@@ -201,7 +201,8 @@ class ApiJob(_Out):
     is_enabled: bool
     paused: bool
     last_run: Optional[ApiRun] = Field(description="the last run that finished in this process")
-    definition: dict[str, Any] = Field(description="the definition as given (JobDefinition)")
+    definition: Optional[dict[str, Any]] = Field(None, description="the definition as given "
+                                                 "(JobDefinition); in a list only with ?full=1")
     created_at: dt.datetime
     updated_at: dt.datetime
     steps: Optional[list[ApiStepNode]] = Field(None, description="a workflow: its steps")

@@ -40,21 +40,30 @@ class Database:
         return self.dialect.clustered
 
     @contextlib.contextmanager
-    def write(self):
-        """One write transaction; ``notify(conn, ...)`` inside it announces after commit."""
+    def write(self, quiet: bool = False):
+        """One write transaction; ``notify(conn, ...)`` inside it announces after commit.
+        ``quiet``: it changes no run, job or schedule (a heartbeat, the lease's renewal), so
+        the ``committed`` callbacks are not told (what they keep stays fresh)."""
         self.waiting.append(None)   # retention gives way while writers wait
         with self.turn():
             self.waiting.pop()      # deque append/pop are atomic: a count without a lock
             with self.engine.begin() as conn:
-                conn.info["ts.notes"] = []
+                conn.info["ts.notes"], conn.info["ts.quiet"] = [], quiet
                 yield conn
                 self._append_audit(conn)
                 notes = conn.info.pop("ts.notes")
+                quiet = conn.info.pop("ts.quiet")
         for channel, payload in notes:
             for callback in self.on_commit:
                 callback(channel, payload)
-        for callback in self.committed:
+        for callback in () if quiet else self.committed:
             callback()
+
+    @staticmethod
+    def quiet(conn) -> None:
+        """This write transaction changed nothing after all (a claim that found no run): it
+        commits as ``write(quiet=True)`` does."""
+        conn.info["ts.quiet"] = True
 
     def audit_rows(self) -> Optional[list]:
         return getattr(self._audit, "rows", None)

@@ -11,8 +11,9 @@ import json
 import threading
 from typing import Optional
 
+import functools
+
 import sqlalchemy as sa
-import sqlalchemy.dialects.postgresql
 import sqlalchemy.dialects.sqlite
 
 from .schema import _FINAL_SQL, SEARCH_TABLE, ts_runs
@@ -172,12 +173,12 @@ class PostgresDialect:
         conn.execute(sa.select(sa.func.pg_notify(channel, json.dumps(payload))))
 
     def insert_runs(self, conn, values: list[dict]) -> list[str]:
-        """One statement text whatever the count: see _INSERT_RUNS_PG."""
+        """One statement text whatever the count: see _insert_runs_pg."""
         columns = {c.name: [v[c.name] for v in values] for c in ts_runs.c}
-        return list(conn.execute(_INSERT_RUNS_PG, columns).scalars())
+        return list(conn.execute(_insert_runs_pg(), columns).scalars())
 
     def insert_new(self, conn, table: sa.Table, row: dict) -> bool:
-        statement = sa.dialects.postgresql.insert(table).on_conflict_do_nothing()
+        statement = _pg().insert(table).on_conflict_do_nothing()
         return _inserted(conn, statement, table, row)
 
     def fired(self, conn, keys: list[tuple]) -> set:
@@ -251,10 +252,19 @@ def _interval(seconds: float):
 # Fires inserted on PostgreSQL as one array per column: the statement's text is the same for any
 # number of rows, so psycopg and the server parse it once (a multi-row VALUES differs with each
 # count, and parsing it was most of the leader's time at 2,000 fires/s).
-_INSERT_RUNS_PG = sa.dialects.postgresql.insert(ts_runs).from_select(
-    [c.name for c in ts_runs.c],
-    sa.select(*[sa.func.unnest(sa.bindparam(c.name, type_=sa.ARRAY(c.type))).label(c.name)
-                for c in ts_runs.c])).on_conflict_do_nothing().returning(ts_runs.c.id)
+@functools.cache
+def _insert_runs_pg():
+    return _pg().insert(ts_runs).from_select(
+        [c.name for c in ts_runs.c],
+        sa.select(*[sa.func.unnest(sa.bindparam(c.name, type_=sa.ARRAY(c.type))).label(c.name)
+                    for c in ts_runs.c])).on_conflict_do_nothing().returning(ts_runs.c.id)
+
+
+def _pg():
+    """SQLAlchemy's PostgreSQL dialect, imported on first use: a SQLite process never loads
+    it (nor its drivers' modules, ~2 MiB)."""
+    import sqlalchemy.dialects.postgresql as pg
+    return pg
 
 _FIRED_SQLITE = ("SELECT 1 FROM ts_runs WHERE job_id = ? AND scheduled_at = ? "
                  "AND \"trigger\" IN ('schedule', 'catchup') LIMIT 1")

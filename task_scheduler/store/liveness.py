@@ -27,8 +27,9 @@ class RunLiveness:
     def heartbeat_runs(self) -> tuple[set, set]:
         """Mark this node's running runs alive. Returns (ids still running here, ids whose
         cancel was asked for). The rows are locked in id order first: the history writer ends
-        a batch of them in that order, and one UPDATE would lock them in scan order (deadlock)."""
-        with self.db.write() as conn:
+        a batch of them in that order, and one UPDATE would lock them in scan order (deadlock).
+        Quiet: only heartbeat_at changes, which readers may see a moment late."""
+        with self.db.write(quiet=True) as conn:
             self.db.bounded(conn)
             ids = conn.execute(sa.select(ts_runs.c.id).where(*mine(self.node))
                 .order_by(ts_runs.c.id).with_for_update()).scalars().all()
@@ -58,6 +59,8 @@ class RunLiveness:
                 ts_runs.c.status == "running", ts_runs.c.heartbeat_at < dialect.ago(silent_for))
                 .order_by(ts_runs.c.id))).scalars().all()
             if not ids:
+                if not claimed:
+                    self.db.quiet(conn)   # nothing rescued
                 return []
             rows = conn.execute(ts_runs.update().where(
                 ts_runs.c.id.in_(ids), ts_runs.c.status == "running")

@@ -47,7 +47,7 @@ class NodeStore:
                                           ts_nodes.c.heartbeat_at > clock.ago(silent_for)))]
 
     def heartbeat_node(self, role: str, running: int, config_hash: Optional[str]) -> None:
-        with self.db.write() as conn:
+        with self.db.write(quiet=True) as conn:
             self.db.bounded(conn)
             if not conn.execute(ts_nodes.update().where(ts_nodes.c.id == self.node).values(
                     heartbeat_at=self.db.now(), role=role, running=running,
@@ -80,7 +80,7 @@ class NodeStore:
         """Take the lease when it is free or expired (each take is a new epoch); returns
         (epoch or None, database time)."""
         clock = self.db.dialect
-        with self.db.write() as conn:
+        with self.db.write(quiet=True) as conn:
             self.db.bounded(conn)
             row = conn.execute(ts_lease.update().where(
                 ts_lease.c.name == LEASE,
@@ -95,7 +95,7 @@ class NodeStore:
     def renew_lease(self, epoch: int, ttl: float) -> Optional[dt.datetime]:
         """Extend the lease held with ``epoch``; the database time, or None when lost."""
         clock = self.db.dialect
-        with self.db.write() as conn:
+        with self.db.write(quiet=True) as conn:
             self.db.bounded(conn)
             row = conn.execute(ts_lease.update().where(
                 ts_lease.c.name == LEASE, ts_lease.c.holder == self.node,

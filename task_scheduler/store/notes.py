@@ -33,7 +33,7 @@ class NoteStore:
     def take_notes(self, limit: int, hold: float) -> list:
         """Due notifications, held for ``hold`` seconds (a sender that dies mid-send leaves
         them due again then)."""
-        with self.db.write() as conn:
+        with self.db.write(quiet=True) as conn:   # notifications: no run, job or schedule
             now = self.db.dialect.now_value(conn)
             query = (sa.select(ts_notifications).where(ts_notifications.c.status == "pending",
                                                        ts_notifications.c.next_at <= now)

@@ -92,6 +92,7 @@ class RunStore:
                      .order_by(ts_runs.c.due_at, ts_runs.c.id).limit(admission.limit))
             rows = conn.execute(self.db.dialect.skip_locked(query)).all()
             if not rows:
+                self.db.quiet(conn)   # the idle poll: readers keep what they read
                 return [], []
             running = self._running(conn, {r.job_id for r in rows}, admission.ended)
             started, ended = _admit(rows, running, admission.limits, now)

@@ -79,15 +79,29 @@ ts_runs = sa.Table(
     sa.Index("uq_ts_runs_step", "parent_run", "step_id", "attempt", unique=True),
 )
 # The queue: only queued rows are in it, however long the history grows.
-ix_ts_runs_queue = sa.Index("ix_ts_runs_queue", ts_runs.c.due_at, ts_runs.c.id,
-                            postgresql_where=ts_runs.c.status == "queued",
-                            sqlite_where=ts_runs.c.status == "queued")
+_PG_WHERE: dict = {}   # partial index -> its predicate, set on PostgreSQL (pg_predicates)
+
+
+def _partial(name: str, *columns, where, unique: bool = False) -> sa.Index:
+    """A partial index. Its PostgreSQL predicate is set when a PostgreSQL database migrates:
+    ``postgresql_where=`` here would load SQLAlchemy's PostgreSQL dialect (and its drivers'
+    modules, ~2 MiB) in every process, SQLite ones too."""
+    index = sa.Index(name, *columns, unique=unique, sqlite_where=where)
+    _PG_WHERE[index] = where
+    return index
+
+
+def pg_predicates() -> None:
+    for index, where in _PG_WHERE.items():
+        index.dialect_options["postgresql"]["where"] = where
+
+
+ix_ts_runs_queue = _partial("ix_ts_runs_queue", ts_runs.c.due_at, ts_runs.c.id,
+                            where=ts_runs.c.status == "queued")
 # A job's ``after:`` queues one run per upstream end: whoever records that end again (a retried
 # write, a rescue, a new leader) inserts nothing more.
-ux_ts_runs_upstream = sa.Index("ux_ts_runs_upstream", ts_runs.c.job_id, ts_runs.c.upstream_run,
-                               unique=True,
-                               postgresql_where=ts_runs.c.upstream_run.is_not(None),
-                               sqlite_where=ts_runs.c.upstream_run.is_not(None))
+ux_ts_runs_upstream = _partial("ux_ts_runs_upstream", ts_runs.c.job_id, ts_runs.c.upstream_run,
+                               unique=True, where=ts_runs.c.upstream_run.is_not(None))
 ts_nodes = sa.Table(
     "ts_nodes", _metadata,
     sa.Column("id", sa.String(255), primary_key=True),
@@ -215,8 +229,7 @@ _SUMMARY_COLUMNS = [c for c in ts_runs.c if c.name not in ("stdout", "stderr", "
 # at every claim: an index of just these rows keeps that from reading the whole queue.
 _TAKEN = sa.or_(ts_runs.c.status == "running",
                 sa.and_(ts_runs.c.status == "queued", ts_runs.c.node.is_not(None)))
-ix_ts_runs_taken = sa.Index("ix_ts_runs_taken", ts_runs.c.job_id, postgresql_where=_TAKEN,
-                            sqlite_where=_TAKEN)
+ix_ts_runs_taken = _partial("ix_ts_runs_taken", ts_runs.c.job_id, where=_TAKEN)
 LEASE = "leader"
 SEARCH_TABLE = "ts_runs_text"   # SQLite: the FTS5 index of finished runs' output
 SEARCH_MAX = 200     # characters of a phrase searched for: longer is refused, not cut
@@ -296,6 +309,8 @@ def _make_private_sqlite(url: str) -> None:
 def migrate(engine: sa.Engine) -> int:
     """Create or upgrade our tables; refuse a schema newer than this code. Returns the version.
     Nodes starting together on PostgreSQL take turns (an advisory lock)."""
+    if engine.dialect.name == "postgresql":
+        pg_predicates()
     with engine.begin() as conn:
         _take_turns(conn)
         _metadata.create_all(conn)
