@@ -321,6 +321,10 @@ def test_no_password_nor_token_value_is_in_the_audit_log(world):
         "name": "gui", "csrf_token": browser.csrf("/account")})
     shown = re.findall(r"tsu_[A-Za-z0-9_-]+", page)
     assert status == 200 and shown
+    for path, form in (("/users", {"name": "gus", "role": "viewer", "password": NEW_PASSWORD}),
+                       ("/users/gus", {"action": "disable"})):
+        assert browser.request("POST", path, form={**form, "csrf_token": browser.csrf(
+            "/users")})[0] == 303
     engine = access.users.db.engine
     text = table_text(engine, ts_audit)
     hashes = table_text(engine, ts_users) + table_text(engine, ts_api_tokens)
@@ -331,7 +335,9 @@ def test_no_password_nor_token_value_is_in_the_audit_log(world):
         "entries"]}
     assert {("admin1", "user.add"), ("admin1", "user.set_password"),
             ("viewer1", "token.create"), ("admin1", "token.revoke"),
-            ("admin1", "token.create")} <= actions
+            ("admin1", "token.create"), ("admin1", "user.disable")} <= actions
+    assert ("admin1", "user.add") in {(r["actor"], r["action"]) for r in call(
+        app, "GET", "/api/audit?object=user:gus", TOKEN)[1]["entries"]}   # by the GUI
 
 
 @pytest.mark.slow
