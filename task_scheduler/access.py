@@ -4,6 +4,7 @@ credentials into an Actor and checks input; the rows are the store's (store/user
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -131,10 +132,12 @@ def hide_env_yaml(text: str, actor: Optional[Actor]) -> str:
 
 
 class Access:
-    """Credentials to actors, and the users and tokens behind them (thread-safe)."""
+    """Credentials to actors, and the users and tokens behind them (thread-safe). Every change
+    of a user or a token is recorded in ``audit`` (an AuditLog) as the acting thread's actor
+    (``audit.acting``): the API, the GUI and the CLI all change them here."""
 
-    def __init__(self, store, config):
-        self.users, self.config = store.users, config
+    def __init__(self, store, config, audit=None):
+        self.users, self.config, self.audit = store.users, config, audit
         self._known: tuple[float, bool] = (0.0, False)
         self._lock = threading.Lock()
 
@@ -191,7 +194,10 @@ class Access:
         check_name(name)
         check_role(role)
         hashed = hash_password(check_new_password(password)) if password is not None else None
-        if not self.users.add_user(name, role, hashed):
+        with self._noted([("user.add", ("user", name), {"role": role,
+                                                         "password": hashed is not None})]):
+            added = self.users.add_user(name, role, hashed)
+        if not added:
             raise JobConflict(f"user {name!r} exists; change it with PUT /api/users/{name} "
                               f"(task-scheduler user set-role)")
         return self.get_user(name)
@@ -203,23 +209,29 @@ class Access:
         return _public(row)
 
     def update_user(self, name: str, role=None, password=None, disabled=None) -> dict:
-        self.get_user(name)
-        values = {}
+        now, values, events = self.get_user(name), {}, []
         if role is not None:
             values["role"] = check_role(role)
+            if role != now["role"]:
+                events.append(("user.set_role", {"before": now["role"], "after": role}))
         if password is not None:
             values["password_hash"] = hash_password(check_new_password(password))
+            events.append(("user.set_password", {}))   # never the password nor its hash
         if disabled is not None:
             if not isinstance(disabled, bool):
                 raise InvalidValue("disabled: give true or false")
             values["disabled"] = disabled
+            if disabled != bool(now["disabled"]):
+                events.append(("user.disable" if disabled else "user.enable", {}))
         if values:
-            self.users.update_user(name, **values)
+            with self._noted([(action, ("user", name), detail) for action, detail in events]):
+                self.users.update_user(name, **values)
         return self.get_user(name)
 
     def delete_user(self, name: str) -> None:
-        self.get_user(name)
-        self.users.delete_user(name)
+        role = self.get_user(name)["role"]
+        with self._noted([("user.delete", ("user", name), {"role": role})]):
+            self.users.delete_user(name)
 
     def create_token(self, user: str, name, expires=None) -> dict:
         self.get_user(user)
@@ -229,7 +241,10 @@ class Access:
         if row is None:
             raise JobConflict(f"user {user!r} has a token named {name!r}; revoke it first or "
                               f"choose another name")
-        return {**_public(row), "token": secret}
+        shown = _public(row)
+        if self.audit is not None:   # after the commit: the store makes the token's id
+            self.audit.record(None, "token.create", ("token", shown["id"]), _token_detail(shown))
+        return {**shown, "token": secret}
 
     def list_tokens(self, user: Optional[str] = None) -> list[dict]:
         return [_public(row) for row in self.users.tokens(user)]
@@ -242,14 +257,33 @@ class Access:
         return _public(found[0])
 
     def revoke_token(self, token_id: str) -> None:
-        self.token(token_id)
-        self.users.revoke_token(token_id)
+        self._revoke(self.token(token_id))
 
     def revoke_named(self, user: str, name: str) -> None:
         live = [t for t in self.users.tokens(user) if t["name"] == name and not t["revoked_at"]]
         if not live:
             raise NotFound(f"user {user!r} has no live token named {name!r}")
-        self.users.revoke_token(live[0]["id"])
+        self._revoke(_public(live[0]))
+
+    def _revoke(self, token: dict) -> None:
+        if token["revoked_at"]:
+            return   # revoked already: nothing changes, nothing is recorded
+        with self._noted([("token.revoke", ("token", token["id"]), _token_detail(token))]):
+            self.users.revoke_token(token["id"])
+
+    def _noted(self, events: list):
+        """Records ``events`` (action, object, detail) in the block's write transaction; the
+        store drops them when that write changes nothing (a name taken meanwhile)."""
+        if self.audit is None or not events:
+            return contextlib.nullcontext()
+        return self.audit.store.audit.attached([self.audit.row(None, action, obj, detail)
+                                                for action, obj, detail in events])
+
+
+def _token_detail(token: dict) -> dict:
+    """What the audit log keeps of a token: whose, its name and expiry (never its value)."""
+    return {"user": token["user_name"], "name": token["name"],
+            "expires_at": token.get("expires_at")}
 
 
 def _public(row: dict) -> dict:

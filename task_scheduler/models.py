@@ -746,7 +746,7 @@ class Actor:
     """Who asks: a user (by password, session, API token or SSO header), the legacy token,
     jobs.yaml, or the scheduler itself. Audit rows and ``started_by`` name it."""
     name: str                         # user name; "token" (legacy); "jobs.yaml"; "system"; "local"
-    kind: str                         # user | legacy | sso | yaml | system | local
+    kind: str                         # user | legacy | sso | yaml | system | local | cli
     role: str                         # viewer | operator | admin
     token_name: Optional[str] = None  # the API token used, if any
     address: Optional[str] = None     # the client's address

@@ -11,11 +11,14 @@ import json
 import sys
 
 from .access import Access
+from .audit import AuditLog, acting
 from .client import _local, _table
 from .config import Config
 from .errors import SchedulerError
+from .models import Actor
+from .output import service_secrets
 from .store import Store
-from .store.schema import create_engine, migrate
+from .store.schema import create_engine, migrate, new_run_id
 
 DB_HELP = ("the database (TS_DATABASE_URL; default sqlite:///task_scheduler.sqlite): these "
            "commands write it directly, the service may be running or not")
@@ -62,7 +65,9 @@ def add_commands(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         access = _access(args.db)
-        return (_user if args.command == "user" else _token)(access, args)
+        # Recorded in the audit log as the OS user who ran the command: there is no login.
+        with acting(Actor(f"cli:{_os_user()}", "cli", "admin")):
+            return (_user if args.command == "user" else _token)(access, args)
     except SchedulerError as exc:
         print(f"task-scheduler: {exc}", file=sys.stderr)
         return 2
@@ -75,7 +80,8 @@ def _access(url) -> Access:
     config = Config.from_env(database_url=url)
     engine = create_engine(config.database_url, config.busy_timeout)
     migrate(engine)
-    return Access(Store(engine, "cli"), config)
+    store = Store(engine, "cli")
+    return Access(store, config, AuditLog(store, new_run_id, service_secrets(config)))
 
 
 def _user(access: Access, args) -> int:
@@ -113,6 +119,13 @@ def _token(access: Access, args) -> int:
                                         "REVOKED"), [
         (t["user_name"], t["name"], _local(t["created_at"]), _local(t["expires_at"]),
          _local(t["last_used_at"]), _local(t["revoked_at"])) for t in tokens], "no tokens"))
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):   # no login name, no passwd entry (a bare container)
+        return "unknown"
 
 
 def _password(from_stdin: bool) -> str:

@@ -48,7 +48,7 @@ class HttpGuard:
         self.hosts = allowed_hosts(service.config)
         self.proxies = trusted_networks(service.config.trusted_proxies)
         self.failures = FailureLimiter(TOKEN_FAILURES, TOKEN_WINDOW)
-        self.access = Access(service.store, service.config)
+        self.access = Access(service.store, service.config, service.audit)
 
     def apply(self, callback, route):
         api, ping = route.config.get("ts.api", False), route.config.get("ts.ping", False)

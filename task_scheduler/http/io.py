@@ -141,7 +141,8 @@ class AuditQuery(_Model):
     """The query string of ``GET /api/audit``; entries come newest first."""
 
     actor: Optional[Annotated[StrictStr, Field(max_length=255)]] = Field(
-        None, description="entries of this actor (a user name, token, local, jobs.yaml, system)")
+        None, description="entries of this actor (a user name, token, local, jobs.yaml, "
+                          "system, cli:OS-USER)")
     action: Optional[Annotated[StrictStr, Field(max_length=64)]] = Field(
         None, description="this action (job.pause), or every action of a kind ending in a "
                           "dot (job.)")

@@ -71,6 +71,19 @@ class Database:
     def set_audit_rows(self, rows: Optional[list]) -> None:
         self._audit.rows = rows
 
+    def discard_audit(self) -> None:
+        """This write transaction changed nothing after all: the audit rows attached to this
+        thread (``AuditStore.attached``) are not written, in it or after it."""
+        rows = self.audit_rows()
+        if rows:
+            rows.clear()
+
+    def changed(self, rowcount: int) -> bool:
+        """Whether a statement changed rows; none: ``discard_audit``."""
+        if not rowcount:
+            self.discard_audit()
+        return bool(rowcount)
+
     def _append_audit(self, conn) -> None:
         """The audit rows attached to this thread, in this transaction: taken once."""
         rows = self.audit_rows()

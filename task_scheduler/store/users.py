@@ -45,6 +45,7 @@ class UserStore:
         now = _utcnow()
         with self.db.write() as conn:
             if conn.execute(sa.select(ts_users.c.name).where(ts_users.c.name == name)).first():
+                self.db.discard_audit()
                 return False
             conn.execute(ts_users.insert().values(name=name, role=role, disabled=False,
                                                   password_hash=password_hash,
@@ -54,9 +55,9 @@ class UserStore:
     def update_user(self, name: str, **values) -> bool:
         """Set role, password_hash or disabled; False when there is no such user."""
         with self.db.write() as conn:
-            done = conn.execute(ts_users.update().where(ts_users.c.name == name)
-                                .values(**values, updated_at=_utcnow())).rowcount
-        return bool(done)
+            done = self.db.changed(conn.execute(ts_users.update().where(
+                ts_users.c.name == name).values(**values, updated_at=_utcnow())).rowcount)
+        return done
 
     def delete_user(self, name: str) -> bool:
         """The user, their tokens and their sessions go together."""
@@ -64,7 +65,8 @@ class UserStore:
             conn.execute(ts_api_tokens.delete().where(ts_api_tokens.c.user_name == name))
             conn.execute(ts_sessions.update().where(ts_sessions.c.user_name == name)
                          .values(revoked_at=_utcnow()))
-            return bool(conn.execute(ts_users.delete().where(ts_users.c.name == name)).rowcount)
+            return self.db.changed(
+                conn.execute(ts_users.delete().where(ts_users.c.name == name)).rowcount)
 
     def add_token(self, user: str, name: str, token_hash: str, expires_at) -> Optional[dict]:
         """A new token row; None when the user already has a live token of that name."""
@@ -101,7 +103,7 @@ class UserStore:
 
     def revoke_token(self, token_id: str) -> bool:
         with self.db.write() as conn:
-            return bool(conn.execute(
+            return self.db.changed(conn.execute(
                 ts_api_tokens.update().where(ts_api_tokens.c.id == token_id,
                                              ts_api_tokens.c.revoked_at.is_(None))
                 .values(revoked_at=_utcnow())).rowcount)
