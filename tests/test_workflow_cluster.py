@@ -169,3 +169,32 @@ def test_kill_9_of_a_steps_node_and_of_the_leader_mid_workflow(tmp_path, cluster
     assert sorted((r.trigger, r.upstream_run, r.status) for r in publishes) == sorted(
         ("after", run, "succeeded") for run in (run1, run2)), publishes
     assert sorted(published.read_text().split()) == sorted(r.id for r in publishes)
+
+
+# Not strict: the kill can land after the write. Drop the mark with the fix.
+@pytest.mark.xfail(reason="the running status is written after the command starts (history "
+                   "writer): a kill -9 in between requeues the step as never started")
+def test_a_kill_9_just_after_a_steps_command_starts_counts_that_try(tmp_path, cluster):  # noqa: F811
+    """Each start of a step's command is a try the run records (its attempt), even when the
+    node dies at once: the docs (cluster.md) say a claimed run goes back to the queue only if
+    nothing of it ran."""
+    log, flag = tmp_path / "log.txt", tmp_path / "hang.only"
+    _script(tmp_path / "step.sh", f"""\
+        echo "start $TS_STEP_ID" >> {log}
+        if [ -e {flag} ]; then rm {flag}; sleep 30; fi
+        """)
+    write_jobs(tmp_path / "jobs.yaml", f"""
+        - id: nightly_etl
+          steps:
+            - {{id: only, command: ['{tmp_path}/step.sh'], run_on: [db]}}
+    """)
+    b = cluster("node-b", labels="web")
+    a = cluster("node-a", labels="db")
+    flag.touch()
+    run = b.call("/api/jobs/nightly_etl/run", "POST")["run"]["id"]
+    wait_for(lambda: not flag.exists(), 20, 0.01, "the step's command to start")
+    a.kill()   # before its running status is written, most of the time
+    cluster("node-a", labels="db")
+    done = _run_ended(b, run, 40)
+    starts = log.read_text().splitlines().count("start only")
+    assert done["steps"][0]["attempt"] == starts, (done, starts)   # each try recorded
