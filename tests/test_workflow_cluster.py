@@ -1,15 +1,20 @@
 """Workflows on two real nodes of one PostgreSQL (issue 23): the issue's example runs its steps
 on both nodes (run_on labels) in dependency order with the loads overlapping; kill -9 of the
 node running a step, then of the leader, mid-workflow: every step completes exactly once
-(rescued steps follow their retries), checked with the lines the steps append to a file."""
+(rescued steps follow their retries), checked with the lines the steps append to a file, and
+``publish`` (after nightly_etl succeeded) runs once per succeeded run, never for a failed one."""
 
 from __future__ import annotations
 
+import collections
 import textwrap
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import wait_for, write_jobs
+from task_scheduler.store.schema import create_engine, ts_runs
+from test_after_cluster import _settled
 from test_cluster import Node, cluster  # noqa: F401  (the fixture)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -75,49 +80,121 @@ def test_the_example_runs_on_both_nodes_in_order(tmp_path, cluster):  # noqa: F8
                if line.startswith("end ") and "extract" not in line)
 
 
-def test_kill_9_of_a_steps_node_and_of_the_leader_mid_workflow(tmp_path, cluster):  # noqa: F811
-    log = tmp_path / "log.txt"
-    # A step's first try hangs (its node is killed meanwhile); its retry finds the marker.
+def _hang_once(tmp_path, step_id: str) -> object:
+    """Make ``step_id``'s next try hang (the script deletes the file as it starts)."""
+    (flag := tmp_path / f"hang.{step_id}").touch()
+    return flag
+
+
+def _started(node: Node, run_id: str, step_id: str, flag) -> None:
+    """The step's command started, and the database shows it running: a kill -9 before the
+    running status is written puts the claimed step back in the queue as never started."""
+    wait_for(lambda: not flag.exists() and _step(node, run_id, step_id).get("status") ==
+             "running", 30, 0.1, f"{step_id} to run")
+
+
+def _rows(postgres_url) -> list:
+    engine = create_engine(postgres_url)
+    try:
+        wait_for(lambda: _settled(engine), 30, 0.2, "every run to end")
+        with engine.connect() as conn:
+            return conn.execute(sa.select(ts_runs.c.id, ts_runs.c.job_id, ts_runs.c.status,
+                                          ts_runs.c.trigger, ts_runs.c.upstream_run)).all()
+    finally:
+        engine.dispose()
+
+
+def test_kill_9_of_a_steps_node_and_of_the_leader_mid_workflow(tmp_path, cluster,  # noqa: F811
+                                                                postgres_url):
+    """Run 1 loses the node running its first step, run 2 the leader while it runs the second
+    step, run 3 fails: each step completes once, and ``publish`` (after nightly_etl succeeded)
+    runs once for each of runs 1 and 2 and never for run 3."""
+    log, published = tmp_path / "log.txt", tmp_path / "published.txt"
     _script(tmp_path / "step.sh", f"""\
-        echo "start $TS_STEP_ID $TS_RUN_ID" >> {log}
-        if [ "$1" = hang ] && [ ! -e {tmp_path}/$TS_STEP_ID.marker ]; then
-          touch {tmp_path}/$TS_STEP_ID.marker; sleep 120
+        echo "start $TS_STEP_ID $TS_WORKFLOW_RUN" >> {log}
+        if [ -e {tmp_path}/fail.$TS_STEP_ID ]; then exit 1; fi
+        if [ -e {tmp_path}/hang.$TS_STEP_ID ]; then
+          rm {tmp_path}/hang.$TS_STEP_ID; sleep 120
         fi
-        echo "done $TS_STEP_ID" >> {log}
+        echo "done $TS_STEP_ID $TS_WORKFLOW_RUN" >> {log}
         """)
     write_jobs(tmp_path / "jobs.yaml", f"""
-        - id: flow
+        - id: nightly_etl
           retries: {{max: 1, delay: 0}}
           steps:
-            - {{id: first, command: ['{tmp_path}/step.sh', hang], run_on: [web]}}
-            - {{id: second, command: ['{tmp_path}/step.sh', hang], after: [first],
-                run_on: [db]}}
+            - {{id: first, command: ['{tmp_path}/step.sh'], run_on: [web]}}
+            - {{id: second, command: ['{tmp_path}/step.sh'], after: [first], run_on: [db]}}
             - {{id: third, command: ['{tmp_path}/step.sh'], after: [second]}}
+        - id: publish
+          command: ['/bin/sh', '-c', 'echo "$TS_RUN_ID" >> {published}']
+          after: {{job: nightly_etl, on: [succeeded]}}
     """)
     a = cluster("node-a", labels="db")    # the leader: started first
     b = cluster("node-b", labels="web")
     assert wait_for(lambda: (a.get("/api/status") or {}).get("leader"), 20) == "node-a"
-    run = a.call("/api/jobs/flow/run", "POST")["run"]
-    wait_for(lambda: _step(a, run["id"], "first").get("status") == "running", 20, 0.1,
-             "the first step to run on node-b")
+    flag = _hang_once(tmp_path, "first")
+    run1 = a.call("/api/jobs/nightly_etl/run", "POST")["run"]["id"]
+    _started(a, run1, "first", flag)
     b.kill()   # the node running a step
-    wait_for(lambda: _step(a, run["id"], "first").get("attempt") == 2, 40, 0.2,
+    wait_for(lambda: _step(a, run1, "first").get("attempt") == 2, 40, 0.2,
              "the first step rescued and retried")
     b = cluster("node-b", labels="web")   # the retry needs a web node
-    wait_for(lambda: _step(b, run["id"], "second").get("status") == "running", 30, 0.1,
-             "the second step to run on node-a")
+    done1 = _run_ended(a, run1, 40)
+    flag = _hang_once(tmp_path, "second")
+    run2 = a.call("/api/jobs/nightly_etl/run", "POST")["run"]["id"]
+    _started(b, run2, "second", flag)
     a.kill()   # the leader, while it runs a step
-    wait_for(lambda: _step(b, run["id"], "second").get("attempt") == 2, 40, 0.2,
+    wait_for(lambda: _step(b, run2, "second").get("attempt") == 2, 40, 0.2,
              "the second step rescued and retried")
     cluster("node-a", labels="db")
-    done = _run_ended(b, run["id"], 40)
-    assert done["status"] == "succeeded", done
-    steps = {s["step_id"]: s for s in done["steps"]}
-    assert (steps["first"]["attempt"], steps["second"]["attempt"],
-            steps["third"]["attempt"]) == (2, 2, 1)
-    first_try = b.get(f"/api/runs/{steps['first']['runs'][0]}")
-    assert first_try["status"] == "interrupted" and "node-b" in first_try["error"]
-    lines = log.read_text().splitlines()
-    done_lines = sorted(line for line in lines if line.startswith("done"))
-    assert done_lines == ["done first", "done second", "done third"], lines
-    assert len([line for line in lines if line.startswith("start")]) == 5, lines
+    done2 = _run_ended(b, run2, 40)
+    (tmp_path / "fail.third").touch()
+    run3 = b.call("/api/jobs/nightly_etl/run", "POST")["run"]["id"]
+    done3 = _run_ended(b, run3, 40)
+    assert (done1["status"], done2["status"], done3["status"]) == (
+        "succeeded", "succeeded", "failed"), (done1, done2, done3)
+    attempts = [tuple(s["attempt"] for s in sorted(d["steps"], key=lambda s: s["step_id"]))
+                for d in (done1, done2, done3)]   # first, second, third
+    assert attempts == [(2, 1, 1), (1, 2, 1), (1, 1, 2)]
+    for done, step, node in ((done1, "first", "node-b"), (done2, "second", "node-a")):
+        first_try = b.get(f"/api/runs/{_step(b, done['id'], step)['runs'][0]}")
+        assert first_try["status"] == "interrupted" and node in first_try["error"], first_try
+    lines = collections.Counter(tuple(line.split()) for line in log.read_text().splitlines())
+    tries = {run: dict(zip(("first", "second", "third"), n, strict=True)) for run, n in
+             zip((run1, run2, run3), attempts, strict=True)}
+    assert lines == {**{("start", s, r): n for r, t in tries.items() for s, n in t.items()},
+                     **{("done", s, r): 1 for r in (run1, run2) for s in tries[r]},
+                     ("done", "first", run3): 1, ("done", "second", run3): 1}, lines
+    publishes = [r for r in _rows(postgres_url) if r.job_id == "publish"]
+    assert sorted((r.trigger, r.upstream_run, r.status) for r in publishes) == sorted(
+        ("after", run, "succeeded") for run in (run1, run2)), publishes
+    assert sorted(published.read_text().split()) == sorted(r.id for r in publishes)
+
+
+# Not strict: the kill can land after the write. Drop the mark with the fix.
+@pytest.mark.xfail(reason="the running status is written after the command starts (history "
+                   "writer): a kill -9 in between requeues the step as never started")
+def test_a_kill_9_just_after_a_steps_command_starts_counts_that_try(tmp_path, cluster):  # noqa: F811
+    """Each start of a step's command is a try the run records (its attempt), even when the
+    node dies at once: the docs (cluster.md) say a claimed run goes back to the queue only if
+    nothing of it ran."""
+    log, flag = tmp_path / "log.txt", tmp_path / "hang.only"
+    _script(tmp_path / "step.sh", f"""\
+        echo "start $TS_STEP_ID" >> {log}
+        if [ -e {flag} ]; then rm {flag}; sleep 30; fi
+        """)
+    write_jobs(tmp_path / "jobs.yaml", f"""
+        - id: nightly_etl
+          steps:
+            - {{id: only, command: ['{tmp_path}/step.sh'], run_on: [db]}}
+    """)
+    b = cluster("node-b", labels="web")
+    a = cluster("node-a", labels="db")
+    flag.touch()
+    run = b.call("/api/jobs/nightly_etl/run", "POST")["run"]["id"]
+    wait_for(lambda: not flag.exists(), 20, 0.01, "the step's command to start")
+    a.kill()   # before its running status is written, most of the time
+    cluster("node-a", labels="db")
+    done = _run_ended(b, run, 40)
+    starts = log.read_text().splitlines().count("start only")
+    assert done["steps"][0]["attempt"] == starts, (done, starts)   # each try recorded
