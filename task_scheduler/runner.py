@@ -49,6 +49,7 @@ log = logging.getLogger("task_scheduler")
 
 
 OUTPUT_FLUSH = 0.4   # seconds between writes of running output: a line shows on any node in <1 s
+START_WAIT = 10.0   # seconds a start waits for its record: past that (an outage) it runs anyway
 CLAIM_AHEAD = 500       # runs a node claims beyond its workers, at most (see _Starter.capacity)
 
 
@@ -367,9 +368,16 @@ class _Starter:
             return
         active.began = self._p.now()
         # Only now does the run read running, with the time its code starts (a claimed run
-        # waits for a worker as queued); the writer merges this with a quick run's end.
+        # waits for a worker as queued). The start is committed before the code starts (the
+        # starts waiting then share a transaction): a node killed after that leaves a run that
+        # reads running, which the rescue interrupts and its retries follow. Were the start
+        # still in the writer's queue, the run would read claimed and never started, and the
+        # rescue would queue it to run again from the beginning.
         run.update(status="running", started_at=active.began)
         self._p.history.update(run.id, status="running", started_at=active.began)
+        if not self._p.history.flush(START_WAIT):
+            log.warning("run %s of %s: its start is not recorded after %gs (is the database "
+                        "down?); running it anyway", run.id, run.job_id, START_WAIT)
         token = _current_run.set(self._p.run_context(run.id, run.job_id,
                                                      run.scheduled_at))
         try:

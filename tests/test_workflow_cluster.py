@@ -171,9 +171,6 @@ def test_kill_9_of_a_steps_node_and_of_the_leader_mid_workflow(tmp_path, cluster
     assert sorted(published.read_text().split()) == sorted(r.id for r in publishes)
 
 
-# Not strict: the kill can land after the write. Drop the mark with the fix.
-@pytest.mark.xfail(reason="the running status is written after the command starts (history "
-                   "writer): a kill -9 in between requeues the step as never started")
 def test_a_kill_9_just_after_a_steps_command_starts_counts_that_try(tmp_path, cluster):  # noqa: F811
     """Each start of a step's command is a try the run records (its attempt), even when the
     node dies at once: the docs (cluster.md) say a claimed run goes back to the queue only if
