@@ -49,7 +49,6 @@ log = logging.getLogger("task_scheduler")
 
 
 OUTPUT_FLUSH = 0.4   # seconds between writes of running output: a line shows on any node in <1 s
-START_WAIT = 10.0   # seconds a start waits for its record: past that (an outage) it runs anyway
 CLAIM_AHEAD = 500       # runs a node claims beyond its workers, at most (see _Starter.capacity)
 
 
@@ -368,16 +367,12 @@ class _Starter:
             return
         active.began = self._p.now()
         # Only now does the run read running, with the time its code starts (a claimed run
-        # waits for a worker as queued). The start is committed before the code starts (the
-        # starts waiting then share a transaction): a node killed after that leaves a run that
-        # reads running, which the rescue interrupts and its retries follow. Were the start
-        # still in the writer's queue, the run would read claimed and never started, and the
-        # rescue would queue it to run again from the beginning.
+        # waits for a worker as queued).
         run.update(status="running", started_at=active.began)
-        self._p.history.update(run.id, status="running", started_at=active.began)
-        if not self._p.history.flush(START_WAIT):
-            log.warning("run %s of %s: its start is not recorded after %gs (is the database "
-                        "down?); running it anyway", run.id, run.job_id, START_WAIT)
+        if not self._record_start(run, active.began):
+            with self._runs.lock:
+                self._runs.active.pop(run.id, None)
+            return
         token = _current_run.set(self._p.run_context(run.id, run.job_id,
                                                      run.scheduled_at))
         try:
@@ -394,6 +389,25 @@ class _Starter:
             self._finish(active, outcome)
         except Exception:   # a pool's worker would swallow it: the run would stay running
             log.exception("run %s of %s: its end could not be recorded", run.id, run.job_id)
+
+    def _record_start(self, run: Run, began) -> bool:
+        """The start, committed before the code starts, by this worker (workers commit side by
+        side; through the one history thread, starts waited behind batches of ends). A node
+        killed after it leaves a run that reads running, which the rescue interrupts and its
+        retries follow; were the start still unwritten, the run would read claimed and never
+        started, and the rescue would queue it to run again from the beginning. False: the run
+        is no longer this node's (rescued or cancelled while this node was silent)."""
+        try:
+            if self._p.store.runs.mark_started(run.id, began):
+                return True
+        except Exception as exc:   # an outage: run it, its start goes with its end
+            log.warning("run %s of %s: its start could not be written (%s); running it anyway",
+                        run.id, run.job_id, _clean(exc))
+            self._p.history.update(run.id, status="running", started_at=began)
+            return True
+        log.info("run %s of %s: no longer this node's to start (rescued or cancelled)",
+                 run.id, run.job_id)
+        return False
 
     def _start_workflow(self, active: _ActiveRun, defn: JobDefinition) -> None:
         """A workflow run claimed here: its first steps are queued for any node (the store

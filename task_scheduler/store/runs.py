@@ -177,6 +177,15 @@ class RunStore:
         return ends_recorded(conn, [i for i, f in updates if f.get("status") in FINAL_STATUSES],
                              True, self.workflows, self.after)
 
+    def mark_started(self, run_id: str, started_at) -> bool:
+        """A run this node claimed starts: it reads running from now on. False when it is no
+        longer this node's claim (rescued, or cancelled before it started)."""
+        with self.db.write() as conn:
+            return bool(conn.execute(ts_runs.update().where(
+                ts_runs.c.id == run_id, ts_runs.c.status == "queued",
+                ts_runs.c.node == self.node).values(status="running",
+                                                    started_at=started_at)).rowcount)
+
     def _mine(self) -> tuple:
         return mine(self.node)
 
