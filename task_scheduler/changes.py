@@ -48,8 +48,11 @@ class ChangeFeed:
     CAP = 200      # runs told one by one per look; more is one ``reset`` (a burst, a backlog)
     KEEP = 2000    # events kept for pollers and reconnecting streams
 
-    def __init__(self, store: Store, bus: Bus, job_state: Callable[[str], Optional[str]]):
-        self._store, self._job_state = store, job_state
+    def __init__(self, store: Store, bus: Bus, job_state: Callable[[str], Optional[str]],
+                 told: Callable[[], None] = lambda: None):
+        # ``told``: called before readers hear of changes, so what they read then is fresh
+        # (the job list keeps its states between this process's own commits: JobCatalog)
+        self._store, self._job_state, self._told = store, job_state, told
         self._cond = threading.Condition()
         self._events: collections.deque = collections.deque(maxlen=self.KEEP)
         self._seq = 0
@@ -194,6 +197,7 @@ class ChangeFeed:
     def _publish(self, events: list) -> None:
         if not events:
             return
+        self._told()
         with self._cond:
             for kind, data in events:
                 self._seq += 1

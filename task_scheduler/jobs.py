@@ -252,6 +252,11 @@ class JobCatalog:
                 attached.clear()
         self._apply(changes)
 
+    def stale(self) -> None:
+        """The change feed heard of a change (another node's run, say): the states kept for
+        the job list are old, whatever this process committed."""
+        self._states.committed()
+
     def changed_elsewhere(self, payload: Optional[dict]) -> None:
         """Another node changed jobs (NOTIFY): the book reads them, the schedule follows."""
         if payload and payload.get("node") == self.store.node:

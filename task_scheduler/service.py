@@ -99,7 +99,7 @@ class SchedulerService:
         self._lockfile = None
         self.bus.subscribe("ts_jobs", self.catalog.changed_elsewhere)
         self.bus.subscribe("ts_runs", self.runner.wake)
-        self.changes = ChangeFeed(self.store, self.bus, job_state=self.book.state_of)
+        self.changes = ChangeFeed(self.store, self.bus, self.book.state_of, self.catalog.stale)
 
     # lifecycle
 
