@@ -753,3 +753,4 @@ class Actor:
 
 
 SYSTEM = Actor("system", "system", "admin")
+ANONYMOUS = Actor("anonymous", "anonymous", "viewer")   # no credentials: health, pings, login

@@ -29,7 +29,7 @@ from task_scheduler.errors import SchedulerError
 from task_scheduler.audit import acting
 from task_scheduler.http.api import events_answer
 from task_scheduler.http.io import MAX_OFFSET, YAML_TYPE
-from task_scheduler.models import JOB_STATES, RUN_STATUSES, RUN_TRIGGERS, Actor
+from task_scheduler.models import ANONYMOUS, JOB_STATES, RUN_STATUSES, RUN_TRIGGERS
 
 from . import audit, charts, forms, graph, runfilter
 from .docs import api_docs_html
@@ -48,7 +48,6 @@ DASH_COUNTS_AGE = 5       # s the dashboard's 24 h counts may lag: a day of 1M r
 JOBS_PAGE_SIZE = 100      # a whole fleet on one page; the filters narrow it down
 SESSION_TTL = 12 * 3600   # a working day: long enough not to nag, short enough to expire
 LOGIN_FAILURES, LOGIN_WINDOW = 5, 300   # wrong tokens at the login before it answers 429
-_ANONYMOUS = Actor("anonymous", "anonymous", "viewer")   # the login page's visitor
 FLASH_TTL = 60            # the flash only has to survive one 303 redirect
 PREFERENCE_TTL = 365 * 86400   # language and time zone: chosen once
 HEX = frozenset("0123456789abcdef")   # run ids
@@ -331,7 +330,7 @@ def _guard(handler, service, key: Callable[[], bytes], method: str, role: str):
         if method == "POST" and not _csrf_ok():
             raise _error_page(403, _t("error.403"), _t("error.csrf"))
         access.check_role(role, method)
-        with acting(environ["ts.actor"] or _ANONYMOUS):   # the session's user, named above
+        with acting(environ["ts.actor"] or ANONYMOUS):   # the session's user, named above
             return handler(**kwargs)
     return guarded
 

@@ -4,6 +4,7 @@ Origin checks, content types, ids, wrong-token limits, and errors as JSON."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import ipaddress
 import logging
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from ..access import OPEN, Access
 from ..audit import acting
 from ..config import allowed_hosts
-from ..models import Actor
+from ..models import ANONYMOUS
 from ..errors import (
     Forbidden, JobNotFound, NotFound, RunNotFound, SchedulerError, Unauthorized, UnsupportedMedia)
 from .auth import TooManyRequests, check_role, identify
@@ -162,8 +163,8 @@ def _as_actor(callback):
     @functools.wraps(callback)
     def as_actor(*args, **kwargs):
         environ = bottle.request.environ
-        actor = environ["ts.actor"] or Actor("anonymous", "anonymous", "viewer",
-                                             address=environ.get("ts.client"))
+        actor = environ["ts.actor"] or dataclasses.replace(
+            ANONYMOUS, address=environ.get("ts.client"))
         with acting(actor):
             return callback(*args, **kwargs)
     return as_actor
