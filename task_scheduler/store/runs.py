@@ -177,14 +177,17 @@ class RunStore:
         return ends_recorded(conn, [i for i, f in updates if f.get("status") in FINAL_STATUSES],
                              True, self.workflows, self.after)
 
-    def mark_started(self, run_id: str, started_at) -> bool:
-        """A run this node claimed starts: it reads running from now on. False when it is no
-        longer this node's claim (rescued, or cancelled before it started)."""
+    def mark_started(self, run_ids: list[str], started_at: dt.datetime) -> list[bool]:
+        """Runs this node claimed start: they read running from now on, all in one
+        transaction (the workers waiting for it at once: ``groupcommit.GroupCommit``). Per
+        run, whether it was still this node's claim (not rescued while this node was silent,
+        nor cancelled before it started)."""
         with self.db.write() as conn:
-            return bool(conn.execute(ts_runs.update().where(
-                ts_runs.c.id == run_id, ts_runs.c.status == "queued",
-                ts_runs.c.node == self.node).values(status="running",
-                                                    started_at=started_at)).rowcount)
+            started = {row[0] for row in conn.execute(ts_runs.update().where(
+                ts_runs.c.id.in_(run_ids), ts_runs.c.status == "queued",
+                ts_runs.c.node == self.node).values(status="running", started_at=started_at)
+                .returning(ts_runs.c.id))}
+        return [run_id in started for run_id in run_ids]
 
     def _mine(self) -> tuple:
         return mine(self.node)
