@@ -91,10 +91,12 @@ class ScheduleStore(SQLAlchemyJobStore):
         self._ensure()
         return self._fetch([job_id]).get(job_id) if job_id in self._times else None
 
-    def get_due_jobs(self, now):
+    def get_due_jobs(self, now, most: Optional[int] = None):
+        """The jobs due at ``now``, earliest first; ``most``: at most that many."""
         self._ensure()
         limit = datetime_to_utc_timestamp(now)
-        ids = [i for _, i in self._due[:bisect.bisect_right(self._due, (limit, "\uffff"))]]
+        ids = [i for _, i in self._due[:min(bisect.bisect_right(self._due, (limit, "\uffff")),
+                                            len(self._due) if most is None else most)]]
         jobs = self._fetch(ids)
         return [jobs[i] for i in ids if i in jobs]
 
