@@ -393,3 +393,27 @@ def test_a_date_job_runs_once_when_another_node_takes_over(tmp_path, postgres_ur
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_a_burst_larger_than_a_wakeups_chunk_runs_each_job_once(jobs_file, make_service):
+    """More jobs due at one instant than one wakeup records (scheduler.FIRE_CHUNK): the rest
+    stay due and the next wakeups record them, each once, all run, none missed."""
+    from task_scheduler.scheduler import FIRE_CHUNK
+    count = 2 * FIRE_CHUNK + 37
+    at = _soon(4)
+    write_jobs(jobs_file, "".join(
+        f"- {{id: b{i}, func: 'os:getpid', misfire_grace_time: null, "
+        f"trigger: {{type: date, run_date: '{at}'}}}}\n" for i in range(count)))
+    service = make_service()
+    runs = ts_schema.ts_runs
+
+    def ended():
+        service.flush()
+        with service.engine.connect() as conn:
+            return conn.execute(sa.select(runs.c.job_id, runs.c.status, runs.c.started_at,
+                                          runs.c.scheduled_at)).all()
+    rows = wait_for(lambda: (r := ended()) and all(x.status == "succeeded" for x in r)
+                    and len(r) >= count and r, 60, message=f"{count} runs of the burst")
+    assert sorted(r.job_id for r in rows) == sorted(f"b{i}" for i in range(count))
+    assert all(r.started_at is not None and r.started_at >= r.scheduled_at for r in rows)
+    assert {service.job(f"b{i}")["state"] for i in (0, FIRE_CHUNK, count - 1)} == {"finished"}
