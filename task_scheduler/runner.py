@@ -96,7 +96,9 @@ class _RunTable:
                 self.recent.popitem(last=False)
 
     def took(self, seconds: float) -> None:
-        self.typical += (max(seconds, 0.0) - self.typical) * 0.2
+        # Half-way each run: a burst of short runs at a fresh start claimed one run at a time
+        # until ~25 had told (weight 0.2); one long run makes the node careful again at once.
+        self.typical += (max(seconds, 0.0) - self.typical) * 0.5
 
 
 class _Masks:
@@ -431,7 +433,7 @@ class _Starter:
         return False
 
     def _write_starts(self, run_ids: list[str]) -> list[bool]:
-        return self._p.store.runs.mark_started(run_ids, self._p.now())
+        return self._p.store.starts.mark(run_ids, self._p.now())
 
     def _start_workflow(self, active: _ActiveRun, defn: JobDefinition) -> None:
         """A workflow run claimed here: its first steps are queued for any node (the store
@@ -720,6 +722,7 @@ class Runner:
         for active in list(self.active.values()):
             self.finish(active, _Outcome("interrupted", error="service stopped"))
         self._starter.pool.shutdown(wait=False, cancel_futures=True)
+        self._p.store.starts.close(final=True)
         self._p.forkserver.close(self.config.kill_grace)
         if self._finisher.held and self._p.history.flush(10):
             self.queue_held()   # their runs' ends are written: other nodes may take them

@@ -29,7 +29,7 @@ FLOORS = [
                                "store.runs", "store.liveness", "store.schedules", "store.nodes",
                                "store.queries", "store.jobs", "store.notes", "store.sessions",
                                "store.retention", "store.sla", "store.audit", "store.workflows",
-                               "store.after", "store.users", "history", "executor",
+                               "store.after", "store.users", "store.starts", "history", "executor",
                                "capture", "fence", "forkserver", "bus", "lockfile"}),
     ("parts", {"book", "runner", "scheduler", "cluster", "notify", "reload", "metrics",
                "builtin", "jobs", "status", "runlog", "yamledit", "changes", "sla",

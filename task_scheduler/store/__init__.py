@@ -19,6 +19,7 @@ from .retention import Retention
 from .runs import Admission, RunStore
 from .sessions import SessionStore
 from .sla import SlaStore
+from .starts import StartWriter
 from .users import UserStore
 from .workflows import WorkflowStore
 
@@ -35,6 +36,7 @@ class Store(Database):
         self.workflows = WorkflowStore(self)  # steps of workflow runs, decided at each end
         self.after = AfterStore(self)         # runs queued by other runs' ends (after:)
         self.runs = RunStore(self, self.notes, self.workflows)   # insert, claim, start, end
+        self.starts = StartWriter(self)       # claimed runs marked running, batch by batch
         self.liveness = RunLiveness(self, self.workflows)   # heartbeats, rescue, sweep
         self.queries = RunQueries(self)       # reads of run history
         self.nodes = NodeStore(self)          # nodes and the leader lease

@@ -39,14 +39,6 @@ class Admission:
     ended: frozenset = frozenset()
 
 
-# One statement object for every start batch: its cache key is computed once (building the
-# statement at each batch was a third of a start's CPU).
-_MARK_STARTED = ts_runs.update().where(
-    ts_runs.c.id.in_(sa.bindparam("ids", expanding=True)), ts_runs.c.status == "queued",
-    ts_runs.c.node == sa.bindparam("this_node")).values(
-    status="running", started_at=sa.bindparam("start_time")).returning(ts_runs.c.id)
-
-
 class RunStore:
     """ts_runs as a queue shared by the nodes: every write of a run's life."""
 
@@ -184,16 +176,6 @@ class RunStore:
                          .values({n: sa.bindparam(n) for n in names}), rows)
         return ends_recorded(conn, [i for i, f in updates if f.get("status") in FINAL_STATUSES],
                              True, self.workflows, self.after)
-
-    def mark_started(self, run_ids: list[str], started_at: dt.datetime) -> list[bool]:
-        """Runs this node claimed start: they read running from now on, all in one
-        transaction (the workers waiting for it at once: ``groupcommit.GroupCommit``). Per
-        run, whether it was still this node's claim (not rescued while this node was silent,
-        nor cancelled before it started)."""
-        with self.db.write() as conn:
-            started = {row[0] for row in conn.execute(_MARK_STARTED, {
-                "ids": run_ids, "this_node": self.node, "start_time": started_at})}
-        return [run_id in started for run_id in run_ids]
 
     def _mine(self) -> tuple:
         return mine(self.node)
