@@ -126,6 +126,7 @@ class _Scheduler(BackgroundScheduler):
         return wait
 
     def _wakeup(self) -> Optional[float]:
+        epoch = self._store.epoch   # the lease this wakeup fires under, to the end
         now = self._p.now().astimezone(self.timezone)
         self._store.now = now   # what a schedule computed in this wakeup is computed at
         with self._asked_lock:
@@ -156,7 +157,7 @@ class _Scheduler(BackgroundScheduler):
                         fires += self._set_aside(job.id, job.next_run_time, now, exc)
                 missed = [row for row in fires if row["status"] == "missed"]
                 inserted, started = self._store.commit(
-                    fires, self._p.notes_for(missed), self._p.admission_for(fires))
+                    fires, self._p.notes_for(missed), self._p.admission_for(fires), epoch)
                 next_time = self._store.get_next_run_time()
         except Exception:
             with self._asked_lock:   # ask again after the retry; release the callers now

@@ -417,3 +417,42 @@ def test_a_burst_larger_than_a_wakeups_chunk_runs_each_job_once(jobs_file, make_
     assert sorted(r.job_id for r in rows) == sorted(f"b{i}" for i in range(count))
     assert all(r.started_at is not None and r.started_at >= r.scheduled_at for r in rows)
     assert {service.job(f"b{i}")["state"] for i in (0, FIRE_CHUNK, count - 1)} == {"finished"}
+
+
+@pytest.mark.postgres
+def test_a_wakeup_that_outlives_its_lease_commits_nothing(jobs_file, make_config, postgres_url):
+    """A node stops leading (a graceful stop hands the lease over) while its wakeup is being
+    built: that wakeup must not commit. Its fence once read the lease epoch at the end, after
+    the step-down had set it to None, and None proved nothing: the fires went in under the old
+    epoch while the successor, which had not seen them, recorded the same times as catch-ups
+    (the chaos run's "fires recorded twice")."""
+    write_jobs(jobs_file, """
+        - {id: every, func: 'os:getpid', trigger: {type: interval, seconds: 1}}
+    """)
+    service = ts.SchedulerService(make_config(database_url=postgres_url)).start()
+    try:
+        final_runs(service, "every", timeout=30)
+        store = service.scheduler._store
+        old_epoch, due_job = store.epoch, store.get_due_jobs
+        stepped = {}
+
+        def step_down_midway(now, most=None):
+            jobs = due_job(now, most)
+            if jobs and not stepped:
+                stepped["at"] = ts_timeutil._naive_utc(jobs[0].next_run_time)
+                service.scheduler.step_down()   # what a graceful stop does first
+                service.store.nodes.release_lease(old_epoch)
+            return jobs
+        store.get_due_jobs = step_down_midway
+        wait_for(lambda: stepped, 10, message="a wakeup with a due fire")
+        store.get_due_jobs = due_job
+        service.flush()
+        rows = [r for r in _fire_rows(service.engine, "every") if r.scheduled_at == stepped["at"]]
+        with service.engine.connect() as conn:
+            epochs = conn.execute(sa.select(ts_schema.ts_runs.c.epoch).where(
+                ts_schema.ts_runs.c.job_id == "every",
+                ts_schema.ts_runs.c.scheduled_at == stepped["at"])).scalars().all()
+        # nothing under the lease handed over (nor under none); a later lease may fire it
+        assert all(e is not None and e > old_epoch for e in epochs), (rows, epochs)
+    finally:
+        service.stop()

@@ -116,9 +116,11 @@ class NodeStore:
     def fence(self, conn, epoch: Optional[int]) -> None:
         """Inside a leader's write: prove the lease is still ours with ``epoch``. The row lock
         (FOR SHARE) makes a takeover wait for this transaction, or this one see the takeover.
-        One node (SQLite) has no lease to prove."""
-        if not self.db.clustered or epoch is None:
+        One node (SQLite) has no lease to prove; on PostgreSQL no epoch proves nothing."""
+        if not self.db.clustered:
             return
+        if epoch is None:   # stepped down while this write was built: it must not commit
+            raise NotLeader(f"node {self.node} does not lead")
         held = conn.execute(sa.select(ts_lease.c.epoch).where(
             ts_lease.c.name == LEASE, ts_lease.c.holder == self.node, ts_lease.c.epoch == epoch,
             ts_lease.c.expires_at > self.db.now()).with_for_update(read=True)).first()

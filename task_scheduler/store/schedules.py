@@ -157,11 +157,14 @@ class ScheduleStore(SQLAlchemyJobStore):
             self.remove_job(job_id)
 
     def commit(self, fires: list[dict], notes: list[dict] = (),
-               admission: Optional[Admission] = None) -> tuple:
+               admission: Optional[Admission] = None, epoch: Optional[int] = None) -> tuple:
         """Write the pending schedule changes, insert the fires (and the notifications of the
-        missed ones, built before), in one fenced transaction; ``admission`` (built before
-        too) says which fires this node's workers take at once. Returns the ids of the runs
-        inserted, and the rows of those started: the caller starts them after the commit."""
+        missed ones, built before), in one transaction fenced by ``epoch``, the lease this
+        node held when the wakeup began (read then: a step-down while it ran sets ``self.epoch``
+        to None, and a fence read at the end let a node that had handed the lease over commit
+        fires its successor had recorded as catch-ups); ``admission`` (built before too) says
+        which fires this node's workers take at once. Returns the ids of the runs inserted,
+        and the rows of those started: the caller starts them after the commit."""
         moved = [{"i": i, "t": t} for i, t in sorted(self._moved.items())
                  if i not in self._pending]
         if not self._pending and not moved and not fires:
@@ -181,7 +184,7 @@ class ScheduleStore(SQLAlchemyJobStore):
                 self.db.notify(conn, "ts_runs")   # not for fires claimed here already
             # Last, so that the lease row is locked only for the commit itself: the renewal
             # waits for that lock, and a long first write (10,000 jobs) would let it lapse.
-            self.db.nodes.fence(conn, self.epoch)
+            self.db.nodes.fence(conn, epoch)
         self._pending.clear()
         self._moved.clear()
         for fire in fired:
