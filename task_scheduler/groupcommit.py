@@ -5,8 +5,8 @@ load each write carries everything that queued behind the one before."""
 
 from __future__ import annotations
 
+import os
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -47,7 +47,7 @@ class GroupCommit:
     def _lead(self) -> None:
         """Write what waits now (this thread's item among it), then hand on: the results to
         their threads, the next write to the first thread that queued meanwhile."""
-        time.sleep(0)   # let threads that are runnable now (about to submit) join this write
+        os.sched_yield()   # let threads runnable now (about to submit) join this write
         with self._lock:
             batch, self._waiting = self._waiting, []
         try:
