@@ -37,7 +37,7 @@ log = logging.getLogger("task_scheduler")
 class JobFacts(NamedTuple):
     """What the reads of every job need (its state, claims' limits, its schedule's hash, the
     after: plan, masks, SLAs, filters), taken from its definition when its record is made:
-    jobs alike share one (JobBook.facts_of), so 10,000 jobs hold a few dozen."""
+    jobs alike share one (JobBook._shared), so 10,000 jobs hold a few dozen."""
 
     enabled: bool
     trigger_type: str
@@ -159,7 +159,7 @@ class JobBook:
         self._changes = 0               # bumped by every change of records: limits() cache key
         self._limits: tuple = (-1, types.MappingProxyType({}))
         self.definitions = Definitions()
-        self._facts: dict[JobFacts, JobFacts] = {}   # one of each: jobs alike share it
+        self._facts: dict = {}   # one of each equal facts and time: jobs alike share it
 
     @property
     def changes(self) -> int:
@@ -405,11 +405,11 @@ class JobBook:
             "steps": graph_view(d),
         }
 
-    def facts_of(self, defn: JobDefinition) -> JobFacts:
-        facts = job_facts(defn)
-        if len(self._facts) > 2 * len(self.records) + 100:   # edits left old ones behind
+    def _shared(self, value):
+        """The one equal ``value`` (facts, a time: a reconcile's jobs share its instant)."""
+        if len(self._facts) > 4 * len(self.records) + 100:   # edits left old ones behind
             self._facts.clear()
-        return self._facts.setdefault(facts, facts)
+        return self._facts.setdefault(value, value)
 
     def _record(self, row) -> Optional[tuple[str, JobRecord]]:
         """A stored job's record; its definition is validated here for its facts and then let
@@ -423,7 +423,7 @@ class JobBook:
         # an interned source: not one more string per job
         rec = self._make_record(row.id, row.definition, sys.intern(row.source), row.paused,
                                 row.definition_hash, row.created_at, row.updated_at, defn)
-        return rec.id, rec
+        return rec.id, rec   # the id interned: the schedules' copy of it is the same string
 
     def _new_record(self, values: dict, defn: JobDefinition) -> JobRecord:
         old = self.records.get(values["id"])
@@ -437,8 +437,9 @@ class JobBook:
     def _make_record(self, job_id: str, text: str, source: str, paused: bool, digest: str,
                      created_at: dt.datetime, updated_at: dt.datetime,
                      defn: JobDefinition) -> JobRecord:
-        facts = self.facts_of(defn)
-        rec = JobRecord(job_id, text, source, paused, digest, created_at, updated_at, facts,
+        facts = self._shared(job_facts(defn))
+        rec = JobRecord(sys.intern(job_id), text, source, paused, digest,
+                        self._shared(created_at), self._shared(updated_at), facts,
                         self.definitions, rules=_rules(facts, self.calendars))
         if facts.trigger_type == "date":
             # Only a date job's state needs its trigger (finished()); the others build theirs
