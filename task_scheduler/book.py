@@ -13,19 +13,18 @@ import sys
 import threading
 import types
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 from pydantic import ValidationError
 
 from .errors import InvalidJob, JobConflict, JobNotFound
 from .explain import _details_text
 from .models import (
-    DateSpec, HeartbeatSpec, JobDefinition, ManualSpec, definition_hash, duration_seconds,
-    redact_target, share_fields)
+    JobDefinition, definition_hash, duration_seconds, redact_target, share_fields)
 from .text import _clean, _json_default
 from .timeutil import _iso, _utcnow
 from .after import after_problems, applied_with, build_plan
-from .calendars import job_rules, job_trigger, shown_fire_times
+from .calendars import job_trigger, shown_fire_times, uses
 from .triggers import trigger_text
 from .workflow import graph_view
 
@@ -35,25 +34,85 @@ if TYPE_CHECKING:
 log = logging.getLogger("task_scheduler")
 
 
+class JobFacts(NamedTuple):
+    """What the reads of every job need (its state, claims' limits, its schedule's hash, the
+    after: plan, masks, SLAs, filters), taken from its definition when its record is made:
+    jobs alike share one (JobBook._shared), so 10,000 jobs hold a few dozen."""
+
+    enabled: bool
+    trigger_type: str
+    kind: str
+    max_instances: int
+    misfire_grace_time: Optional[float]
+    run_on: str                    # its labels, sorted and joined: what a run row carries
+    spec: str                      # the trigger spec's JSON, sorted: schedule_hash
+    calendars: tuple               # the calendar names it uses (calendars.uses)
+    tags: tuple
+    notifies: bool
+    promises: bool                 # an sla
+    follows: bool                  # an after:
+
+
+def job_facts(defn: JobDefinition) -> JobFacts:
+    return JobFacts(
+        defn.is_enabled, defn.trigger.type, defn.kind, defn.max_instances,
+        defn.misfire_grace_time, ",".join(sorted(set(defn.run_on))),
+        json.dumps(defn.trigger.model_dump(mode="json"), sort_keys=True), tuple(uses(defn)),
+        tuple(defn.tags), bool(defn.notify), defn.sla is not None, defn.after is not None)
+
+
+class Definitions:
+    """The definitions last built from records' texts. A record keeps its definition as the
+    JSON text stored (~120 bytes) and builds the pydantic model when a job is looked at or run:
+    10,000 models held cost ~9 MiB of an idle service. Keyed by the text, so a record always
+    gets its own definition, never an older one of the same job."""
+
+    SIZE = 256   # the jobs looked at or run lately; ~1.3 KB each
+
+    def __init__(self):
+        self._built: dict[str, JobDefinition] = {}
+        self._lock = threading.Lock()   # held for dict steps only, never while validating
+
+    def get(self, text: str) -> JobDefinition:
+        defn = self._built.get(text)
+        if defn is None:
+            defn = self.put(text, share_fields(JobDefinition.model_validate(json.loads(text))))
+        return defn
+
+    def put(self, text: str, defn: JobDefinition) -> JobDefinition:
+        with self._lock:
+            if len(self._built) >= self.SIZE:
+                self._built.pop(next(iter(self._built)))   # the oldest built
+            self._built[text] = defn
+        return defn
+
+
 @dataclasses.dataclass(slots=True)   # no __dict__: ~100 bytes less on each of 10,000 jobs
 class JobRecord:
     """A job definition as applied: one row of ts_jobs, kept in memory for fast reads."""
 
-    definition: JobDefinition
+    id: str
+    text: str          # the definition as stored (JSON); ``definition`` builds it
     source: str
     paused: bool
     hash: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    facts: JobFacts
+    definitions: Definitions = dataclasses.field(repr=False, compare=False)
     trigger: Any = None   # the built APScheduler trigger, for next fire times
     rules: Optional[dict] = None   # the calendars it uses, resolved (calendars.job_rules)
     view: Optional[tuple] = None   # (key, job dict, JSON) cached by JobBook.view
 
     @property
+    def definition(self) -> JobDefinition:
+        return self.definitions.get(self.text)
+
+    @property
     def state(self) -> str:
-        if not self.definition.is_enabled:
+        if not self.facts.enabled:
             return "disabled"
-        if isinstance(self.definition.trigger, ManualSpec):
+        if self.facts.trigger_type == "manual":
             return "manual"
         if self.finished():
             return "finished"
@@ -62,25 +121,24 @@ class JobRecord:
     @property
     def watched(self) -> bool:
         """A heartbeat job: its work runs elsewhere and pings; nothing fires here."""
-        return isinstance(self.definition.trigger, HeartbeatSpec)
+        return self.facts.trigger_type == "heartbeat"
 
     def finished(self) -> bool:
         """A date job whose time has come: it fires at once (or has), and never again."""
-        spec = self.definition.trigger
-        return isinstance(spec, DateSpec) and self.trigger is not None and \
+        return self.facts.trigger_type == "date" and self.trigger is not None and \
             self.trigger.run_date <= dt.datetime.now(dt.UTC)
 
     @property
     def run_on(self) -> str:
-        return ",".join(sorted(set(self.definition.run_on)))
+        return self.facts.run_on
 
     def schedule_hash(self, timezone) -> str:
         """definition:trigger-spec:trigger-code: what the APScheduler job was built from. The
         spec part says whether the schedule itself changed (the phase starts again)."""
-        spec = json.dumps(self.definition.trigger.model_dump(mode="json"), sort_keys=True)
+        spec = self.facts.spec
         if self.rules is not None:   # a calendar changed: the schedule changed
-            spec += json.dumps([self.definition.calendar and self.definition.calendar.model_dump(),
-                                self.rules], sort_keys=True)
+            calendar = self.definition.calendar
+            spec += json.dumps([calendar and calendar.model_dump(), self.rules], sort_keys=True)
         spec_hash = hashlib.sha256(f"{spec}|{timezone}".encode()).hexdigest()[:16]
         return f"{self.hash[:16]}:{spec_hash}:{TRIGGER_VERSION}"
 
@@ -100,6 +158,8 @@ class JobBook:
         self.lock = threading.RLock()   # one writer at a time; taken before any transaction
         self._changes = 0               # bumped by every change of records: limits() cache key
         self._limits: tuple = (-1, types.MappingProxyType({}))
+        self.definitions = Definitions()
+        self._facts: dict = {}   # one of each equal facts and time: jobs alike share it
 
     @property
     def changes(self) -> int:
@@ -115,7 +175,7 @@ class JobBook:
             shared: dict = {}   # one tuple per distinct pair: 10,000 jobs share a few
             limits = types.MappingProxyType({
                 i: shared.setdefault(pair, pair) for i, r in list(self.records.items())
-                if (pair := (r.definition.max_instances, r.definition.misfire_grace_time))})
+                if (pair := (r.facts.max_instances, r.facts.misfire_grace_time))})
             self._limits = (changes, limits)
         return limits
 
@@ -125,7 +185,7 @@ class JobBook:
         transaction that records it)."""
         self._changes += 1
         self.store.after.plan = build_plan((r.definition, r.paused)
-                                           for r in list(self.records.values()))
+                                           for r in _planned(dict(self.records)))
 
     def forget(self, job_id: str) -> None:
         """A job deleted from ts_jobs (JobCatalog.delete): out of the book."""
@@ -174,7 +234,7 @@ class JobBook:
             if calendars == self.calendars:
                 return []
             ids = sorted(i for i, r in self.records.items()
-                         if job_rules(r.definition, calendars) != r.rules)
+                         if _rules(r.facts, calendars) != r.rules)
             self.store.jobs.set_meta("calendars", json.dumps(calendars, sort_keys=True), ids)
             return self._follow_calendars(calendars)
 
@@ -184,7 +244,7 @@ class JobBook:
             return []
         self.calendars, changed = calendars, []
         for job_id, rec in list(self.records.items()):
-            rules = job_rules(rec.definition, calendars)
+            rules = _rules(rec.facts, calendars)
             if rules != rec.rules:
                 self.records[job_id] = dataclasses.replace(rec, rules=rules, trigger=None,
                                                            view=None)
@@ -228,9 +288,7 @@ class JobBook:
                     raise JobConflict(f"job {job_id!r} already exists with source {rec.source}")
                 kind = _change_kind(rec, defn)
                 changes[kind].append(job_id)
-                if kind == "unchanged":
-                    rec.definition = share_fields(defn)   # equal (same hash): keep one copy
-                else:
+                if kind != "unchanged":
                     upserts.append({"_new": rec is None, "id": job_id, "source": source,
                                     "definition": json.dumps(defn.dump()),
                                     "definition_hash": definition_hash(defn),
@@ -281,8 +339,8 @@ class JobBook:
         return [r for _, r in sorted(self.records.items())
                 if (states is None or r.state in states)
                 and (source is None or r.source == source)
-                and (kind is None or r.definition.kind == kind)
-                and (tag is None or tag in r.definition.tags)
+                and (kind is None or r.facts.kind == kind)
+                and (tag is None or tag in r.facts.tags)
                 and (needle is None or needle in _search_text(r))]
 
     def view(self, rec: JobRecord, next_ts: Optional[float], last_run: Optional[dict]
@@ -294,7 +352,7 @@ class JobBook:
         is answered in milliseconds."""
         key = (rec.paused, rec.state, next_ts, last_run and (
             last_run["id"], last_run["status"], tuple(last_run.get("sla_breaches", ()))),
-            tuple(self.downstream(rec.definition.id)))
+            tuple(self.downstream(rec.id)))
         if rec.view is None or rec.view[0] != key:
             job = self._job_dict(rec, next_ts, last_run)
             item = {k: v for k, v in job.items() if k != "definition"}
@@ -347,32 +405,47 @@ class JobBook:
             "steps": graph_view(d),
         }
 
+    def _shared(self, value):
+        """The one equal ``value`` (facts, a time: a reconcile's jobs share its instant)."""
+        if len(self._facts) > 4 * len(self.records) + 100:   # edits left old ones behind
+            self._facts.clear()
+        return self._facts.setdefault(value, value)
+
     def _record(self, row) -> Optional[tuple[str, JobRecord]]:
+        """A stored job's record; its definition is validated here for its facts and then let
+        go (Definitions builds it again on use)."""
         try:
-            defn = share_fields(JobDefinition.model_validate(json.loads(row.definition)))
+            defn = JobDefinition.model_validate(json.loads(row.definition))
         except (ValidationError, ValueError) as exc:
             log.error("job %s in the database no longer validates, skipped: %s", row.id,
                       _clean(exc))
             return None
-        # the definition's id, and an interned source: not two more strings per job
-        rec = JobRecord(defn, sys.intern(row.source), row.paused, row.definition_hash,
-                        row.created_at, row.updated_at, rules=job_rules(defn, self.calendars))
-        self._date_trigger(rec)
-        return (defn.id if defn.id == row.id else row.id), rec
+        # an interned source: not one more string per job
+        rec = self._make_record(row.id, row.definition, sys.intern(row.source), row.paused,
+                                row.definition_hash, row.created_at, row.updated_at, defn)
+        return rec.id, rec   # the id interned: the schedules' copy of it is the same string
 
     def _new_record(self, values: dict, defn: JobDefinition) -> JobRecord:
         old = self.records.get(values["id"])
-        rec = JobRecord(share_fields(defn), values["source"], values["paused"],
-                        values["definition_hash"], old.created_at if old else values["updated_at"],
-                        values["updated_at"], rules=job_rules(defn, self.calendars))
-        self._date_trigger(rec)
-        return rec
+        self.definitions.put(values["definition"], share_fields(defn))   # likely looked at next
+        return self._make_record(values["id"], values["definition"], values["source"],
+                                 values["paused"],
+                                 values["definition_hash"],
+                                 old.created_at if old else values["updated_at"],
+                                 values["updated_at"], defn)
 
-    def _date_trigger(self, rec: JobRecord) -> None:
-        """Only a date job's state needs its trigger (finished()); the others build theirs when
-        a view asks: 10,000 eager triggers cost ~2 MiB and a tenth of a second."""
-        if isinstance(rec.definition.trigger, DateSpec):
-            self.trigger_of(rec)
+    def _make_record(self, job_id: str, text: str, source: str, paused: bool, digest: str,
+                     created_at: dt.datetime, updated_at: dt.datetime,
+                     defn: JobDefinition) -> JobRecord:
+        facts = self._shared(job_facts(defn))
+        rec = JobRecord(sys.intern(job_id), text, source, paused, digest,
+                        self._shared(created_at), self._shared(updated_at), facts,
+                        self.definitions, rules=_rules(facts, self.calendars))
+        if facts.trigger_type == "date":
+            # Only a date job's state needs its trigger (finished()); the others build theirs
+            # when a view asks: 10,000 eager triggers cost ~2 MiB and a tenth of a second.
+            rec.trigger = job_trigger(defn, self.timezone, rec.rules)
+        return rec
 
 
 def expected_ping(rec: JobRecord, last_run: Optional[dict]) -> dt.datetime:
@@ -384,6 +457,20 @@ def expected_ping(rec: JobRecord, last_run: Optional[dict]) -> dt.datetime:
     since = (dt.datetime.fromisoformat(last_run["scheduled_at"]) if last_run
              else rec.created_at.replace(tzinfo=dt.UTC))
     return since + dt.timedelta(seconds=duration_seconds(spec.every))
+
+
+def _planned(records: dict[str, JobRecord]) -> list[JobRecord]:
+    """The jobs the after: plan is built from: those that follow a job, and the jobs they
+    follow (their retries): the other definitions are not built for it."""
+    following = [r for r in records.values() if r.facts.follows]
+    ups = {r.definition.after.job for r in following}
+    return following + [records[i] for i in sorted(ups)
+                        if i in records and not records[i].facts.follows]
+
+
+def _rules(facts: JobFacts, calendars: dict[str, dict]) -> Optional[dict]:
+    """calendars.job_rules from a job's facts: the rules of the calendars it uses, or None."""
+    return {name: calendars.get(name) for name in facts.calendars} if facts.calendars else None
 
 
 def _change_kind(rec: Optional[JobRecord], defn: JobDefinition) -> str:

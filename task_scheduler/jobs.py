@@ -164,19 +164,19 @@ class JobCatalog:
             len(matches)
 
     def _views(self, records: list) -> list:
-        next_times, last = self._states.read([r.definition.id for r in records])
+        next_times, last = self._states.read([r.id for r in records])
         for run in self.runner.recent.values():   # ended here, maybe not yet in the table
             if run.job_id in last and run.id >= last[run.job_id]["id"] and not run.step_id:
                 last[run.job_id] = run_to_dict(run)
         self._breaches(records, last)
-        return [self.book.view(r, next_times.get(r.definition.id), last.get(r.definition.id))
+        return [self.book.view(r, next_times.get(r.id), last.get(r.id))
                 for r in records]
 
     def _breaches(self, records: list, last: dict) -> None:
         """The SLA breaches of each promising job's newest run, as ``sla_breaches`` on it (the
         badge of the job list, page and dashboard); no query when no job promises anything."""
-        promised = [last[r.definition.id]["id"] for r in records if r.definition.id in last
-                    and (r.definition.sla is not None or r.watched)]
+        promised = [last[r.id]["id"] for r in records if r.id in last
+                    and (r.facts.promises or r.watched)]
         found = self.store.sla.breaches_of(promised) if promised else {}
         for run in last.values():
             if run["id"] in found:

@@ -92,7 +92,7 @@ class Notifier:
         notes = []
         for run in runs:
             rec = self.book.get(run["job_id"])
-            if rec is None or not rec.definition.notify or run.get("step_id"):
+            if rec is None or not rec.facts.notifies or run.get("step_id"):
                 continue   # a workflow's steps: its run's end tells (docs/workflows.md)
             events = _events(run["status"], previous, _will_retry(rec.definition, run))
             for target in rec.definition.notify:
@@ -104,14 +104,15 @@ class Notifier:
         """The notifications an SLA breach calls for: opt-in, only targets whose ``on`` names
         the event (``late``, ``long_running``, ``overdue``)."""
         rec = self.book.get(run["job_id"])
-        if rec is None:
+        if rec is None or not rec.facts.notifies:
             return []
         return [self._note(run, rec, event, target, detail)
                 for target in rec.definition.notify if event in target.on]
 
     def wants_previous(self, job_id: str) -> bool:
         rec = self.book.get(job_id)
-        return rec is not None and any("recovered" in t.on for t in rec.definition.notify)
+        return rec is not None and rec.facts.notifies and \
+            any("recovered" in t.on for t in rec.definition.notify)
 
     def _note(self, run: dict, rec: JobRecord, event: str, target,
               detail: Optional[str] = None) -> dict:

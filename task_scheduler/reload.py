@@ -157,7 +157,7 @@ class JobsFile:
                 _after_conflict(self.book.records, path, jobs)
             if conflict is not None:
                 self._failed(conflict, digest)
-            before = {i: r.definition for i, r in self.book.records.items() if r.source == "yaml"}
+            before = {i: r for i, r in self.book.records.items() if r.source == "yaml"}
             recalendared = self.book.set_calendars(getattr(jobs, "calendars", {}))
             changes = self.catalog.reconcile({j.id: j for j in jobs}, "yaml")
             self.catalog.follow({"rescheduled": recalendared})
@@ -176,7 +176,8 @@ class JobsFile:
             "hash": digest, "asked_by": asked_by, "path": self.state.path,
             "changes": {k: len(v) for k, v in changes.items()}})]
         for kind, action in RELOAD_ACTIONS:
-            rows += [self.audit.job_change(action, i, before.get(i), after.get(i), YAML_ACTOR,
+            rows += [self.audit.job_change(action, i, before[i].definition if i in before
+                                           else None, after.get(i), YAML_ACTOR,
                                            {"hash": digest, "change": kind})
                      for i in changes[kind]]
         self.store.audit.append(rows)

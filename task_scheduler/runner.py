@@ -115,10 +115,11 @@ class _Masks:
         now = time.monotonic()
         if now >= self._every[0]:
             values = [v for rec in list(self._book.records.values())
-                      if rec.definition.notify for v in notify_secrets(rec.definition.notify)]
+                      if rec.facts.notifies for v in notify_secrets(rec.definition.notify)]
             self._every = (now + MASK_REFRESH, values)
         rec = self._book.get(job_id)
-        own = notify_secrets(rec.definition.notify) if rec is not None else []
+        own = notify_secrets(rec.definition.notify) if rec is not None and rec.facts.notifies \
+            else []
         key = frozenset([*self._secrets, *self._every[1], *own])
         if key not in self._masks:
             if len(self._masks) > 64:
@@ -548,7 +549,7 @@ class Runner:
         if rec.watched:
             raise JobConflict(f"job {job_id!r} is a heartbeat job: its work runs elsewhere and "
                               f"reports with POST /api/jobs/{job_id}/ping; nothing runs here")
-        limit = rec.definition.max_instances
+        limit = rec.facts.max_instances
         if self._p.store.runs.active_count(job_id, self._p.history.unsettled_ids()) >= limit:
             raise JobConflict(f"job {job_id!r} is already running (max_instances={limit})")
         now = self._p.now()

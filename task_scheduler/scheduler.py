@@ -211,7 +211,7 @@ class _Scheduler(BackgroundScheduler):
         if self._in_step(job_id):
             return   # every job on a restart: unpickling 10,000 jobs took seconds
         job = self._store.lookup_job(job_id) if self._store.stamp(job_id)[0] else None
-        if rec is None or not rec.definition.is_enabled or rec.state == "manual" or rec.watched:
+        if rec is None or not rec.facts.enabled or rec.state == "manual" or rec.watched:
             if job is not None:
                 self._store.remove_job(job_id)
             return
@@ -237,7 +237,7 @@ class _Scheduler(BackgroundScheduler):
         """Does the stored schedule match the definition (known without unpickling)?"""
         rec = self._book.get(job_id)
         stored, stamp = self._store.stamp(job_id)
-        return stored and rec is not None and rec.definition.is_enabled and \
+        return stored and rec is not None and rec.facts.enabled and \
             rec.state != "manual" and not rec.watched and (rec.paused == (stamp is None) or
                                        job_id in self._store.done) and \
             self._store.hashes.get(job_id) == rec.schedule_hash(self.timezone)
@@ -245,7 +245,7 @@ class _Scheduler(BackgroundScheduler):
     def _rebuild(self, rec: JobRecord, job, want: str, now: dt.datetime) -> None:
         """A changed definition: a new schedule starts from now; the same schedule on today's
         trigger code keeps its next fire time (and so its phase); options change in place."""
-        have = (self._store.hashes.get(rec.definition.id) or "").split(":")
+        have = (self._store.hashes.get(rec.id) or "").split(":")
         new_def, new_spec, new_code = want.split(":")
         changes = _aps_options(rec.definition)
         trigger = job_trigger(rec.definition, self.timezone, rec.rules, now)

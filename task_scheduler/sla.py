@@ -85,7 +85,7 @@ class SlaWatch:
         if not self._leading():
             return []
         promised = {i: r for i, r in self.book.records.items()
-                    if r.definition.sla is not None and r.definition.is_enabled}
+                    if r.facts.promises and r.facts.enabled}
         watched = {i: r for i, r in self.book.records.items()
                    if r.watched and r.state == "scheduled"}
         if not promised and not watched:

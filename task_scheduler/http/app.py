@@ -22,7 +22,6 @@ from .accounts import (
     api_revoke_token, api_update_user, api_whoami)
 from .guard import HttpGuard
 from .io import _PING_ROUTES, _common_headers, _error_page, _raw_json
-from .openapi import openapi_json
 from ..metrics import RunStats, metrics_text
 
 if TYPE_CHECKING:
@@ -35,7 +34,14 @@ DISCOVER = object()   # create_app's default: the installed GUI, if any
 
 def api_openapi(service):
     """This API as an OpenAPI 3.1 document, generated from the models that validate requests."""
-    return _raw_json(200, openapi_json(tuple(API_ROUTES), _secured()))
+    return _raw_json(200, _openapi(_secured()))
+
+
+def _openapi(secured: bool) -> str:
+    """The OpenAPI document as JSON text. Its module (and the response models in it: ~0.8 MiB)
+    is imported on the first ask: a service that is never asked does without."""
+    from .openapi import openapi_json
+    return openapi_json(tuple(API_ROUTES), secured)
 
 
 def api_docs(service):
@@ -45,7 +51,7 @@ def api_docs(service):
     if gui is None:   # the core alone: the document itself is the reference
         body = _DOCS_WITHOUT_GUI
     else:             # the page's template lives with the GUI
-        body = gui.api_docs_html(openapi_json(tuple(API_ROUTES), secured), secured)
+        body = gui.api_docs_html(_openapi(secured), secured)
     return bottle.HTTPResponse(body, headers={
         "Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": DOCS_CSP})
 

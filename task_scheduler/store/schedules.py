@@ -7,6 +7,7 @@ import bisect
 import datetime as dt
 import logging
 import pickle
+import sys
 from typing import TYPE_CHECKING, Optional
 
 import sqlalchemy as sa
@@ -60,10 +61,13 @@ class ScheduleStore(SQLAlchemyJobStore):
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(self.jobs_t.c.id, self.jobs_t.c.next_run_time,
                                           self.jobs_t.c.ts_hash)).all()
-        self._times = {r.id: r.next_run_time for r in rows}
+        ids = [sys.intern(r.id) for r in rows]   # the book's id strings, not 10,000 copies
+        self._times = {i: r.next_run_time for i, r in zip(ids, rows, strict=True)}
         self._stored = set(self._times)   # ids with a row in the table
-        self.hashes = {r.id: (r.ts_hash or "").removesuffix(DONE_MARK) or None for r in rows}
-        self.done = {r.id for r in rows if (r.ts_hash or "").endswith(DONE_MARK)}
+        self.hashes = {i: (r.ts_hash or "").removesuffix(DONE_MARK) or None
+                       for i, r in zip(ids, rows, strict=True)}
+        self.done = {i for i, r in zip(ids, rows, strict=True)
+                     if (r.ts_hash or "").endswith(DONE_MARK)}
         self._due = sorted((t, i) for i, t in self._times.items() if t is not None)
         self._jobs, self._pending, self._moved, self.loaded = {}, {}, {}, True
         self._recomputed = {}
