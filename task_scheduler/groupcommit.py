@@ -55,7 +55,7 @@ class GroupCommit:
             if len(results) != len(batch):
                 raise RuntimeError(f"a group write returned {len(results)} results "
                                    f"for {len(batch)} items")
-            for waiter, result in zip(batch, results):
+            for waiter, result in zip(batch, results, strict=True):
                 waiter.result = result
         except BaseException as exc:   # each caller decides what a failed write means to it
             for waiter in batch:
