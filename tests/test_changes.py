@@ -133,8 +133,9 @@ def test_too_many_changes_at_once_are_one_reset(service, client):
     service.changes.CAP = 3
     reader = Reader(client)
     service.add_job({**QUEUED_FOREVER, "max_instances": 10})
-    for _ in range(5):
-        service.run_now("nowhere")
+    with service.changes._looking:   # one look sees all five: on a loaded machine a look fell
+        for _ in range(5):           # between two of them and told the first one by one
+            service.run_now("nowhere")
     reader.until(lambda: ("reset", {}) in reader.events, message="a reset")
     assert not [e for e in reader.events if e[0] == "run"]
     count = len(reader.events)
