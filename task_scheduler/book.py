@@ -24,7 +24,7 @@ from .models import (
 from .text import _clean, _json_default
 from .timeutil import _iso, _utcnow
 from .after import after_problems, applied_with, build_plan
-from .calendars import job_trigger, shown_fire_times, uses
+from .calendars import job_trigger, rules_for, shown_fire_times, uses
 from .triggers import trigger_text
 from .workflow import graph_view
 
@@ -234,7 +234,7 @@ class JobBook:
             if calendars == self.calendars:
                 return []
             ids = sorted(i for i, r in self.records.items()
-                         if _rules(r.facts, calendars) != r.rules)
+                         if rules_for(r.facts.calendars, calendars) != r.rules)
             self.store.jobs.set_meta("calendars", json.dumps(calendars, sort_keys=True), ids)
             return self._follow_calendars(calendars)
 
@@ -244,7 +244,7 @@ class JobBook:
             return []
         self.calendars, changed = calendars, []
         for job_id, rec in list(self.records.items()):
-            rules = _rules(rec.facts, calendars)
+            rules = rules_for(rec.facts.calendars, calendars)
             if rules != rec.rules:
                 self.records[job_id] = dataclasses.replace(rec, rules=rules, trigger=None,
                                                            view=None)
@@ -440,7 +440,7 @@ class JobBook:
         facts = self._shared(job_facts(defn))
         rec = JobRecord(sys.intern(job_id), text, source, paused, digest,
                         self._shared(created_at), self._shared(updated_at), facts,
-                        self.definitions, rules=_rules(facts, self.calendars))
+                        self.definitions, rules=rules_for(facts.calendars, self.calendars))
         if facts.trigger_type == "date":
             # Only a date job's state needs its trigger (finished()); the others build theirs
             # when a view asks: 10,000 eager triggers cost ~2 MiB and a tenth of a second.
@@ -466,11 +466,6 @@ def _planned(records: dict[str, JobRecord]) -> list[JobRecord]:
     ups = {r.definition.after.job for r in following}
     return following + [records[i] for i in sorted(ups)
                         if i in records and not records[i].facts.follows]
-
-
-def _rules(facts: JobFacts, calendars: dict[str, dict]) -> Optional[dict]:
-    """calendars.job_rules from a job's facts: the rules of the calendars it uses, or None."""
-    return {name: calendars.get(name) for name in facts.calendars} if facts.calendars else None
 
 
 def _change_kind(rec: Optional[JobRecord], defn: JobDefinition) -> str:

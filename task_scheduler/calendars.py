@@ -170,7 +170,11 @@ def uses(defn: JobDefinition) -> list[str]:
 def job_rules(defn: JobDefinition, calendars: dict[str, dict]) -> Optional[dict]:
     """The rules of the calendars a job uses ({name: rules or None when not defined}), or None
     when it uses none: what its trigger is built from, and part of its schedule's hash."""
-    names = uses(defn)
+    return rules_for(uses(defn), calendars)
+
+
+def rules_for(names, calendars: dict[str, dict]) -> Optional[dict]:
+    """job_rules from the calendar names a job uses (a record's facts keep them)."""
     return {name: calendars.get(name) for name in names} if names else None
 
 

@@ -44,19 +44,30 @@ class Database:
         """One write transaction; ``notify(conn, ...)`` inside it announces after commit.
         ``quiet``: it changes no run, job or schedule (a heartbeat, the lease's renewal), so
         the ``committed`` callbacks are not told (what they keep stays fresh)."""
-        self.waiting.append(None)   # retention gives way while writers wait
-        with self.turn():
-            self.waiting.pop()      # deque append/pop are atomic: a count without a lock
-            with self.engine.begin() as conn:
-                conn.info["ts.notes"], conn.info["ts.quiet"] = [], quiet
-                yield conn
-                self._append_audit(conn)
-                notes = conn.info.pop("ts.notes")
-                quiet = conn.info.pop("ts.quiet")
+        with self.taking_turn(), self.engine.begin() as conn:
+            conn.info["ts.notes"], conn.info["ts.quiet"] = [], quiet
+            yield conn
+            self._append_audit(conn)
+            notes = conn.info.pop("ts.notes")
+            quiet = conn.info.pop("ts.quiet")
         for channel, payload in notes:
             for callback in self.on_commit:
                 callback(channel, payload)
-        for callback in () if quiet else self.committed:
+        if not quiet:
+            self.tell_committed()
+
+    @contextlib.contextmanager
+    def taking_turn(self):
+        """A writer's turn (SQLite's write lock), counted while it waits: retention gives way
+        while writers wait."""
+        self.waiting.append(None)
+        with self.turn():
+            self.waiting.pop()      # deque append/pop are atomic: a count without a lock
+            yield
+
+    def tell_committed(self) -> None:
+        """Runs, jobs or schedules changed: what the ``committed`` callbacks keep is stale."""
+        for callback in self.committed:
             callback()
 
     @staticmethod

@@ -35,9 +35,9 @@ _SHARED = ts_runs.update().where(
 
 
 class StartWriter:
-    """Marks claimed runs running, on a driver connection kept for it. Calls must not overlap
-    (the group commit's writes never do); a failed call drops the connection, the next opens
-    another."""
+    """Marks claimed runs running, on a driver connection kept for it; calls take turns on it
+    (the group commit's writes never overlap anyway). A failed call drops the connection, the
+    next opens another."""
 
     def __init__(self, db: Database):
         self.db, self.node = db, db.node
@@ -60,12 +60,9 @@ class StartWriter:
                                                      "start_time": started_at}).scalars())
             return [run_id in started for run_id in run_ids]
         at = self._to_db(started_at) if self._to_db else started_at
-        self.db.waiting.append(None)   # retention gives way while writers wait
-        with self.db.turn(), self._lock:
-            self.db.waiting.pop()
+        with self.db.taking_turn(), self._lock:
             started = self._execute(run_ids, at)
-        for callback in self.db.committed:
-            callback()
+        self.db.tell_committed()
         return [run_id in started for run_id in run_ids]
 
     def _execute(self, run_ids: list[str], at) -> set:
