@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 from typing import Any, Optional
 
@@ -245,7 +246,15 @@ def new_run_id(offset: float = 0.0) -> str:
     from this machine's clock to the database's (``Cluster.offset``): ids made on nodes whose
     clocks differ still sort in the database's order."""
     micros = time.time_ns() // 1000 + int(offset * 1_000_000)
+    with _LAST_ID_LOCK:   # never back in time within a process: ``offset`` is measured again
+        # as the node runs, and a correction made ids of later writes sort before earlier
+        # ones (the audit log's newest-first order broke on PostgreSQL)
+        micros = _LAST_ID_MICROS[0] = max(micros, _LAST_ID_MICROS[0] + 1)
     return f"{micros:014x}{random.getrandbits(24):06x}"
+
+
+_LAST_ID_LOCK = threading.Lock()
+_LAST_ID_MICROS = [0]
 
 
 def create_engine(url: str, busy_timeout: float = 30.0) -> sa.Engine:
