@@ -246,10 +246,14 @@ def new_run_id(offset: float = 0.0) -> str:
     from this machine's clock to the database's (``Cluster.offset``): ids made on nodes whose
     clocks differ still sort in the database's order."""
     micros = time.time_ns() // 1000 + int(offset * 1_000_000)
-    with _LAST_ID_LOCK:   # never back in time within a process: ``offset`` is measured again
-        # as the node runs, and a correction made ids of later writes sort before earlier
-        # ones (the audit log's newest-first order broke on PostgreSQL)
-        micros = _LAST_ID_MICROS[0] = max(micros, _LAST_ID_MICROS[0] + 1)
+    with _LAST_ID_LOCK:   # not back in time within a process: ``offset`` is measured again
+        # as the node runs, and a correction of a few ms made ids of later writes sort before
+        # earlier ones (the audit log's newest-first order broke on PostgreSQL). A jump of more
+        # than a second (the first measurement on a skewed machine) is taken as it is.
+        last = _LAST_ID_MICROS[0]
+        if last - 1_000_000 < micros <= last:
+            micros = last + 1
+        _LAST_ID_MICROS[0] = micros
     return f"{micros:014x}{random.getrandbits(24):06x}"
 
 
